@@ -1,0 +1,170 @@
+//! Dotted key paths, as used by `berth config get/set` and the kernel command line:
+//! `berth.network.interfaces.eth0.dhcp`, `write_files.0.path`.
+//!
+//! Map keys may contain dots (sysctl names, registry hosts), so a segment can be
+//! quoted (`berth.registries.auth."reg.example.com:5000".username`), and below a
+//! key whose values are plain scalars (`sysctl`, `environment`, `labels`,
+//! `bond_opts`) the rest of the path is one key: `berth.sysctl.net.ipv4.ip_forward`.
+
+use crate::diag::Origin;
+use crate::node::{Entry, Node, Value};
+
+/// Keys whose children are free-form names with scalar values.
+const SCALAR_MAPS: &[&str] = &["sysctl", "environment", "labels", "bond_opts"];
+
+/// The top-level cloud-init keys; anything else under `berth.` on the kernel
+/// command line belongs to the `berth:` section.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "hostname",
+    "ssh_authorized_keys",
+    "users",
+    "write_files",
+    "runcmd",
+    "bootcmd",
+    "mounts",
+];
+
+/// Splits a dotted path into keys. Returns an error message for a malformed path.
+pub fn split(path: &str) -> Result<Vec<String>, String> {
+    let mut segments = Vec::new();
+    let mut rest = path;
+    while !rest.is_empty() {
+        if segments.last().is_some_and(|s: &String| SCALAR_MAPS.contains(&s.as_str()))
+            && !rest.starts_with('"')
+        {
+            segments.push(rest.to_string());
+            break;
+        }
+        let (segment, tail) = if let Some(quoted) = rest.strip_prefix('"') {
+            let end = quoted
+                .find('"')
+                .ok_or_else(|| format!("unterminated quote in key `{path}`"))?;
+            (quoted[..end].to_string(), &quoted[end + 1..])
+        } else {
+            let end = rest.find('.').unwrap_or(rest.len());
+            (rest[..end].to_string(), &rest[end..])
+        };
+        if segment.is_empty() {
+            return Err(format!("empty segment in key `{path}`"));
+        }
+        segments.push(segment);
+        rest = match tail.strip_prefix('.') {
+            Some(t) if t.is_empty() => return Err(format!("key `{path}` ends with a dot")),
+            Some(t) => t,
+            None if tail.is_empty() => tail,
+            None => return Err(format!("expected `.` after a quoted segment in `{path}`")),
+        };
+    }
+    if segments.is_empty() {
+        return Err("empty key".into());
+    }
+    Ok(segments)
+}
+
+/// The node at `path`, if it exists. Numeric segments index lists.
+pub fn lookup<'a>(tree: &'a Node, path: &[String]) -> Option<&'a Node> {
+    path.iter().try_fold(tree, |node, key| match &node.value {
+        Value::Map(_) => node.get(key),
+        Value::Seq(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
+/// The origin of the deepest existing node along `path`; what an error about
+/// `path` should point at when the exact value is absent.
+pub fn nearest_origin(tree: &Node, path: &[String]) -> Origin {
+    let mut node = tree;
+    let mut origin = tree.origin.clone();
+    for key in path {
+        let next = match &node.value {
+            Value::Map(entries) => entries.iter().find(|e| &e.key == key).map(|e| {
+                origin = e.key_origin.clone();
+                &e.value
+            }),
+            Value::Seq(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        };
+        match next {
+            Some(n) => {
+                if !matches!(n.value, Value::Map(_)) {
+                    origin = n.origin.clone();
+                }
+                node = n;
+            }
+            None => break,
+        }
+    }
+    origin
+}
+
+/// A tree holding just `value` at `path` (for `config set` and the kernel command line).
+pub fn build(path: &[String], value: Node) -> Node {
+    let origin = value.origin.clone();
+    path.iter().rev().fold(value, |inner, key| {
+        Node::new(
+            Value::Map(vec![Entry::new(key.clone(), origin.clone(), inner)]),
+            origin.clone(),
+        )
+    })
+}
+
+/// Every scalar under `node` with its path, for `config get --origin` on a subtree.
+pub fn leaves<'a>(node: &'a Node, prefix: &str, out: &mut Vec<(String, &'a Node)>) {
+    match &node.value {
+        Value::Map(entries) if !entries.is_empty() => {
+            for e in entries {
+                leaves(&e.value, &join(prefix, &e.key), out);
+            }
+        }
+        Value::Seq(items) if !items.is_empty() => {
+            for (i, item) in items.iter().enumerate() {
+                leaves(item, &join(prefix, &i.to_string()), out);
+            }
+        }
+        _ => out.push((prefix.to_string(), node)),
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    let key = if key.contains('.') {
+        format!("\"{key}\"")
+    } else {
+        key.to_string()
+    };
+    if prefix.is_empty() {
+        key
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_plain_quoted_and_scalar_map_paths() {
+        assert_eq!(
+            split("berth.network.interfaces.eth0.dhcp"),
+            Ok(vec!["berth", "network", "interfaces", "eth0", "dhcp"]
+                .into_iter()
+                .map(String::from)
+                .collect())
+        );
+        assert_eq!(
+            split("berth.sysctl.net.ipv4.ip_forward").map(|s| s.len()),
+            Ok(3)
+        );
+        assert_eq!(
+            split("berth.registries.auth.\"r.example.com:5000\".username"),
+            Ok(vec!["berth", "registries", "auth", "r.example.com:5000", "username"]
+                .into_iter()
+                .map(String::from)
+                .collect())
+        );
+        assert!(split("a..b").is_err());
+        assert!(split("a.").is_err());
+        assert!(split("\"a").is_err());
+        assert!(split("").is_err());
+    }
+}

@@ -1,0 +1,477 @@
+//! The typed cloud-config: the cloud-init keys Berth implements and the `berth:` section.
+//!
+//! Every field is optional so that each source (defaults, OEM, user-data, local
+//! changes, kernel command line) can say only what it means to change; what must
+//! be present in the *merged* result is checked by [`crate::validate`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use crate::forms::{Command, Duration, FileMode, KeyValues, Scalar, StringList};
+
+/// A whole `#cloud-config` document.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+#[schemars(title = "Berth cloud-config")]
+pub struct CloudConfig {
+    /// The machine's hostname.
+    pub hostname: Option<String>,
+    /// SSH public keys for the default user `berth`.
+    pub ssh_authorized_keys: Vec<String>,
+    /// Users to create in the console. A plain string names a user with defaults.
+    pub users: Vec<User>,
+    /// Files to write at boot, before services start.
+    pub write_files: Vec<WriteFile>,
+    /// Commands run once per boot in the console container after it is up.
+    pub runcmd: Vec<Command>,
+    /// Commands run on the host early in boot, before services start.
+    pub bootcmd: Vec<Command>,
+    /// Filesystems to mount, in cloud-init's form: `[device, mountpoint, type, options, dump, pass]`.
+    pub mounts: Vec<Vec<Scalar>>,
+    /// Berth's own settings.
+    pub berth: Berth,
+    /// RancherOS / BurmillaOS settings; translated into `berth:` when loaded.
+    #[schemars(schema_with = "rancher_schema")]
+    pub rancher: Option<serde_json::Value>,
+}
+
+fn rancher_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "RancherOS / BurmillaOS section, accepted as an alias of `berth` and translated when loaded.",
+        "type": "object"
+    })
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct User {
+    /// Login name. `default` means Berth's default user, `berth`.
+    pub name: String,
+    pub gecos: Option<String>,
+    /// Supplementary groups, as a list or a comma-separated string.
+    pub groups: StringList,
+    pub primary_group: Option<String>,
+    pub shell: Option<String>,
+    pub homedir: Option<String>,
+    pub uid: Option<u32>,
+    pub system: bool,
+    pub no_create_home: bool,
+    pub ssh_authorized_keys: Vec<String>,
+    /// sudoers rules, e.g. `ALL=(ALL) NOPASSWD:ALL`; `false` for none.
+    pub sudo: Sudo,
+    /// Lock the password (the default): log in with keys only.
+    pub lock_passwd: Option<bool>,
+    /// A crypt(3) password hash.
+    pub passwd: Option<String>,
+    /// cloud-init's other spelling of `passwd`.
+    pub hashed_passwd: Option<String>,
+}
+
+/// sudo rules: a rule, a list of rules, or `false`/absent for none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[schemars(transparent)]
+pub struct Sudo(#[schemars(with = "Option<StringList>")] pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Sudo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Sudo;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sudoers rule, a list of rules, or false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Sudo, E> {
+                if v {
+                    Err(E::custom(
+                        "`sudo: true` is ambiguous; write a rule such as \"ALL=(ALL) NOPASSWD:ALL\"",
+                    ))
+                } else {
+                    Ok(Sudo(Vec::new()))
+                }
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Sudo, E> {
+                Ok(Sudo(Vec::new()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Sudo, E> {
+                Ok(Sudo(vec![v.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Sudo, A::Error> {
+                let mut rules = Vec::new();
+                while let Some(rule) = seq.next_element::<String>()? {
+                    rules.push(rule);
+                }
+                Ok(Sudo(rules))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriteFile {
+    /// Absolute path of the file to write.
+    pub path: String,
+    pub content: String,
+    pub encoding: Option<Encoding>,
+    /// Octal mode, e.g. "0644" (the default).
+    pub permissions: Option<FileMode>,
+    /// `user:group` (default `root:root`).
+    pub owner: Option<String>,
+    /// Append to the file instead of replacing it.
+    pub append: bool,
+    /// Accepted for cloud-init compatibility; Berth writes every file before services start.
+    pub defer: bool,
+    /// RancherOS: the system service whose container the file belongs to.
+    pub container: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum Encoding {
+    #[serde(rename = "text/plain")]
+    Plain,
+    #[serde(rename = "b64", alias = "base64")]
+    Base64,
+    #[serde(rename = "gzip", alias = "gz")]
+    Gzip,
+    #[serde(
+        rename = "gz+b64",
+        alias = "gz+base64",
+        alias = "gzip+b64",
+        alias = "gzip+base64"
+    )]
+    GzipBase64,
+}
+
+/// The `berth:` section (also accepted as `rancher:`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Berth {
+    /// System services, in compose syntax, keyed by name.
+    pub services: BTreeMap<String, Service>,
+    /// Optional services from the catalogue, switched on (`true`) or off.
+    pub services_include: BTreeMap<String, bool>,
+    pub network: Network,
+    pub state: State,
+    pub console: Console,
+    pub engine: Engine,
+    /// Kernel modules to load, each optionally followed by parameters: `"bonding mode=1"`.
+    pub modules: Vec<String>,
+    /// Kernel parameters, e.g. `net.ipv4.ip_forward: 1`.
+    pub sysctl: BTreeMap<String, Scalar>,
+    /// Environment passed to every system service.
+    pub environment: KeyValues,
+    pub ntp: Ntp,
+    pub ssh: Ssh,
+    /// Where to look for user-data, in order: `nocloud`, `configdrive`, `ec2`, `gce`,
+    /// `digitalocean`, `cmdline`, `url:URL`, `file:PATH`.
+    pub datasources: Vec<String>,
+    pub upgrade: Upgrade,
+    pub log: Log,
+    pub registries: Registries,
+}
+
+/// A system service, in compose syntax.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Service {
+    pub image: Option<String>,
+    pub command: Option<Command>,
+    pub entrypoint: Option<Command>,
+    pub environment: KeyValues,
+    /// `SOURCE:TARGET[:OPTIONS]`; SOURCE is a host path or a named volume.
+    pub volumes: Vec<String>,
+    pub privileged: bool,
+    /// `host`, `none`, or `service:NAME` to share another service's network.
+    pub network_mode: Option<String>,
+    /// `host` to share the host's PID namespace.
+    pub pid: Option<String>,
+    pub ipc: Option<String>,
+    pub uts: Option<String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `HOST[:CONTAINER[:PERMISSIONS]]`, e.g. `/dev/ttyS0`.
+    pub devices: Vec<String>,
+    pub read_only: bool,
+    pub tmpfs: StringList,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub restart: Option<RestartPolicy>,
+    /// Services this one needs: a list of names, or names with a `condition`.
+    pub depends_on: BTreeMap<String, Dependency>,
+    pub healthcheck: Option<Healthcheck>,
+    pub labels: KeyValues,
+    /// Berth: run to completion before dependents start.
+    pub oneshot: bool,
+    pub stop_grace_period: Option<Duration>,
+    pub stop_signal: Option<String>,
+    /// Memory limit: bytes, or with a unit (`512m`, `1g`).
+    pub mem_limit: Option<Scalar>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    pub oom_score_adj: Option<i32>,
+}
+
+/// When a service is restarted after its main process exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    /// Restart on a non-zero exit, at most this many times (`None`: no limit).
+    OnFailure(Option<u32>),
+}
+
+impl RestartPolicy {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "no" | "false" | "never" => Ok(RestartPolicy::No),
+            "always" => Ok(RestartPolicy::Always),
+            "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+            "on-failure" => Ok(RestartPolicy::OnFailure(None)),
+            other => match other.strip_prefix("on-failure:") {
+                Some(n) => n
+                    .parse()
+                    .map(|n| RestartPolicy::OnFailure(Some(n)))
+                    .map_err(|_| format!("`{n}` in `{other}` is not a retry count")),
+                None => Err(format!(
+                    "`{other}` is not a restart policy; use no, always, unless-stopped, on-failure or on-failure:N"
+                )),
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RestartPolicy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = Scalar::deserialize(d)?;
+        RestartPolicy::parse(&text.0).map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for RestartPolicy {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RestartPolicy".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["string", "boolean"],
+            "pattern": "^(no|always|unless-stopped|on-failure(:[0-9]+)?)$"
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dependency {
+    pub condition: Condition,
+    /// Compose: when false, a missing dependency is not an error.
+    pub required: Option<bool>,
+    /// Compose: restart this service when the dependency restarts.
+    pub restart: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    #[default]
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Healthcheck {
+    /// `["CMD", args…]`, `["CMD-SHELL", "cmd"]`, a shell string, `tcp:PORT` or `file:PATH`.
+    pub test: Option<Command>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub start_period: Option<Duration>,
+    pub start_interval: Option<Duration>,
+    pub retries: Option<u32>,
+    pub disable: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Network {
+    pub dns: Dns,
+    /// Interfaces keyed by name (`eth0`), glob (`eth*`) or MAC (`mac:52:54:00:12:34:56`).
+    pub interfaces: BTreeMap<String, Interface>,
+    pub http_proxy: Option<String>,
+    pub https_proxy: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dns {
+    pub nameservers: Vec<String>,
+    pub search: Vec<String>,
+    /// Static nameservers and search domains win over those from DHCP leases.
+    #[serde(rename = "override")]
+    pub override_leases: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Interface {
+    pub dhcp: Option<bool>,
+    /// An address in CIDR form, `10.0.0.5/24` or `fd00::5/64`.
+    pub address: Option<String>,
+    pub addresses: Vec<String>,
+    pub gateway: Option<String>,
+    pub gateway_ipv6: Option<String>,
+    pub mtu: Option<u32>,
+    pub routes: Vec<Route>,
+    /// Make this interface a member of the named bond.
+    pub bond: Option<String>,
+    /// Bond settings (on the bond interface): `mode`, `miimon`, …
+    pub bond_opts: BTreeMap<String, Scalar>,
+    /// Members of this bond or bridge, as an alternative to `bond:`/`bridge:` on each member.
+    pub members: Vec<String>,
+    /// VLANs on this interface: `"100,200:name"` or a list of `{id, name}`.
+    pub vlans: Vec<Vlan>,
+    /// `true` makes this interface a bridge; a name makes it a member of that bridge.
+    pub bridge: Option<Bridge>,
+    /// Readiness waits for this interface's address (default: the first configured one).
+    pub required: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Route {
+    /// Destination in CIDR form, or `default`.
+    pub to: String,
+    pub via: Option<String>,
+    pub metric: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Vlan {
+    pub id: u32,
+    /// Defaults to `<interface>.<id>`.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(untagged)]
+pub enum Bridge {
+    IsBridge(bool),
+    MemberOf(String),
+}
+
+impl<'de> Deserialize<'de> for Bridge {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Bridge;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true (this is a bridge) or the name of a bridge to join")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Bridge, E> {
+                Ok(Bridge::IsBridge(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Bridge, E> {
+                Ok(Bridge::MemberOf(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct State {
+    /// The state device: a path, `LABEL=…` or `UUID=…` (default `LABEL=BERTH_STATE`).
+    pub dev: Option<String>,
+    pub fstype: Option<String>,
+    /// Disks that may be formatted as state — only ever when their first MiB is all zero.
+    pub autoformat: StringList,
+    /// Wait for the state device to appear.
+    pub wait: Option<bool>,
+    /// Refuse to boot (emergency shell) without the state device instead of running from RAM.
+    pub required: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Console {
+    /// Which console image runs: `default` (Debian) or `busybox`.
+    pub name: Option<String>,
+    /// Log in automatically on these consoles (e.g. `ttyS0`, `tty1`).
+    pub autologin: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Engine {
+    /// The user container engine: `docker` (default) or `podman`.
+    pub name: Option<String>,
+    /// Extra arguments for the engine daemon.
+    pub args: Vec<String>,
+    pub environment: KeyValues,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ntp {
+    pub servers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ssh {
+    pub port: Option<u16>,
+    pub password_authentication: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Upgrade {
+    /// The OS image reference upgrades come from.
+    pub image: Option<String>,
+    pub channel: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    pub level: Option<LogLevel>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Registries {
+    /// Registries reached over plain HTTP (`host:port`).
+    pub insecure: Vec<String>,
+    /// Credentials keyed by registry host.
+    pub auth: BTreeMap<String, RegistryAuth>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryAuth {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// base64 of `username:password`, as in Docker's config.json.
+    pub auth: Option<String>,
+    pub identitytoken: Option<String>,
+}
