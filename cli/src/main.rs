@@ -1,1 +1,39 @@
-fn main() {}
+//! `berth`: the one binary of a Berth system.
+//!
+//! It is dispatched by its first argument (and, once PID 1 and berthd land, by
+//! argv[0]). Each command lives in its own module and stays thin: the work is
+//! done by the library crates.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod config;
+
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about = "Berth: a minimal Linux that runs containers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate, read and change the cloud-config.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config(cmd) => config::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

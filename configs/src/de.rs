@@ -20,6 +20,8 @@ pub struct DeError {
     pub message: String,
     pub origin: Option<Origin>,
     pub path: Option<String>,
+    /// Keys (and list indexes) from the root to the offending node.
+    pub keys: Vec<String>,
 }
 
 impl fmt::Display for DeError {
@@ -36,15 +38,17 @@ impl de::Error for DeError {
             message: msg.to_string(),
             origin: None,
             path: None,
+            keys: Vec::new(),
         }
     }
 }
 
 impl DeError {
-    fn at(mut self, node: &Node, path: &str) -> Self {
+    fn at(mut self, node: &Node, path: &str, keys: &[String]) -> Self {
         if self.origin.is_none() {
             self.origin = Some(node.origin.clone());
             self.path = Some(path.to_string());
+            self.keys = keys.to_vec();
         }
         self
     }
@@ -78,6 +82,7 @@ pub fn from_node<'de, T: de::Deserialize<'de>>(
     T::deserialize(NodeDeserializer {
         node,
         path: String::new(),
+        keys: Vec::new(),
         collector,
     })
 }
@@ -94,14 +99,18 @@ pub fn join_path(parent: &str, key: &str) -> String {
 pub struct NodeDeserializer<'de, 'c> {
     node: &'de Node,
     path: String,
+    keys: Vec<String>,
     collector: &'c Collector,
 }
 
 impl<'de, 'c> NodeDeserializer<'de, 'c> {
-    fn child(&self, node: &'de Node, path: String) -> Self {
+    fn child(&self, node: &'de Node, path: String, key: &str) -> Self {
+        let mut keys = self.keys.clone();
+        keys.push(key.to_string());
         NodeDeserializer {
             node,
             path,
+            keys,
             collector: self.collector,
         }
     }
@@ -113,7 +122,7 @@ impl<'de, 'c> NodeDeserializer<'de, 'c> {
             Value::Seq(_) => de::Unexpected::Seq,
             Value::Map(_) => de::Unexpected::Map,
         };
-        <DeError as de::Error>::invalid_type(unexpected, visitor).at(self.node, &self.path)
+        <DeError as de::Error>::invalid_type(unexpected, visitor).at(self.node, &self.path, &self.keys)
     }
 
     fn scalar(&self) -> Option<&'de str> {
@@ -124,7 +133,7 @@ impl<'de, 'c> NodeDeserializer<'de, 'c> {
     }
 
     fn locate<T>(&self, r: Result<T, DeError>) -> Result<T, DeError> {
-        r.map_err(|e| e.at(self.node, &self.path))
+        r.map_err(|e| e.at(self.node, &self.path, &self.keys))
     }
 
     fn visit_seq<V: Visitor<'de>>(self, visitor: V, items: &'de [Node]) -> Result<V::Value, DeError> {
@@ -388,7 +397,7 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'de, '_> {
                     if let Some(s) = did_you_mean(text, variants.iter().copied()) {
                         msg.push_str(&format!(" (did you mean `{s}`?)"));
                     }
-                    return Err(<DeError as de::Error>::custom(msg).at(self.node, &self.path));
+                    return Err(<DeError as de::Error>::custom(msg).at(self.node, &self.path, &self.keys));
                 }
                 let r = visitor.visit_enum(text.as_str().into_deserializer());
                 self.locate(r)
@@ -430,7 +439,11 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'_, 'de, '_> {
             None => Ok(None),
             Some((index, node)) => {
                 let path = format!("{}[{index}]", self.parent.path);
-                seed.deserialize(self.parent.child(node, path)).map(Some)
+                let child = self.parent.child(node, path, &index.to_string());
+                let (path, keys) = (child.path.clone(), child.keys.clone());
+                seed.deserialize(child)
+                    .map(Some)
+                    .map_err(|e| e.at(node, &path, &keys))
             }
         }
     }
@@ -465,9 +478,11 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, 'de, '_> {
             self.value = Some(entry);
             let key_node = Node::string(entry.key.clone(), entry.key_origin.clone());
             let r = seed.deserialize(entry.key.as_str().into_deserializer());
-            return r
-                .map(Some)
-                .map_err(|e: DeError| e.at(&key_node, &join_path(&self.parent.path, entry.shown_key())));
+            let mut keys = self.parent.keys.clone();
+            keys.push(entry.key.clone());
+            return r.map(Some).map_err(|e: DeError| {
+                e.at(&key_node, &join_path(&self.parent.path, entry.shown_key()), &keys)
+            });
         }
     }
 
@@ -477,7 +492,10 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, 'de, '_> {
             .take()
             .ok_or_else(|| <DeError as de::Error>::custom("value requested before key"))?;
         let path = join_path(&self.parent.path, entry.shown_key());
-        seed.deserialize(self.parent.child(&entry.value, path))
+        let child = self.parent.child(&entry.value, path, &entry.key);
+        let (path, keys) = (child.path.clone(), child.keys.clone());
+        seed.deserialize(child)
+            .map_err(|e| e.at(&entry.value, &path, &keys))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -517,7 +535,7 @@ impl<'a, 'de, 'c> de::EnumAccess<'de> for EnumAccess<'a, 'de, 'c> {
     fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self::Variant), DeError> {
         let variant = seed.deserialize(self.entry.key.as_str().into_deserializer())?;
         let path = join_path(&self.parent.path, &self.entry.key);
-        Ok((variant, self.parent.child(&self.entry.value, path)))
+        Ok((variant, self.parent.child(&self.entry.value, path, &self.entry.key)))
     }
 }
 

@@ -108,6 +108,122 @@ pub fn build(path: &[String], value: Node) -> Node {
     })
 }
 
+/// Sets `path` in `tree` to `value`, creating mappings on the way; a null value
+/// removes the key. Numeric segments index existing list items.
+pub fn set(tree: &mut Node, path: &[String], value: Node) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty key".into());
+    };
+    let mut node = tree;
+    for (depth, key) in parents.iter().enumerate() {
+        let origin = node.origin.clone();
+        if matches!(node.value, Value::Null | Value::Scalar { .. }) {
+            node.value = Value::Map(Vec::new());
+        }
+        node = match &mut node.value {
+            Value::Map(entries) => {
+                let index = match entries.iter().position(|e| &e.key == key) {
+                    Some(i) => i,
+                    None => {
+                        entries.push(Entry::new(key.clone(), origin.clone(), Node::empty_map(origin)));
+                        entries.len() - 1
+                    }
+                };
+                &mut entries[index].value
+            }
+            Value::Seq(items) => {
+                let len = items.len();
+                key.parse::<usize>()
+                    .ok()
+                    .and_then(|i| items.get_mut(i))
+                    .ok_or_else(|| {
+                        format!("`{}` is a list of {len}; `{key}` is not an index in it", path[..depth].join("."))
+                    })?
+            }
+            _ => unreachable_scalar()?,
+        };
+    }
+    match &mut node.value {
+        Value::Seq(items) => {
+            let len = items.len();
+            let i = last
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < len)
+                .ok_or_else(|| format!("`{last}` is not an index in a list of {len}"))?;
+            if matches!(value.value, Value::Null) {
+                items.remove(i);
+            } else {
+                items[i] = value;
+            }
+        }
+        _ => {
+            if !matches!(node.value, Value::Map(_)) {
+                node.value = Value::Map(Vec::new());
+            }
+            if let Value::Map(entries) = &mut node.value {
+                let existing = entries.iter().position(|e| &e.key == last);
+                match (existing, matches!(value.value, Value::Null)) {
+                    (Some(i), true) => {
+                        entries.remove(i);
+                    }
+                    (None, true) => {}
+                    (Some(i), false) => entries[i].value = value,
+                    (None, false) => entries.push(Entry::new(last.clone(), value.origin.clone(), value)),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unreachable_scalar<T>() -> Result<T, String> {
+    Err("cannot set a key inside a scalar value".into())
+}
+
+/// Removes the node at `path`; false when there is none.
+pub fn remove(tree: &mut Node, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for key in parents {
+        let next = match &mut node.value {
+            Value::Map(entries) => entries.iter_mut().find(|e| &e.key == key).map(|e| &mut e.value),
+            Value::Seq(items) => key.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match &mut node.value {
+        Value::Map(entries) => match entries.iter().position(|e| &e.key == last) {
+            Some(i) => {
+                entries.remove(i);
+                true
+            }
+            None => false,
+        },
+        // Replace rather than remove, so later indexes (and their paths) stay put.
+        // Null first, so later indexes (and the paths shown for them) stay put;
+        // remove it only if null is not acceptable there either.
+        Value::Seq(items) => match last.parse::<usize>().ok().filter(|i| *i < items.len()) {
+            Some(i) if matches!(items[i].value, Value::Null) => {
+                items.remove(i);
+                true
+            }
+            Some(i) => {
+                items[i].value = Value::Null;
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    }
+}
+
 /// Every scalar under `node` with its path, for `config get --origin` on a subtree.
 pub fn leaves<'a>(node: &'a Node, prefix: &str, out: &mut Vec<(String, &'a Node)>) {
     match &node.value {

@@ -40,7 +40,7 @@ pub const DEFAULTS_SOURCE: &str = "default.yml (built in)";
 #[derive(Debug, Clone)]
 pub struct Document {
     pub source: Arc<str>,
-    /// The normalized tree, when the text parsed at all.
+    /// The normalized tree, when the text parsed at all, less any values of the wrong type.
     pub tree: Option<Node>,
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -100,7 +100,7 @@ pub fn parse_document(source: &Arc<str>, text: &str) -> Document {
         };
     }
     normalize::normalize(&mut tree, &mut diagnostics);
-    diagnostics.extend(check_types(&tree));
+    diagnostics.extend(check_types(&mut tree));
     Document {
         source: Arc::clone(source),
         tree: Some(tree),
@@ -108,13 +108,62 @@ pub fn parse_document(source: &Arc<str>, text: &str) -> Document {
     }
 }
 
-/// Type and key findings for a tree (the model's view of it).
-fn check_types(tree: &Node) -> Vec<Diagnostic> {
-    let collector = de::Collector::default();
-    let result = de::from_node::<CloudConfig>(tree, &collector);
-    let mut out = collector.into_inner();
-    if let Err(e) = result {
-        out.push(e.into_diagnostic());
+/// Type and key findings for a tree. A value of the wrong type is reported and
+/// removed, and the check repeats, so one run reports every such error (not just
+/// the first) and leaves the tree holding only well-typed values.
+fn check_types(tree: &mut Node) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut previous: Option<Vec<String>> = None;
+    // Each round removes one node, so this ends; the bound is a backstop.
+    for _ in 0..1000 {
+        let collector = de::Collector::default();
+        let result = de::from_node::<CloudConfig>(tree, &collector);
+        let findings = collector.into_inner();
+        match result {
+            Ok(_) => {
+                out.extend(findings);
+                break;
+            }
+            Err(e) => {
+                let keys = e.keys.clone();
+                if previous.as_ref() != Some(&keys) {
+                    out.push(e.into_diagnostic());
+                }
+                previous = Some(keys.clone());
+                if keys.is_empty() || !keypath::remove(tree, &keys) {
+                    out.extend(findings);
+                    break;
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        let pos = |d: &Diagnostic| d.origin.as_ref().map(|o| (o.line, o.column));
+        pos(a).cmp(&pos(b))
+    });
+    out.dedup();
+    out
+}
+
+/// Every finding for `documents` merged in order, without leaving any out: what
+/// `berth config validate` shows. (At boot, [`load`] leaves bad documents out.)
+pub fn check(documents: Vec<Document>) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut tree: Option<Node> = None;
+    for doc in documents {
+        out.extend(doc.diagnostics);
+        if let Some(t) = doc.tree {
+            match &mut tree {
+                None => tree = Some(t),
+                Some(base) => merge::merge(base, t),
+            }
+        }
+    }
+    if let Some(tree) = tree {
+        let collector = de::Collector::default();
+        if let Ok(config) = de::from_node::<CloudConfig>(&tree, &collector) {
+            out.extend(validate::validate(&config, &tree));
+        }
     }
     out
 }

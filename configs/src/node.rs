@@ -189,7 +189,26 @@ impl Node {
                     .map(|e| (Y::String(e.key.clone()), e.value.to_yaml()))
                     .collect(),
             ),
-            _ => serde_yaml::to_value(self.to_json()).unwrap_or(Y::Null),
+            Value::Null => Y::Null,
+            Value::Scalar { text, quoted: true } => Y::String(text.clone()),
+            Value::Scalar {
+                text,
+                quoted: false,
+            } => {
+                // Keep the user's spelling unless the typed value prints the same:
+                // `0644` must not become `644`, nor `1.10` become `1.1`.
+                let typed = serde_yaml::to_value(self.to_json()).unwrap_or(Y::Null);
+                let same = match &typed {
+                    Y::Number(n) => n.to_string() == *text,
+                    Y::Bool(b) => b.to_string() == *text,
+                    _ => false,
+                };
+                if same {
+                    typed
+                } else {
+                    Y::String(text.clone())
+                }
+            }
         }
     }
 }

@@ -37,7 +37,17 @@ impl Validator<'_> {
     fn report(&mut self, error: bool, path: &[&str], message: String) {
         let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
         let origin = keypath::nearest_origin(self.tree, &path);
-        let shown = path.join(".");
+        let shown = path.iter().fold(String::new(), |mut shown, key| {
+            if key.parse::<usize>().is_ok() {
+                shown.push_str(&format!("[{key}]"));
+            } else {
+                if !shown.is_empty() {
+                    shown.push('.');
+                }
+                shown.push_str(key);
+            }
+            shown
+        });
         self.out.push(if error {
             Diagnostic::error(Some(origin), shown, message)
         } else {

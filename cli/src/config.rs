@@ -1,0 +1,327 @@
+//! `berth config`: validate files, and read or change the config of a system.
+//!
+//! Exit codes scripts can rely on: 0 success; 1 invalid config, unset key or a
+//! refused change; 2 bad usage.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use berth_configs::diag::has_errors;
+use berth_configs::node::{self, Limits, Node, Value};
+use berth_configs::{keypath, load, merge, Diagnostic, Document, Layout, Severity};
+use clap::{Args, Subcommand, ValueEnum};
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check cloud-config files (on top of the built-in defaults). `-` reads stdin.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Treat warnings as errors.
+        #[arg(long)]
+        strict: bool,
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Print the value of KEY (e.g. `berth.network.interfaces.eth0.dhcp`) in the merged config.
+    Get {
+        key: String,
+        /// Print which source, line and column set each value instead.
+        #[arg(long)]
+        origin: bool,
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+        #[command(flatten)]
+        root: Root,
+    },
+    /// Set KEY to VALUE (YAML: `true`, `[a, b]`, `{x: 1}`) in the local config; an empty VALUE unsets it.
+    Set {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        root: Root,
+    },
+    /// Merge a cloud-config file into the local config.
+    Merge {
+        file: PathBuf,
+        #[command(flatten)]
+        root: Root,
+    },
+    /// Print the merged config as YAML.
+    Export {
+        /// Include the built-in defaults.
+        #[arg(long)]
+        full: bool,
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+        #[command(flatten)]
+        root: Root,
+    },
+    /// Print the JSON Schema of a cloud-config.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct Root {
+    /// The system's root directory; config files are found below it.
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Text for people (YAML for values).
+    Text,
+    Json,
+}
+
+pub fn run(cmd: ConfigCommand) -> Result<ExitCode> {
+    match cmd {
+        ConfigCommand::Validate {
+            files,
+            strict,
+            output,
+        } => validate(&files, strict, output),
+        ConfigCommand::Get {
+            key,
+            origin,
+            output,
+            root,
+        } => get(&Layout::new(root.root), &key, origin, output),
+        ConfigCommand::Set { key, value, root } => set(&Layout::new(root.root), &key, &value),
+        ConfigCommand::Merge { file, root } => merge_file(&Layout::new(root.root), &file),
+        ConfigCommand::Export { full, output, root } => export(&Layout::new(root.root), full, output),
+        ConfigCommand::Schema => {
+            print!("{}", berth_configs::schema::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_input(path: &Path) -> Result<(Arc<str>, String)> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading standard input")?;
+        return Ok((Arc::from("<stdin>"), text));
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((Arc::from(path.display().to_string()), text))
+}
+
+fn validate(files: &[PathBuf], strict: bool, output: Format) -> Result<ExitCode> {
+    let mut failed = false;
+    let mut report = Vec::new();
+    for file in files {
+        let (source, text) = read_input(file)?;
+        let doc = berth_configs::parse_document(&source, &text);
+        let mut diagnostics = berth_configs::check(vec![berth_configs::defaults(), doc]);
+        diagnostics.sort_by_key(|d| d.origin.as_ref().map(|o| (o.line, o.column)));
+        // Only what concerns this file.
+        let diagnostics: Vec<Diagnostic> = diagnostics
+            .into_iter()
+            .filter(|d| d.origin.as_ref().is_some_and(|o| o.source == source))
+            .collect();
+        let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+        let warnings = diagnostics.iter().filter(|d| d.severity == Severity::Warning).count();
+        let ok = errors == 0 && !(strict && warnings > 0);
+        failed |= !ok;
+        match output {
+            Format::Text => {
+                for d in &diagnostics {
+                    println!("{d}");
+                }
+                println!(
+                    "{source}: {} ({errors} error{}, {warnings} warning{})",
+                    if ok { "valid" } else { "invalid" },
+                    plural(errors),
+                    plural(warnings)
+                );
+            }
+            Format::Json => report.push(serde_json::json!({
+                "file": &*source,
+                "valid": ok,
+                "diagnostics": diagnostics,
+            })),
+        }
+    }
+    if output == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Loads the system's config, telling stderr about sources that were left out.
+fn load_system(layout: &Layout) -> Result<berth_configs::Loaded> {
+    let loaded = layout.load()?;
+    for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
+        eprintln!("{d}");
+    }
+    for source in &loaded.rejected {
+        eprintln!("note: `{source}` has errors and is left out of the config");
+    }
+    Ok(loaded)
+}
+
+fn get(layout: &Layout, key: &str, origin: bool, output: Format) -> Result<ExitCode> {
+    let path = keypath::split(key).map_err(anyhow::Error::msg)?;
+    let loaded = load_system(layout)?;
+    let Some(node) = keypath::lookup(&loaded.tree, &path) else {
+        eprintln!("berth config get: `{key}` is not set");
+        return Ok(ExitCode::from(1));
+    };
+    if origin {
+        let mut leaves = Vec::new();
+        keypath::leaves(node, key, &mut leaves);
+        match output {
+            Format::Json => {
+                let list: Vec<_> = leaves
+                    .iter()
+                    .map(|(k, n)| serde_json::json!({"key": k, "value": n.to_json(), "origin": n.origin}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            }
+            Format::Text if leaves.len() == 1 && matches!(node.value, Value::Scalar { .. } | Value::Null) => {
+                println!("{}", node.origin);
+            }
+            Format::Text => {
+                for (k, n) in leaves {
+                    println!("{k}\t{}", n.origin);
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match (output, &node.value) {
+        (Format::Json, _) => println!("{}", serde_json::to_string_pretty(&node.to_json())?),
+        (Format::Text, Value::Scalar { text, .. }) => println!("{text}"),
+        (Format::Text, Value::Null) => println!("null"),
+        (Format::Text, _) => print!("{}", serde_yaml::to_string(&node.to_yaml())?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn set(layout: &Layout, key: &str, value: &str) -> Result<ExitCode> {
+    let path = keypath::split(key).map_err(anyhow::Error::msg)?;
+    let source: Arc<str> = Arc::from("<value>");
+    let value_node = match node::parse(&source, value, &Limits::default()) {
+        Ok(n) if value.trim().is_empty() => Node::null(n.origin),
+        Ok(n) => n,
+        Err(d) => bail!("VALUE is not valid YAML: {d}"),
+    };
+    let mut local = local_tree(layout)?;
+    keypath::set(&mut local, &path, value_node).map_err(anyhow::Error::msg)?;
+    commit_local(layout, &local)
+}
+
+fn merge_file(layout: &Layout, file: &Path) -> Result<ExitCode> {
+    let (source, text) = read_input(file)?;
+    let doc = berth_configs::parse_document(&source, &text);
+    if !doc.is_valid() {
+        print_errors(&doc.diagnostics);
+        eprintln!("berth config merge: {source} is invalid; nothing was changed");
+        return Ok(ExitCode::from(1));
+    }
+    let mut local = local_tree(layout)?;
+    if let Some(tree) = doc.tree {
+        merge::merge(&mut local, tree);
+    }
+    commit_local(layout, &local)
+}
+
+fn local_tree(layout: &Layout) -> Result<Node> {
+    let doc = layout.local_document()?;
+    match doc.tree {
+        Some(tree) if !has_errors(&doc.diagnostics) => Ok(tree),
+        _ => {
+            print_errors(&doc.diagnostics);
+            bail!(
+                "the local config {} is invalid; fix or remove it first",
+                layout.local().display()
+            )
+        }
+    }
+}
+
+/// Writes the new local config only if the whole system config stays valid with it.
+fn commit_local(layout: &Layout, local: &Node) -> Result<ExitCode> {
+    let local_path = layout.local();
+    let source = berth_configs::sources::source_name(&local_path);
+    let text = format!("#cloud-config\n{}", serde_yaml::to_string(&local.to_yaml())?);
+    let new_local = berth_configs::parse_document(&source, &text);
+    let mut docs: Vec<Document> = layout
+        .documents()?
+        .into_iter()
+        .filter(|d| d.source != source)
+        .collect();
+    // Local changes sit just before the kernel command line in the merge order.
+    let at = docs
+        .iter()
+        .position(|d| &*d.source == berth_configs::cmdline::SOURCE)
+        .unwrap_or(docs.len());
+    docs.insert(at, new_local);
+    let loaded = load(docs);
+    if loaded.rejected.contains(&source) {
+        print_errors(
+            &loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.origin.as_ref().is_some_and(|o| o.source == source))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        eprintln!("berth config: the change would make the config invalid; nothing was changed");
+        return Ok(ExitCode::from(1));
+    }
+    for d in loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning && d.origin.as_ref().is_some_and(|o| o.source == source))
+    {
+        eprintln!("{d}");
+    }
+    berth_configs::sources::write_atomic(&local_path, text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_errors(diagnostics: &[Diagnostic]) {
+    for d in diagnostics.iter().filter(|d| d.is_error()) {
+        eprintln!("{d}");
+    }
+}
+
+fn export(layout: &Layout, full: bool, output: Format) -> Result<ExitCode> {
+    let loaded = load_system(layout)?;
+    let tree = if full {
+        loaded.tree
+    } else {
+        let mut tree: Option<Node> = None;
+        for doc in layout.documents()? {
+            let skip = &*doc.source == berth_configs::DEFAULTS_SOURCE || loaded.rejected.contains(&doc.source);
+            if let (false, Some(t)) = (skip, doc.tree) {
+                match &mut tree {
+                    None => tree = Some(t),
+                    Some(base) => merge::merge(base, t),
+                }
+            }
+        }
+        tree.unwrap_or_else(|| Node::empty_map(loaded.tree.origin.clone()))
+    };
+    match output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&tree.to_json())?),
+        Format::Text => print!("#cloud-config\n{}", serde_yaml::to_string(&tree.to_yaml())?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
