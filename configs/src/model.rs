@@ -23,6 +23,7 @@ pub struct CloudConfig {
     /// SSH public keys for the default user `berth`.
     pub ssh_authorized_keys: Vec<String>,
     /// Users to create in the console. A plain string names a user with defaults.
+    #[schemars(schema_with = "users_schema")]
     pub users: Vec<User>,
     /// Files to write at boot, before services start.
     pub write_files: Vec<WriteFile>,
@@ -37,6 +38,34 @@ pub struct CloudConfig {
     /// RancherOS / BurmillaOS settings; translated into `berth:` when loaded.
     #[schemars(schema_with = "rancher_schema")]
     pub rancher: Option<serde_json::Value>,
+}
+
+// Shorthands rewritten by `normalize` before the model reads them still need to
+// be valid in the schema editors use.
+fn users_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let user = g.subschema_for::<User>();
+    schemars::json_schema!({"type": "array", "items": {"anyOf": [{"type": "string"}, user]}})
+}
+
+fn depends_on_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let dep = g.subschema_for::<Dependency>();
+    schemars::json_schema!({"anyOf": [
+        {"type": "array", "items": {"type": "string"}},
+        {"type": "object", "additionalProperties": dep}
+    ]})
+}
+
+fn console_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let console = g.subschema_for::<Console>();
+    schemars::json_schema!({"anyOf": [{"type": "string"}, console]})
+}
+
+fn vlans_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let vlan = g.subschema_for::<Vlan>();
+    schemars::json_schema!({"anyOf": [
+        {"type": "string", "description": "Comma-separated ids, each optionally `:name`: \"100,200:storage\"."},
+        {"type": "array", "items": vlan}
+    ]})
 }
 
 fn rancher_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -157,6 +186,7 @@ pub struct Berth {
     pub services_include: BTreeMap<String, bool>,
     pub network: Network,
     pub state: State,
+    #[schemars(schema_with = "console_schema")]
     pub console: Console,
     pub engine: Engine,
     /// Kernel modules to load, each optionally followed by parameters: `"bonding mode=1"`.
@@ -202,6 +232,7 @@ pub struct Service {
     pub working_dir: Option<String>,
     pub restart: Option<RestartPolicy>,
     /// Services this one needs: a list of names, or names with a `condition`.
+    #[schemars(schema_with = "depends_on_schema")]
     pub depends_on: BTreeMap<String, Dependency>,
     pub healthcheck: Option<Healthcheck>,
     pub labels: KeyValues,
@@ -337,6 +368,7 @@ pub struct Interface {
     /// Members of this bond or bridge, as an alternative to `bond:`/`bridge:` on each member.
     pub members: Vec<String>,
     /// VLANs on this interface: `"100,200:name"` or a list of `{id, name}`.
+    #[schemars(schema_with = "vlans_schema")]
     pub vlans: Vec<Vlan>,
     /// `true` makes this interface a bridge; a name makes it a member of that bridge.
     pub bridge: Option<Bridge>,

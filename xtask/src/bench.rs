@@ -1,0 +1,31 @@
+//! `cargo xtask bench`: benchmarks, each built in release mode and ending with
+//! `RESULT <name> <value> <unit>` lines. They report ratios against a baseline
+//! measured in the same run, never pass/fail on wall-clock time.
+
+use anyhow::{bail, Result};
+
+use crate::{cargo, step};
+
+const BENCHES: &[(&str, &str, &str)] = &[(
+    "config",
+    "berth-configs",
+    "parse",
+)];
+
+pub fn run(name: Option<&str>) -> Result<()> {
+    let selected: Vec<_> = BENCHES
+        .iter()
+        .filter(|(n, _, _)| name.is_none_or(|want| want == *n))
+        .collect();
+    if selected.is_empty() {
+        let known: Vec<_> = BENCHES.iter().map(|(n, _, _)| *n).collect();
+        bail!("no benchmark named `{}`; known: {}", name.unwrap_or_default(), known.join(", "));
+    }
+    for (bench, package, target) in selected {
+        step(
+            &format!("bench {bench}"),
+            cargo().args(["bench", "-p", package, "--bench", target]),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Host set-up: what `cargo xtask` needs installed, installed when we can.
+//!
+//! As root on Debian/Ubuntu, missing packages are installed with apt (and the
+//! musl target with rustup); otherwise the exact commands are printed and the
+//! task stops, so nothing fails later with a confusing error.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{step, MUSL_TARGET};
+
+/// Debian packages the tasks use, with the command that proves each is there.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    // A C toolchain for musl, for crates that build C code into the static binary.
+    ("musl-tools", "musl-gcc"),
+];
+
+const RUSTUP_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
+
+fn have_command(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+pub fn ensure() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(_, probe)| !have_command(probe))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        if is_root() && have_command("apt-get") {
+            step("apt-get update", Command::new("apt-get").args(["update", "-q"]))?;
+            step(
+                &format!("apt-get install {}", missing.join(" ")),
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", "--no-install-recommends"])
+                    .args(&missing)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+        } else {
+            bail!(
+                "missing host packages; install them with:\n    sudo apt-get update && sudo apt-get install -y {}",
+                missing.join(" ")
+            );
+        }
+    }
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is needed to add the musl target (https://rustup.rs)")?;
+    if !String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == MUSL_TARGET) {
+        step("rustup target add", Command::new("rustup").args(["target", "add", MUSL_TARGET]))?;
+    }
+    let components = Command::new("rustup").args(["component", "list", "--installed"]).output()?;
+    let components = String::from_utf8_lossy(&components.stdout);
+    for component in RUSTUP_COMPONENTS {
+        if !components.lines().any(|l| l.starts_with(component)) {
+            step(
+                &format!("rustup component add {component}"),
+                Command::new("rustup").args(["component", "add", component]),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Installs a cargo subcommand from crates.io when it is missing.
+pub fn ensure_cargo_tool(binary: &str, krate: &str) -> Result<()> {
+    if !have_command(binary) {
+        step(
+            &format!("cargo install {krate}"),
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args(["install", "--locked", krate]),
+        )?;
+    }
+    Ok(())
+}
+
+/// Fails unless `binary` is statically linked (it must run with no libc on the image):
+/// a dynamically linked ELF has a PT_INTERP program header naming its loader.
+pub fn check_static(binary: &Path) -> Result<()> {
+    const PT_INTERP: u32 = 3;
+    let bytes = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(|b| u64::from_le_bytes(b) as usize)
+    };
+    if bytes.get(..5) != Some(b"\x7fELF\x02") {
+        bail!("{} is not a 64-bit ELF file", binary.display());
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        bail!("{} has a truncated ELF header", binary.display());
+    };
+    for i in 0..phnum {
+        if u32_at(phoff + i * phentsize) == Some(PT_INTERP) {
+            bail!("{} is dynamically linked; it must be static", binary.display());
+        }
+    }
+    Ok(())
+}
