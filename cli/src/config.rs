@@ -93,7 +93,9 @@ pub fn run(cmd: ConfigCommand) -> Result<ExitCode> {
         } => get(&Layout::new(root.root), &key, origin, output),
         ConfigCommand::Set { key, value, root } => set(&Layout::new(root.root), &key, &value),
         ConfigCommand::Merge { file, root } => merge_file(&Layout::new(root.root), &file),
-        ConfigCommand::Export { full, output, root } => export(&Layout::new(root.root), full, output),
+        ConfigCommand::Export { full, output, root } => {
+            export(&Layout::new(root.root), full, output)
+        }
         ConfigCommand::Schema => {
             print!("{}", berth_configs::schema::schema_json());
             Ok(ExitCode::SUCCESS)
@@ -109,7 +111,8 @@ fn read_input(path: &Path) -> Result<(Arc<str>, String)> {
             .context("reading standard input")?;
         return Ok((Arc::from("<stdin>"), text));
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok((Arc::from(path.display().to_string()), text))
 }
 
@@ -126,8 +129,14 @@ fn validate(files: &[PathBuf], strict: bool, output: Format) -> Result<ExitCode>
             .into_iter()
             .filter(|d| d.origin.as_ref().is_some_and(|o| o.source == source))
             .collect();
-        let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
-        let warnings = diagnostics.iter().filter(|d| d.severity == Severity::Warning).count();
+        let errors = diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+        let warnings = diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count();
         let ok = errors == 0 && !(strict && warnings > 0);
         failed |= !ok;
         match output {
@@ -152,7 +161,11 @@ fn validate(files: &[PathBuf], strict: bool, output: Format) -> Result<ExitCode>
     if output == Format::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn plural(n: usize) -> &'static str {
@@ -193,7 +206,10 @@ fn get(layout: &Layout, key: &str, origin: bool, output: Format) -> Result<ExitC
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             }
-            Format::Text if leaves.len() == 1 && matches!(node.value, Value::Scalar { .. } | Value::Null) => {
+            Format::Text
+                if leaves.len() == 1
+                    && matches!(node.value, Value::Scalar { .. } | Value::Null) =>
+            {
                 println!("{}", node.origin);
             }
             Format::Text => {
@@ -259,7 +275,10 @@ fn local_tree(layout: &Layout) -> Result<Node> {
 fn commit_local(layout: &Layout, local: &Node) -> Result<ExitCode> {
     let local_path = layout.local();
     let source = berth_configs::sources::source_name(&local_path);
-    let text = format!("#cloud-config\n{}", serde_yaml::to_string(&local.to_yaml())?);
+    let text = format!(
+        "#cloud-config\n{}",
+        serde_yaml::to_string(&local.to_yaml())?
+    );
     let new_local = berth_configs::parse_document(&source, &text);
     let mut docs: Vec<Document> = layout
         .documents()?
@@ -285,11 +304,9 @@ fn commit_local(layout: &Layout, local: &Node) -> Result<ExitCode> {
         eprintln!("berth config: the change would make the config invalid; nothing was changed");
         return Ok(ExitCode::from(1));
     }
-    for d in loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Warning && d.origin.as_ref().is_some_and(|o| o.source == source))
-    {
+    for d in loaded.diagnostics.iter().filter(|d| {
+        d.severity == Severity::Warning && d.origin.as_ref().is_some_and(|o| o.source == source)
+    }) {
         eprintln!("{d}");
     }
     berth_configs::sources::write_atomic(&local_path, text.as_bytes())?;
@@ -309,7 +326,8 @@ fn export(layout: &Layout, full: bool, output: Format) -> Result<ExitCode> {
     } else {
         let mut tree: Option<Node> = None;
         for doc in layout.documents()? {
-            let skip = &*doc.source == berth_configs::DEFAULTS_SOURCE || loaded.rejected.contains(&doc.source);
+            let skip = &*doc.source == berth_configs::DEFAULTS_SOURCE
+                || loaded.rejected.contains(&doc.source);
             if let (false, Some(t)) = (skip, doc.tree) {
                 match &mut tree {
                     None => tree = Some(t),

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 mod config;
 
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about = "Berth: a minimal Linux that runs containers")]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: a minimal Linux that runs containers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -31,7 +31,10 @@ fn validate_reports_file_line_column_and_exit_codes() {
     let bad = dir.path().join("bad.yml");
     write(&good, "#cloud-config\nhostname: box\n");
     write(&warn, "#cloud-config\npackages: [vim]\n");
-    write(&bad, "#cloud-config\nhostname: box\nberth:\n  ssh:\n    prot: 22\n");
+    write(
+        &bad,
+        "#cloud-config\nhostname: box\nberth:\n  ssh:\n    prot: 22\n",
+    );
 
     let o = berth(&["config", "validate", good.to_str().expect("utf8")]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
@@ -39,10 +42,20 @@ fn validate_reports_file_line_column_and_exit_codes() {
 
     let o = berth(&["config", "validate", warn.to_str().expect("utf8")]);
     assert_eq!(o.status.code(), Some(0));
-    let o = berth(&["config", "validate", "--strict", warn.to_str().expect("utf8")]);
+    let o = berth(&[
+        "config",
+        "validate",
+        "--strict",
+        warn.to_str().expect("utf8"),
+    ]);
     assert_eq!(o.status.code(), Some(1), "--strict makes warnings fail");
 
-    let o = berth(&["config", "validate", good.to_str().expect("utf8"), bad.to_str().expect("utf8")]);
+    let o = berth(&[
+        "config",
+        "validate",
+        good.to_str().expect("utf8"),
+        bad.to_str().expect("utf8"),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let expected = format!(
         "{}:5:5: error: berth.ssh.prot: unknown key `prot`; did you mean `port`?",
@@ -50,7 +63,13 @@ fn validate_reports_file_line_column_and_exit_codes() {
     );
     assert!(stdout(&o).contains(&expected), "{}", stdout(&o));
 
-    let o = berth(&["config", "validate", "-o", "json", bad.to_str().expect("utf8")]);
+    let o = berth(&[
+        "config",
+        "validate",
+        "-o",
+        "json",
+        bad.to_str().expect("utf8"),
+    ]);
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(report[0]["valid"], false);
     assert_eq!(report[0]["diagnostics"][0]["origin"]["line"], 5);
@@ -58,7 +77,11 @@ fn validate_reports_file_line_column_and_exit_codes() {
 
     let o = berth(&["config", "validate", "/nonexistent.yml"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("cannot read /nonexistent.yml"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot read /nonexistent.yml"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -73,41 +96,109 @@ fn set_get_origin_merge_and_export_against_a_root() {
     let o = berth(&["config", "get", "--root", r, "hostname"]);
     assert_eq!(stdout(&o), "from-user-data\n");
     let o = berth(&["config", "get", "--root", r, "--origin", "hostname"]);
-    assert!(stdout(&o).ends_with("user-data.yml:2:11\n"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).ends_with("user-data.yml:2:11\n"),
+        "{}",
+        stdout(&o)
+    );
 
-    let o = berth(&["config", "set", "--root", r, "berth.network.interfaces.eth1.address", "10.1.0.2/24"]);
+    let o = berth(&[
+        "config",
+        "set",
+        "--root",
+        r,
+        "berth.network.interfaces.eth1.address",
+        "10.1.0.2/24",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = berth(&["config", "set", "--root", r, "berth.sysctl.net.ipv4.ip_forward", "1"]);
+    let o = berth(&[
+        "config",
+        "set",
+        "--root",
+        r,
+        "berth.sysctl.net.ipv4.ip_forward",
+        "1",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = berth(&["config", "get", "--root", r, "berth.network.interfaces.eth1.address"]);
+    let o = berth(&[
+        "config",
+        "get",
+        "--root",
+        r,
+        "berth.network.interfaces.eth1.address",
+    ]);
     assert_eq!(stdout(&o), "10.1.0.2/24\n");
     let o = berth(&["config", "get", "--root", r, "-o", "json", "berth.sysctl"]);
     let sysctl: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(sysctl, serde_json::json!({"net.ipv4.ip_forward": 1}));
-    let o = berth(&["config", "get", "--root", r, "--origin", "berth.network.interfaces.eth1.address"]);
+    let o = berth(&[
+        "config",
+        "get",
+        "--root",
+        r,
+        "--origin",
+        "berth.network.interfaces.eth1.address",
+    ]);
     assert!(stdout(&o).contains("local.yml:"), "{}", stdout(&o));
 
     // A change that would make the config invalid is refused and nothing is written.
     let local = root.path().join("var/lib/berth/config/local.yml");
     let before = std::fs::read_to_string(&local).expect("local.yml");
-    let o = berth(&["config", "set", "--root", r, "berth.network.interfaces.eth1.address", "10.1.0.999/24"]);
+    let o = berth(&[
+        "config",
+        "set",
+        "--root",
+        r,
+        "berth.network.interfaces.eth1.address",
+        "10.1.0.999/24",
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("not an address in CIDR form"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not an address in CIDR form"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(std::fs::read_to_string(&local).expect("local.yml"), before);
-    let o = berth(&["config", "set", "--root", r, "berth.services.x.depends_on", "[nope]"]);
+    let o = berth(&[
+        "config",
+        "set",
+        "--root",
+        r,
+        "berth.services.x.depends_on",
+        "[nope]",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("depends on `nope`"), "{}", stderr(&o));
 
     // Unset with an empty value.
-    let o = berth(&["config", "set", "--root", r, "berth.sysctl.net.ipv4.ip_forward", ""]);
+    let o = berth(&[
+        "config",
+        "set",
+        "--root",
+        r,
+        "berth.sysctl.net.ipv4.ip_forward",
+        "",
+    ]);
     assert_eq!(o.status.code(), Some(0));
-    let o = berth(&["config", "get", "--root", r, "berth.sysctl.net.ipv4.ip_forward"]);
+    let o = berth(&[
+        "config",
+        "get",
+        "--root",
+        r,
+        "berth.sysctl.net.ipv4.ip_forward",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("is not set"));
 
     let extra = root.path().join("extra.yml");
     write(&extra, "#cloud-config\nssh_authorized_keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExtraKey0000000 x]\n");
-    let o = berth(&["config", "merge", "--root", r, extra.to_str().expect("utf8")]);
+    let o = berth(&[
+        "config",
+        "merge",
+        "--root",
+        r,
+        extra.to_str().expect("utf8"),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
     let o = berth(&["config", "export", "--root", r]);
@@ -116,14 +207,22 @@ fn set_get_origin_merge_and_export_against_a_root() {
     assert!(exported.contains("hostname: from-user-data"));
     assert!(exported.contains("10.1.0.2/24"));
     assert!(exported.contains("ExtraKey"));
-    assert!(!exported.contains("berth/console"), "defaults only with --full");
+    assert!(
+        !exported.contains("berth/console"),
+        "defaults only with --full"
+    );
     let o = berth(&["config", "export", "--root", r, "--full"]);
     assert!(stdout(&o).contains("berth/console"));
 
     // What export prints is itself a valid config.
     let exported_file = root.path().join("exported.yml");
     std::fs::write(&exported_file, stdout(&o)).expect("write");
-    let o = berth(&["config", "validate", "--strict", exported_file.to_str().expect("utf8")]);
+    let o = berth(&[
+        "config",
+        "validate",
+        "--strict",
+        exported_file.to_str().expect("utf8"),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
 
@@ -145,8 +244,10 @@ fn a_bad_user_data_is_left_out_not_fatal() {
 #[test]
 fn schema_command_prints_the_checked_in_schema() {
     let o = berth(&["config", "schema"]);
-    let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/schema.json"))
-        .expect("schema.json");
+    let checked_in = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/schema.json"),
+    )
+    .expect("schema.json");
     assert_eq!(stdout(&o), checked_in);
 }
 

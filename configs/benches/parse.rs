@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 fn corpus() -> Vec<(Arc<str>, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = vec![root.join("default.yml")];
-    for dir in ["examples", "tests/realworld/cloud-init", "tests/realworld/rancheros"] {
+    for dir in [
+        "examples",
+        "tests/realworld/cloud-init",
+        "tests/realworld/rancheros",
+    ] {
         if let Ok(entries) = std::fs::read_dir(root.join(dir)) {
             let mut found: Vec<_> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -80,10 +84,19 @@ fn main() {
     };
     let (b, p, f) = (median(&mut baseline), median(&mut parse), median(&mut full));
     let per_doc = |d: Duration| d.as_secs_f64() * 1e6 / docs.len() as f64;
-    println!("serde_yaml::Value parse      {:>9.1} µs/doc (baseline)", per_doc(b));
+    println!(
+        "serde_yaml::Value parse      {:>9.1} µs/doc (baseline)",
+        per_doc(b)
+    );
     println!("berth parse+types+normalize  {:>9.1} µs/doc", per_doc(p));
     println!("berth parse+merge+validate   {:>9.1} µs/doc", per_doc(f));
-    println!("RESULT config_parse_vs_serde_yaml {:.2} ratio", p.as_secs_f64() / b.as_secs_f64());
-    println!("RESULT config_load_vs_serde_yaml {:.2} ratio", f.as_secs_f64() / b.as_secs_f64());
+    println!(
+        "RESULT config_parse_vs_serde_yaml {:.2} ratio",
+        p.as_secs_f64() / b.as_secs_f64()
+    );
+    println!(
+        "RESULT config_load_vs_serde_yaml {:.2} ratio",
+        f.as_secs_f64() / b.as_secs_f64()
+    );
     println!("RESULT config_load_per_doc {:.1} us", per_doc(f));
 }

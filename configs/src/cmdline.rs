@@ -95,17 +95,18 @@ pub fn parse(cmdline: &str) -> Cmdline {
                             merge(&mut tree, doc_tree);
                         }
                     }
-                    Err(e) => diagnostics.push(Diagnostic::error(
-                        Some(value_origin),
-                        key.clone(),
-                        e,
-                    )),
+                    Err(e) => {
+                        diagnostics.push(Diagnostic::error(Some(value_origin), key.clone(), e))
+                    }
                 }
             }
             ("berth", "cloud_config_url") => {
                 let url = value.unwrap_or_default();
                 let list = Node::new(
-                    Value::Seq(vec![Node::string(format!("url:{url}"), value_origin.clone())]),
+                    Value::Seq(vec![Node::string(
+                        format!("url:{url}"),
+                        value_origin.clone(),
+                    )]),
                     value_origin,
                 );
                 merge(
@@ -132,13 +133,17 @@ pub fn parse(cmdline: &str) -> Cmdline {
                     Some(text) => match parse_value(&source, &text, &value_origin) {
                         Ok(node) => node,
                         Err(d) => {
-                            diagnostics.push(Diagnostic { path: key.clone(), ..d });
+                            diagnostics.push(Diagnostic {
+                                path: key.clone(),
+                                ..d
+                            });
                             continue;
                         }
                     },
                 };
                 let mut path = Vec::with_capacity(segments.len() + 1);
-                let top_level = section == "berth" && keypath::TOP_LEVEL_KEYS.contains(&segments[0].as_str());
+                let top_level =
+                    section == "berth" && keypath::TOP_LEVEL_KEYS.contains(&segments[0].as_str());
                 if !top_level {
                     path.push(section.to_string());
                 }

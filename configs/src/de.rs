@@ -122,7 +122,8 @@ impl<'de, 'c> NodeDeserializer<'de, 'c> {
             Value::Seq(_) => de::Unexpected::Seq,
             Value::Map(_) => de::Unexpected::Map,
         };
-        <DeError as de::Error>::invalid_type(unexpected, visitor).at(self.node, &self.path, &self.keys)
+        <DeError as de::Error>::invalid_type(unexpected, visitor)
+            .at(self.node, &self.path, &self.keys)
     }
 
     fn scalar(&self) -> Option<&'de str> {
@@ -136,7 +137,11 @@ impl<'de, 'c> NodeDeserializer<'de, 'c> {
         r.map_err(|e| e.at(self.node, &self.path, &self.keys))
     }
 
-    fn visit_seq<V: Visitor<'de>>(self, visitor: V, items: &'de [Node]) -> Result<V::Value, DeError> {
+    fn visit_seq<V: Visitor<'de>>(
+        self,
+        visitor: V,
+        items: &'de [Node],
+    ) -> Result<V::Value, DeError> {
         let access = SeqAccess {
             items: items.iter().enumerate(),
             parent: &self,
@@ -179,10 +184,14 @@ macro_rules! deserialize_number {
 fn parse_number<T: std::str::FromStr + TryFrom<u64>>(text: &str) -> Option<T> {
     let text = text.strip_prefix('+').unwrap_or(text);
     if let Some(hex) = text.strip_prefix("0x") {
-        return u64::from_str_radix(hex, 16).ok().and_then(|v| T::try_from(v).ok());
+        return u64::from_str_radix(hex, 16)
+            .ok()
+            .and_then(|v| T::try_from(v).ok());
     }
     if let Some(oct) = text.strip_prefix("0o") {
-        return u64::from_str_radix(oct, 8).ok().and_then(|v| T::try_from(v).ok());
+        return u64::from_str_radix(oct, 8)
+            .ok()
+            .and_then(|v| T::try_from(v).ok());
     }
     text.parse().ok()
 }
@@ -343,7 +352,11 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'de, '_> {
         }
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -397,7 +410,9 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'de, '_> {
                     if let Some(s) = did_you_mean(text, variants.iter().copied()) {
                         msg.push_str(&format!(" (did you mean `{s}`?)"));
                     }
-                    return Err(<DeError as de::Error>::custom(msg).at(self.node, &self.path, &self.keys));
+                    return Err(
+                        <DeError as de::Error>::custom(msg).at(self.node, &self.path, &self.keys)
+                    );
                 }
                 let r = visitor.visit_enum(text.as_str().into_deserializer());
                 self.locate(r)
@@ -464,7 +479,10 @@ struct MapAccess<'a, 'de, 'c> {
 impl<'de> de::MapAccess<'de> for MapAccess<'_, 'de, '_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         loop {
             let Some(entry) = self.entries.next() else {
                 return Ok(None);
@@ -481,7 +499,11 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, 'de, '_> {
             let mut keys = self.parent.keys.clone();
             keys.push(entry.key.clone());
             return r.map(Some).map_err(|e: DeError| {
-                e.at(&key_node, &join_path(&self.parent.path, entry.shown_key()), &keys)
+                e.at(
+                    &key_node,
+                    &join_path(&self.parent.path, entry.shown_key()),
+                    &keys,
+                )
             });
         }
     }
@@ -532,10 +554,16 @@ impl<'a, 'de, 'c> de::EnumAccess<'de> for EnumAccess<'a, 'de, 'c> {
     type Error = DeError;
     type Variant = NodeDeserializer<'de, 'c>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self::Variant), DeError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), DeError> {
         let variant = seed.deserialize(self.entry.key.as_str().into_deserializer())?;
         let path = join_path(&self.parent.path, &self.entry.key);
-        Ok((variant, self.parent.child(&self.entry.value, path, &self.entry.key)))
+        Ok((
+            variant,
+            self.parent.child(&self.entry.value, path, &self.entry.key),
+        ))
     }
 }
 

@@ -78,7 +78,11 @@ impl Diagnostic {
         }
     }
 
-    pub fn error(origin: Option<Origin>, path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn error(
+        origin: Option<Origin>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(Severity::Error, origin, path, message)
     }
 
@@ -90,7 +94,11 @@ impl Diagnostic {
         Self::new(Severity::Warning, origin, path, message)
     }
 
-    pub fn note(origin: Option<Origin>, path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn note(
+        origin: Option<Origin>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(Severity::Note, origin, path, message)
     }
 
@@ -118,7 +126,10 @@ pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
 }
 
 /// The closest candidate to `word`, when one is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))

@@ -292,7 +292,9 @@ impl FileMode {
         }
         match u32::from_str_radix(digits, 8) {
             Ok(mode) if mode <= 0o7777 => Ok(FileMode(mode)),
-            _ => Err(format!("`{text}` is larger than the largest file mode, 07777")),
+            _ => Err(format!(
+                "`{text}` is larger than the largest file mode, 07777"
+            )),
         }
     }
 }
@@ -343,7 +345,10 @@ impl Duration {
             return Err(bad());
         }
         while !rest.is_empty() {
-            let digits = rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+            let digits = rest
+                .bytes()
+                .take_while(|b| b.is_ascii_digit() || *b == b'.')
+                .count();
             if digits == 0 {
                 return Err(bad());
             }

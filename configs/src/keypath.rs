@@ -29,7 +29,9 @@ pub fn split(path: &str) -> Result<Vec<String>, String> {
     let mut segments = Vec::new();
     let mut rest = path;
     while !rest.is_empty() {
-        if segments.last().is_some_and(|s: &String| SCALAR_MAPS.contains(&s.as_str()))
+        if segments
+            .last()
+            .is_some_and(|s: &String| SCALAR_MAPS.contains(&s.as_str()))
             && !rest.starts_with('"')
         {
             segments.push(rest.to_string());
@@ -49,7 +51,7 @@ pub fn split(path: &str) -> Result<Vec<String>, String> {
         }
         segments.push(segment);
         rest = match tail.strip_prefix('.') {
-            Some(t) if t.is_empty() => return Err(format!("key `{path}` ends with a dot")),
+            Some("") => return Err(format!("key `{path}` ends with a dot")),
             Some(t) => t,
             None if tail.is_empty() => tail,
             None => return Err(format!("expected `.` after a quoted segment in `{path}`")),
@@ -125,7 +127,11 @@ pub fn set(tree: &mut Node, path: &[String], value: Node) -> Result<(), String> 
                 let index = match entries.iter().position(|e| &e.key == key) {
                     Some(i) => i,
                     None => {
-                        entries.push(Entry::new(key.clone(), origin.clone(), Node::empty_map(origin)));
+                        entries.push(Entry::new(
+                            key.clone(),
+                            origin.clone(),
+                            Node::empty_map(origin),
+                        ));
                         entries.len() - 1
                     }
                 };
@@ -137,7 +143,10 @@ pub fn set(tree: &mut Node, path: &[String], value: Node) -> Result<(), String> 
                     .ok()
                     .and_then(|i| items.get_mut(i))
                     .ok_or_else(|| {
-                        format!("`{}` is a list of {len}; `{key}` is not an index in it", path[..depth].join("."))
+                        format!(
+                            "`{}` is a list of {len}; `{key}` is not an index in it",
+                            path[..depth].join(".")
+                        )
                     })?
             }
             _ => unreachable_scalar()?,
@@ -169,7 +178,9 @@ pub fn set(tree: &mut Node, path: &[String], value: Node) -> Result<(), String> 
                     }
                     (None, true) => {}
                     (Some(i), false) => entries[i].value = value,
-                    (None, false) => entries.push(Entry::new(last.clone(), value.origin.clone(), value)),
+                    (None, false) => {
+                        entries.push(Entry::new(last.clone(), value.origin.clone(), value))
+                    }
                 }
             }
         }
@@ -189,7 +200,10 @@ pub fn remove(tree: &mut Node, path: &[String]) -> bool {
     let mut node = tree;
     for key in parents {
         let next = match &mut node.value {
-            Value::Map(entries) => entries.iter_mut().find(|e| &e.key == key).map(|e| &mut e.value),
+            Value::Map(entries) => entries
+                .iter_mut()
+                .find(|e| &e.key == key)
+                .map(|e| &mut e.value),
             Value::Seq(items) => key.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
             _ => None,
         };
@@ -273,10 +287,16 @@ mod tests {
         );
         assert_eq!(
             split("berth.registries.auth.\"r.example.com:5000\".username"),
-            Ok(vec!["berth", "registries", "auth", "r.example.com:5000", "username"]
-                .into_iter()
-                .map(String::from)
-                .collect())
+            Ok(vec![
+                "berth",
+                "registries",
+                "auth",
+                "r.example.com:5000",
+                "username"
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect())
         );
         assert!(split("a..b").is_err());
         assert!(split("a.").is_err());

@@ -217,7 +217,12 @@ pub fn load(documents: Vec<Document>) -> Loaded {
             }
             Err(e) => (CloudConfig::default(), vec![e.into_diagnostic()]),
         };
-        findings.extend(collector.into_inner().into_iter().filter(Diagnostic::is_error));
+        findings.extend(
+            collector
+                .into_inner()
+                .into_iter()
+                .filter(Diagnostic::is_error),
+        );
         let blamed = accepted.iter().rposition(|(source, _)| {
             &**source != DEFAULTS_SOURCE
                 && findings
@@ -260,11 +265,7 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let loaded = load(vec![defaults()]);
-        assert!(
-            loaded.diagnostics.is_empty(),
-            "{:#?}",
-            loaded.diagnostics
-        );
+        assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
         for name in ["network", "ntp", "console", "docker"] {
             assert!(loaded.config.berth.services.contains_key(name), "{name}");
         }

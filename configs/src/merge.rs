@@ -87,13 +87,19 @@ mod tests {
         );
         let hostname = base.get("hostname").expect("hostname");
         assert_eq!(&*hostname.origin.source, "b");
-        let x = base.get("berth").and_then(|b| b.get("sysctl")).and_then(|s| s.get("x"));
+        let x = base
+            .get("berth")
+            .and_then(|b| b.get("sysctl"))
+            .and_then(|s| s.get("x"));
         assert_eq!(x.map(|n| &*n.origin.source), Some("a"));
     }
 
     #[test]
     fn null_removes_an_earlier_value() {
-        let mut base = doc("a", "berth:\n  services:\n    ntp: {image: x}\n    docker: {image: y}\n");
+        let mut base = doc(
+            "a",
+            "berth:\n  services:\n    ntp: {image: x}\n    docker: {image: y}\n",
+        );
         merge(&mut base, doc("b", "berth:\n  services:\n    ntp: null\n"));
         assert_eq!(
             base.to_json(),
@@ -104,7 +110,10 @@ mod tests {
     #[test]
     fn nested_lists_named_like_appending_ones_still_replace() {
         let mut base = doc("a", "users: [{name: u, ssh_authorized_keys: [k1]}]\n");
-        merge(&mut base, doc("b", "users: [{name: u, ssh_authorized_keys: [k2]}]\n"));
+        merge(
+            &mut base,
+            doc("b", "users: [{name: u, ssh_authorized_keys: [k2]}]\n"),
+        );
         assert_eq!(
             base.to_json(),
             serde_json::json!({"users": [{"name": "u", "ssh_authorized_keys": ["k2"]}]})

@@ -326,8 +326,8 @@ pub fn parse(source: &Arc<str>, text: &str, limits: &Limits) -> Result<Node, Dia
                 None
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let quoted = style != TScalarStyle::Plain
-                    || tag.as_ref().is_some_and(|t| t.suffix == "str");
+                let quoted =
+                    style != TScalarStyle::Plain || tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let value = if !quoted && resolve_plain(&text) == Plain::Null {
                     Value::Null
                 } else {
@@ -338,7 +338,11 @@ pub fn parse(source: &Arc<str>, text: &str, limits: &Limits) -> Result<Node, Dia
             }
             Event::Alias(id) => {
                 let Some(target) = anchors.get(&id) else {
-                    return Err(Diagnostic::error(Some(origin), "", "alias to an unknown anchor"));
+                    return Err(Diagnostic::error(
+                        Some(origin),
+                        "",
+                        "alias to an unknown anchor",
+                    ));
                 };
                 let mut copy = target.clone();
                 nodes = nodes.saturating_add(copy.size());
@@ -572,7 +576,10 @@ mod tests {
     fn deep_nesting_is_refused() {
         let text = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let err = parse(&src(), &text, &Limits::default()).expect_err("deep");
-        assert!(err.message.contains("deeper") || err.message.contains("recursion"), "{err}");
+        assert!(
+            err.message.contains("deeper") || err.message.contains("recursion"),
+            "{err}"
+        );
         let text = (0..200).fold(String::new(), |mut s, i| {
             s.push_str(&" ".repeat(i));
             s.push_str("k:\n");

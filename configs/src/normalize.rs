@@ -90,14 +90,21 @@ fn list_to_map(node: &mut Node) {
     let Value::Seq(items) = &node.value else {
         return;
     };
-    if !items.iter().all(|i| matches!(i.value, Value::Scalar { .. })) {
+    if !items
+        .iter()
+        .all(|i| matches!(i.value, Value::Scalar { .. }))
+    {
         return;
     }
     let entries = items
         .iter()
         .map(|item| {
             let name = item.as_scalar().unwrap_or_default().to_string();
-            Entry::new(name, item.origin.clone(), Node::empty_map(item.origin.clone()))
+            Entry::new(
+                name,
+                item.origin.clone(),
+                Node::empty_map(item.origin.clone()),
+            )
         })
         .collect();
     node.value = Value::Map(entries);
@@ -130,7 +137,11 @@ fn expand_vlans(node: &mut Node) {
                 ),
             )];
             if let Some(name) = name {
-                entries.push(Entry::new("name", origin.clone(), Node::string(name, origin.clone())));
+                entries.push(Entry::new(
+                    "name",
+                    origin.clone(),
+                    Node::string(name, origin.clone()),
+                ));
             }
             Node::new(Value::Map(entries), origin.clone())
         })
@@ -165,7 +176,10 @@ fn translate_rancher(doc: &mut Node, diagnostics: &mut Vec<Diagnostic>) {
             diagnostics.push(Diagnostic::warning(
                 origin,
                 path,
-                format!("`{}` is a RancherOS key Berth does not support; it is ignored", entry.key),
+                format!(
+                    "`{}` is a RancherOS key Berth does not support; it is ignored",
+                    entry.key
+                ),
             ));
             continue;
         }
@@ -231,7 +245,10 @@ fn unsupported(entry: &Entry, parent: &str, diagnostics: &mut Vec<Diagnostic>) {
     diagnostics.push(Diagnostic::warning(
         Some(entry.key_origin.clone()),
         format!("{parent}.{}", entry.key),
-        format!("`{}` is a RancherOS key Berth does not support; it is ignored", entry.key),
+        format!(
+            "`{}` is a RancherOS key Berth does not support; it is ignored",
+            entry.key
+        ),
     ));
 }
 
@@ -326,7 +343,11 @@ fn translate_service(service: &mut Node) {
                 _ => continue,
             };
             if !labels.iter().any(|l| l.key == berth) {
-                added.push(Entry::new(berth, label.key_origin.clone(), label.value.clone()));
+                added.push(Entry::new(
+                    berth,
+                    label.key_origin.clone(),
+                    label.value.clone(),
+                ));
             }
         }
         labels.extend(added);

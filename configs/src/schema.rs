@@ -8,7 +8,8 @@ use crate::model::CloudConfig;
 
 /// The schema as pretty-printed JSON, with a trailing newline.
 pub fn schema_json() -> String {
-    let mut schema = serde_json::to_value(schemars::schema_for!(CloudConfig)).unwrap_or(Value::Null);
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(CloudConfig)).unwrap_or(Value::Null);
     // Keys Berth accepts but ignores (with a warning) must not be editor errors either.
     for (definition, keys) in compat::tables() {
         let properties = if definition == "CloudConfig" {

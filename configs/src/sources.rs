@@ -119,7 +119,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(err)?;
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("config")
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("config")
     ));
     let mut file = std::fs::File::create(&tmp).map_err(err)?;
     file.write_all(bytes).map_err(err)?;

@@ -91,7 +91,10 @@ impl Validator<'_> {
                 );
             }
             if !seen.insert(user.name.as_str()) {
-                self.error(&["users", &index, "name"], format!("user `{}` is defined twice", user.name));
+                self.error(
+                    &["users", &index, "name"],
+                    format!("user `{}` is defined twice", user.name),
+                );
             }
             for (k, key) in user.ssh_authorized_keys.iter().enumerate() {
                 if let Err(e) = check_ssh_key(key) {
@@ -119,10 +122,11 @@ impl Validator<'_> {
                 self.error(&["write_files", &index, "content"], e);
             }
             if let Some(owner) = &file.owner {
-                let ok = owner
-                    .split(':')
-                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)))
-                    && owner.matches(':').count() <= 1;
+                let ok = owner.split(':').all(|p| {
+                    !p.is_empty()
+                        && p.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+                }) && owner.matches(':').count() <= 1;
                 if !ok {
                     self.error(
                         &["write_files", &index, "owner"],
@@ -176,7 +180,10 @@ impl Validator<'_> {
             );
         }
         match &s.image {
-            None => self.error(&["berth", "services", name], format!("service `{name}` has no `image`")),
+            None => self.error(
+                &["berth", "services", name],
+                format!("service `{name}` has no `image`"),
+            ),
             Some(image) if image.trim().is_empty() || image.contains(char::is_whitespace) => {
                 self.error(&p("image"), format!("`{image}` is not an image reference"))
             }
@@ -192,7 +199,14 @@ impl Validator<'_> {
             }
         }
         for label in ["io.berth.after", "io.berth.before"] {
-            for other in s.labels.get(label).unwrap_or_default().split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            for other in s
+                .labels
+                .get(label)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+            {
                 if !all.contains_key(other) {
                     self.warn(
                         &["berth", "services", name, "labels", label],
@@ -201,13 +215,22 @@ impl Validator<'_> {
                 }
             }
         }
-        for (key, value) in [("network_mode", &s.network_mode), ("pid", &s.pid), ("ipc", &s.ipc), ("uts", &s.uts)] {
+        for (key, value) in [
+            ("network_mode", &s.network_mode),
+            ("pid", &s.pid),
+            ("ipc", &s.ipc),
+            ("uts", &s.uts),
+        ] {
             let Some(value) = value else { continue };
             let ok = match key {
                 "network_mode" => {
                     matches!(value.as_str(), "host" | "none" | "bridge")
-                        || value.strip_prefix("service:").is_some_and(|svc| all.contains_key(svc))
-                        || value.strip_prefix("container:").is_some_and(|svc| all.contains_key(svc))
+                        || value
+                            .strip_prefix("service:")
+                            .is_some_and(|svc| all.contains_key(svc))
+                        || value
+                            .strip_prefix("container:")
+                            .is_some_and(|svc| all.contains_key(svc))
                 }
                 "ipc" => matches!(value.as_str(), "host" | "private" | "shareable"),
                 _ => value == "host",
@@ -218,7 +241,10 @@ impl Validator<'_> {
                     "ipc" => "host, private or shareable",
                     _ => "host",
                 };
-                self.error(&["berth", "services", name, key], format!("`{value}` is not valid here; use {allowed}"));
+                self.error(
+                    &["berth", "services", name, key],
+                    format!("`{value}` is not valid here; use {allowed}"),
+                );
             }
         }
         for (key, caps) in [("cap_add", &s.cap_add), ("cap_drop", &s.cap_drop)] {
@@ -226,7 +252,9 @@ impl Validator<'_> {
                 let bare = cap.strip_prefix("CAP_").unwrap_or(cap).to_ascii_uppercase();
                 if bare != "ALL" && !CAPABILITIES.contains(&bare.as_str()) {
                     let mut msg = format!("`{cap}` is not a Linux capability");
-                    if let Some(near) = crate::diag::did_you_mean(&bare, CAPABILITIES.iter().copied()) {
+                    if let Some(near) =
+                        crate::diag::did_you_mean(&bare, CAPABILITIES.iter().copied())
+                    {
                         msg.push_str(&format!("; did you mean `{near}`?"));
                     }
                     self.error(&["berth", "services", name, key, &i.to_string()], msg);
@@ -244,7 +272,8 @@ impl Validator<'_> {
             let container = parts.next();
             let perms = parts.next();
             let ok = host.starts_with("/dev/")
-                && container.is_none_or(|c| c.starts_with('/') || c.chars().all(|ch| "rwm".contains(ch)))
+                && container
+                    .is_none_or(|c| c.starts_with('/') || c.chars().all(|ch| "rwm".contains(ch)))
                 && perms.is_none_or(|p| !p.is_empty() && p.chars().all(|ch| "rwm".contains(ch)))
                 && parts.next().is_none();
             if !ok {
@@ -264,7 +293,10 @@ impl Validator<'_> {
         }
         if let Some(dir) = &s.working_dir {
             if !dir.starts_with('/') {
-                self.error(&p("working_dir"), format!("`{dir}` must be an absolute path"));
+                self.error(
+                    &p("working_dir"),
+                    format!("`{dir}` must be an absolute path"),
+                );
             }
         }
         if let Some(hc) = &s.healthcheck {
@@ -273,22 +305,34 @@ impl Validator<'_> {
                     self.error(&["berth", "services", name, "healthcheck", "test"], e);
                 }
             } else if !hc.disable {
-                self.error(&["berth", "services", name, "healthcheck"], "a healthcheck needs a `test`".into());
+                self.error(
+                    &["berth", "services", name, "healthcheck"],
+                    "a healthcheck needs a `test`".into(),
+                );
             }
         }
         if let Some(mem) = &s.mem_limit {
             if parse_bytes(&mem.0).is_none() {
-                self.error(&p("mem_limit"), format!("`{mem}` is not a size (write it like 512m or 1g)"));
+                self.error(
+                    &p("mem_limit"),
+                    format!("`{mem}` is not a size (write it like 512m or 1g)"),
+                );
             }
         }
         if let Some(cpus) = s.cpus {
             if !(cpus > 0.0 && cpus.is_finite()) {
-                self.error(&p("cpus"), format!("`{cpus}` must be a positive number of CPUs"));
+                self.error(
+                    &p("cpus"),
+                    format!("`{cpus}` must be a positive number of CPUs"),
+                );
             }
         }
         if let Some(adj) = s.oom_score_adj {
             if !(-1000..=1000).contains(&adj) {
-                self.error(&p("oom_score_adj"), format!("`{adj}` is outside -1000..1000"));
+                self.error(
+                    &p("oom_score_adj"),
+                    format!("`{adj}` is outside -1000..1000"),
+                );
             }
         }
     }
@@ -299,9 +343,20 @@ impl Validator<'_> {
             let Some(s) = services.get(name) else {
                 return Vec::new();
             };
-            let mut out: Vec<String> = s.depends_on.keys().filter(|d| services.contains_key(*d)).cloned().collect();
+            let mut out: Vec<String> = s
+                .depends_on
+                .keys()
+                .filter(|d| services.contains_key(*d))
+                .cloned()
+                .collect();
             if let Some(after) = s.labels.get("io.berth.after") {
-                out.extend(after.split(',').map(str::trim).filter(|d| services.contains_key(*d)).map(String::from));
+                out.extend(
+                    after
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|d| services.contains_key(*d))
+                        .map(String::from),
+                );
             }
             out
         };
@@ -309,8 +364,15 @@ impl Validator<'_> {
         let mut reverse: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, s) in services {
             if let Some(before) = s.labels.get("io.berth.before") {
-                for other in before.split(',').map(str::trim).filter(|d| services.contains_key(*d)) {
-                    reverse.entry(other.to_string()).or_default().push(name.clone());
+                for other in before
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|d| services.contains_key(*d))
+                {
+                    reverse
+                        .entry(other.to_string())
+                        .or_default()
+                        .push(name.clone());
                 }
             }
         }
@@ -327,14 +389,16 @@ impl Validator<'_> {
             Active,
             Done,
         }
-        let mut marks: BTreeMap<&str, Mark> = services.keys().map(|k| (k.as_str(), Mark::New)).collect();
+        let mut marks: BTreeMap<&str, Mark> =
+            services.keys().map(|k| (k.as_str(), Mark::New)).collect();
         let mut reported = BTreeSet::new();
         for start in services.keys() {
             if marks[start.as_str()] != Mark::New {
                 continue;
             }
             // Iterative DFS: (node, its successors, next successor index).
-            let mut stack: Vec<(String, Vec<String>, usize)> = vec![(start.clone(), next(start), 0)];
+            let mut stack: Vec<(String, Vec<String>, usize)> =
+                vec![(start.clone(), next(start), 0)];
             marks.insert(start.as_str(), Mark::Active);
             while let Some((node, succ, idx)) = stack.last_mut() {
                 if *idx >= succ.len() {
@@ -358,18 +422,20 @@ impl Validator<'_> {
                     }
                     Mark::Active => {
                         let pos = stack.iter().position(|(n, _, _)| *n == target).unwrap_or(0);
-                        let mut cycle: Vec<String> = stack[pos..].iter().map(|(n, _, _)| n.clone()).collect();
+                        let mut cycle: Vec<String> =
+                            stack[pos..].iter().map(|(n, _, _)| n.clone()).collect();
                         let mut canonical = cycle.clone();
                         canonical.sort();
                         if reported.insert(canonical) {
                             cycle.push(target.clone());
                             let first = cycle[0].clone();
                             let second = cycle.get(1).cloned().unwrap_or_default();
-                            let path: Vec<&str> = if services[&first].depends_on.contains_key(&second) {
-                                vec!["berth", "services", &first, "depends_on", &second]
-                            } else {
-                                vec!["berth", "services", &first]
-                            };
+                            let path: Vec<&str> =
+                                if services[&first].depends_on.contains_key(&second) {
+                                    vec!["berth", "services", &first, "depends_on", &second]
+                                } else {
+                                    vec!["berth", "services", &first]
+                                };
                             let msg = format!("dependency cycle: {}", cycle.join(" -> "));
                             self.error(&path, msg);
                         }
@@ -418,11 +484,19 @@ impl Validator<'_> {
 
     fn interface(&mut self, name: &str, iface: &Interface) {
         let p = |k: &'static str| ["berth", "network", "interfaces", name, k];
-        if let Some(mac) = name.strip_prefix("mac:").or_else(|| name.strip_prefix("mac=")) {
+        if let Some(mac) = name
+            .strip_prefix("mac:")
+            .or_else(|| name.strip_prefix("mac="))
+        {
             let ok = mac.split(':').count() == 6
-                && mac.split(':').all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+                && mac
+                    .split(':')
+                    .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
             if !ok {
-                self.error(&["berth", "network", "interfaces", name], format!("`{mac}` is not a MAC address"));
+                self.error(
+                    &["berth", "network", "interfaces", name],
+                    format!("`{mac}` is not a MAC address"),
+                );
             }
         } else if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
             self.error(
@@ -437,7 +511,17 @@ impl Validator<'_> {
         }
         for (i, a) in iface.addresses.iter().enumerate() {
             if let Err(e) = check_cidr(a) {
-                self.error(&["berth", "network", "interfaces", name, "addresses", &i.to_string()], e);
+                self.error(
+                    &[
+                        "berth",
+                        "network",
+                        "interfaces",
+                        name,
+                        "addresses",
+                        &i.to_string(),
+                    ],
+                    e,
+                );
             }
         }
         let has_static = iface.address.is_some() || !iface.addresses.is_empty();
@@ -467,7 +551,15 @@ impl Validator<'_> {
             if route.to != "default" {
                 if let Err(e) = route.to.parse::<IpNet>() {
                     self.error(
-                        &["berth", "network", "interfaces", name, "routes", &index, "to"],
+                        &[
+                            "berth",
+                            "network",
+                            "interfaces",
+                            name,
+                            "routes",
+                            &index,
+                            "to",
+                        ],
                         format!("`{}` is not `default` or a CIDR network: {e}", route.to),
                     );
                 }
@@ -475,7 +567,15 @@ impl Validator<'_> {
             if let Some(via) = &route.via {
                 if via.parse::<IpAddr>().is_err() {
                     self.error(
-                        &["berth", "network", "interfaces", name, "routes", &index, "via"],
+                        &[
+                            "berth",
+                            "network",
+                            "interfaces",
+                            name,
+                            "routes",
+                            &index,
+                            "via",
+                        ],
                         format!("`{via}` is not an IP address"),
                     );
                 }
@@ -485,12 +585,21 @@ impl Validator<'_> {
             if !BOND_MODES.contains(&mode.0.as_str()) {
                 self.error(
                     &["berth", "network", "interfaces", name, "bond_opts", "mode"],
-                    format!("`{mode}` is not a bond mode; use one of {}", BOND_MODES[..7].join(", ")),
+                    format!(
+                        "`{mode}` is not a bond mode; use one of {}",
+                        BOND_MODES[..7].join(", ")
+                    ),
                 );
             }
         }
         for (key, value) in &iface.bond_opts {
-            let numeric = ["miimon", "updelay", "downdelay", "arp_interval", "min_links"];
+            let numeric = [
+                "miimon",
+                "updelay",
+                "downdelay",
+                "arp_interval",
+                "min_links",
+            ];
             if numeric.contains(&key.as_str()) && value.0.parse::<u32>().is_err() {
                 self.error(
                     &["berth", "network", "interfaces", name, "bond_opts", key],
@@ -502,18 +611,35 @@ impl Validator<'_> {
         for (i, vlan) in iface.vlans.iter().enumerate() {
             if !(1..=4094).contains(&vlan.id) {
                 self.error(
-                    &["berth", "network", "interfaces", name, "vlans", &i.to_string()],
+                    &[
+                        "berth",
+                        "network",
+                        "interfaces",
+                        name,
+                        "vlans",
+                        &i.to_string(),
+                    ],
                     format!("VLAN id {} is outside 1..4094", vlan.id),
                 );
             } else if !vlan_ids.insert(vlan.id) {
                 self.error(
-                    &["berth", "network", "interfaces", name, "vlans", &i.to_string()],
+                    &[
+                        "berth",
+                        "network",
+                        "interfaces",
+                        name,
+                        "vlans",
+                        &i.to_string(),
+                    ],
                     format!("VLAN id {} is listed twice", vlan.id),
                 );
             }
         }
         if let (Some(Bridge::MemberOf(_)), Some(_)) = (&iface.bridge, &iface.bond) {
-            self.error(&p("bridge"), format!("`{name}` cannot be in a bond and a bridge at once"));
+            self.error(
+                &p("bridge"),
+                format!("`{name}` cannot be in a bond and a bridge at once"),
+            );
         }
     }
 
@@ -528,7 +654,10 @@ impl Validator<'_> {
                 _ => DATASOURCES.contains(&ds.as_str()),
             };
             if !ok {
-                let mut msg = format!("`{ds}` is not a datasource; use one of {}, url:URL or file:/PATH", DATASOURCES.join(", "));
+                let mut msg = format!(
+                    "`{ds}` is not a datasource; use one of {}, url:URL or file:/PATH",
+                    DATASOURCES.join(", ")
+                );
                 if let Some(near) = crate::diag::did_you_mean(ds, DATASOURCES.iter().copied()) {
                     msg.push_str(&format!(" (did you mean `{near}`?)"));
                 }
@@ -537,16 +666,28 @@ impl Validator<'_> {
         }
         for key in b.sysctl.keys() {
             let ok = !key.is_empty()
-                && key.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-/*".contains(&c))
+                && key
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"._-/*".contains(&c))
                 && !key.split(['.', '/']).any(|p| p.is_empty() || p == "..");
             if !ok {
-                self.error(&["berth", "sysctl", key], format!("`{key}` is not a sysctl name"));
+                self.error(
+                    &["berth", "sysctl", key],
+                    format!("`{key}` is not a sysctl name"),
+                );
             }
         }
         for (i, module) in b.modules.iter().enumerate() {
             let name = module.split_whitespace().next().unwrap_or_default();
-            if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
-                self.error(&["berth", "modules", &i.to_string()], format!("`{module}` does not start with a module name"));
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+            {
+                self.error(
+                    &["berth", "modules", &i.to_string()],
+                    format!("`{module}` does not start with a module name"),
+                );
             }
         }
         if b.ssh.port == Some(0) {
@@ -554,12 +695,18 @@ impl Validator<'_> {
         }
         if let Some(fstype) = &b.state.fstype {
             if !["ext4", "xfs", "btrfs"].contains(&fstype.as_str()) {
-                self.error(&["berth", "state", "fstype"], format!("`{fstype}` is not supported for state; use ext4, xfs or btrfs"));
+                self.error(
+                    &["berth", "state", "fstype"],
+                    format!("`{fstype}` is not supported for state; use ext4, xfs or btrfs"),
+                );
             }
         }
         for (i, dev) in b.state.autoformat.0.iter().enumerate() {
             if !dev.starts_with("/dev/") {
-                self.error(&["berth", "state", "autoformat", &i.to_string()], format!("`{dev}` is not a device path under /dev"));
+                self.error(
+                    &["berth", "state", "autoformat", &i.to_string()],
+                    format!("`{dev}` is not a device path under /dev"),
+                );
             }
         }
         for (i, reg) in b.registries.insecure.iter().enumerate() {
@@ -572,26 +719,83 @@ impl Validator<'_> {
         }
         if let Some(engine) = &b.engine.name {
             if !["docker", "podman"].contains(&engine.as_str()) && !engine.starts_with("docker-") {
-                self.warn(&["berth", "engine", "name"], format!("`{engine}` is not a known engine (docker, podman)"));
+                self.warn(
+                    &["berth", "engine", "name"],
+                    format!("`{engine}` is not a known engine (docker, podman)"),
+                );
             }
         }
     }
 }
 
-const DATASOURCES: &[&str] = &["nocloud", "configdrive", "ec2", "gce", "digitalocean", "cmdline"];
+const DATASOURCES: &[&str] = &[
+    "nocloud",
+    "configdrive",
+    "ec2",
+    "gce",
+    "digitalocean",
+    "cmdline",
+];
 
 const BOND_MODES: &[&str] = &[
-    "balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb",
-    "0", "1", "2", "3", "4", "5", "6",
+    "balance-rr",
+    "active-backup",
+    "balance-xor",
+    "broadcast",
+    "802.3ad",
+    "balance-tlb",
+    "balance-alb",
+    "0",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
 ];
 
 const CAPABILITIES: &[&str] = &[
-    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE", "CHOWN",
-    "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER", "KILL", "LEASE",
-    "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN", "NET_BIND_SERVICE",
-    "NET_BROADCAST", "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_ADMIN",
-    "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE", "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO",
-    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "SYSLOG", "WAKE_ALARM",
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "SYSLOG",
+    "WAKE_ALARM",
 ];
 
 pub fn check_hostname(name: &str) -> Result<(), String> {
@@ -602,7 +806,9 @@ pub fn check_hostname(name: &str) -> Result<(), String> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-')
         });
     if ok {
         Ok(())
@@ -615,33 +821,52 @@ pub fn check_hostname(name: &str) -> Result<(), String> {
 
 fn valid_user_name(name: &str) -> bool {
     name.len() <= 32
-        && name.bytes().next().is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
-        && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
 }
 
 fn valid_service_name(name: &str) -> bool {
-    name.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+    name.bytes()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() <= 64
-        && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"_-.".contains(&c))
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_-.".contains(&c))
 }
 
 /// An authorized_keys line: optional options, then a key type and base64 blob.
 pub fn check_ssh_key(line: &str) -> Result<(), String> {
     const TYPES: &[&str] = &[
-        "ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ssh-dss",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
     ];
     let words: Vec<&str> = line.split_whitespace().collect();
     let found = words.windows(2).any(|w| {
         TYPES.contains(&w[0])
             && w[1].len() >= 16
-            && w[1].bytes().all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+            && w[1]
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
     });
     if found {
         Ok(())
     } else {
         let shown: String = line.chars().take(40).collect();
-        Err(format!("`{shown}` is not an SSH public key (`TYPE BASE64 [comment]`); it will be skipped"))
+        Err(format!(
+            "`{shown}` is not an SSH public key (`TYPE BASE64 [comment]`); it will be skipped"
+        ))
     }
 }
 
@@ -649,9 +874,9 @@ fn check_cidr(addr: &str) -> Result<(), String> {
     if !addr.contains('/') {
         return Err(format!("`{addr}` needs a prefix length, like `{addr}/24`"));
     }
-    addr.parse::<IpNet>()
-        .map(|_| ())
-        .map_err(|_| format!("`{addr}` is not an address in CIDR form (like 10.0.0.5/24 or fd00::5/64)"))
+    addr.parse::<IpNet>().map(|_| ()).map_err(|_| {
+        format!("`{addr}` is not an address in CIDR form (like 10.0.0.5/24 or fd00::5/64)")
+    })
 }
 
 fn check_volume(volume: &str) -> Result<(), String> {
@@ -676,8 +901,8 @@ fn check_volume(volume: &str) -> Result<(), String> {
         }
     }
     const OPTIONS: &[&str] = &[
-        "ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate", "nocopy",
-        "bind", "rbind", "noexec", "nosuid", "nodev",
+        "ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate",
+        "nocopy", "bind", "rbind", "noexec", "nosuid", "nodev",
     ];
     if let Some(opts) = opts {
         for o in opts.split(',') {
@@ -703,7 +928,9 @@ fn check_healthcheck(test: &crate::forms::Command) -> Result<(), String> {
                 if path.starts_with('/') {
                     Ok(())
                 } else {
-                    Err(format!("`{s}` needs an absolute path, like file:/run/ready"))
+                    Err(format!(
+                        "`{s}` needs an absolute path, like file:/run/ready"
+                    ))
                 }
             } else if s.trim().is_empty() {
                 Err("the healthcheck test is empty".into())
@@ -714,7 +941,9 @@ fn check_healthcheck(test: &crate::forms::Command) -> Result<(), String> {
         Command::Exec(args) => match args.first().map(String::as_str) {
             Some("NONE") => Ok(()),
             Some("CMD") | Some("CMD-SHELL") if args.len() >= 2 => Ok(()),
-            Some("CMD") | Some("CMD-SHELL") => Err(format!("`{}` needs a command after it", args[0])),
+            Some("CMD") | Some("CMD-SHELL") => {
+                Err(format!("`{}` needs a command after it", args[0]))
+            }
             _ => Err("a healthcheck list starts with CMD, CMD-SHELL or NONE".into()),
         },
     }
@@ -732,7 +961,7 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
         _ => (t, 1),
     };
     let value: f64 = num.parse().ok()?;
-    (value >= 0.0 && value.is_finite()).then(|| (value * scale as f64) as u64)
+    (value >= 0.0 && value.is_finite()).then_some((value * scale as f64) as u64)
 }
 
 /// The bytes a `write_files` entry writes.

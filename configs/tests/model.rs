@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use berth_configs::forms::{Command, FileMode};
 use berth_configs::model::{Bridge, Condition, Encoding, LogLevel, RestartPolicy};
-use berth_configs::{defaults, keypath, load, parse_document, Diagnostic, Document, Layout, Severity};
+use berth_configs::{
+    defaults, keypath, load, parse_document, Diagnostic, Document, Layout, Severity,
+};
 
 fn doc(name: &str, text: &str) -> Document {
     parse_document(&Arc::from(name), text)
@@ -32,13 +34,20 @@ fn findings(text: &str) -> Vec<Diagnostic> {
 /// Asserts exactly one error, at `line:column`, whose message contains `needle`.
 #[track_caller]
 fn assert_error(text: &str, line: usize, column: usize, needle: &str) {
-    let found: Vec<_> = findings(text).into_iter().filter(Diagnostic::is_error).collect();
+    let found: Vec<_> = findings(text)
+        .into_iter()
+        .filter(Diagnostic::is_error)
+        .collect();
     assert_eq!(found.len(), 1, "expected one error, got {found:#?}");
     let d = &found[0];
     let origin = d.origin.as_ref().expect("origin");
     assert_eq!((origin.line, origin.column), (line, column), "{d}");
     assert!(d.to_string().contains(needle), "`{d}` lacks `{needle}`");
-    assert!(d.to_string().starts_with(&format!("user-data:{line}:{column}: error: ")), "{d}");
+    assert!(
+        d.to_string()
+            .starts_with(&format!("user-data:{line}:{column}: error: ")),
+        "{d}"
+    );
 }
 
 const FULL: &str = r#"#cloud-config
@@ -208,7 +217,10 @@ fn every_key_family_parses() {
         Ok(&b"hello\n"[..])
     );
     assert_eq!(c.runcmd[0], Command::Shell("echo hi".into()));
-    assert_eq!(c.runcmd[1], Command::Exec(vec!["sh".into(), "-c".into(), "echo there".into()]));
+    assert_eq!(
+        c.runcmd[1],
+        Command::Exec(vec!["sh".into(), "-c".into(), "echo there".into()])
+    );
     assert_eq!(c.bootcmd.len(), 1);
     assert_eq!(c.mounts[0].len(), 6);
 
@@ -218,7 +230,10 @@ fn every_key_family_parses() {
     assert_eq!(web.environment.get("PORT"), Some("8080"));
     assert_eq!(web.environment.get("DEBUG"), Some("true"));
     assert_eq!(web.restart, Some(RestartPolicy::OnFailure(Some(5))));
-    assert_eq!(web.depends_on["setup"].condition, Condition::ServiceCompletedSuccessfully);
+    assert_eq!(
+        web.depends_on["setup"].condition,
+        Condition::ServiceCompletedSuccessfully
+    );
     assert_eq!(web.labels.get("io.berth.after"), Some("ntp"));
     assert_eq!(web.tmpfs.0, ["/run", "/tmp"]);
     assert_eq!(web.cpus, Some(0.5));
@@ -239,10 +254,16 @@ fn every_key_family_parses() {
     assert_eq!(eth1.vlans[1].id, 200);
     assert_eq!(eth1.vlans[1].name.as_deref(), Some("storage"));
     assert_eq!(eth1.routes[0].metric, Some(100));
-    assert_eq!(net.interfaces["mac:52:54:00:12:34:56"].bond.as_deref(), Some("bond0"));
+    assert_eq!(
+        net.interfaces["mac:52:54:00:12:34:56"].bond.as_deref(),
+        Some("bond0")
+    );
     assert_eq!(net.interfaces["bond0"].bond_opts["miimon"].0, "100");
     assert_eq!(net.interfaces["br0"].bridge, Some(Bridge::IsBridge(true)));
-    assert_eq!(net.interfaces["eth4"].bridge, Some(Bridge::MemberOf("br0".into())));
+    assert_eq!(
+        net.interfaces["eth4"].bridge,
+        Some(Bridge::MemberOf("br0".into()))
+    );
 
     assert_eq!(b.state.autoformat.0, ["/dev/vda", "/dev/sda"]);
     assert_eq!(b.console.name.as_deref(), Some("busybox"));
@@ -254,13 +275,23 @@ fn every_key_family_parses() {
     assert_eq!(b.datasources.len(), 4);
     assert_eq!(b.upgrade.channel.as_deref(), Some("stable"));
     assert_eq!(b.log.level, Some(LogLevel::Debug));
-    assert_eq!(b.registries.auth["registry.example.com"].username.as_deref(), Some("u"));
+    assert_eq!(
+        b.registries.auth["registry.example.com"]
+            .username
+            .as_deref(),
+        Some("u")
+    );
     assert_eq!(b.services_include.get("zfs"), Some(&true));
 }
 
 #[test]
 fn unknown_keys_get_suggestions_and_positions() {
-    assert_error("#cloud-config\nhostnme: x\n", 2, 1, "unknown key `hostnme`; did you mean `hostname`?");
+    assert_error(
+        "#cloud-config\nhostnme: x\n",
+        2,
+        1,
+        "unknown key `hostnme`; did you mean `hostname`?",
+    );
     assert_error(
         "#cloud-config\nberth:\n  network:\n    interfaces:\n      eth0:\n        dchp: true\n",
         6,
@@ -285,23 +316,65 @@ fn unsupported_cloud_init_keys_warn() {
 
 #[test]
 fn wrong_types_are_errors_and_all_are_reported() {
-    assert_error("#cloud-config\nberth:\n  ssh:\n    port: twenty\n", 4, 11, "expected u16");
-    assert_error("#cloud-config\nberth:\n  ssh:\n    port: 70000\n", 4, 11, "70000");
-    assert_error("#cloud-config\nhostname: [a, b]\n", 2, 11, "invalid type: sequence");
-    let found = findings("#cloud-config\nberth:\n  ssh: {port: x}\n  log: {level: loud}\nruncmd: {a: b}\n");
-    assert_eq!(found.len(), 3, "every type error is reported, not just the first: {found:#?}");
+    assert_error(
+        "#cloud-config\nberth:\n  ssh:\n    port: twenty\n",
+        4,
+        11,
+        "expected u16",
+    );
+    assert_error(
+        "#cloud-config\nberth:\n  ssh:\n    port: 70000\n",
+        4,
+        11,
+        "70000",
+    );
+    assert_error(
+        "#cloud-config\nhostname: [a, b]\n",
+        2,
+        11,
+        "invalid type: sequence",
+    );
+    let found =
+        findings("#cloud-config\nberth:\n  ssh: {port: x}\n  log: {level: loud}\nruncmd: {a: b}\n");
+    assert_eq!(
+        found.len(),
+        3,
+        "every type error is reported, not just the first: {found:#?}"
+    );
 }
 
 #[test]
 fn bad_cidrs_addresses_and_network_values() {
-    let net = |iface: &str| format!("#cloud-config\nberth:\n  network:\n    interfaces:\n      eth0:\n{iface}");
+    let net = |iface: &str| {
+        format!("#cloud-config\nberth:\n  network:\n    interfaces:\n      eth0:\n{iface}")
+    };
     assert_error(&net("        address: 10.0.0.300/24\n"), 6, 18, "CIDR");
-    assert_error(&net("        address: 10.0.0.3\n"), 6, 18, "needs a prefix length");
-    assert_error(&net("        gateway: fd00::1\n"), 6, 18, "not an IPv4 address");
+    assert_error(
+        &net("        address: 10.0.0.3\n"),
+        6,
+        18,
+        "needs a prefix length",
+    );
+    assert_error(
+        &net("        gateway: fd00::1\n"),
+        6,
+        18,
+        "not an IPv4 address",
+    );
     assert_error(&net("        routes: [{to: 10.0.0.0/33}]\n"), 6, 23, "CIDR");
     assert_error(&net("        mtu: 20\n"), 6, 14, "outside 68..65535");
-    assert_error(&net("        vlans: \"4095\"\n"), 6, 16, "VLAN id 4095 is outside 1..4094");
-    assert_error(&net("        bond_opts: {mode: fastest}\n"), 6, 27, "not a bond mode");
+    assert_error(
+        &net("        vlans: \"4095\"\n"),
+        6,
+        16,
+        "VLAN id 4095 is outside 1..4094",
+    );
+    assert_error(
+        &net("        bond_opts: {mode: fastest}\n"),
+        6,
+        27,
+        "not a bond mode",
+    );
     assert_error(
         "#cloud-config\nberth:\n  network:\n    dns:\n      nameservers: [1.1.1]\n",
         5,
@@ -367,7 +440,12 @@ fn service_references_and_cycles() {
         5,
         "dependency cycle",
     );
-    assert_error("#cloud-config\nberth:\n  services:\n    nameless: {command: x}\n", 4, 5, "has no `image`");
+    assert_error(
+        "#cloud-config\nberth:\n  services:\n    nameless: {command: x}\n",
+        4,
+        5,
+        "has no `image`",
+    );
     assert_error(
         "#cloud-config\nberth:\n  services:\n    a:\n      image: x\n      cap_add: [SYS_ADMN]\n",
         6,
@@ -392,13 +470,20 @@ fn service_references_and_cycles() {
 fn syntax_errors_have_positions() {
     let found = findings("#cloud-config\nhostname: a\n  bad: indent\n");
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(found[0].to_string().starts_with("user-data:3:"), "{}", found[0]);
+    assert!(
+        found[0].to_string().starts_with("user-data:3:"),
+        "{}",
+        found[0]
+    );
 }
 
 #[test]
 fn a_bad_document_is_rejected_whole_and_the_rest_loads() {
     let good = doc("oem", "#cloud-config\nhostname: from-oem\n");
-    let bad = doc("user-data", "#cloud-config\nhostname: from-user\nberth: {ssh: {port: x}}\n");
+    let bad = doc(
+        "user-data",
+        "#cloud-config\nhostname: from-user\nberth: {ssh: {port: x}}\n",
+    );
     let loaded = load(vec![defaults(), good, bad]);
     assert_eq!(loaded.config.hostname.as_deref(), Some("from-oem"));
     assert_eq!(loaded.rejected.len(), 1);
@@ -408,9 +493,16 @@ fn a_bad_document_is_rejected_whole_and_the_rest_loads() {
         "local",
         "#cloud-config\nhostname: from-local\nberth:\n  services:\n    x: {image: y, depends_on: [missing]}\n",
     );
-    let loaded = load(vec![defaults(), doc("oem", "#cloud-config\nhostname: from-oem\n"), dangling]);
+    let loaded = load(vec![
+        defaults(),
+        doc("oem", "#cloud-config\nhostname: from-oem\n"),
+        dangling,
+    ]);
     assert_eq!(loaded.config.hostname.as_deref(), Some("from-oem"));
-    assert_eq!(loaded.rejected.iter().map(|s| &**s).collect::<Vec<_>>(), ["local"]);
+    assert_eq!(
+        loaded.rejected.iter().map(|s| &**s).collect::<Vec<_>>(),
+        ["local"]
+    );
 }
 
 #[test]
@@ -441,7 +533,10 @@ fn merge_precedence_across_system_sources_with_origins() {
         layout.user_data(),
         "#cloud-config\nhostname: user\nssh_authorized_keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUserKey000000000 user]\nberth:\n  sysctl: {c.d: 2}\n",
     );
-    write(layout.local(), "#cloud-config\nberth:\n  sysctl: {a.b: 3}\n");
+    write(
+        layout.local(),
+        "#cloud-config\nberth:\n  sysctl: {a.b: 3}\n",
+    );
     write(
         layout.cmdline(),
         "BOOT_IMAGE=/vmlinuz quiet berth.hostname=cmdline berth.ntp.servers=[cmd.ntp]\n",
@@ -454,7 +549,10 @@ fn merge_precedence_across_system_sources_with_origins() {
     assert_eq!(c.berth.ntp.servers, ["cmd.ntp"], "lists replace");
     assert_eq!(c.berth.sysctl["a.b"].0, "3");
     assert_eq!(c.berth.sysctl["c.d"].0, "2");
-    assert!(c.berth.services.contains_key("docker"), "defaults stay underneath");
+    assert!(
+        c.berth.services.contains_key("docker"),
+        "defaults stay underneath"
+    );
 
     let origin = |key: &str| {
         let path = keypath::split(key).expect("key");
@@ -465,7 +563,8 @@ fn merge_precedence_across_system_sources_with_origins() {
     assert_eq!(origin("berth.sysctl.a.b"), Some(format!("{local}:3:17")));
     let user = layout.user_data().display().to_string();
     assert_eq!(origin("berth.sysctl.c.d"), Some(format!("{user}:5:17")));
-    assert!(origin("berth.services.docker.image").is_some_and(|o| o.starts_with("default.yml (built in):")));
+    assert!(origin("berth.services.docker.image")
+        .is_some_and(|o| o.starts_with("default.yml (built in):")));
     assert!(origin("ssh_authorized_keys.1").is_some_and(|o| o.starts_with(&user)));
 }
 
@@ -479,19 +578,40 @@ fn rancher_section_is_translated() {
     assert_eq!(b.engine.args, ["dockerd", "--debug", "--log-level=warn"]);
     assert_eq!(b.console.name.as_deref(), Some("debian"));
     assert_eq!(b.services["helper"].network_mode.as_deref(), Some("host"));
-    assert_eq!(b.services["helper"].labels.get("io.berth.after"), Some("network"));
+    assert_eq!(
+        b.services["helper"].labels.get("io.berth.after"),
+        Some("network")
+    );
     assert_eq!(b.services_include.get("kernel-headers"), Some(&true));
     assert_eq!(b.state.autoformat.0, ["/dev/sda"]);
     assert_eq!(b.datasources, ["ec2"]);
     let d = &loaded.diagnostics;
-    assert!(d.iter().any(|d| d.severity == Severity::Note && d.message.contains("translated")));
-    let warned: Vec<_> = d.iter().filter(|d| d.severity == Severity::Warning).map(|d| d.path.as_str()).collect();
-    assert_eq!(warned, ["rancher.docker.tls", "rancher.state.mdadm_scan", "rancher.system_docker"]);
+    assert!(d
+        .iter()
+        .any(|d| d.severity == Severity::Note && d.message.contains("translated")));
+    let warned: Vec<_> = d
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .map(|d| d.path.as_str())
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "rancher.docker.tls",
+            "rancher.state.mdadm_scan",
+            "rancher.system_docker"
+        ]
+    );
 }
 
 #[test]
 fn unknown_rancher_keys_are_named_as_written() {
-    assert_error("#cloud-config\nrancher:\n  netwrk: {}\n", 3, 3, "rancher.netwrk: unknown key `netwrk`; did you mean `network`?");
+    assert_error(
+        "#cloud-config\nrancher:\n  netwrk: {}\n",
+        3,
+        3,
+        "rancher.netwrk: unknown key `netwrk`; did you mean `network`?",
+    );
 }
 
 #[test]

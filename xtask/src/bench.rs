@@ -6,11 +6,7 @@ use anyhow::{bail, Result};
 
 use crate::{cargo, step};
 
-const BENCHES: &[(&str, &str, &str)] = &[(
-    "config",
-    "berth-configs",
-    "parse",
-)];
+const BENCHES: &[(&str, &str, &str)] = &[("config", "berth-configs", "parse")];
 
 pub fn run(name: Option<&str>) -> Result<()> {
     let selected: Vec<_> = BENCHES
@@ -19,7 +15,11 @@ pub fn run(name: Option<&str>) -> Result<()> {
         .collect();
     if selected.is_empty() {
         let known: Vec<_> = BENCHES.iter().map(|(n, _, _)| *n).collect();
-        bail!("no benchmark named `{}`; known: {}", name.unwrap_or_default(), known.join(", "));
+        bail!(
+            "no benchmark named `{}`; known: {}",
+            name.unwrap_or_default(),
+            known.join(", ")
+        );
     }
     for (bench, package, target) in selected {
         step(

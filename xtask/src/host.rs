@@ -43,7 +43,10 @@ pub fn ensure() -> Result<()> {
         .collect();
     if !missing.is_empty() {
         if is_root() && have_command("apt-get") {
-            step("apt-get update", Command::new("apt-get").args(["update", "-q"]))?;
+            step(
+                "apt-get update",
+                Command::new("apt-get").args(["update", "-q"]),
+            )?;
             step(
                 &format!("apt-get install {}", missing.join(" ")),
                 Command::new("apt-get")
@@ -62,10 +65,18 @@ pub fn ensure() -> Result<()> {
         .args(["target", "list", "--installed"])
         .output()
         .context("rustup is needed to add the musl target (https://rustup.rs)")?;
-    if !String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == MUSL_TARGET) {
-        step("rustup target add", Command::new("rustup").args(["target", "add", MUSL_TARGET]))?;
+    if !String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == MUSL_TARGET)
+    {
+        step(
+            "rustup target add",
+            Command::new("rustup").args(["target", "add", MUSL_TARGET]),
+        )?;
     }
-    let components = Command::new("rustup").args(["component", "list", "--installed"]).output()?;
+    let components = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .output()?;
     let components = String::from_utf8_lossy(&components.stdout);
     for component in RUSTUP_COMPONENTS {
         if !components.lines().any(|l| l.starts_with(component)) {
@@ -83,7 +94,8 @@ pub fn ensure_cargo_tool(binary: &str, krate: &str) -> Result<()> {
     if !have_command(binary) {
         step(
             &format!("cargo install {krate}"),
-            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args(["install", "--locked", krate]),
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .args(["install", "--locked", krate]),
         )?;
     }
     Ok(())
@@ -94,8 +106,16 @@ pub fn ensure_cargo_tool(binary: &str, krate: &str) -> Result<()> {
 pub fn check_static(binary: &Path) -> Result<()> {
     const PT_INTERP: u32 = 3;
     let bytes = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let u64_at = |o: usize| {
         bytes
             .get(o..o + 8)
@@ -105,12 +125,16 @@ pub fn check_static(binary: &Path) -> Result<()> {
     if bytes.get(..5) != Some(b"\x7fELF\x02") {
         bail!("{} is not a 64-bit ELF file", binary.display());
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
         bail!("{} has a truncated ELF header", binary.display());
     };
     for i in 0..phnum {
         if u32_at(phoff + i * phentsize) == Some(PT_INTERP) {
-            bail!("{} is dynamically linked; it must be static", binary.display());
+            bail!(
+                "{} is dynamically linked; it must be static",
+                binary.display()
+            );
         }
     }
     Ok(())

@@ -91,18 +91,33 @@ pub fn step(name: &str, cmd: &mut Command) -> Result<()> {
 fn test() -> Result<()> {
     let start = Instant::now();
     host::ensure()?;
-    step("cargo fmt --check", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
     step(
         "cargo clippy",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     step("cargo test", cargo().args(["test", "--workspace"]))?;
     let berth = build()?;
     step(
         "static berth validates the built-in defaults",
-        Command::new(&berth).args(["config", "validate", "--strict"]).arg(workspace_root().join("configs/default.yml")),
+        Command::new(&berth)
+            .args(["config", "validate", "--strict"])
+            .arg(workspace_root().join("configs/default.yml")),
     )?;
-    println!("==> all tests passed in {:.0}s", start.elapsed().as_secs_f64());
+    println!(
+        "==> all tests passed in {:.0}s",
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -111,16 +126,29 @@ fn build() -> Result<PathBuf> {
     host::ensure()?;
     step(
         "build static berth (musl)",
-        cargo().args(["build", "--release", "--locked", "-p", "berth-cli", "--target", MUSL_TARGET]),
+        cargo().args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "berth-cli",
+            "--target",
+            MUSL_TARGET,
+        ]),
     )?;
     let built = target_dir().join(MUSL_TARGET).join("release/berth");
     let out_dir = target_dir().join("berth");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out = out_dir.join("berth");
-    std::fs::copy(&built, &out).with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+    std::fs::copy(&built, &out)
+        .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
     let size = std::fs::metadata(&out)?.len();
     host::check_static(&out)?;
-    println!("    {} ({:.2} MiB, static)", out.display(), size as f64 / (1024.0 * 1024.0));
+    println!(
+        "    {} ({:.2} MiB, static)",
+        out.display(),
+        size as f64 / (1024.0 * 1024.0)
+    );
     Ok(out)
 }
 
@@ -144,7 +172,10 @@ fn schema() -> Result<()> {
 }
 
 fn fuzz(seconds: Option<&str>) -> Result<()> {
-    let seconds: u64 = seconds.unwrap_or("600").parse().context("SECS must be a number")?;
+    let seconds: u64 = seconds
+        .unwrap_or("600")
+        .parse()
+        .context("SECS must be a number")?;
     host::ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
     let dir = workspace_root().join("configs");
     let corpus = dir.join("fuzz/corpus/parse_and_validate");
