@@ -172,6 +172,7 @@ impl Validator<'_> {
     }
 
     fn service(&mut self, name: &str, s: &Service, all: &BTreeMap<String, Service>) {
+        let service_path = ["berth", "services", name];
         let p = |k: &'static str| ["berth", "services", name, k];
         if !valid_service_name(name) {
             self.error(
@@ -195,7 +196,7 @@ impl Validator<'_> {
                 if let Some(near) = crate::diag::did_you_mean(dep, all.keys().map(String::as_str)) {
                     msg.push_str(&format!("; did you mean `{near}`?"));
                 }
-                self.error(&["berth", "services", name, "depends_on", dep], msg);
+                self.error(&[&service_path[..], &["depends_on", dep]].concat(), msg);
             }
         }
         for label in ["io.berth.after", "io.berth.before"] {
@@ -209,7 +210,7 @@ impl Validator<'_> {
             {
                 if !all.contains_key(other) {
                     self.warn(
-                        &["berth", "services", name, "labels", label],
+                        &[&service_path[..], &["labels", label]].concat(),
                         format!("`{other}` is not a defined service; the ordering is ignored"),
                     );
                 }
@@ -242,7 +243,7 @@ impl Validator<'_> {
                     _ => "host",
                 };
                 self.error(
-                    &["berth", "services", name, key],
+                    &[&service_path[..], &[key]].concat(),
                     format!("`{value}` is not valid here; use {allowed}"),
                 );
             }
@@ -257,13 +258,16 @@ impl Validator<'_> {
                     {
                         msg.push_str(&format!("; did you mean `{near}`?"));
                     }
-                    self.error(&["berth", "services", name, key, &i.to_string()], msg);
+                    self.error(&[&service_path[..], &[key, &i.to_string()]].concat(), msg);
                 }
             }
         }
         for (i, volume) in s.volumes.iter().enumerate() {
             if let Err(e) = check_volume(volume) {
-                self.error(&["berth", "services", name, "volumes", &i.to_string()], e);
+                self.error(
+                    &[&service_path[..], &["volumes", &i.to_string()]].concat(),
+                    e,
+                );
             }
         }
         for (i, device) in s.devices.iter().enumerate() {
@@ -278,7 +282,7 @@ impl Validator<'_> {
                 && parts.next().is_none();
             if !ok {
                 self.error(
-                    &["berth", "services", name, "devices", &i.to_string()],
+                    &[&service_path[..], &["devices", &i.to_string()]].concat(),
                     format!("`{device}` is not `/dev/HOST[:/dev/CONTAINER[:rwm]]`"),
                 );
             }
@@ -286,7 +290,7 @@ impl Validator<'_> {
         for (i, path) in s.tmpfs.0.iter().enumerate() {
             if !path.starts_with('/') {
                 self.error(
-                    &["berth", "services", name, "tmpfs", &i.to_string()],
+                    &[&service_path[..], &["tmpfs", &i.to_string()]].concat(),
                     format!("tmpfs mount point `{path}` must be an absolute path"),
                 );
             }
@@ -302,11 +306,11 @@ impl Validator<'_> {
         if let Some(hc) = &s.healthcheck {
             if let Some(test) = &hc.test {
                 if let Err(e) = check_healthcheck(test) {
-                    self.error(&["berth", "services", name, "healthcheck", "test"], e);
+                    self.error(&[&service_path[..], &["healthcheck", "test"]].concat(), e);
                 }
             } else if !hc.disable {
                 self.error(
-                    &["berth", "services", name, "healthcheck"],
+                    &[&service_path[..], &["healthcheck"]].concat(),
                     "a healthcheck needs a `test`".into(),
                 );
             }
@@ -459,11 +463,12 @@ impl Validator<'_> {
         let mut bond_of: BTreeMap<String, (String, String)> = BTreeMap::new();
         for (name, iface) in &net.interfaces {
             self.interface(name, iface);
+            let iface_path = ["berth", "network", "interfaces", name.as_str()];
             let mut claim = |member: &str, bond: &str, via: &str, v: &mut Self| {
                 if let Some((other, _)) = bond_of.get(member) {
                     if other != bond {
                         v.error(
-                            &["berth", "network", "interfaces", name, via],
+                            &[&iface_path[..], &[via]].concat(),
                             format!("`{member}` is a member of two bonds: `{other}` and `{bond}`"),
                         );
                     }
@@ -483,6 +488,7 @@ impl Validator<'_> {
     }
 
     fn interface(&mut self, name: &str, iface: &Interface) {
+        let iface_path = ["berth", "network", "interfaces", name];
         let p = |k: &'static str| ["berth", "network", "interfaces", name, k];
         if let Some(mac) = name
             .strip_prefix("mac:")
@@ -512,14 +518,7 @@ impl Validator<'_> {
         for (i, a) in iface.addresses.iter().enumerate() {
             if let Err(e) = check_cidr(a) {
                 self.error(
-                    &[
-                        "berth",
-                        "network",
-                        "interfaces",
-                        name,
-                        "addresses",
-                        &i.to_string(),
-                    ],
+                    &[&iface_path[..], &["addresses", &i.to_string()]].concat(),
                     e,
                 );
             }
@@ -551,15 +550,7 @@ impl Validator<'_> {
             if route.to != "default" {
                 if let Err(e) = route.to.parse::<IpNet>() {
                     self.error(
-                        &[
-                            "berth",
-                            "network",
-                            "interfaces",
-                            name,
-                            "routes",
-                            &index,
-                            "to",
-                        ],
+                        &[&iface_path[..], &["routes", &index, "to"]].concat(),
                         format!("`{}` is not `default` or a CIDR network: {e}", route.to),
                     );
                 }
@@ -567,15 +558,7 @@ impl Validator<'_> {
             if let Some(via) = &route.via {
                 if via.parse::<IpAddr>().is_err() {
                     self.error(
-                        &[
-                            "berth",
-                            "network",
-                            "interfaces",
-                            name,
-                            "routes",
-                            &index,
-                            "via",
-                        ],
+                        &[&iface_path[..], &["routes", &index, "via"]].concat(),
                         format!("`{via}` is not an IP address"),
                     );
                 }
@@ -584,7 +567,7 @@ impl Validator<'_> {
         if let Some(mode) = iface.bond_opts.get("mode") {
             if !BOND_MODES.contains(&mode.0.as_str()) {
                 self.error(
-                    &["berth", "network", "interfaces", name, "bond_opts", "mode"],
+                    &[&iface_path[..], &["bond_opts", "mode"]].concat(),
                     format!(
                         "`{mode}` is not a bond mode; use one of {}",
                         BOND_MODES[..7].join(", ")
@@ -602,7 +585,7 @@ impl Validator<'_> {
             ];
             if numeric.contains(&key.as_str()) && value.0.parse::<u32>().is_err() {
                 self.error(
-                    &["berth", "network", "interfaces", name, "bond_opts", key],
+                    &[&iface_path[..], &["bond_opts", key]].concat(),
                     format!("`{value}` must be a whole number"),
                 );
             }
@@ -611,26 +594,12 @@ impl Validator<'_> {
         for (i, vlan) in iface.vlans.iter().enumerate() {
             if !(1..=4094).contains(&vlan.id) {
                 self.error(
-                    &[
-                        "berth",
-                        "network",
-                        "interfaces",
-                        name,
-                        "vlans",
-                        &i.to_string(),
-                    ],
+                    &[&iface_path[..], &["vlans", &i.to_string()]].concat(),
                     format!("VLAN id {} is outside 1..4094", vlan.id),
                 );
             } else if !vlan_ids.insert(vlan.id) {
                 self.error(
-                    &[
-                        "berth",
-                        "network",
-                        "interfaces",
-                        name,
-                        "vlans",
-                        &i.to_string(),
-                    ],
+                    &[&iface_path[..], &["vlans", &i.to_string()]].concat(),
                     format!("VLAN id {} is listed twice", vlan.id),
                 );
             }
