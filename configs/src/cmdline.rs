@@ -15,9 +15,13 @@ use crate::diag::{Diagnostic, Origin};
 use crate::keypath;
 use crate::merge::merge;
 use crate::node::{self, Entry, Limits, Node, Value};
+use crate::Document;
 
 /// Name of the kernel command line as a config source.
 pub const SOURCE: &str = "kernel cmdline";
+
+/// Name of the document carried by `berth.cloud_config=`.
+pub const EMBEDDED_SOURCE: &str = "kernel cmdline (berth.cloud_config)";
 
 /// Boot switches read by PID 1, not part of the cloud-config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,7 +34,10 @@ pub struct BootParams {
 
 #[derive(Debug)]
 pub struct Cmdline {
-    /// The config the command line sets, already normalized.
+    /// The document `berth.cloud_config=` carries: a source of its own, so an
+    /// error in it leaves out only it, not the single keys beside it.
+    pub embedded: Option<Document>,
+    /// The config the single keys set, already normalized.
     pub tree: Node,
     pub boot: BootParams,
     pub diagnostics: Vec<Diagnostic>,
@@ -69,6 +76,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
     let mut tree = Node::empty_map(Origin::new(&source, 1, 1));
     let mut boot = BootParams::default();
     let mut diagnostics = Vec::new();
+    let mut embedded = None;
 
     for (offset, word) in words(cmdline) {
         let (key, value) = match word.split_once('=') {
@@ -88,12 +96,8 @@ pub fn parse(cmdline: &str) -> Cmdline {
             ("berth", "cloud_config") => {
                 match decode_cloud_config(value.as_deref().unwrap_or_default()) {
                     Ok(text) => {
-                        let name: Arc<str> = Arc::from("kernel cmdline (berth.cloud_config)");
-                        let doc = crate::parse_document(&name, &text);
-                        diagnostics.extend(doc.diagnostics);
-                        if let Some(doc_tree) = doc.tree {
-                            merge(&mut tree, doc_tree);
-                        }
+                        let name: Arc<str> = Arc::from(EMBEDDED_SOURCE);
+                        embedded = Some(crate::parse_document(&name, &text));
                     }
                     Err(e) => {
                         diagnostics.push(Diagnostic::error(Some(value_origin), key.clone(), e))
@@ -158,6 +162,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
     }
     crate::normalize::normalize(&mut tree, &mut diagnostics);
     Cmdline {
+        embedded,
         tree,
         boot,
         diagnostics,
@@ -261,12 +266,15 @@ mod tests {
             "berth.cloud_config={doc} berth.cloud_config_url=http://127.0.0.1:8000/ud"
         ));
         assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
+        let embedded = c.embedded.expect("embedded document");
+        assert!(embedded.is_valid(), "{:?}", embedded.diagnostics);
+        assert_eq!(
+            embedded.tree.map(|t| t.to_json()),
+            Some(serde_json::json!({"hostname": "from-b64", "berth": {"ntp": {"servers": ["a"]}}}))
+        );
         assert_eq!(
             c.tree.to_json(),
-            serde_json::json!({
-                "hostname": "from-b64",
-                "berth": {"ntp": {"servers": ["a"]}, "datasources": ["url:http://127.0.0.1:8000/ud"]}
-            })
+            serde_json::json!({"berth": {"datasources": ["url:http://127.0.0.1:8000/ud"]}})
         );
     }
 

@@ -66,6 +66,7 @@ impl Layout {
         }
         if let Some(text) = read_optional(&self.cmdline())? {
             let parsed = cmdline::parse(&text);
+            docs.extend(parsed.embedded);
             docs.push(Document {
                 source: Arc::from(cmdline::SOURCE),
                 tree: Some(parsed.tree),

@@ -631,3 +631,33 @@ fn null_in_a_later_source_removes_a_default_service() {
     assert!(!c.berth.services.contains_key("ntp"));
     assert!(c.berth.services.contains_key("console"));
 }
+
+#[test]
+fn a_bad_embedded_cmdline_document_leaves_the_single_keys_in_force() {
+    use base64::Engine as _;
+    let root = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(root.path());
+    let bad = base64::engine::general_purpose::STANDARD
+        .encode("#cloud-config\nberth: {ssh: {port: nope}}\n");
+    std::fs::create_dir_all(root.path().join("proc")).expect("mkdir");
+    std::fs::write(
+        layout.cmdline(),
+        format!("berth.cloud_config={bad} berth.hostname=kept\n"),
+    )
+    .expect("write");
+    let loaded = layout.load().expect("load");
+    assert_eq!(loaded.config.hostname.as_deref(), Some("kept"));
+    assert_eq!(
+        loaded.rejected.iter().map(|s| &**s).collect::<Vec<_>>(),
+        [berth_configs::cmdline::EMBEDDED_SOURCE]
+    );
+    let error = loaded
+        .diagnostics
+        .iter()
+        .find(|d| d.is_error())
+        .expect("error");
+    assert_eq!(
+        error.to_string(),
+        "kernel cmdline (berth.cloud_config):2:21: error: berth.ssh.port: invalid type: string \"nope\", expected u16"
+    );
+}
