@@ -1,0 +1,183 @@
+//! Content digests (`sha256:<64 hex>`), the names of everything in an OCI store.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+
+/// A validated `sha256:` digest. Only sha256 is accepted: it is what every
+/// registry and tool produces, and one algorithm keeps path handling simple.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    hex: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{text}` is not a sha256 digest (`sha256:` and 64 lowercase hex digits)")]
+pub struct DigestParseError {
+    pub text: String,
+}
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest {
+            hex: hex::encode(Sha256::digest(bytes)),
+        }
+    }
+
+    /// The 64 hex digits, as used for the blob's file name.
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
+    pub fn algorithm(&self) -> &'static str {
+        "sha256"
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let err = || DigestParseError {
+            text: text.to_string(),
+        };
+        let hex = text.strip_prefix("sha256:").ok_or_else(err)?;
+        // Lowercase hex only: the digest becomes a file name, so no `/`, `..` or case tricks.
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(err());
+        }
+        Ok(Digest {
+            hex: hex.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Hashes everything read through it, counting bytes.
+#[derive(Debug)]
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The digest and size of what was read so far.
+    pub fn finish(self) -> (Digest, u64) {
+        let hex = hex::encode(self.hasher.finalize());
+        (Digest { hex }, self.bytes)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes everything written through it, counting bytes.
+#[derive(Debug)]
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    pub fn finish(self) -> (W, Digest, u64) {
+        let hex = hex::encode(self.hasher.finalize());
+        (self.inner, Digest { hex }, self.bytes)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_sha256_lowercase_hex() {
+        let d = Digest::of(b"");
+        assert_eq!(
+            d.to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(d.to_string().parse::<Digest>(), Ok(d));
+        for bad in [
+            "sha256:../../etc/passwd",
+            "sha512:e3b0",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+        ] {
+            assert!(bad.parse::<Digest>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hashing_reader_and_writer_agree() {
+        let mut r = HashingReader::new(&b"hello"[..]);
+        std::io::copy(&mut r, &mut std::io::sink()).expect("copy");
+        let (rd, rn) = r.finish();
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"hello").expect("write");
+        let (_, wd, wn) = w.finish();
+        assert_eq!((rd.clone(), rn), (wd, wn));
+        assert_eq!(rd, Digest::of(b"hello"));
+    }
+}

@@ -1,0 +1,6 @@
+//! Everything Berth knows about OCI images: the store, import/export, pull, the
+//! safe layer unpacker and rootfs assembly (ARCHITECTURE.md §4).
+
+pub mod digest;
+
+pub use digest::Digest;
