@@ -7,10 +7,15 @@
 
 /// cloud-init modules Berth does not implement (top-level keys).
 pub const CLOUD_INIT_UNSUPPORTED: &[&str] = &[
+    "allow_public_ssh_keys",
     "ansible",
     "apk_repos",
     "apt",
     "apt_pipelining",
+    "apt_reboot_if_required",
+    "apt_update",
+    "apt_upgrade",
+    "authkey_hash",
     "autoinstall",
     "byobu_by_default",
     "ca-certs",
@@ -20,6 +25,7 @@ pub const CLOUD_INIT_UNSUPPORTED: &[&str] = &[
     "cloud_config_modules",
     "cloud_final_modules",
     "cloud_init_modules",
+    "create_hostname_file",
     "datasource",
     "datasource_list",
     "device_aliases",
@@ -34,8 +40,11 @@ pub const CLOUD_INIT_UNSUPPORTED: &[&str] = &[
     "fs_setup",
     "groups",
     "growpart",
+    "grub-dpkg",
+    "grub_dpkg",
     "keyboard",
     "landscape",
+    "launch-index",
     "locale",
     "locale_configfile",
     "lxd",
@@ -44,7 +53,9 @@ pub const CLOUD_INIT_UNSUPPORTED: &[&str] = &[
     "mcollective",
     "merge_how",
     "merge_type",
+    "migrate",
     "mount_default_fields",
+    "no_ssh_fingerprints",
     "ntp",
     "output",
     "package_reboot_if_required",
@@ -62,6 +73,7 @@ pub const CLOUD_INIT_UNSUPPORTED: &[&str] = &[
     "resize_rootfs",
     "resolv_conf",
     "rh_subscription",
+    "rpi",
     "rsyslog",
     "salt_minion",
     "seed_random",
@@ -85,8 +97,10 @@ pub const CLOUD_INIT_UNSUPPORTED: &[&str] = &[
     "updates",
     "user",
     "vendor_data",
+    "version",
     "wireguard",
     "write_metadata",
+    "yum_repo_dir",
     "yum_repos",
     "zypper",
 ];
@@ -97,6 +111,8 @@ pub const USER_UNSUPPORTED: &[&str] = &[
     "doas",
     "expiredate",
     "inactive",
+    "no_log_init",
+    "no_user_group",
     "plain_text_passwd",
     "selinux_user",
     "snapuser",
@@ -142,6 +158,18 @@ pub const INTERFACE_UNSUPPORTED: &[&str] = &[
     "wifi_network",
 ];
 
+/// RancherOS network keys Berth's netconf does not implement.
+pub const NETWORK_UNSUPPORTED: &[&str] = &[
+    "dhcp_timeout",
+    "modem_networks",
+    "post_cmds",
+    "pre_cmds",
+    "wifi_networks",
+];
+
+/// cloud-init `write_files` keys Berth does not implement.
+pub const WRITE_FILE_UNSUPPORTED: &[&str] = &["source"];
+
 /// The message for `key` in a struct serde calls `struct_name`, when it is a key
 /// we know but do not implement.
 pub fn unsupported(struct_name: &str, key: &str) -> Option<String> {
@@ -150,6 +178,8 @@ pub fn unsupported(struct_name: &str, key: &str) -> Option<String> {
         "User" => (USER_UNSUPPORTED, "cloud-init user key"),
         "Service" => (SERVICE_UNSUPPORTED, "compose key"),
         "Interface" => (INTERFACE_UNSUPPORTED, "RancherOS network key"),
+        "Network" => (NETWORK_UNSUPPORTED, "RancherOS network key"),
+        "WriteFile" => (WRITE_FILE_UNSUPPORTED, "cloud-init write_files key"),
         _ => return None,
     };
     table
@@ -158,11 +188,13 @@ pub fn unsupported(struct_name: &str, key: &str) -> Option<String> {
 }
 
 /// Every (schema definition, keys) pair, for the JSON schema.
-pub fn tables() -> [(&'static str, &'static [&'static str]); 4] {
+pub fn tables() -> [(&'static str, &'static [&'static str]); 6] {
     [
         ("CloudConfig", CLOUD_INIT_UNSUPPORTED),
         ("User", USER_UNSUPPORTED),
         ("Service", SERVICE_UNSUPPORTED),
         ("Interface", INTERFACE_UNSUPPORTED),
+        ("Network", NETWORK_UNSUPPORTED),
+        ("WriteFile", WRITE_FILE_UNSUPPORTED),
     ]
 }

@@ -273,13 +273,13 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'de, '_> {
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        match self.scalar() {
-            Some(text) => {
-                let r = visitor.visit_borrowed_str(text);
-                self.locate(r)
-            }
-            None => Err(self.invalid_type(&visitor)),
-        }
+        let r = match &self.node.value {
+            Value::Scalar { text, .. } => visitor.visit_borrowed_str(text),
+            // Lets "any scalar" types read an empty value; a plain String still refuses it.
+            Value::Null => visitor.visit_unit(),
+            _ => return Err(self.invalid_type(&visitor)),
+        };
+        self.locate(r)
     }
 
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {

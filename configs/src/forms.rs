@@ -57,7 +57,9 @@ impl Visitor<'_> for ScalarVisitor {
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ScalarVisitor)
+        // Asking for a string gets the text as written (`0o600`, `0644`, `1.10`),
+        // not YAML's reading of it as a number.
+        d.deserialize_str(ScalarVisitor)
     }
 }
 

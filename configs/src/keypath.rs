@@ -83,7 +83,13 @@ pub fn nearest_origin(tree: &Node, path: &[String]) -> Origin {
                 origin = e.key_origin.clone();
                 &e.value
             }),
-            Value::Seq(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+            Value::Seq(items) => key
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| items.get(i))
+                .inspect(|item| {
+                    origin = item.origin.clone();
+                }),
             _ => None,
         };
         match next {

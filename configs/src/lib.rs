@@ -75,17 +75,18 @@ pub fn parse_document(source: &Arc<str>, text: &str) -> Document {
             "the first line is not `#cloud-config`; cloud-init would ignore this document",
         ));
     }
-    let tree = match node::parse(source, text, &node::Limits::default()) {
-        Ok(tree) => tree,
-        Err(d) => {
-            diagnostics.push(d);
-            return Document {
-                source: Arc::clone(source),
-                tree: None,
-                diagnostics,
-            };
-        }
-    };
+    let tree =
+        match node::parse_with_warnings(source, text, &node::Limits::default(), &mut diagnostics) {
+            Ok(tree) => tree,
+            Err(d) => {
+                diagnostics.push(d);
+                return Document {
+                    source: Arc::clone(source),
+                    tree: None,
+                    diagnostics,
+                };
+            }
+        };
     let mut tree = tree;
     if tree.as_map().is_none() {
         diagnostics.push(Diagnostic::error(

@@ -49,6 +49,8 @@ pub enum Value {
 pub struct Node {
     pub value: Value,
     pub origin: Origin,
+    /// Tagged `!!binary`: the scalar is base64 text.
+    pub binary: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +80,11 @@ impl Entry {
 
 impl Node {
     pub fn new(value: Value, origin: Origin) -> Self {
-        Node { value, origin }
+        Node {
+            value,
+            origin,
+            binary: false,
+        }
     }
 
     pub fn null(origin: Origin) -> Self {
@@ -283,6 +289,17 @@ enum Frame {
 
 /// Parses one YAML document into a [`Node`] tree. An empty document is an empty map.
 pub fn parse(source: &Arc<str>, text: &str, limits: &Limits) -> Result<Node, Diagnostic> {
+    parse_with_warnings(source, text, limits, &mut Vec::new())
+}
+
+/// [`parse`], also reporting what is accepted but suspicious: a key written twice
+/// in one mapping (the later wins, as in cloud-init's YAML loader).
+pub fn parse_with_warnings(
+    source: &Arc<str>,
+    text: &str,
+    limits: &Limits,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Node, Diagnostic> {
     let start = Origin::new(source, 1, 1);
     if text.len() > limits.max_bytes {
         return Err(Diagnostic::error(
@@ -333,7 +350,8 @@ pub fn parse(source: &Arc<str>, text: &str, limits: &Limits) -> Result<Node, Dia
                 } else {
                     Value::Scalar { text, quoted }
                 };
-                let node = Node::new(value, origin);
+                let mut node = Node::new(value, origin);
+                node.binary = tag.as_ref().is_some_and(|t| t.suffix == "binary");
                 Some((node, anchor))
             }
             Event::Alias(id) => {
@@ -426,12 +444,13 @@ pub fn parse(source: &Arc<str>, text: &str, limits: &Limits) -> Result<Node, Dia
                             ))
                         }
                     };
-                    if let Some(first) = entries.iter().find(|e| e.key == key && key != "<<") {
-                        return Err(Diagnostic::error(
-                            Some(node.origin),
+                    if let Some(i) = entries.iter().position(|e| e.key == key && key != "<<") {
+                        let first = entries.remove(i);
+                        warnings.push(Diagnostic::warning(
+                            Some(node.origin.clone()),
                             key.clone(),
                             format!(
-                                "duplicate key `{key}` (first set at line {}, column {})",
+                                "duplicate key `{key}`: this value wins over the one at line {}, column {}",
                                 first.key_origin.line, first.key_origin.column
                             ),
                         ));
@@ -538,10 +557,23 @@ mod tests {
     }
 
     #[test]
-    fn rejects_duplicate_keys_with_both_positions() {
-        let err = parse(&src(), "a: 1\na: 2\n", &Limits::default()).expect_err("duplicate");
-        assert!(err.message.contains("first set at line 1"), "{err}");
-        assert_eq!(err.origin.map(|o| o.line), Some(2));
+    fn duplicate_keys_warn_and_the_later_wins() {
+        let mut warnings = Vec::new();
+        let node = parse_with_warnings(
+            &src(),
+            "a: 1\nb: 0\na: 2\n",
+            &Limits::default(),
+            &mut warnings,
+        )
+        .expect("parses");
+        assert_eq!(node.get("a").and_then(Node::as_scalar), Some("2"));
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].message.contains("line 1, column 1"),
+            "{}",
+            warnings[0]
+        );
+        assert_eq!(warnings[0].origin.as_ref().map(|o| o.line), Some(3));
     }
 
     #[test]

@@ -11,13 +11,16 @@ use crate::node::{Entry, Node, Value};
 /// RancherOS keys Berth knows and deliberately does not implement.
 pub const RANCHER_UNSUPPORTED: &[&str] = &[
     "autoformat",
-    "autologin",
     "bootstrap",
     "bootstrap_docker",
+    "cloud_init_services",
     "debug",
     "defaults",
     "disable",
+    "force_console_rebuild",
+    "http_load_retries",
     "hypervisor_service",
+    "no_sharedroot",
     "password",
     "preload_wait",
     "recovery",
@@ -35,6 +38,8 @@ const RANCHER_STATE_UNSUPPORTED: &[&str] = &[
     "boot_dev",
     "boot_fstype",
     "cryptsetup",
+    "directory",
+    "formatzero",
     "lvm_scan",
     "mdadm_scan",
     "oem_dev",
@@ -47,6 +52,12 @@ pub fn normalize(doc: &mut Node, diagnostics: &mut Vec<Diagnostic>) {
     translate_rancher(doc, diagnostics);
     if let Some(users) = doc.get_mut("users") {
         for_each_item(users, |user| scalar_to_map(user, "name"));
+        normalize_users(users, diagnostics);
+    }
+    if let Some(Value::Seq(files)) = doc.get_mut("write_files").map(|f| &mut f.value) {
+        for file in files {
+            binary_content_is_base64(file);
+        }
     }
     if let Some(berth) = doc.get_mut("berth") {
         if let Some(console) = berth.get_mut("console") {
@@ -67,6 +78,57 @@ pub fn normalize(doc: &mut Node, diagnostics: &mut Vec<Diagnostic>) {
             if let Some(vlans) = iface.value.get_mut("vlans") {
                 expand_vlans(vlans);
             }
+        }
+    }
+}
+
+/// cloud-init still accepts its old hyphenated user keys (`lock-passwd`); so does Berth,
+/// with a note. An entry with no `name` that only configures a snap user is dropped.
+fn normalize_users(users: &mut Node, diagnostics: &mut Vec<Diagnostic>) {
+    let Value::Seq(items) = &mut users.value else {
+        return;
+    };
+    items.retain(|user| {
+        let snap_only = user.get("name").is_none() && user.get("snapuser").is_some();
+        if snap_only {
+            diagnostics.push(Diagnostic::warning(
+                Some(user.origin.clone()),
+                "users",
+                "a `snapuser` entry has no Berth equivalent; it is ignored",
+            ));
+        }
+        !snap_only
+    });
+    for user in items.iter_mut() {
+        for entry in user.as_map_mut().into_iter().flatten() {
+            if entry.key.contains('-') {
+                let modern = entry.key.replace('-', "_");
+                diagnostics.push(Diagnostic::note(
+                    Some(entry.key_origin.clone()),
+                    "users",
+                    format!("`{}` is cloud-init's old spelling of `{modern}`", entry.key),
+                ));
+                entry.written_as = Some(entry.key.clone());
+                entry.key = modern;
+            }
+        }
+    }
+}
+
+/// `content: !!binary …` without an `encoding` means base64, as in cloud-init.
+fn binary_content_is_base64(file: &mut Node) {
+    let binary = file.get("content").is_some_and(|c| c.binary);
+    if binary && file.get("encoding").is_none() {
+        let origin = file
+            .get("content")
+            .map(|c| c.origin.clone())
+            .unwrap_or(file.origin.clone());
+        if let Some(entries) = file.as_map_mut() {
+            entries.push(Entry::new(
+                "encoding",
+                origin.clone(),
+                Node::string("b64", origin),
+            ));
         }
     }
 }
@@ -107,6 +169,25 @@ fn list_to_map(node: &mut Node) {
             )
         })
         .collect();
+    node.value = Value::Map(entries);
+}
+
+/// `[a=b, c]` → `{a: b, c: null}` (compose's list form), so labels can be read by key.
+fn list_labels_to_map(node: &mut Node) {
+    let Value::Seq(items) = &node.value else {
+        return;
+    };
+    let mut entries = Vec::new();
+    for item in items {
+        let Some(text) = item.as_scalar() else {
+            return;
+        };
+        let (key, value) = match text.split_once('=') {
+            Some((k, v)) => (k, Node::string(v, item.origin.clone())),
+            None => (text, Node::null(item.origin.clone())),
+        };
+        entries.push(Entry::new(key, item.origin.clone(), value));
+    }
     node.value = Value::Map(entries);
 }
 
@@ -160,6 +241,10 @@ fn translate_rancher(doc: &mut Node, diagnostics: &mut Vec<Diagnostic>) {
         "the RancherOS `rancher:` section was translated to `berth:`",
     ));
     let mut section = rancher.value;
+    // `rancher:` with nothing under it is common in RancherOS docs; it means nothing.
+    if matches!(section.value, Value::Null) {
+        section.value = Value::Map(Vec::new());
+    }
     let Value::Map(entries) = std::mem::replace(&mut section.value, Value::Null) else {
         diagnostics.push(Diagnostic::error(
             Some(section.origin),
@@ -169,6 +254,7 @@ fn translate_rancher(doc: &mut Node, diagnostics: &mut Vec<Diagnostic>) {
         return;
     };
     let mut translated = Vec::new();
+    let mut autologin = None;
     for entry in entries {
         let path = format!("rancher.{}", entry.key);
         let origin = Some(entry.key_origin.clone());
@@ -184,7 +270,16 @@ fn translate_rancher(doc: &mut Node, diagnostics: &mut Vec<Diagnostic>) {
             continue;
         }
         match entry.key.as_str() {
-            "docker" => translated.push(translate_docker(entry, diagnostics)),
+            "docker" => {
+                let (engine, insecure) = translate_docker(entry, diagnostics);
+                translated.push(engine);
+                translated.extend(insecure);
+            }
+            // RancherOS's `log` is a switch for its own logging service.
+            "log" if !matches!(entry.value.value, Value::Map(_)) => {
+                unsupported(&entry, "rancher", diagnostics);
+            }
+            "autologin" => autologin = Some(entry),
             "cloud_init" => {
                 for sub in map_entries(entry, diagnostics, &path) {
                     if sub.key == "datasources" {
@@ -228,6 +323,9 @@ fn translate_rancher(doc: &mut Node, diagnostics: &mut Vec<Diagnostic>) {
             _ => translated.push(entry),
         }
     }
+    if let Some(entry) = autologin {
+        add_autologin(&mut translated, entry);
+    }
     let mut berth = Node::new(Value::Map(translated), section.origin);
     let existing = doc.remove("berth");
     if let Some(existing) = existing {
@@ -238,6 +336,30 @@ fn translate_rancher(doc: &mut Node, diagnostics: &mut Vec<Diagnostic>) {
     entry.written_as = Some("rancher".into());
     if let Some(entries) = doc.as_map_mut() {
         entries.push(entry);
+    }
+}
+
+/// `rancher.autologin: tty1` → `berth.console.autologin: [tty1]`, beside any `console` name.
+fn add_autologin(translated: &mut Vec<Entry>, entry: Entry) {
+    let origin = entry.key_origin.clone();
+    let mut value = entry.value;
+    if matches!(value.value, Value::Scalar { .. }) {
+        value = Node::new(Value::Seq(vec![value.clone()]), value.origin);
+    }
+    let autologin = Entry::new("autologin", origin.clone(), value);
+    let console = match translated.iter().position(|e| e.key == "console") {
+        Some(i) => &mut translated[i].value,
+        None => {
+            let empty = Node::empty_map(origin.clone());
+            translated.push(Entry::new("console", origin, empty));
+            let last = translated.len() - 1;
+            &mut translated[last].value
+        }
+    };
+    scalar_to_map(console, "name");
+    if let Some(entries) = console.as_map_mut() {
+        entries.retain(|e| e.key != "autologin");
+        entries.push(autologin);
     }
 }
 
@@ -290,15 +412,25 @@ fn keep_only(entry: Entry, keep: &[&str], diagnostics: &mut Vec<Diagnostic>, pat
     Entry::new(key, key_origin, Node::new(Value::Map(kept), origin))
 }
 
-/// `rancher.docker` → `berth.engine`: `engine` names it, `args` + `extra_args` are its arguments.
-fn translate_docker(entry: Entry, diagnostics: &mut Vec<Diagnostic>) -> Entry {
+/// `rancher.docker` → `berth.engine`: `engine` names it, `args` + `extra_args` are its
+/// arguments; its `insecure_registry` list becomes `berth.registries.insecure`.
+fn translate_docker(entry: Entry, diagnostics: &mut Vec<Diagnostic>) -> (Entry, Option<Entry>) {
     let key_origin = entry.key_origin.clone();
     let origin = entry.value.origin.clone();
     let mut engine: Vec<Entry> = Vec::new();
     let mut args: Option<Node> = None;
+    let mut registries = None;
     for sub in map_entries(entry, diagnostics, "rancher.docker") {
         match sub.key.as_str() {
             "engine" => engine.push(renamed(sub, "name")),
+            "insecure_registry" => {
+                let origin = sub.key_origin.clone();
+                registries = Some(Entry::new(
+                    "registries",
+                    origin.clone(),
+                    Node::new(Value::Map(vec![renamed(sub, "insecure")]), origin),
+                ));
+            }
             "environment" => engine.push(sub),
             "args" | "extra_args" => match (&mut args, sub.value) {
                 (
@@ -321,7 +453,7 @@ fn translate_docker(entry: Entry, diagnostics: &mut Vec<Diagnostic>) -> Entry {
     }
     let mut out = Entry::new("engine", key_origin, Node::new(Value::Map(engine), origin));
     out.written_as = Some("docker".into());
-    out
+    (out, registries)
 }
 
 /// RancherOS services use compose v1's `net:` and their own ordering labels.
@@ -333,6 +465,9 @@ fn translate_service(service: &mut Node) {
                 entry.key = "network_mode".into();
             }
         }
+    }
+    if let Some(labels) = service.get_mut("labels") {
+        list_labels_to_map(labels);
     }
     if let Some(labels) = service.get_mut("labels").and_then(Node::as_map_mut) {
         let mut added = Vec::new();

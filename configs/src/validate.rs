@@ -37,17 +37,30 @@ impl Validator<'_> {
     fn report(&mut self, error: bool, path: &[&str], message: String) {
         let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
         let origin = keypath::nearest_origin(self.tree, &path);
-        let shown = path.iter().fold(String::new(), |mut shown, key| {
-            if key.parse::<usize>().is_ok() {
-                shown.push_str(&format!("[{key}]"));
-            } else {
-                if !shown.is_empty() {
-                    shown.push('.');
+        let written_as_rancher = self
+            .tree
+            .as_map()
+            .and_then(|m| m.iter().find(|e| e.key == "berth"))
+            .is_some_and(|e| e.written_as.as_deref() == Some("rancher"));
+        let shown = path
+            .iter()
+            .enumerate()
+            .fold(String::new(), |mut shown, (i, key)| {
+                let key = if i == 0 && key == "berth" && written_as_rancher {
+                    "rancher"
+                } else {
+                    key.as_str()
+                };
+                if key.parse::<usize>().is_ok() {
+                    shown.push_str(&format!("[{key}]"));
+                } else {
+                    if !shown.is_empty() {
+                        shown.push('.');
+                    }
+                    shown.push_str(key);
                 }
-                shown.push_str(key);
-            }
-            shown
-        });
+                shown
+            });
         self.out.push(if error {
             Diagnostic::error(Some(origin), shown, message)
         } else {
@@ -145,7 +158,8 @@ impl Validator<'_> {
                     format!("a mount has 1 to 6 fields (device, mountpoint, type, options, dump, pass), not {}", mount.len()),
                 );
             } else if let Some(target) = mount.get(1) {
-                if !target.0.starts_with('/') && target.0 != "none" && target.0 != "swap" {
+                let swap = mount.get(2).is_some_and(|t| t.0 == "swap");
+                if !target.0.starts_with('/') && target.0 != "none" && target.0 != "swap" && !swap {
                     self.error(
                         &["mounts", &i.to_string(), "1"],
                         format!("mount point `{target}` must be an absolute path"),
@@ -162,7 +176,11 @@ impl Validator<'_> {
         }
         self.cycles(services);
         for name in config.berth.services_include.keys() {
-            if !valid_service_name(name) {
+            // RancherOS also enables services by URL or file path.
+            let located = name.starts_with("http://")
+                || name.starts_with("https://")
+                || name.starts_with('/');
+            if !located && !valid_service_name(name) {
                 self.error(
                     &["berth", "services_include", name],
                     format!("`{name}` is not a valid service name"),
@@ -615,22 +633,33 @@ impl Validator<'_> {
     fn berth_misc(&mut self, config: &CloudConfig) {
         let b = &config.berth;
         for (i, ds) in b.datasources.iter().enumerate() {
-            let kind = ds.split_once(':').map_or(ds.as_str(), |(k, _)| k);
-            let ok = match kind {
-                "url" => ds.len() > 4,
-                "file" => ds.get(5..).is_some_and(|p| p.starts_with('/')),
-                "configdrive" | "nocloud" => true,
-                _ => DATASOURCES.contains(&ds.as_str()),
-            };
-            if !ok {
-                let mut msg = format!(
-                    "`{ds}` is not a datasource; use one of {}, url:URL or file:/PATH",
-                    DATASOURCES.join(", ")
-                );
-                if let Some(near) = crate::diag::did_you_mean(ds, DATASOURCES.iter().copied()) {
-                    msg.push_str(&format!(" (did you mean `{near}`?)"));
+            let index = i.to_string();
+            let (kind, arg) = ds.split_once(':').unwrap_or((ds.as_str(), ""));
+            match kind {
+                "url" | "file" if arg.is_empty() => self.error(
+                    &["berth", "datasources", &index],
+                    format!("`{ds}` needs a location: `{kind}:…`"),
+                ),
+                "file" if !arg.starts_with('/') => self.error(
+                    &["berth", "datasources", &index],
+                    format!("`{ds}` needs an absolute path"),
+                ),
+                _ if DATASOURCES.contains(&kind) => {}
+                _ if RANCHER_DATASOURCES.contains(&kind) => self.warn(
+                    &["berth", "datasources", &index],
+                    format!("the `{kind}` datasource is not supported by Berth; it is skipped"),
+                ),
+                _ => {
+                    let mut msg = format!(
+                        "`{ds}` is not a datasource; use one of {}",
+                        DATASOURCES.join(", ")
+                    );
+                    if let Some(near) = crate::diag::did_you_mean(kind, DATASOURCES.iter().copied())
+                    {
+                        msg.push_str(&format!(" (did you mean `{near}`?)"));
+                    }
+                    self.error(&["berth", "datasources", &index], msg);
                 }
-                self.error(&["berth", "datasources", &i.to_string()], msg);
             }
         }
         for key in b.sysctl.keys() {
@@ -663,10 +692,10 @@ impl Validator<'_> {
             self.error(&["berth", "ssh", "port"], "port 0 is not a port".into());
         }
         if let Some(fstype) = &b.state.fstype {
-            if !["ext4", "xfs", "btrfs"].contains(&fstype.as_str()) {
+            if !["ext4", "xfs", "btrfs", "auto"].contains(&fstype.as_str()) {
                 self.error(
                     &["berth", "state", "fstype"],
-                    format!("`{fstype}` is not supported for state; use ext4, xfs or btrfs"),
+                    format!("`{fstype}` is not supported for state; use ext4, xfs, btrfs or auto"),
                 );
             }
         }
@@ -697,6 +726,19 @@ impl Validator<'_> {
     }
 }
 
+/// Datasources RancherOS had that Berth does not implement (warnings, not errors).
+const RANCHER_DATASOURCES: &[&str] = &[
+    "*",
+    "aliyun",
+    "azure",
+    "cloudstack",
+    "exoscale",
+    "packet",
+    "proxmox",
+    "tftp",
+    "vmware",
+];
+
 const DATASOURCES: &[&str] = &[
     "nocloud",
     "configdrive",
@@ -704,6 +746,8 @@ const DATASOURCES: &[&str] = &[
     "gce",
     "digitalocean",
     "cmdline",
+    "url",
+    "file",
 ];
 
 const BOND_MODES: &[&str] = &[

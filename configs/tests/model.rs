@@ -661,3 +661,24 @@ fn a_bad_embedded_cmdline_document_leaves_the_single_keys_in_force() {
         "kernel cmdline (berth.cloud_config):2:21: error: berth.ssh.port: invalid type: string \"nope\", expected u16"
     );
 }
+
+#[test]
+fn binary_content_without_encoding_is_base64() {
+    let c = load_ok(
+        "#cloud-config\nwrite_files:\n  - path: /opt/hello\n    content: !!binary aGVsbG8K\n",
+    )
+    .config;
+    let file = &c.write_files[0];
+    assert_eq!(file.encoding, Some(Encoding::Base64));
+    assert_eq!(
+        berth_configs::validate::decode(file.encoding, &file.content).as_deref(),
+        Ok(&b"hello\n"[..])
+    );
+}
+
+#[test]
+fn unquoted_octal_modes_keep_their_digits() {
+    let c = load_ok("#cloud-config\nwrite_files:\n  - {path: /a, permissions: 0o600}\n  - {path: /b, permissions: 0644}\n").config;
+    assert_eq!(c.write_files[0].permissions, Some(FileMode(0o600)));
+    assert_eq!(c.write_files[1].permissions, Some(FileMode(0o644)));
+}
