@@ -366,7 +366,8 @@ impl Duration {
                 _ => return Err(bad()),
             };
             rest = &rest[unit_len..];
-            total += std::time::Duration::try_from_secs_f64(value * scale).map_err(|_| bad())?;
+            let part = std::time::Duration::try_from_secs_f64(value * scale).map_err(|_| bad())?;
+            total = total.checked_add(part).ok_or_else(bad)?;
         }
         Ok(Duration(total))
     }
@@ -425,5 +426,7 @@ mod tests {
         assert!(secs("soon").is_err());
         assert!(secs("").is_err());
         assert!(secs("5x").is_err());
+        // Found by the fuzzer: the sum of parts overflowed and panicked.
+        assert!(secs("100000000000000000000s100000000000000000000s").is_err());
     }
 }
