@@ -2,5 +2,6 @@
 //! safe layer unpacker and rootfs assembly (ARCHITECTURE.md §4).
 
 pub mod digest;
+pub mod rootfs;
 
 pub use digest::Digest;
