@@ -115,8 +115,8 @@ pub fn parse_document(source: &Arc<str>, text: &str) -> Document {
 fn check_types(tree: &mut Node) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut previous: Option<Vec<String>> = None;
-    // Each round removes one node, so this ends; the bound is a backstop.
-    for _ in 0..1000 {
+    // Each round removes one node; past 100 errors the document is rejected anyway.
+    for _ in 0..100 {
         let collector = de::Collector::default();
         let result = de::from_node::<CloudConfig>(tree, &collector);
         let findings = collector.into_inner();

@@ -10,6 +10,8 @@
 //! Every node keeps the origin it was parsed with, so the merged tree says which
 //! source set each value.
 
+use std::collections::{HashMap, HashSet};
+
 use crate::node::{Node, Value};
 
 /// Top-level lists that accumulate across sources instead of replacing.
@@ -23,11 +25,19 @@ pub fn merge(base: &mut Node, overlay: Node) {
 fn merge_at(base: &mut Node, overlay: Node, depth: usize, key: Option<&str>) {
     match (&mut base.value, overlay.value) {
         (Value::Map(base_entries), Value::Map(overlay_entries)) => {
+            // Indexed, so merging large mappings stays linear.
+            let mut positions: HashMap<String, usize> = base_entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.key.clone(), i))
+                .collect();
+            let mut removed = HashSet::new();
             for entry in overlay_entries {
-                let existing = base_entries.iter().position(|e| e.key == entry.key);
+                let existing = positions.get(&entry.key).copied();
                 match (existing, &entry.value.value) {
                     (Some(i), Value::Null) => {
-                        base_entries.remove(i);
+                        removed.insert(i);
+                        positions.remove(&entry.key);
                     }
                     (None, Value::Null) => {}
                     (Some(i), _) => {
@@ -37,8 +47,19 @@ fn merge_at(base: &mut Node, overlay: Node, depth: usize, key: Option<&str>) {
                         target.written_as = entry.written_as;
                         merge_at(&mut target.value, entry.value, depth + 1, Some(&key));
                     }
-                    (None, _) => base_entries.push(entry),
+                    (None, _) => {
+                        positions.insert(entry.key.clone(), base_entries.len());
+                        base_entries.push(entry);
+                    }
                 }
+            }
+            if !removed.is_empty() {
+                let mut index = 0;
+                base_entries.retain(|_| {
+                    let keep = !removed.contains(&index);
+                    index += 1;
+                    keep
+                });
             }
         }
         (Value::Seq(base_items), Value::Seq(overlay_items))

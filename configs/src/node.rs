@@ -21,6 +21,9 @@ pub struct Limits {
     pub max_depth: usize,
     /// Counts every node, including the copies an alias expands to.
     pub max_nodes: usize,
+    /// Counts the text of every key and scalar, including alias copies: a few
+    /// aliases of one large string must not multiply it into gigabytes.
+    pub max_expanded_bytes: usize,
 }
 
 impl Default for Limits {
@@ -29,6 +32,7 @@ impl Default for Limits {
             max_bytes: 4 << 20,
             max_depth: 64,
             max_nodes: 250_000,
+            max_expanded_bytes: 16 << 20,
         }
     }
 }
@@ -152,6 +156,19 @@ impl Node {
             Value::Null | Value::Scalar { .. } => 0,
             Value::Seq(items) => items.iter().map(Node::size).sum(),
             Value::Map(entries) => entries.iter().map(|e| e.value.size()).sum(),
+        }
+    }
+
+    /// Bytes of key and scalar text in this subtree.
+    pub fn text_bytes(&self) -> usize {
+        match &self.value {
+            Value::Null => 0,
+            Value::Scalar { text, .. } => text.len(),
+            Value::Seq(items) => items.iter().map(Node::text_bytes).sum(),
+            Value::Map(entries) => entries
+                .iter()
+                .map(|e| e.key.len() + e.value.text_bytes())
+                .sum(),
         }
     }
 
@@ -281,6 +298,8 @@ enum Frame {
     },
     Map {
         entries: Vec<Entry>,
+        /// Key → index in `entries`, so duplicate checks stay linear in the mapping's size.
+        positions: HashMap<String, usize>,
         pending_key: Option<(String, Origin)>,
         anchor: usize,
         origin: Origin,
@@ -317,6 +336,7 @@ pub fn parse_with_warnings(
     let mut anchors: HashMap<usize, Node> = HashMap::new();
     let mut root: Option<Node> = None;
     let mut nodes = 0usize;
+    let mut bytes = 0usize;
     let mut documents = 0usize;
 
     loop {
@@ -362,11 +382,15 @@ pub fn parse_with_warnings(
                         "alias to an unknown anchor",
                     ));
                 };
-                let mut copy = target.clone();
-                nodes = nodes.saturating_add(copy.size());
+                nodes = nodes.saturating_add(target.size());
+                bytes = bytes.saturating_add(target.text_bytes());
                 if nodes > limits.max_nodes {
                     return Err(too_many_nodes(origin, limits));
                 }
+                if bytes > limits.max_expanded_bytes {
+                    return Err(too_many_bytes(origin, limits));
+                }
+                let mut copy = target.clone();
                 relocate_aliased(&mut copy, &origin);
                 Some((copy, 0))
             }
@@ -384,6 +408,7 @@ pub fn parse_with_warnings(
             Event::MappingStart(anchor, _) => {
                 stack.push(Frame::Map {
                     entries: Vec::new(),
+                    positions: HashMap::new(),
                     pending_key: None,
                     anchor,
                     origin,
@@ -403,11 +428,21 @@ pub fn parse_with_warnings(
             },
             Event::MappingEnd => match stack.pop() {
                 Some(Frame::Map {
-                    entries,
+                    mut entries,
+                    positions,
                     anchor,
                     origin,
                     ..
                 }) => {
+                    if positions.len() < entries.len() {
+                        // Keep only the last entry of each duplicated key.
+                        let mut index = 0;
+                        entries.retain(|e| {
+                            let keep = e.key == "<<" || positions.get(&e.key) == Some(&index);
+                            index += 1;
+                            keep
+                        });
+                    }
                     let entries = apply_merge_keys(entries)?;
                     Some((Node::new(Value::Map(entries), origin), anchor))
                 }
@@ -418,8 +453,19 @@ pub fn parse_with_warnings(
             continue;
         };
         nodes += 1;
+        if let Value::Scalar { text, .. } = &node.value {
+            bytes = bytes.saturating_add(text.len());
+        }
+        if anchor > 0 {
+            // Keeping the anchor's copy costs as much as an alias of it.
+            nodes = nodes.saturating_add(node.size());
+            bytes = bytes.saturating_add(node.text_bytes());
+        }
         if nodes > limits.max_nodes {
             return Err(too_many_nodes(node.origin.clone(), limits));
+        }
+        if bytes > limits.max_expanded_bytes {
+            return Err(too_many_bytes(node.origin.clone(), limits));
         }
         if anchor > 0 {
             anchors.insert(anchor, node.clone());
@@ -429,6 +475,7 @@ pub fn parse_with_warnings(
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
                 entries,
+                positions,
                 pending_key,
                 ..
             }) => match pending_key.take() {
@@ -444,8 +491,14 @@ pub fn parse_with_warnings(
                             ))
                         }
                     };
-                    if let Some(i) = entries.iter().position(|e| e.key == key && key != "<<") {
-                        let first = entries.remove(i);
+                    let duplicate = if key == "<<" {
+                        None
+                    } else {
+                        positions.get(&key).copied()
+                    };
+                    if let Some(i) = duplicate {
+                        // The earlier entry is dropped when the mapping ends.
+                        let first = &entries[i];
                         warnings.push(Diagnostic::warning(
                             Some(node.origin.clone()),
                             key.clone(),
@@ -457,7 +510,10 @@ pub fn parse_with_warnings(
                     }
                     *pending_key = Some((key, node.origin));
                 }
-                Some((key, key_origin)) => entries.push(Entry::new(key, key_origin, node)),
+                Some((key, key_origin)) => {
+                    positions.insert(key.clone(), entries.len());
+                    entries.push(Entry::new(key, key_origin, node));
+                }
             },
         }
     }
@@ -479,6 +535,17 @@ fn too_deep(stack: &[Frame], limits: &Limits) -> Diagnostic {
         origin,
         "",
         format!("nesting is deeper than {} levels", limits.max_depth),
+    )
+}
+
+fn too_many_bytes(origin: Origin, limits: &Limits) -> Diagnostic {
+    Diagnostic::error(
+        Some(origin),
+        "",
+        format!(
+            "document expands to more than {} bytes of text (are aliases multiplying it?)",
+            limits.max_expanded_bytes
+        ),
     )
 }
 
@@ -507,6 +574,7 @@ fn apply_merge_keys(entries: Vec<Entry>) -> Result<Vec<Entry>, Diagnostic> {
     }
     let (merges, mut own): (Vec<Entry>, Vec<Entry>) =
         entries.into_iter().partition(|e| e.key == "<<");
+    let mut seen: std::collections::HashSet<String> = own.iter().map(|e| e.key.clone()).collect();
     for merge in merges {
         let sources = match merge.value.value {
             Value::Map(_) => vec![merge.value],
@@ -528,7 +596,7 @@ fn apply_merge_keys(entries: Vec<Entry>) -> Result<Vec<Entry>, Diagnostic> {
                 ));
             };
             for entry in merged {
-                if !own.iter().any(|e| e.key == entry.key) {
+                if seen.insert(entry.key.clone()) {
                     own.push(entry);
                 }
             }

@@ -17,6 +17,7 @@ pub fn validate(config: &CloudConfig, tree: &Node) -> Vec<Diagnostic> {
     let mut v = Validator {
         tree,
         out: Vec::new(),
+        untold: 0,
     };
     v.hostname(config);
     v.users(config);
@@ -25,16 +26,43 @@ pub fn validate(config: &CloudConfig, tree: &Node) -> Vec<Diagnostic> {
     v.services(config);
     v.network(config);
     v.berth_misc(config);
+    if v.untold > 0 {
+        v.out.push(Diagnostic::note(
+            Some(tree.origin.clone()),
+            "",
+            format!("{} more findings not shown", v.untold),
+        ));
+    }
     v.out
 }
+
+/// Past this many findings the rest are counted, not built: a hostile config must
+/// not make validation quadratic, and nobody reads the 101st error.
+const MAX_FINDINGS: usize = 100;
+
+/// Cycles named before the rest are summarised; each costs a copy of the path.
+const MAX_CYCLES: usize = 10;
+
+/// Everything all `write_files` may decode to, together: a few small gzip bombs
+/// (or aliases of one) must not cost gigabytes, at validation or at boot.
+pub const MAX_DECODED_FILES: usize = 64 << 20;
 
 struct Validator<'a> {
     tree: &'a Node,
     out: Vec<Diagnostic>,
+    untold: usize,
 }
 
 impl Validator<'_> {
+    fn full(&self) -> bool {
+        self.out.len() >= MAX_FINDINGS
+    }
+
     fn report(&mut self, error: bool, path: &[&str], message: String) {
+        if self.full() {
+            self.untold += 1;
+            return;
+        }
         let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
         let origin = keypath::nearest_origin(self.tree, &path);
         let written_as_rancher = self
@@ -118,6 +146,7 @@ impl Validator<'_> {
     }
 
     fn write_files(&mut self, config: &CloudConfig) {
+        let mut budget = MAX_DECODED_FILES;
         for (i, file) in config.write_files.iter().enumerate() {
             let index = i.to_string();
             if !file.path.starts_with('/') {
@@ -131,8 +160,9 @@ impl Validator<'_> {
                     format!("`{}` must not contain `..`", file.path),
                 );
             }
-            if let Err(e) = decode(file.encoding, &file.content) {
-                self.error(&["write_files", &index, "content"], e);
+            match decode_with_limit(file.encoding, &file.content, budget) {
+                Ok(bytes) => budget -= bytes.len(),
+                Err(e) => self.error(&["write_files", &index, "content"], e),
             }
             if let Some(owner) = &file.owner {
                 let ok = owner.split(':').all(|p| {
@@ -210,6 +240,10 @@ impl Validator<'_> {
         }
         for dep in s.depends_on.keys() {
             if !all.contains_key(dep) && s.depends_on[dep].required != Some(false) {
+                if self.full() {
+                    self.untold += 1;
+                    continue;
+                }
                 let mut msg = format!("service `{name}` depends on `{dep}`, which is not defined");
                 if let Some(near) = crate::diag::did_you_mean(dep, all.keys().map(String::as_str)) {
                     msg.push_str(&format!("; did you mean `{near}`?"));
@@ -442,6 +476,7 @@ impl Validator<'_> {
                         let s = next(&target);
                         stack.push((target, s, 0));
                     }
+                    Mark::Active if reported.len() >= MAX_CYCLES => self.untold += 1,
                     Mark::Active => {
                         let pos = stack.iter().position(|(n, _, _)| *n == target).unwrap_or(0);
                         let mut cycle: Vec<String> =
@@ -979,6 +1014,15 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
 
 /// The bytes a `write_files` entry writes.
 pub fn decode(encoding: Option<Encoding>, content: &str) -> Result<Vec<u8>, String> {
+    decode_with_limit(encoding, content, MAX_DECODED_FILES)
+}
+
+/// [`decode`], refusing content that decodes to more than `limit` bytes.
+pub fn decode_with_limit(
+    encoding: Option<Encoding>,
+    content: &str,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
     use base64::Engine as _;
     use std::io::Read;
     let b64 = |s: &str| {
@@ -990,18 +1034,25 @@ pub fn decode(encoding: Option<Encoding>, content: &str) -> Result<Vec<u8>, Stri
     let gunzip = |bytes: Vec<u8>| {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
-            .take(64 << 20)
+            .take(limit as u64 + 1)
             .read_to_end(&mut out)
             .map_err(|e| format!("content is not valid gzip: {e}"))?;
         Ok::<_, String>(out)
     };
-    match encoding {
-        None | Some(Encoding::Plain) => Ok(content.as_bytes().to_vec()),
-        Some(Encoding::Base64) => b64(content),
-        Some(Encoding::GzipBase64) => gunzip(b64(content)?),
+    let bytes = match encoding {
+        None | Some(Encoding::Plain) => content.as_bytes().to_vec(),
+        Some(Encoding::Base64) => b64(content)?,
+        Some(Encoding::GzipBase64) => gunzip(b64(content)?)?,
         // Raw gzip in YAML only survives as a `!!binary` scalar, which arrives base64-encoded.
-        Some(Encoding::Gzip) => gunzip(b64(content)?),
+        Some(Encoding::Gzip) => gunzip(b64(content)?)?,
+    };
+    if bytes.len() > limit {
+        return Err(format!(
+            "write_files decode to more than {} MiB in all; the limit keeps boot memory bounded",
+            MAX_DECODED_FILES >> 20
+        ));
     }
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Fuzzes the whole config path: YAML parse with limits, normalization and type
 //! checks (`parse_document`), merge over the built-in defaults and validation
 //! (`load`), and the kernel command line form (`cmdline::parse`) of the same text,
-//! whose tree is then merged and validated as one more source.
+//! whose documents are then merged and validated as more sources.
 //! None of it may panic, hang or run out of memory, whatever the input.
 
 #![no_main]
@@ -33,18 +33,22 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = loaded.tree.to_json();
 
-    // The same text as a kernel command line.
+    // The same text as a kernel command line, loaded the way `Layout::documents`
+    // does: the `berth.cloud_config=` document, then the single keys.
     let cmdline = cmdline::parse(&text);
     for d in &cmdline.diagnostics {
         let _ = d.to_string();
     }
-    if cmdline.tree.as_map().is_some_and(|m| !m.is_empty()) {
-        let cmdline_doc = Document {
+    let single_keys = cmdline.tree.as_map().is_some_and(|m| !m.is_empty());
+    if cmdline.embedded.is_some() || single_keys {
+        let mut docs = vec![defaults(), doc];
+        docs.extend(cmdline.embedded);
+        docs.push(Document {
             source: Arc::from(cmdline::SOURCE),
             tree: Some(cmdline.tree),
             diagnostics: cmdline.diagnostics,
-        };
-        let loaded = berth_configs::load(vec![defaults(), doc, cmdline_doc]);
+        });
+        let loaded = berth_configs::load(docs);
         let _ = loaded.tree.to_json();
     }
 });
