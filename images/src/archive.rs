@@ -225,17 +225,19 @@ fn tag_index(
         .unwrap_or_else(|| "imported".into());
     let mut references = Vec::new();
     for d in &index.manifests {
+        let name_has_tag =
+            name.is_some_and(|n| n.rsplit('/').next().is_some_and(|last| last.contains(':')));
         let reference = match (name, d.ref_name()) {
-            (Some(name), _) if index.manifests.len() == 1 => name.to_string(),
-            // A full reference in the annotation names the image; a bare tag
-            // (what skopeo and umoci write) is a tag of the given or file name.
-            (_, Some(r)) if r.contains(['/', ':']) => r.to_string(),
-            (name, Some(tag)) => format!(
-                "{}:{tag}",
-                name.map_or(stem.as_str(), |n| n.split(':').next().unwrap_or(n))
-            ),
-            (Some(name), None) => name.to_string(),
-            (None, None) => {
+            // A name with a tag names the image outright.
+            (Some(name), _) if name_has_tag => name.to_string(),
+            // A full reference in the annotation names the image, unless a name is given.
+            (None, Some(r)) if r.contains(['/', ':']) => r.to_string(),
+            // A bare tag (what skopeo and umoci write) tags the given or the file's name.
+            (name, Some(tag)) if !tag.contains(['/', ':']) => {
+                format!("{}:{tag}", name.unwrap_or(stem.as_str()))
+            }
+            (Some(name), _) => name.to_string(),
+            (None, _) => {
                 return Err(invalid(
                     path,
                     "an image in the index has no name; give one with --name",

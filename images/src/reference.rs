@@ -2,7 +2,8 @@
 //!
 //! In the store an image is named as written, with `:latest` added when it has
 //! neither tag nor digest, so `berth/console` and `berth/console:latest` are one
-//! image. Only when talking to a registry does a name without a registry mean
+//! image, and Docker Hub's long forms are shortened (`docker.io/library/busybox`
+//! is `busybox`). Only when talking to a registry does a name without a registry mean
 //! Docker Hub (`busybox` → `docker.io/library/busybox`).
 
 use std::fmt;
@@ -46,6 +47,15 @@ impl Reference {
         };
         let (registry, path) = match rest.split_once('/') {
             Some((first, path)) if first.contains(['.', ':']) || first == "localhost" => {
+                let (host, port) = first.split_once(':').unwrap_or((first, "1"));
+                let host_ok = !host.is_empty()
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b))
+                    && host.split('.').all(|label| !label.is_empty());
+                if !host_ok || port.parse::<u16>().is_err() {
+                    return Err(err("the registry must be host[:port]"));
+                }
                 (Some(first.to_string()), path)
             }
             _ => (None, rest),
@@ -75,6 +85,14 @@ impl Reference {
                 return Err(err("a tag is 1 to 128 letters, digits, `.`, `_` or `-`"));
             }
         }
+        // Docker Hub's long spellings name the same images as the short ones.
+        let (registry, repository) = match registry.as_deref() {
+            Some("docker.io" | "index.docker.io" | "registry-1.docker.io") => (
+                None,
+                repository.strip_prefix("library/").unwrap_or(repository),
+            ),
+            _ => (registry, repository),
+        };
         Ok(Reference {
             registry,
             repository: repository.to_string(),
@@ -139,6 +157,12 @@ mod tests {
         );
         let d = format!("sha256:{}", "a".repeat(64));
         assert_eq!(norm(&format!("busybox@{d}")), format!("busybox@{d}"));
+    }
+
+    #[test]
+    fn docker_hub_long_forms_are_shortened() {
+        assert_eq!(norm("docker.io/library/busybox:1"), "busybox:1");
+        assert_eq!(norm("docker.io/test/app"), "test/app:latest");
     }
 
     #[test]

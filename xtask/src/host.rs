@@ -15,6 +15,9 @@ use crate::{step, MUSL_TARGET};
 const APT_PACKAGES: &[(&str, &str)] = &[
     // A C toolchain for musl, for crates that build C code into the static binary.
     ("musl-tools", "musl-gcc"),
+    // Image interop tests: layouts written by other tools must import, ours must read back.
+    ("skopeo", "skopeo"),
+    ("umoci", "umoci"),
 ];
 
 const RUSTUP_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
