@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod image;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,12 +27,16 @@ enum Command {
     /// Validate, read and change the cloud-config.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Manage container images: import, export, list, inspect, remove, prune.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(cmd) => config::run(cmd),
+        Command::Image(cmd) => image::run(cmd),
     };
     match result {
         Ok(code) => code,
