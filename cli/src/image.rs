@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use berth_images::{archive, Store};
+use std::io::{IsTerminal, Write};
+
+use berth_images::pull::{self, PullOptions};
+use berth_images::{archive, Digest, Store};
 use clap::{Args, Subcommand, ValueEnum};
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +48,18 @@ pub enum ImageCommand {
     Rm {
         #[arg(required = true)]
         references: Vec<String>,
+        #[command(flatten)]
+        root: Root,
+    },
+    /// Pull an image from a registry (https; http only for insecure registries).
+    Pull {
+        reference: String,
+        /// Reach this image's registry over plain http (else `berth.registries.insecure` decides).
+        #[arg(long)]
+        insecure: bool,
+        /// Read the config (`berth.registries`) under this root directory.
+        #[arg(long, default_value = "/")]
+        config_root: PathBuf,
         #[command(flatten)]
         root: Root,
     },
@@ -164,6 +179,31 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
                 println!("removed {reference}");
             }
         }
+        ImageCommand::Pull {
+            reference,
+            insecure,
+            config_root,
+            root,
+        } => {
+            let store = root.open()?;
+            let parsed = berth_images::Reference::parse(&reference)?;
+            let registry = parsed.registry_host().to_string();
+            let config = berth_configs::Layout::new(&config_root).load()?.config;
+            let mut options = PullOptions {
+                insecure: config.berth.registries.insecure.clone(),
+                credentials: None,
+                attempts: 4,
+            };
+            if insecure {
+                options.insecure.push(registry.clone());
+            }
+            if let Some(auth) = config.berth.registries.auth.get(&registry) {
+                options.credentials = credentials(auth);
+            }
+            let name = pull::pull(&store, &reference, &options, &LineProgress::new())
+                .with_context(|| format!("pulling {reference}"))?;
+            println!("pulled {name}");
+        }
         ImageCommand::Prune { root } => {
             let report = root.open()?.prune()?;
             println!(
@@ -175,4 +215,62 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Basic credentials from `berth.registries.auth`: username/password, or Docker's `auth`.
+fn credentials(auth: &berth_configs::model::RegistryAuth) -> Option<(String, String)> {
+    use base64::Engine as _;
+    if let (Some(u), Some(p)) = (&auth.username, &auth.password) {
+        return Some((u.clone(), p.clone()));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.auth.as_deref()?)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// Pull progress: a line per blob, updated in place on a terminal.
+struct LineProgress {
+    tty: bool,
+}
+
+impl LineProgress {
+    fn new() -> Self {
+        LineProgress {
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl pull::Progress for LineProgress {
+    fn blob_started(&self, what: &str, digest: &Digest, size: u64) {
+        eprint!("{what:<12} {} {:>10}", &digest.hex()[..12], human(size));
+        if !self.tty {
+            eprintln!();
+        }
+    }
+
+    fn blob_progress(&self, digest: &Digest, done: u64, size: u64) {
+        if self.tty {
+            let percent = if size == 0 { 100 } else { done * 100 / size };
+            eprint!(
+                "\r{:<12} {} {:>10} {percent:>3}%",
+                "",
+                &digest.hex()[..12],
+                human(size)
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    fn blob_done(&self, digest: &Digest, cached: bool) {
+        let what = if cached { "already present" } else { "done" };
+        if self.tty {
+            eprintln!("\r{:<12} {} {what:<20}", "", &digest.hex()[..12]);
+        } else {
+            eprintln!("{:<12} {} {what}", "", &digest.hex()[..12]);
+        }
+    }
 }

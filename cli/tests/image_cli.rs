@@ -103,7 +103,10 @@ fn import_ls_inspect_export_rm_prune() {
     ]));
     ok(berth(&["image", "rm", "--root", r, "demo/hello:1"]));
     let out = ok(berth(&["image", "prune", "--root", r]));
-    assert!(out.starts_with("removed ") && !out.starts_with("removed 0 "), "{out}");
+    assert!(
+        out.starts_with("removed ") && !out.starts_with("removed 0 "),
+        "{out}"
+    );
     let o = berth(&["image", "inspect", "--root", r, "demo/hello:1"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no image `demo/hello:1`"));

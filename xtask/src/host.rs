@@ -18,6 +18,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     // Image interop tests: layouts written by other tools must import, ours must read back.
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
+    // Pull tests run a real registry on 127.0.0.1.
+    ("docker-registry", "docker-registry"),
 ];
 
 const RUSTUP_COMPONENTS: &[&str] = &["rustfmt", "clippy"];

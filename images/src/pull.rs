@@ -1,0 +1,401 @@
+//! Pulling images from OCI registries into the store, with `oci-client`.
+//!
+//! https unless the registry is listed as insecure; anonymous or basic auth
+//! (bearer tokens are negotiated by oci-client); multi-arch indexes resolve to
+//! linux/amd64. Every blob streams to a temp file in the store while it is
+//! hashed, and is renamed into place only when its digest and size match the
+//! descriptor — a pull interrupted at any point leaves the store consistent, and
+//! pulling again completes it (blobs already present are not fetched again).
+
+use std::io::Write;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::Client;
+
+use crate::digest::{Digest, HashingWriter};
+use crate::oci::{self, Descriptor, Index, Manifest};
+use crate::reference::Reference;
+use crate::store::{select_platform, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot reach registry {registry}: {reason}")]
+    Unreachable { registry: String, reason: String },
+    #[error("{reference} was not found in {registry}")]
+    NotFound { reference: String, registry: String },
+    #[error("pulling {what} of {reference}: {reason}")]
+    Registry {
+        reference: String,
+        what: String,
+        reason: String,
+    },
+    #[error("{reference}: the registry sent {what} with digest {actual}, not {expected}")]
+    DigestMismatch {
+        reference: String,
+        what: String,
+        expected: String,
+        actual: Digest,
+    },
+    #[error("{reference}: unsupported manifest media type `{media_type}`")]
+    MediaType {
+        reference: String,
+        media_type: String,
+    },
+    #[error("cannot start the network runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// How to reach registries: which speak plain http, and credentials.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// `host:port` of registries reached over plain http.
+    pub insecure: Vec<String>,
+    /// Basic-auth credentials for the image's registry.
+    pub credentials: Option<(String, String)>,
+    /// Attempts per request on network errors (with exponential backoff).
+    pub attempts: u32,
+}
+
+/// What a pull reports as it goes.
+pub trait Progress {
+    fn blob_started(&self, what: &str, digest: &Digest, size: u64);
+    fn blob_progress(&self, digest: &Digest, done: u64, size: u64);
+    fn blob_done(&self, digest: &Digest, cached: bool);
+}
+
+/// A progress sink that says nothing.
+#[derive(Debug)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn blob_started(&self, _: &str, _: &Digest, _: u64) {}
+    fn blob_progress(&self, _: &Digest, _: u64, _: u64) {}
+    fn blob_done(&self, _: &Digest, _: bool) {}
+}
+
+const MANIFEST_TYPES: &[&str] = &[
+    oci::OCI_MANIFEST,
+    oci::OCI_INDEX,
+    oci::DOCKER_MANIFEST,
+    oci::DOCKER_MANIFEST_LIST,
+];
+
+/// Pulls `reference` into `store` and names it; returns the stored name.
+pub fn pull(
+    store: &Store,
+    reference: &str,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<String, PullError> {
+    let parsed = Reference::parse(reference).map_err(StoreError::from)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(PullError::Runtime)?;
+    runtime.block_on(Puller::new(store, &parsed, options, progress).run())
+}
+
+struct Puller<'a> {
+    store: &'a Store,
+    reference: &'a Reference,
+    remote: oci_client::Reference,
+    client: Client,
+    auth: RegistryAuth,
+    attempts: u32,
+    progress: &'a dyn Progress,
+}
+
+impl<'a> Puller<'a> {
+    fn new(
+        store: &'a Store,
+        reference: &'a Reference,
+        options: &PullOptions,
+        progress: &'a dyn Progress,
+    ) -> Self {
+        // rustls needs one crypto provider per process; a second install is a no-op error.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let registry = reference.registry_host().to_string();
+        let repository = reference.registry_repository();
+        let remote = match (&reference.digest, &reference.tag) {
+            (Some(digest), _) => {
+                oci_client::Reference::with_digest(registry, repository, digest.to_string())
+            }
+            (None, tag) => oci_client::Reference::with_tag(
+                registry,
+                repository,
+                tag.clone().unwrap_or_else(|| "latest".into()),
+            ),
+        };
+        let client = Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(options.insecure.clone()),
+            ..ClientConfig::default()
+        });
+        let auth = match &options.credentials {
+            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+        Puller {
+            store,
+            reference,
+            remote,
+            client,
+            auth,
+            attempts: options.attempts.max(1),
+            progress,
+        }
+    }
+
+    fn classify(&self, what: &str, error: oci_client::errors::OciDistributionError) -> PullError {
+        let reason = error.to_string();
+        let lower = format!("{error:?} {reason}").to_lowercase();
+        let registry = self.remote.resolve_registry().to_string();
+        if lower.contains("connect") || lower.contains("dns") || lower.contains("timed out") {
+            PullError::Unreachable { registry, reason }
+        } else if [
+            "manifest unknown",
+            "manifest_unknown",
+            "name unknown",
+            "not found",
+            "404",
+        ]
+        .iter()
+        .any(|m| lower.contains(m))
+        {
+            PullError::NotFound {
+                reference: self.reference.to_string(),
+                registry,
+            }
+        } else {
+            PullError::Registry {
+                reference: self.reference.to_string(),
+                what: what.to_string(),
+                reason,
+            }
+        }
+    }
+
+    /// Retries network failures with exponential backoff; other errors end at once.
+    async fn retry<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, PullError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, oci_client::errors::OciDistributionError>>,
+    {
+        let mut delay = Duration::from_millis(500);
+        for n in 1..=self.attempts {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(e) => {
+                    let error = self.classify(what, e);
+                    let retriable = matches!(
+                        error,
+                        PullError::Unreachable { .. } | PullError::Registry { .. }
+                    );
+                    if !retriable || n == self.attempts {
+                        return Err(error);
+                    }
+                    log::warn!("{error}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        Err(PullError::Registry {
+            reference: self.reference.to_string(),
+            what: what.to_string(),
+            reason: "no attempts made".into(),
+        })
+    }
+
+    async fn run(self) -> Result<String, PullError> {
+        let (bytes, digest) = self
+            .retry("the manifest", || {
+                self.client
+                    .pull_manifest_raw(&self.remote, &self.auth, MANIFEST_TYPES)
+            })
+            .await?;
+        let top = self.store_manifest_bytes(&bytes, &digest, "the manifest")?;
+        let media_type = media_type_of(&bytes).unwrap_or_else(|| oci::OCI_MANIFEST.to_string());
+        let top_descriptor = Descriptor::new(&media_type, top.0, top.1);
+        let manifest_descriptor = if oci::is_index(&media_type) {
+            let index: Index = serde_json::from_slice(&bytes).map_err(|e| PullError::Registry {
+                reference: self.reference.to_string(),
+                what: "the image index".into(),
+                reason: e.to_string(),
+            })?;
+            let chosen = select_platform(&self.reference.to_string(), &index)?.clone();
+            let by_digest = self.remote.clone_with_digest(chosen.digest.to_string());
+            let (bytes, digest) = self
+                .retry("the linux/amd64 manifest", || {
+                    self.client
+                        .pull_manifest_raw(&by_digest, &self.auth, MANIFEST_TYPES)
+                })
+                .await?;
+            self.store_manifest_bytes(&bytes, &digest, "the linux/amd64 manifest")?;
+            chosen
+        } else if oci::is_manifest(&media_type) {
+            top_descriptor.clone()
+        } else {
+            return Err(PullError::MediaType {
+                reference: self.reference.to_string(),
+                media_type,
+            });
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(&self.store.read_json_blob(&manifest_descriptor.digest)?)
+                .map_err(|e| PullError::Registry {
+                    reference: self.reference.to_string(),
+                    what: "the manifest".into(),
+                    reason: e.to_string(),
+                })?;
+        self.fetch_blob("config", &manifest.config).await?;
+        for (i, layer) in manifest.layers.iter().enumerate() {
+            self.fetch_blob(&format!("layer {}/{}", i + 1, manifest.layers.len()), layer)
+                .await?;
+        }
+        // Named only now, when everything it refers to is stored.
+        let name = self.reference.to_string();
+        self.store.tag(&name, &top_descriptor)?;
+        Ok(name)
+    }
+
+    fn store_manifest_bytes(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+        what: &str,
+    ) -> Result<(Digest, u64), PullError> {
+        let actual = Digest::of(bytes);
+        if actual.to_string() != digest && !digest.is_empty() {
+            return Err(PullError::DigestMismatch {
+                reference: self.reference.to_string(),
+                what: what.into(),
+                expected: digest.into(),
+                actual,
+            });
+        }
+        if let Some(expected) = &self.reference.digest {
+            if what == "the manifest" && *expected != actual {
+                return Err(PullError::DigestMismatch {
+                    reference: self.reference.to_string(),
+                    what: what.into(),
+                    expected: expected.to_string(),
+                    actual,
+                });
+            }
+        }
+        Ok(self.store.put_blob(bytes, Some(&actual), None)?)
+    }
+
+    async fn fetch_blob(&self, what: &str, descriptor: &Descriptor) -> Result<(), PullError> {
+        let digest = &descriptor.digest;
+        self.progress.blob_started(what, digest, descriptor.size);
+        if self.store.has_blob(digest) {
+            self.progress.blob_done(digest, true);
+            return Ok(());
+        }
+        let layer = oci_client::manifest::OciDescriptor {
+            media_type: descriptor.media_type.clone(),
+            digest: digest.to_string(),
+            size: descriptor.size as i64,
+            ..Default::default()
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let tmp = self.store.temp_file()?;
+            let mut sink = BlobSink {
+                writer: HashingWriter::new(std::io::BufWriter::new(tmp)),
+                digest,
+                size: descriptor.size,
+                progress: self.progress,
+            };
+            match self.client.pull_blob(&self.remote, &layer, &mut sink).await {
+                Ok(()) => {
+                    let (buffered, actual, size) = sink.writer.finish();
+                    let tmp = buffered.into_inner().map_err(|e| StoreError::Io {
+                        path: self.store.layout_dir(),
+                        source: e.into_error(),
+                    })?;
+                    self.store.commit_blob(
+                        tmp,
+                        actual,
+                        size,
+                        Some(digest),
+                        Some(descriptor.size),
+                    )?;
+                    self.progress.blob_done(digest, false);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let error = self.classify(what, e);
+                    let retriable = matches!(
+                        error,
+                        PullError::Unreachable { .. } | PullError::Registry { .. }
+                    );
+                    if !retriable || attempt >= self.attempts {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500 << attempt.min(5))).await;
+                }
+            }
+        }
+    }
+}
+
+fn media_type_of(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).ok()?;
+    probe
+        .media_type
+        .or_else(|| probe.manifests.map(|_| oci::OCI_INDEX.to_string()))
+}
+
+/// Streams a blob into a store temp file, hashing and reporting as it goes. The
+/// writes are plain file writes: blocking them briefly is cheaper than a thread.
+struct BlobSink<'a> {
+    writer: HashingWriter<std::io::BufWriter<tempfile::NamedTempFile>>,
+    digest: &'a Digest,
+    size: u64,
+    progress: &'a dyn Progress,
+}
+
+impl tokio::io::AsyncWrite for BlobSink<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = this.writer.write_all(buf).map(|()| buf.len());
+        if result.is_ok() {
+            let (done, digest, size) = (this.writer_bytes(), this.digest, this.size);
+            this.progress.blob_progress(digest, done, size);
+        }
+        Poll::Ready(result)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(self.get_mut().writer.flush())
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+impl BlobSink<'_> {
+    fn writer_bytes(&self) -> u64 {
+        self.writer.bytes_written()
+    }
+}

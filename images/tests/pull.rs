@@ -1,0 +1,227 @@
+//! Pulling from a real registry: Debian's `docker-registry`, started on 127.0.0.1
+//! by the test, with the test image pushed there by skopeo.
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_images::archive::{self, single_layer_config};
+use berth_images::oci::{self, Descriptor, Manifest};
+use berth_images::pull::{pull, PullError, PullOptions, Quiet};
+use berth_images::Store;
+
+struct Registry {
+    child: Child,
+    port: u16,
+    data: PathBuf,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn start_registry(dir: &Path) -> Registry {
+    let port = free_port();
+    let data = dir.join("registry-data");
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            data.display()
+        ),
+    )
+    .expect("config");
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry is installed by `cargo xtask test`");
+    let registry = Registry { child, port, data };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "docker-registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    registry
+}
+
+/// Builds a two-layer image in a scratch store and pushes it with skopeo.
+fn push_test_image(dir: &Path, target: &str) -> Store {
+    let store = Store::open(dir.join("source")).expect("open");
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (name, content) in [("etc/one", "1"), ("etc/two", "2")] {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, name, content.as_bytes())
+            .expect("append");
+        let tar = builder.into_inner().expect("tar");
+        let (digest, size) = store.put_blob(&tar[..], None, None).expect("layer");
+        diff_ids.push(digest.clone());
+        layers.push(Descriptor::new(oci::OCI_LAYER, digest, size));
+    }
+    let mut config = single_layer_config(diff_ids[0].clone());
+    config.rootfs.diff_ids = diff_ids;
+    let config = store.put_json(oci::OCI_CONFIG, &config).expect("config");
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::OCI_MANIFEST.into()),
+        config,
+        layers,
+        extra: BTreeMap::new(),
+    };
+    let descriptor = store
+        .put_json(oci::OCI_MANIFEST, &manifest)
+        .expect("manifest");
+    store.tag("test/img:1", &descriptor).expect("tag");
+    let archive_path = dir.join("img.tar");
+    archive::export(&store, "test/img:1", &archive_path).expect("export");
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", archive_path.display()))
+        .arg(format!("docker://{target}"))
+        .output()
+        .expect("skopeo is installed by `cargo xtask test`");
+    assert!(
+        out.status.success(),
+        "skopeo push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    store
+}
+
+fn options(port: u16) -> PullOptions {
+    PullOptions {
+        insecure: vec![format!("127.0.0.1:{port}")],
+        credentials: None,
+        attempts: 2,
+    }
+}
+
+#[test]
+fn pull_from_a_local_registry_verifies_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = start_registry(dir.path());
+    let reference = format!("127.0.0.1:{}/test/img:1", registry.port);
+    let source = push_test_image(dir.path(), &reference);
+    let expected = source.resolve("test/img:1").expect("source image");
+
+    let store = Store::open(dir.path().join("store")).expect("open");
+    let name = pull(&store, &reference, &options(registry.port), &Quiet).expect("pull");
+    assert_eq!(name, reference);
+    let pulled = store.resolve(&reference).expect("resolve");
+    assert_eq!(
+        pulled.config.rootfs.diff_ids,
+        expected.config.rootfs.diff_ids
+    );
+    assert_eq!(pulled.manifest.layers.len(), 2);
+
+    // An interrupted pull: the image unnamed, one layer gone, a partial temp file.
+    let resumed = Store::open(dir.path().join("resumed")).expect("open");
+    pull(&resumed, &reference, &options(registry.port), &Quiet).expect("pull");
+    resumed.remove(&reference).expect("unname");
+    std::fs::remove_file(resumed.blob_path(&pulled.manifest.layers[1].digest)).expect("drop layer");
+    std::fs::write(
+        resumed.layout_dir().join("tmp/blob-partial"),
+        b"half a layer",
+    )
+    .expect("partial");
+    pull(&resumed, &reference, &options(registry.port), &Quiet).expect("pull again");
+    assert!(resumed.has_blob(&pulled.manifest.layers[1].digest));
+    assert!(resumed.resolve(&reference).is_ok());
+
+    // Plain http to a registry not listed as insecure is refused (https only).
+    let strict = PullOptions {
+        insecure: Vec::new(),
+        attempts: 1,
+        ..PullOptions::default()
+    };
+    let err = pull(
+        &Store::open(dir.path().join("s")).expect("open"),
+        &reference,
+        &strict,
+        &Quiet,
+    )
+    .expect_err("https to an http registry");
+    assert!(!err.to_string().is_empty());
+}
+
+#[test]
+fn a_corrupt_blob_in_the_registry_is_rejected_and_nothing_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = start_registry(dir.path());
+    let reference = format!("127.0.0.1:{}/test/img:1", registry.port);
+    let source = push_test_image(dir.path(), &reference);
+    // skopeo may recompress layers on push, so find the registry's largest blob: a layer.
+    let _ = source;
+    let mut blobs = Vec::new();
+    collect_files(&registry.data.join("docker/registry/v2/blobs"), &mut blobs);
+    let blob = blobs
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a blob in the registry");
+    let mut bytes = std::fs::read(&blob).expect("registry blob");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&blob, bytes).expect("corrupt");
+
+    let store = Store::open(dir.path().join("store")).expect("open");
+    let err = pull(&store, &reference, &options(registry.port), &Quiet).expect_err("corrupt layer");
+    assert!(
+        err.to_string().contains("sha256") || err.to_string().contains("digest"),
+        "{err}"
+    );
+    assert!(store.list().expect("list").is_empty(), "nothing is named");
+}
+
+#[test]
+fn missing_images_and_unreachable_registries_are_one_clear_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = start_registry(dir.path());
+    let store = Store::open(dir.path().join("store")).expect("open");
+    let missing = format!("127.0.0.1:{}/no/such:image", registry.port);
+    let err = pull(&store, &missing, &options(registry.port), &Quiet).expect_err("missing");
+    assert!(matches!(err, PullError::NotFound { .. }), "{err:?}");
+    assert!(err.to_string().contains("no/such"), "{err}");
+
+    let port = free_port();
+    let err = pull(
+        &store,
+        &format!("127.0.0.1:{port}/x:1"),
+        &options(port),
+        &Quiet,
+    )
+    .expect_err("unreachable");
+    assert!(matches!(err, PullError::Unreachable { .. }), "{err:?}");
+    assert!(!err.to_string().contains('\n'), "{err}");
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
