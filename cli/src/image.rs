@@ -254,7 +254,7 @@ impl pull::Progress for LineProgress {
 
     fn blob_progress(&self, digest: &Digest, done: u64, size: u64) {
         if self.tty {
-            let percent = if size == 0 { 100 } else { done * 100 / size };
+            let percent = (done * 100).checked_div(size).unwrap_or(100);
             eprint!(
                 "\r{:<12} {} {:>10} {percent:>3}%",
                 "",
