@@ -33,6 +33,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: called first thing, before any other thread exists; SIG_DFL for
+    // SIGPIPE makes `berth … | head` end quietly like other Unix tools instead of
+    // panicking on the failed write (Rust ignores SIGPIPE by default).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(cmd) => config::run(cmd),

@@ -5,6 +5,7 @@ pub mod archive;
 pub mod digest;
 pub mod oci;
 pub mod pull;
+pub mod recipe;
 pub mod reference;
 pub mod rootfs;
 pub mod store;

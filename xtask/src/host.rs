@@ -20,6 +20,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("umoci", "umoci"),
     // Pull tests run a real registry on 127.0.0.1.
     ("docker-registry", "docker-registry"),
+    // System images are built from Debian packages.
+    ("mmdebstrap", "mmdebstrap"),
 ];
 
 const RUSTUP_COMPONENTS: &[&str] = &["rustfmt", "clippy"];

@@ -20,6 +20,7 @@ usage: cargo xtask <command>
   test           every check and test: fmt, clippy, unit and integration tests,
                  the static musl binary
   build          build the static `berth` binary into target/berth/
+  images [NAME]  build the system images from images/recipes (cached by recipe hash)
   schema         regenerate configs/schema.json from the Rust types
   fuzz [SECS]    fuzz the cloud-config parser (default 600 s)
   bench [NAME]   run benchmarks (config)
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("build") => build().map(|_| ()),
         Some("schema") => schema(),
+        Some("images") => images(args.get(1).map(String::as_str)).map(|_| ()),
         Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
         Some("help" | "-h" | "--help") | None => {
@@ -161,6 +163,55 @@ fn run() -> Result<()> {
         berth.display()
     );
     bail!("`cargo xtask run` cannot boot Berth yet: there is no ISO to boot")
+}
+
+/// The image store the build writes system images into.
+pub fn image_store_dir() -> PathBuf {
+    target_dir().join("berth/image-store")
+}
+
+/// Builds the system images (all, or the one named) into `target/berth/image-store`.
+fn images(only: Option<&str>) -> Result<Vec<berth_images::recipe::Built>> {
+    host::ensure()?;
+    let recipes = berth_images::recipe::load_all(&workspace_root().join("images/recipes"))?;
+    let store = berth_images::Store::open(image_store_dir())?;
+    // Reproducible: every timestamp is the last commit's (or a fixed) time.
+    let epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_700_000_000);
+    let mut built = Vec::new();
+    for recipe in recipes
+        .iter()
+        .filter(|r| only.is_none_or(|n| n == r.recipe.name))
+    {
+        let start = Instant::now();
+        let result = berth_images::recipe::build(&store, recipe, epoch)?;
+        if result.cached {
+            println!(
+                "    {:<24} cached ({:.1} MiB)",
+                result.reference,
+                mib(result.compressed)
+            );
+        } else {
+            println!(
+                "    {:<24} built in {:.0}s: {:.1} MiB compressed, {:.1} MiB unpacked",
+                result.reference,
+                start.elapsed().as_secs_f64(),
+                mib(result.compressed),
+                mib(result.unpacked)
+            );
+        }
+        built.push(result);
+    }
+    if built.is_empty() {
+        bail!("no recipe named `{}`", only.unwrap_or_default());
+    }
+    Ok(built)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn schema() -> Result<()> {

@@ -1,0 +1,460 @@
+//! System image recipes: declarative YAML (`images/recipes/*.yml`) built from
+//! Debian packages with `mmdebstrap`, then written by our own code as a single
+//! zstd layer into the store.
+//!
+//! Builds are reproducible (pinned suite, `SOURCE_DATE_EPOCH`, mtimes clamped,
+//! device nodes dropped) and cached by a hash of the recipe and the files it
+//! copies in, so an unchanged recipe is not rebuilt.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+use crate::digest::{Digest, HashingWriter};
+use crate::oci::{self, Descriptor, ImageConfig, Manifest, RootFs, RunConfig};
+use crate::store::{Store, StoreError};
+
+/// Bump when the builder's output changes, so cached images are rebuilt.
+const BUILDER_VERSION: &str = "1";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "default_suite")]
+    pub suite: String,
+    /// mmdebstrap variant: `extract` (unpack only) or `essential`/`apt` (configured).
+    #[serde(default = "default_variant")]
+    pub variant: String,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Paths dropped from the image (docs, caches).
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Make a symlink for every busybox applet (busybox images).
+    #[serde(default)]
+    pub busybox_applets: bool,
+    /// Files from the repository: image path → repository path (relative to the recipe).
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// Symlinks: image path → target.
+    #[serde(default)]
+    pub symlinks: BTreeMap<String, String>,
+    #[serde(default)]
+    pub config: RecipeConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeConfig {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_suite() -> String {
+    "bookworm".into()
+}
+
+fn default_variant() -> String {
+    "extract".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+    #[error("mmdebstrap failed for `{name}` ({status}); its output is above")]
+    Mmdebstrap {
+        name: String,
+        status: std::process::ExitStatus,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecipeError + '_ {
+    move |source| RecipeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A recipe read from disk, with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedRecipe {
+    pub recipe: Recipe,
+    pub path: PathBuf,
+    /// What the cache is keyed by.
+    pub hash: Digest,
+}
+
+impl LoadedRecipe {
+    pub fn load(path: &Path) -> Result<Self, RecipeError> {
+        let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+        let recipe: Recipe = serde_yaml::from_str(&text).map_err(|source| RecipeError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |reason: String| RecipeError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !["extract", "essential", "apt", "minbase", "required"]
+            .contains(&recipe.variant.as_str())
+        {
+            return Err(invalid(format!(
+                "unknown mmdebstrap variant `{}`",
+                recipe.variant
+            )));
+        }
+        let name_ok = !recipe.name.is_empty()
+            && recipe
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            return Err(invalid(format!(
+                "`{}` is not a valid image name",
+                recipe.name
+            )));
+        }
+        let mut hashed = format!("{BUILDER_VERSION}\n{text}").into_bytes();
+        let base = path.parent().unwrap_or(Path::new("."));
+        for source in recipe.files.values() {
+            let file = base.join(source);
+            hashed.extend(std::fs::read(&file).map_err(io_err(&file))?);
+        }
+        Ok(LoadedRecipe {
+            hash: Digest::of(&hashed),
+            recipe,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The name the built image gets in the store.
+    pub fn reference(&self) -> String {
+        format!("berth/{}:latest", self.recipe.name)
+    }
+}
+
+/// Every recipe in `dir`, sorted by name.
+pub fn load_all(dir: &Path) -> Result<Vec<LoadedRecipe>, RecipeError> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yml"))
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| LoadedRecipe::load(p)).collect()
+}
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub reference: String,
+    pub cached: bool,
+    pub compressed: u64,
+    pub unpacked: u64,
+}
+
+/// Builds `recipe` into `store` unless the store already has this exact build.
+/// `epoch` is SOURCE_DATE_EPOCH: every timestamp in the image.
+pub fn build(store: &Store, loaded: &LoadedRecipe, epoch: u64) -> Result<Built, RecipeError> {
+    let reference = loaded.reference();
+    let label = "io.berth.recipe.hash";
+    if let Ok(image) = store.resolve(&reference) {
+        let labels = image.config.config.labels.clone().unwrap_or_default();
+        if labels.get(label) == Some(&loaded.hash.to_string()) {
+            return Ok(Built {
+                reference,
+                cached: true,
+                compressed: image.size(),
+                unpacked: 0,
+            });
+        }
+    }
+    let recipe = &loaded.recipe;
+    let work = tempfile::Builder::new()
+        .prefix("recipe-")
+        .tempdir_in(store.root())
+        .map_err(io_err(store.root()))?;
+    let rootfs_tar = work.path().join("rootfs.tar");
+    eprintln!(
+        "==> image {}: mmdebstrap {} ({} packages, variant {})",
+        recipe.name,
+        recipe.suite,
+        recipe.packages.len(),
+        recipe.variant
+    );
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .arg("--quiet")
+        .arg(format!("--variant={}", recipe.variant))
+        .arg("--format=tar")
+        .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/man/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/info/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
+        .arg("--dpkgopt=path-include=/usr/share/locale/locale.alias")
+        .arg("--aptopt=APT::Install-Recommends \"false\"");
+    if !recipe.packages.is_empty() {
+        cmd.arg(format!("--include={}", recipe.packages.join(",")));
+    }
+    cmd.arg(&recipe.suite).arg(&rootfs_tar);
+    let status = cmd.status().map_err(io_err(Path::new("mmdebstrap")))?;
+    if !status.success() {
+        return Err(RecipeError::Mmdebstrap {
+            name: recipe.name.clone(),
+            status,
+        });
+    }
+    eprintln!("==> image {}: writing the layer", recipe.name);
+    let applets = if recipe.busybox_applets {
+        busybox_applets(&rootfs_tar, work.path())?
+    } else {
+        Vec::new()
+    };
+    let base = loaded.path.parent().unwrap_or(Path::new("."));
+    let (layer, diff_id, compressed, unpacked) =
+        write_layer(store, recipe, base, &rootfs_tar, &applets, epoch)?;
+    let mut labels = recipe.config.labels.clone();
+    labels.insert(label.into(), loaded.hash.to_string());
+    labels.insert("org.opencontainers.image.title".into(), recipe.name.clone());
+    if !recipe.description.is_empty() {
+        labels.insert(
+            "org.opencontainers.image.description".into(),
+            recipe.description.clone(),
+        );
+    }
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        created: Some(rfc3339(epoch)),
+        config: RunConfig {
+            entrypoint: recipe.config.entrypoint.clone(),
+            cmd: recipe.config.cmd.clone(),
+            env: Some(if recipe.config.env.is_empty() {
+                vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]
+            } else {
+                recipe.config.env.clone()
+            }),
+            working_dir: recipe.config.working_dir.clone(),
+            user: recipe.config.user.clone(),
+            labels: Some(labels),
+            extra: BTreeMap::new(),
+        },
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![diff_id],
+        },
+        extra: BTreeMap::new(),
+    };
+    let config = store.put_json(oci::OCI_CONFIG, &config)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::OCI_MANIFEST.into()),
+        config,
+        layers: vec![layer],
+        extra: BTreeMap::new(),
+    };
+    let descriptor = store.put_json(oci::OCI_MANIFEST, &manifest)?;
+    store.tag(&reference, &descriptor)?;
+    Ok(Built {
+        reference,
+        cached: false,
+        compressed,
+        unpacked,
+    })
+}
+
+/// The applet paths busybox provides, asked of the binary itself.
+fn busybox_applets(rootfs_tar: &Path, work: &Path) -> Result<Vec<String>, RecipeError> {
+    let file = std::fs::File::open(rootfs_tar).map_err(io_err(rootfs_tar))?;
+    let mut archive = tar::Archive::new(file);
+    let binary = work.join("busybox");
+    for entry in archive.entries().map_err(io_err(rootfs_tar))? {
+        let mut entry = entry.map_err(io_err(rootfs_tar))?;
+        let path = entry
+            .path()
+            .map_err(io_err(rootfs_tar))?
+            .to_string_lossy()
+            .into_owned();
+        if matches!(
+            path.trim_start_matches('.'),
+            "/bin/busybox" | "/usr/bin/busybox"
+        ) && entry.header().entry_type().is_file()
+        {
+            let mut out = std::fs::File::create(&binary).map_err(io_err(&binary))?;
+            io::copy(&mut entry, &mut out).map_err(io_err(&binary))?;
+            break;
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))
+        .map_err(io_err(&binary))?;
+    let out = Command::new(&binary)
+        .arg("--list-full")
+        .output()
+        .map_err(io_err(&binary))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| format!("/{}", l.trim()))
+        .filter(|l| l.len() > 1 && l != "/bin/busybox" && l != "/usr/bin/busybox")
+        .collect())
+}
+
+/// Copies mmdebstrap's tar into a reproducible, zstd-compressed layer in the store.
+fn write_layer(
+    store: &Store,
+    recipe: &Recipe,
+    base: &Path,
+    rootfs_tar: &Path,
+    applets: &[String],
+    epoch: u64,
+) -> Result<(Descriptor, Digest, u64, u64), RecipeError> {
+    let tmp = store.temp_file()?;
+    let tmp_path = tmp.path().to_path_buf();
+    let compressed = HashingWriter::new(io::BufWriter::new(tmp));
+    let encoder = zstd::Encoder::new(compressed, 12).map_err(io_err(&tmp_path))?;
+    let mut builder = tar::Builder::new(HashingWriter::new(encoder));
+    builder.mode(tar::HeaderMode::Complete);
+    let removed = |path: &str| {
+        recipe
+            .remove
+            .iter()
+            .any(|r| path == r || path.starts_with(&format!("{}/", r.trim_end_matches('/'))))
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let file = std::fs::File::open(rootfs_tar).map_err(io_err(rootfs_tar))?;
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries().map_err(io_err(rootfs_tar))? {
+        let mut entry = entry.map_err(io_err(rootfs_tar))?;
+        let mut header = entry.header().clone();
+        let kind = header.entry_type();
+        // Device nodes come from the container runtime, never from an image.
+        if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+            continue;
+        }
+        let path = entry
+            .path()
+            .map_err(io_err(rootfs_tar))?
+            .to_string_lossy()
+            .into_owned();
+        let absolute = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
+        if removed(absolute.trim_end_matches('/')) {
+            continue;
+        }
+        seen.insert(absolute.trim_end_matches('/').to_string());
+        if header.mtime().unwrap_or(0) > epoch {
+            header.set_mtime(epoch);
+        }
+        if kind.is_hard_link() || kind.is_symlink() {
+            let link = entry
+                .link_name()
+                .map_err(io_err(rootfs_tar))?
+                .map(|l| l.into_owned());
+            let link = link.unwrap_or_default();
+            builder
+                .append_link(&mut header, &path, &link)
+                .map_err(io_err(&tmp_path))?;
+        } else {
+            builder
+                .append_data(&mut header, &path, &mut entry)
+                .map_err(io_err(&tmp_path))?;
+        }
+    }
+    let symlink = |builder: &mut tar::Builder<_>, path: &str, target: &str| -> io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_mode(0o777);
+        header.set_mtime(epoch);
+        header.set_size(0);
+        builder.append_link(&mut header, path.trim_start_matches('/'), target)
+    };
+    for applet in applets {
+        if !seen.contains(applet) {
+            symlink(&mut builder, applet, "/bin/busybox").map_err(io_err(&tmp_path))?;
+        }
+    }
+    for (path, target) in &recipe.symlinks {
+        symlink(&mut builder, path, target).map_err(io_err(&tmp_path))?;
+    }
+    for (path, source) in &recipe.files {
+        let source = base.join(source);
+        let data = std::fs::read(&source).map_err(io_err(&source))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_mtime(epoch);
+        header.set_size(data.len() as u64);
+        builder
+            .append_data(&mut header, path.trim_start_matches('/'), &data[..])
+            .map_err(io_err(&tmp_path))?;
+    }
+    let uncompressed = builder.into_inner().map_err(io_err(&tmp_path))?;
+    let (encoder, diff_id, unpacked) = uncompressed.finish();
+    let compressed = encoder.finish().map_err(io_err(&tmp_path))?;
+    let (buffered, digest, size) = compressed.finish();
+    let file = buffered
+        .into_inner()
+        .map_err(|e| io_err(&tmp_path)(e.into_error()))?;
+    store.commit_blob(file, digest.clone(), size, None, None)?;
+    Ok((
+        Descriptor::new(oci::OCI_LAYER_ZSTD, digest, size),
+        diff_id,
+        size,
+        unpacked,
+    ))
+}
+
+/// `SOURCE_DATE_EPOCH` as an RFC 3339 UTC timestamp, without a date library.
+fn rfc3339(epoch: u64) -> String {
+    let days = epoch / 86_400;
+    let secs = epoch % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), for the proleptic Gregorian calendar.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
