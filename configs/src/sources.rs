@@ -48,6 +48,12 @@ impl Layout {
         self.root.join("var/lib/berth/config/user-data.yml")
     }
 
+    /// The last NoCloud `meta-data` (instance id, `local-hostname`), cached on
+    /// the state partition next to the user-data it came with.
+    pub fn meta_data(&self) -> PathBuf {
+        self.root.join("var/lib/berth/config/meta-data.yml")
+    }
+
     /// Changes made on the machine with `berth config set|merge`.
     pub fn local(&self) -> PathBuf {
         self.root.join("var/lib/berth/config/local.yml")
@@ -137,7 +143,13 @@ impl Layout {
     /// The config sources proper, without included service files.
     fn sources(&self) -> Result<Vec<Document>, Error> {
         let mut docs = vec![defaults()];
-        for path in [self.oem(), self.user_data(), self.local()] {
+        if let Some(text) = read_optional(&self.oem())? {
+            docs.push(parse_document(&source_name(&self.oem()), &text));
+        }
+        if let Some(text) = read_optional(&self.meta_data())? {
+            docs.extend(meta_data_document(&source_name(&self.meta_data()), &text));
+        }
+        for path in [self.user_data(), self.local()] {
             if let Some(text) = read_optional(&path)? {
                 docs.push(parse_document(&source_name(&path), &text));
             }
@@ -171,6 +183,41 @@ impl Layout {
         let text = format!("#cloud-config\n{}", serde_yaml::to_string(&tree.to_yaml())?);
         write_atomic(&path, text.as_bytes())
     }
+}
+
+/// What a datasource's meta-data says about the config: its `local-hostname`
+/// is the hostname unless user-data (which merges later) sets one, as in
+/// cloud-init. Meta-data that does not parse is ignored with a warning.
+pub fn meta_data_document(source: &Arc<str>, text: &str) -> Option<Document> {
+    let mut diagnostics = Vec::new();
+    let tree =
+        match crate::node::parse_with_warnings(source, text, &Default::default(), &mut diagnostics)
+        {
+            Ok(tree) => tree,
+            Err(mut d) => {
+                d.severity = crate::Severity::Warning;
+                return Some(Document {
+                    source: Arc::clone(source),
+                    tree: None,
+                    diagnostics: vec![d],
+                });
+            }
+        };
+    let entry = tree
+        .as_map()?
+        .iter()
+        .find(|e| e.key == "local-hostname" || e.key == "hostname")?;
+    entry.value.as_scalar()?;
+    let hostname =
+        crate::node::Entry::new("hostname", entry.key_origin.clone(), entry.value.clone());
+    Some(Document {
+        source: Arc::clone(source),
+        tree: Some(Node::new(
+            crate::node::Value::Map(vec![hostname]),
+            tree.origin.clone(),
+        )),
+        diagnostics: Vec::new(),
+    })
 }
 
 pub fn source_name(path: &Path) -> Arc<str> {

@@ -19,6 +19,7 @@ pub mod console;
 pub mod gpt;
 pub mod input;
 pub mod modules;
+pub mod nocloud;
 pub mod plan;
 pub mod probe;
 pub mod shutdown;

@@ -69,6 +69,12 @@ pub struct BootPlan {
 /// Reads the boot plan from the kernel command line. Never fails: a bad key is
 /// a problem to print, and the rest of the line still counts.
 pub fn plan(cmdline_text: &str) -> BootPlan {
+    plan_with(cmdline_text, Vec::new())
+}
+
+/// The boot plan from datasource documents (NoCloud user-data) and the kernel
+/// command line, which wins over them as it does everywhere.
+pub fn plan_with(cmdline_text: &str, datasource: Vec<Document>) -> BootPlan {
     let parsed = cmdline::parse(cmdline_text);
     // Notes (like "rancher: was translated") are not problems.
     let mut problems: Vec<String> = parsed
@@ -78,6 +84,7 @@ pub fn plan(cmdline_text: &str) -> BootPlan {
         .map(|d| d.to_string())
         .collect();
     let mut docs = vec![defaults()];
+    docs.extend(datasource);
     docs.extend(parsed.embedded);
     docs.push(Document {
         source: Arc::from(cmdline::SOURCE),
@@ -161,6 +168,35 @@ mod tests {
             vec![PathBuf::from("/dev/sda"), PathBuf::from("/dev/vda")]
         );
         assert_eq!(p.state.dev, DevSpec::Uuid("abc".into()));
+    }
+
+    #[test]
+    fn user_data_can_ask_for_autoformat_and_the_command_line_still_wins() {
+        let user_data = berth_configs::parse_document(
+            &Arc::from("user-data"),
+            "#cloud-config\nberth:\n  state:\n    autoformat: [/dev/vda]\n    wait: false\n",
+        );
+        let p = plan_with("console=ttyS0", vec![user_data.clone()]);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert_eq!(p.state.autoformat, vec![PathBuf::from("/dev/vda")]);
+        assert!(!p.state.wait);
+        let p = plan_with("berth.state.autoformat=/dev/sdb", vec![user_data]);
+        assert_eq!(p.state.autoformat, vec![PathBuf::from("/dev/sdb")]);
+    }
+
+    #[test]
+    fn bad_user_data_is_a_problem_and_the_defaults_hold() {
+        let user_data = berth_configs::parse_document(
+            &Arc::from("user-data"),
+            "#cloud-config\nberth: [unclosed\n",
+        );
+        let p = plan_with("", vec![user_data]);
+        assert!(
+            p.problems.iter().any(|m| m.contains("user-data")),
+            "{:?}",
+            p.problems
+        );
+        assert_eq!(p.state.dev, DevSpec::Label("BERTH_STATE".into()));
     }
 
     #[test]

@@ -90,6 +90,26 @@ pub fn iso9660_label(r: &mut (impl Read + Seek)) -> io::Result<Option<String>> {
     Ok(None)
 }
 
+/// The volume label of a FAT12/16/32 filesystem, from its boot sector
+/// (`mkfs.vfat -n`, which `cloud-localds -f vfat` uses).
+pub fn vfat_label(r: &mut (impl Read + Seek)) -> io::Result<Option<String>> {
+    let mut bs = [0u8; 512];
+    if !read_at(r, 0, &mut bs)? || bs[510..512] != [0x55, 0xAA] {
+        return Ok(None);
+    }
+    // The extended BPB sits at 36 on FAT12/16 and at 64 on FAT32; its file
+    // system type field names which.
+    let label_at = if &bs[82..87] == b"FAT32" {
+        71
+    } else if &bs[54..57] == b"FAT" {
+        43
+    } else {
+        return Ok(None);
+    };
+    let label = String::from_utf8_lossy(&bs[label_at..label_at + 11]);
+    Ok(Some(label.trim_end_matches([' ', '\0']).to_string()))
+}
+
 /// Label and UUID of an ext2/3/4 filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtInfo {
@@ -120,6 +140,23 @@ pub fn ext_info(r: &mut (impl Read + Seek)) -> io::Result<Option<ExtInfo>> {
         .trim_end_matches('\0')
         .to_string();
     Ok(Some(ExtInfo { label, uuid }))
+}
+
+/// Whether an ext2/3/4 filesystem was unmounted cleanly: the kernel clears
+/// "valid" and sets "needs recovery" while it is mounted read-write, and undoes
+/// both on a clean unmount. `None` when it is not ext.
+pub fn ext_clean(r: &mut (impl Read + Seek)) -> io::Result<Option<bool>> {
+    let mut sb = [0u8; 1024];
+    if !read_at(r, 1024, &mut sb)? || u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+        return Ok(None);
+    }
+    const VALID_FS: u16 = 0x1;
+    const INCOMPAT_RECOVER: u32 = 0x4;
+    let state = u16::from_le_bytes([sb[0x3A], sb[0x3B]]);
+    let incompat = u32::from_le_bytes([sb[0x60], sb[0x61], sb[0x62], sb[0x63]]);
+    Ok(Some(
+        state & VALID_FS != 0 && incompat & INCOMPAT_RECOVER == 0,
+    ))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -278,6 +315,25 @@ mod tests {
             .expect("ext4");
         assert_eq!(info.label, "BERTH_STATE");
         assert_eq!(info.uuid, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");
+        // Fresh from mkfs it is clean; "needs recovery" (what a mounted or
+        // crashed journal leaves) makes it not.
+        let bytes = std::fs::read(&img).expect("read");
+        assert_eq!(
+            ext_clean(&mut io::Cursor::new(&bytes)).expect("read"),
+            Some(true)
+        );
+        let mut dirty = bytes.clone();
+        dirty[1024 + 0x60] |= 0x4;
+        assert_eq!(
+            ext_clean(&mut io::Cursor::new(&dirty)).expect("read"),
+            Some(false)
+        );
+        let mut invalid = bytes;
+        invalid[1024 + 0x3A] &= !0x1;
+        assert_eq!(
+            ext_clean(&mut io::Cursor::new(&invalid)).expect("read"),
+            Some(false)
+        );
         assert_eq!(
             iso9660_label(&mut File::open(&img).expect("open")).expect("read"),
             None

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::gpt;
 use crate::modules;
+use crate::nocloud;
 use crate::plan::{self, BootPlan, DevSpec, Source};
 use crate::probe::{self, BlockDev};
 use crate::sys::Sys;
@@ -372,6 +373,18 @@ pub fn mount_state(sys: &mut dyn Sys, root: &Path, plan: &BootPlan) -> Result<St
         Some(dev) => Some(State::Disk(dev)),
         None => autoformat(sys, root, plan).map(State::Formatted),
     };
+    if let Some(State::Disk(dev)) = &found {
+        // Said on every boot so a test (and a person) can tell whether the last
+        // shutdown was orderly.
+        match std::fs::File::open(dev).map(|mut f| probe::ext_clean(&mut f)) {
+            Ok(Ok(Some(true))) => log::info!("state {} was cleanly unmounted", dev.display()),
+            Ok(Ok(Some(false))) => log::warn!(
+                "state {} was not cleanly unmounted; the journal will be replayed",
+                dev.display()
+            ),
+            _ => {}
+        }
+    }
     if let Some(State::Disk(dev) | State::Formatted(dev)) = &found {
         match sys.mount(
             &dev.to_string_lossy(),
@@ -598,12 +611,39 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     for p in &plan.problems {
         log::warn!("kernel command line: {p}");
     }
-    log::debug!("boot plan: {plan:?}");
     load_modules(sys, root);
     mount_image(sys, root, &plan)?;
+    // The seed is looked for once, after the boot medium: by then the storage
+    // drivers have found what is attached at boot.
+    let seed = nocloud::read(sys, root, &devices(root));
+    let plan = match seed.as_ref().and_then(|s| s.user_data.as_deref()) {
+        Some(text) => {
+            let doc = berth_configs::parse_document(&std::sync::Arc::from(USER_DATA), text);
+            let with_seed = plan::plan_with(&cmdline, vec![doc]);
+            for p in with_seed
+                .problems
+                .iter()
+                .filter(|p| !plan.problems.contains(p))
+            {
+                log::warn!("{p}");
+            }
+            with_seed
+        }
+        None => plan,
+    };
+    log::debug!("boot plan: {plan:?}");
     mount_state(sys, root, &plan)?;
-    assemble(sys, root)
+    assemble(sys, root)?;
+    if let Some(seed) = &seed {
+        if let Err(e) = nocloud::cache(seed, &root.join(NEWROOT)) {
+            log::error!("cannot keep the NoCloud seed on the state partition: {e}");
+        }
+    }
+    Ok(())
 }
+
+/// How stage 1 names the seed's user-data in its messages.
+const USER_DATA: &str = "NoCloud user-data";
 
 #[cfg(test)]
 mod tests {

@@ -146,7 +146,20 @@ pub struct Config {
     pub drives: Vec<Drive>,
     /// (host port on 127.0.0.1, guest port).
     pub hostfwd: Vec<(u16, u16)>,
+    /// More NICs after the first: each a QEMU user network of its own.
+    pub nics: Vec<Nic>,
+    /// Run QEMU inside this network namespace (`ip netns exec`), so its user
+    /// network's DNS proxy and host-side addresses are the namespace's.
+    pub netns: Option<String>,
     pub kvm: bool,
+}
+
+/// A NIC on an isolated QEMU user network (`restrict=on`: no way out).
+#[derive(Debug, Clone)]
+pub struct Nic {
+    pub mac: String,
+    /// The user network's subnet, e.g. `10.9.0.0/24`.
+    pub net: String,
 }
 
 impl Config {
@@ -161,6 +174,8 @@ impl Config {
             cpus: 1,
             drives: Vec::new(),
             hostfwd: Vec::new(),
+            nics: Vec::new(),
+            netns: None,
             kvm: std::env::var("BERTH_QEMU_KVM").is_ok_and(|v| v == "1"),
         }
     }
@@ -183,10 +198,36 @@ impl Config {
         self
     }
 
+    pub fn nic(mut self, mac: &str, net: &str) -> Self {
+        self.nics.push(Nic {
+            mac: mac.into(),
+            net: net.into(),
+        });
+        self
+    }
+
+    pub fn netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.into());
+        self
+    }
+
+    pub fn memory(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
     /// The QEMU command line, without how the serial console is wired.
     /// `scratch` receives per-VM files (the UEFI variable store).
     pub fn command(&self, scratch: &Path) -> Result<Command> {
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                // `ip netns exec` execs QEMU, so the child is still QEMU itself.
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
         cmd.args(["-name", &self.name]);
         cmd.args(["-m", &self.memory_mib.to_string()]);
         cmd.args(["-smp", &self.cpus.to_string()]);
@@ -248,6 +289,15 @@ impl Config {
         // romfile= : no iPXE option ROM (the ipxe-qemu package is not needed
         // and network boot is never wanted).
         cmd.args(["-device", "virtio-net-pci,netdev=net0,romfile="]);
+        for (i, nic) in self.nics.iter().enumerate() {
+            let id = format!("net{}", i + 1);
+            cmd.arg("-netdev")
+                .arg(format!("user,id={id},net={},restrict=on", nic.net));
+            cmd.arg("-device").arg(format!(
+                "virtio-net-pci,netdev={id},mac={},romfile=",
+                nic.mac
+            ));
+        }
         // A reboot ends the VM: tests see a panic or reboot as QEMU exiting.
         cmd.arg("-no-reboot");
         Ok(cmd)
@@ -384,6 +434,8 @@ struct Console {
 #[derive(Debug)]
 pub struct Vm {
     name: String,
+    /// QEMU's human monitor, for what a person would do to the machine.
+    monitor: PathBuf,
     child: Child,
     stdin: Option<ChildStdin>,
     console: Arc<Console>,
@@ -402,7 +454,9 @@ impl Vm {
             .tempdir()
             .map_err(io_err(Path::new("<tempdir>")))?;
         let mut cmd = config.command(scratch.path())?;
-        cmd.args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+        let monitor = scratch.path().join("monitor.sock");
+        cmd.args(["-display", "none", "-serial", "stdio", "-monitor"])
+            .arg(format!("unix:{},server=on,wait=off", monitor.display()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -443,6 +497,7 @@ impl Vm {
         }
         Ok(Vm {
             name: config.name.clone(),
+            monitor,
             stdin: child.stdin.take(),
             child,
             console,
@@ -514,6 +569,38 @@ impl Vm {
                 .write_all(text.as_bytes())
                 .and_then(|()| stdin.flush())
                 .map_err(io_err(Path::new("<qemu serial>")))?;
+        }
+        Ok(())
+    }
+
+    /// A command on QEMU's monitor, e.g. `system_powerdown` (the ACPI power
+    /// button). Returns once QEMU has read it.
+    pub fn monitor(&mut self, command: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut stream = loop {
+            match std::os::unix::net::UnixStream::connect(&self.monitor) {
+                Ok(s) => break s,
+                // QEMU creates the socket while it starts.
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => return Err(io_err(&self.monitor)(e)),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(io_err(&self.monitor))?;
+        stream
+            .write_all(format!("{command}\n").as_bytes())
+            .map_err(io_err(&self.monitor))?;
+        // The monitor echoes the command back once it has taken it.
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while find(&seen, command.as_bytes()).is_none() {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
         }
         Ok(())
     }
@@ -650,4 +737,142 @@ mod tests {
         assert_eq!(find(b"abcdef", b"cd"), Some(2));
         assert_eq!(find(b"abc", b"x"), None);
     }
+}
+
+fn run_checked(program: &str, args: &[&str]) -> Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| Error::Spawn {
+            program: program.into(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(Error::Command {
+            command: format!("{program} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A network namespace whose loopback runs a DNS server (dnsmasq, answering
+/// only the names given, forwarding nothing) and whose `/etc/resolv.conf`
+/// points at it. QEMU started in it ([`Config::netns`]) forwards the guest's
+/// queries to its leased DNS server (10.0.2.3) to that dnsmasq, so a guest
+/// can resolve names without any traffic leaving the machine. Needs root.
+#[derive(Debug)]
+pub struct DnsNetns {
+    name: String,
+    dnsmasq: Child,
+}
+
+impl DnsNetns {
+    /// `records`: (name, IPv4 address) pairs.
+    pub fn start(name: &str, records: &[(&str, &str)]) -> Result<DnsNetns> {
+        let _ = run_checked("ip", &["netns", "del", name]);
+        run_checked("ip", &["netns", "add", name])?;
+        let etc = PathBuf::from("/etc/netns").join(name);
+        let setup = (|| {
+            run_checked("ip", &["-n", name, "link", "set", "lo", "up"])?;
+            std::fs::create_dir_all(&etc).map_err(io_err(&etc))?;
+            let resolv = etc.join("resolv.conf");
+            std::fs::write(&resolv, "nameserver 127.0.0.1\n").map_err(io_err(&resolv))?;
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", name, "dnsmasq", "--keep-in-foreground"])
+                .args(["--no-resolv", "--no-hosts", "--no-dhcp-interface=lo"])
+                .args([
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--port=53",
+                ])
+                .arg("--pid-file=")
+                .arg("--log-queries")
+                .arg("--log-facility=-");
+            for (host, addr) in records {
+                cmd.arg(format!("--address=/{host}/{addr}"));
+            }
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let mut dnsmasq = cmd.spawn().map_err(|source| Error::Spawn {
+                program: "dnsmasq".into(),
+                source,
+            })?;
+            // dnsmasq logs "started" once it has bound its socket.
+            let mut stderr = dnsmasq.stderr.take().expect("piped stderr");
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 512];
+            while find(&seen, b"started").is_none() {
+                match stderr.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = dnsmasq.kill();
+                        return Err(Error::Command {
+                            command: "dnsmasq".into(),
+                            stderr: String::from_utf8_lossy(&seen).into_owned(),
+                        });
+                    }
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            // Keep draining so dnsmasq never blocks on a full pipe.
+            std::thread::spawn(move || while matches!(stderr.read(&mut buf), Ok(n) if n > 0) {});
+            Ok(dnsmasq)
+        })();
+        match setup {
+            Ok(dnsmasq) => Ok(DnsNetns {
+                name: name.into(),
+                dnsmasq,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&etc);
+                let _ = run_checked("ip", &["netns", "del", name]);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for DnsNetns {
+    fn drop(&mut self) {
+        let _ = self.dnsmasq.kill();
+        let _ = self.dnsmasq.wait();
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
+        let _ = run_checked("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// The ext4 state partition of a disk image that Berth autoformatted, as
+/// `dumpe2fs -h` describes it (needs root: the image is attached read-only
+/// to a loop device with partition scanning).
+pub fn state_superblock(disk: &Path) -> Result<String> {
+    let disk_str = disk.to_string_lossy();
+    let loopdev = run_checked(
+        "losetup",
+        &["--find", "--show", "--read-only", "--partscan", &disk_str],
+    )?
+    .trim()
+    .to_string();
+    let part = format!("{loopdev}p1");
+    // The partition node appears once the kernel has scanned the table.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Path::new(&part).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run_checked("dumpe2fs", &["-h", &part]);
+    let _ = run_checked("losetup", &["--detach", &loopdev]);
+    out
+}
+
+/// Whether a `dumpe2fs -h` text says the filesystem needs no fsck or
+/// journal replay: state `clean` and no `needs_recovery` feature.
+pub fn superblock_is_clean(dumpe2fs: &str) -> bool {
+    let state_clean = dumpe2fs.lines().any(|l| {
+        l.starts_with("Filesystem state:") && l.split_whitespace().last() == Some("clean")
+    });
+    state_clean && !dumpe2fs.contains("needs_recovery")
 }

@@ -1,0 +1,267 @@
+//! Config sources, state and shutdown, end to end: a NoCloud seed and the
+//! kernel command line configure the machine; autoformat takes a blank disk
+//! and never one with data; state survives a power cycle; the ACPI power
+//! button and `berth poweroff` leave the state filesystem clean; bad user-data
+//! never stops a boot. Networking rides along on the NoCloud boot: names
+//! resolve through the DNS server QEMU's DHCP leased, and a second NIC gets
+//! the static address the seed gives it.
+//!
+//! What happens inside the guest is reported by a check service, a busybox
+//! container declared in the user-data that prints `check: …` lines on the
+//! serial console (the LinuxKit way). Run by `cargo xtask test` as root.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use std::time::Duration;
+
+use qemu_tests::{
+    state_superblock, superblock_is_clean, Artifacts, Boot, Config, DnsNetns, Vm, READY_MARKER,
+};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The second NIC: a MAC the seed matches on, on an isolated user network.
+const SECOND_MAC: &str = "52:54:00:b3:00:02";
+/// The name the DNS server in the test's namespace answers.
+const TEST_NAME: &str = "registry.berth-test.internal";
+const TEST_ADDR: &str = "192.0.2.7";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The check service's shell script: hostname and environment, a boot count
+/// kept on the state partition, the second NIC's address and a DNS lookup;
+/// then, on the second boot, `berth poweroff` from inside the container.
+const CHECK_SCRIPT: &str = r#"exec > /dev/ttyS0 2>&1
+echo "check: hostname=$(hostname) greeting=$GREETING"
+echo "check: earlier boots=$(cat /data/boots 2>/dev/null | wc -l)"
+echo boot >> /data/boots
+sync
+echo "check: eth1 $(ip -4 -o addr show dev eth1 | awk '{print $4}')"
+echo "check: dns $(nslookup registry.berth-test.internal 2>&1 | tr '\n' ' ')"
+if [ "$(wc -l < /data/boots)" -ge 2 ]; then echo "check: powering off"; berth poweroff; fi
+echo "check: done"
+"#;
+
+fn check_service(greeting: &str) -> String {
+    let script = CHECK_SCRIPT
+        .lines()
+        .map(|l| format!("          {l}\n"))
+        .collect::<String>();
+    format!(
+        r#"    check:
+      image: berth/busybox:latest
+      network_mode: host
+      uts: host
+      pid: host
+      devices: [/dev/ttyS0]
+      environment:
+        GREETING: {greeting}
+      volumes:
+        - /var/lib/berth-check:/data
+        - /etc/resolv.conf:/etc/resolv.conf:ro
+      depends_on:
+        network:
+          condition: service_healthy
+      restart: "no"
+      command:
+        - /bin/sh
+        - -c
+        - |
+{script}"#
+    )
+}
+
+fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) -> Duration {
+    let at = vm
+        .expect(pattern, timeout)
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
+    at
+}
+
+/// The rest of the line after `prefix`, from the transcript so far.
+fn line_after(vm: &Vm, prefix: &str) -> String {
+    let transcript = vm.transcript();
+    transcript
+        .lines()
+        .rev()
+        .find_map(|l| {
+            l.split_once(prefix)
+                .map(|(_, rest)| rest.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no `{prefix}` line:\n{transcript}"))
+}
+
+fn assert_clean(disk: &Path, after: &str) {
+    let sb = state_superblock(disk).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        superblock_is_clean(&sb),
+        "the state filesystem is not clean after {after}:\n{sb}"
+    );
+}
+
+/// Boot 1 from the ISO with a NoCloud seed on a blank disk: autoformat,
+/// hostname and environment from the seed, DNS and the static second NIC,
+/// then the ACPI power button. Boot 2 from the kernel command line on the
+/// same disk: its config wins over the cached seed, the first boot's state
+/// is there, and `berth poweroff` from a container shuts down cleanly.
+#[test]
+fn nocloud_then_cmdline_config_with_state_across_power_cycles() {
+    const TEST: &str = "nocloud_then_cmdline_config_with_state_across_power_cycles";
+    let (Some(iso), Some(kernel), Some(initrd)) = (
+        Artifacts::get(Artifacts::ISO, TEST),
+        Artifacts::get(Artifacts::VMLINUZ, TEST),
+        Artifacts::get(Artifacts::INITRD, TEST),
+    ) else {
+        return;
+    };
+    if !is_root() {
+        eprintln!("skipping {TEST}: the DNS namespace and the disk check need root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.img");
+    qemu_tests::blank_disk(&state, 2 << 30).expect("state disk");
+    let seed = dir.path().join("seed.iso");
+    let user_data = format!(
+        r#"#cloud-config
+hostname: seeded-by-nocloud
+berth:
+  state:
+    autoformat: [/dev/vda]
+  network:
+    interfaces:
+      "mac:{SECOND_MAC}":
+        address: 10.9.0.15/24
+  services:
+{}"#,
+        check_service("hello-from-nocloud")
+    );
+    qemu_tests::nocloud_seed(&seed, &user_data, "instance-id: berth-test-1\n").expect("seed");
+    let netns = DnsNetns::start("berth-qemu-dns", &[(TEST_NAME, TEST_ADDR)]).expect("dns netns");
+
+    let config = Config::new("nocloud", Boot::Cdrom(iso.clone()))
+        .drive(&state, false)
+        .drive(&seed, true)
+        .nic(SECOND_MAC, "10.9.0.0/24")
+        .netns(netns.name());
+    let mut vm = Vm::start(&config).expect("start qemu");
+    expect(&mut vm, "berth: NoCloud seed on /dev/vdb", BOOT_TIMEOUT);
+    expect(&mut vm, "autoformat: /dev/vda is blank", BOOT_TIMEOUT);
+    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+    expect(&mut vm, "check: done", BOOT_TIMEOUT);
+    assert_eq!(
+        line_after(&vm, "check: hostname="),
+        "seeded-by-nocloud greeting=hello-from-nocloud"
+    );
+    assert_eq!(line_after(&vm, "check: earlier boots="), "0");
+    assert_eq!(line_after(&vm, "check: eth1"), "10.9.0.15/24");
+    let dns = line_after(&vm, "check: dns");
+    assert!(
+        dns.contains(TEST_ADDR),
+        "{TEST_NAME} did not resolve through the leased DNS server: {dns}"
+    );
+    vm.monitor("system_powerdown").expect("power button");
+    expect(&mut vm, "berth: power button pressed", SHUTDOWN_TIMEOUT);
+    vm.wait_exit(SHUTDOWN_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(vm);
+    assert_clean(&state, "the ACPI power button");
+
+    let config_yaml = "#cloud-config\nhostname: set-on-the-cmdline\nberth:\n  services:\n    check:\n      environment:\n        GREETING: hello-from-cmdline\n";
+    let append = format!(
+        "console=ttyS0 panic=-1 berth.cloud_config={}",
+        base64::engine::general_purpose::STANDARD.encode(config_yaml)
+    );
+    let config = Config::new(
+        "cmdline",
+        Boot::Kernel {
+            kernel,
+            initrd,
+            append,
+        },
+    )
+    .drive(&state, false)
+    .drive(&iso, true);
+    let mut vm = Vm::start(&config).expect("start qemu");
+    expect(&mut vm, "was cleanly unmounted", BOOT_TIMEOUT);
+    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+    expect(&mut vm, "check: powering off", BOOT_TIMEOUT);
+    assert_eq!(
+        line_after(&vm, "check: hostname="),
+        "set-on-the-cmdline greeting=hello-from-cmdline"
+    );
+    assert_eq!(line_after(&vm, "check: earlier boots="), "1");
+    vm.wait_exit(SHUTDOWN_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(vm);
+    assert_clean(&state, "`berth poweroff`");
+}
+
+/// Invalid YAML in the seed and a disk with data named for autoformat: the
+/// machine still boots to ready on the defaults, the console says what is
+/// wrong with the user-data (with its line), and the disk is untouched.
+#[test]
+fn bad_user_data_and_a_disk_with_data_still_boot() {
+    const TEST: &str = "bad_user_data_and_a_disk_with_data_still_boot";
+    let (Some(iso), Some(kernel), Some(initrd)) = (
+        Artifacts::get(Artifacts::ISO, TEST),
+        Artifacts::get(Artifacts::VMLINUZ, TEST),
+        Artifacts::get(Artifacts::INITRD, TEST),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = dir.path().join("data.img");
+    qemu_tests::blank_disk(&disk, 2 << 30).expect("disk");
+    // Somebody's data, well inside the first MiB.
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&disk)
+            .expect("open");
+        f.seek(SeekFrom::Start(512 * 1024)).expect("seek");
+        f.write_all(&data).expect("write");
+    }
+    let before = std::fs::read(&disk).expect("read");
+    let seed = dir.path().join("seed.iso");
+    qemu_tests::nocloud_seed(
+        &seed,
+        "#cloud-config\nhostname: never\nberth:\n  services: [unclosed\n",
+        "instance-id: berth-test-2\n",
+    )
+    .expect("seed");
+    let config = Config::new(
+        "bad-user-data",
+        Boot::Kernel {
+            kernel,
+            initrd,
+            append: "console=ttyS0 panic=-1 berth.state.autoformat=/dev/vda".into(),
+        },
+    )
+    .drive(&disk, false)
+    .drive(&seed, true)
+    .drive(&iso, true);
+    let mut vm = Vm::start(&config).expect("start qemu");
+    expect(&mut vm, "autoformat: /dev/vda", BOOT_TIMEOUT);
+    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+    let transcript = vm.transcript();
+    assert!(
+        transcript.contains("user-data.yml:4:"),
+        "the console does not name the bad line of the user-data:\n{transcript}"
+    );
+    assert!(
+        !transcript.contains("hostname: never"),
+        "the bad user-data was applied:\n{transcript}"
+    );
+    drop(vm);
+    let after = std::fs::read(&disk).expect("read");
+    assert!(before == after, "autoformat wrote to a disk that had data");
+}
