@@ -1,0 +1,168 @@
+//! Writing files the way account and config files must be written: whole or not
+//! at all (temp file + rename), with the mode and owner they need *before* they
+//! become visible (a shadow file must never be world-readable, not even briefly),
+//! and not at all when the content is already right — running console-init
+//! twice changes nothing.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Mode and owner a written file gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attributes {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Attributes {
+    pub const fn root(mode: u32) -> Self {
+        Attributes {
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    /// What `path` has now, if it exists: a rewritten file keeps them (e.g.
+    /// `/etc/shadow` stays `root:shadow 0640`).
+    pub fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).ok()?;
+        Some(Attributes {
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
+    }
+}
+
+/// Whether a write replaced the file or found it already right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Written,
+    Unchanged,
+}
+
+/// Replaces `path` with `bytes` atomically unless it already holds exactly
+/// that with `attrs`; a file that only needs its mode or owner fixed gets just that.
+pub fn write_if_changed(
+    path: &Path,
+    bytes: &[u8],
+    attrs: Attributes,
+) -> Result<Outcome, WriteError> {
+    let err = |source| WriteError {
+        path: path.to_path_buf(),
+        source,
+    };
+    if fs::read(path).is_ok_and(|current| current == bytes) {
+        if Attributes::of(path) == Some(attrs) {
+            return Ok(Outcome::Unchanged);
+        }
+        set_attributes(path, attrs).map_err(err)?;
+        return Ok(Outcome::Written);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(err)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.berth-tmp"));
+    let written = (|| {
+        // Created 0600 whatever the umask, then given its real attributes.
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        set_attributes(&tmp, attrs)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(err)?;
+    Ok(Outcome::Written)
+}
+
+fn set_attributes(path: &Path, attrs: Attributes) -> io::Result<()> {
+    std::os::unix::fs::chown(path, Some(attrs.uid), Some(attrs.gid))?;
+    // After chown, which clears set-id bits.
+    fs::set_permissions(path, fs::Permissions::from_mode(attrs.mode))
+}
+
+/// Creates `path` (and missing parents, root-owned) as a directory with `attrs`,
+/// or fixes the mode and owner of the one that is there.
+pub fn ensure_dir(path: &Path, attrs: Attributes) -> Result<(), WriteError> {
+    let err = |source| WriteError {
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(path).map_err(err)?;
+    if Attributes::of(path) != Some(attrs) {
+        set_attributes(path, attrs).map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(mode: u32) -> Attributes {
+        use std::os::unix::fs::MetadataExt;
+        // Whoever runs the tests owns what they write.
+        let probe = tempfile::NamedTempFile::new().expect("temp file");
+        let meta = probe.as_file().metadata().expect("metadata");
+        Attributes {
+            mode,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        }
+    }
+
+    #[test]
+    fn writes_then_leaves_an_identical_file_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("etc/shadow");
+        let a = attrs(0o640);
+        assert_eq!(
+            write_if_changed(&path, b"x\n", a).ok(),
+            Some(Outcome::Written)
+        );
+        assert_eq!(Attributes::of(&path), Some(a));
+        assert_eq!(
+            write_if_changed(&path, b"x\n", a).ok(),
+            Some(Outcome::Unchanged)
+        );
+        assert_eq!(
+            write_if_changed(&path, b"y\n", a).ok(),
+            Some(Outcome::Written)
+        );
+        assert_eq!(fs::read(&path).ok().as_deref(), Some(&b"y\n"[..]));
+        // A mode change alone is applied too.
+        let b = attrs(0o600);
+        assert_eq!(
+            write_if_changed(&path, b"y\n", b).ok(),
+            Some(Outcome::Written)
+        );
+        assert_eq!(Attributes::of(&path), Some(b));
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("etc"))
+            .expect("read dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with("berth-tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}

@@ -1,0 +1,261 @@
+//! OpenSSH server settings: `berth.ssh` rendered as a drop-in for Debian's
+//! `sshd_config` (which includes `sshd_config.d/*.conf` first, and the first
+//! value sshd reads for a keyword wins), host keys kept on the state partition
+//! so a machine's identity survives reboots and upgrades, and the privilege
+//! separation directory.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::files::{self, Attributes, Outcome, WriteError};
+
+/// Where host keys live inside the console (a volume from the state partition).
+pub const HOST_KEY_DIR: &str = "/var/lib/berth/ssh";
+pub const DROP_IN: &str = "etc/ssh/sshd_config.d/berth.conf";
+pub const MAIN_CONFIG: &str = "etc/ssh/sshd_config";
+pub const PRIVSEP_DIR: &str = "run/sshd";
+/// The host key types `ssh-keygen -A` makes, in the order sshd offers them.
+pub const HOST_KEY_TYPES: &[&str] = &["ed25519", "ecdsa", "rsa"];
+pub const DEFAULT_PORT: u16 = 22;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshdError {
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{program} failed making {}: {stderr}", path.display())]
+    Keygen {
+        program: String,
+        path: PathBuf,
+        stderr: String,
+    },
+    #[error("cannot move the new host key into {}: {source}", path.display())]
+    Rename {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// What the rendered config says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub port: u16,
+    pub password_authentication: bool,
+    /// The host key directory as sshd sees it.
+    pub host_key_dir: PathBuf,
+}
+
+impl Settings {
+    pub fn from_config(config: &berth_configs::CloudConfig) -> Self {
+        Settings {
+            port: config.berth.ssh.port.unwrap_or(DEFAULT_PORT),
+            password_authentication: config.berth.ssh.password_authentication.unwrap_or(false),
+            host_key_dir: PathBuf::from(HOST_KEY_DIR),
+        }
+    }
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// The drop-in. It also works as a whole `sshd_config` (`sshd -f`).
+pub fn render(settings: &Settings) -> String {
+    let mut text = String::from(
+        "# Written by berth console-init from the cloud-config (berth.ssh);\n\
+         # changes here are lost when the console starts again.\n",
+    );
+    text.push_str(&format!("Port {}\n", settings.port));
+    for kind in HOST_KEY_TYPES {
+        let path = settings.host_key_dir.join(format!("ssh_host_{kind}_key"));
+        text.push_str(&format!("HostKey {}\n", path.display()));
+    }
+    text.push_str(&format!(
+        "PermitRootLogin no\n\
+         PubkeyAuthentication yes\n\
+         AuthorizedKeysFile .ssh/authorized_keys\n\
+         PasswordAuthentication {}\n\
+         KbdInteractiveAuthentication no\n\
+         PermitEmptyPasswords no\n\
+         # No PAM: the console has no systemd-logind and no audit login uid to set,\n\
+         # and sshd checks passwords against /etc/shadow itself. (Without PAM a\n\
+         # `!`-locked account cannot log in at all; console-init writes `*` for\n\
+         # \"no password\", which still allows keys.)\n\
+         UsePAM no\n\
+         # PAM printed the motd before; now sshd does.\n\
+         PrintMotd yes\n",
+        yes_no(settings.password_authentication),
+    ));
+    text
+}
+
+/// Writes the drop-in, or a whole `sshd_config` if the image has none to include it.
+pub fn write_config(root: &Path, settings: &Settings) -> Result<Outcome, WriteError> {
+    let rendered = render(settings);
+    let main = root.join(MAIN_CONFIG);
+    if main.exists() {
+        files::write_if_changed(
+            &root.join(DROP_IN),
+            rendered.as_bytes(),
+            Attributes::root(0o644),
+        )
+    } else {
+        let whole = format!("{rendered}Subsystem sftp /usr/lib/openssh/sftp-server\n");
+        files::write_if_changed(&main, whole.as_bytes(), Attributes::root(0o644))
+    }
+}
+
+/// Makes each missing host key in `dir` (the path under the root) with
+/// `ssh-keygen`; existing keys are never touched. Each key is generated under
+/// a temporary name and renamed into place, public half first, so an
+/// interrupted run never leaves a half-written key that would be kept.
+pub fn ensure_host_keys(dir: &Path, ssh_keygen: &Path) -> Result<Vec<PathBuf>, SshdError> {
+    files::ensure_dir(dir, Attributes::root(0o755))?;
+    let mut made = Vec::new();
+    for kind in HOST_KEY_TYPES {
+        let key = dir.join(format!("ssh_host_{kind}_key"));
+        if key.exists() {
+            continue;
+        }
+        let tmp = dir.join(format!(".ssh_host_{kind}_key.berth-tmp"));
+        let tmp_pub = dir.join(format!(".ssh_host_{kind}_key.berth-tmp.pub"));
+        for stale in [&tmp, &tmp_pub] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let program = ssh_keygen.display().to_string();
+        let output = Command::new(ssh_keygen)
+            .args(["-q", "-t", kind, "-N", "", "-C", ""])
+            .arg("-f")
+            .arg(&tmp)
+            .output()
+            .map_err(|source| SshdError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(SshdError::Keygen {
+                program,
+                path: key,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        let public = dir.join(format!("ssh_host_{kind}_key.pub"));
+        for (from, to) in [(&tmp_pub, &public), (&tmp, &key)] {
+            std::fs::rename(from, to).map_err(|source| SshdError::Rename {
+                path: to.clone(),
+                source,
+            })?;
+        }
+        made.push(key);
+    }
+    Ok(made)
+}
+
+/// sshd refuses to start without its empty, root-owned privilege separation dir.
+pub fn ensure_privsep_dir(root: &Path) -> Result<(), WriteError> {
+    files::ensure_dir(&root.join(PRIVSEP_DIR), Attributes::root(0o755))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_defaults() {
+        let settings = Settings::from_config(&berth_configs::CloudConfig::default());
+        let text = render(&settings);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                "Port 22",
+                "HostKey /var/lib/berth/ssh/ssh_host_ed25519_key",
+                "HostKey /var/lib/berth/ssh/ssh_host_ecdsa_key",
+                "HostKey /var/lib/berth/ssh/ssh_host_rsa_key",
+                "PermitRootLogin no",
+                "PubkeyAuthentication yes",
+                "AuthorizedKeysFile .ssh/authorized_keys",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PermitEmptyPasswords no",
+                "UsePAM no",
+                "PrintMotd yes",
+            ]
+        );
+    }
+
+    #[test]
+    fn port_and_password_login_come_from_berth_ssh() {
+        let mut config = berth_configs::CloudConfig::default();
+        config.berth.ssh.port = Some(2222);
+        config.berth.ssh.password_authentication = Some(true);
+        let text = render(&Settings::from_config(&config));
+        assert!(text.contains("\nPort 2222\n"));
+        assert!(text.contains("\nPasswordAuthentication yes\n"));
+    }
+
+    #[test]
+    fn a_drop_in_beside_debians_config_else_a_whole_config() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = Settings::from_config(&berth_configs::CloudConfig::default());
+        if write_config(dir.path(), &settings).is_err() {
+            eprintln!("skipped: cannot chown to root (not root)");
+            return;
+        }
+        let main = std::fs::read_to_string(dir.path().join(MAIN_CONFIG)).unwrap_or_default();
+        assert!(main.contains("Subsystem sftp"), "{main}");
+        std::fs::write(
+            dir.path().join(MAIN_CONFIG),
+            "Include /etc/ssh/sshd_config.d/*.conf\n",
+        )
+        .expect("main");
+        write_config(dir.path(), &settings).expect("drop-in");
+        let drop_in = std::fs::read_to_string(dir.path().join(DROP_IN)).unwrap_or_default();
+        assert_eq!(drop_in, render(&settings));
+    }
+
+    #[test]
+    fn host_keys_are_made_once() {
+        let keygen = Path::new("/usr/bin/ssh-keygen");
+        if !keygen.exists() {
+            eprintln!("skipped: no {}", keygen.display());
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = dir.path().join("var/lib/berth/ssh");
+        let made = match ensure_host_keys(&keys, keygen) {
+            Ok(made) => made,
+            Err(SshdError::Write(e)) => {
+                eprintln!("skipped: {e} (not root)");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(made.len(), 3);
+        for kind in HOST_KEY_TYPES {
+            assert!(keys.join(format!("ssh_host_{kind}_key.pub")).exists());
+        }
+        let before = std::fs::read(keys.join("ssh_host_ed25519_key")).expect("key");
+        assert!(ensure_host_keys(&keys, keygen).expect("again").is_empty());
+        assert_eq!(
+            std::fs::read(keys.join("ssh_host_ed25519_key")).ok(),
+            Some(before)
+        );
+        let names: Vec<String> = std::fs::read_dir(&keys)
+            .expect("dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        assert_eq!(names.len(), 6, "{names:?}");
+    }
+}

@@ -1,0 +1,252 @@
+//! console-init's second half: the init of the console container. It starts
+//! sshd and the gettys, restarts whichever exits (after a second, so a program
+//! that cannot start does not spin), reaps every process that ends up as its
+//! child (it is a subreaper: orphans of SSH sessions come to it, not to the
+//! host's PID 1), and on SIGTERM/SIGINT passes the signal on, waits for its
+//! children and returns.
+//!
+//! Single-threaded: the signals it handles are blocked and taken synchronously
+//! with `sigtimedwait`, so there are no handlers and no races with `waitpid`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a program that exited waits before it is started again.
+pub const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// How long children get after SIGTERM before they are killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How often the loop wakes without a signal (restarts, readiness probes).
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    #[error("cannot become a child subreaper: {0}")]
+    Subreaper(#[source] io::Error),
+    #[error("cannot block signals: {0}")]
+    Signals(#[source] io::Error),
+}
+
+/// A program to keep running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// What log lines call it (`sshd`, `getty ttyS0`).
+    pub name: String,
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    program: Program,
+    pid: Option<libc::pid_t>,
+    /// When to start it (again).
+    start_at: Option<Instant>,
+}
+
+/// Where the supervisor's news goes (stderr in the service, a list in tests).
+pub trait Report {
+    fn line(&mut self, text: String);
+}
+
+/// Blocks the signals the supervisor takes with `sigtimedwait`. Call before
+/// any thread exists; children get an empty mask back (std's `Command` resets it).
+fn block_signals() -> Result<libc::sigset_t, SuperviseError> {
+    // SAFETY: sigset_t is a plain bitmask initialised by sigemptyset before use;
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(SuperviseError::Signals(io::Error::from_raw_os_error(rc)));
+        }
+        Ok(set)
+    }
+}
+
+/// Waits up to `timeout` for one of `set`; the signal number, if one came.
+fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` and `ts` are valid for the call; no siginfo is asked for.
+    let signal = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (signal > 0).then_some(signal)
+}
+
+fn set_subreaper() -> Result<(), SuperviseError> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc != 0 {
+        return Err(SuperviseError::Subreaper(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Every child that has exited: `(pid, status)`.
+fn reap() -> Vec<(libc::pid_t, i32)> {
+    let mut out = Vec::new();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the exit status into the local `status`.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return out;
+        }
+        out.push((pid, status));
+    }
+}
+
+fn describe(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("was killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("ended ({status:#x})")
+    }
+}
+
+fn spawn(program: &Program) -> io::Result<libc::pid_t> {
+    let (first, rest) = program
+        .argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command line"))?;
+    let mut command = Command::new(first);
+    command.args(rest).stdin(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // setsid(2), which is async-signal-safe. Its own session lets agetty take its
+    // tty as controlling terminal and keeps terminal signals to one program.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    // The supervisor reaps with waitpid(-1); the Child handle is not needed
+    // (dropping it neither waits nor kills).
+    Ok(child.id() as libc::pid_t)
+}
+
+fn kill(pid: libc::pid_t, signal: i32) {
+    // SAFETY: kill(2) with a pid this process started and has not yet reaped.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Runs `programs` until SIGTERM or SIGINT. `ready` is asked every tick until it
+/// answers `true` once; `on_ready` is then called once.
+pub fn run(
+    programs: Vec<Program>,
+    report: &mut dyn Report,
+    mut ready: impl FnMut() -> bool,
+    on_ready: impl FnOnce(&mut dyn Report),
+) -> Result<(), SuperviseError> {
+    let signals = block_signals()?;
+    set_subreaper()?;
+    let now = Instant::now();
+    let mut slots: Vec<Slot> = programs
+        .into_iter()
+        .map(|program| Slot {
+            program,
+            pid: None,
+            start_at: Some(now),
+        })
+        .collect();
+    let mut on_ready = Some(on_ready);
+    let stop_signal = loop {
+        let now = Instant::now();
+        for slot in slots
+            .iter_mut()
+            .filter(|s| s.start_at.is_some_and(|t| t <= now))
+        {
+            slot.start_at = None;
+            match spawn(&slot.program) {
+                Ok(pid) => slot.pid = Some(pid),
+                Err(e) => {
+                    report.line(format!(
+                        "cannot start {}: {e}; trying again in 1s",
+                        slot.program.name
+                    ));
+                    slot.start_at = Some(now + RESTART_DELAY);
+                }
+            }
+        }
+        if on_ready.is_some() && ready() {
+            if let Some(f) = on_ready.take() {
+                f(report);
+            }
+        }
+        let signal = wait_signal(&signals, TICK);
+        for (pid, status) in reap() {
+            if let Some(slot) = slots.iter_mut().find(|s| s.pid == Some(pid)) {
+                slot.pid = None;
+                slot.start_at = Some(Instant::now() + RESTART_DELAY);
+                report.line(format!(
+                    "{} {}; restarting it in 1s",
+                    slot.program.name,
+                    describe(status)
+                ));
+            }
+        }
+        match signal {
+            Some(s @ (libc::SIGTERM | libc::SIGINT)) => break s,
+            // SIGHUP and SIGCHLD only wake the loop.
+            _ => {}
+        }
+    };
+    report.line(format!("stopping ({})", signal_name(stop_signal)));
+    stop(&mut slots, &signals, report);
+    Ok(())
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        _ => "signal",
+    }
+}
+
+/// Passes SIGTERM on (and SIGHUP to the gettys' sessions, which is what ends a
+/// login shell), waits up to [`STOP_GRACE`], then kills what is left.
+fn stop(slots: &mut [Slot], signals: &libc::sigset_t, report: &mut dyn Report) {
+    let mut running: BTreeMap<libc::pid_t, String> = slots
+        .iter()
+        .filter_map(|s| Some((s.pid?, s.program.name.clone())))
+        .collect();
+    for (pid, name) in &running {
+        kill(*pid, libc::SIGTERM);
+        if name.starts_with("getty") {
+            // The whole session: agetty, or the login and shell it became.
+            kill(-*pid, libc::SIGHUP);
+        }
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while !running.is_empty() {
+        let now = Instant::now();
+        if now >= deadline {
+            for (pid, name) in &running {
+                report.line(format!("{name} did not stop in time; killing it"));
+                kill(*pid, libc::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            for (pid, _) in reap() {
+                running.remove(&pid);
+            }
+            return;
+        }
+        wait_signal(signals, TICK.min(deadline - now));
+        for (pid, _) in reap() {
+            running.remove(&pid);
+        }
+    }
+}
