@@ -125,6 +125,21 @@ pub struct Report {
 /// `dir` (`/lib/modules/<release>`). Nothing here is fatal: a module that is
 /// missing or fails is reported, and boot goes on to see whether it mattered.
 pub fn load(sys: &mut dyn Sys, dir: &Path, wanted: Option<&[String]>) -> io::Result<Report> {
+    load_with(dir, wanted, &[], |path, compressed, _| {
+        sys.load_module(path, compressed)
+    })
+}
+
+/// [`load`] through any loader (berthd's `berth.modules` uses its own, with
+/// parameters): `load(path, compressed, params)` is called for each file,
+/// dependencies first; `params` are those given in `params` for the module
+/// named there (by its [`normalize`]d name), empty for every other file.
+pub fn load_with(
+    dir: &Path,
+    wanted: Option<&[String]>,
+    params: &[(String, String)],
+    mut load: impl FnMut(&Path, bool, &str) -> io::Result<()>,
+) -> io::Result<Report> {
     let text = std::fs::read_to_string(dir.join("modules.dep"))?;
     let dep = ModuleDep::parse(&text);
     let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
@@ -150,7 +165,11 @@ pub fn load(sys: &mut dyn Sys, dir: &Path, wanted: Option<&[String]>) -> io::Res
         let name = module_name(&rel);
         let file = rel.to_string_lossy();
         let compressed = [".xz", ".zst", ".gz"].iter().any(|e| file.ends_with(e));
-        match sys.load_module(&path, compressed) {
+        let args = params
+            .iter()
+            .find(|(n, _)| normalize(n) == name)
+            .map_or("", |(_, p)| p.as_str());
+        match load(&path, compressed, args) {
             Ok(()) => {
                 log::debug!("loaded module {name}");
                 report.loaded += 1;
@@ -282,6 +301,28 @@ kernel/drivers/scsi/scsi_mod.ko:
         let wanted = ["loop".to_string(), "isofs".to_string()];
         let report = load(&mut sys, dir.path(), Some(&wanted)).expect("load");
         assert_eq!(report.missing, ["isofs"], "loop is built in");
+    }
+
+    #[test]
+    fn parameters_go_to_the_named_module_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("modules.dep"), DEP).expect("write");
+        let mut seen = Vec::new();
+        let params = [("usb-storage".to_string(), "delay_use=1".to_string())];
+        let wanted = ["usb-storage".to_string()];
+        let report = load_with(dir.path(), Some(&wanted), &params, |path, _, args| {
+            seen.push((module_name(path), args.to_string()));
+            Ok(())
+        })
+        .expect("load");
+        assert_eq!(report.loaded, 2);
+        assert_eq!(
+            seen,
+            [
+                ("scsi_mod".to_string(), String::new()),
+                ("usb_storage".to_string(), "delay_use=1".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod api;
 pub mod daemon;
 pub mod graph;
 pub mod health;
+pub mod host;
 pub mod logs;
 pub mod runtime;
 pub mod supervisor;

@@ -1,0 +1,496 @@
+//! `mounts`, in cloud-init's form: `[device, mountpoint, fstype, options,
+//! dump, pass]` with cloud-init's defaults for missing fields (`auto`,
+//! `defaults,nofail`). Devices: a path, a bare kernel name (`sdb` →
+//! `/dev/sdb`), `LABEL=`/`UUID=` (found through `/dev/disk/by-*` when
+//! something made those links, else by reading the ext superblocks, as PID 1
+//! finds the state partition), `host:/export` for NFS, anything for virtual
+//! filesystems (tmpfs). A swap entry (fstype `swap`, or mountpoint `none` or
+//! `swap`) is switched on with swapon(2). `noauto` entries are skipped.
+//!
+//! A mount that fails is reported with its index and boot goes on; `dump`
+//! and `pass` mean nothing without fsck at boot and are ignored.
+
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+
+use berth_configs::forms::Scalar;
+
+use super::{fingerprint, Applied, HostOps, HostPaths, MountCall, Problem, Report};
+
+/// What an entry asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Mount {
+        device: String,
+        /// Absolute, as written (`/mnt/data`).
+        mountpoint: String,
+        fstype: String,
+        flags: u64,
+        data: String,
+    },
+    Swap {
+        device: String,
+        flags: i32,
+    },
+    /// Nothing to do, and why.
+    Skip(String),
+}
+
+const SWAP_FLAG_PREFER: i32 = 0x8000;
+const SWAP_FLAG_PRIO_MASK: i32 = 0x7fff;
+const SWAP_FLAG_DISCARD: i32 = 0x10000;
+
+/// Filesystems whose "device" is not a device.
+const VIRTUAL: &[&str] = &[
+    "tmpfs", "ramfs", "proc", "sysfs", "devpts", "overlay", "cgroup2", "nfs", "nfs4", "cifs", "9p",
+    "virtiofs", "none",
+];
+
+/// Filesystems `auto` tries, in order.
+const AUTO: &[&str] = &["ext4", "xfs", "btrfs", "vfat"];
+
+pub fn parse(fields: &[Scalar]) -> Result<Plan, String> {
+    if fields.is_empty() || fields.len() > 6 {
+        return Err(format!(
+            "a mount has 1 to 6 fields (device, mountpoint, type, options, dump, pass), not {}",
+            fields.len()
+        ));
+    }
+    let field = |i: usize| fields.get(i).map(|s| s.0.trim()).filter(|s| !s.is_empty());
+    let device = field(0).ok_or("the device is empty")?;
+    let mountpoint = field(1);
+    let fstype = field(2).unwrap_or("auto");
+    let options = field(3).unwrap_or("defaults,nofail");
+    let swap = fstype == "swap" || matches!(mountpoint, Some("swap"));
+    let device = device_path(device, fstype);
+    if swap {
+        let mut flags = 0;
+        for opt in options.split(',').map(str::trim) {
+            if let Some(p) = opt.strip_prefix("pri=") {
+                let p: i32 = p
+                    .parse()
+                    .map_err(|_| format!("swap priority `{p}` is not a number"))?;
+                flags |= SWAP_FLAG_PREFER | (p & SWAP_FLAG_PRIO_MASK);
+            } else if opt == "discard" || opt.starts_with("discard=") {
+                flags |= SWAP_FLAG_DISCARD;
+            }
+        }
+        if has(options, "noauto") {
+            return Ok(Plan::Skip(format!("swap on {device} is `noauto`")));
+        }
+        return Ok(Plan::Swap { device, flags });
+    }
+    let Some(mountpoint) = mountpoint.filter(|m| *m != "none") else {
+        return Ok(Plan::Skip(format!("{device} has no mount point")));
+    };
+    if !mountpoint.starts_with('/') {
+        return Err(format!(
+            "mount point `{mountpoint}` is not an absolute path"
+        ));
+    }
+    if has(options, "noauto") {
+        return Ok(Plan::Skip(format!("{mountpoint} is `noauto`")));
+    }
+    let (flags, data) = options_to_flags(options);
+    Ok(Plan::Mount {
+        device,
+        mountpoint: mountpoint.to_string(),
+        fstype: fstype.to_string(),
+        flags,
+        data,
+    })
+}
+
+fn has(options: &str, opt: &str) -> bool {
+    options.split(',').any(|o| o.trim() == opt)
+}
+
+fn device_path(device: &str, fstype: &str) -> String {
+    if device.starts_with('/')
+        || device.contains('=')
+        || device.contains(':')
+        || VIRTUAL.contains(&fstype)
+    {
+        device.to_string()
+    } else {
+        format!("/dev/{device}")
+    }
+}
+
+/// mount(8)'s options split into `MS_*` flags and the filesystem's own data;
+/// fstab-only options (`defaults`, `nofail`, `_netdev`, `x-…`) dropped.
+pub fn options_to_flags(options: &str) -> (u64, String) {
+    let mut flags: u64 = 0;
+    let mut data = Vec::new();
+    for opt in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let set = |f: libc::c_ulong| Some((f as u64, true));
+        let clear = |f: libc::c_ulong| Some((f as u64, false));
+        let change = match opt {
+            "ro" => set(libc::MS_RDONLY),
+            "rw" => clear(libc::MS_RDONLY),
+            "nosuid" => set(libc::MS_NOSUID),
+            "suid" => clear(libc::MS_NOSUID),
+            "nodev" => set(libc::MS_NODEV),
+            "dev" => clear(libc::MS_NODEV),
+            "noexec" => set(libc::MS_NOEXEC),
+            "exec" => clear(libc::MS_NOEXEC),
+            "sync" => set(libc::MS_SYNCHRONOUS),
+            "async" => clear(libc::MS_SYNCHRONOUS),
+            "dirsync" => set(libc::MS_DIRSYNC),
+            "noatime" => set(libc::MS_NOATIME),
+            "atime" => clear(libc::MS_NOATIME),
+            "nodiratime" => set(libc::MS_NODIRATIME),
+            "relatime" => set(libc::MS_RELATIME),
+            "norelatime" => clear(libc::MS_RELATIME),
+            "strictatime" => set(libc::MS_STRICTATIME),
+            "bind" => set(libc::MS_BIND),
+            "rbind" => set(libc::MS_BIND | libc::MS_REC),
+            "defaults" | "auto" | "nofail" | "_netdev" | "user" | "nouser" | "users" | "owner"
+            | "group" => None,
+            o if o.starts_with("x-") || o.starts_with("comment=") => None,
+            o => {
+                data.push(o.to_string());
+                None
+            }
+        };
+        if let Some((f, on)) = change {
+            if on {
+                flags |= f;
+            } else {
+                flags &= !f;
+            }
+        }
+    }
+    (flags, data.join(","))
+}
+
+pub(crate) fn apply(
+    ops: &dyn HostOps,
+    paths: &HostPaths,
+    mounts: &[Vec<Scalar>],
+    before: &Applied,
+    applied: &mut Applied,
+    report: &mut Report,
+) {
+    let mut now = Vec::new();
+    for (i, fields) in mounts.iter().enumerate() {
+        let print = fingerprint(fields);
+        if before.mounts.contains(&print) {
+            now.push(print);
+            continue;
+        }
+        let field = format!("mounts[{i}]");
+        let result = parse(fields).and_then(|plan| run(ops, paths, &plan));
+        match result {
+            Ok(line) => {
+                report.done(format!("{field}: {line}"));
+                now.push(print);
+            }
+            Err(e) => report.problems.push(Problem::new(field, e)),
+        }
+    }
+    applied.mounts = now;
+}
+
+fn run(ops: &dyn HostOps, paths: &HostPaths, plan: &Plan) -> Result<String, String> {
+    match plan {
+        Plan::Skip(why) => Ok(format!("skipped: {why}")),
+        Plan::Swap { device, flags } => {
+            let dev = resolve_device(paths, device)?;
+            match ops.swapon(&dev, *flags) {
+                Ok(()) => Ok(format!("swap on {}", dev.display())),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    Ok(format!("swap on {} already on", dev.display()))
+                }
+                Err(e) => Err(format!("swapon {}: {e}", dev.display())),
+            }
+        }
+        Plan::Mount {
+            device,
+            mountpoint,
+            fstype,
+            flags,
+            data,
+        } => {
+            let target = paths.root.join(mountpoint.trim_start_matches('/'));
+            let source = if VIRTUAL.contains(&fstype.as_str()) {
+                device.clone()
+            } else {
+                resolve_device(paths, device)?.display().to_string()
+            };
+            let mut data = data.clone();
+            if fstype == "nfs" || fstype == "nfs4" {
+                nfs_address(&source, &mut data)?;
+            }
+            if mounted(&target, &source) {
+                return Ok(format!("{source} already mounted on {mountpoint}"));
+            }
+            let types: Vec<&str> = if fstype == "auto" {
+                AUTO.to_vec()
+            } else {
+                vec![fstype.as_str()]
+            };
+            let mut errors = Vec::new();
+            for t in types {
+                let call = MountCall {
+                    source: source.clone(),
+                    target: target.clone(),
+                    fstype: t.to_string(),
+                    flags: *flags,
+                    data: data.clone(),
+                };
+                match ops.mount(&call) {
+                    Ok(()) => return Ok(format!("mounted {source} ({t}) on {mountpoint}")),
+                    Err(e) => errors.push(format!("{t}: {e}")),
+                }
+            }
+            Err(format!(
+                "mounting {source} on {mountpoint}: {}",
+                errors.join("; ")
+            ))
+        }
+    }
+}
+
+/// `LABEL=`/`UUID=` → a device node; other devices as they are.
+pub fn resolve_device(paths: &HostPaths, device: &str) -> Result<PathBuf, String> {
+    let (kind, dir, value) = if let Some(l) = device.strip_prefix("LABEL=") {
+        ("label", "by-label", l)
+    } else if let Some(u) = device.strip_prefix("UUID=") {
+        ("uuid", "by-uuid", u)
+    } else {
+        return Ok(PathBuf::from(device));
+    };
+    let value = value.trim_matches('"');
+    let link = paths.dev.join("disk").join(dir).join(value);
+    if link.exists() {
+        return Ok(link);
+    }
+    let devices = berth_init::probe::block_devices(&paths.sys_block, &paths.dev);
+    let found = if kind == "label" {
+        berth_init::probe::find_ext(&devices, Some(value), None)
+    } else {
+        berth_init::probe::find_ext(&devices, None, Some(&value.to_ascii_lowercase()))
+    };
+    found.map(|d| d.node).ok_or_else(|| {
+        format!(
+            "no device with {kind} `{value}` ({} devices looked at; labels and UUIDs are read from ext filesystems)",
+            devices.len()
+        )
+    })
+}
+
+/// The kernel's NFS client wants the server's address (`addr=`), which
+/// mount.nfs normally looks up; do that here.
+fn nfs_address(source: &str, data: &mut String) -> Result<(), String> {
+    if data.split(',').any(|o| o.starts_with("addr=")) {
+        return Ok(());
+    }
+    let host = match source.rsplit_once(":/") {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => return Err(format!("`{source}` is not host:/export")),
+    };
+    let addr = (host, 2049)
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    if !data.is_empty() {
+        data.push(',');
+    }
+    data.push_str(&format!("addr={}", addr.ip()));
+    Ok(())
+}
+
+/// Whether `source` is already mounted on `target` (a restarted berthd).
+fn mounted(target: &Path, source: &str) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines().any(|line| {
+        let mut halves = line.splitn(2, " - ");
+        let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
+            return false;
+        };
+        let point = left.split(' ').nth(4).map(unescape);
+        let src = right.split(' ').nth(1).map(unescape);
+        point.as_deref() == Some(&*target.to_string_lossy()) && src.as_deref() == Some(source)
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::recording::Call;
+    use super::super::testing::root;
+    use super::super::Recording;
+    use super::*;
+
+    fn entry(fields: &[&str]) -> Vec<Scalar> {
+        fields.iter().map(|f| Scalar(f.to_string())).collect()
+    }
+
+    #[test]
+    fn six_fields_with_cloud_init_defaults() {
+        assert_eq!(
+            parse(&entry(&["sdb", "/mnt/data"])),
+            Ok(Plan::Mount {
+                device: "/dev/sdb".into(),
+                mountpoint: "/mnt/data".into(),
+                fstype: "auto".into(),
+                flags: 0,
+                data: String::new(),
+            })
+        );
+        assert_eq!(
+            parse(&entry(&[
+                "LABEL=data",
+                "/var/data",
+                "ext4",
+                "defaults,noatime,ro,x-systemd.automount,errors=remount-ro",
+                "0",
+                "2"
+            ])),
+            Ok(Plan::Mount {
+                device: "LABEL=data".into(),
+                mountpoint: "/var/data".into(),
+                fstype: "ext4".into(),
+                flags: (libc::MS_NOATIME | libc::MS_RDONLY) as u64,
+                data: "errors=remount-ro".into(),
+            })
+        );
+        assert_eq!(
+            parse(&entry(&[
+                "tmpfs",
+                "/var/cache",
+                "tmpfs",
+                "size=64m,mode=755"
+            ])),
+            Ok(Plan::Mount {
+                device: "tmpfs".into(),
+                mountpoint: "/var/cache".into(),
+                fstype: "tmpfs".into(),
+                flags: 0,
+                data: "size=64m,mode=755".into(),
+            })
+        );
+        assert!(matches!(
+            parse(&entry(&["nas:/export", "/mnt/nas", "nfs", "vers=4.2,_netdev"])),
+            Ok(Plan::Mount { ref device, ref data, .. }) if device == "nas:/export" && data == "vers=4.2"
+        ));
+    }
+
+    #[test]
+    fn swap_entries() {
+        assert_eq!(
+            parse(&entry(&["/dev/vdb2", "none", "swap", "sw,pri=5", "0", "0"])),
+            Ok(Plan::Swap {
+                device: "/dev/vdb2".into(),
+                flags: SWAP_FLAG_PREFER | 5,
+            })
+        );
+        assert_eq!(
+            parse(&entry(&["UUID=abc", "swap"])),
+            Ok(Plan::Swap {
+                device: "UUID=abc".into(),
+                flags: 0,
+            })
+        );
+    }
+
+    #[test]
+    fn bad_and_skipped_entries() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&entry(&["a", "b", "c", "d", "e", "f", "g"])).is_err());
+        assert!(parse(&entry(&["/dev/sdb", "relative"])).is_err());
+        assert!(parse(&entry(&["/dev/sdb", "/x", "ext4", "defaults", "0", "0"])).is_ok());
+        assert!(parse(&entry(&["/dev/vdb", "/x", "swap", "pri=high"])).is_err());
+        assert!(matches!(
+            parse(&entry(&["/dev/sdb", "none"])),
+            Ok(Plan::Skip(_))
+        ));
+        assert!(matches!(
+            parse(&entry(&["/dev/sdb", "/x", "ext4", "noauto"])),
+            Ok(Plan::Skip(_))
+        ));
+    }
+
+    #[test]
+    fn apply_reports_failures_by_index_and_goes_on() {
+        let r = root();
+        let ops = Recording::default();
+        ops.fail("mount", "mnt/broken", libc::EINVAL);
+        let mounts = vec![
+            entry(&["tmpfs", "/mnt/broken", "tmpfs"]),
+            entry(&["LABEL=nowhere", "/mnt/data", "ext4"]),
+            entry(&["/dev/vdb2", "none", "swap"]),
+            entry(&["tmpfs", "/var/cache", "tmpfs", "size=1m"]),
+            entry(&["/dev/vdc", "/mnt/auto"]),
+        ];
+        let mut report = Report::default();
+        let mut applied = Applied::default();
+        apply(
+            &ops,
+            &r.paths,
+            &mounts,
+            &Applied::default(),
+            &mut applied,
+            &mut report,
+        );
+        let fields: Vec<&str> = report.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["mounts[0]", "mounts[1]"], "{:?}", report.problems);
+        assert!(report.problems[1].message.contains("label `nowhere`"));
+        let calls = ops.calls();
+        let kinds: Vec<&str> = calls.iter().map(Call::kind).collect();
+        assert_eq!(kinds, ["mount", "swapon", "mount", "mount"]);
+        match &calls[2] {
+            Call::Mount(m) => {
+                assert_eq!(m.target, r.dir.path().join("var/cache"));
+                assert_eq!(m.data, "size=1m");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &calls[3] {
+            Call::Mount(m) => assert_eq!(m.fstype, "ext4", "auto tries ext4 first"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(applied.mounts.len(), 3);
+    }
+
+    #[test]
+    fn labels_through_dev_disk_links() {
+        let r = root();
+        let by = r.paths.dev.join("disk/by-label");
+        std::fs::create_dir_all(&by).expect("mkdir");
+        std::fs::write(r.paths.dev.join("vdb1"), "").expect("node");
+        std::os::unix::fs::symlink("../../vdb1", by.join("data")).expect("link");
+        assert_eq!(
+            resolve_device(&r.paths, "LABEL=data").expect("found"),
+            by.join("data")
+        );
+        assert_eq!(
+            resolve_device(&r.paths, "/dev/sdb").expect("plain"),
+            Path::new("/dev/sdb")
+        );
+    }
+
+    #[test]
+    fn mountinfo_unescapes() {
+        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
+    }
+}

@@ -1,0 +1,185 @@
+//! `runcmd`: run once per boot inside the console service's container, once
+//! it is up (ready), through [`Runtime::exec`] as healthchecks are. What each
+//! command prints goes into the console service's log (`berth logs
+//! console`); failures are reported there and in berthd's log, and the next
+//! command still runs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_configs::forms::Command;
+
+use super::commands::shown;
+use super::Problem;
+use crate::logs::{LogDir, LogWriter, Stream};
+use crate::runtime::Runtime;
+use crate::supervisor::Supervisor;
+
+/// The service whose container runs `runcmd`.
+pub const SERVICE: &str = "console";
+/// How long one command may run before it is killed.
+pub const TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long to wait for the console to be ready.
+pub const WAIT: Duration = Duration::from_secs(1800);
+
+const MARKER: &str = "runcmd.done";
+
+/// Runs `commands` in container `id`, unless they already ran this boot
+/// (the marker in `state_dir`), writing what happens to `log`.
+pub fn run_once(
+    runtime: &dyn Runtime,
+    id: &str,
+    commands: &[Command],
+    log: &LogWriter,
+    state_dir: &Path,
+) -> Vec<Problem> {
+    let marker = state_dir.join(MARKER);
+    if commands.is_empty() || marker.exists() {
+        return Vec::new();
+    }
+    // Marked first: a command that takes berthd down must not run again on
+    // every restart.
+    if let Err(e) = std::fs::create_dir_all(state_dir).and_then(|()| std::fs::write(&marker, "")) {
+        log::warn!("runcmd: {}: {e}", marker.display());
+    }
+    let mut problems = Vec::new();
+    for (i, command) in commands.iter().enumerate() {
+        let field = format!("runcmd[{i}]");
+        let argv = command.argv();
+        if argv.first().is_none_or(String::is_empty) {
+            problems.push(Problem::new(field, "empty command"));
+            continue;
+        }
+        log.write_text(
+            Stream::Stdout,
+            format!("{field}: $ {}", shown(&argv)).as_bytes(),
+        );
+        let problem = match runtime.exec(id, &argv, TIMEOUT) {
+            Err(e) => Some(e.to_string()),
+            Ok(out) => {
+                if !out.output.is_empty() {
+                    log.write_text(Stream::Stdout, out.output.as_bytes());
+                }
+                match out.exit {
+                    Some(exit) if exit.success() => None,
+                    Some(exit) => Some(format!("{}: {exit}", shown(&argv))),
+                    None => Some(format!(
+                        "{}: killed after {}s",
+                        shown(&argv),
+                        TIMEOUT.as_secs()
+                    )),
+                }
+            }
+        };
+        match problem {
+            Some(why) => {
+                log.write_text(Stream::Stderr, format!("{field}: {why}").as_bytes());
+                problems.push(Problem::new(field, why));
+            }
+            None => log::info!("{field}: done in {SERVICE}"),
+        }
+    }
+    problems
+}
+
+/// Waits (in a thread of its own) for the console service to be ready, then
+/// runs `runcmd` in it. Nothing to do without commands or a console service.
+pub fn spawn(
+    supervisor: Arc<Supervisor>,
+    runtime: Arc<dyn Runtime>,
+    logs: Arc<LogDir>,
+    commands: Vec<Command>,
+    state_dir: std::path::PathBuf,
+) {
+    if commands.is_empty() || state_dir.join(MARKER).exists() {
+        return;
+    }
+    if supervisor.service(SERVICE).is_none() {
+        log::warn!("runcmd: there is no `{SERVICE}` service to run it in; not run");
+        return;
+    }
+    let started = std::thread::Builder::new()
+        .name("runcmd".into())
+        .spawn(move || {
+            let ready = supervisor.wait_for(WAIT, |s| s.service(SERVICE).is_some_and(|c| c.ready));
+            if !ready {
+                log::error!(
+                    "runcmd: the {SERVICE} service was not ready within {} min; not run",
+                    WAIT.as_secs() / 60
+                );
+                return;
+            }
+            let log = match logs.writer(SERVICE) {
+                Ok(w) => w,
+                Err(e) => {
+                    log::error!("runcmd: the {SERVICE} log: {e}; not run");
+                    return;
+                }
+            };
+            for p in run_once(&*runtime, SERVICE, &commands, &log, &state_dir) {
+                log::error!("{p}");
+            }
+        });
+    if let Err(e) = started {
+        log::error!("runcmd: cannot start its thread: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::{LogConfig, Query};
+    use crate::runtime::{ContainerConfig, Exit, Recording};
+
+    #[test]
+    fn runs_in_the_console_once_with_output_in_its_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = Recording::new();
+        let config = ContainerConfig {
+            id: SERVICE.into(),
+            service_name: SERVICE.into(),
+            service: Default::default(),
+            image: Default::default(),
+            environment: Default::default(),
+            service_network: None,
+        };
+        runtime.create(&config).expect("create");
+        runtime.start(SERVICE).expect("start");
+        runtime.set_exec(SERVICE, Exit::Code(3));
+        let logs = LogDir::new(LogConfig::new(dir.path().join("log")));
+        let log = logs.writer(SERVICE).expect("writer");
+        let commands = vec![
+            Command::Shell("touch /tmp/x".into()),
+            Command::Exec(vec!["ls".into(), "/".into()]),
+        ];
+        let state = dir.path().join("state");
+        let problems = run_once(&runtime, SERVICE, &commands, &log, &state);
+        assert_eq!(
+            problems.len(),
+            2,
+            "the exec fails with 3 each time: {problems:?}"
+        );
+        assert_eq!(problems[0].field, "runcmd[0]");
+        assert!(problems[0].message.contains("exit code 3"));
+        let lines: Vec<String> = logs
+            .reader(SERVICE)
+            .expect("reader")
+            .lines(&Query::default())
+            .expect("lines")
+            .map(|l| l.expect("line").message().to_string())
+            .collect();
+        assert!(
+            lines.iter().any(|l| l == "runcmd[0]: $ touch /tmp/x"),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("runcmd[1]: ls") || l.contains("runcmd[1]: [")),
+            "{lines:?}"
+        );
+        // Once per boot.
+        assert!(run_once(&runtime, SERVICE, &commands, &log, &state).is_empty());
+    }
+}

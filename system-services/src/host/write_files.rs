@@ -1,0 +1,494 @@
+//! `write_files`, with cloud-init's semantics: `content` decoded by `encoding`
+//! (text, b64/base64, gzip, gz+b64), `permissions` (octal, default 0644),
+//! `owner` (`user[:group]`, names looked up in the root's `/etc/passwd` and
+//! `/etc/group`, numbers allowed, default `root:root`), `append`. `defer` is
+//! accepted and ignored: every file is written before services start.
+//!
+//! Only paths below `/etc`, `/var`, `/home` and `/opt` are written — the rest
+//! of the OS is a read-only image. The check is made on the path with `..`
+//! resolved and again after following, inside the root, every symlink in its
+//! parent directories; the write itself then opens those directories without
+//! following symlinks ([`super::Linux`]), so a link swapped in meanwhile makes
+//! it fail instead of escaping.
+
+use std::path::{Component, Path, PathBuf};
+
+use berth_configs::model::WriteFile;
+
+use super::{fingerprint, Applied, FileWrite, HostOps, HostPaths, Problem, Report};
+
+/// Top-level directories `write_files` may write below.
+pub const ALLOWED: &[&str] = &["etc", "var", "home", "opt"];
+
+const MAX_SYMLINKS: usize = 40;
+
+pub(crate) fn apply(
+    ops: &dyn HostOps,
+    paths: &HostPaths,
+    files: &[WriteFile],
+    before: &Applied,
+    applied: &mut Applied,
+    report: &mut Report,
+) {
+    let mut now = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let print = fingerprint(file);
+        if before.write_files.contains(&print) {
+            now.push(print);
+            continue;
+        }
+        match write(ops, &paths.root, i, file, report) {
+            Ok(()) => now.push(print),
+            Err(problem) => report.problems.push(problem),
+        }
+    }
+    applied.write_files = now;
+}
+
+/// Writes one entry; a wrong owner is reported and the file written as root's.
+fn write(
+    ops: &dyn HostOps,
+    root: &Path,
+    i: usize,
+    file: &WriteFile,
+    report: &mut Report,
+) -> Result<(), Problem> {
+    let field = |f: &str| format!("write_files[{i}].{f}");
+    let rel = resolve(root, &file.path).map_err(|e| Problem::new(field("path"), e))?;
+    let data = berth_configs::validate::decode(file.encoding, &file.content)
+        .map_err(|e| Problem::new(field("content"), e))?;
+    let (uid, gid) = match file.owner.as_deref() {
+        None => (0, 0),
+        Some(owner) => owner_ids(root, owner).unwrap_or_else(|e| {
+            report.problems.push(Problem::new(
+                field("owner"),
+                format!("{e}; {} written as root:root", file.path),
+            ));
+            (0, 0)
+        }),
+    };
+    let mode = file.permissions.map_or(0o644, |m| m.0);
+    let request = FileWrite {
+        data,
+        mode,
+        uid,
+        gid,
+        append: file.append,
+    };
+    ops.write_file(root, &rel, &request).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => format!(
+                "{e}: a directory on the way is a symlink or not a directory (written only through real directories)"
+            ),
+            Some(libc::EROFS) => format!("{e}: the filesystem is read-only"),
+            _ => e.to_string(),
+        };
+        Problem::new(field("path"), format!("{}: {why}", file.path))
+    })?;
+    let verb = if file.append { "appended to" } else { "wrote" };
+    let defer = if file.defer {
+        " (defer ignored: written before services start)"
+    } else {
+        ""
+    };
+    report.done(format!(
+        "write_files[{i}]: {verb} {} ({} bytes, mode {mode:04o}, owner {uid}:{gid}){defer}",
+        file.path,
+        request.data.len()
+    ));
+    Ok(())
+}
+
+/// `path` as a path relative to `root` whose parent directories are real
+/// directories (or do not exist yet), checked to be below [`ALLOWED`] both
+/// as written and after following symlinks inside the root.
+pub fn resolve(root: &Path, path: &str) -> Result<PathBuf, String> {
+    if !path.starts_with('/') {
+        return Err(format!("`{path}` is not an absolute path"));
+    }
+    let lexical = normalize(Path::new(path));
+    check_allowed(&lexical).map_err(|why| format!("`{path}`{why}"))?;
+    let resolved = follow_parents(root, &lexical)?;
+    let parts: Vec<String> = resolved
+        .iter()
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect();
+    check_allowed(&parts).map_err(|why| {
+        format!(
+            "`{path}` leads through a symlink to /{}{why}",
+            resolved.display()
+        )
+    })?;
+    Ok(resolved)
+}
+
+/// Components without `.` and `..` (`..` at the top stays at the top).
+fn normalize(path: &Path) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+fn check_allowed(components: &[String]) -> Result<(), String> {
+    let top = components.first().map(String::as_str).unwrap_or("");
+    if components.len() >= 2 && ALLOWED.contains(&top) {
+        Ok(())
+    } else {
+        Err(format!(
+            " is outside /etc, /var, /home and /opt; the rest of the OS is a read-only image{}",
+            if components.len() < 2 && ALLOWED.contains(&top) {
+                " (and that is a directory)"
+            } else {
+                ""
+            }
+        ))
+    }
+}
+
+/// Resolves symlinks in every component but the last, as if `root` were `/`.
+fn follow_parents(root: &Path, components: &[String]) -> Result<PathBuf, String> {
+    let Some((last, parents)) = components.split_last() else {
+        return Err("empty path".into());
+    };
+    let mut todo: Vec<String> = parents.iter().rev().cloned().collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            done.pop();
+            continue;
+        }
+        if name == "." || name.is_empty() {
+            continue;
+        }
+        let here: PathBuf = done.iter().chain([&name]).collect();
+        match std::fs::symlink_metadata(root.join(&here)) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(format!("/{}: too many levels of symlinks", here.display()));
+                }
+                let target = std::fs::read_link(root.join(&here))
+                    .map_err(|e| format!("/{}: {e}", here.display()))?;
+                if target.is_absolute() {
+                    done.clear();
+                }
+                let parts: Vec<String> = target
+                    .components()
+                    .filter_map(|c| match c {
+                        Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+                        Component::ParentDir => Some("..".into()),
+                        _ => None,
+                    })
+                    .collect();
+                todo.extend(parts.into_iter().rev());
+            }
+            Ok(meta) if !meta.is_dir() => {
+                return Err(format!("/{} is not a directory", here.display()));
+            }
+            // A directory, or missing (it will be created).
+            _ => done.push(name),
+        }
+    }
+    done.push(last.clone());
+    Ok(done.iter().collect())
+}
+
+/// `user[:group]` → ids, by name from the root's `/etc/passwd` and
+/// `/etc/group` or as numbers. A user alone gets its primary group.
+pub fn owner_ids(root: &Path, owner: &str) -> Result<(u32, u32), String> {
+    let (user, group) = match owner.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (owner, None),
+    };
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let (uid, primary) = match user.parse::<u32>() {
+        Ok(uid) => (
+            uid,
+            passwd_entries(&passwd)
+                .find(|(_, u, _)| *u == Some(uid))
+                .and_then(|(_, _, g)| g)
+                .unwrap_or(uid),
+        ),
+        Err(_) => match passwd_entries(&passwd).find(|(n, _, _)| *n == user) {
+            Some((_, Some(uid), Some(gid))) => (uid, gid),
+            _ => return Err(format!("no user `{user}` in /etc/passwd")),
+        },
+    };
+    let gid = match group {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let groups = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+                groups
+                    .lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.first() == Some(&g))
+                    .and_then(|f| f.get(2)?.parse().ok())
+                    .ok_or_else(|| format!("no group `{g}` in /etc/group"))?
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+fn passwd_entries(text: &str) -> impl Iterator<Item = (&str, Option<u32>, Option<u32>)> {
+    text.lines().filter(|l| !l.starts_with('#')).map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (
+            f.first().copied().unwrap_or(""),
+            f.get(2).and_then(|u| u.parse().ok()),
+            f.get(3).and_then(|g| g.parse().ok()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::recording::Call;
+    use super::super::testing::root;
+    use super::super::Recording;
+    use super::*;
+    use berth_configs::forms::FileMode;
+    use berth_configs::model::Encoding;
+
+    fn entry(path: &str, content: &str) -> WriteFile {
+        WriteFile {
+            path: path.into(),
+            content: content.into(),
+            ..WriteFile::default()
+        }
+    }
+
+    fn run(root: &Path, files: &[WriteFile]) -> (Vec<Call>, Report) {
+        let ops = Recording::default();
+        let mut report = Report::default();
+        let paths = HostPaths {
+            root: root.to_path_buf(),
+            ..super::super::testing::root().paths
+        };
+        apply(
+            &ops,
+            &paths,
+            files,
+            &Applied::default(),
+            &mut Applied::default(),
+            &mut report,
+        );
+        (ops.calls(), report)
+    }
+
+    fn written(call: &Call) -> (&Path, &[u8], u32, u32, u32, bool) {
+        match call {
+            Call::Write {
+                rel,
+                data,
+                mode,
+                uid,
+                gid,
+                append,
+            } => (rel, data, *mode, *uid, *gid, *append),
+            other => panic!("not a write: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_encoding_decodes() {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"zipped").expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let r = root();
+        let files = [
+            (None, "plain".to_string(), b"plain".as_slice()),
+            (Some(Encoding::Plain), "text".into(), b"text"),
+            (Some(Encoding::Base64), b64(b"\x00bin\xff"), b"\x00bin\xff"),
+            (Some(Encoding::GzipBase64), b64(&gz), b"zipped"),
+            (Some(Encoding::Gzip), b64(&gz), b"zipped"),
+        ];
+        let entries: Vec<WriteFile> = files
+            .iter()
+            .enumerate()
+            .map(|(i, (enc, content, _))| WriteFile {
+                encoding: *enc,
+                ..entry(&format!("/etc/f{i}"), content)
+            })
+            .collect();
+        let (calls, report) = run(r.dir.path(), &entries);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        for (call, (_, _, want)) in calls.iter().zip(&files) {
+            assert_eq!(written(call).1, *want);
+        }
+
+        let bad = WriteFile {
+            encoding: Some(Encoding::Base64),
+            ..entry("/etc/bad", "!!not base64!!")
+        };
+        let (calls, report) = run(r.dir.path(), &[bad, entry("/etc/good", "x")]);
+        assert_eq!(calls.len(), 1, "the good entry is still written");
+        assert_eq!(report.problems[0].field, "write_files[0].content");
+    }
+
+    #[test]
+    fn permissions_and_owner_by_name_and_number() {
+        let r = root();
+        let files = [
+            WriteFile {
+                permissions: Some(FileMode(0o600)),
+                owner: Some("berth:docker".into()),
+                ..entry("/home/berth/.secret", "s")
+            },
+            WriteFile {
+                owner: Some("web".into()),
+                ..entry("/var/www/index.html", "hi")
+            },
+            WriteFile {
+                owner: Some("1234:5678".into()),
+                ..entry("/opt/x", "n")
+            },
+            entry("/etc/default", "d"),
+            WriteFile {
+                owner: Some("nobody-here:root".into()),
+                ..entry("/etc/unknown-owner", "u")
+            },
+        ];
+        let (calls, report) = run(r.dir.path(), &files);
+        let got: Vec<_> = calls
+            .iter()
+            .map(written)
+            .map(|(_, _, m, u, g, _)| (m, u, g))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0o600, 1100, 999),
+                (0o644, 33, 34),
+                (0o644, 1234, 5678),
+                (0o644, 0, 0),
+                (0o644, 0, 0)
+            ]
+        );
+        assert_eq!(report.problems.len(), 1);
+        assert_eq!(report.problems[0].field, "write_files[4].owner");
+        assert!(report.problems[0].message.contains("nobody-here"));
+    }
+
+    #[test]
+    fn append_is_passed_on() {
+        let r = root();
+        let (calls, _) = run(
+            r.dir.path(),
+            &[WriteFile {
+                append: true,
+                ..entry("/etc/hosts", "10.0.0.1 db\n")
+            }],
+        );
+        assert!(written(&calls[0]).5);
+    }
+
+    #[test]
+    fn only_below_etc_var_home_opt() {
+        let r = root();
+        let files = [
+            entry("/usr/bin/x", "no"),
+            entry("/etc/../usr/bin/y", "no"),
+            entry("/etc/./ok/../fine", "yes"),
+            entry("relative/path", "no"),
+            entry("/etc", "no"),
+            entry("/var/lib/../../etc/shadow.d/x", "yes"),
+        ];
+        let (calls, report) = run(r.dir.path(), &files);
+        let rels: Vec<_> = calls.iter().map(|c| written(c).0.to_path_buf()).collect();
+        assert_eq!(
+            rels,
+            [PathBuf::from("etc/fine"), PathBuf::from("etc/shadow.d/x")]
+        );
+        let fields: Vec<&str> = report.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "write_files[0].path",
+                "write_files[1].path",
+                "write_files[3].path",
+                "write_files[4].path"
+            ]
+        );
+        assert!(report.problems[0].message.contains("read-only"));
+        assert!(report.problems[0].message.contains("/usr/bin/x"));
+    }
+
+    #[test]
+    fn symlinks_in_parents_are_followed_inside_the_root_only() {
+        let r = root();
+        let base = r.dir.path();
+        // /etc/evil → /usr/bin (absolute: inside the root, outside the allowed dirs)
+        std::os::unix::fs::symlink("/usr/bin", base.join("etc/evil")).expect("symlink");
+        // /var/up → ../.. (climbs past the root: stays at the root)
+        std::os::unix::fs::symlink("../..", base.join("var/up")).expect("symlink");
+        // /opt/data → /var/data (allowed → allowed)
+        std::os::unix::fs::symlink("/var/data", base.join("opt/data")).expect("symlink");
+        // /etc/conf.d → ../opt/conf (relative, allowed)
+        std::os::unix::fs::symlink("../opt/conf", base.join("etc/conf.d")).expect("symlink");
+        let files = [
+            entry("/etc/evil/sh", "no"),
+            entry("/var/up/usr/bin/sh", "no"),
+            entry("/opt/data/x", "yes"),
+            entry("/etc/conf.d/y", "yes"),
+        ];
+        let (calls, report) = run(base, &files);
+        let rels: Vec<_> = calls.iter().map(|c| written(c).0.to_path_buf()).collect();
+        assert_eq!(
+            rels,
+            [PathBuf::from("var/data/x"), PathBuf::from("opt/conf/y")]
+        );
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+        assert_eq!(report.problems[0].field, "write_files[0].path");
+        assert!(
+            report.problems[0]
+                .message
+                .contains("symlink to /usr/bin/sh"),
+            "{}",
+            report.problems[0].message
+        );
+        assert_eq!(report.problems[1].field, "write_files[1].path");
+    }
+
+    #[test]
+    fn a_file_as_a_parent_is_refused() {
+        let r = root();
+        std::fs::write(r.dir.path().join("etc/plain"), "x").expect("write");
+        let (calls, report) = run(r.dir.path(), &[entry("/etc/plain/x", "no")]);
+        assert!(calls.is_empty());
+        assert!(report.problems[0].message.contains("not a directory"));
+    }
+
+    #[test]
+    fn write_failures_are_reported_and_the_rest_written() {
+        let r = root();
+        let ops = Recording::default();
+        ops.fail("write", "etc/a", libc::EROFS);
+        let mut report = Report::default();
+        apply(
+            &ops,
+            &r.paths,
+            &[entry("/etc/a", "1"), entry("/etc/b", "2")],
+            &Applied::default(),
+            &mut Applied::default(),
+            &mut report,
+        );
+        assert_eq!(ops.calls().len(), 2);
+        assert_eq!(report.problems.len(), 1);
+        assert!(report.problems[0].message.contains("read-only"));
+    }
+}
