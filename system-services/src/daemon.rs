@@ -14,8 +14,9 @@ use berth_configs::{Diagnostic, Layout, Loaded};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::api::{self, Api, Control};
+use crate::host::{self, HostOps, HostPaths, Stage};
 use crate::logs::{self, LogConfig, LogDir, Logger};
-use crate::runtime::{ImageLayers, Youki, YoukiConfig};
+use crate::runtime::{ImageLayers, Runtime, Youki, YoukiConfig};
 use crate::supervisor::{self, Images, ReconcileReport, StoreImages, Supervisor};
 
 /// Where the config comes from.
@@ -48,6 +49,23 @@ pub struct Options {
     pub berth_binary: Option<PathBuf>,
     /// Also print berthd's log on stderr (the console).
     pub echo_log: bool,
+    /// Where host settings (hostname, sysctl, modules, mounts, write_files,
+    /// bootcmd, runcmd) are applied.
+    pub host: HostSettings,
+}
+
+/// Where [`Options::host`] applies host settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HostSettings {
+    /// On the machine (`/`) when the config is the system's own
+    /// (`ConfigSource::Layout("/")`); not at all otherwise, so a berthd run
+    /// on explicit config files (tests) never changes the host it runs on.
+    #[default]
+    Auto,
+    Off,
+    /// Files below this root; sysctl, modules, mounts, hostname and bootcmd
+    /// on the machine itself.
+    Root(PathBuf),
 }
 
 impl Default for Options {
@@ -62,6 +80,7 @@ impl Default for Options {
             config: ConfigSource::Layout(PathBuf::from("/")),
             berth_binary: std::fs::canonicalize("/proc/self/exe").ok(),
             echo_log: true,
+            host: HostSettings::Auto,
         }
     }
 }
@@ -83,6 +102,7 @@ struct Config {
     services: BTreeMap<String, Service>,
     environment: BTreeMap<String, String>,
     level: log::LevelFilter,
+    host: host::Settings,
 }
 
 fn level(l: Option<LogLevel>) -> log::LevelFilter {
@@ -128,18 +148,63 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<String>) {
             .filter(|d| d.is_error() || d.severity == berth_configs::Severity::Warning)
             .map(Diagnostic::to_string),
     );
+    let host = host::Settings::from_config(&loaded.config);
     let berth = loaded.config.berth;
+    let environment: BTreeMap<String, String> = berth
+        .environment
+        .0
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
     let config = Config {
-        services: berth.services,
-        environment: berth
-            .environment
-            .0
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect(),
+        services: with_environment(berth.services, &environment),
+        environment,
         level: level(berth.log.level),
+        host,
     };
     (config, messages)
+}
+
+/// `berth.environment` folded into each service's own environment, below it
+/// (the service's value wins; the spec layers them the same way), so that a
+/// reload that changes `berth.environment` recreates the services it changes.
+fn with_environment(
+    mut services: BTreeMap<String, Service>,
+    environment: &BTreeMap<String, String>,
+) -> BTreeMap<String, Service> {
+    for service in services.values_mut() {
+        for (k, v) in environment {
+            if service.environment.get(k).is_none() {
+                service.environment.0.insert(k.clone(), Some(v.clone()));
+            }
+        }
+    }
+    services
+}
+
+/// The root host settings apply to, if any.
+fn host_root(options: &Options) -> Option<PathBuf> {
+    match (&options.host, &options.config) {
+        (HostSettings::Off, _) => None,
+        (HostSettings::Root(root), _) => Some(root.clone()),
+        (HostSettings::Auto, ConfigSource::Layout(root)) if root == std::path::Path::new("/") => {
+            Some(root.clone())
+        }
+        (HostSettings::Auto, _) => None,
+    }
+}
+
+/// Applies host settings and logs what happened; never fails.
+fn apply_host(ops: &dyn HostOps, paths: &HostPaths, settings: &host::Settings, stage: Stage) {
+    let report = host::apply(ops, paths, settings, stage);
+    report.log();
+    if !report.problems.is_empty() {
+        log::warn!(
+            "host settings: {} done, {} problem(s) (each logged above)",
+            report.done.len(),
+            report.problems.len()
+        );
+    }
 }
 
 /// Used when the image store cannot be opened: every start says why.
@@ -192,6 +257,8 @@ impl Images for LayeredImages {
 struct DaemonControl {
     source: ConfigSource,
     supervisor: Arc<Supervisor>,
+    /// Where host settings apply (`None`: they do not).
+    host: Option<HostPaths>,
 }
 
 impl Control for DaemonControl {
@@ -199,6 +266,9 @@ impl Control for DaemonControl {
         let (config, messages) = load_config(&self.source);
         for m in &messages {
             log::error!("config: {m}");
+        }
+        if let Some(paths) = &self.host {
+            apply_host(&host::Linux, paths, &config.host, Stage::Reload);
         }
         self.supervisor
             .reconcile(config.services)
@@ -254,10 +324,18 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         log::error!("config: {m}");
     }
 
-    // 4. The supervisor.
+    // 4. Host settings, before any service starts.
+    let host_paths = host_root(&options).map(|root| HostPaths::new(root, &options.run_dir));
+    match &host_paths {
+        Some(paths) => apply_host(&host::Linux, paths, &config.host, Stage::Boot),
+        None => log::info!("host settings: not applied (the config is not the system's own)"),
+    }
+
+    // 5. The supervisor.
     let images: Arc<dyn Images> = Arc::new(open_images(&options));
     let mut sup_options = supervisor::Options::new(&options.run_dir);
     sup_options.environment = config.environment;
+    let exec_runtime: Arc<dyn Runtime> = Arc::clone(&runtime) as Arc<dyn Runtime>;
     let supervisor = Arc::new(Supervisor::start(
         runtime,
         images,
@@ -265,11 +343,22 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         sup_options,
         config.services,
     )?);
+    // runcmd: in the console service, once it is up, once per boot.
+    if let Some(paths) = &host_paths {
+        host::runcmd::spawn(
+            Arc::clone(&supervisor),
+            exec_runtime,
+            Arc::clone(&log_dir),
+            config.host.runcmd.clone(),
+            paths.state.clone(),
+        );
+    }
 
-    // 5. The API.
+    // 6. The API.
     let control = Arc::new(DaemonControl {
         source: options.config.clone(),
         supervisor: Arc::clone(&supervisor),
+        host: host_paths,
     });
     let server = api::serve(
         &options.socket,
@@ -316,5 +405,57 @@ fn limit_malloc_arenas() {
     // thread exists, so no allocation races with it.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_configs::forms::KeyValues;
+
+    #[test]
+    fn berth_environment_goes_below_each_services_own() {
+        let mut services = BTreeMap::new();
+        services.insert(
+            "a".to_string(),
+            Service {
+                environment: KeyValues(
+                    [
+                        ("OWN".to_string(), Some("a".to_string())),
+                        ("SHARED".to_string(), Some("service".to_string())),
+                        ("UNSET".to_string(), None),
+                    ]
+                    .into(),
+                ),
+                ..Service::default()
+            },
+        );
+        services.insert("b".to_string(), Service::default());
+        let env: BTreeMap<String, String> = [
+            ("SHARED".to_string(), "berth".to_string()),
+            ("UNSET".to_string(), "berth".to_string()),
+        ]
+        .into();
+        let out = with_environment(services, &env);
+        let a = &out["a"].environment;
+        assert_eq!(a.get("OWN"), Some("a"));
+        assert_eq!(a.get("SHARED"), Some("service"), "the service's own wins");
+        assert_eq!(a.get("UNSET"), Some("berth"), "as the spec layers it");
+        assert_eq!(out["b"].environment.get("SHARED"), Some("berth"));
+    }
+
+    #[test]
+    fn host_settings_only_on_the_systems_own_config() {
+        let mut options = Options::default();
+        assert_eq!(host_root(&options), Some(PathBuf::from("/")));
+        options.config = ConfigSource::Files(vec![PathBuf::from("/tmp/x.yml")]);
+        assert_eq!(host_root(&options), None, "tests with config files");
+        options.config = ConfigSource::Layout(PathBuf::from("/tmp/root"));
+        assert_eq!(host_root(&options), None);
+        options.host = HostSettings::Root(PathBuf::from("/tmp/root"));
+        assert_eq!(host_root(&options), Some(PathBuf::from("/tmp/root")));
+        options.config = ConfigSource::Layout(PathBuf::from("/"));
+        options.host = HostSettings::Off;
+        assert_eq!(host_root(&options), None);
     }
 }

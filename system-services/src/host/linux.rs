@@ -151,7 +151,7 @@ impl HostOps for Linux {
                 source.as_ptr(),
                 target.as_ptr(),
                 fstype.as_ptr(),
-                call.flags as libc::c_ulong,
+                call.flags,
                 if call.data.is_empty() {
                     std::ptr::null()
                 } else {

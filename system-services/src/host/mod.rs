@@ -64,7 +64,7 @@ pub struct MountCall {
     pub target: PathBuf,
     pub fstype: String,
     /// `MS_*` flags.
-    pub flags: u64,
+    pub flags: libc::c_ulong,
     /// The filesystem's own options.
     pub data: String,
 }

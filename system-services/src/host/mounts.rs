@@ -25,7 +25,7 @@ pub enum Plan {
         /// Absolute, as written (`/mnt/data`).
         mountpoint: String,
         fstype: String,
-        flags: u64,
+        flags: libc::c_ulong,
         data: String,
     },
     Swap {
@@ -119,12 +119,12 @@ fn device_path(device: &str, fstype: &str) -> String {
 
 /// mount(8)'s options split into `MS_*` flags and the filesystem's own data;
 /// fstab-only options (`defaults`, `nofail`, `_netdev`, `x-…`) dropped.
-pub fn options_to_flags(options: &str) -> (u64, String) {
-    let mut flags: u64 = 0;
+pub fn options_to_flags(options: &str) -> (libc::c_ulong, String) {
+    let mut flags: libc::c_ulong = 0;
     let mut data = Vec::new();
     for opt in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-        let set = |f: libc::c_ulong| Some((f as u64, true));
-        let clear = |f: libc::c_ulong| Some((f as u64, false));
+        let set = |f: libc::c_ulong| Some((f, true));
+        let clear = |f: libc::c_ulong| Some((f, false));
         let change = match opt {
             "ro" => set(libc::MS_RDONLY),
             "rw" => clear(libc::MS_RDONLY),
@@ -370,7 +370,7 @@ mod tests {
                 device: "LABEL=data".into(),
                 mountpoint: "/var/data".into(),
                 fstype: "ext4".into(),
-                flags: (libc::MS_NOATIME | libc::MS_RDONLY) as u64,
+                flags: libc::MS_NOATIME | libc::MS_RDONLY,
                 data: "errors=remount-ro".into(),
             })
         );
