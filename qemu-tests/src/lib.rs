@@ -846,26 +846,37 @@ impl Drop for DnsNetns {
     }
 }
 
-/// The ext4 state partition of a disk image that Berth autoformatted, as
-/// `dumpe2fs -h` describes it (needs root: the image is attached read-only
-/// to a loop device with partition scanning).
+/// The ext4 state partition of a disk image that Berth autoformatted (the
+/// first GPT partition), as `dumpe2fs -h` describes it.
 pub fn state_superblock(disk: &Path) -> Result<String> {
-    let disk_str = disk.to_string_lossy();
-    let loopdev = run_checked(
-        "losetup",
-        &["--find", "--show", "--read-only", "--partscan", &disk_str],
-    )?
-    .trim()
-    .to_string();
-    let part = format!("{loopdev}p1");
-    // The partition node appears once the kernel has scanned the table.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !Path::new(&part).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(disk).map_err(io_err(disk))?;
+    let mut header = [0u8; 92];
+    f.seek(SeekFrom::Start(512))
+        .and_then(|_| f.read_exact(&mut header))
+        .map_err(io_err(disk))?;
+    if &header[..8] != b"EFI PART" {
+        return Err(Error::Command {
+            command: format!("read the GPT of {}", disk.display()),
+            stderr: "no GPT header".into(),
+        });
     }
-    let out = run_checked("dumpe2fs", &["-h", &part]);
-    let _ = run_checked("losetup", &["--detach", &loopdev]);
-    out
+    let u64_at = |b: &[u8], at: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(x)
+    };
+    let entries_lba = u64_at(&header, 72);
+    let mut entry = [0u8; 128];
+    f.seek(SeekFrom::Start(entries_lba * 512))
+        .and_then(|_| f.read_exact(&mut entry))
+        .map_err(io_err(disk))?;
+    let offset = u64_at(&entry, 32) * 512;
+    // e2fsprogs reads a filesystem inside an image at `path?offset=N`.
+    run_checked(
+        "dumpe2fs",
+        &["-h", &format!("{}?offset={offset}", disk.display())],
+    )
 }
 
 /// Whether a `dumpe2fs -h` text says the filesystem needs no fsck or

@@ -254,7 +254,7 @@ fn bad_user_data_and_a_disk_with_data_still_boot() {
     expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
     let transcript = vm.transcript();
     assert!(
-        transcript.contains("user-data.yml:4:"),
+        transcript.contains("user-data.yml:5:1: error: YAML syntax error"),
         "the console does not name the bad line of the user-data:\n{transcript}"
     );
     assert!(
