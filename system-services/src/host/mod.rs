@@ -429,6 +429,39 @@ berth:
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let section = doc.split("## Host settings").nth(1).expect("section");
+        let yaml = section
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|s| s.split("```").next())
+            .expect("example");
+        let mut s = settings(yaml);
+        assert_eq!(s.mounts.len(), 4);
+        assert_eq!(s.write_files.len(), 3);
+        // Not the NFS entry: resolving its server needs DNS.
+        s.mounts.retain(|m| m.get(2).is_none_or(|t| t.0 != "nfs"));
+        let r = root();
+        let ops = Recording::default();
+        let report = apply(&ops, &r.paths, &s, Stage::Boot);
+        let fields: Vec<&str> = report.problems.iter().map(|p| p.field.as_str()).collect();
+        // The test root has no modules.dep, no /proc/sys/net, no ext
+        // filesystem labelled `data`.
+        assert_eq!(
+            fields,
+            [
+                "berth.modules[0]",
+                "berth.modules[1]",
+                "berth.sysctl.net.ipv4.conf.*.rp_filter",
+                "mounts[0]"
+            ],
+            "{:?}",
+            report.problems
+        );
+    }
+
+    #[test]
     fn a_failed_entry_is_retried_on_reload() {
         let r = root();
         let ops = Recording::default();
