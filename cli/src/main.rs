@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod console;
 mod daemon;
 mod image;
 mod init;
@@ -57,6 +58,8 @@ enum Command {
     /// Network status: links, addresses, routes, DHCP leases, DNS.
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// The console service's entrypoint: users, SSH keys, sudo, sshd and the login prompts.
+    ConsoleInit(console::ConsoleInitArgs),
 }
 
 /// Called as `berthd`: the arguments are `berth daemon`'s.
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Command::Halt => init::run(berth_init::Action::Halt),
         Command::Netconf(args) => network::netconf(args),
         Command::Network(cmd) => network::run(cmd),
+        Command::ConsoleInit(args) => console::console_init(args),
     };
     finish(result)
 }

@@ -9,7 +9,7 @@
 //! - [`users`]: the default user `berth` and `users:` entries → accounts.
 //! - [`home`]: home directories and `authorized_keys`.
 //! - [`keys`]: checking `ssh_authorized_keys` lines.
-//! - [`sudoers`]: `/etc/sudoers.d/90-berth`.
+//! - [`sudoers`]: the sudo rules file in `/etc/sudoers.d`.
 //! - [`sshd`]: the sshd drop-in, host keys on the state partition.
 //! - [`getty`]: which consoles get an agetty, and with autologin or not.
 //! - [`supervise`]: start, restart, reap, stop.

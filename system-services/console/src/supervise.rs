@@ -51,7 +51,7 @@ pub trait Report {
 }
 
 /// Blocks the signals the supervisor takes with `sigtimedwait`. Call before
-/// any thread exists; children get an empty mask back (std's `Command` resets it).
+/// any thread exists; children get an empty mask back in [`spawn`].
 fn block_signals() -> Result<libc::sigset_t, SuperviseError> {
     // SAFETY: sigset_t is a plain bitmask initialised by sigemptyset before use;
     // pthread_sigmask only reads it.
@@ -121,10 +121,15 @@ fn spawn(program: &Program) -> io::Result<libc::pid_t> {
     let mut command = Command::new(first);
     command.args(rest).stdin(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // setsid(2), which is async-signal-safe. Its own session lets agetty take its
-    // tty as controlling terminal and keeps terminal signals to one program.
+    // async-signal-safe functions: sigemptyset/sigprocmask on a local set, and
+    // setsid. The signals the supervisor blocks would stay blocked across exec
+    // (sshd would never see SIGTERM); its own session lets agetty take its tty as
+    // controlling terminal and keeps terminal signals to one program.
     unsafe {
         command.pre_exec(|| {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             libc::setsid();
             Ok(())
         });
@@ -197,10 +202,9 @@ pub fn run(
                 ));
             }
         }
-        match signal {
-            Some(s @ (libc::SIGTERM | libc::SIGINT)) => break s,
-            // SIGHUP and SIGCHLD only wake the loop.
-            _ => {}
+        // SIGHUP and SIGCHLD only wake the loop.
+        if let Some(s @ (libc::SIGTERM | libc::SIGINT)) = signal {
+            break s;
         }
     };
     report.line(format!("stopping ({})", signal_name(stop_signal)));

@@ -118,7 +118,8 @@ fn from_config(user: &User) -> Spec {
         groups,
         shell: user.shell.clone(),
         home: user.homedir.clone(),
-        create_home: !user.no_create_home && !(user.system && user.homedir.is_none()),
+        // A system user gets a home only if it names one, as with `useradd --system`.
+        create_home: !(user.no_create_home || user.system && user.homedir.is_none()),
         system: user.system,
         password: password(user),
         sudo: user.sudo.0.clone(),

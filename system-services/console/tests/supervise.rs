@@ -1,0 +1,152 @@
+//! The supervisor as a process: programs that exit are restarted after a
+//! second, orphans are reaped, readiness is reported once, and SIGTERM stops
+//! every child and ends the supervisor cleanly.
+//!
+//! The test runs itself again with `BERTH_SUPERVISE_CHILD` set to be the
+//! supervisor (which must be single-threaded), and watches it from outside.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use berth_console::supervise::{self, Program, Report};
+
+const CHILD: &str = "BERTH_SUPERVISE_CHILD";
+
+struct Stderr;
+
+impl Report for Stderr {
+    fn line(&mut self, text: String) {
+        eprintln!("console-init: {text}");
+    }
+}
+
+fn program(name: &str, script: &str) -> Program {
+    Program {
+        name: name.into(),
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+    }
+}
+
+fn supervisor() -> ExitCode {
+    let programs = vec![
+        program("flaky", "exit 3"),
+        // Prints its pid, then becomes a long sleep that only a signal ends.
+        program("steady", "echo steady pid $$ >&2; exec sleep 1000"),
+        // Leaves an orphan behind every time it runs; the subreaper inherits it.
+        program("orphans", "(sleep 0.2) & exit 0"),
+    ];
+    let started = Instant::now();
+    let ready = || started.elapsed() > Duration::from_millis(300);
+    match supervise::run(programs, &mut Stderr, ready, |r| r.line("ready".into())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("supervisor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Children of `pid` that are zombies.
+fn zombies_of(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.len() > 1 && fields[0] == "Z" && fields[1] == pid.to_string() {
+            out.push(stat);
+        }
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os(CHILD).is_some() {
+        return supervisor();
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let mut child = Command::new(exe)
+        .env(CHILD, "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("supervisor");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(2600));
+    let zombies = zombies_of(pid);
+    // SAFETY: kill(2) on the child this test started and has not reaped.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the supervisor did not stop after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let lines: Vec<String> = rx.try_iter().collect();
+    for line in &lines {
+        println!("| {line}");
+    }
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    let steady_pid = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("steady pid "))
+        .and_then(|p| p.trim().parse::<u32>().ok());
+
+    let mut failures = Vec::new();
+    if !status.success() {
+        failures.push(format!("the supervisor ended with {status}"));
+    }
+    if count("flaky exited with status 3; restarting it in 1s") < 2 {
+        failures.push("flaky was not restarted at least twice".into());
+    }
+    if count("console-init: ready") != 1 {
+        failures.push("ready was not reported exactly once".into());
+    }
+    if count("stopping (SIGTERM)") != 1 {
+        failures.push("no `stopping (SIGTERM)` line".into());
+    }
+    if count("steady pid") != 1 {
+        failures.push("steady was restarted, or never ran".into());
+    }
+    match steady_pid {
+        Some(p) if std::path::Path::new(&format!("/proc/{p}")).exists() => {
+            failures.push(format!("steady's sleep (pid {p}) outlived the supervisor"))
+        }
+        Some(_) => {}
+        None => failures.push("steady never said its pid".into()),
+    }
+    if !zombies.is_empty() {
+        failures.push(format!("unreaped children: {zombies:?}"));
+    }
+    if failures.is_empty() {
+        println!("supervise: ok");
+        ExitCode::SUCCESS
+    } else {
+        for f in &failures {
+            println!("supervise: FAILED: {f}");
+        }
+        ExitCode::FAILURE
+    }
+}
