@@ -174,7 +174,12 @@ impl NetworkMode {
 
 /// Host paths a service's `devices` names, so the caller can `stat` them for
 /// [`SpecContext::host_devices`].
+/// For a privileged service, every device node of the host (see
+/// [`host_device_nodes`]).
 pub fn device_paths(service: &Service) -> Vec<PathBuf> {
+    if service.privileged {
+        return host_device_nodes(Path::new("/dev"));
+    }
     service
         .devices
         .iter()
@@ -182,6 +187,40 @@ pub fn device_paths(service: &Service) -> Vec<PathBuf> {
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .collect()
+}
+
+/// Every device node under `dev`, the way Docker equips a privileged
+/// container: the nodes are created in the container's own `/dev` rather than
+/// binding the host's, because the runtime rewrites `/dev` (ptmx, the fd
+/// symlinks) and must never do that to the host's. `pts`, `shm` and `mqueue`
+/// are the container's own filesystems and `console` its own terminal.
+pub fn host_device_nodes(dev: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = Vec::new();
+    let mut dirs = vec![dev.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                let skip = ["pts", "shm", "mqueue"].map(|d| dev.join(d));
+                if !skip.contains(&path) {
+                    dirs.push(path);
+                }
+            } else if (kind.is_char_device() || kind.is_block_device())
+                && path != dev.join("console")
+            {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// A volume: a bind from the host (or a named volume directory) into the container.
@@ -475,8 +514,15 @@ pub fn capabilities(service_name: &str, service: &Service) -> Result<Capabilitie
             .filter_map(|n| Capability::from_str(n).ok())
             .collect()
     };
+    let all = || -> Capabilities {
+        let bounding = bounding_set();
+        parse_all(ALL_CAPABILITIES)
+            .into_iter()
+            .filter(|c| bounding.as_ref().is_none_or(|b| b.contains(c)))
+            .collect()
+    };
     if service.privileged {
-        return Ok(parse_all(ALL_CAPABILITIES));
+        return Ok(all());
     }
     let mut adds = HashSet::new();
     for n in &service.cap_add {
@@ -487,7 +533,7 @@ pub fn capabilities(service_name: &str, service: &Service) -> Result<Capabilitie
         drops.extend(parse_capability(service_name, n)?);
     }
     let mut caps = if is_all(&service.cap_add) {
-        parse_all(ALL_CAPABILITIES)
+        all()
     } else if is_all(&service.cap_drop) {
         HashSet::new()
     } else {
@@ -502,6 +548,21 @@ pub fn capabilities(service_name: &str, service: &Service) -> Result<Capabilitie
         caps.remove(&d);
     }
     Ok(caps)
+}
+
+/// The capabilities this process may hand on (its bounding set), as Docker
+/// limits "all" to: asking the kernel for more than that fails the container's
+/// capset(2). `None` when it cannot be read (then nothing is filtered).
+fn bounding_set() -> Option<Capabilities> {
+    let set = caps::read(None, caps::CapSet::Bounding).ok()?;
+    Some(
+        set.iter()
+            .filter_map(|c| {
+                let name = c.to_string();
+                Capability::from_str(name.trim_start_matches("CAP_")).ok()
+            })
+            .collect(),
+    )
 }
 
 fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
@@ -589,23 +650,29 @@ fn device(
         .host_devices
         .get(Path::new(host))
         .ok_or_else(|| err("not a device node on this host"))?;
-    let typ = if info.block {
+    let d = linux_device(Path::new(container), info);
+    let typ = d.typ();
+    Ok((
+        d,
+        device_rule(true, typ, Some(info.major), Some(info.minor), perms),
+    ))
+}
+
+/// The node `path` in the container for a host device.
+fn linux_device(path: &Path, info: &HostDevice) -> LinuxDevice {
+    let mut d = LinuxDevice::default();
+    d.set_path(path.to_path_buf());
+    d.set_typ(if info.block {
         LinuxDeviceType::B
     } else {
         LinuxDeviceType::C
-    };
-    let mut d = LinuxDevice::default();
-    d.set_path(PathBuf::from(container));
-    d.set_typ(typ);
+    });
     d.set_major(info.major);
     d.set_minor(info.minor);
     d.set_file_mode(Some(info.mode & 0o7777));
     d.set_uid(Some(info.uid));
     d.set_gid(Some(info.gid));
-    Ok((
-        d,
-        device_rule(true, typ, Some(info.major), Some(info.minor), perms),
-    ))
+    d
 }
 
 fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
@@ -731,33 +798,27 @@ pub fn generate(
         "proc",
         &["nosuid", "noexec", "nodev"],
     )];
-    if service.privileged {
-        mounts.push(bind(
-            Path::new("/dev"),
-            "/dev",
-            vec!["rbind".into(), "nosuid".into()],
-        ));
-    } else {
-        mounts.push(mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ));
-        mounts.push(mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
-        ));
-    }
+    // Privileged or not, `/dev` is the container's own; a privileged one gets
+    // every host device node in it (below).
+    mounts.push(mount(
+        "/dev",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "strictatime", "mode=755", "size=65536k"],
+    ));
+    mounts.push(mount(
+        "/dev/pts",
+        "devpts",
+        "devpts",
+        &[
+            "nosuid",
+            "noexec",
+            "newinstance",
+            "ptmxmode=0666",
+            "mode=0620",
+            "gid=5",
+        ],
+    ));
     mounts.push(mount(
         "/dev/shm",
         "tmpfs",
@@ -837,6 +898,9 @@ pub fn generate(
     let mut devices = Vec::new();
     if service.privileged {
         rules.push(device_rule(true, LinuxDeviceType::A, None, None, "rwm"));
+        for (path, info) in &ctx.host_devices {
+            devices.push(linux_device(path, info));
+        }
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
     } else {
@@ -1109,7 +1173,10 @@ mod tests {
 
         let all = with(&["ALL"], &["SYS_MODULE"]).expect("caps");
         assert!(all.contains(&Capability::SysAdmin) && !all.contains(&Capability::SysModule));
-        assert_eq!(all.len(), ALL_CAPABILITIES.len() - 1);
+        // "All" is what this process may hand on.
+        let grantable = bounding_set().map_or(ALL_CAPABILITIES.len(), |b| b.len());
+        let module = usize::from(bounding_set().is_none_or(|b| b.contains(&Capability::SysModule)));
+        assert_eq!(all.len(), grantable - module);
 
         let none = with(&["NET_BIND_SERVICE"], &["ALL"]).expect("caps");
         assert_eq!(none, [Capability::NetBindService].into_iter().collect());
@@ -1121,17 +1188,51 @@ mod tests {
     }
 
     #[test]
-    fn privileged_gets_everything_and_host_dev() {
+    fn privileged_gets_everything_and_host_devices() {
         let spec = gen(&Service {
             privileged: true,
             cap_drop: vec!["ALL".into()],
             ..svc()
         });
-        assert_eq!(caps(&spec).len(), ALL_CAPABILITIES.len());
+        assert_eq!(
+            caps(&spec).len(),
+            bounding_set().map_or(ALL_CAPABILITIES.len(), |b| b.len())
+        );
+        // Its own /dev, never the host's (the runtime rewrites ptmx and the fd
+        // links there), filled with the host's device nodes.
         let dev = mount_at(&spec, "/dev").expect("/dev");
-        assert_eq!(dev.typ().as_deref(), Some("bind"));
-        assert_eq!(dev.source().as_deref(), Some(Path::new("/dev")));
-        assert!(mount_at(&spec, "/dev/pts").is_none());
+        assert_eq!(dev.typ().as_deref(), Some("tmpfs"));
+        assert!(mount_at(&spec, "/dev/pts").is_some());
+        let nodes = host_device_nodes(Path::new("/dev"));
+        assert!(nodes.contains(&PathBuf::from("/dev/null")), "{nodes:?}");
+        assert!(!nodes.contains(&PathBuf::from("/dev/console")));
+        assert!(!nodes.iter().any(|n| n.starts_with("/dev/pts")));
+        let privileged = Service {
+            privileged: true,
+            ..svc()
+        };
+        assert_eq!(device_paths(&privileged), nodes);
+        let mut ctx = ctx();
+        ctx.host_devices.insert(
+            PathBuf::from("/dev/ttyS0"),
+            HostDevice {
+                block: false,
+                major: 4,
+                minor: 64,
+                mode: 0o660,
+                uid: 0,
+                gid: 5,
+            },
+        );
+        let spec = generate("console", &privileged, &ImageInfo::default(), &ctx).expect("spec");
+        let devices = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.devices().clone())
+            .unwrap_or_default();
+        assert!(devices
+            .iter()
+            .any(|d| d.path() == Path::new("/dev/ttyS0") && d.major() == 4 && d.minor() == 64));
         let rules = resources(&spec).devices().clone().unwrap_or_default();
         assert_eq!(rules.len(), 1);
         assert!(rules[0].allow() && rules[0].typ() == Some(LinuxDeviceType::A));

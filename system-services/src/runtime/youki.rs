@@ -228,11 +228,9 @@ impl Youki {
         self.mount_root(config, bundle, &rootfs, berth_mount)?;
 
         let mut host_devices = std::collections::BTreeMap::new();
-        if !config.service.privileged {
-            for path in spec::device_paths(&config.service) {
-                if let Some(dev) = host_device(&path) {
-                    host_devices.insert(path, dev);
-                }
+        for path in spec::device_paths(&config.service) {
+            if let Some(dev) = host_device(&path) {
+                host_devices.insert(path, dev);
             }
         }
         let image = ImageInfo {
