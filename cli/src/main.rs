@@ -84,8 +84,21 @@ fn main() -> ExitCode {
     // PID 1 (argv[0] `init`) never comes back from here.
     init::dispatch();
     let argv0 = std::env::args_os().next().unwrap_or_default();
-    if std::path::Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new("berthd")) {
+    let name = std::path::Path::new(&argv0).file_name();
+    if name == Some(std::ffi::OsStr::new("berthd")) {
         return finish(daemon::run(BerthdCli::parse().args));
+    }
+    // The kernel runs `/sbin/modprobe -q -- ALIAS` to load what a program
+    // first uses (nftables for the user engine, filesystems, protocols).
+    if name == Some(std::ffi::OsStr::new("modprobe")) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let dir = berth_init::modules::kernel_release()
+            .map(|r| std::path::Path::new("/lib/modules").join(r))
+            .unwrap_or_default();
+        let code = berth_init::modules::modprobe(&dir, &args, |path, compressed, params| {
+            berth_init::sys::finit_module(path, params, compressed)
+        });
+        return ExitCode::from(code as u8);
     }
     let cli = Cli::parse();
     let result = match cli.command {

@@ -33,7 +33,8 @@ pub struct Recipe {
     pub variant: String,
     #[serde(default)]
     pub packages: Vec<String>,
-    /// Paths dropped from the image (docs, caches).
+    /// Paths dropped from the image (docs, caches), with everything below them;
+    /// a trailing `*` drops every path starting with what precedes it.
     #[serde(default)]
     pub remove: Vec<String>,
     /// Make a symlink for every busybox applet (busybox images).
@@ -337,10 +338,11 @@ fn write_layer(
     let mut builder = tar::Builder::new(HashingWriter::new(encoder));
     builder.mode(tar::HeaderMode::Complete);
     let removed = |path: &str| {
-        recipe
-            .remove
-            .iter()
-            .any(|r| path == r || path.starts_with(&format!("{}/", r.trim_end_matches('/'))))
+        recipe.remove.iter().any(|r| match r.strip_suffix('*') {
+            // `dir/prefix*`: every name in dir starting with prefix.
+            Some(prefix) => path.starts_with(prefix),
+            None => path == r || path.starts_with(&format!("{}/", r.trim_end_matches('/'))),
+        })
     };
     let mut seen = std::collections::BTreeSet::new();
     let file = std::fs::File::open(rootfs_tar).map_err(io_err(rootfs_tar))?;

@@ -354,6 +354,100 @@ pub fn for_present_devices(dir: &Path, sysfs_devices: &Path) -> Vec<String> {
     wanted
 }
 
+/// The modules an alias names (`net-pf-16-proto-12-family-nftables`,
+/// `fs-overlay`, a modalias), from `modules.alias` in `dir`; a plain module
+/// name stands for itself.
+pub fn resolve_alias(dir: &Path, name: &str) -> Vec<String> {
+    let aliases = std::fs::read_to_string(dir.join("modules.alias")).unwrap_or_default();
+    let mut out: Vec<String> = parse_aliases(&aliases)
+        .into_iter()
+        .filter(|(pattern, _)| {
+            name.starts_with(literal_prefix(pattern))
+                && glob_match(pattern.as_bytes(), name.as_bytes())
+        })
+        .map(|(_, module)| module)
+        .collect();
+    out.dedup();
+    if out.is_empty() {
+        out.push(normalize(name));
+    }
+    out
+}
+
+/// `modprobe [-q] [-v] [-a] [--] NAME|ALIAS [PARAM=VALUE…]`, for the kernel's
+/// on-demand loading (it runs `/sbin/modprobe -q -- ALIAS` when netfilter,
+/// a filesystem or a protocol is first used) and for programs in system
+/// containers that call modprobe (dockerd). Returns the exit code.
+pub fn modprobe(
+    dir: &Path,
+    args: &[String],
+    mut load: impl FnMut(&Path, bool, &str) -> io::Result<()>,
+) -> i32 {
+    let mut quiet = false;
+    let mut all = false;
+    let mut words = Vec::new();
+    let mut options_done = false;
+    for a in args {
+        match a.as_str() {
+            "--" if !options_done => options_done = true,
+            "-q" | "--quiet" if !options_done => quiet = true,
+            "-a" | "--all" if !options_done => all = true,
+            // Verbosity and "use the config" flags change nothing here.
+            "-v" | "--verbose" | "-b" | "--use-blacklist" | "-s" | "--syslog" if !options_done => {}
+            other if other.starts_with('-') && !options_done => {
+                if !quiet {
+                    eprintln!("modprobe: option {other} is not supported");
+                }
+                return 1;
+            }
+            other => words.push(other.to_string()),
+        }
+    }
+    let Some(first) = words.first() else {
+        if !quiet {
+            eprintln!("modprobe: no module named");
+        }
+        return 1;
+    };
+    // Without -a, what follows the name are its parameters.
+    let (names, params): (Vec<&String>, Vec<(String, String)>) = if all {
+        (words.iter().collect(), Vec::new())
+    } else {
+        let params = words[1..].join(" ");
+        (vec![first], vec![(first.clone(), params)])
+    };
+    let mut status = 0;
+    for name in names {
+        let wanted = resolve_alias(dir, name);
+        let params: Vec<(String, String)> = params
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, p)| wanted.iter().map(move |w| (w.clone(), p.clone())))
+            .collect();
+        match load_with(dir, Some(&wanted), &params, &mut load) {
+            Ok(r) if r.failed.is_empty() && r.missing.is_empty() => {}
+            Ok(r) => {
+                status = 1;
+                if !quiet {
+                    for (m, why) in &r.failed {
+                        eprintln!("modprobe: {m}: {why}");
+                    }
+                    for m in &r.missing {
+                        eprintln!("modprobe: module {m} not found in {}", dir.display());
+                    }
+                }
+            }
+            Err(e) => {
+                status = 1;
+                if !quiet {
+                    eprintln!("modprobe: {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+    status
+}
+
 /// `alias PATTERN MODULE` lines.
 fn parse_aliases(text: &str) -> Vec<(String, String)> {
     text.lines()
@@ -471,6 +565,45 @@ fn class_match(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
 
 #[cfg(test)]
 mod coldplug_tests {
+    #[test]
+    fn modprobe_resolves_the_kernels_aliases_and_loads_dependencies_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("modules.dep"),
+            "kernel/net/netfilter/nf_tables.ko: kernel/lib/libcrc32c.ko\n\
+             kernel/lib/libcrc32c.ko:\n\
+             kernel/fs/overlayfs/overlay.ko:\n",
+        )
+        .expect("dep");
+        std::fs::write(
+            dir.path().join("modules.alias"),
+            "alias net-pf-16-proto-12-family-nftables nf_tables\nalias fs-overlay overlay\n",
+        )
+        .expect("alias");
+        let run = |args: &[&str]| {
+            let mut loaded = Vec::new();
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let code = modprobe(dir.path(), &args, |path, _, params| {
+                loaded.push(format!("{} {params}", module_name(path)));
+                Ok(())
+            });
+            (code, loaded)
+        };
+        let (code, loaded) = run(&["-q", "--", "net-pf-16-proto-12-family-nftables"]);
+        assert_eq!(code, 0);
+        assert_eq!(loaded, ["libcrc32c ", "nf_tables "]);
+        let (code, loaded) = run(&["overlay", "redirect_dir=on"]);
+        assert_eq!(
+            (code, loaded),
+            (0, vec!["overlay redirect_dir=on".to_string()])
+        );
+        let (code, loaded) = run(&["-a", "fs-overlay", "nf_tables"]);
+        assert_eq!(code, 0);
+        assert_eq!(loaded, ["overlay ", "libcrc32c ", "nf_tables "]);
+        assert_eq!(run(&["-q", "no-such-thing"]).0, 1);
+        assert_eq!(run(&["--remove", "overlay"]).0, 1);
+    }
+
     use super::*;
 
     #[test]

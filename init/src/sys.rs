@@ -137,6 +137,33 @@ pub struct Linux;
 // with CONFIG_MODULE_DECOMPRESS). Not in the libc crate.
 const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
 
+/// finit_module(2): loads the module file at `path` with `params`
+/// (`name=value …`); `compressed` asks the kernel to decompress it.
+pub fn finit_module(path: &Path, params: &str, compressed: bool) -> io::Result<()> {
+    let file = File::open(path)?;
+    let params = cstr(params)?;
+    let flags = if compressed {
+        MODULE_INIT_COMPRESSED_FILE
+    } else {
+        0
+    };
+    // SAFETY: finit_module reads from a valid open fd and a NUL-terminated
+    // parameter string; both outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            params.as_ptr(),
+            flags,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 // <linux/loop.h>; the libc crate does not carry the loop ioctls.
 const LOOP_SET_FD: libc::Ioctl = 0x4C00;
 const LOOP_SET_STATUS64: libc::Ioctl = 0x4C04;
@@ -235,28 +262,7 @@ impl Sys for Linux {
     }
 
     fn load_module(&mut self, path: &Path, compressed: bool) -> io::Result<()> {
-        let file = File::open(path)?;
-        let params = c"";
-        let flags = if compressed {
-            MODULE_INIT_COMPRESSED_FILE
-        } else {
-            0
-        };
-        // SAFETY: finit_module reads from a valid open fd and a NUL-terminated
-        // parameter string; both outlive the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_finit_module,
-                file.as_raw_fd(),
-                params.as_ptr(),
-                flags,
-            )
-        };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        finit_module(path, "", compressed)
     }
 
     fn attach_loop(&mut self, file: &Path, dev_dir: &Path) -> io::Result<LoopDevice> {

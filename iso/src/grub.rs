@@ -21,13 +21,17 @@ pub struct GrubConfig {
     pub extra_args: String,
 }
 
+/// What the live ISO adds to every entry: the person at the machine is logged
+/// in on the local consoles, as RancherOS's live ISO did (SSH still needs a key).
+pub const LIVE_ARGS: &str = "berth.console.autologin=[ttyS0,tty1]";
+
 impl Default for GrubConfig {
     fn default() -> Self {
         GrubConfig {
             title: "Berth".into(),
             kernel: "/boot/vmlinuz".into(),
             initrd: "/boot/initrd".into(),
-            extra_args: String::new(),
+            extra_args: LIVE_ARGS.into(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The OS image (`rootfs.squashfs`): a staging tree made here, then
 //! `mksquashfs -comp zstd`. Layout (usr-merged; see `iso/README.md`):
 //!
-//! - `/usr/bin/berth`, `/usr/sbin/init` and `/usr/sbin/berthd` → berth
+//! - `/usr/bin/berth`, `/usr/sbin/init`, `/usr/sbin/berthd` and `/usr/sbin/modprobe` → berth
 //! - `/usr/lib/modules/<kver>`: the modules the running system needs, with
 //!   depmod's index files
 //! - `/usr/bin/busybox` (static) and its applet links in `/usr/share/berth/busybox`
@@ -188,6 +188,8 @@ pub fn stage(spec: &Spec<'_>, staging: &Path) -> Result<Report> {
         ("lib64", "usr/lib64"),
         ("usr/sbin/init", "../bin/berth"),
         ("usr/sbin/berthd", "../bin/berth"),
+        // The kernel's on-demand module loader (`/sbin/modprobe`).
+        ("usr/sbin/modprobe", "../bin/berth"),
         ("usr/bin/sh", "busybox"),
     ] {
         symlink(target, &staging.join(link))?;

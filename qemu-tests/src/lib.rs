@@ -7,6 +7,8 @@
 //! (`cargo xtask test` sets them; see [`Artifacts`]) and skip with a printed
 //! reason when they are absent, so `cargo test --workspace` stays green.
 
+pub mod ssh;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -560,6 +562,17 @@ impl Vm {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// Waits until `pattern` has appeared anywhere on the console, before or
+    /// after the previous match (for lines whose order against others is not
+    /// fixed, like two services' output); the cursor does not move.
+    pub fn expect_anywhere(&mut self, pattern: &str, timeout: Duration) -> Result<Duration> {
+        let cursor = lock(&self.console.state).cursor;
+        lock(&self.console.state).cursor = 0;
+        let found = self.expect(pattern, timeout);
+        lock(&self.console.state).cursor = cursor;
+        found
     }
 
     /// Types `text` on the serial console.

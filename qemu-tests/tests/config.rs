@@ -84,6 +84,15 @@ fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) -> Duration {
     at
 }
 
+/// The check service's lines may come before or after PID 1's ready line.
+fn expect_check(vm: &mut Vm, pattern: &str, timeout: Duration) -> Duration {
+    let at = vm
+        .expect_anywhere(pattern, timeout)
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
+    at
+}
+
 /// The rest of the line after `prefix`, from the transcript so far.
 fn line_after(vm: &Vm, prefix: &str) -> String {
     let transcript = vm.transcript();
@@ -154,7 +163,7 @@ berth:
     expect(&mut vm, "berth: NoCloud seed on /dev/vdb", BOOT_TIMEOUT);
     expect(&mut vm, "autoformat: /dev/vda is blank", BOOT_TIMEOUT);
     expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
-    expect(&mut vm, "check: done", BOOT_TIMEOUT);
+    expect_check(&mut vm, "check: done", BOOT_TIMEOUT);
     assert_eq!(
         line_after(&vm, "check: hostname="),
         "seeded-by-nocloud greeting=hello-from-nocloud"
@@ -191,7 +200,7 @@ berth:
     let mut vm = Vm::start(&config).expect("start qemu");
     expect(&mut vm, "was cleanly unmounted", BOOT_TIMEOUT);
     expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
-    expect(&mut vm, "check: powering off", BOOT_TIMEOUT);
+    expect_check(&mut vm, "check: powering off", BOOT_TIMEOUT);
     assert_eq!(
         line_after(&vm, "check: hostname="),
         "set-on-the-cmdline greeting=hello-from-cmdline"

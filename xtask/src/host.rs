@@ -48,6 +48,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     // namespace, and dhcpcd as the benchmark's baseline client.
     ("dnsmasq-base", "/usr/sbin/dnsmasq"),
     ("dhcpcd-base", "/usr/sbin/dhcpcd"),
+    // The console's tests: the real sshd on console-init's settings, and the
+    // real ssh client logging in to it and to the VM.
+    ("openssh-server", "/usr/sbin/sshd"),
+    ("openssh-client", "ssh"),
 ];
 
 const RUSTUP_COMPONENTS: &[&str] = &["rustfmt", "clippy"];

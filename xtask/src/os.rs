@@ -354,6 +354,8 @@ pub fn qemu_tests(artifacts: &Artifacts) -> Result<()> {
             .env("BERTH_ISO", &artifacts.iso)
             .env("BERTH_ROOTFS", &artifacts.rootfs)
             .env("BERTH_BINARY", &artifacts.berth)
+            // The busybox test image for `docker load` in the VM.
+            .env("BERTH_IMAGE_STORE", crate::image_store_dir())
             // Two VMs at most, one per test thread.
             .env("RUST_TEST_THREADS", "2"),
     )

@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod files;
 pub mod getty;
 pub mod home;
+pub mod host_files;
 pub mod keys;
 pub mod sshd;
 pub mod sudoers;
@@ -127,6 +128,9 @@ pub fn setup(config: &CloudConfig, options: &Options) -> Result<Setup, Error> {
         }
     }
     sudoers::write(root, &created, &mut warnings)?;
+    if let Err(e) = host_files::link(root) {
+        warnings.push(format!("cannot use the host's hosts and resolv.conf: {e}"));
+    }
 
     let settings = sshd::Settings::from_config(config);
     sshd::write_config(root, &settings)?;

@@ -3,7 +3,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Component, Path};
@@ -23,9 +23,6 @@ pub const PATH: &str =
 
 /// How much of a command's output is kept.
 const MAX_OUTPUT: usize = 64 << 10;
-
-// finit_module(2) flag: the kernel decompresses the file (not in the libc crate).
-const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
 
 #[derive(Debug, Default)]
 pub struct Linux;
@@ -175,27 +172,7 @@ impl HostOps for Linux {
     }
 
     fn load_module(&self, path: &Path, params: &str, compressed: bool) -> io::Result<()> {
-        let file = File::open(path)?;
-        let params = cstr(params)?;
-        let flags = if compressed {
-            MODULE_INIT_COMPRESSED_FILE
-        } else {
-            0
-        };
-        // SAFETY: finit_module reads from a valid open fd and a NUL-terminated
-        // parameter string; both outlive the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_finit_module,
-                file.as_raw_fd(),
-                params.as_ptr(),
-                flags,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        berth_init::sys::finit_module(path, params, compressed)
     }
 
     fn run_command(&self, argv: &[String], timeout: Duration) -> io::Result<CommandOutput> {

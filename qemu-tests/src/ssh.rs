@@ -1,0 +1,158 @@
+//! The real OpenSSH client against a VM's forwarded SSH port, with a key made
+//! for the test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{io_err, Error, Result};
+
+/// A key pair made with `ssh-keygen` and the options every test call needs.
+#[derive(Debug, Clone)]
+pub struct Ssh {
+    pub port: u16,
+    pub user: String,
+    key: PathBuf,
+    public: String,
+}
+
+impl Ssh {
+    /// Makes an ed25519 key in `dir` for `user@127.0.0.1:port`.
+    pub fn new(dir: &Path, port: u16, user: &str) -> Result<Ssh> {
+        let key = dir.join("id_ed25519");
+        let output = Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "berth-qemu-test",
+                "-f",
+            ])
+            .arg(&key)
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: "ssh-keygen".into(),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(Error::Command {
+                command: "ssh-keygen".into(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        let pub_path = key.with_extension("pub");
+        let public = std::fs::read_to_string(&pub_path)
+            .map_err(io_err(&pub_path))?
+            .trim()
+            .to_string();
+        Ok(Ssh {
+            port,
+            user: user.into(),
+            key,
+            public,
+        })
+    }
+
+    /// The `authorized_keys` line.
+    pub fn public_key(&self) -> &str {
+        &self.public
+    }
+
+    fn command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(["-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null"])
+            .args(["-o", "LogLevel=ERROR"])
+            .args(["-o", "ConnectTimeout=10"])
+            .args(["-o", "BatchMode=yes"])
+            .args(extra)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg(format!("{}@127.0.0.1", self.user));
+        cmd
+    }
+
+    /// Runs `remote` (a shell command line) with the key; `stdin` is fed to it.
+    pub fn run_with_input(&self, remote: &str, stdin: Option<&Path>) -> Result<Output> {
+        let mut cmd = self.command(&[
+            "-i",
+            &self.key.to_string_lossy(),
+            "-o",
+            "IdentitiesOnly=yes",
+        ]);
+        cmd.arg(remote);
+        match stdin {
+            Some(path) => {
+                let file = std::fs::File::open(path).map_err(io_err(path))?;
+                cmd.stdin(Stdio::from(file));
+            }
+            None => {
+                cmd.stdin(Stdio::null());
+            }
+        }
+        cmd.output().map_err(|source| Error::Spawn {
+            program: "ssh".into(),
+            source,
+        })
+    }
+
+    pub fn run(&self, remote: &str) -> Result<Output> {
+        self.run_with_input(remote, None)
+    }
+
+    /// Runs `remote` and returns its stdout, or fails with its stderr.
+    pub fn check(&self, remote: &str) -> Result<String> {
+        let out = self.run(remote)?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                command: format!("ssh {remote}"),
+                stderr: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A password login attempt, no key offered: what the server says.
+    pub fn try_password(&self) -> Result<Output> {
+        let mut cmd = self.command(&[
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+        ]);
+        cmd.arg("true").stdin(Stdio::null());
+        cmd.output().map_err(|source| Error::Spawn {
+            program: "ssh".into(),
+            source,
+        })
+    }
+
+    /// Tries `remote` until it succeeds: sshd starting is the readiness being
+    /// waited for, so each try is a real login, not a sleep.
+    pub fn wait(&self, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let out = self.run("true")?;
+            if out.status.success() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::Command {
+                    command: format!("ssh -p {} {}@127.0.0.1 true", self.port, self.user),
+                    stderr: format!(
+                        "no login within {timeout:?}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}

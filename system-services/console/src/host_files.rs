@@ -1,0 +1,65 @@
+//! The host's name-resolution files, seen live from the console.
+//!
+//! The console has its own `/etc` (from its image), but `hosts` and
+//! `resolv.conf` must be the host's: netconf and berthd rewrite them by
+//! renaming a new file into place, which a bind mount of the single file
+//! would never see. So the service binds the host's whole `/etc` read-only at
+//! `/host/etc` and these files become symlinks into it.
+
+use std::io;
+use std::path::Path;
+
+/// The files taken from the host.
+pub const FILES: &[&str] = &["hosts", "resolv.conf"];
+
+/// Where the console service binds the host's `/etc`.
+pub const HOST_ETC: &str = "host/etc";
+
+/// Points `root/etc/<file>` at `/host/etc/<file>` for each of [`FILES`], when
+/// the host's `/etc` is there. Returns the files linked.
+pub fn link(root: &Path) -> io::Result<Vec<&'static str>> {
+    if !root.join(HOST_ETC).is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut linked = Vec::new();
+    for file in FILES {
+        let target = Path::new("/").join(HOST_ETC).join(file);
+        let path = root.join("etc").join(file);
+        if std::fs::read_link(&path).is_ok_and(|t| t == target) {
+            linked.push(*file);
+            continue;
+        }
+        let tmp = root.join("etc").join(format!(".{file}.berth-link"));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp)?;
+        std::fs::rename(&tmp, &path)?;
+        linked.push(*file);
+    }
+    Ok(linked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_the_hosts_files_and_is_idempotent() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("etc")).expect("mkdir");
+        std::fs::write(root.path().join("etc/hosts"), "127.0.0.1 localhost\n").expect("write");
+        assert!(
+            link(root.path()).expect("link").is_empty(),
+            "no host /etc: nothing"
+        );
+        std::fs::create_dir_all(root.path().join(HOST_ETC)).expect("mkdir");
+        for _ in 0..2 {
+            assert_eq!(link(root.path()).expect("link"), FILES);
+            for file in FILES {
+                assert_eq!(
+                    std::fs::read_link(root.path().join("etc").join(file)).expect("link"),
+                    Path::new("/host/etc").join(file)
+                );
+            }
+        }
+    }
+}
