@@ -113,12 +113,14 @@ berth:
         "password login was not refused: {refused:?}"
     );
     assert_eq!(ok(&vm, &ssh, "hostname").trim(), "berth-ssh-test");
+    // write_files writes the host's files; the console sees the host's /etc
+    // at /host/etc.
     assert_eq!(
-        ok(&vm, &ssh, "sudo cat /etc/berth-test/hello.conf").trim(),
+        ok(&vm, &ssh, "sudo cat /host/etc/berth-test/hello.conf").trim(),
         "written by write_files"
     );
     assert_eq!(
-        ok(&vm, &ssh, "stat -c %a /etc/berth-test/hello.conf").trim(),
+        ok(&vm, &ssh, "sudo stat -c %a /host/etc/berth-test/hello.conf").trim(),
         "640"
     );
     assert_eq!(ok(&vm, &ssh, "cat /proc/sys/vm/swappiness").trim(), "13");

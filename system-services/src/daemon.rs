@@ -117,13 +117,16 @@ fn level(l: Option<LogLevel>) -> log::LevelFilter {
 
 /// Loads the config; never fails: unreadable or invalid sources are reported
 /// (in berthd's log) and left out, and with nothing usable the defaults apply.
-fn load_config(source: &ConfigSource) -> (Config, Vec<String>) {
+fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
     let mut messages = Vec::new();
     let loaded: Loaded = match source {
         ConfigSource::Layout(root) => match Layout::new(root).load() {
             Ok(l) => l,
             Err(e) => {
-                messages.push(format!("{e}; running on the built-in defaults"));
+                messages.push((
+                    log::Level::Error,
+                    format!("{e}; running on the built-in defaults"),
+                ));
                 berth_configs::load(vec![berth_configs::defaults()])
             }
         },
@@ -135,7 +138,10 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<String>) {
                         &berth_configs::sources::source_name(path),
                         &text,
                     )),
-                    Err(e) => messages.push(format!("cannot read {}: {e}", path.display())),
+                    Err(e) => messages.push((
+                        log::Level::Error,
+                        format!("cannot read {}: {e}", path.display()),
+                    )),
                 }
             }
             berth_configs::load(docs)
@@ -146,7 +152,14 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<String>) {
             .diagnostics
             .iter()
             .filter(|d| d.is_error() || d.severity == berth_configs::Severity::Warning)
-            .map(Diagnostic::to_string),
+            .map(|d| {
+                let level = if d.is_error() {
+                    log::Level::Error
+                } else {
+                    log::Level::Warn
+                };
+                (level, d.to_string())
+            }),
     );
     let host = host::Settings::from_config(&loaded.config);
     let berth = loaded.config.berth;
@@ -264,8 +277,8 @@ struct DaemonControl {
 impl Control for DaemonControl {
     fn reload(&self) -> Result<ReconcileReport, String> {
         let (config, messages) = load_config(&self.source);
-        for m in &messages {
-            log::error!("config: {m}");
+        for (level, m) in &messages {
+            log::log!(*level, "config: {m}");
         }
         if let Some(paths) = &self.host {
             apply_host(&host::Linux, paths, &config.host, Stage::Reload);
@@ -320,8 +333,8 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         std::process::id(),
         runtime.forker_pid()
     );
-    for m in &messages {
-        log::error!("config: {m}");
+    for (level, m) in &messages {
+        log::log!(*level, "config: {m}");
     }
 
     // 4. Host settings, before any service starts.

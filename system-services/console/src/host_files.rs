@@ -1,4 +1,5 @@
-//! The host's name-resolution files, seen live from the console.
+//! What the console takes from the host: its name-resolution files, seen
+//! live, and the user engine's socket where the docker CLI looks for it.
 //!
 //! The console has its own `/etc` (from its image), but `hosts` and
 //! `resolv.conf` must be the host's: netconf and berthd rewrite them by
@@ -38,8 +39,38 @@ pub fn link(root: &Path) -> io::Result<Vec<&'static str>> {
     Ok(linked)
 }
 
+/// The user engine's socket, where its service puts it (a directory bound
+/// from the host, so a restarted engine's new socket is seen).
+pub const ENGINE_SOCKET: &str = "/run/docker/docker.sock";
+
+/// Makes `/run/docker.sock` (the docker CLI's default, through Debian's
+/// `/var/run` → `/run`) point at [`ENGINE_SOCKET`].
+pub fn link_engine_socket(root: &Path) -> io::Result<()> {
+    let path = root.join("run/docker.sock");
+    if std::fs::read_link(&path).is_ok_and(|t| t == Path::new(ENGINE_SOCKET)) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(root.join("run"))?;
+    let tmp = root.join("run/.docker.sock.berth-link");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(ENGINE_SOCKET, &tmp)?;
+    std::fs::rename(&tmp, &path)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_docker_cli_default_socket_points_at_the_engine() {
+        let root = tempfile::tempdir().expect("tempdir");
+        for _ in 0..2 {
+            link_engine_socket(root.path()).expect("link");
+            assert_eq!(
+                std::fs::read_link(root.path().join("run/docker.sock")).expect("link"),
+                Path::new(ENGINE_SOCKET)
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

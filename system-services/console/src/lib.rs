@@ -131,6 +131,9 @@ pub fn setup(config: &CloudConfig, options: &Options) -> Result<Setup, Error> {
     if let Err(e) = host_files::link(root) {
         warnings.push(format!("cannot use the host's hosts and resolv.conf: {e}"));
     }
+    if let Err(e) = host_files::link_engine_socket(root) {
+        warnings.push(format!("cannot link the docker CLI to the engine: {e}"));
+    }
 
     let settings = sshd::Settings::from_config(config);
     sshd::write_config(root, &settings)?;
