@@ -179,10 +179,16 @@ impl Layout {
 
     /// Replaces the local-changes file atomically (a crash leaves the old or the new file).
     pub fn write_local(&self, tree: &Node) -> Result<(), Error> {
-        let path = self.local();
-        let text = format!("#cloud-config\n{}", serde_yaml::to_string(&tree.to_yaml())?);
-        write_atomic(&path, text.as_bytes())
+        write_atomic(&self.local(), render(tree)?.as_bytes())
     }
+}
+
+/// A config tree as a `#cloud-config` document.
+pub fn render(tree: &Node) -> Result<String, Error> {
+    Ok(format!(
+        "#cloud-config\n{}",
+        serde_yaml::to_string(&tree.to_yaml())?
+    ))
 }
 
 /// What a datasource's meta-data says about the config: its `local-hostname`

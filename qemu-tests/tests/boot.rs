@@ -93,13 +93,32 @@ fn iso_boots(firmware: Firmware, test: &str) {
     let transcript = vm.transcript();
     // Kernel messages may interleave with PID 1's line, so look at the whole
     // transcript for its summary rather than one line.
-    assert!(
-        transcript.contains("ready: network"),
-        "{test}: the network service is not ready:\n{}",
-        berth_lines(&transcript)
-    );
+    let ready: Vec<&str> = transcript
+        .lines()
+        .filter_map(|l| {
+            l.split_once("system ready (services: ")?
+                .1
+                .split_once(" ready: ")
+        })
+        .flat_map(|(_, rest)| {
+            rest.split([';', ')'])
+                .next()
+                .unwrap_or_default()
+                .split(", ")
+        })
+        .collect();
+    for service in DEFAULT_SERVICES {
+        assert!(
+            ready.contains(service),
+            "{test}: the default service {service} is not ready (ready: {ready:?}):\n{}",
+            berth_lines(&transcript)
+        );
+    }
     eprintln!("{}", berth_lines(&transcript));
 }
+
+/// The services of `configs/default.yml`: every one must be ready.
+const DEFAULT_SERVICES: &[&str] = &["console", "docker", "network", "ntp"];
 
 /// berthd's log line when the network service's container is running.
 const SERVICE_STARTED: &str = "network: started";

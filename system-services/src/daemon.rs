@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_configs::model::{LogLevel, Service};
-use berth_configs::{Diagnostic, Layout, Loaded};
+use berth_configs::{Layout, Loaded};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::api::{self, Api, Control};

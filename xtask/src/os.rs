@@ -254,26 +254,19 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let seed = out.join("seed.img");
-    let user_data = match &config {
-        Some(file) => Some(
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
-        ),
-        None => ssh_keys_user_data()?,
-    };
+    let user_data = run_user_data(config.as_deref())?;
     let mut vm = qemu_tests::Config::new("berth", qemu_tests::Boot::Cdrom(artifacts.iso.clone()))
         .drive(&state, false)
         .forward(2222, 22);
     vm.kvm = kvm;
     vm.cpus = 2;
-    if let Some(user_data) = user_data {
-        qemu_tests::nocloud_seed(
-            &seed,
-            &user_data,
-            "instance-id: berth-dev\nlocal-hostname: berth\n",
-        )?;
-        vm = vm.drive(&seed, true);
-        println!("==> NoCloud seed {}", seed.display());
-    }
+    qemu_tests::nocloud_seed(
+        &seed,
+        &user_data,
+        "instance-id: berth-dev\nlocal-hostname: berth\n",
+    )?;
+    vm = vm.drive(&seed, true);
+    println!("==> NoCloud seed {}", seed.display());
     let scratch = tempfile_dir()?;
     let mut cmd = vm.command(&scratch)?;
     // The serial console on this terminal; Ctrl-A X quits QEMU.
@@ -300,13 +293,56 @@ fn tempfile_dir() -> Result<PathBuf> {
 }
 
 /// `#cloud-config` with the user's `~/.ssh/id_*.pub`, if there are any.
-fn ssh_keys_user_data() -> Result<Option<String>> {
-    let Some(home) = std::env::var_os("HOME").map(PathBuf::from) else {
-        return Ok(None);
+/// The user-data `cargo xtask run` boots with: autoformat of its blank state
+/// disk (`/dev/vda`), the user's SSH public keys, and `--config FILE` merged
+/// over both (the file wins, as a later source does).
+fn run_user_data(config: Option<&Path>) -> Result<String> {
+    let mut text = String::from(
+        "#cloud-config\n# From `cargo xtask run`: its state disk is /dev/vda.\n\
+         berth:\n  state:\n    autoformat: [/dev/vda]\n",
+    );
+    let keys = ssh_public_keys()?;
+    if !keys.is_empty() {
+        text.push_str("ssh_authorized_keys:\n");
+        for key in keys {
+            // JSON strings are valid YAML scalars and quote whatever a comment holds.
+            text.push_str(&format!("  - {}\n", json_string(&key)));
+        }
+    }
+    let Some(file) = config else {
+        return Ok(text);
     };
-    let dir = home.join(".ssh");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(None);
+    let user_text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let user = berth_configs::parse_document(
+        &std::sync::Arc::from(file.display().to_string()),
+        &user_text,
+    );
+    for d in &user.diagnostics {
+        eprintln!("{d}");
+    }
+    let valid = user.is_valid();
+    let (Some(user_tree), true) = (user.tree, valid) else {
+        println!(
+            "==> {} has errors: booting with it unchanged (the console shows them; the state disk is not autoformatted)",
+            file.display()
+        );
+        return Ok(user_text);
+    };
+    let mut tree = berth_configs::parse_document(&std::sync::Arc::from("xtask run"), &text)
+        .tree
+        .context("the built-in run config does not parse")?;
+    berth_configs::merge::merge(&mut tree, user_tree);
+    Ok(berth_configs::sources::render(&tree)?)
+}
+
+/// `~/.ssh/id_*.pub`, sorted.
+fn ssh_public_keys() -> Result<Vec<String>> {
+    let Some(home) = std::env::var_os("HOME").map(PathBuf::from) else {
+        return Ok(Vec::new());
+    };
+    let Ok(entries) = std::fs::read_dir(home.join(".ssh")) else {
+        return Ok(Vec::new());
     };
     let mut keys = Vec::new();
     for entry in entries.flatten() {
@@ -317,16 +353,8 @@ fn ssh_keys_user_data() -> Result<Option<String>> {
             keys.push(key.trim().to_string());
         }
     }
-    if keys.is_empty() {
-        return Ok(None);
-    }
     keys.sort();
-    let mut ud = String::from("#cloud-config\nssh_authorized_keys:\n");
-    for key in keys {
-        // JSON strings are valid YAML scalars and quote whatever a comment holds.
-        ud.push_str(&format!("  - {}\n", json_string(&key)));
-    }
-    Ok(Some(ud))
+    Ok(keys)
 }
 
 fn json_string(s: &str) -> String {

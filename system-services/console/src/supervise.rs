@@ -72,7 +72,7 @@ fn block_signals() -> Result<libc::sigset_t, SuperviseError> {
 /// Waits up to `timeout` for one of `set`; the signal number, if one came.
 fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX as _),
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: `set` and `ts` are valid for the call; no siginfo is asked for.
