@@ -187,7 +187,7 @@ mod tests {
         let other = dev(dir.path(), "vda", &iso_with_label("BERTH_ISO"));
         let iso = dev(dir.path(), "vdb", &iso_with_label("cidata"));
         let fat = dev(dir.path(), "vdc", &fat16_with_label("CIDATA"));
-        assert_eq!(find(&[other.clone()]), None);
+        assert_eq!(find(std::slice::from_ref(&other)), None);
         assert_eq!(find(&[other.clone(), iso.clone()]), Some((iso, "iso9660")));
         assert_eq!(find(&[other, fat.clone()]), Some((fat, "vfat")));
     }
