@@ -24,6 +24,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The second NIC: a MAC the seed matches on, on an isolated user network.
 const SECOND_MAC: &str = "52:54:00:b3:00:02";
+/// Two more NICs, bonded, with a VLAN on the bond.
+const BOND_MACS: [&str; 2] = ["52:54:00:b3:00:03", "52:54:00:b3:00:04"];
 /// The name the DNS server in the test's namespace answers.
 const TEST_NAME: &str = "registry.berth-test.internal";
 const TEST_ADDR: &str = "192.0.2.7";
@@ -42,6 +44,9 @@ echo "check: earlier boots=$(cat /data/boots 2>/dev/null | wc -l)"
 echo boot >> /data/boots
 sync
 echo "check: eth1 $(ip -4 -o addr show dev eth1 | awk '{print $4}')"
+i=0; until ip -4 -o addr show dev bond0.100 2>/dev/null | grep -q inet || [ $i -ge 60 ]; do i=$((i+1)); sleep 0.5; done
+echo "check: bond0 $(cat /sys/class/net/bond0/bonding/mode) slaves=$(cat /sys/class/net/bond0/bonding/slaves)"
+echo "check: bond0.100 $(ip -4 -o addr show dev bond0.100 | awk '{print $4}')"
 echo "check: dns $(nslookup registry.berth-test.internal 2>&1 | tr '\n' ' ')"
 if [ "$(wc -l < /data/boots)" -ge 2 ]; then echo "check: powering off"; berth poweroff; fi
 echo "check: done"
@@ -147,9 +152,22 @@ berth:
     interfaces:
       "mac:{SECOND_MAC}":
         address: 10.9.0.15/24
+      "mac:{bond_a}":
+        bond: bond0
+      "mac:{bond_b}":
+        bond: bond0
+      bond0:
+        bond_opts:
+          mode: active-backup
+          miimon: 100
+        vlans: "100"
+      bond0.100:
+        address: 10.77.0.5/24
   services:
 {}"#,
-        check_service("hello-from-nocloud")
+        check_service("hello-from-nocloud"),
+        bond_a = BOND_MACS[0],
+        bond_b = BOND_MACS[1],
     );
     qemu_tests::nocloud_seed(&seed, &user_data, "instance-id: berth-test-1\n").expect("seed");
     let netns = DnsNetns::start("berth-qemu-dns", &[(TEST_NAME, TEST_ADDR)]).expect("dns netns");
@@ -158,6 +176,8 @@ berth:
         .drive(&state, false)
         .drive(&seed, true)
         .nic(SECOND_MAC, "10.9.0.0/24")
+        .nic(BOND_MACS[0], "10.10.0.0/24")
+        .nic(BOND_MACS[1], "10.11.0.0/24")
         .netns(netns.name());
     let mut vm = Vm::start(&config).expect("start qemu");
     expect(&mut vm, "berth: NoCloud seed on /dev/vdb", BOOT_TIMEOUT);
@@ -170,6 +190,12 @@ berth:
     );
     assert_eq!(line_after(&vm, "check: earlier boots="), "0");
     assert_eq!(line_after(&vm, "check: eth1"), "10.9.0.15/24");
+    // The kernel loads bonding and 8021q on demand through berth's modprobe.
+    assert_eq!(
+        line_after(&vm, "check: bond0 "),
+        "active-backup 1 slaves=eth2 eth3"
+    );
+    assert_eq!(line_after(&vm, "check: bond0.100"), "10.77.0.5/24");
     let dns = line_after(&vm, "check: dns");
     assert!(
         dns.contains(TEST_ADDR),

@@ -33,10 +33,10 @@ fn berth_lines(text: &str) -> String {
 /// The busybox image the images crate builds, as a `docker load` archive.
 /// Docker 20.10 reads neither zstd layers nor OCI archives, so skopeo
 /// recompresses the layer with gzip on the way.
-fn busybox_archive(dir: &Path) -> Option<std::path::PathBuf> {
+fn busybox_archive(dir: &Path, tag: &str) -> Option<std::path::PathBuf> {
     let store = std::env::var_os("BERTH_IMAGE_STORE")?;
     let gzipped = dir.join("busybox-gzip");
-    let out = dir.join("busybox.tar");
+    let out = dir.join(format!("{}.tar", tag.replace(['/', ':'], "-")));
     let skopeo = |args: &[String]| {
         std::process::Command::new("skopeo")
             .args(["copy", "--quiet"])
@@ -54,7 +54,7 @@ fn busybox_archive(dir: &Path) -> Option<std::path::PathBuf> {
         format!("oci:{}:busybox", gzipped.display()),
     ]) && skopeo(&[
         format!("oci:{}:busybox", gzipped.display()),
-        format!("docker-archive:{}:busybox:latest", out.display()),
+        format!("docker-archive:{}:{tag}", out.display()),
     ]);
     copied.then_some(out)
 }
@@ -138,7 +138,7 @@ berth:
     assert_eq!(runcmd.trim(), "runcmd ran as root");
 
     // The user engine: load the busybox image and run it.
-    if let Some(archive) = busybox_archive(dir.path()) {
+    if let Some(archive) = busybox_archive(dir.path(), "busybox:latest") {
         let out = ssh
             .run_with_input("docker load", Some(&archive))
             .expect("ssh");
@@ -156,6 +156,16 @@ berth:
         eprintln!("{TEST}: BERTH_IMAGE_STORE not set; the engine part is skipped");
         return;
     }
+    // An archive dropped into the engine's preload directory on the host is
+    // loaded at the next boot.
+    let preload = busybox_archive(dir.path(), "preloaded/busybox:1").expect("archive");
+    let out = ssh
+        .run_with_input(
+            "sudo sh -c 'cat > /proc/1/root/var/lib/berth/preload/docker/preloaded.tar'",
+            Some(&preload),
+        )
+        .expect("ssh");
+    assert!(out.status.success(), "copying the preload archive: {out:?}");
     ok(&vm, &ssh, "sudo berth poweroff");
     vm.wait_exit(Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -188,4 +198,23 @@ berth:
             )
         });
     eprintln!("keeper after reboot: {}", running.trim());
+    let preloaded = (0..60)
+        .find_map(|_| {
+            let out = ssh
+                .run("docker image ls --format '{{.Repository}}:{{.Tag}}' preloaded/busybox")
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if !text.is_empty() {
+                return Some(text);
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            None
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the preloaded archive was not loaded\n{}",
+                berth_lines(&vm.transcript())
+            )
+        });
+    assert_eq!(preloaded, "preloaded/busybox:1");
 }

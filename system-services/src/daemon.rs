@@ -103,6 +103,8 @@ struct Config {
     environment: BTreeMap<String, String>,
     level: log::LevelFilter,
     host: host::Settings,
+    /// The user engine's service name (`berth.engine.name`).
+    engine: String,
 }
 
 fn level(l: Option<LogLevel>) -> log::LevelFilter {
@@ -174,6 +176,7 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
         environment,
         level: level(berth.log.level),
         host,
+        engine: berth.engine.name.unwrap_or_else(|| "docker".into()),
     };
     (config, messages)
 }
@@ -357,13 +360,21 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         config.services,
     )?);
     // runcmd: in the console service, once it is up, once per boot.
+    // Preloaded images: into the user engine, once it is up, once each.
     if let Some(paths) = &host_paths {
         host::runcmd::spawn(
             Arc::clone(&supervisor),
-            exec_runtime,
+            Arc::clone(&exec_runtime),
             Arc::clone(&log_dir),
             config.host.runcmd.clone(),
             paths.state.clone(),
+        );
+        host::preload::spawn(
+            Arc::clone(&supervisor),
+            exec_runtime,
+            Arc::clone(&log_dir),
+            config.engine.clone(),
+            &paths.root,
         );
     }
 

@@ -38,6 +38,7 @@ pub mod linux;
 pub mod modules;
 pub mod mounts;
 pub mod recording;
+pub mod preload;
 pub mod runcmd;
 pub mod sysctl;
 pub mod write_files;
