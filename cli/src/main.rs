@@ -95,7 +95,8 @@ fn main() -> ExitCode {
         let dir = berth_init::modules::kernel_release()
             .map(|r| std::path::Path::new("/lib/modules").join(r))
             .unwrap_or_default();
-        let code = berth_init::modules::modprobe(&dir, &args, |path, compressed, params| {
+        let conf = std::path::Path::new("/etc/modprobe.d");
+        let code = berth_init::modules::modprobe(&dir, conf, &args, |path, compressed, params| {
             berth_init::sys::finit_module(path, params, compressed)
         });
         return ExitCode::from(code as u8);

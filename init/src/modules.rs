@@ -378,8 +378,37 @@ pub fn resolve_alias(dir: &Path, name: &str) -> Vec<String> {
 /// on-demand loading (it runs `/sbin/modprobe -q -- ALIAS` when netfilter,
 /// a filesystem or a protocol is first used) and for programs in system
 /// containers that call modprobe (dockerd). Returns the exit code.
+/// `options MODULE PARAM=VALUE…` lines of the `*.conf` files in `conf_dir`
+/// (`/etc/modprobe.d`), by normalized module name.
+pub fn modprobe_options(conf_dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(conf_dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() == Some("options") {
+                if let Some(module) = words.next() {
+                    let params: Vec<&str> = words.collect();
+                    out.push((normalize(module), params.join(" ")));
+                }
+            }
+        }
+    }
+    out
+}
+
 pub fn modprobe(
     dir: &Path,
+    conf_dir: &Path,
     args: &[String],
     mut load: impl FnMut(&Path, bool, &str) -> io::Result<()>,
 ) -> i32 {
@@ -419,10 +448,24 @@ pub fn modprobe(
     let mut status = 0;
     for name in names {
         let wanted = resolve_alias(dir, name);
-        let params: Vec<(String, String)> = params
+        // modprobe.d's options first, then the command line's.
+        let configured = modprobe_options(conf_dir);
+        let params: Vec<(String, String)> = wanted
             .iter()
-            .filter(|(n, _)| n == name)
-            .flat_map(|(_, p)| wanted.iter().map(move |w| (w.clone(), p.clone())))
+            .map(|w| {
+                let mut p: Vec<String> = configured
+                    .iter()
+                    .filter(|(m, _)| m == w)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                p.extend(
+                    params
+                        .iter()
+                        .filter(|(n, p)| n == name && !p.is_empty())
+                        .map(|(_, p)| p.clone()),
+                );
+                (w.clone(), p.join(" "))
+            })
             .collect();
         match load_with(dir, Some(&wanted), &params, &mut load) {
             Ok(r) if r.failed.is_empty() && r.missing.is_empty() => {}
@@ -583,10 +626,15 @@ mod coldplug_tests {
         let run = |args: &[&str]| {
             let mut loaded = Vec::new();
             let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-            let code = modprobe(dir.path(), &args, |path, _, params| {
-                loaded.push(format!("{} {params}", module_name(path)));
-                Ok(())
-            });
+            let code = modprobe(
+                dir.path(),
+                &dir.path().join("modprobe.d"),
+                &args,
+                |path, _, params| {
+                    loaded.push(format!("{} {params}", module_name(path)));
+                    Ok(())
+                },
+            );
             (code, loaded)
         };
         let (code, loaded) = run(&["-q", "--", "net-pf-16-proto-12-family-nftables"]);
@@ -601,6 +649,17 @@ mod coldplug_tests {
         assert_eq!(code, 0);
         assert_eq!(loaded, ["overlay ", "libcrc32c ", "nf_tables "]);
         assert_eq!(run(&["-q", "no-such-thing"]).0, 1);
+        // modprobe.d options come first, the command line's after them.
+        std::fs::create_dir(dir.path().join("modprobe.d")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("modprobe.d/berth.conf"),
+            "# comment\noptions overlay metacopy=off\n",
+        )
+        .expect("conf");
+        let (_, loaded) = run(&["fs-overlay"]);
+        assert_eq!(loaded, ["overlay metacopy=off"]);
+        let (_, loaded) = run(&["overlay", "redirect_dir=on"]);
+        assert_eq!(loaded, ["overlay metacopy=off redirect_dir=on"]);
         assert_eq!(run(&["--remove", "overlay"]).0, 1);
     }
 

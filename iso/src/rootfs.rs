@@ -396,9 +396,19 @@ fn stage_etc(staging: &Path, version: &str) -> Result<()> {
             0o644,
         ),
         ("os-release", &os_release, 0o644),
+        // Loading bonding would otherwise create a `bond0` with default
+        // options before netconf can create it with the configured ones.
+        (
+            "modprobe.d/berth.conf",
+            "options bonding max_bonds=0\n",
+            0o644,
+        ),
     ];
     for (name, text, mode) in files {
         let path = etc.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
         std::fs::write(&path, text).map_err(io_err(&path))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))

@@ -171,12 +171,35 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
+    let engine = berth.engine.name.unwrap_or_else(|| "docker".into());
+    let mut services = berth.services;
+    // `berth.engine.args` and `.environment` go to the engine's daemon.
+    if let Some(service) = services.get_mut(&engine) {
+        if !berth.engine.args.is_empty() {
+            let mut argv = service
+                .command
+                .as_ref()
+                .map(|c| c.argv())
+                .unwrap_or_default();
+            argv.extend(berth.engine.args.iter().cloned());
+            service.command = Some(berth_configs::forms::Command::Exec(argv));
+        }
+        for (k, v) in berth.engine.environment.0.iter() {
+            if let Some(v) = v {
+                service
+                    .environment
+                    .0
+                    .entry(k.clone())
+                    .or_insert(Some(v.clone()));
+            }
+        }
+    }
     let config = Config {
-        services: with_environment(berth.services, &environment),
+        services: with_environment(services, &environment),
         environment,
         level: level(berth.log.level),
         host,
-        engine: berth.engine.name.unwrap_or_else(|| "docker".into()),
+        engine,
     };
     (config, messages)
 }
@@ -466,6 +489,35 @@ mod tests {
         assert_eq!(a.get("SHARED"), Some("service"), "the service's own wins");
         assert_eq!(a.get("UNSET"), Some("berth"), "as the spec layers it");
         assert_eq!(out["b"].environment.get("SHARED"), Some("berth"));
+    }
+
+    #[test]
+    fn engine_args_and_environment_reach_the_engine_daemon() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.yml");
+        std::fs::write(
+            &file,
+            "#cloud-config\nberth:\n  engine:\n    args: [--debug]\n    environment:\n      HTTP_PROXY: http://proxy:3128\n  services:\n    docker:\n      image: berth/docker:latest\n      command: [--host=unix:///run/docker/docker.sock]\n",
+        )
+        .expect("write");
+        let (config, messages) = load_config(&ConfigSource::Files(vec![file]));
+        assert!(
+            messages.iter().all(|(l, _)| *l > log::Level::Error),
+            "{messages:?}"
+        );
+        let docker = &config.services["docker"];
+        assert_eq!(
+            docker.command.as_ref().map(|c| c.argv()),
+            Some(vec![
+                "--host=unix:///run/docker/docker.sock".to_string(),
+                "--debug".to_string()
+            ])
+        );
+        assert_eq!(
+            docker.environment.get("HTTP_PROXY"),
+            Some("http://proxy:3128")
+        );
+        assert_eq!(config.engine, "docker");
     }
 
     #[test]
