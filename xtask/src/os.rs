@@ -501,6 +501,62 @@ pub fn bench_boot() -> Result<()> {
     if let Some(memory) = smallest {
         println!("RESULT boot_smallest_memory {memory} MiB");
     }
+
+    // With every default service, the user engine included: when its socket
+    // answers, and the memory in use once the machine is idle.
+    println!("==> every default service (the docker engine too), 1 GiB");
+    let full_seed = scratch.join("bench-seed-full.img");
+    qemu_tests::nocloud_seed(
+        &full_seed,
+        &format!(
+            "#cloud-config\nssh_authorized_keys: [{}]\n",
+            json_string(ssh.public_key())
+        ),
+        "instance-id: bench-full\n",
+    )?;
+    let mut vm = Vm::start(
+        &Config::new(
+            "bench-berth-full",
+            Boot::Kernel {
+                kernel: artifacts.vmlinuz.clone(),
+                initrd: artifacts.initrd.clone(),
+                append: "console=ttyS0 panic=-1".into(),
+            },
+        )
+        .drive(&artifacts.iso, true)
+        .drive(&full_seed, true)
+        .forward(port, 22),
+    )?;
+    let engine = vm.expect("docker: healthy", timeout)?;
+    let full_ready = vm.expect_anywhere(qemu_tests::READY_MARKER, timeout)?;
+    println!(
+        "    docker socket up after {:.2}s, `{}` after {:.2}s",
+        engine.as_secs_f64(),
+        qemu_tests::READY_MARKER,
+        full_ready.as_secs_f64()
+    );
+    println!("RESULT boot_engine_socket {:.2} s", engine.as_secs_f64());
+    println!(
+        "RESULT engine_socket_after_ready_without_engine {:.2} s",
+        engine.as_secs_f64() - ready.as_secs_f64()
+    );
+    ssh.wait(timeout)?;
+    let version = ssh.check("docker version --format '{{.Server.Version}}'")?;
+    println!("    the engine answers: docker {}", version.trim());
+    // Idle: let the boot's page cache and the services settle for a moment.
+    std::thread::sleep(Duration::from_secs(10));
+    let free = ssh.check("free -m")?;
+    for line in free.lines() {
+        println!("      {line}");
+    }
+    if let Some(used) = free
+        .lines()
+        .find(|l| l.starts_with("Mem:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+    {
+        println!("RESULT memory_used_idle_all_services {used} MiB");
+    }
+    drop(vm);
     println!(
         "RESULT boot_ready_vs_kernel {:.2} ratio",
         ready.as_secs_f64() / baseline.as_secs_f64()
