@@ -152,6 +152,26 @@ berth:
             &ssh,
             "docker run -d --name keeper --restart=always busybox:latest sleep 100000",
         );
+        // Restarting the console (where this very SSH session lives) leaves
+        // user containers alone: the engine is a service of its own.
+        let started_at = |ssh: &Ssh| {
+            ssh.check("docker inspect --format '{{.State.StartedAt}}' keeper")
+                .map(|s| s.trim().to_string())
+        };
+        let before = started_at(&ssh).expect("inspect keeper");
+        ok(
+            &vm,
+            &ssh,
+            "sudo sh -c 'nohup berth service restart console >/dev/null 2>&1 &'",
+        );
+        expect(&mut vm, "console: started", BOOT_TIMEOUT);
+        ssh.wait(BOOT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
+        assert_eq!(
+            started_at(&ssh).expect("inspect keeper"),
+            before,
+            "the user container was restarted with the console"
+        );
     } else {
         eprintln!("{TEST}: BERTH_IMAGE_STORE not set; the engine part is skipped");
         return;
