@@ -445,11 +445,11 @@ pub fn modprobe(
         let params = words[1..].join(" ");
         (vec![first], vec![(first.clone(), params)])
     };
+    let configured = modprobe_options(conf_dir);
     let mut status = 0;
     for name in names {
         let wanted = resolve_alias(dir, name);
         // modprobe.d's options first, then the command line's.
-        let configured = modprobe_options(conf_dir);
         let params: Vec<(String, String)> = wanted
             .iter()
             .map(|w| {

@@ -358,21 +358,14 @@ pub fn nocloud_seed(path: &Path, user_data: &str, meta_data: &str) -> Result<()>
     let md = dir.path().join("meta-data");
     std::fs::write(&ud, user_data).map_err(io_err(&ud))?;
     std::fs::write(&md, meta_data).map_err(io_err(&md))?;
-    let output = Command::new("cloud-localds")
-        .arg(path)
-        .arg(&ud)
-        .arg(&md)
-        .output()
-        .map_err(|source| Error::Spawn {
-            program: "cloud-localds".into(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(Error::Command {
-            command: format!("cloud-localds {}", path.display()),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        });
-    }
+    run_checked(
+        "cloud-localds",
+        &[
+            &path.to_string_lossy(),
+            &ud.to_string_lossy(),
+            &md.to_string_lossy(),
+        ],
+    )?;
     Ok(())
 }
 
@@ -429,6 +422,15 @@ struct Transcript {
 struct Console {
     state: Mutex<Transcript>,
     grew: Condvar,
+}
+
+/// PID 1's, berthd's and the services' own lines of a transcript, for
+/// failure messages (the kernel's are left out).
+pub fn berth_lines(text: &str) -> String {
+    text.lines()
+        .filter(|l| l.contains("berth") || l.contains("ERROR") || l.contains("WARN"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A running QEMU. Dropping it kills QEMU (and prints the console transcript
@@ -752,7 +754,8 @@ mod tests {
     }
 }
 
-fn run_checked(program: &str, args: &[&str]) -> Result<String> {
+/// Runs `program` to completion: its stdout, or an error with its stderr.
+pub(crate) fn run_checked(program: &str, args: &[&str]) -> Result<String> {
     let output = Command::new(program)
         .args(args)
         .output()

@@ -20,8 +20,9 @@ impl Ssh {
     /// Makes an ed25519 key in `dir` for `user@127.0.0.1:port`.
     pub fn new(dir: &Path, port: u16, user: &str) -> Result<Ssh> {
         let key = dir.join("id_ed25519");
-        let output = Command::new("ssh-keygen")
-            .args([
+        crate::run_checked(
+            "ssh-keygen",
+            &[
                 "-q",
                 "-t",
                 "ed25519",
@@ -30,19 +31,9 @@ impl Ssh {
                 "-C",
                 "berth-qemu-test",
                 "-f",
-            ])
-            .arg(&key)
-            .output()
-            .map_err(|source| Error::Spawn {
-                program: "ssh-keygen".into(),
-                source,
-            })?;
-        if !output.status.success() {
-            return Err(Error::Command {
-                command: "ssh-keygen".into(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            });
-        }
+                &key.to_string_lossy(),
+            ],
+        )?;
         let pub_path = key.with_extension("pub");
         let public = std::fs::read_to_string(&pub_path)
             .map_err(io_err(&pub_path))?

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use qemu_tests::{
-    baseline_append, baseline_initrd, Artifacts, Boot, Config, Firmware, Vm, BASELINE_MARKER,
-    INIT_MARKER, KERNEL_HANDOVER, READY_MARKER, STAGE2_MARKER,
+    baseline_append, baseline_initrd, berth_lines, Artifacts, Boot, Config, Firmware, Vm,
+    BASELINE_MARKER, INIT_MARKER, KERNEL_HANDOVER, READY_MARKER, STAGE2_MARKER,
 };
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -122,14 +122,6 @@ const DEFAULT_SERVICES: &[&str] = &["console", "docker", "network", "ntp"];
 
 /// berthd's log line when the network service's container is running.
 const SERVICE_STARTED: &str = "network: started";
-
-/// PID 1's and berthd's own lines, for the record.
-fn berth_lines(text: &str) -> String {
-    text.lines()
-        .filter(|l| l.contains("berth: "))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 #[test]
 fn iso_boots_under_bios() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use qemu_tests::ssh::Ssh;
-use qemu_tests::{Artifacts, Boot, Config, Vm, READY_MARKER};
+use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -21,13 +21,6 @@ fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) {
 fn ok(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
     ssh.check(remote)
         .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())))
-}
-
-fn berth_lines(text: &str) -> String {
-    text.lines()
-        .filter(|l| l.contains("berth") || l.contains("ERROR") || l.contains("WARN"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The busybox image the images crate builds, as a `docker load` archive.

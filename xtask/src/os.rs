@@ -432,7 +432,7 @@ pub fn bench_boot() -> Result<()> {
         ),
         "instance-id: bench\n",
     )?;
-    let berth_boot = |memory: u32, forward: bool| -> Result<Vm> {
+    let berth_boot = |memory: u32, seed: &Path, forward: bool| -> Result<Vm> {
         let mut config = Config::new(
             &format!("bench-berth-{memory}m"),
             Boot::Kernel {
@@ -443,7 +443,7 @@ pub fn bench_boot() -> Result<()> {
         )
         .memory(memory)
         .drive(&artifacts.iso, true)
-        .drive(&seed, true);
+        .drive(seed, true);
         if forward {
             config = config.forward(port, 22);
         }
@@ -451,7 +451,7 @@ pub fn bench_boot() -> Result<()> {
     };
 
     println!("==> Berth (direct kernel boot, same kernel, 1 GiB, without the user engine)");
-    let mut vm = berth_boot(1024, true)?;
+    let mut vm = berth_boot(1024, &seed, true)?;
     let handover = vm.expect(qemu_tests::KERNEL_HANDOVER, timeout)?;
     let ready = vm.expect(qemu_tests::READY_MARKER, timeout)?;
     println!(
@@ -484,7 +484,7 @@ pub fn bench_boot() -> Result<()> {
     );
     let mut smallest = None;
     for memory in [256u32, 128, 96, 64] {
-        let mut vm = berth_boot(memory, false)?;
+        let mut vm = berth_boot(memory, &seed, false)?;
         // Out of memory shows as an OOM panic (QEMU exits) or a boot that stalls.
         match vm.expect(qemu_tests::READY_MARKER, Duration::from_secs(150)) {
             Ok(at) => {
@@ -514,19 +514,7 @@ pub fn bench_boot() -> Result<()> {
         ),
         "instance-id: bench-full\n",
     )?;
-    let mut vm = Vm::start(
-        &Config::new(
-            "bench-berth-full",
-            Boot::Kernel {
-                kernel: artifacts.vmlinuz.clone(),
-                initrd: artifacts.initrd.clone(),
-                append: "console=ttyS0 panic=-1".into(),
-            },
-        )
-        .drive(&artifacts.iso, true)
-        .drive(&full_seed, true)
-        .forward(port, 22),
-    )?;
+    let mut vm = berth_boot(1024, &full_seed, true)?;
     let engine = vm.expect("docker: healthy", timeout)?;
     let full_ready = vm.expect_anywhere(qemu_tests::READY_MARKER, timeout)?;
     println!(

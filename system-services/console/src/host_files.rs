@@ -25,15 +25,7 @@ pub fn link(root: &Path) -> io::Result<Vec<&'static str>> {
     let mut linked = Vec::new();
     for file in FILES {
         let target = Path::new("/").join(HOST_ETC).join(file);
-        let path = root.join("etc").join(file);
-        if std::fs::read_link(&path).is_ok_and(|t| t == target) {
-            linked.push(*file);
-            continue;
-        }
-        let tmp = root.join("etc").join(format!(".{file}.berth-link"));
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp)?;
-        std::fs::rename(&tmp, &path)?;
+        replace_with_symlink(&root.join("etc").join(file), &target)?;
         linked.push(*file);
     }
     Ok(linked)
@@ -46,15 +38,21 @@ pub const ENGINE_SOCKET: &str = "/run/docker/docker.sock";
 /// Makes `/run/docker.sock` (the docker CLI's default, through Debian's
 /// `/var/run` → `/run`) point at [`ENGINE_SOCKET`].
 pub fn link_engine_socket(root: &Path) -> io::Result<()> {
-    let path = root.join("run/docker.sock");
-    if std::fs::read_link(&path).is_ok_and(|t| t == Path::new(ENGINE_SOCKET)) {
+    std::fs::create_dir_all(root.join("run"))?;
+    replace_with_symlink(&root.join("run/docker.sock"), Path::new(ENGINE_SOCKET))
+}
+
+/// Makes `path` a symlink to `target` in one rename (whatever was there
+/// is replaced, never missing in between); nothing is done when it already is.
+fn replace_with_symlink(path: &Path, target: &Path) -> io::Result<()> {
+    if std::fs::read_link(path).is_ok_and(|t| t == target) {
         return Ok(());
     }
-    std::fs::create_dir_all(root.join("run"))?;
-    let tmp = root.join("run/.docker.sock.berth-link");
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.berth-link"));
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(ENGINE_SOCKET, &tmp)?;
-    std::fs::rename(&tmp, &path)
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

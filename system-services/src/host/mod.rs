@@ -320,6 +320,41 @@ pub fn apply(ops: &dyn HostOps, paths: &HostPaths, settings: &Settings, stage: S
     report
 }
 
+/// Runs `work` in a thread of its own once the service `service` is ready
+/// (waiting up to `wait`), handing it that service's log: how runcmd and
+/// preloading reach the console and the engine after they are up.
+pub fn when_ready(
+    supervisor: std::sync::Arc<crate::supervisor::Supervisor>,
+    logs: std::sync::Arc<crate::logs::LogDir>,
+    service: String,
+    what: &'static str,
+    wait: std::time::Duration,
+    work: impl FnOnce(&crate::logs::LogWriter) + Send + 'static,
+) {
+    if supervisor.service(&service).is_none() {
+        log::warn!("{what}: there is no `{service}` service; not run");
+        return;
+    }
+    let started = std::thread::Builder::new()
+        .name(what.into())
+        .spawn(move || {
+            if !supervisor.wait_for(wait, |s| s.service(&service).is_some_and(|c| c.ready)) {
+                log::error!(
+                    "{what}: the {service} service was not ready within {} min; not run",
+                    wait.as_secs() / 60
+                );
+                return;
+            }
+            match logs.writer(&service) {
+                Ok(log) => work(&log),
+                Err(e) => log::error!("{what}: the {service} log: {e}; not run"),
+            }
+        });
+    if let Err(e) = started {
+        log::error!("{what}: cannot start its thread: {e}");
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! A temporary root with the files host settings read.

@@ -124,8 +124,8 @@ pub fn load_pending(
     problems
 }
 
-/// Waits (in a thread of its own) for the engine service to be ready, then
-/// loads what is pending for it. Nothing to do when nothing is pending.
+/// Once the engine service is ready, loads what is pending for it (in a
+/// thread of its own). Nothing to do when nothing is pending.
 pub fn spawn(
     supervisor: Arc<Supervisor>,
     runtime: Arc<dyn Runtime>,
@@ -137,31 +137,12 @@ pub fn spawn(
     if pending(&dir).is_empty() {
         return;
     }
-    if supervisor.service(&engine).is_none() {
-        log::warn!("preload: there is no `{engine}` service to load images into");
-        return;
-    }
-    let started = std::thread::Builder::new()
-        .name("preload".into())
-        .spawn(move || {
-            if !supervisor.wait_for(WAIT, |s| s.service(&engine).is_some_and(|c| c.ready)) {
-                log::error!("preload: {engine} was not ready in time; nothing loaded");
-                return;
-            }
-            let log = match logs.writer(&engine) {
-                Ok(w) => w,
-                Err(e) => {
-                    log::error!("preload: the {engine} log: {e}");
-                    return;
-                }
-            };
-            for p in load_pending(&*runtime, &engine, &dir, &log) {
-                log::error!("{p}");
-            }
-        });
-    if let Err(e) = started {
-        log::error!("preload: cannot start its thread: {e}");
-    }
+    let service = engine.clone();
+    super::when_ready(supervisor, logs, service, "preload", WAIT, move |log| {
+        for p in load_pending(&*runtime, &engine, &dir, log) {
+            log::error!("{p}");
+        }
+    });
 }
 
 #[cfg(test)]

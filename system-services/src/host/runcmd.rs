@@ -83,8 +83,8 @@ pub fn run_once(
     problems
 }
 
-/// Waits (in a thread of its own) for the console service to be ready, then
-/// runs `runcmd` in it. Nothing to do without commands or a console service.
+/// Once the console service is ready, runs `runcmd` in it (in a thread of
+/// its own). Nothing to do without commands or when they already ran.
 pub fn spawn(
     supervisor: Arc<Supervisor>,
     runtime: Arc<dyn Runtime>,
@@ -95,35 +95,18 @@ pub fn spawn(
     if commands.is_empty() || state_dir.join(MARKER).exists() {
         return;
     }
-    if supervisor.service(SERVICE).is_none() {
-        log::warn!("runcmd: there is no `{SERVICE}` service to run it in; not run");
-        return;
-    }
-    let started = std::thread::Builder::new()
-        .name("runcmd".into())
-        .spawn(move || {
-            let ready = supervisor.wait_for(WAIT, |s| s.service(SERVICE).is_some_and(|c| c.ready));
-            if !ready {
-                log::error!(
-                    "runcmd: the {SERVICE} service was not ready within {} min; not run",
-                    WAIT.as_secs() / 60
-                );
-                return;
-            }
-            let log = match logs.writer(SERVICE) {
-                Ok(w) => w,
-                Err(e) => {
-                    log::error!("runcmd: the {SERVICE} log: {e}; not run");
-                    return;
-                }
-            };
-            for p in run_once(&*runtime, SERVICE, &commands, &log, &state_dir) {
+    super::when_ready(
+        supervisor,
+        logs,
+        SERVICE.into(),
+        "runcmd",
+        WAIT,
+        move |log| {
+            for p in run_once(&*runtime, SERVICE, &commands, log, &state_dir) {
                 log::error!("{p}");
             }
-        });
-    if let Err(e) = started {
-        log::error!("runcmd: cannot start its thread: {e}");
-    }
+        },
+    );
 }
 
 #[cfg(test)]
