@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod choice;
 mod config;
 mod console;
 mod daemon;
@@ -60,6 +61,12 @@ enum Command {
     Network(network::NetworkCommand),
     /// The console service's entrypoint: users, SSH keys, sudo, sshd and the login prompts.
     ConsoleInit(console::ConsoleInitArgs),
+    /// Which console runs (`default`, `busybox`, …): list, switch, enable.
+    #[command(subcommand)]
+    Console(choice::ChoiceCommand),
+    /// Which user container engine runs (`docker`, `podman`, …): list, switch, enable.
+    #[command(subcommand)]
+    Engine(choice::ChoiceCommand),
 }
 
 /// Called as `berthd`: the arguments are `berth daemon`'s.
@@ -116,6 +123,8 @@ fn main() -> ExitCode {
         Command::Netconf(args) => network::netconf(args),
         Command::Network(cmd) => network::run(cmd),
         Command::ConsoleInit(args) => console::console_init(args),
+        Command::Console(cmd) => choice::run(berth_configs::choice::Slot::Console, cmd),
+        Command::Engine(cmd) => choice::run(berth_configs::choice::Slot::Engine, cmd),
     };
     finish(result)
 }

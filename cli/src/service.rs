@@ -208,7 +208,10 @@ impl Response {
     }
 }
 
-fn get_json<T: serde::de::DeserializeOwned>(socket: &Path, path: &str) -> anyhow::Result<T> {
+pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    path: &str,
+) -> anyhow::Result<T> {
     let body = send(socket, "GET", path)?.body()?;
     serde_json::from_str(&body).with_context(|| format!("berthd's answer to {path}"))
 }

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+pub mod choice;
 pub mod cmdline;
 pub mod compat;
 pub mod de;

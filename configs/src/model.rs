@@ -60,6 +60,11 @@ fn console_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"anyOf": [{"type": "string"}, console]})
 }
 
+fn engine_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let engine = g.subschema_for::<Engine>();
+    schemars::json_schema!({"anyOf": [{"type": "string"}, engine]})
+}
+
 fn vlans_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let vlan = g.subschema_for::<Vlan>();
     schemars::json_schema!({"anyOf": [
@@ -188,6 +193,7 @@ pub struct Berth {
     pub state: State,
     #[schemars(schema_with = "console_schema")]
     pub console: Console,
+    #[schemars(schema_with = "engine_schema")]
     pub engine: Engine,
     /// Kernel modules to load, each optionally followed by parameters: `"bonding mode=1"`.
     pub modules: Vec<String>,
@@ -436,7 +442,8 @@ pub struct State {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Console {
-    /// Which console image runs: `default` (Debian) or `busybox`.
+    /// Which console runs: `default` (Debian, OpenSSH) or one from
+    /// `/usr/share/berth/consoles` (`busybox`: busybox and dropbear).
     pub name: Option<String>,
     /// Log in automatically on these consoles (e.g. `ttyS0`, `tty1`).
     pub autologin: Vec<String>,
@@ -445,11 +452,16 @@ pub struct Console {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Engine {
-    /// The user container engine: `docker` (default) or `podman`.
+    /// The user container engine: `docker` (default) or one from
+    /// `/usr/share/berth/engines` (`podman`).
     pub name: Option<String>,
     /// Extra arguments for the engine daemon.
     pub args: Vec<String>,
     pub environment: KeyValues,
+    /// Image archives (`docker save` / `podman save` output) to load into the
+    /// engine at boot, once each, besides those in `/var/lib/berth/preload/ENGINE/`:
+    /// absolute paths on the host, e.g. written by `write_files` or on a mounted disk.
+    pub preload: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]

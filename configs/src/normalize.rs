@@ -60,8 +60,11 @@ pub fn normalize(doc: &mut Node, diagnostics: &mut Vec<Diagnostic>) {
         }
     }
     if let Some(berth) = doc.get_mut("berth") {
-        if let Some(console) = berth.get_mut("console") {
-            scalar_to_map(console, "name");
+        // `console: busybox` and `engine: podman` name the choice.
+        for key in ["console", "engine"] {
+            if let Some(choice) = berth.get_mut(key) {
+                scalar_to_map(choice, "name");
+            }
         }
         if let Some(services) = berth.get_mut("services").and_then(Node::as_map_mut) {
             for service in services {

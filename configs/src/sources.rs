@@ -70,8 +70,9 @@ impl Layout {
     }
 
     /// Every source that exists, earliest first, with the service files that
-    /// `berth.services_include` switches on placed right after the defaults
-    /// (so every other source can still change what they declare).
+    /// `berth.services_include` switches on and the chosen console and engine
+    /// ([`crate::choice`]) placed right after the defaults (so every other
+    /// source can still change what they declare).
     pub fn documents(&self) -> Result<Vec<Document>, Error> {
         let mut docs = self.sources()?;
         // Read from the documents themselves, not a validated merge: a source that
@@ -95,7 +96,9 @@ impl Layout {
             .filter_map(|(name, on)| on.then_some(name))
             .collect();
         let included: Vec<Document> = enabled.iter().map(|name| self.service_file(name)).collect();
+        let after_included = 1 + included.len();
         docs.splice(1..1, included);
+        self.splice_choices(&mut docs, after_included);
         Ok(docs)
     }
 

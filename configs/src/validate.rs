@@ -750,11 +750,12 @@ impl Validator<'_> {
                 );
             }
         }
-        if let Some(engine) = &b.engine.name {
-            if !["docker", "podman"].contains(&engine.as_str()) && !engine.starts_with("docker-") {
-                self.warn(
-                    &["berth", "engine", "name"],
-                    format!("`{engine}` is not a known engine (docker, podman)"),
+        // Which engines exist is the OS's catalogue's to say (`crate::choice`).
+        for (i, path) in b.engine.preload.iter().enumerate() {
+            if !path.starts_with('/') || path.split('/').any(|part| part == "..") {
+                self.error(
+                    &["berth", "engine", "preload", &i.to_string()],
+                    format!("`{path}` should be an absolute path on the host, without `..`"),
                 );
             }
         }

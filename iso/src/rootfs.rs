@@ -139,9 +139,9 @@ pub struct Spec<'a> {
     pub image_store: Option<&'a Path>,
     /// The version written to os-release.
     pub version: &'a str,
-    /// The optional-service catalogue (`configs/services/*.yml`), shipped at
-    /// `/usr/share/berth/services` for `berth.services_include`.
-    pub service_catalogue: Option<&'a Path>,
+    /// The directory holding the catalogues ([`CATALOGUES`]), each shipped
+    /// at `/usr/share/berth/NAME`.
+    pub catalogues: Option<&'a Path>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -199,8 +199,13 @@ pub fn stage(spec: &Spec<'_>, staging: &Path) -> Result<Report> {
     stage_e2fsprogs(staging)?;
     report.modules = stage_modules(spec.kernel, staging)?;
     stage_etc(staging, spec.version)?;
-    if let Some(catalogue) = spec.service_catalogue {
-        stage_catalogue(catalogue, &staging.join("usr/share/berth/services"))?;
+    if let Some(catalogues) = spec.catalogues {
+        for name in CATALOGUES {
+            let dir = catalogues.join(name);
+            if dir.is_dir() {
+                stage_catalogue(&dir, &staging.join("usr/share/berth").join(name))?;
+            }
+        }
     }
     if let Some(store) = spec.image_store {
         let (images, layers) = stage_images(store, &staging.join("usr/share/berth"))?;
@@ -339,7 +344,11 @@ fn stage_modules(kernel: &Kernel, staging: &Path) -> Result<usize> {
     Ok(closure.load_order.len())
 }
 
-/// Copies the `*.yml` service files of the catalogue.
+/// The catalogues of service files: optional services (`berth.services_include`),
+/// consoles (`berth.console.name`) and user engines (`berth.engine.name`).
+pub const CATALOGUES: &[&str] = &["services", "consoles", "engines"];
+
+/// Copies the `*.yml` service files of a catalogue.
 fn stage_catalogue(catalogue: &Path, dest: &Path) -> Result<()> {
     mkdir(dest)?;
     for entry in std::fs::read_dir(catalogue).map_err(io_err(catalogue))? {

@@ -105,6 +105,8 @@ struct Config {
     host: host::Settings,
     /// The user engine's service name (`berth.engine.name`).
     engine: String,
+    /// `berth.engine.preload`: archives to load into it.
+    preload: Vec<String>,
 }
 
 fn level(l: Option<LogLevel>) -> log::LevelFilter {
@@ -171,7 +173,11 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
-    let engine = berth.engine.name.unwrap_or_else(|| "docker".into());
+    let engine = berth
+        .engine
+        .name
+        .map(|n| berth_configs::choice::canonical(berth_configs::choice::Slot::Engine, &n))
+        .unwrap_or_else(|| berth_configs::choice::Slot::Engine.built_in().into());
     let mut services = berth.services;
     // `berth.engine.args` and `.environment` go to the engine's daemon.
     if let Some(service) = services.get_mut(&engine) {
@@ -200,6 +206,7 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
         level: level(berth.log.level),
         host,
         engine,
+        preload: berth.engine.preload,
     };
     (config, messages)
 }
@@ -298,6 +305,11 @@ struct DaemonControl {
     supervisor: Arc<Supervisor>,
     /// Where host settings apply (`None`: they do not).
     host: Option<HostPaths>,
+    runtime: Arc<dyn Runtime>,
+    logs: Arc<LogDir>,
+    /// The user engine running now: a reload that switches engines preloads
+    /// what is waiting for the new one.
+    engine: std::sync::Mutex<String>,
 }
 
 impl Control for DaemonControl {
@@ -309,9 +321,26 @@ impl Control for DaemonControl {
         if let Some(paths) = &self.host {
             apply_host(&host::Linux, paths, &config.host, Stage::Reload);
         }
-        self.supervisor
+        let report = self
+            .supervisor
             .reconcile(config.services)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        if *engine != config.engine {
+            log::info!("user engine: {} → {}", *engine, config.engine);
+            if let Some(paths) = &self.host {
+                host::preload::spawn(
+                    Arc::clone(&self.supervisor),
+                    Arc::clone(&self.runtime),
+                    Arc::clone(&self.logs),
+                    config.engine.clone(),
+                    &config.preload,
+                    &paths.root,
+                );
+            }
+            *engine = config.engine;
+        }
+        Ok(report)
     }
 
     fn shutdown(&self) {
@@ -394,9 +423,10 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         );
         host::preload::spawn(
             Arc::clone(&supervisor),
-            exec_runtime,
+            Arc::clone(&exec_runtime),
             Arc::clone(&log_dir),
             config.engine.clone(),
+            &config.preload,
             &paths.root,
         );
     }
@@ -406,6 +436,9 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         source: options.config.clone(),
         supervisor: Arc::clone(&supervisor),
         host: host_paths,
+        runtime: exec_runtime,
+        logs: Arc::clone(&log_dir),
+        engine: std::sync::Mutex::new(config.engine.clone()),
     });
     let server = api::serve(
         &options.socket,

@@ -77,7 +77,14 @@ pub fn build() -> Result<Artifacts> {
     let rootfs_out = out.join("rootfs.squashfs");
     let store_index = crate::image_store_dir().join("images/index.json");
     let version = env!("CARGO_PKG_VERSION");
-    let catalogue = workspace_root().join("configs/services");
+    let catalogues = workspace_root().join("configs");
+    let mut catalogue_sources = String::new();
+    for name in rootfs::CATALOGUES {
+        let dir = catalogues.join(name);
+        if dir.is_dir() {
+            catalogue_sources.push_str(&sources_of(&dir)?);
+        }
+    }
     let fp = fingerprint(
         &[&berth, &vmlinuz, Path::new(BUSYBOX), &store_index],
         &[
@@ -85,7 +92,7 @@ pub fn build() -> Result<Artifacts> {
             &rootfs::RUNTIME_MODULE_PREFIXES.join(","),
             version,
             &sources_of(&workspace_root().join("iso/src"))?,
-            &sources_of(&catalogue)?,
+            &catalogue_sources,
         ],
     )?;
     if stale(&rootfs_out, &fp) {
@@ -98,7 +105,7 @@ pub fn build() -> Result<Artifacts> {
                 busybox: Path::new(BUSYBOX),
                 image_store: Some(&crate::image_store_dir()),
                 version,
-                service_catalogue: Some(&catalogue),
+                catalogues: Some(&catalogues),
             },
             &staging,
         )

@@ -2,8 +2,11 @@
 //! (by `write_files`, an OEM image or a person) are loaded into the user
 //! engine once it is ready, each one once: `.loaded` in that directory lists
 //! what was loaded (name, size, mtime), so a replaced file loads again and
-//! nothing loads twice across reboots. Loading runs `docker load` inside the
-//! engine's own container, which sees the directory read-only at the same path.
+//! nothing loads twice across reboots. Archives listed in `berth.engine.preload`
+//! are linked (or copied, keeping their mtime) into that directory first, so
+//! both ways share one record. Loading runs the engine's own CLI (`docker load`,
+//! `podman load`) inside the engine's container, which sees the directory
+//! read-only at the same path.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,6 +75,68 @@ fn record(dir: &Path, archive: &Path) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// The command that loads `archive` into `engine`, run in the engine's container.
+fn load_argv(engine: &str, archive: &Path) -> Vec<String> {
+    let mut argv: Vec<String> = match engine {
+        // The engine's socket is not at docker's default path (the console links it).
+        "docker" => vec![
+            "docker".into(),
+            "--host".into(),
+            "unix:///run/docker/docker.sock".into(),
+        ],
+        other => vec![other.to_string()],
+    };
+    argv.extend([
+        "load".into(),
+        "--input".into(),
+        archive.to_string_lossy().into_owned(),
+    ]);
+    argv
+}
+
+/// Puts the archives `listed` (host paths under `root`) into `dir`: a hard
+/// link, or a copy with the original's mtime when they are on different file
+/// systems, so that an unchanged archive is recognised as loaded at the next boot.
+pub fn link_listed(root: &Path, listed: &[String], dir: &Path) -> Vec<Problem> {
+    use std::os::unix::fs::MetadataExt;
+    let mut problems = Vec::new();
+    for path in listed {
+        let field = format!("berth.engine.preload {path}");
+        let source = root.join(path.trim_start_matches('/'));
+        let Some(name) = source.file_name() else {
+            problems.push(Problem::new(field, "names no file"));
+            continue;
+        };
+        let dest = dir.join(name);
+        let result = (|| -> std::io::Result<()> {
+            let meta = std::fs::metadata(&source)?;
+            if let Ok(existing) = std::fs::metadata(&dest) {
+                if existing.ino() == meta.ino() && existing.dev() == meta.dev()
+                    || (existing.len(), existing.mtime()) == (meta.len(), meta.mtime())
+                {
+                    return Ok(());
+                }
+                std::fs::remove_file(&dest)?;
+            }
+            std::fs::create_dir_all(dir)?;
+            if std::fs::hard_link(&source, &dest).is_ok() {
+                return Ok(());
+            }
+            let tmp = dir.join(format!(".{}.partial", name.to_string_lossy()));
+            std::fs::copy(&source, &tmp)?;
+            std::fs::File::options()
+                .write(true)
+                .open(&tmp)?
+                .set_modified(meta.modified()?)?;
+            std::fs::rename(&tmp, &dest)
+        })();
+        if let Err(e) = result {
+            problems.push(Problem::new(field, e.to_string()));
+        }
+    }
+    problems
+}
+
 /// Loads every pending archive of `dir` (a host path; the same path inside
 /// the engine's container) into the engine running as service `engine`.
 pub fn load_pending(
@@ -83,17 +148,7 @@ pub fn load_pending(
     let mut problems = Vec::new();
     for archive in pending(dir) {
         let field = format!("preload {}", archive.display());
-        let argv: Vec<String> = [
-            "docker",
-            "--host",
-            "unix:///run/docker/docker.sock",
-            "load",
-            "--input",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([archive.to_string_lossy().into_owned()])
-        .collect();
+        let argv = load_argv(engine, &archive);
         let problem = match runtime.exec(engine, &argv, TIMEOUT) {
             Err(e) => Some(e.to_string()),
             Ok(out) => {
@@ -103,8 +158,12 @@ pub fn load_pending(
                 );
                 match out.exit {
                     Some(exit) if exit.success() => None,
-                    Some(exit) => Some(format!("docker load: {exit}")),
-                    None => Some(format!("docker load: killed after {}s", TIMEOUT.as_secs())),
+                    Some(exit) => Some(format!("{} load: {exit}", argv[0])),
+                    None => Some(format!(
+                        "{} load: killed after {}s",
+                        argv[0],
+                        TIMEOUT.as_secs()
+                    )),
                 }
             }
         };
@@ -131,9 +190,13 @@ pub fn spawn(
     runtime: Arc<dyn Runtime>,
     logs: Arc<LogDir>,
     engine: String,
+    listed: &[String],
     root: &Path,
 ) {
     let dir = root.join(DIR.trim_start_matches('/')).join(&engine);
+    for p in link_listed(root, listed, &dir) {
+        log::error!("{p}");
+    }
     if pending(&dir).is_empty() {
         return;
     }
@@ -163,5 +226,42 @@ mod tests {
         std::fs::write(d.join("app.tar"), b"one, rebuilt").expect("write");
         assert_eq!(pending(d), [d.join("app.tar"), d.join("tools.tar.gz")]);
         assert!(pending(&d.join("absent")).is_empty());
+    }
+
+    #[test]
+    fn listed_archives_join_the_directory_once_and_keep_their_identity() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let r = root.path();
+        std::fs::create_dir_all(r.join("opt/images")).expect("mkdir");
+        std::fs::write(r.join("opt/images/app.tar"), b"archive").expect("write");
+        let dir = r.join("var/lib/berth/preload/podman");
+        let listed = vec![
+            "/opt/images/app.tar".to_string(),
+            "/opt/missing.tar".to_string(),
+        ];
+        let problems = link_listed(r, &listed, &dir);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].to_string().contains("/opt/missing.tar"),
+            "{problems:?}"
+        );
+        assert_eq!(pending(&dir), [dir.join("app.tar")]);
+        record(&dir, &dir.join("app.tar")).expect("record");
+        // Listed again at the next boot: already there, nothing new to load.
+        assert!(link_listed(r, &listed[..1], &dir).is_empty());
+        assert!(pending(&dir).is_empty());
+    }
+
+    #[test]
+    fn each_engine_loads_with_its_own_cli() {
+        let a = Path::new("/var/lib/berth/preload/x/a.tar");
+        assert_eq!(
+            load_argv("docker", a).join(" "),
+            "docker --host unix:///run/docker/docker.sock load --input /var/lib/berth/preload/x/a.tar"
+        );
+        assert_eq!(
+            load_argv("podman", a).join(" "),
+            "podman load --input /var/lib/berth/preload/x/a.tar"
+        );
     }
 }
