@@ -110,6 +110,41 @@ impl Ssh {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The host keys the server offers (`ssh-keyscan`), as sorted `TYPE BASE64`
+    /// lines: the machine's SSH identity.
+    pub fn host_keys(&self) -> Result<Vec<String>> {
+        let out = Command::new("ssh-keyscan")
+            .args(["-T", "10", "-p", &self.port.to_string(), "127.0.0.1"])
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: "ssh-keyscan".into(),
+                source,
+            })?;
+        let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let mut fields = l.split_whitespace().skip(1);
+                Some(format!("{} {}", fields.next()?, fields.next()?))
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// Runs `remote` until it succeeds, for what takes a while to come true.
+    pub fn wait_for(&self, remote: &str, timeout: Duration) -> Result<String> {
+        let start = Instant::now();
+        loop {
+            match self.check(remote) {
+                Ok(out) => return Ok(out),
+                Err(e) if start.elapsed() >= timeout => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_secs(2)),
+            }
+        }
+    }
+
     /// A password login attempt, no key offered: what the server says.
     pub fn try_password(&self) -> Result<Output> {
         let mut cmd = self.command(&[
@@ -125,25 +160,11 @@ impl Ssh {
         })
     }
 
-    /// Tries `remote` until it succeeds: sshd starting is the readiness being
-    /// waited for, so each try is a real login, not a sleep.
+    /// Logs in until it works: sshd starting is the readiness being waited
+    /// for, so each try is a real login, not a sleep.
     pub fn wait(&self, timeout: Duration) -> Result<Duration> {
         let start = Instant::now();
-        loop {
-            let out = self.run("true")?;
-            if out.status.success() {
-                return Ok(start.elapsed());
-            }
-            if start.elapsed() >= timeout {
-                return Err(Error::Command {
-                    command: format!("ssh -p {} {}@127.0.0.1 true", self.port, self.user),
-                    stderr: format!(
-                        "no login within {timeout:?}: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    ),
-                });
-            }
-            std::thread::sleep(Duration::from_secs(2));
-        }
+        self.wait_for("true", timeout)?;
+        Ok(start.elapsed())
     }
 }

@@ -1,7 +1,8 @@
 //! The everyday use of Berth, end to end: boot the ISO with a NoCloud seed
 //! carrying a key made for the test, log in with the real OpenSSH client,
 //! see the cloud-config applied to the host, and run containers in the user
-//! engine — which keep running across a reboot when they ask to.
+//! engine — which keep running across a reboot when they ask to, and across
+//! switching the console and the engine.
 
 use std::path::Path;
 use std::time::Duration;
@@ -147,11 +148,7 @@ berth:
         );
         // Restarting the console (where this very SSH session lives) leaves
         // user containers alone: the engine is a service of its own.
-        let started_at = |ssh: &Ssh| {
-            ssh.check("docker inspect --format '{{.State.StartedAt}}' keeper")
-                .map(|s| s.trim().to_string())
-        };
-        let before = started_at(&ssh).expect("inspect keeper");
+        let before = started_at(&vm, &ssh, "keeper");
         ok(
             &vm,
             &ssh,
@@ -161,7 +158,7 @@ berth:
         ssh.wait(BOOT_TIMEOUT)
             .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
         assert_eq!(
-            started_at(&ssh).expect("inspect keeper"),
+            started_at(&vm, &ssh, "keeper"),
             before,
             "the user container was restarted with the console"
         );
@@ -230,4 +227,135 @@ berth:
             )
         });
     assert_eq!(preloaded, "preloaded/busybox:1");
+
+    switch_consoles_and_back(&mut vm, &ssh);
+    switch_engines_and_back(&vm, &ssh, dir.path());
+}
+
+fn started_at(vm: &Vm, ssh: &Ssh, container: &str) -> String {
+    ok(
+        vm,
+        ssh,
+        &format!("docker inspect --format '{{{{.State.StartedAt}}}}' {container}"),
+    )
+    .trim()
+    .to_string()
+}
+
+/// `berth console switch` typed in the console it replaces: the session ends,
+/// the busybox+dropbear console comes up with the same users, keys, host
+/// identity and /home, and a user container never notices.
+fn switch_consoles_and_back(vm: &mut Vm, ssh: &Ssh) {
+    const WAIT: Duration = Duration::from_secs(180);
+    let keeper = started_at(vm, ssh, "keeper");
+    let identity = ssh.host_keys().expect("ssh-keyscan");
+    assert!(!identity.is_empty(), "no host keys offered");
+    ok(vm, ssh, "echo kept across consoles > /home/berth/kept.txt");
+    ok(vm, ssh, "berth console list | grep -q busybox");
+    // Detached: the command's own session ends as the console is replaced.
+    ok(
+        vm,
+        ssh,
+        "sudo sh -c 'nohup berth console switch busybox >/dev/null 2>&1 &'",
+    );
+    ssh.wait_for(
+        "test -x /usr/sbin/dropbear && ! test -e /usr/sbin/sshd",
+        WAIT,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "no login on the busybox console: {e}\n{}",
+            berth_lines(&vm.transcript())
+        )
+    });
+    assert_eq!(ok(vm, ssh, "id -un").trim(), "berth");
+    ok(vm, ssh, "sudo -n true");
+    assert_eq!(ok(vm, ssh, "hostname").trim(), "berth-ssh-test");
+    assert_eq!(
+        ok(vm, ssh, "cat /home/berth/kept.txt").trim(),
+        "kept across consoles"
+    );
+    // The host's processes are visible (host pid namespace): the user container runs on.
+    ok(vm, ssh, "pgrep -f 'sleep 100000'");
+    let refused = ssh.try_password().expect("ssh");
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("Permission denied (publickey)"),
+        "dropbear took a password login: {refused:?}"
+    );
+    let dropbear_keys = ssh.host_keys().expect("ssh-keyscan");
+    assert!(
+        !dropbear_keys.is_empty() && dropbear_keys.iter().all(|k| identity.contains(k)),
+        "the machine's SSH identity changed with the console:\nOpenSSH {identity:#?}\ndropbear {dropbear_keys:#?}"
+    );
+
+    ok(
+        vm,
+        ssh,
+        "sudo sh -c 'nohup berth console switch default >/dev/null 2>&1 &'",
+    );
+    ssh.wait_for("test -x /usr/sbin/sshd", WAIT)
+        .unwrap_or_else(|e| {
+            panic!(
+                "no login on the default console: {e}\n{}",
+                berth_lines(&vm.transcript())
+            )
+        });
+    assert_eq!(ssh.host_keys().expect("ssh-keyscan"), identity);
+    assert_eq!(
+        started_at(vm, ssh, "keeper"),
+        keeper,
+        "the user container was restarted by the console switches"
+    );
+}
+
+/// `berth engine switch podman` and back: each engine keeps its own images,
+/// and the docker CLI in the console drives whichever runs.
+fn switch_engines_and_back(vm: &Vm, ssh: &Ssh, dir: &Path) {
+    let images = |ssh: &Ssh| {
+        ok(
+            vm,
+            ssh,
+            "docker image ls --format '{{.Repository}}:{{.Tag}}'",
+        )
+    };
+    let docker_images = images(ssh);
+    assert!(docker_images.contains("busybox:latest"), "{docker_images}");
+
+    let out = ok(vm, ssh, "sudo berth engine switch podman");
+    assert!(out.contains("`podman` is ready"), "{out}");
+    let podman_images = images(ssh);
+    assert!(
+        !podman_images.contains("busybox:latest"),
+        "podman sees docker's images: {podman_images}"
+    );
+    let archive = busybox_archive(dir, "podman-only/busybox:1").expect("archive");
+    let out = ssh
+        .run_with_input("docker load", Some(&archive))
+        .expect("ssh");
+    assert!(out.status.success(), "docker load into podman: {out:?}");
+    assert!(images(ssh).contains("podman-only/busybox:1"));
+    assert_eq!(
+        ok(
+            vm,
+            ssh,
+            "docker run --rm podman-only/busybox:1 echo hi from podman"
+        )
+        .trim(),
+        "hi from podman"
+    );
+
+    let out = ok(vm, ssh, "sudo berth engine switch docker");
+    assert!(out.contains("`docker` is ready"), "{out}");
+    let back = images(ssh);
+    assert!(
+        back.contains("busybox:latest") && !back.contains("podman-only"),
+        "docker's images after the switch back: {back}"
+    );
+    ok(vm, ssh, "sudo berth engine switch podman");
+    assert!(
+        images(ssh).contains("podman-only/busybox:1"),
+        "podman's images were not kept"
+    );
+    ok(vm, ssh, "sudo berth engine switch docker");
 }
