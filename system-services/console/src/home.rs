@@ -238,6 +238,7 @@ mod tests {
             uid: meta.uid(),
             gid: meta.gid(),
             home: "/home/alice".into(),
+            shell: "/bin/sh".into(),
         }
     }
 

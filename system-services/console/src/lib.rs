@@ -1,25 +1,32 @@
 //! `berth console-init`: the entrypoint of the `console` system service.
 //!
 //! It makes the console container match the cloud-config — users, SSH keys,
-//! sudo rules, the sshd settings and host keys — then stays as the container's
-//! init, keeping sshd and the login prompts running. Everything is rooted at a
-//! directory (`/` in the container) so the tests run on a temp dir.
+//! sudo rules, the SSH server's settings and host keys — then stays as the
+//! container's init, keeping the SSH server and the login prompts running. The
+//! same code serves both consoles: the Debian one (OpenSSH, agetty, bash) and
+//! the busybox one (Dropbear, busybox getty and sh), told apart by what the
+//! image has. Everything is rooted at a directory (`/` in the container) so
+//! the tests run on a temp dir.
 //!
 //! - [`accounts`]: passwd/group/shadow/gshadow, edited atomically and idempotently.
 //! - [`users`]: the default user `berth` and `users:` entries → accounts.
 //! - [`home`]: home directories and `authorized_keys`.
 //! - [`keys`]: checking `ssh_authorized_keys` lines.
 //! - [`sudoers`]: the sudo rules file in `/etc/sudoers.d`.
+//! - [`shells`]: login shells the console has, and `/etc/shells`.
 //! - [`sshd`]: the sshd drop-in, host keys on the state partition.
-//! - [`getty`]: which consoles get an agetty, and with autologin or not.
+//! - [`dropbear`]: OpenSSH or Dropbear: host key conversion, command lines.
+//! - [`getty`]: which consoles get a getty (agetty or busybox's), with autologin or not.
 //! - [`supervise`]: start, restart, reap, stop.
 
 pub mod accounts;
+pub mod dropbear;
 pub mod files;
 pub mod getty;
 pub mod home;
 pub mod host_files;
 pub mod keys;
+pub mod shells;
 pub mod sshd;
 pub mod sudoers;
 pub mod supervise;
@@ -31,7 +38,8 @@ use std::time::Duration;
 
 use berth_configs::CloudConfig;
 
-use crate::getty::Getty;
+use crate::dropbear::SshServer;
+use crate::getty::{Getty, GettyProgram};
 use crate::supervise::{Program, Report};
 use crate::users::Created;
 
@@ -66,18 +74,31 @@ impl Warnings {
 pub struct Options {
     /// The console's root: accounts, homes, sshd config, devices, and the config sources.
     pub root: PathBuf,
+    /// Which SSH server to set up and run.
+    pub ssh_server: SshServer,
+    /// Which getty runs the login prompts.
+    pub getty: GettyProgram,
     pub ssh_keygen: PathBuf,
     pub sshd: PathBuf,
-    pub agetty: PathBuf,
+    pub dropbear: PathBuf,
+    pub dropbearkey: PathBuf,
+    pub dropbearconvert: PathBuf,
 }
 
 impl Options {
+    /// The programs at their paths in the console images, the SSH server and
+    /// getty chosen by which of them the image under `root` has.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
         Options {
-            root: root.into(),
+            ssh_server: SshServer::detect(&root),
+            getty: GettyProgram::detect(&root),
+            root,
             ssh_keygen: PathBuf::from("/usr/bin/ssh-keygen"),
-            sshd: PathBuf::from("/usr/sbin/sshd"),
-            agetty: PathBuf::from(getty::AGETTY),
+            sshd: PathBuf::from(dropbear::SSHD),
+            dropbear: PathBuf::from(dropbear::DROPBEAR),
+            dropbearkey: PathBuf::from(dropbear::DROPBEARKEY),
+            dropbearconvert: PathBuf::from(dropbear::DROPBEARCONVERT),
         }
     }
 }
@@ -86,7 +107,10 @@ impl Options {
 #[derive(Debug, Clone)]
 pub struct Setup {
     pub users: Vec<Created>,
+    pub server: SshServer,
     pub sshd: sshd::Settings,
+    /// The host keys the server offers, as it sees them.
+    pub host_keys: Vec<PathBuf>,
     pub gettys: Vec<Getty>,
     pub warnings: Warnings,
 }
@@ -127,6 +151,8 @@ pub fn setup(config: &CloudConfig, options: &Options) -> Result<Setup, Error> {
             warnings.push(format!("user {}: {e}", user.spec.name));
         }
     }
+    let shells: Vec<&str> = created.iter().map(|u| u.shell.as_str()).collect();
+    shells::write(root, &shells)?;
     sudoers::write(root, &created, &mut warnings)?;
     if let Err(e) = host_files::link(root) {
         warnings.push(format!("cannot use the host's hosts and resolv.conf: {e}"));
@@ -136,24 +162,23 @@ pub fn setup(config: &CloudConfig, options: &Options) -> Result<Setup, Error> {
     }
 
     let settings = sshd::Settings::from_config(config);
-    sshd::write_config(root, &settings)?;
-    let key_dir = root.join(
-        settings
-            .host_key_dir
-            .strip_prefix("/")
-            .unwrap_or(&settings.host_key_dir),
-    );
-    sshd::ensure_host_keys(&key_dir, &options.ssh_keygen)?;
-    sshd::ensure_privsep_dir(root)?;
+    let host_keys = options
+        .ssh_server
+        .prepare(&settings, options, &mut warnings)?;
 
     let (gettys, skipped) =
         getty::gettys(root, &config.berth.console.autologin, users::DEFAULT_USER);
     for why in skipped {
         warnings.push(format!("no login prompt on {why}"));
     }
+    if matches!(options.getty, GettyProgram::Busybox(_)) {
+        getty::write_autologin(root, &gettys)?;
+    }
     Ok(Setup {
         users: created,
+        server: options.ssh_server,
         sshd: settings,
+        host_keys,
         gettys,
         warnings,
     })
@@ -161,20 +186,16 @@ pub fn setup(config: &CloudConfig, options: &Options) -> Result<Setup, Error> {
 
 /// The programs the console keeps running.
 pub fn programs(setup: &Setup, options: &Options) -> Vec<Program> {
-    let mut programs = vec![Program {
-        name: "sshd".into(),
-        // -D: stay in the foreground as our child; -e: log to stderr, which berthd keeps.
-        argv: vec![options.sshd.display().to_string(), "-D".into(), "-e".into()],
-    }];
-    let agetty = options.agetty.display().to_string();
-    programs.extend(setup.gettys.iter().map(|g| g.program(&agetty)));
+    let mut programs = vec![setup.server.program(&setup.sshd, &setup.host_keys, options)];
+    programs.extend(setup.gettys.iter().map(|g| g.program(&options.getty)));
     programs
 }
 
-/// The line printed once sshd accepts connections.
+/// The line printed once the SSH server accepts connections.
 pub fn ready_line(setup: &Setup) -> String {
     format!(
-        "ready (sshd on port {}, users: {})",
+        "ready ({} on port {}, users: {})",
+        setup.server.name(),
         setup.sshd.port,
         users::names(&setup.users).join(", ")
     )

@@ -4,6 +4,7 @@
 //! so a machine's identity survives reboots and upgrades, and the privilege
 //! separation directory.
 
+use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +33,12 @@ pub enum SshdError {
         program: String,
         path: PathBuf,
         stderr: String,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("cannot move the new host key into {}: {source}", path.display())]
     Rename {
@@ -133,33 +140,68 @@ pub fn ensure_host_keys(dir: &Path, ssh_keygen: &Path) -> Result<Vec<PathBuf>, S
         for stale in [&tmp, &tmp_pub] {
             let _ = std::fs::remove_file(stale);
         }
-        let program = ssh_keygen.display().to_string();
-        let output = Command::new(ssh_keygen)
-            .args(["-q", "-t", kind, "-N", "", "-C", ""])
-            .arg("-f")
-            .arg(&tmp)
-            .output()
-            .map_err(|source| SshdError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-        if !output.status.success() {
-            return Err(SshdError::Keygen {
-                program,
-                path: key,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            });
-        }
+        run_tool(
+            ssh_keygen,
+            &[
+                "-q".as_ref(),
+                "-t".as_ref(),
+                kind.as_ref(),
+                "-N".as_ref(),
+                "".as_ref(),
+                "-C".as_ref(),
+                "".as_ref(),
+                "-f".as_ref(),
+                tmp.as_os_str(),
+            ],
+            &key,
+        )?;
         let public = dir.join(format!("ssh_host_{kind}_key.pub"));
-        for (from, to) in [(&tmp_pub, &public), (&tmp, &key)] {
-            std::fs::rename(from, to).map_err(|source| SshdError::Rename {
-                path: to.clone(),
-                source,
-            })?;
-        }
+        install_pair(&tmp_pub, &public, &tmp, &key)?;
         made.push(key);
     }
     Ok(made)
+}
+
+/// Runs a key tool (`ssh-keygen`, `dropbearkey`, `dropbearconvert`) making
+/// `making`; its stdout, or why it failed.
+pub(crate) fn run_tool(
+    program: &Path,
+    args: &[&OsStr],
+    making: &Path,
+) -> Result<Vec<u8>, SshdError> {
+    let name = program.display().to_string();
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| SshdError::Spawn {
+            program: name.clone(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(SshdError::Keygen {
+            program: name,
+            path: making.to_path_buf(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    Ok(output.stdout)
+}
+
+/// Moves a key pair made under temporary names into place, public half first:
+/// a key is kept once its private half exists, so that half must come last.
+pub(crate) fn install_pair(
+    tmp_pub: &Path,
+    public: &Path,
+    tmp: &Path,
+    key: &Path,
+) -> Result<(), SshdError> {
+    for (from, to) in [(tmp_pub, public), (tmp, key)] {
+        std::fs::rename(from, to).map_err(|source| SshdError::Rename {
+            path: to.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// sshd refuses to start without its empty, root-owned privilege separation dir.

@@ -79,6 +79,7 @@ mod tests {
             uid: 1000,
             gid: 1000,
             home: format!("/home/{name}"),
+            shell: "/bin/sh".into(),
         }
     }
 

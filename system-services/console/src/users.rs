@@ -13,6 +13,7 @@ use berth_configs::model::User;
 use berth_configs::CloudConfig;
 
 use crate::accounts::{Accounts, AccountsError, Password, UserEntry, REGULAR_IDS, SYSTEM_IDS};
+use crate::shells;
 use crate::Warnings;
 
 pub const DEFAULT_USER: &str = "berth";
@@ -60,6 +61,8 @@ pub struct Created {
     pub uid: u32,
     pub gid: u32,
     pub home: String,
+    /// The login shell written to `passwd` (see [`crate::shells::resolve`]).
+    pub shell: String,
 }
 
 /// The users `config` asks for, `berth` first. Entries that cannot be made
@@ -286,6 +289,25 @@ pub fn apply(
             }
         },
     };
+    let wanted = spec
+        .shell
+        .clone()
+        .or_else(|| {
+            existing
+                .as_ref()
+                .map(|u| u.shell.clone())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_SHELL.into());
+    let shell = shells::resolve(root, &wanted);
+    // The default user's bash is missing from the busybox console by design;
+    // any other missing shell is the config's doing and worth a word.
+    if shell != wanted && wanted != DEFAULT_SHELL {
+        warnings.push(format!(
+            "user {}: {wanted} is not in this console; the login shell is {shell}",
+            spec.name
+        ));
+    }
     let entry = UserEntry {
         name: spec.name.clone(),
         uid,
@@ -296,16 +318,7 @@ pub fn apply(
             .or_else(|| existing.as_ref().map(|u| u.gecos.clone()))
             .unwrap_or_default(),
         home: home.clone(),
-        shell: spec
-            .shell
-            .clone()
-            .or_else(|| {
-                existing
-                    .as_ref()
-                    .map(|u| u.shell.clone())
-                    .filter(|s| !s.is_empty())
-            })
-            .unwrap_or_else(|| DEFAULT_SHELL.into()),
+        shell: shell.clone(),
         password: spec.password.clone(),
     };
     accounts.put_user(&entry);
@@ -314,6 +327,7 @@ pub fn apply(
         uid,
         gid,
         home,
+        shell,
     })
 }
 

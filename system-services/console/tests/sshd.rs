@@ -7,13 +7,10 @@
 //!
 //! Root only, and needs sshd, ssh, ssh-keygen and unshare; skips (and says so) otherwise.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use berth_console::supervise::Report;
 use berth_console::{sshd, Options};
+use common::{client_key, console_root, free_port, ssh, start_server, wait_listening, Lines};
 
 const TOOLS: &[&str] = &[
     "/usr/sbin/sshd",
@@ -22,122 +19,13 @@ const TOOLS: &[&str] = &[
     "/usr/bin/unshare",
 ];
 
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    TOOLS
-        .iter()
-        .find(|t| !Path::new(t).exists())
-        .map(|t| format!("{t} is missing (apt-get install openssh-server openssh-client)"))
-}
-
-#[derive(Default)]
-struct Lines(Vec<String>);
-
-impl Report for Lines {
-    fn line(&mut self, text: String) {
-        eprintln!("console-init: {text}");
-        self.0.push(text);
-    }
-}
-
-/// A client key pair; returns (private key path, public key line).
-fn client_key(dir: &Path, name: &str) -> (PathBuf, String) {
-    let path = dir.join(name);
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&path)
-        .status()
-        .expect("ssh-keygen");
-    assert!(status.success());
-    let public = std::fs::read_to_string(path.with_extension("pub")).expect("public key");
-    (path, public.trim().to_string())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Sshd(Child);
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// sshd on `config`, in a mount namespace where `root`'s accounts and homes are the system's.
-fn start_sshd(root: &Path, config: &Path) -> Sshd {
-    let r = root.display();
-    let script = format!(
-        "set -e\n\
-         for f in passwd group shadow; do mount --bind {r}/etc/$f /etc/$f; done\n\
-         mount --bind {r}/home /home\n\
-         mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/sshd\n\
-         exec /usr/sbin/sshd -D -e -f {}\n",
-        config.display()
-    );
-    let child = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("unshare sshd");
-    Sshd(child)
-}
-
-fn ssh(port: u16, key: &Path, user: &str, known_hosts: &Path, extra: &[&str]) -> Output {
-    Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .args(["-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args(extra)
-        .arg("-i")
-        .arg(key)
-        .args(["-p", &port.to_string()])
-        .arg(format!("{user}@127.0.0.1"))
-        .arg("id -un; pwd")
-        .stdin(Stdio::null())
-        .output()
-        .expect("ssh")
-}
-
 #[test]
 fn ssh_logs_in_with_the_configs_keys_and_password_login_is_refused() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = common::skip_reason(TOOLS, "openssh-server openssh-client") {
         eprintln!("skipped: {why}");
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let root = dir.path().join("root");
-    let etc = root.join("etc");
-    std::fs::create_dir_all(etc.join("skel")).expect("etc");
-    std::fs::create_dir_all(root.join("home")).expect("home");
-    for file in ["passwd", "group", "shadow", "gshadow"] {
-        let _ = std::fs::copy(Path::new("/etc").join(file), etc.join(file));
-    }
-    std::fs::write(etc.join("skel/.profile"), "# skel\n").expect("skel");
     let (berth_key, berth_pub) = client_key(dir.path(), "berth_key");
     let (alice_key, alice_pub) = client_key(dir.path(), "alice_key");
     let port = free_port();
@@ -148,9 +36,7 @@ fn ssh_logs_in_with_the_configs_keys_and_password_login_is_refused() {
          \x20   ssh_authorized_keys: [\"{alice_pub}\"]\n\
          berth:\n  ssh:\n    port: {port}\n"
     );
-    let config_dir = root.join("var/lib/berth/config");
-    std::fs::create_dir_all(&config_dir).expect("config dir");
-    std::fs::write(config_dir.join("user-data.yml"), user_data).expect("user-data");
+    let root = console_root(dir.path(), &user_data);
 
     let mut report = Lines::default();
     let config = berth_console::load_config(&root, &mut report).expect("config");
@@ -180,7 +66,7 @@ fn ssh_logs_in_with_the_configs_keys_and_password_login_is_refused() {
     berth_console::setup(&config, &options).expect("setup again");
     assert_eq!(
         std::fs::read_to_string(&host_key).ok(),
-        Some(host_key_before.clone())
+        Some(host_key_before)
     );
 
     // The rendered settings, with the host keys where the test keeps them.
@@ -196,20 +82,13 @@ fn ssh_logs_in_with_the_configs_keys_and_password_login_is_refused() {
     )
     .expect("sshd_config");
     let known_hosts = dir.path().join("known_hosts");
-    let host_public = host_key_before
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
-    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_public}\n"))
-        .expect("known_hosts");
+    std::fs::write(&known_hosts, common::known_host(port, &host_key)).expect("known_hosts");
 
-    let _sshd = start_sshd(&root, &sshd_config);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !berth_console::listening(port) {
-        assert!(Instant::now() < deadline, "sshd did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let argv = ["/usr/sbin/sshd", "-D", "-e", "-f"].map(String::from);
+    let mut argv = argv.to_vec();
+    argv.push(sshd_config.display().to_string());
+    let _sshd = start_server(&root, &argv);
+    wait_listening(port);
     let ed25519 = ["-o", "HostKeyAlgorithms=ssh-ed25519"];
 
     let out = ssh(port, &berth_key, "berth", &known_hosts, &ed25519);
