@@ -52,6 +52,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     // real ssh client logging in to it and to the VM.
     ("openssh-server", "/usr/sbin/sshd"),
     ("openssh-client", "ssh"),
+    // The busybox console's test: console-init's Dropbear setup, run for real.
+    ("dropbear-bin", "/usr/sbin/dropbear"),
 ];
 
 const RUSTUP_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
