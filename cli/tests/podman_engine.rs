@@ -372,6 +372,12 @@ fn podman_serves_the_docker_api_runs_containers_and_restarts_cleanly() {
     let status = daemon.stop(Duration::from_secs(60));
     assert!(status.success(), "berthd: {status:?}\n{}", daemon.own_log());
     assert!(!daemon.own_log().contains("ERROR"), "{}", daemon.own_log());
+    // podman-service turns podman's 143 into 0 when the stop was asked for.
+    assert!(
+        daemon.own_log().contains("podman: stopped (exit code 0)"),
+        "{}",
+        daemon.own_log()
+    );
     assert!(
         !socket.exists(),
         "the engine removes its socket when it stops"
