@@ -257,13 +257,15 @@ fn podman_serves_the_docker_api_runs_containers_and_restarts_cleanly() {
         "{version:#}"
     );
 
-    // What berthd's preloading runs in the engine's container (see
-    // berthd's host/preload.rs): podman-docker's `docker`, through the API.
+    // Exactly what berthd's preloading runs in the engine's container.
     let pid = daemon.service("podman")["pid"].to_string();
+    let argv = berthd::host::preload::load_argv(
+        "podman",
+        std::path::Path::new("/var/lib/berth/preload/podman/busybox.tar"),
+    );
     let preload = Command::new("nsenter")
         .args(["--target", &pid, "--mount", "--pid", "--"])
-        .args(["docker", "--host", "unix:///run/docker/docker.sock", "load"])
-        .args(["--input", "/var/lib/berth/preload/podman/busybox.tar"])
+        .args(&argv)
         .output()
         .expect("nsenter");
     assert!(preload.status.success(), "{}", text(&preload));

@@ -112,9 +112,16 @@ fn test() -> Result<()> {
             "warnings",
         ]),
     )?;
-    step("cargo test", cargo().args(["test", "--workspace"]))?;
-    // The system images must build from their recipes (from a clean cache in CI).
+    // The system images must build from their recipes (from a clean cache in
+    // CI); built first, so that the privileged tests that run a system image
+    // (the podman engine's) find it.
     images(None)?;
+    step(
+        "cargo test",
+        cargo()
+            .args(["test", "--workspace"])
+            .env("BERTH_IMAGE_STORE", image_store_dir()),
+    )?;
     let berth = build_berth()?;
     step(
         "static berth validates the built-in defaults",

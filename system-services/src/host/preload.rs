@@ -76,7 +76,7 @@ fn record(dir: &Path, archive: &Path) -> std::io::Result<()> {
 }
 
 /// The command that loads `archive` into `engine`, run in the engine's container.
-fn load_argv(engine: &str, archive: &Path) -> Vec<String> {
+pub fn load_argv(engine: &str, archive: &Path) -> Vec<String> {
     let mut argv: Vec<String> = match engine {
         // The engine's socket is not at docker's default path (the console links it).
         "docker" => vec![

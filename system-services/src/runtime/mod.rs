@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use berth_configs::model::Service;
 use berth_images::oci::RunConfig;
 
+pub mod cgroups;
 pub mod forker;
 pub mod recording;
 pub mod spec;

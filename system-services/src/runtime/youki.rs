@@ -271,6 +271,13 @@ impl Youki {
     }
 
     /// Removes what `create` set up on the host: the root mount and the bundle.
+    /// The container's cgroup, as its bundle's spec names it.
+    fn cgroup_path(&self, id: &str) -> Option<PathBuf> {
+        let text = std::fs::read(self.bundle_dir(id).join("config.json")).ok()?;
+        let spec: serde_json::Value = serde_json::from_slice(&text).ok()?;
+        spec["linux"]["cgroupsPath"].as_str().map(PathBuf::from)
+    }
+
     fn remove_bundle(&self, id: &str) -> Result<(), RuntimeError> {
         let bundle = self.bundle_dir(id);
         if !bundle.exists() {
@@ -332,6 +339,13 @@ impl Runtime for Youki {
         }
         self.reap_strays();
         let bundle = self.bundle_dir(id);
+        if (bundle.exists() || self.state_dir(id).exists()) && !self.tracked().contains_key(id) {
+            // Left by a delete that failed (a cgroup that was busy then): try
+            // again rather than refuse this service for good.
+            if let Err(e) = self.delete(id) {
+                log::warn!("{id}: removing what an earlier run left: {e}");
+            }
+        }
         if bundle.exists() || self.state_dir(id).exists() {
             return Err(RuntimeError::Container {
                 id: id.into(),
@@ -410,6 +424,13 @@ impl Runtime for Youki {
     }
 
     fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        if let Some(cgroup) = self.cgroup_path(id) {
+            match super::cgroups::clear_descendants(&cgroup) {
+                Ok(0) => {}
+                Ok(n) => log::info!("{id}: removed {n} cgroup(s) it had made below its own"),
+                Err(e) => log::warn!("{id}: {e}"),
+            }
+        }
         let request = Request::Delete {
             id: id.into(),
             force: true,
