@@ -378,6 +378,21 @@ fn json_string(s: &str) -> String {
     out
 }
 
+/// `free -m`'s "used" once the machine has been idle for a moment (the
+/// boot's or the switch's page cache and services settle), printing `free`.
+fn idle_used_mib(ssh: &qemu_tests::ssh::Ssh) -> Result<u64> {
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let free = ssh.check("free -m")?;
+    for line in free.lines() {
+        println!("      {line}");
+    }
+    free.lines()
+        .find(|l| l.starts_with("Mem:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no `Mem:` line with a number in:\n{free}"))
+}
+
 /// Runs the QEMU boot tests against freshly built artifacts.
 pub fn qemu_tests(artifacts: &Artifacts) -> Result<()> {
     crate::step(
@@ -538,18 +553,36 @@ pub fn bench_boot() -> Result<()> {
     ssh.wait(timeout)?;
     let version = ssh.check("docker version --format '{{.Server.Version}}'")?;
     println!("    the engine answers: docker {}", version.trim());
-    // Idle: let the boot's page cache and the services settle for a moment.
-    std::thread::sleep(Duration::from_secs(10));
-    let free = ssh.check("free -m")?;
-    for line in free.lines() {
-        println!("      {line}");
-    }
-    if let Some(used) = free
-        .lines()
-        .find(|l| l.starts_with("Mem:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-    {
-        println!("RESULT memory_used_idle_all_services {used} MiB");
+    let docker_used = idle_used_mib(&ssh)?;
+    println!("RESULT memory_used_idle_all_services {docker_used} MiB");
+
+    // The other choices, switched to on the running machine: how long a
+    // switch takes and what each costs in memory, docker and the default
+    // console being the baseline.
+    println!("==> berth console switch busybox (typed in the console it replaces)");
+    let start = std::time::Instant::now();
+    ssh.check("sudo sh -c 'nohup berth console switch busybox >/dev/null 2>&1 &'")?;
+    ssh.wait_for("test -x /usr/sbin/dropbear", timeout)?;
+    println!(
+        "RESULT console_switch_busybox {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    let busybox_used = idle_used_mib(&ssh)?;
+    println!("RESULT memory_used_idle_busybox_console {busybox_used} MiB");
+    println!("==> berth engine switch podman");
+    let start = std::time::Instant::now();
+    ssh.check("sudo berth engine switch podman")?;
+    println!(
+        "RESULT engine_switch_podman {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    let podman_used = idle_used_mib(&ssh)?;
+    println!("RESULT memory_used_idle_podman_busybox_console {podman_used} MiB");
+    if docker_used > 0 {
+        println!(
+            "RESULT memory_podman_busybox_vs_docker_default {:.2} ratio",
+            podman_used as f64 / docker_used as f64
+        );
     }
     drop(vm);
     println!(
