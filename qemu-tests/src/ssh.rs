@@ -58,6 +58,10 @@ impl Ssh {
             .args(["-o", "UserKnownHostsFile=/dev/null"])
             .args(["-o", "LogLevel=ERROR"])
             .args(["-o", "ConnectTimeout=10"])
+            // A session whose server went away (a console being replaced) ends
+            // within seconds instead of waiting on TCP.
+            .args(["-o", "ServerAliveInterval=5"])
+            .args(["-o", "ServerAliveCountMax=3"])
             .args(["-o", "BatchMode=yes"])
             .args(extra)
             .arg("-p")

@@ -242,6 +242,20 @@ fn started_at(vm: &Vm, ssh: &Ssh, container: &str) -> String {
     .to_string()
 }
 
+/// `berth console switch NAME` as a person types it, in a session of the
+/// console being replaced: berthd has the request before that console stops,
+/// and the session ends with it (so the exit status says nothing).
+fn switch_console(ssh: &Ssh, name: &str) {
+    let out = ssh
+        .run(&format!("sudo berth console switch {name}"))
+        .expect("ssh");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("switching the console to `{name}`")),
+        "berth console switch {name}: {out:?}"
+    );
+}
+
 /// Two scans of host keys (`TYPE BASE64` lines) show the same machine: they
 /// share at least one key type, and every type both offer has the same key.
 /// (ssh-keyscan under emulation sometimes misses a type; that is no change.)
@@ -274,12 +288,7 @@ fn switch_consoles_and_back(vm: &mut Vm, ssh: &Ssh) {
     assert!(!identity.is_empty(), "no host keys offered");
     ok(vm, ssh, "echo kept across consoles > /home/berth/kept.txt");
     ok(vm, ssh, "berth console list | grep -q busybox");
-    // Detached: the command's own session ends as the console is replaced.
-    ok(
-        vm,
-        ssh,
-        "sudo sh -c 'nohup berth console switch busybox >/dev/null 2>&1 &'",
-    );
+    switch_console(ssh, "busybox");
     ssh.wait_for(
         "test -x /usr/sbin/dropbear && ! test -e /usr/sbin/sshd",
         WAIT,
@@ -311,11 +320,7 @@ fn switch_consoles_and_back(vm: &mut Vm, ssh: &Ssh) {
         "the machine's SSH identity changed with the console:\nOpenSSH {identity:#?}\ndropbear {dropbear_keys:#?}"
     );
 
-    ok(
-        vm,
-        ssh,
-        "sudo sh -c 'nohup berth console switch default >/dev/null 2>&1 &'",
-    );
+    switch_console(ssh, "default");
     ssh.wait_for("test -x /usr/sbin/sshd", WAIT)
         .unwrap_or_else(|e| {
             panic!(
