@@ -530,16 +530,7 @@ fn include(args: IncludeArgs, on: bool) -> anyhow::Result<ExitCode> {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !key.contains('/') => {
-                let mut known: Vec<String> = std::fs::read_dir(layout.catalogue())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter_map(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        name.strip_suffix(".yml").map(str::to_string)
-                    })
-                    .collect();
-                known.sort();
+                let known = berth_configs::sources::catalogue_names(&layout.catalogue());
                 bail!(
                     "there is no service `{key}` in the catalogue ({}); it has: {}",
                     layout.catalogue().display(),

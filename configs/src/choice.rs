@@ -75,17 +75,8 @@ impl Layout {
 
     /// Every choice for `slot`: the built-in one first, then the catalogue's.
     pub fn choices(&self, slot: Slot) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.choices_dir(slot))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_suffix(".yml").map(str::to_string)
-            })
-            .filter(|n| n != slot.built_in())
-            .collect();
-        names.sort();
+        let mut names = crate::sources::catalogue_names(&self.choices_dir(slot));
+        names.retain(|n| n != slot.built_in());
         names.insert(0, slot.built_in().to_string());
         names
     }

@@ -229,6 +229,22 @@ pub fn meta_data_document(source: &Arc<str>, text: &str) -> Option<Document> {
     })
 }
 
+/// The names of a catalogue's entries (`NAME.yml` files in `dir`), sorted;
+/// none when the directory is missing.
+pub fn catalogue_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".yml").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn source_name(path: &Path) -> Arc<str> {
     Arc::from(path.display().to_string())
 }
