@@ -176,6 +176,18 @@ berth:
         )
         .expect("ssh");
     assert!(out.status.success(), "copying the preload archive: {out:?}");
+    // And one elsewhere on the state partition, listed in the config (set from
+    // the console, as a person would).
+    let listed = busybox_archive(dir.path(), "listed/busybox:1").expect("archive");
+    let out = ssh
+        .run_with_input("sudo sh -c 'cat > /opt/listed.tar'", Some(&listed))
+        .expect("ssh");
+    assert!(out.status.success(), "copying the listed archive: {out:?}");
+    ok(
+        &vm,
+        &ssh,
+        "sudo berth config set berth.engine.preload '[/opt/listed.tar]'",
+    );
     ok(&vm, &ssh, "sudo berth poweroff");
     vm.wait_exit(Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -208,25 +220,16 @@ berth:
             )
         });
     eprintln!("keeper after reboot: {}", running.trim());
-    let preloaded = (0..60)
-        .find_map(|_| {
-            let out = ssh
-                .run("docker image ls --format '{{.Repository}}:{{.Tag}}' preloaded/busybox")
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if !text.is_empty() {
-                return Some(text);
-            }
-            std::thread::sleep(Duration::from_secs(2));
-            None
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "the preloaded archive was not loaded\n{}",
-                berth_lines(&vm.transcript())
-            )
-        });
-    assert_eq!(preloaded, "preloaded/busybox:1");
+    ssh.wait_for(
+        "docker image inspect preloaded/busybox:1 listed/busybox:1 >/dev/null",
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "the preloaded archives were not loaded: {e}\n{}",
+            berth_lines(&vm.transcript())
+        )
+    });
 
     switch_consoles_and_back(&mut vm, &ssh);
     switch_engines_and_back(&vm, &ssh, dir.path());
