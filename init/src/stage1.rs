@@ -450,7 +450,7 @@ pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// Builds the rest of the new root on the mounted image: `/etc` (tmpfs seeded
-/// from the image's defaults), `/var` and `/home` from state, `/tmp`, and moves
+/// from the image's defaults), `/var`, `/home` and `/opt` from state, `/tmp`, and moves
 /// `/dev`, `/proc`, `/sys` and `/run` (with the ISO and state under it) across.
 pub fn assemble(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     let newroot = root.join(NEWROOT);
@@ -480,7 +480,9 @@ pub fn assemble(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     }
 
     let state = root.join(STATE_MOUNT);
-    for dir in ["var", "home"] {
+    // `/opt` too: it is where people put their own software and files (the
+    // console mounts it), and the OS image's is read-only.
+    for dir in ["var", "home", "opt"] {
         let src = state.join(dir);
         mkdir(&src)?;
         let _ = std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755));
@@ -664,6 +666,7 @@ mod tests {
             "etc",
             "var",
             "home",
+            "opt",
             "tmp",
             "dev",
             "proc",
@@ -874,6 +877,7 @@ mod tests {
                 "mount tmpfs /sysroot/etc tmpfs [nosuid,nodev] mode=0755",
                 "mount /run/berth/state/var /sysroot/var  [bind] ",
                 "mount /run/berth/state/home /sysroot/home  [bind] ",
+                "mount /run/berth/state/opt /sysroot/opt  [bind] ",
                 "mount tmpfs /sysroot/tmp tmpfs [nosuid,nodev] mode=1777",
                 "mount /dev /sysroot/dev  [move] ",
                 "mount /proc /sysroot/proc  [move] ",
