@@ -449,8 +449,18 @@ pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Directories bound from the state partition.
+pub const FROM_STATE: [&str; 6] = ["var", "home", "opt", "srv", "mnt", "media"];
+
+/// The engine's data, below `/var`.
+pub const DOCKER_DATA: &str = "var/lib/docker";
+
+/// Mount points made shared: the paths the host, the console and the user
+/// engine see as one (each service binds them with `rshared`/`rslave`).
+pub const USER_PATHS: [&str; 6] = ["home", "opt", "srv", "mnt", "media", DOCKER_DATA];
+
 /// Builds the rest of the new root on the mounted image: `/etc` (tmpfs seeded
-/// from the image's defaults), `/var`, `/home` and `/opt` from state, `/tmp`, and moves
+/// from the image's defaults), [`FROM_STATE`] from state and shared, `/tmp`, and moves
 /// `/dev`, `/proc`, `/sys` and `/run` (with the ISO and state under it) across.
 pub fn assemble(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     let newroot = root.join(NEWROOT);
@@ -480,9 +490,9 @@ pub fn assemble(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     }
 
     let state = root.join(STATE_MOUNT);
-    // `/opt` too: it is where people put their own software and files (the
-    // console mounts it), and the OS image's is read-only.
-    for dir in ["var", "home", "opt"] {
+    // `/opt`, `/srv`, `/mnt` and `/media` too: they are where people put their
+    // own software and files, and the OS image's are read-only.
+    for dir in FROM_STATE {
         let src = state.join(dir);
         mkdir(&src)?;
         let _ = std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755));
@@ -496,6 +506,34 @@ pub fn assemble(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
             "",
         )?;
     }
+    // The engine's data is its own mount so that it can be shared alone.
+    let docker = newroot.join(DOCKER_DATA);
+    mkdir(&docker)?;
+    mount(
+        sys,
+        "/var/lib/docker",
+        &docker.to_string_lossy(),
+        &docker,
+        "",
+        libc::MS_BIND,
+        "",
+    )?;
+    // The user's paths are one view for the host, the console and the engine:
+    // shared mounts, so that what is mounted below them later (`mounts:`, a
+    // disk mounted by hand in the console) appears in all three.
+    for dir in USER_PATHS {
+        mount(
+            sys,
+            &format!("/{dir} shared"),
+            "none",
+            &newroot.join(dir),
+            "",
+            libc::MS_SHARED,
+            "",
+        )?;
+    }
+    // Where `write_files` and the engine's flags put the engine's own config.
+    mkdir(&newroot.join("etc/docker"))?;
     if newroot.join("tmp").is_dir() {
         mount(
             sys,
@@ -667,6 +705,9 @@ mod tests {
             "var",
             "home",
             "opt",
+            "srv",
+            "mnt",
+            "media",
             "tmp",
             "dev",
             "proc",
@@ -878,6 +919,16 @@ mod tests {
                 "mount /run/berth/state/var /sysroot/var  [bind] ",
                 "mount /run/berth/state/home /sysroot/home  [bind] ",
                 "mount /run/berth/state/opt /sysroot/opt  [bind] ",
+                "mount /run/berth/state/srv /sysroot/srv  [bind] ",
+                "mount /run/berth/state/mnt /sysroot/mnt  [bind] ",
+                "mount /run/berth/state/media /sysroot/media  [bind] ",
+                "mount /sysroot/var/lib/docker /sysroot/var/lib/docker  [bind] ",
+                "mount none /sysroot/home  [shared] ",
+                "mount none /sysroot/opt  [shared] ",
+                "mount none /sysroot/srv  [shared] ",
+                "mount none /sysroot/mnt  [shared] ",
+                "mount none /sysroot/media  [shared] ",
+                "mount none /sysroot/var/lib/docker  [shared] ",
                 "mount tmpfs /sysroot/tmp tmpfs [nosuid,nodev] mode=1777",
                 "mount /dev /sysroot/dev  [move] ",
                 "mount /proc /sysroot/proc  [move] ",

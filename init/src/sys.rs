@@ -500,6 +500,7 @@ impl Sys for Recording {
             (libc::MS_BIND, "bind"),
             (libc::MS_MOVE, "move"),
             (libc::MS_REC, "rec"),
+            (libc::MS_SHARED, "shared"),
             (libc::MS_REMOUNT, "remount"),
             (libc::MS_NOSUID, "nosuid"),
             (libc::MS_NODEV, "nodev"),

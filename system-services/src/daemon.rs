@@ -310,6 +310,35 @@ struct DaemonControl {
     /// The user engine running now: a reload that switches engines preloads
     /// what is waiting for the new one.
     engine: std::sync::Mutex<String>,
+    /// The supervisor's `write_files` entries for services' own filesystems.
+    service_files: Arc<std::sync::Mutex<supervisor::ServiceFiles>>,
+}
+
+impl DaemonControl {
+    /// Replaces the entries for services' filesystems, writing the new ones
+    /// into the containers running now (a service made later gets them all).
+    fn update_service_files(&self, new: supervisor::ServiceFiles) {
+        let mut current = self
+            .service_files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (service, entries) in &new {
+            let old = current.get(service);
+            let added: Vec<_> = entries
+                .iter()
+                .filter(|e| !old.is_some_and(|o| o.contains(e)))
+                .cloned()
+                .collect();
+            if added.is_empty() {
+                continue;
+            }
+            if let Some(root) = self.runtime.root_of(service) {
+                log::info!("write_files: {} new file(s) into {service}", added.len());
+                host::write_files::write_into(&host::Linux, &root, &added).log();
+            }
+        }
+        *current = new;
+    }
 }
 
 impl Control for DaemonControl {
@@ -320,6 +349,7 @@ impl Control for DaemonControl {
         }
         if let Some(paths) = &self.host {
             apply_host(&host::Linux, paths, &config.host, Stage::Reload);
+            self.update_service_files(config.host.write_files.services.clone());
         }
         let report = self
             .supervisor
@@ -403,6 +433,14 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
     let images: Arc<dyn Images> = Arc::new(open_images(&options));
     let mut sup_options = supervisor::Options::new(&options.run_dir);
     sup_options.environment = config.environment;
+    if host_paths.is_some() {
+        *sup_options
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            config.host.write_files.services.clone();
+    }
+    let service_files = Arc::clone(&sup_options.files);
     let exec_runtime: Arc<dyn Runtime> = Arc::clone(&runtime) as Arc<dyn Runtime>;
     let supervisor = Arc::new(Supervisor::start(
         runtime,
@@ -439,6 +477,7 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         runtime: exec_runtime,
         logs: Arc::clone(&log_dir),
         engine: std::sync::Mutex::new(config.engine.clone()),
+        service_files,
     });
     let server = api::serve(
         &options.socket,

@@ -69,7 +69,13 @@ pub struct Options {
     pub stop_grace: Duration,
     /// `berth.environment`, given to every service.
     pub environment: BTreeMap<String, String>,
+    /// `write_files` entries for each service's own filesystem; the daemon
+    /// replaces them when the config changes.
+    pub files: Arc<Mutex<ServiceFiles>>,
 }
+
+/// `write_files` entries by the service whose filesystem they go into.
+pub type ServiceFiles = BTreeMap<String, Vec<crate::host::write_files::Entry>>;
 
 impl Options {
     pub fn new(run_dir: impl Into<PathBuf>) -> Options {
@@ -78,6 +84,7 @@ impl Options {
             backoff: Backoff::default(),
             stop_grace: Duration::from_secs(10),
             environment: BTreeMap::new(),
+            files: Arc::default(),
         }
     }
 }
@@ -784,6 +791,14 @@ impl Manager {
             image: ImageLayers::default(),
             environment: self.options.environment.clone(),
             service_network: network,
+            files: self
+                .options
+                .files
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(name)
+                .cloned()
+                .unwrap_or_default(),
         };
         let (runtime, images, logs, tx) = (
             Arc::clone(&self.runtime),

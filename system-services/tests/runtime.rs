@@ -172,6 +172,7 @@ fn config(env: &Env, id: &str, service: Service) -> ContainerConfig {
         image: env.image.clone(),
         environment: BTreeMap::new(),
         service_network: None,
+        files: Vec::new(),
     }
 }
 

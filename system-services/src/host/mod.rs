@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_configs::forms::{Command, Scalar};
-use berth_configs::model::{CloudConfig, WriteFile};
+use berth_configs::model::CloudConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::Exit;
@@ -141,7 +141,8 @@ impl HostPaths {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
     pub hostname: Option<String>,
-    pub write_files: Vec<WriteFile>,
+    /// `write_files`, routed between the host and the services' filesystems.
+    pub write_files: write_files::Routed,
     pub bootcmd: Vec<Command>,
     pub runcmd: Vec<Command>,
     pub mounts: Vec<Vec<Scalar>>,
@@ -153,7 +154,7 @@ impl Settings {
     pub fn from_config(config: &CloudConfig) -> Settings {
         Settings {
             hostname: config.hostname.clone(),
-            write_files: config.write_files.clone(),
+            write_files: write_files::route(&config.write_files, &config.berth.services),
             bootcmd: config.bootcmd.clone(),
             runcmd: config.runcmd.clone(),
             mounts: config.mounts.clone(),
@@ -295,10 +296,13 @@ pub fn apply(ops: &dyn HostOps, paths: &HostPaths, settings: &Settings, stage: S
         &mut applied,
         &mut report,
     );
+    report
+        .problems
+        .extend(settings.write_files.problems.iter().cloned());
     write_files::apply(
         ops,
         paths,
-        &settings.write_files,
+        &settings.write_files.host,
         &before,
         &mut applied,
         &mut report,
@@ -475,7 +479,7 @@ berth:
             .expect("example");
         let mut s = settings(yaml);
         assert_eq!(s.mounts.len(), 4);
-        assert_eq!(s.write_files.len(), 3);
+        assert_eq!(s.write_files.host.len(), 3);
         // Not the NFS entry: resolving its server needs DNS.
         s.mounts.retain(|m| m.get(2).is_none_or(|t| t.0 != "nfs"));
         let r = root();

@@ -126,6 +126,7 @@ mod tests {
             image: Default::default(),
             environment: Default::default(),
             service_network: None,
+            files: Vec::new(),
         };
         runtime.create(&config).expect("create");
         runtime.start(SERVICE).expect("start");

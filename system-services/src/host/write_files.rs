@@ -4,40 +4,143 @@
 //! `/etc/group`, numbers allowed, default `root:root`), `append`. `defer` is
 //! accepted and ignored: every file is written before services start.
 //!
-//! Only paths below `/etc`, `/var`, `/home` and `/opt` are written — the rest
-//! of the OS is a read-only image. The check is made on the path with `..`
-//! resolved and again after following, inside the root, every symlink in its
-//! parent directories; the write itself then opens those directories without
-//! following symlinks ([`super::Linux`]), so a link swapped in meanwhile makes
-//! it fail instead of escaping.
+//! Where a file lands follows RancherOS ([`route`]): an entry without
+//! `container:` is written on the host (below `/etc`, `/var`, `/home`, `/opt`,
+//! `/srv`, `/mnt`, `/media` — the rest of the host is a read-only image) *and*
+//! into the console's own filesystem, where users look; `container: NAME`
+//! writes into that system service's filesystem only. A path that a service
+//! binds from the host (the console's `/home`, the engine's `/etc/docker`) is
+//! written once, on the host, where the service sees it through the volume.
+//!
+//! The check is made on the path with `..` resolved and again after
+//! following, inside the root, every symlink in its parent directories; the
+//! write itself then opens those directories without following symlinks
+//! ([`super::Linux`]), so a link swapped in meanwhile makes it fail instead of
+//! escaping.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use berth_configs::model::WriteFile;
+use berth_configs::model::{Service, WriteFile};
 
 use super::{fingerprint, Applied, FileWrite, HostOps, HostPaths, Problem, Report};
+use crate::runtime::spec::{Volume, VolumeSource};
 
-/// Top-level directories `write_files` may write below.
-pub const ALLOWED: &[&str] = &["etc", "var", "home", "opt"];
+/// Top-level directories `write_files` may write below on the host.
+pub const ALLOWED: &[&str] = &["etc", "var", "home", "opt", "srv", "mnt", "media"];
+
+/// Top-level directories never written in a container's filesystem: the
+/// kernel's and the runtime's, mounted over whatever is there.
+const NOT_IN_CONTAINERS: &[&str] = &["proc", "sys", "dev"];
+
+/// The service that gets the entries that name no container.
+pub const CONSOLE: &str = "console";
 
 const MAX_SYMLINKS: usize = 40;
+
+/// An entry with its index in `write_files` (for messages), as routed.
+pub type Entry = (usize, WriteFile);
+
+/// Where each `write_files` entry goes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Routed {
+    /// Written on the host; a path may be the host side of a service's volume.
+    pub host: Vec<Entry>,
+    /// Written into each service's own filesystem when its container is made.
+    pub services: BTreeMap<String, Vec<Entry>>,
+    /// Entries that cannot go anywhere (an unknown `container:`).
+    pub problems: Vec<Problem>,
+}
+
+/// Routes `files` between the host and the services (see the module docs).
+pub fn route(files: &[WriteFile], services: &BTreeMap<String, Service>) -> Routed {
+    let mut routed = Routed::default();
+    for (i, file) in files.iter().enumerate() {
+        let service = file.container.as_deref().unwrap_or(CONSOLE);
+        let Some(def) = services.get(service) else {
+            if let Some(named) = &file.container {
+                routed.problems.push(Problem::new(
+                    format!("write_files[{i}].container"),
+                    format!(
+                        "there is no system service `{named}`; {} not written",
+                        file.path
+                    ),
+                ));
+            } else {
+                routed.host.push((i, file.clone()));
+            }
+            continue;
+        };
+        if let Some(host_path) = through_volume(service, def, &file.path) {
+            let mut on_host = file.clone();
+            on_host.path = host_path;
+            routed.host.push((i, on_host));
+            continue;
+        }
+        routed
+            .services
+            .entry(service.to_string())
+            .or_default()
+            .push((i, file.clone()));
+        if file.container.is_none() && host_allowed(&file.path) {
+            routed.host.push((i, file.clone()));
+        }
+    }
+    routed
+}
+
+/// The host path behind `path` when `service` binds a host directory over it.
+fn through_volume(service: &str, def: &Service, path: &str) -> Option<String> {
+    let wanted = normalize(Path::new(path));
+    def.volumes
+        .iter()
+        .filter_map(|v| Volume::parse(service, v).ok())
+        .filter_map(|v| {
+            let VolumeSource::Path(source) = &v.source else {
+                return None;
+            };
+            let target = normalize(Path::new(&v.target));
+            let rest = wanted.strip_prefix(target.as_slice())?;
+            (!rest.is_empty() && !v.read_only).then(|| {
+                let mut host = source.clone();
+                host.extend(rest.iter());
+                (target.len(), host.to_string_lossy().into_owned())
+            })
+        })
+        // The deepest volume wins, as the mounts stack.
+        .max_by_key(|(depth, _)| *depth)
+        .map(|(_, host)| host)
+}
+
+fn host_allowed(path: &str) -> bool {
+    check_allowed(&normalize(Path::new(path)), Allowed::Host).is_ok()
+}
+
+/// Which paths a root takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed {
+    /// The host: below [`ALLOWED`].
+    Host,
+    /// A container's filesystem: anything but [`NOT_IN_CONTAINERS`].
+    Container,
+}
 
 pub(crate) fn apply(
     ops: &dyn HostOps,
     paths: &HostPaths,
-    files: &[WriteFile],
+    files: &[Entry],
     before: &Applied,
     applied: &mut Applied,
     report: &mut Report,
 ) {
     let mut now = Vec::new();
-    for (i, file) in files.iter().enumerate() {
+    for (i, file) in files {
         let print = fingerprint(file);
         if before.write_files.contains(&print) {
             now.push(print);
             continue;
         }
-        match write(ops, &paths.root, i, file, report) {
+        match write(ops, &paths.root, Allowed::Host, *i, file, report) {
             Ok(()) => now.push(print),
             Err(problem) => report.problems.push(problem),
         }
@@ -45,16 +148,29 @@ pub(crate) fn apply(
     applied.write_files = now;
 }
 
+/// Writes `files` into a container's filesystem at `root` (its mounted
+/// rootfs); owners are looked up in that filesystem's `/etc/passwd`.
+pub fn write_into(ops: &dyn HostOps, root: &Path, files: &[Entry]) -> Report {
+    let mut report = Report::default();
+    for (i, file) in files {
+        if let Err(problem) = write(ops, root, Allowed::Container, *i, file, &mut report) {
+            report.problems.push(problem);
+        }
+    }
+    report
+}
+
 /// Writes one entry; a wrong owner is reported and the file written as root's.
 fn write(
     ops: &dyn HostOps,
     root: &Path,
+    allowed: Allowed,
     i: usize,
     file: &WriteFile,
     report: &mut Report,
 ) -> Result<(), Problem> {
     let field = |f: &str| format!("write_files[{i}].{f}");
-    let rel = resolve(root, &file.path).map_err(|e| Problem::new(field("path"), e))?;
+    let rel = resolve_in(root, &file.path, allowed).map_err(|e| Problem::new(field("path"), e))?;
     let data = berth_configs::validate::decode(file.encoding, &file.content)
         .map_err(|e| Problem::new(field("content"), e))?;
     let (uid, gid) = match file.owner.as_deref() {
@@ -103,17 +219,22 @@ fn write(
 /// directories (or do not exist yet), checked to be below [`ALLOWED`] both
 /// as written and after following symlinks inside the root.
 pub fn resolve(root: &Path, path: &str) -> Result<PathBuf, String> {
+    resolve_in(root, path, Allowed::Host)
+}
+
+/// [`resolve`] for a root that takes `allowed` paths.
+pub fn resolve_in(root: &Path, path: &str, allowed: Allowed) -> Result<PathBuf, String> {
     if !path.starts_with('/') {
         return Err(format!("`{path}` is not an absolute path"));
     }
     let lexical = normalize(Path::new(path));
-    check_allowed(&lexical).map_err(|why| format!("`{path}`{why}"))?;
+    check_allowed(&lexical, allowed).map_err(|why| format!("`{path}`{why}"))?;
     let resolved = follow_parents(root, &lexical)?;
     let parts: Vec<String> = resolved
         .iter()
         .map(|c| c.to_string_lossy().into_owned())
         .collect();
-    check_allowed(&parts).map_err(|why| {
+    check_allowed(&parts, allowed).map_err(|why| {
         format!(
             "`{path}` leads through a symlink to /{}{why}",
             resolved.display()
@@ -137,19 +258,22 @@ fn normalize(path: &Path) -> Vec<String> {
     out
 }
 
-fn check_allowed(components: &[String]) -> Result<(), String> {
+fn check_allowed(components: &[String], allowed: Allowed) -> Result<(), String> {
     let top = components.first().map(String::as_str).unwrap_or("");
-    if components.len() >= 2 && ALLOWED.contains(&top) {
-        Ok(())
-    } else {
-        Err(format!(
-            " is outside /etc, /var, /home and /opt; the rest of the OS is a read-only image{}",
+    match allowed {
+        Allowed::Host if components.len() >= 2 && ALLOWED.contains(&top) => Ok(()),
+        Allowed::Host => Err(format!(
+            " is outside /etc, /var, /home, /opt, /srv, /mnt and /media; the rest of the OS is a read-only image{}",
             if components.len() < 2 && ALLOWED.contains(&top) {
                 " (and that is a directory)"
             } else {
                 ""
             }
-        ))
+        )),
+        Allowed::Container if !components.is_empty() && !NOT_IN_CONTAINERS.contains(&top) => {
+            Ok(())
+        }
+        Allowed::Container => Err(" is not a file a container can hold (/proc, /sys and /dev are the kernel's)".into()),
     }
 }
 
@@ -276,10 +400,11 @@ mod tests {
             root: root.to_path_buf(),
             ..super::super::testing::root().paths
         };
+        let files: Vec<Entry> = files.iter().cloned().enumerate().collect();
         apply(
             &ops,
             &paths,
-            files,
+            &files,
             &Applied::default(),
             &mut Applied::default(),
             &mut report,
@@ -482,7 +607,7 @@ mod tests {
         apply(
             &ops,
             &r.paths,
-            &[entry("/etc/a", "1"), entry("/etc/b", "2")],
+            &[(0, entry("/etc/a", "1")), (1, entry("/etc/b", "2"))],
             &Applied::default(),
             &mut Applied::default(),
             &mut report,
@@ -490,5 +615,98 @@ mod tests {
         assert_eq!(ops.calls().len(), 2);
         assert_eq!(report.problems.len(), 1);
         assert!(report.problems[0].message.contains("read-only"));
+    }
+
+    /// The services of a cloud-config document.
+    fn services(yaml: &str) -> BTreeMap<String, Service> {
+        let loaded = berth_configs::load(vec![berth_configs::parse_document(&"test".into(), yaml)]);
+        loaded.config.berth.services
+    }
+
+    fn paths_of(entries: &[Entry]) -> Vec<(usize, &str)> {
+        entries.iter().map(|(i, f)| (*i, f.path.as_str())).collect()
+    }
+
+    #[test]
+    fn entries_go_to_the_host_and_the_console_or_to_the_named_service() {
+        let services = services(
+            "#cloud-config\nberth:\n  services:\n    console:\n      image: c\n      volumes: [/home:/home:rshared, /etc:/host/etc:ro]\n    ntp:\n      image: n\n    docker:\n      image: d\n      volumes: [/etc/docker:/etc/docker]\n",
+        );
+        let mut in_ntp = entry("/etc/chrony/extra.conf", "server x");
+        in_ntp.container = Some("ntp".into());
+        let mut daemon = entry("/etc/docker/daemon.json", "{}");
+        daemon.container = Some("docker".into());
+        let mut nowhere = entry("/etc/x", "");
+        nowhere.container = Some("nope".into());
+        let files = [
+            entry("/etc/motd", "hi"),
+            entry("/home/berth/note", "n"),
+            entry("/usr/local/bin/tool", "t"),
+            in_ntp,
+            daemon,
+            nowhere,
+            // Read-only in the console: written into its own filesystem.
+            entry("/host/etc/x", "h"),
+        ];
+        let routed = route(&files, &services);
+        assert_eq!(
+            paths_of(&routed.host),
+            [
+                (0, "/etc/motd"),
+                (1, "/home/berth/note"),
+                (4, "/etc/docker/daemon.json")
+            ]
+        );
+        assert_eq!(
+            paths_of(&routed.services["console"]),
+            [
+                (0, "/etc/motd"),
+                (2, "/usr/local/bin/tool"),
+                (6, "/host/etc/x")
+            ]
+        );
+        assert_eq!(
+            paths_of(&routed.services["ntp"]),
+            [(3, "/etc/chrony/extra.conf")]
+        );
+        assert!(!routed.services.contains_key("docker"));
+        assert_eq!(routed.problems.len(), 1);
+        assert_eq!(routed.problems[0].field, "write_files[5].container");
+        assert!(routed.problems[0].message.contains("`nope`"));
+    }
+
+    #[test]
+    fn without_a_console_entries_stay_on_the_host() {
+        let routed = route(&[entry("/etc/motd", "hi")], &BTreeMap::new());
+        assert_eq!(paths_of(&routed.host), [(0, "/etc/motd")]);
+        assert!(routed.services.is_empty());
+    }
+
+    #[test]
+    fn a_container_takes_any_path_but_the_kernels() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("etc")).expect("etc");
+        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n")
+            .expect("passwd");
+        let mut tool = entry("/usr/local/bin/tool", "#!/bin/sh\n");
+        tool.permissions = Some(FileMode(0o755));
+        let files = vec![(0, tool), (1, entry("/proc/sys/x", "1"))];
+        let report = write_into(&crate::host::Linux, dir.path(), &files);
+        let written = dir.path().join("usr/local/bin/tool");
+        assert_eq!(
+            std::fs::read_to_string(&written).expect("written"),
+            "#!/bin/sh\n"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&written)
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755
+        );
+        assert_eq!(report.problems.len(), 1);
+        assert_eq!(report.problems[0].field, "write_files[1].path");
     }
 }

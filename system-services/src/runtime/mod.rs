@@ -50,6 +50,9 @@ pub struct ContainerConfig {
     pub environment: BTreeMap<String, String>,
     /// For `network_mode: service:NAME`: that service's `/proc/PID/ns/net`.
     pub service_network: Option<PathBuf>,
+    /// `write_files` entries that go into this container's own filesystem,
+    /// written into its fresh root before it starts.
+    pub files: Vec<crate::host::write_files::Entry>,
 }
 
 /// An image as the runtime uses it: unpacked layer directories and the config.
@@ -177,6 +180,12 @@ pub trait Runtime: Send + Sync {
     /// Opens the output of container `id`, created by an earlier instance of
     /// berthd, again (re-adoption): read ends of its stdout and stderr.
     /// `Ok(None)` when this runtime (or the container) cannot reattach.
+    /// The mounted root filesystem of container `id`, as the host sees it, if
+    /// this runtime has one (where a config reload writes new `write_files`).
+    fn root_of(&self, _id: &str) -> Option<PathBuf> {
+        None
+    }
+
     fn reattach(&self, id: &str) -> Result<Option<Output>, RuntimeError> {
         let _ = id;
         Ok(None)

@@ -320,6 +320,7 @@ mod tests {
             image: Default::default(),
             environment: Default::default(),
             service_network: None,
+            files: Vec::new(),
         }
     }
 

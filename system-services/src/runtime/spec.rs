@@ -870,10 +870,15 @@ pub fn generate(
     for t in &service.tmpfs.0 {
         mounts.push(tmpfs_mount(name, t)?);
     }
+    let mut shares_mounts = false;
     for v in &service.volumes {
         let volume = Volume::parse(name, v)?;
         let mut options = vec!["rbind".to_string(), ro_if(volume.read_only).to_string()];
         options.extend(volume.options.iter().cloned());
+        shares_mounts |= volume
+            .options
+            .iter()
+            .any(|o| o == "shared" || o == "rshared");
         mounts.push(bind(
             &volume.host_path(&ctx.volumes_dir),
             &volume.target,
@@ -891,6 +896,13 @@ pub fn generate(
 
     // Linux: cgroup, resources, devices, masked paths.
     let mut linux = Linux::default();
+    // A volume that shares mounts both ways (what the console mounts shows on
+    // the host) must stay a peer of the host's mount: the container's mount
+    // namespace is then shared rather than a slave of the host's, as Docker
+    // does for `rshared` volumes.
+    if shares_mounts {
+        linux.set_rootfs_propagation(Some("shared".into()));
+    }
     linux.set_namespaces(Some(namespaces));
     linux.set_cgroups_path(Some(PathBuf::from(format!("{CGROUP_PARENT}/{name}"))));
     let mut resources = LinuxResources::default();
@@ -1280,12 +1292,46 @@ mod tests {
             cache.source().as_deref(),
             Some(Path::new("/var/lib/berth/volumes/web_cache"))
         );
+        assert!(spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.rootfs_propagation().clone())
+            .is_none());
         for bad in ["./rel:/x", "/a:rel", "/a:/b:bogus", "a:b:c:d"] {
             assert!(
                 matches!(Volume::parse("web", bad), Err(SpecError::Volume { .. })),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_shared_volume_makes_the_mount_namespace_shared() {
+        let slave = gen(&Service {
+            volumes: vec!["/home:/home:rslave".into()],
+            ..svc()
+        });
+        assert_eq!(
+            mount_at(&slave, "/home").and_then(|m| m.options().clone()),
+            Some(vec!["rbind".into(), "rw".into(), "rslave".into()])
+        );
+        assert!(slave
+            .linux()
+            .as_ref()
+            .and_then(|l| l.rootfs_propagation().clone())
+            .is_none());
+        let shared = gen(&Service {
+            volumes: vec!["/mnt:/mnt:rshared".into()],
+            ..svc()
+        });
+        assert_eq!(
+            shared
+                .linux()
+                .as_ref()
+                .and_then(|l| l.rootfs_propagation().clone())
+                .as_deref(),
+            Some("shared")
+        );
     }
 
     #[test]

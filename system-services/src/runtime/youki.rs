@@ -226,6 +226,11 @@ impl Youki {
         self.prepare_volumes(config)?;
         let berth_mount = self.config.berth_binary.is_some();
         self.mount_root(config, bundle, &rootfs, berth_mount)?;
+        if !config.files.is_empty() {
+            let report =
+                crate::host::write_files::write_into(&crate::host::Linux, &rootfs, &config.files);
+            report.log();
+        }
 
         let mut host_devices = std::collections::BTreeMap::new();
         for path in spec::device_paths(&config.service) {
@@ -403,6 +408,11 @@ impl Runtime for Youki {
             stdout,
             stderr,
         })
+    }
+
+    fn root_of(&self, id: &str) -> Option<PathBuf> {
+        let root = self.bundle_dir(id).join("rootfs");
+        (valid_id(id) && self.tracked().contains_key(id) && root.is_dir()).then_some(root)
     }
 
     fn start(&self, id: &str) -> Result<(), RuntimeError> {
@@ -862,6 +872,7 @@ mod tests {
             image: Default::default(),
             environment: Default::default(),
             service_network: None,
+            files: Vec::new(),
         };
         let points = mount_points(&config, true);
         for p in [

@@ -476,6 +476,7 @@ fn a_running_container_with_saved_state_is_adopted() {
                 image: ImageLayers::default(),
                 environment: BTreeMap::new(),
                 service_network: None,
+                files: Vec::new(),
             })
             .expect("create");
         rt.start(id).expect("start");
