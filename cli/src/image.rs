@@ -194,6 +194,7 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
                 insecure: config.berth.registries.insecure.clone(),
                 credentials: None,
                 attempts: 4,
+                ca_certs: config.ca_certs.trusted.clone(),
             };
             if insecure {
                 options.insecure.push(registry.clone());

@@ -18,8 +18,6 @@ pub const CLOUD_INIT_UNSUPPORTED: &[&str] = &[
     "authkey_hash",
     "autoinstall",
     "byobu_by_default",
-    "ca-certs",
-    "ca_certs",
     "chef",
     "chpasswd",
     "cloud_config_modules",

@@ -33,6 +33,9 @@ pub struct CloudConfig {
     pub bootcmd: Vec<Command>,
     /// Filesystems to mount, in cloud-init's form: `[device, mountpoint, type, options, dump, pass]`.
     pub mounts: Vec<Vec<Scalar>>,
+    /// Certificate authorities to trust, in cloud-init's form (`ca-certs` too).
+    #[serde(alias = "ca-certs")]
+    pub ca_certs: CaCerts,
     /// Berth's own settings.
     pub berth: Berth,
     /// RancherOS / BurmillaOS settings; translated into `berth:` when loaded.
@@ -162,6 +165,17 @@ pub struct WriteFile {
     pub defer: bool,
     /// RancherOS: the system service whose container the file belongs to.
     pub container: Option<String>,
+}
+
+/// cloud-init's `ca_certs`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaCerts {
+    /// PEM certificates trusted by Berth's pulls, the console and the engine,
+    /// besides the usual public CAs.
+    pub trusted: Vec<String>,
+    /// Not supported: the public CAs stay trusted (a warning says so).
+    pub remove_defaults: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -462,6 +476,80 @@ pub struct Engine {
     /// engine at boot, once each, besides those in `/var/lib/berth/preload/ENGINE/`:
     /// absolute paths on the host, e.g. written by `write_files` or on a mounted disk.
     pub preload: Vec<String>,
+    /// Registry mirrors for Docker Hub (`--registry-mirror`); one or a list.
+    pub registry_mirror: StringList,
+    /// The engine's storage driver (`--storage-driver`, e.g. `overlay2`).
+    pub storage_driver: Option<String>,
+    /// The default log driver of containers (`--log-driver`, e.g. `json-file`).
+    pub log_driver: Option<String>,
+    /// Options of that log driver (`--log-opt KEY=VALUE`).
+    pub log_opts: KeyValues,
+    /// Serve the engine's API over TLS on the network, with `tls_args` (by
+    /// default RancherOS's: port 2376, certificates in `/etc/docker/tls/`).
+    pub tls: bool,
+    pub tls_args: Vec<String>,
+}
+
+/// RancherOS's TLS arguments, used when `tls` is on and `tls_args` is empty.
+pub const DEFAULT_TLS_ARGS: &[&str] = &[
+    "--tlsverify",
+    "--tlscacert=/etc/docker/tls/ca.pem",
+    "--tlscert=/etc/docker/tls/server-cert.pem",
+    "--tlskey=/etc/docker/tls/server-key.pem",
+    "-H=0.0.0.0:2376",
+];
+
+impl Engine {
+    /// The docker daemon's flags for these settings and for `registries`
+    /// (its insecure registries are the engine's too), after `args`.
+    pub fn dockerd_flags(&self, registries: &Registries) -> Vec<String> {
+        let mut flags = self.args.clone();
+        flags.extend(self.dockerd_settings(registries));
+        flags
+    }
+
+    /// The flags of [`Self::dockerd_flags`] that come from settings (not `args`).
+    pub fn dockerd_settings(&self, registries: &Registries) -> Vec<String> {
+        let mut flags = Vec::new();
+        flags.extend(
+            registries
+                .insecure
+                .iter()
+                .map(|r| format!("--insecure-registry={r}")),
+        );
+        flags.extend(
+            self.registry_mirror
+                .0
+                .iter()
+                .map(|m| format!("--registry-mirror={m}")),
+        );
+        if let Some(driver) = &self.storage_driver {
+            flags.push(format!("--storage-driver={driver}"));
+        }
+        if let Some(driver) = &self.log_driver {
+            flags.push(format!("--log-driver={driver}"));
+        }
+        for (k, v) in &self.log_opts.0 {
+            flags.push(format!("--log-opt={k}={}", v.as_deref().unwrap_or_default()));
+        }
+        if self.tls {
+            if self.tls_args.is_empty() {
+                flags.extend(DEFAULT_TLS_ARGS.iter().map(|a| a.to_string()));
+            } else {
+                flags.extend(self.tls_args.iter().cloned());
+            }
+        }
+        flags
+    }
+
+    /// Whether anything beyond `args` is set (flags only dockerd understands).
+    pub fn has_docker_settings(&self) -> bool {
+        !self.registry_mirror.0.is_empty()
+            || self.storage_driver.is_some()
+            || self.log_driver.is_some()
+            || !self.log_opts.0.is_empty()
+            || self.tls
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]

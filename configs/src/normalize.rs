@@ -416,7 +416,8 @@ fn keep_only(entry: Entry, keep: &[&str], diagnostics: &mut Vec<Diagnostic>, pat
 }
 
 /// `rancher.docker` → `berth.engine`: `engine` names it, `args` + `extra_args` are its
-/// arguments; its `insecure_registry` list becomes `berth.registries.insecure`.
+/// arguments, the daemon settings keep their names; its `insecure_registry` list
+/// becomes `berth.registries.insecure` (Berth's pulls and the engine's).
 fn translate_docker(entry: Entry, diagnostics: &mut Vec<Diagnostic>) -> (Entry, Option<Entry>) {
     let key_origin = entry.key_origin.clone();
     let origin = entry.value.origin.clone();
@@ -434,7 +435,8 @@ fn translate_docker(entry: Entry, diagnostics: &mut Vec<Diagnostic>) -> (Entry, 
                     Node::new(Value::Map(vec![renamed(sub, "insecure")]), origin),
                 ));
             }
-            "environment" => engine.push(sub),
+            "environment" | "registry_mirror" | "storage_driver" | "log_driver" | "log_opts"
+            | "tls" | "tls_args" => engine.push(sub),
             "args" | "extra_args" => match (&mut args, sub.value) {
                 (
                     Some(Node {

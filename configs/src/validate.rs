@@ -39,6 +39,7 @@ pub fn validate(config: &CloudConfig, tree: &Node) -> Vec<Diagnostic> {
     v.hostname(config);
     v.users(config);
     v.write_files(config);
+    v.ca_certs(config);
     v.mounts(config);
     v.services(config);
     v.network(config);
@@ -181,6 +182,17 @@ impl Validator<'_> {
                 Ok(bytes) => budget -= bytes.len(),
                 Err(e) => self.error(&["write_files", &index, "content"], e),
             }
+            if let Some(container) = &file.container {
+                if !config.berth.services.contains_key(container) {
+                    self.warn(
+                        &["write_files", &index, "container"],
+                        format!(
+                            "there is no system service `{container}`; {} will not be written",
+                            file.path
+                        ),
+                    );
+                }
+            }
             if let Some(owner) = &file.owner {
                 let ok = owner.split(':').all(|p| {
                     !p.is_empty()
@@ -194,6 +206,24 @@ impl Validator<'_> {
                     );
                 }
             }
+        }
+    }
+
+    fn ca_certs(&mut self, config: &CloudConfig) {
+        for (i, pem) in config.ca_certs.trusted.iter().enumerate() {
+            let begins = pem.matches("-----BEGIN CERTIFICATE-----").count();
+            if begins == 0 || begins != pem.matches("-----END CERTIFICATE-----").count() {
+                self.error(
+                    &["ca_certs", "trusted", &i.to_string()],
+                    "is not a PEM certificate (-----BEGIN CERTIFICATE----- … -----END CERTIFICATE-----)".into(),
+                );
+            }
+        }
+        if config.ca_certs.remove_defaults {
+            self.warn(
+                &["ca_certs", "remove_defaults"],
+                "is not supported: the public CAs stay trusted".into(),
+            );
         }
     }
 

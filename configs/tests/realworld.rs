@@ -461,14 +461,23 @@ fn rancher_docker_becomes_the_engine() {
         case.loaded.config.berth.registries.insecure,
         ["registry.internal.example:5000"]
     );
-    for key in [
-        "tls",
-        "tls_args",
-        "storage_driver",
-        "registry_mirror",
-        "bip",
-        "log_opts",
+    assert_eq!(engine.storage_driver.as_deref(), Some("overlay2"));
+    assert_eq!(engine.registry_mirror.0, ["http://10.10.10.23:5555"]);
+    assert!(engine.tls);
+    assert_eq!(engine.tls_args.len(), 5);
+    assert_eq!(engine.log_opts.get("max-size"), Some("25m"));
+    let flags = engine.dockerd_flags(&case.loaded.config.berth.registries);
+    for flag in [
+        "--insecure-registry=registry.internal.example:5000",
+        "--registry-mirror=http://10.10.10.23:5555",
+        "--storage-driver=overlay2",
+        "--log-opt=max-size=25m",
+        "--tlsverify",
+        "-H=0.0.0.0:2376",
     ] {
+        assert!(flags.iter().any(|f| f == flag), "{flag} in {flags:?}");
+    }
+    for key in ["bip"] {
         let d = case.diagnostic(Severity::Warning, &format!("rancher.docker.{key}"));
         assert!(
             d.message.contains("RancherOS key Berth does not support"),

@@ -60,6 +60,8 @@ pub struct PullOptions {
     pub credentials: Option<(String, String)>,
     /// Attempts per request on network errors (with exponential backoff).
     pub attempts: u32,
+    /// PEM certificates of CAs trusted besides the public ones (`ca_certs`).
+    pub ca_certs: Vec<String>,
 }
 
 pub use crate::progress::{Progress, Quiet};
@@ -119,6 +121,14 @@ impl<'a> Puller<'a> {
         };
         let client = Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(options.insecure.clone()),
+            extra_root_certificates: options
+                .ca_certs
+                .iter()
+                .map(|pem| oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data: pem.as_bytes().to_vec(),
+                })
+                .collect(),
             ..ClientConfig::default()
         });
         let auth = match &options.credentials {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -402,9 +403,16 @@ fn write_layer(
     for (path, source) in &recipe.files {
         let source = base.join(source);
         let data = std::fs::read(&source).map_err(io_err(&source))?;
+        let executable = std::fs::metadata(&source)
+            .map_err(io_err(&source))?
+            .permissions()
+            .mode()
+            & 0o111
+            != 0;
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o644);
+        // A script committed executable stays executable in the image.
+        header.set_mode(if executable { 0o755 } else { 0o644 });
         header.set_mtime(epoch);
         header.set_size(data.len() as u64);
         builder

@@ -24,6 +24,7 @@ fn options(port: u16) -> PullOptions {
         insecure: vec![format!("127.0.0.1:{port}")],
         credentials: None,
         attempts: 2,
+        ca_certs: Vec::new(),
     }
 }
 
@@ -63,6 +64,7 @@ fn pull_from_a_local_registry_verifies_and_resumes() {
     let strict = PullOptions {
         insecure: Vec::new(),
         attempts: 1,
+        ca_certs: Vec::new(),
         ..PullOptions::default()
     };
     let err = pull(

@@ -107,6 +107,9 @@ struct Config {
     engine: String,
     /// `berth.engine.preload`: archives to load into it.
     preload: Vec<String>,
+    /// dockerd flags from `berth.engine` settings, added once host settings
+    /// have written `/etc/docker/daemon.json` ([`add_engine_settings`]).
+    engine_settings: Vec<String>,
 }
 
 fn level(l: Option<LogLevel>) -> log::LevelFilter {
@@ -176,18 +179,33 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
     let engine = berth
         .engine
         .name
-        .map(|n| berth_configs::choice::canonical(berth_configs::choice::Slot::Engine, &n))
+        .as_deref()
+        .map(|n| berth_configs::choice::canonical(berth_configs::choice::Slot::Engine, n))
         .unwrap_or_else(|| berth_configs::choice::Slot::Engine.built_in().into());
     let mut services = berth.services;
-    // `berth.engine.args` and `.environment` go to the engine's daemon.
+    let mut engine_settings = Vec::new();
+    // `berth.engine.args`, its daemon settings and `.environment` go to the
+    // engine's daemon; the settings are dockerd's flags, so only docker's.
     if let Some(service) = services.get_mut(&engine) {
-        if !berth.engine.args.is_empty() {
+        let flags = if engine == "docker" {
+            engine_settings = berth.engine.dockerd_settings(&berth.registries);
+            berth.engine.args.clone()
+        } else {
+            if berth.engine.has_docker_settings() {
+                messages.push((
+                    log::Level::Warn,
+                    format!("berth.engine: registry_mirror, storage_driver, log_driver, log_opts and tls are docker's settings; the engine `{engine}` does not take them"),
+                ));
+            }
+            berth.engine.args.clone()
+        };
+        if !flags.is_empty() {
             let mut argv = service
                 .command
                 .as_ref()
                 .map(|c| c.argv())
                 .unwrap_or_default();
-            argv.extend(berth.engine.args.iter().cloned());
+            argv.extend(flags);
             service.command = Some(berth_configs::forms::Command::Exec(argv));
         }
         for (k, v) in berth.engine.environment.0.iter() {
@@ -206,9 +224,61 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
         level: level(berth.log.level),
         host,
         engine,
+        engine_settings,
         preload: berth.engine.preload,
     };
     (config, messages)
+}
+
+/// The `daemon.json` key a dockerd flag sets (dockerd refuses to start when a
+/// flag and the file set the same one).
+fn daemon_json_key(flag: &str) -> String {
+    let name = flag.split('=').next().unwrap_or(flag).trim_start_matches('-');
+    match name {
+        "insecure-registry" => "insecure-registries",
+        "registry-mirror" => "registry-mirrors",
+        "log-opt" => "log-opts",
+        "H" | "host" => "hosts",
+        other => other,
+    }
+    .to_string()
+}
+
+/// Adds the engine's settings (`berth.engine.*`) to `engine`'s command,
+/// except those `/etc/docker/daemon.json` under `root` sets: the file wins,
+/// as dockerd would refuse the two together.
+fn add_engine_settings(
+    services: &mut BTreeMap<String, Service>,
+    engine: &str,
+    settings: &[String],
+    root: Option<&std::path::Path>,
+) {
+    let Some(service) = services.get_mut(engine) else {
+        return;
+    };
+    if settings.is_empty() {
+        return;
+    }
+    let in_file: Vec<String> = root
+        .map(|r| r.join("etc/docker/daemon.json"))
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()))
+        .unwrap_or_default();
+    let mut argv = service
+        .command
+        .as_ref()
+        .map(|c| c.argv())
+        .unwrap_or_default();
+    for flag in settings {
+        let key = daemon_json_key(flag);
+        if in_file.contains(&key) {
+            log::warn!("berth.engine: /etc/docker/daemon.json sets `{key}`; {flag} is left out");
+        } else {
+            argv.push(flag.clone());
+        }
+    }
+    service.command = Some(berth_configs::forms::Command::Exec(argv));
 }
 
 /// `berth.environment` folded into each service's own environment, below it
@@ -351,9 +421,16 @@ impl Control for DaemonControl {
             apply_host(&host::Linux, paths, &config.host, Stage::Reload);
             self.update_service_files(config.host.write_files.services.clone());
         }
+        let mut services = config.services;
+        add_engine_settings(
+            &mut services,
+            &config.engine,
+            &config.engine_settings,
+            self.host.as_ref().map(|p| p.root.as_path()),
+        );
         let report = self
             .supervisor
-            .reconcile(config.services)
+            .reconcile(services)
             .map_err(|e| e.to_string())?;
         let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
         if *engine != config.engine {
@@ -428,6 +505,13 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         Some(paths) => apply_host(&host::Linux, paths, &config.host, Stage::Boot),
         None => log::info!("host settings: not applied (the config is not the system's own)"),
     }
+    let mut services = config.services;
+    add_engine_settings(
+        &mut services,
+        &config.engine,
+        &config.engine_settings,
+        host_paths.as_ref().map(|p| p.root.as_path()),
+    );
 
     // 5. The supervisor.
     let images: Arc<dyn Images> = Arc::new(open_images(&options));
@@ -447,7 +531,7 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         images,
         Arc::clone(&log_dir),
         sup_options,
-        config.services,
+        services,
     )?);
     // runcmd: in the console service, once it is up, once per boot.
     // Preloaded images: into the user engine, once it is up, once each.
@@ -590,6 +674,49 @@ mod tests {
             Some("http://proxy:3128")
         );
         assert_eq!(config.engine, "docker");
+    }
+
+    #[test]
+    fn engine_settings_become_flags_unless_daemon_json_sets_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.yml");
+        std::fs::write(
+            &file,
+            "#cloud-config\nrancher:\n  docker:\n    insecure_registry: [a.example:5000]\n    registry_mirror: http://mirror.example\n    storage_driver: overlay2\nberth:\n  services:\n    docker:\n      image: berth/docker:latest\n      command: [--host=unix:///run/docker/docker.sock]\n",
+        )
+        .expect("write");
+        let (config, _) = load_config(&ConfigSource::Files(vec![file]));
+        assert_eq!(
+            config.engine_settings,
+            [
+                "--insecure-registry=a.example:5000",
+                "--registry-mirror=http://mirror.example",
+                "--storage-driver=overlay2"
+            ]
+        );
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("etc/docker")).expect("mkdir");
+        std::fs::write(
+            root.path().join("etc/docker/daemon.json"),
+            r#"{"insecure-registries": ["b.example:5000"]}"#,
+        )
+        .expect("daemon.json");
+        let mut services = config.services.clone();
+        add_engine_settings(
+            &mut services,
+            "docker",
+            &config.engine_settings,
+            Some(root.path()),
+        );
+        let argv = services["docker"].command.as_ref().expect("command").argv();
+        assert_eq!(
+            argv,
+            [
+                "--host=unix:///run/docker/docker.sock",
+                "--registry-mirror=http://mirror.example",
+                "--storage-driver=overlay2"
+            ]
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! What the console takes from the host: its name-resolution files, seen
 //! live, and the user engine's socket where the docker CLI looks for it.
 //!
-//! The console has its own `/etc` (from its image), but `hosts` and
-//! `resolv.conf` must be the host's: netconf and berthd rewrite them by
+//! The console has its own `/etc` (from its image), but `hosts`,
+//! `resolv.conf` and `os-release` must be the host's: netconf and berthd rewrite them by
 //! renaming a new file into place, which a bind mount of the single file
 //! would never see. So the service binds the host's whole `/etc` read-only at
 //! `/host/etc` and these files become symlinks into it.
@@ -10,8 +10,9 @@
 use std::io;
 use std::path::Path;
 
-/// The files taken from the host.
-pub const FILES: &[&str] = &["hosts", "resolv.conf"];
+/// The files taken from the host: name resolution, and `os-release` (the
+/// console runs on Berth, whatever distribution its image was built from).
+pub const FILES: &[&str] = &["hosts", "resolv.conf", "os-release"];
 
 /// Where the console service binds the host's `/etc`.
 pub const HOST_ETC: &str = "host/etc";

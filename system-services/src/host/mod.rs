@@ -154,7 +154,11 @@ impl Settings {
     pub fn from_config(config: &CloudConfig) -> Settings {
         Settings {
             hostname: config.hostname.clone(),
-            write_files: write_files::route(&config.write_files, &config.berth.services),
+            write_files: {
+                let mut routed = write_files::route(&config.write_files, &config.berth.services);
+                write_files::trust(&mut routed, &config.ca_certs.trusted, &config.berth.services);
+                routed
+            },
             bootcmd: config.bootcmd.clone(),
             runcmd: config.runcmd.clone(),
             mounts: config.mounts.clone(),

@@ -1,8 +1,9 @@
-//! `runcmd`: run once per boot inside the console service's container, once
-//! it is up (ready), through [`Runtime::exec`] as healthchecks are. What each
-//! command prints goes into the console service's log (`berth logs
-//! console`); failures are reported there and in berthd's log, and the next
-//! command still runs.
+//! `runcmd`, then `/etc/rc.local` when it is there and executable (RancherOS
+//! runs it at the end of boot): run once per boot inside the console
+//! service's container, once it is up (ready), through [`Runtime::exec`] as
+//! healthchecks are. What each command prints goes into the console service's
+//! log (`berth logs console`); failures are reported there and in berthd's
+//! log, and the next command still runs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +26,23 @@ pub const WAIT: Duration = Duration::from_secs(1800);
 
 const MARKER: &str = "runcmd.done";
 
+/// Runs `/etc/rc.local` when it is executable (and does nothing otherwise).
+const RC_LOCAL: &str = "if [ -x /etc/rc.local ]; then exec /etc/rc.local; fi";
+
+/// `commands`, each with its config field, then rc.local.
+fn steps(commands: &[Command]) -> Vec<(String, Vec<String>)> {
+    let mut steps: Vec<(String, Vec<String>)> = commands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("runcmd[{i}]"), c.argv()))
+        .collect();
+    steps.push((
+        "rc.local".into(),
+        vec!["/bin/sh".into(), "-c".into(), RC_LOCAL.into()],
+    ));
+    steps
+}
+
 /// Runs `commands` in container `id`, unless they already ran this boot
 /// (the marker in `state_dir`), writing what happens to `log`.
 pub fn run_once(
@@ -35,7 +53,7 @@ pub fn run_once(
     state_dir: &Path,
 ) -> Vec<Problem> {
     let marker = state_dir.join(MARKER);
-    if commands.is_empty() || marker.exists() {
+    if marker.exists() {
         return Vec::new();
     }
     // Marked first: a command that takes berthd down must not run again on
@@ -44,9 +62,7 @@ pub fn run_once(
         log::warn!("runcmd: {}: {e}", marker.display());
     }
     let mut problems = Vec::new();
-    for (i, command) in commands.iter().enumerate() {
-        let field = format!("runcmd[{i}]");
-        let argv = command.argv();
+    for (field, argv) in steps(commands) {
         if argv.first().is_none_or(String::is_empty) {
             problems.push(Problem::new(field, "empty command"));
             continue;
@@ -92,7 +108,7 @@ pub fn spawn(
     commands: Vec<Command>,
     state_dir: std::path::PathBuf,
 ) {
-    if commands.is_empty() || state_dir.join(MARKER).exists() {
+    if state_dir.join(MARKER).exists() {
         return;
     }
     super::when_ready(
@@ -141,10 +157,12 @@ mod tests {
         let problems = run_once(&runtime, SERVICE, &commands, &log, &state);
         assert_eq!(
             problems.len(),
-            2,
+            3,
             "the exec fails with 3 each time: {problems:?}"
         );
         assert_eq!(problems[0].field, "runcmd[0]");
+        assert_eq!(problems[2].field, "rc.local");
+        assert!(problems[2].message.contains("/etc/rc.local"));
         assert!(problems[0].message.contains("exit code 3"));
         let lines: Vec<String> = logs
             .reader(SERVICE)

@@ -38,8 +38,12 @@ pub const CONSOLE: &str = "console";
 
 const MAX_SYMLINKS: usize = 40;
 
-/// An entry with its index in `write_files` (for messages), as routed.
-pub type Entry = (usize, WriteFile);
+/// An entry with the config field it comes from (`write_files[3]`), as routed.
+pub type Entry = (String, WriteFile);
+
+/// Where each service's bundle of trusted CAs is (Debian's, OpenSSL's and Go's
+/// first choice): `ca_certs.trusted` is appended to it in every container.
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Where each `write_files` entry goes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,6 +60,7 @@ pub struct Routed {
 pub fn route(files: &[WriteFile], services: &BTreeMap<String, Service>) -> Routed {
     let mut routed = Routed::default();
     for (i, file) in files.iter().enumerate() {
+        let field = format!("write_files[{i}]");
         let service = file.container.as_deref().unwrap_or(CONSOLE);
         let Some(def) = services.get(service) else {
             if let Some(named) = &file.container {
@@ -67,26 +72,51 @@ pub fn route(files: &[WriteFile], services: &BTreeMap<String, Service>) -> Route
                     ),
                 ));
             } else {
-                routed.host.push((i, file.clone()));
+                routed.host.push((field, file.clone()));
             }
             continue;
         };
         if let Some(host_path) = through_volume(service, def, &file.path) {
             let mut on_host = file.clone();
             on_host.path = host_path;
-            routed.host.push((i, on_host));
+            routed.host.push((field, on_host));
             continue;
         }
         routed
             .services
             .entry(service.to_string())
             .or_default()
-            .push((i, file.clone()));
+            .push((field.clone(), file.clone()));
         if file.container.is_none() && host_allowed(&file.path) {
-            routed.host.push((i, file.clone()));
+            routed.host.push((field, file.clone()));
         }
     }
     routed
+}
+
+/// Adds `trusted` (PEM certificates) to the CA bundle of every service.
+pub fn trust(routed: &mut Routed, trusted: &[String], services: &BTreeMap<String, Service>) {
+    if trusted.is_empty() {
+        return;
+    }
+    let mut content = String::new();
+    for pem in trusted {
+        content.push_str(pem.trim());
+        content.push('\n');
+    }
+    let file = WriteFile {
+        path: CA_BUNDLE.into(),
+        content,
+        append: true,
+        ..WriteFile::default()
+    };
+    for service in services.keys() {
+        routed
+            .services
+            .entry(service.clone())
+            .or_default()
+            .push(("ca_certs.trusted".into(), file.clone()));
+    }
 }
 
 /// The host path behind `path` when `service` binds a host directory over it.
@@ -134,13 +164,13 @@ pub(crate) fn apply(
     report: &mut Report,
 ) {
     let mut now = Vec::new();
-    for (i, file) in files {
+    for (field, file) in files {
         let print = fingerprint(file);
         if before.write_files.contains(&print) {
             now.push(print);
             continue;
         }
-        match write(ops, &paths.root, Allowed::Host, *i, file, report) {
+        match write(ops, &paths.root, Allowed::Host, field, file, report) {
             Ok(()) => now.push(print),
             Err(problem) => report.problems.push(problem),
         }
@@ -152,8 +182,8 @@ pub(crate) fn apply(
 /// rootfs); owners are looked up in that filesystem's `/etc/passwd`.
 pub fn write_into(ops: &dyn HostOps, root: &Path, files: &[Entry]) -> Report {
     let mut report = Report::default();
-    for (i, file) in files {
-        if let Err(problem) = write(ops, root, Allowed::Container, *i, file, &mut report) {
+    for (field, file) in files {
+        if let Err(problem) = write(ops, root, Allowed::Container, field, file, &mut report) {
             report.problems.push(problem);
         }
     }
@@ -165,11 +195,11 @@ fn write(
     ops: &dyn HostOps,
     root: &Path,
     allowed: Allowed,
-    i: usize,
+    entry: &str,
     file: &WriteFile,
     report: &mut Report,
 ) -> Result<(), Problem> {
-    let field = |f: &str| format!("write_files[{i}].{f}");
+    let field = |f: &str| format!("{entry}.{f}");
     let rel = resolve_in(root, &file.path, allowed).map_err(|e| Problem::new(field("path"), e))?;
     let data = berth_configs::validate::decode(file.encoding, &file.content)
         .map_err(|e| Problem::new(field("content"), e))?;
@@ -208,7 +238,7 @@ fn write(
         ""
     };
     report.done(format!(
-        "write_files[{i}]: {verb} {} ({} bytes, mode {mode:04o}, owner {uid}:{gid}){defer}",
+        "{entry}: {verb} {} ({} bytes, mode {mode:04o}, owner {uid}:{gid}){defer}",
         file.path,
         request.data.len()
     ));
@@ -400,7 +430,11 @@ mod tests {
             root: root.to_path_buf(),
             ..super::super::testing::root().paths
         };
-        let files: Vec<Entry> = files.iter().cloned().enumerate().collect();
+        let files: Vec<Entry> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("write_files[{i}]"), f.clone()))
+            .collect();
         apply(
             &ops,
             &paths,
@@ -607,7 +641,10 @@ mod tests {
         apply(
             &ops,
             &r.paths,
-            &[(0, entry("/etc/a", "1")), (1, entry("/etc/b", "2"))],
+            &[
+                ("write_files[0]".into(), entry("/etc/a", "1")),
+                ("write_files[1]".into(), entry("/etc/b", "2")),
+            ],
             &Applied::default(),
             &mut Applied::default(),
             &mut report,
@@ -624,7 +661,17 @@ mod tests {
     }
 
     fn paths_of(entries: &[Entry]) -> Vec<(usize, &str)> {
-        entries.iter().map(|(i, f)| (*i, f.path.as_str())).collect()
+        entries
+            .iter()
+            .map(|(field, f)| {
+                let i = field
+                    .trim_start_matches("write_files[")
+                    .trim_end_matches(']')
+                    .parse()
+                    .expect("an index");
+                (i, f.path.as_str())
+            })
+            .collect()
     }
 
     #[test]
@@ -690,7 +737,10 @@ mod tests {
             .expect("passwd");
         let mut tool = entry("/usr/local/bin/tool", "#!/bin/sh\n");
         tool.permissions = Some(FileMode(0o755));
-        let files = vec![(0, tool), (1, entry("/proc/sys/x", "1"))];
+        let files = vec![
+            ("write_files[0]".into(), tool),
+            ("write_files[1]".into(), entry("/proc/sys/x", "1")),
+        ];
         let report = write_into(&crate::host::Linux, dir.path(), &files);
         let written = dir.path().join("usr/local/bin/tool");
         assert_eq!(
@@ -708,5 +758,27 @@ mod tests {
         );
         assert_eq!(report.problems.len(), 1);
         assert_eq!(report.problems[0].field, "write_files[1].path");
+    }
+
+    #[test]
+    fn trusted_cas_are_appended_to_every_services_bundle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bundle = dir.path().join("etc/ssl/certs/ca-certificates.crt");
+        std::fs::create_dir_all(bundle.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&bundle, "PUBLIC\n").expect("bundle");
+        let services = services(
+            "#cloud-config\nberth:\n  services:\n    console:\n      image: c\n    docker:\n      image: d\n",
+        );
+        let mut routed = Routed::default();
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
+        trust(&mut routed, &[pem.into()], &services);
+        assert_eq!(routed.services.len(), 2);
+        let report = write_into(&crate::host::Linux, dir.path(), &routed.services["docker"]);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(
+            std::fs::read_to_string(&bundle).expect("bundle"),
+            format!("PUBLIC\n{pem}\n")
+        );
+        assert!(report.done[0].starts_with("ca_certs.trusted: appended to"));
     }
 }
