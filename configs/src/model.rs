@@ -500,38 +500,9 @@ pub const DEFAULT_TLS_ARGS: &[&str] = &[
 ];
 
 impl Engine {
-    /// The docker daemon's flags for these settings and for `registries`
-    /// (its insecure registries are the engine's too), after `args`.
-    pub fn dockerd_flags(&self, registries: &Registries) -> Vec<String> {
+    /// The docker daemon's flags: `args`, then the TLS arguments when `tls` is on.
+    pub fn dockerd_flags(&self) -> Vec<String> {
         let mut flags = self.args.clone();
-        flags.extend(self.dockerd_settings(registries));
-        flags
-    }
-
-    /// The flags of [`Self::dockerd_flags`] that come from settings (not `args`).
-    pub fn dockerd_settings(&self, registries: &Registries) -> Vec<String> {
-        let mut flags = Vec::new();
-        flags.extend(
-            registries
-                .insecure
-                .iter()
-                .map(|r| format!("--insecure-registry={r}")),
-        );
-        flags.extend(
-            self.registry_mirror
-                .0
-                .iter()
-                .map(|m| format!("--registry-mirror={m}")),
-        );
-        if let Some(driver) = &self.storage_driver {
-            flags.push(format!("--storage-driver={driver}"));
-        }
-        if let Some(driver) = &self.log_driver {
-            flags.push(format!("--log-driver={driver}"));
-        }
-        for (k, v) in &self.log_opts.0 {
-            flags.push(format!("--log-opt={k}={}", v.as_deref().unwrap_or_default()));
-        }
         if self.tls {
             if self.tls_args.is_empty() {
                 flags.extend(DEFAULT_TLS_ARGS.iter().map(|a| a.to_string()));
@@ -540,6 +511,40 @@ impl Engine {
             }
         }
         flags
+    }
+
+    /// The settings that go into dockerd's `daemon.json`, with `registries`'
+    /// insecure ones (Berth's pulls and the engine's alike).
+    pub fn daemon_json(
+        &self,
+        registries: &Registries,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::Value;
+        let mut out = serde_json::Map::new();
+        let list =
+            |items: &[String]| Value::Array(items.iter().cloned().map(Value::String).collect());
+        if !registries.insecure.is_empty() {
+            out.insert("insecure-registries".into(), list(&registries.insecure));
+        }
+        if !self.registry_mirror.0.is_empty() {
+            out.insert("registry-mirrors".into(), list(&self.registry_mirror.0));
+        }
+        if let Some(driver) = &self.storage_driver {
+            out.insert("storage-driver".into(), Value::String(driver.clone()));
+        }
+        if let Some(driver) = &self.log_driver {
+            out.insert("log-driver".into(), Value::String(driver.clone()));
+        }
+        if !self.log_opts.0.is_empty() {
+            let opts = self
+                .log_opts
+                .0
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone().unwrap_or_default())))
+                .collect();
+            out.insert("log-opts".into(), Value::Object(opts));
+        }
+        out
     }
 
     /// Whether anything beyond `args` is set (flags only dockerd understands).

@@ -596,11 +596,7 @@ fn rancher_section_is_translated() {
         .collect();
     assert_eq!(
         warned,
-        [
-            "rancher.docker.tls",
-            "rancher.state.mdadm_scan",
-            "rancher.system_docker"
-        ]
+        ["rancher.state.mdadm_scan", "rancher.system_docker"]
     );
 }
 

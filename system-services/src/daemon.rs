@@ -107,9 +107,9 @@ struct Config {
     engine: String,
     /// `berth.engine.preload`: archives to load into it.
     preload: Vec<String>,
-    /// dockerd flags from `berth.engine` settings, added once host settings
-    /// have written `/etc/docker/daemon.json` ([`add_engine_settings`]).
-    engine_settings: Vec<String>,
+    /// dockerd's `daemon.json` settings from `berth.engine`, merged into the
+    /// host's file once `write_files` has written it ([`merge_daemon_json`]).
+    engine_settings: serde_json::Map<String, serde_json::Value>,
 }
 
 fn level(l: Option<LogLevel>) -> log::LevelFilter {
@@ -183,13 +183,13 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
         .map(|n| berth_configs::choice::canonical(berth_configs::choice::Slot::Engine, n))
         .unwrap_or_else(|| berth_configs::choice::Slot::Engine.built_in().into());
     let mut services = berth.services;
-    let mut engine_settings = Vec::new();
+    let mut engine_settings = serde_json::Map::new();
     // `berth.engine.args`, its daemon settings and `.environment` go to the
     // engine's daemon; the settings are dockerd's flags, so only docker's.
     if let Some(service) = services.get_mut(&engine) {
         let flags = if engine == "docker" {
-            engine_settings = berth.engine.dockerd_settings(&berth.registries);
-            berth.engine.args.clone()
+            engine_settings = berth.engine.daemon_json(&berth.registries);
+            berth.engine.dockerd_flags()
         } else {
             if berth.engine.has_docker_settings() {
                 messages.push((
@@ -230,55 +230,73 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
     (config, messages)
 }
 
-/// The `daemon.json` key a dockerd flag sets (dockerd refuses to start when a
-/// flag and the file set the same one).
-fn daemon_json_key(flag: &str) -> String {
-    let name = flag.split('=').next().unwrap_or(flag).trim_start_matches('-');
-    match name {
-        "insecure-registry" => "insecure-registries",
-        "registry-mirror" => "registry-mirrors",
-        "log-opt" => "log-opts",
-        "H" | "host" => "hosts",
-        other => other,
-    }
-    .to_string()
-}
+/// Where dockerd reads its settings, below the host root (the docker service
+/// binds the host's `/etc/docker`).
+const DAEMON_JSON: &str = "etc/docker/daemon.json";
 
-/// Adds the engine's settings (`berth.engine.*`) to `engine`'s command,
-/// except those `/etc/docker/daemon.json` under `root` sets: the file wins,
-/// as dockerd would refuse the two together.
-fn add_engine_settings(
-    services: &mut BTreeMap<String, Service>,
-    engine: &str,
-    settings: &[String],
-    root: Option<&std::path::Path>,
+/// Merges the engine's settings (`berth.engine.*`) into the host's
+/// `/etc/docker/daemon.json`: lists are joined, and a key the file already
+/// sets otherwise keeps the file's value. One file, so dockerd never sees a
+/// setting both as a flag and in the file (which it refuses), and what the
+/// engine runs with is there to read in the console.
+fn merge_daemon_json(
+    root: &std::path::Path,
+    settings: &serde_json::Map<String, serde_json::Value>,
 ) {
-    let Some(service) = services.get_mut(engine) else {
-        return;
-    };
+    use serde_json::Value;
     if settings.is_empty() {
         return;
     }
-    let in_file: Vec<String> = root
-        .map(|r| r.join("etc/docker/daemon.json"))
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()))
-        .unwrap_or_default();
-    let mut argv = service
-        .command
-        .as_ref()
-        .map(|c| c.argv())
-        .unwrap_or_default();
-    for flag in settings {
-        let key = daemon_json_key(flag);
-        if in_file.contains(&key) {
-            log::warn!("berth.engine: /etc/docker/daemon.json sets `{key}`; {flag} is left out");
-        } else {
-            argv.push(flag.clone());
+    let path = root.join(DAEMON_JSON);
+    let mut merged = match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) | Err(_) => {
+                log::error!(
+                    "{}: not a JSON object; berth.engine settings not added to it",
+                    path.display()
+                );
+                return;
+            }
+        },
+        Err(_) => serde_json::Map::new(),
+    };
+    let before = merged.clone();
+    for (key, value) in settings {
+        match (merged.get_mut(key), value) {
+            (None, _) => {
+                merged.insert(key.clone(), value.clone());
+            }
+            (Some(Value::Array(have)), Value::Array(add)) => {
+                for item in add {
+                    if !have.contains(item) {
+                        have.push(item.clone());
+                    }
+                }
+            }
+            (Some(have), _) if have != value => log::warn!(
+                "berth.engine: {} sets `{key}` to {have}; it stays",
+                path.display()
+            ),
+            (Some(_), _) => {}
         }
     }
-    service.command = Some(berth_configs::forms::Command::Exec(argv));
+    if merged == before {
+        return;
+    }
+    let mut data = serde_json::to_vec_pretty(&Value::Object(merged)).unwrap_or_default();
+    data.push(b'\n');
+    let file = host::FileWrite {
+        data,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        append: false,
+    };
+    match host::HostOps::write_file(&host::Linux, root, std::path::Path::new(DAEMON_JSON), &file) {
+        Ok(()) => log::info!("berth.engine: settings written to /{DAEMON_JSON}"),
+        Err(e) => log::error!("berth.engine: writing {}: {e}", path.display()),
+    }
 }
 
 /// `berth.environment` folded into each service's own environment, below it
@@ -421,16 +439,12 @@ impl Control for DaemonControl {
             apply_host(&host::Linux, paths, &config.host, Stage::Reload);
             self.update_service_files(config.host.write_files.services.clone());
         }
-        let mut services = config.services;
-        add_engine_settings(
-            &mut services,
-            &config.engine,
-            &config.engine_settings,
-            self.host.as_ref().map(|p| p.root.as_path()),
-        );
+        if let Some(paths) = &self.host {
+            merge_daemon_json(&paths.root, &config.engine_settings);
+        }
         let report = self
             .supervisor
-            .reconcile(services)
+            .reconcile(config.services)
             .map_err(|e| e.to_string())?;
         let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
         if *engine != config.engine {
@@ -505,13 +519,9 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         Some(paths) => apply_host(&host::Linux, paths, &config.host, Stage::Boot),
         None => log::info!("host settings: not applied (the config is not the system's own)"),
     }
-    let mut services = config.services;
-    add_engine_settings(
-        &mut services,
-        &config.engine,
-        &config.engine_settings,
-        host_paths.as_ref().map(|p| p.root.as_path()),
-    );
+    if let Some(paths) = &host_paths {
+        merge_daemon_json(&paths.root, &config.engine_settings);
+    }
 
     // 5. The supervisor.
     let images: Arc<dyn Images> = Arc::new(open_images(&options));
@@ -531,7 +541,7 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         images,
         Arc::clone(&log_dir),
         sup_options,
-        services,
+        config.services,
     )?);
     // runcmd: in the console service, once it is up, once per boot.
     // Preloaded images: into the user engine, once it is up, once each.
@@ -677,45 +687,53 @@ mod tests {
     }
 
     #[test]
-    fn engine_settings_become_flags_unless_daemon_json_sets_them() {
+    fn engine_settings_are_merged_into_daemon_json() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("config.yml");
         std::fs::write(
             &file,
-            "#cloud-config\nrancher:\n  docker:\n    insecure_registry: [a.example:5000]\n    registry_mirror: http://mirror.example\n    storage_driver: overlay2\nberth:\n  services:\n    docker:\n      image: berth/docker:latest\n      command: [--host=unix:///run/docker/docker.sock]\n",
+            "#cloud-config\nrancher:\n  docker:\n    insecure_registry: [a.example:5000]\n    registry_mirror: http://mirror.example\n    storage_driver: overlay2\n    tls: true\nberth:\n  services:\n    docker:\n      image: berth/docker:latest\n      command: [--host=unix:///run/docker/docker.sock]\n",
         )
         .expect("write");
         let (config, _) = load_config(&ConfigSource::Files(vec![file]));
-        assert_eq!(
-            config.engine_settings,
-            [
-                "--insecure-registry=a.example:5000",
-                "--registry-mirror=http://mirror.example",
-                "--storage-driver=overlay2"
-            ]
-        );
+        let argv = config.services["docker"]
+            .command
+            .as_ref()
+            .expect("command")
+            .argv();
+        assert!(argv.contains(&"--tlsverify".to_string()), "{argv:?}");
         let root = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(root.path().join("etc/docker")).expect("mkdir");
+        // No file yet: it is made.
+        merge_daemon_json(root.path(), &config.engine_settings);
+        let path = root.path().join(DAEMON_JSON);
+        let read = || -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(&path).expect("daemon.json")).expect("json")
+        };
+        assert_eq!(
+            read(),
+            serde_json::json!({
+                "insecure-registries": ["a.example:5000"],
+                "registry-mirrors": ["http://mirror.example"],
+                "storage-driver": "overlay2",
+            })
+        );
+        // The user's file: lists joined, its own values kept, merged once.
         std::fs::write(
-            root.path().join("etc/docker/daemon.json"),
-            r#"{"insecure-registries": ["b.example:5000"]}"#,
+            &path,
+            r#"{"insecure-registries": ["b.example:5000"], "storage-driver": "vfs", "debug": true}"#,
         )
         .expect("daemon.json");
-        let mut services = config.services.clone();
-        add_engine_settings(
-            &mut services,
-            "docker",
-            &config.engine_settings,
-            Some(root.path()),
-        );
-        let argv = services["docker"].command.as_ref().expect("command").argv();
+        for _ in 0..2 {
+            merge_daemon_json(root.path(), &config.engine_settings);
+        }
         assert_eq!(
-            argv,
-            [
-                "--host=unix:///run/docker/docker.sock",
-                "--registry-mirror=http://mirror.example",
-                "--storage-driver=overlay2"
-            ]
+            read(),
+            serde_json::json!({
+                "insecure-registries": ["b.example:5000", "a.example:5000"],
+                "registry-mirrors": ["http://mirror.example"],
+                "storage-driver": "vfs",
+                "debug": true,
+            })
         );
     }
 

@@ -156,7 +156,11 @@ impl Settings {
             hostname: config.hostname.clone(),
             write_files: {
                 let mut routed = write_files::route(&config.write_files, &config.berth.services);
-                write_files::trust(&mut routed, &config.ca_certs.trusted, &config.berth.services);
+                write_files::trust(
+                    &mut routed,
+                    &config.ca_certs.trusted,
+                    &config.berth.services,
+                );
                 routed
             },
             bootcmd: config.bootcmd.clone(),
