@@ -1,0 +1,410 @@
+//! Berth as a docker host people can live on, tried as a new user does it over
+//! SSH: `docker run -v` of the user's own directories, mounts that appear
+//! after boot, `write_files` landing where users look (the console, the
+//! engine's `/etc/docker`, another service with `container:`), the engine's
+//! RancherOS keys, a private registry whose CA comes from `ca_certs`,
+//! `/etc/rc.local`, compose and the usual tools in the console.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use qemu_tests::ssh::Ssh;
+use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) {
+    let at = vm
+        .expect(pattern, timeout)
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
+}
+
+fn ok(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
+    ssh.check(remote)
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())))
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Debian's docker-registry on 127.0.0.1 (10.0.2.2 from the VM) behind TLS
+/// with a certificate from a CA the test makes; stopped when dropped.
+struct TlsRegistry {
+    child: Child,
+    port: u16,
+    ca: String,
+}
+
+impl Drop for TlsRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsRegistry {
+    fn start(dir: &Path) -> TlsRegistry {
+        let path = |name: &str| dir.join(name).display().to_string();
+        run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=berth-test-ca",
+                "-keyout",
+                &path("ca.key"),
+                "-out",
+                &path("ca.pem"),
+            ],
+        );
+        run(
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=10.0.2.2",
+                "-keyout",
+                &path("registry.key"),
+                "-out",
+                &path("registry.csr"),
+            ],
+        );
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:10.0.2.2,IP:127.0.0.1\n",
+        )
+        .expect("san");
+        run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                &path("registry.csr"),
+                "-CA",
+                &path("ca.pem"),
+                "-CAkey",
+                &path("ca.key"),
+                "-CAcreateserial",
+                "-extfile",
+                &path("san.ext"),
+                "-out",
+                &path("registry.pem"),
+            ],
+        );
+        let port = qemu_tests::free_port().expect("port");
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
+                path("registry-data"),
+                path("registry.pem"),
+                path("registry.key")
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed by `cargo xtask test`");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let ca = std::fs::read_to_string(dir.join("ca.pem")).expect("ca.pem");
+        TlsRegistry { child, port, ca }
+    }
+
+    /// Pushes the busybox test image (gzip layers and a Docker v2 manifest,
+    /// which docker 20.10 reads) as `test/busybox:latest`.
+    fn push_busybox(&self) {
+        let store = std::env::var_os("BERTH_IMAGE_STORE")
+            .expect("BERTH_IMAGE_STORE names the built image store (`cargo xtask test` sets it)");
+        run(
+            "skopeo",
+            &[
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                "--format",
+                "v2s2",
+                "--dest-compress-format",
+                "gzip",
+                &format!(
+                    "oci:{}:berth/busybox:latest",
+                    Path::new(&store).join("images").display()
+                ),
+                &format!("docker://127.0.0.1:{}/test/busybox:latest", self.port),
+            ],
+        );
+    }
+}
+
+/// The cloud-config: a `mounts:` tmpfs, files for the console, the engine
+/// and ntp, rc.local, the engine's RancherOS keys and the registry's CA.
+fn user_data(key: &str, ca: &str) -> String {
+    let ca: String = ca.lines().map(|l| format!("      {l}\n")).collect();
+    format!(
+        r#"#cloud-config
+hostname: berth-dockerhost
+ssh_authorized_keys:
+  - {key}
+mounts:
+  - [tmpfs, /mnt/scratch, tmpfs, "size=16m"]
+write_files:
+  - path: /etc/motd
+    content: |
+      Welcome to the dockerhost test.
+  - path: /etc/docker/daemon.json
+    content: |
+      {{"insecure-registries": ["daemon-json.example:5000"]}}
+  - path: /etc/chrony/berth-test.conf
+    container: ntp
+    content: |
+      # written into the ntp service
+  - path: /etc/rc.local
+    permissions: "0755"
+    content: |
+      #!/bin/sh
+      echo "rc.local ran" > /home/berth/rc-local.txt
+ca_certs:
+  trusted:
+    - |
+{ca}rancher:
+  docker:
+    insecure_registry: [rancher-key.example:5000]
+berth:
+  state:
+    autoformat: [/dev/vda]
+"#
+    )
+}
+
+/// Waits for `remote` to succeed over SSH, e.g. for something runcmd does.
+fn eventually(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
+    ssh.wait_for(remote, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())))
+}
+
+#[test]
+fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
+    const TEST: &str = "the_console_and_the_engine_share_the_users_paths_config_and_trust";
+    let Some(iso) = Artifacts::get(Artifacts::ISO, TEST) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = TlsRegistry::start(dir.path());
+    registry.push_busybox();
+    let image = format!("10.0.2.2:{}/test/busybox:latest", registry.port);
+
+    let port = qemu_tests::free_port().expect("port");
+    let ssh = Ssh::new(dir.path(), port, "berth").expect("ssh key");
+    let state = dir.path().join("state.img");
+    qemu_tests::blank_disk(&state, 4 << 30).expect("state disk");
+    let seed = dir.path().join("seed.iso");
+    qemu_tests::nocloud_seed(
+        &seed,
+        &user_data(ssh.public_key(), &registry.ca),
+        "instance-id: berth-dockerhost-1\n",
+    )
+    .expect("seed");
+    let config = |name: &str| {
+        Config::new(name, Boot::Cdrom(iso.clone()))
+            .drive(&state, false)
+            .drive(&seed, true)
+            .forward(port, 22)
+    };
+    let mut vm = Vm::start(&config("dockerhost")).expect("start qemu");
+    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+    ssh.wait(BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
+
+    // The console is Berth's, with the tools people reach for.
+    assert!(ok(&vm, &ssh, "cat /etc/os-release").contains("Berth"));
+    ok(
+        &vm,
+        &ssh,
+        "for t in docker docker-compose curl wget mount umount less vi ip ping ps top tar gzip ss; do command -v $t >/dev/null || {{ echo missing $t; exit 1; }}; done",
+    );
+    assert!(ok(&vm, &ssh, "docker compose version").contains("1.29"));
+
+    // write_files: the motd in the console, a file inside the ntp service.
+    assert_eq!(
+        ok(&vm, &ssh, "cat /etc/motd").trim(),
+        "Welcome to the dockerhost test."
+    );
+    assert_eq!(
+        ok(
+            &vm,
+            &ssh,
+            "sudo cat /proc/$(pgrep -x chronyd | head -1)/root/etc/chrony/berth-test.conf"
+        )
+        .trim(),
+        "# written into the ntp service"
+    );
+    // rc.local ran in the console at the end of boot.
+    assert_eq!(
+        eventually(&vm, &ssh, "cat /home/berth/rc-local.txt").trim(),
+        "rc.local ran"
+    );
+
+    // The engine: daemon.json from write_files, with the RancherOS key merged in.
+    let info = ok(&vm, &ssh, "docker info 2>/dev/null");
+    for registry in ["daemon-json.example:5000", "rancher-key.example:5000"] {
+        assert!(
+            info.contains(registry),
+            "{registry} in docker info:\n{info}"
+        );
+    }
+
+    // The private registry's CA, from ca_certs: docker pull and berth image pull.
+    let pulled = ok(&vm, &ssh, &format!("docker pull {image}"));
+    assert!(pulled.contains("Downloaded newer image") || pulled.contains("up to date"));
+    ok(&vm, &ssh, &format!("sudo berth image pull {image}"));
+    ok(&vm, &ssh, &format!("docker tag {image} busybox:latest"));
+
+    // docker run -v of the user's own directories, both ways.
+    for base in ["/home/berth", "/opt", "/srv"] {
+        ok(
+            &vm,
+            &ssh,
+            &format!(
+                "sudo mkdir -p {base}/site && echo 'hi from {base}' | sudo tee {base}/site/index.html >/dev/null"
+            ),
+        );
+        assert_eq!(
+            ok(
+                &vm,
+                &ssh,
+                &format!("docker run --rm -v {base}/site:/s busybox cat /s/index.html")
+            )
+            .trim(),
+            format!("hi from {base}")
+        );
+        ok(
+            &vm,
+            &ssh,
+            &format!("docker run --rm -v {base}/site:/s busybox sh -c 'echo back > /s/written'"),
+        );
+        assert_eq!(
+            ok(&vm, &ssh, &format!("cat {base}/site/written")).trim(),
+            "back"
+        );
+    }
+
+    // Mounts made after the engine started: the `mounts:` tmpfs, and an ext4
+    // image loop-mounted by hand in the console.
+    ok(
+        &vm,
+        &ssh,
+        "echo scratch | sudo tee /mnt/scratch/file >/dev/null",
+    );
+    assert_eq!(
+        ok(
+            &vm,
+            &ssh,
+            "docker run --rm -v /mnt/scratch:/m busybox cat /m/file"
+        )
+        .trim(),
+        "scratch"
+    );
+    let content = dir.path().join("disk-content");
+    std::fs::create_dir_all(&content).expect("mkdir");
+    std::fs::write(content.join("file"), "on-disk\n").expect("file");
+    let disk = dir.path().join("disk.img");
+    run(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-d",
+            &content.display().to_string(),
+            &disk.display().to_string(),
+            "4M",
+        ],
+    );
+    let copied = ssh
+        .run_with_input("cat > /home/berth/disk.img", Some(&disk))
+        .expect("ssh");
+    assert!(
+        copied.status.success(),
+        "copying the disk image: {copied:?}"
+    );
+    ok(
+        &vm,
+        &ssh,
+        "sudo mkdir -p /mnt/disk && sudo mount -o loop /home/berth/disk.img /mnt/disk",
+    );
+    assert_eq!(
+        ok(
+            &vm,
+            &ssh,
+            "docker run --rm -v /mnt/disk:/d busybox cat /d/file"
+        )
+        .trim(),
+        "on-disk"
+    );
+    ok(&vm, &ssh, "sudo umount /mnt/disk");
+
+    // Compose: two services up, then down.
+    ok(
+        &vm,
+        &ssh,
+        "mkdir -p ~/app && printf 'version: \"3\"\\nservices:\\n  one:\\n    image: busybox:latest\\n    command: sleep 600\\n  two:\\n    image: busybox:latest\\n    command: sleep 600\\n' > ~/app/docker-compose.yml",
+    );
+    ok(&vm, &ssh, "cd ~/app && docker compose up -d");
+    let running = ok(&vm, &ssh, "docker ps --format '{{.Names}}'");
+    assert!(
+        running.contains("app_one_1") && running.contains("app_two_1"),
+        "compose started both:\n{running}"
+    );
+    ok(&vm, &ssh, "cd ~/app && docker compose down");
+    assert!(!ok(&vm, &ssh, "docker ps -a --format '{{.Names}}'").contains("app_"));
+
+    // The data survives a reboot (the same disk, the ISO again).
+    ok(&vm, &ssh, "sudo berth poweroff");
+    vm.wait_exit(Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(vm);
+    let mut vm = Vm::start(&config("dockerhost-again")).expect("start qemu");
+    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+    ssh.wait(BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
+    for base in ["/home/berth", "/opt", "/srv"] {
+        assert_eq!(
+            ok(
+                &vm,
+                &ssh,
+                &format!("docker run --rm -v {base}/site:/s busybox cat /s/written")
+            )
+            .trim(),
+            "back"
+        );
+    }
+}
