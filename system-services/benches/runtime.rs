@@ -202,6 +202,7 @@ fn runtime_vs_runc(runtime: &Youki, image: &ImageLayers, dir: &Path) -> Result {
         image: image.clone(),
         environment: BTreeMap::new(),
         service_network: None,
+        files: Vec::new(),
     };
     let bundle = runc_bundle(image, dir)?;
     let runc_root = dir.join("runc-state");
