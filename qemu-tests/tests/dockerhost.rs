@@ -147,6 +147,22 @@ impl TlsRegistry {
     fn push_busybox(&self) {
         let store = std::env::var_os("BERTH_IMAGE_STORE")
             .expect("BERTH_IMAGE_STORE names the built image store (`cargo xtask test` sets it)");
+        // Recompressed first (the store's layers are zstd), then converted.
+        let gzipped = std::env::temp_dir().join(format!("berth-busybox-gzip-{}", self.port));
+        run(
+            "skopeo",
+            &[
+                "copy",
+                "--quiet",
+                "--dest-compress-format",
+                "gzip",
+                &format!(
+                    "oci:{}:berth/busybox:latest",
+                    Path::new(&store).join("images").display()
+                ),
+                &format!("oci:{}:busybox", gzipped.display()),
+            ],
+        );
         run(
             "skopeo",
             &[
@@ -155,15 +171,11 @@ impl TlsRegistry {
                 "--dest-tls-verify=false",
                 "--format",
                 "v2s2",
-                "--dest-compress-format",
-                "gzip",
-                &format!(
-                    "oci:{}:berth/busybox:latest",
-                    Path::new(&store).join("images").display()
-                ),
+                &format!("oci:{}:busybox", gzipped.display()),
                 &format!("docker://127.0.0.1:{}/test/busybox:latest", self.port),
             ],
         );
+        let _ = std::fs::remove_dir_all(&gzipped);
     }
 }
 
@@ -251,7 +263,7 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
     ok(
         &vm,
         &ssh,
-        "for t in docker docker-compose curl wget mount umount less vi ip ping ps top tar gzip ss; do command -v $t >/dev/null || {{ echo missing $t; exit 1; }}; done",
+        "for t in docker docker-compose curl wget mount umount less vi ip ping ps top tar gzip ss; do command -v $t >/dev/null || { echo missing $t; exit 1; }; done",
     );
     assert!(ok(&vm, &ssh, "docker compose version").contains("1.29"));
 
