@@ -19,6 +19,8 @@ pub struct GrubConfig {
     pub initrd: String,
     /// Extra kernel arguments for every entry (e.g. a `berth.cloud_config=`).
     pub extra_args: String,
+    /// GRUB commands run before the menu (the installed disk picks its slot).
+    pub preamble: String,
 }
 
 /// What the live ISO adds to every entry: the person at the machine is logged
@@ -32,6 +34,7 @@ impl Default for GrubConfig {
             kernel: "/boot/vmlinuz".into(),
             initrd: "/boot/initrd".into(),
             extra_args: LIVE_ARGS.into(),
+            preamble: String::new(),
         }
     }
 }
@@ -61,6 +64,7 @@ impl GrubConfig {
              set timeout=0\n\
              # panic=10: a kernel panic reboots, so boot counting can fall back.\n",
         );
+        cfg.push_str(&self.preamble);
         for (id, suffix, args) in ENTRIES {
             let mut cmdline = format!("{CONSOLE_ARGS} panic=10");
             for extra in [*args, self.extra_args.as_str()] {

@@ -8,7 +8,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod bootloader;
 pub mod cpio;
+pub mod disk;
+pub mod esp;
 pub mod grub;
 pub mod initramfs;
 pub mod iso;
@@ -45,6 +48,8 @@ pub enum Error {
     },
     #[error("cpio entry `{name}`: {reason}")]
     Cpio { name: String, reason: &'static str },
+    #[error("{0}")]
+    Disk(String),
     #[error("staging image {reference}: {source}")]
     Image {
         reference: String,

@@ -1,0 +1,251 @@
+//! GRUB for the installed disk: images made once at build time with
+//! `grub-mkimage` (shipped in the OS at [`SHIPPED_DIR`] so the installer has
+//! them), placed on a disk by code — no `grub-install`, no mounts.
+//!
+//! BIOS: the MBR's first 440 bytes are GRUB's `boot.img`, told at byte 0x5c
+//! the LBA of `core.img`, which sits at the start of the BIOS boot partition
+//! and is told at byte 500 of its first sector where its second sector is.
+//! UEFI: `core` for x86_64-efi is the removable-media loader
+//! `EFI/BOOT/BOOTX64.EFI` on the ESP. Both carry every module they need and
+//! an early config that finds the ESP by its label and reads
+//! `/boot/grub/grub.cfg` there.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::disk::{Layout, ESP_LABEL};
+use crate::{io_err, run, Error, Result};
+
+/// Where the OS ships the images (the console binds `/usr/share/berth`).
+pub const SHIPPED_DIR: &str = "/usr/share/berth/boot";
+
+pub const BOOT_IMG: &str = "boot.img";
+pub const CORE_IMG: &str = "core.img";
+pub const EFI_IMG: &str = "bootx64.efi";
+
+/// GRUB's `boot.img` in Debian's grub-pc-bin.
+const GRUB_BOOT_IMG: &str = "/usr/lib/grub/i386-pc/boot.img";
+
+/// Where in boot.img the LBA of core.img goes (GRUB_BOOT_MACHINE_KERNEL_SECTOR).
+const KERNEL_SECTOR_OFFSET: usize = 0x5c;
+/// Where in core.img's first sector the start of the rest of it goes: the
+/// first blocklist entry (0x200 − GRUB_BOOT_MACHINE_LIST_SIZE).
+const BLOCKLIST_START_OFFSET: u64 = 500;
+/// The MBR boot code ends where the disk signature and partition table begin.
+const MBR_CODE: usize = 440;
+
+/// The modules built into both images: disks, the ESP, the config and Linux.
+const COMMON_MODULES: &[&str] = &[
+    "part_gpt",
+    "fat",
+    "search",
+    "search_label",
+    "normal",
+    "configfile",
+    "linux",
+    "echo",
+    "test",
+    "loadenv",
+    "serial",
+    "terminal",
+    "halt",
+    "reboot",
+    "gzio",
+];
+const BIOS_MODULES: &[&str] = &["biosdisk", "minicmd"];
+const EFI_MODULES: &[&str] = &["efi_gop", "all_video"];
+
+/// The config built into both images.
+fn early_config() -> String {
+    format!(
+        "search --no-floppy --label {ESP_LABEL} --set=root\n\
+         set prefix=($root)/boot/grub\n\
+         configfile ($root)/boot/grub/grub.cfg\n"
+    )
+}
+
+/// The three images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Images {
+    pub boot_img: PathBuf,
+    pub core_img: PathBuf,
+    pub efi: PathBuf,
+}
+
+impl Images {
+    /// The images as [`build`] leaves them in `dir` (or the OS ships them).
+    pub fn in_dir(dir: &Path) -> Images {
+        Images {
+            boot_img: dir.join(BOOT_IMG),
+            core_img: dir.join(CORE_IMG),
+            efi: dir.join(EFI_IMG),
+        }
+    }
+
+    /// The images the running OS ships.
+    pub fn shipped() -> Images {
+        Images::in_dir(Path::new(SHIPPED_DIR))
+    }
+
+    pub fn all(&self) -> [&Path; 3] {
+        [&self.boot_img, &self.core_img, &self.efi]
+    }
+}
+
+/// Makes the images in `dir` with `grub-mkimage` (build host only).
+pub fn build(dir: &Path) -> Result<Images> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let images = Images::in_dir(dir);
+    let early = dir.join("early.cfg");
+    std::fs::write(&early, early_config()).map_err(io_err(&early))?;
+    std::fs::copy(GRUB_BOOT_IMG, &images.boot_img).map_err(io_err(Path::new(GRUB_BOOT_IMG)))?;
+    for (format, out, extra) in [
+        ("i386-pc", &images.core_img, BIOS_MODULES),
+        ("x86_64-efi", &images.efi, EFI_MODULES),
+    ] {
+        run(Command::new("grub-mkimage")
+            .args(["--format", format, "--prefix", "/boot/grub", "--config"])
+            .arg(&early)
+            .arg("--output")
+            .arg(out)
+            .args(COMMON_MODULES)
+            .args(extra))?;
+    }
+    let core = std::fs::metadata(&images.core_img)
+        .map_err(io_err(&images.core_img))?
+        .len();
+    if core > crate::disk::BIOS_BOOT_BYTES {
+        return Err(Error::Disk(format!(
+            "core.img is {core} bytes; the BIOS boot partition holds {}",
+            crate::disk::BIOS_BOOT_BYTES
+        )));
+    }
+    Ok(images)
+}
+
+/// Places core.img in the BIOS boot partition, then boot.img in the MBR —
+/// the last write of an install, after which the disk boots under BIOS.
+pub fn install_bios(disk: &File, layout: &Layout, images: &Images) -> Result<()> {
+    let disk_err = |e: std::io::Error| Error::Disk(format!("writing GRUB for BIOS: {e}"));
+    let core = std::fs::read(&images.core_img).map_err(io_err(&images.core_img))?;
+    let part = layout.bios_boot();
+    if core.len() as u64 > part.bytes || core.len() < 512 {
+        return Err(Error::Disk(format!(
+            "{} is {} bytes; it must fit the BIOS boot partition ({} bytes)",
+            images.core_img.display(),
+            core.len(),
+            part.bytes
+        )));
+    }
+    let core_lba = part.start / layout.sector;
+    let mut f = disk;
+    f.seek(SeekFrom::Start(part.start)).map_err(disk_err)?;
+    f.write_all(&core).map_err(disk_err)?;
+    f.seek(SeekFrom::Start(part.start + BLOCKLIST_START_OFFSET))
+        .map_err(disk_err)?;
+    f.write_all(&(core_lba + 1).to_le_bytes())
+        .map_err(disk_err)?;
+    f.sync_data().map_err(disk_err)?;
+    let mut boot = std::fs::read(&images.boot_img).map_err(io_err(&images.boot_img))?;
+    if boot.len() < MBR_CODE {
+        return Err(Error::Disk(format!(
+            "{} is {} bytes, not a boot sector",
+            images.boot_img.display(),
+            boot.len()
+        )));
+    }
+    boot[KERNEL_SECTOR_OFFSET..KERNEL_SECTOR_OFFSET + 8].copy_from_slice(&core_lba.to_le_bytes());
+    f.seek(SeekFrom::Start(0)).map_err(disk_err)?;
+    f.write_all(&boot[..MBR_CODE]).map_err(disk_err)?;
+    f.sync_data().map_err(disk_err)?;
+    Ok(())
+}
+
+/// GRUB's environment block: 1024 bytes, padded with `#`. GRUB rewrites it
+/// in place through its block list, so it must never be replaced by a new file.
+pub fn grubenv(vars: &[(&str, &str)]) -> Vec<u8> {
+    let mut text = String::from("# GRUB Environment Block\n");
+    for (k, v) in vars {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    let mut bytes = text.into_bytes();
+    bytes.resize(1024, b'#');
+    bytes
+}
+
+/// The installed disk's grub.cfg: boots the slot grubenv names (A at first).
+pub fn disk_grub_cfg(version: &str, kernel_args: &str) -> String {
+    let mut args = String::from("berth.slot=$berth_slot");
+    if !kernel_args.is_empty() {
+        args.push(' ');
+        args.push_str(kernel_args);
+    }
+    crate::grub::GrubConfig {
+        title: format!("Berth {version} (slot $berth_slot)"),
+        kernel: "/$berth_slot/vmlinuz".into(),
+        initrd: "/$berth_slot/initrd".into(),
+        extra_args: args,
+        preamble: "load_env berth_default\n\
+                   if [ \"$berth_default\" = B ]; then set berth_slot=B; else set berth_slot=A; fi\n"
+            .into(),
+    }
+    .render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grubenv_is_one_kib_padded() {
+        let env = grubenv(&[("berth_default", "A")]);
+        assert_eq!(env.len(), 1024);
+        assert!(env.starts_with(b"# GRUB Environment Block\nberth_default=A\n#"));
+        assert!(env.ends_with(b"##"));
+    }
+
+    #[test]
+    fn the_disk_config_boots_the_slot_grubenv_names() {
+        let cfg = disk_grub_cfg("0.1.0", "");
+        assert!(cfg.contains("load_env berth_default"));
+        assert!(cfg.contains("linux /$berth_slot/vmlinuz console=tty0"));
+        assert!(cfg.contains("berth.slot=$berth_slot"));
+        assert!(cfg.contains("initrd /$berth_slot/initrd"));
+        assert!(!cfg.contains("berth.console.autologin"));
+    }
+
+    #[test]
+    fn boot_code_points_at_core_and_keeps_the_partition_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let images = Images::in_dir(dir.path());
+        let mut boot = vec![0u8; 512];
+        boot[0] = 0xEB;
+        std::fs::write(&images.boot_img, &boot).expect("boot.img");
+        std::fs::write(&images.core_img, vec![7u8; 4096]).expect("core.img");
+        let path = dir.path().join("disk");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("disk");
+        file.set_len(crate::disk::MIN_DISK_BYTES).expect("size");
+        let layout = Layout::new(crate::disk::MIN_DISK_BYTES, 512).expect("layout");
+        let mut f = &file;
+        crate::disk::write_gpt(&mut f, &layout).expect("gpt");
+        install_bios(&file, &layout, &images).expect("install");
+        let mut head = vec![0u8; 3 * 1024 * 1024];
+        f.seek(SeekFrom::Start(0)).expect("seek");
+        std::io::Read::read_exact(&mut f, &mut head).expect("read");
+        assert_eq!(head[0], 0xEB);
+        assert_eq!(&head[0x5c..0x64], &2048u64.to_le_bytes());
+        assert_eq!(&head[510..512], &[0x55, 0xAA]);
+        assert_eq!(head[450], 0xEE, "the protective MBR entry is kept");
+        let core = 1 << 20;
+        assert_eq!(head[core], 7);
+        assert_eq!(&head[core + 500..core + 508], &2049u64.to_le_bytes());
+    }
+}

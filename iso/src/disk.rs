@@ -1,0 +1,617 @@
+//! The installed disk (ARCHITECTURE.md §7): its GPT layout, and writing it —
+//! one code path for the build's raw/qcow2 images and for `berth install`.
+//!
+//! ```text
+//!  LBA 0      protective MBR + GRUB's boot.img (written last)
+//!  1 MiB      BIOS boot    1 MiB    GRUB core.img (BIOS)
+//!  2 MiB      BERTH_EFI    256 MiB  FAT32: EFI/BOOT/BOOTX64.EFI, boot/grub/grub.cfg,
+//!                                   grubenv, A/ and B/ (each slot's vmlinuz, initrd)
+//!  258 MiB    BERTH_A      512 MiB  raw squashfs root
+//!  770 MiB    BERTH_B      512 MiB  raw squashfs root (the other slot)
+//!  1282 MiB   BERTH_STATE  the rest ext4, made and grown by PID 1 on first boot
+//! ```
+//!
+//! Nothing here mounts anything or needs a loop device: the partitions are
+//! byte ranges of one file or block device ([`Region`]).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+pub const MIB: u64 = 1 << 20;
+/// GRUB's core.img for BIOS lives here.
+pub const BIOS_BOOT_BYTES: u64 = MIB;
+/// The EFI system partition: GRUB and each slot's kernel and initrd.
+pub const ESP_BYTES: u64 = 256 * MIB;
+/// Each slot's squashfs root: about three times today's.
+pub const SLOT_BYTES: u64 = 512 * MIB;
+/// Where the first partition starts (alignment, and room for the GPT).
+pub const FIRST_BYTES: u64 = MIB;
+/// The smallest disk Berth installs to: the fixed partitions and room for
+/// images and containers on state.
+pub const MIN_DISK_BYTES: u64 = 4 << 30;
+/// What the GPT at the end of the disk takes (backup entries and header).
+const GPT_TAIL_BYTES: u64 = 33 * 512;
+
+/// The partitions, in order (their numbers are index + 1).
+pub const NAMES: [&str; 5] = ["BIOS boot", ESP_NAME, "BERTH_A", "BERTH_B", STATE_NAME];
+pub const ESP_NAME: &str = "BERTH_EFI";
+pub const STATE_NAME: &str = "BERTH_STATE";
+/// The ESP's FAT volume label (what GRUB searches for).
+pub const ESP_LABEL: &str = "BERTH_EFI";
+
+/// GPT partition type GUIDs, as text.
+pub const TYPE_BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
+pub const TYPE_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+pub const TYPE_LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+
+/// A GUID as GPT stores it (the first three fields little-endian).
+pub fn guid_bytes(text: &str) -> [u8; 16] {
+    let hex: Vec<u8> = text
+        .bytes()
+        .filter(u8::is_ascii_hexdigit)
+        .map(|c| match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => c - b'A' + 10,
+        })
+        .collect();
+    let mut raw = [0u8; 16];
+    for (i, pair) in hex.chunks(2).take(16).enumerate() {
+        raw[i] = pair[0] << 4 | pair.get(1).copied().unwrap_or(0);
+    }
+    [
+        raw[3], raw[2], raw[1], raw[0], raw[5], raw[4], raw[7], raw[6], raw[8], raw[9], raw[10],
+        raw[11], raw[12], raw[13], raw[14], raw[15],
+    ]
+}
+
+/// One partition: its byte range on the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub number: u32,
+    pub name: &'static str,
+    pub start: u64,
+    pub bytes: u64,
+    pub type_guid: &'static str,
+}
+
+impl Part {
+    pub fn end(&self) -> u64 {
+        self.start + self.bytes
+    }
+}
+
+/// The layout of a disk of `disk_bytes` with `sector`-byte sectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub sector: u64,
+    pub disk_bytes: u64,
+}
+
+impl Layout {
+    pub fn new(disk_bytes: u64, sector: u64) -> Result<Layout> {
+        if disk_bytes < MIN_DISK_BYTES {
+            return Err(Error::Disk(format!(
+                "the disk is {:.1} GiB; Berth needs at least {} GiB",
+                disk_bytes as f64 / (1u64 << 30) as f64,
+                MIN_DISK_BYTES >> 30
+            )));
+        }
+        if sector != 512 && sector != 4096 {
+            return Err(Error::Disk(format!(
+                "{sector}-byte sectors are not supported"
+            )));
+        }
+        Ok(Layout { sector, disk_bytes })
+    }
+
+    /// The five partitions; state takes the rest, up to the backup GPT.
+    pub fn parts(&self) -> [Part; 5] {
+        let sizes = [BIOS_BOOT_BYTES, ESP_BYTES, SLOT_BYTES, SLOT_BYTES];
+        let types = [TYPE_BIOS_BOOT, TYPE_ESP, TYPE_LINUX, TYPE_LINUX, TYPE_LINUX];
+        let mut start = FIRST_BYTES;
+        let mut parts = [Part {
+            number: 0,
+            name: "",
+            start: 0,
+            bytes: 0,
+            type_guid: "",
+        }; 5];
+        for (i, part) in parts.iter_mut().enumerate() {
+            let bytes = sizes.get(i).copied().unwrap_or_else(|| {
+                let tail = GPT_TAIL_BYTES.max(33 * self.sector);
+                (self.disk_bytes.saturating_sub(tail) - start) / MIB * MIB
+            });
+            *part = Part {
+                number: i as u32 + 1,
+                name: NAMES[i],
+                start,
+                bytes,
+                type_guid: types[i],
+            };
+            start += bytes;
+        }
+        parts
+    }
+
+    pub fn part(&self, name: &str) -> Option<Part> {
+        self.parts().into_iter().find(|p| p.name == name)
+    }
+
+    pub fn esp(&self) -> Part {
+        self.parts()[1]
+    }
+
+    /// The slot partition `BERTH_<slot>`.
+    pub fn slot(&self, slot: char) -> Part {
+        if slot == 'B' {
+            self.parts()[3]
+        } else {
+            self.parts()[2]
+        }
+    }
+
+    pub fn bios_boot(&self) -> Part {
+        self.parts()[0]
+    }
+}
+
+/// A random version-4 GUID, in GPT byte order.
+pub fn random_guid() -> io::Result<[u8; 16]> {
+    let mut g = [0u8; 16];
+    File::open("/dev/urandom")?.read_exact(&mut g)?;
+    g[7] = (g[7] & 0x0f) | 0x40;
+    g[8] = (g[8] & 0x3f) | 0x80;
+    Ok(g)
+}
+
+/// Writes the GPT of `layout` (primary and backup) and a protective MBR that
+/// keeps bytes 0..440 (the boot code) as they are.
+pub fn write_gpt<D: Read + Write + Seek>(disk: &mut D, layout: &Layout) -> Result<()> {
+    let gpt_err = |e: gptman::Error| Error::Disk(format!("writing the partition table: {e}"));
+    let io_err = |e: io::Error| Error::Disk(format!("writing the partition table: {e}"));
+    let mut gpt = gptman::GPT::new_from(disk, layout.sector, random_guid().map_err(io_err)?)
+        .map_err(gpt_err)?;
+    for part in layout.parts() {
+        gpt[part.number] = gptman::GPTPartitionEntry {
+            partition_type_guid: guid_bytes(part.type_guid),
+            unique_partition_guid: random_guid().map_err(io_err)?,
+            starting_lba: part.start / layout.sector,
+            ending_lba: part.end() / layout.sector - 1,
+            attribute_bits: 0,
+            partition_name: part.name.into(),
+        };
+    }
+    gpt.write_into(disk).map_err(gpt_err)?;
+    gptman::GPT::write_protective_mbr_into(disk, layout.sector).map_err(gpt_err)?;
+    Ok(())
+}
+
+/// Reads the GPT of `disk` (its own sector size tried first).
+pub fn read_gpt<D: Read + Seek>(disk: &mut D) -> Result<gptman::GPT> {
+    gptman::GPT::find_from(disk)
+        .map_err(|e| Error::Disk(format!("reading the partition table: {e}")))
+}
+
+/// Grows the last partition of `disk`, if it is `name`, to the end of the
+/// disk (moving the backup GPT there). Returns the new size in bytes when
+/// it grew; `None` when there was nothing to grow (less than 1 MiB).
+pub fn grow_last<D: Read + Write + Seek>(disk: &mut D, name: &str) -> Result<Option<Part>> {
+    let gpt_err = |e: gptman::Error| Error::Disk(format!("growing {name}: {e}"));
+    let mut gpt = read_gpt(disk)?;
+    let sector = gpt.sector_size;
+    gpt.header.update_from(disk, sector).map_err(gpt_err)?;
+    let Some((number, entry)) = gpt
+        .iter()
+        .filter(|(_, e)| e.is_used())
+        .max_by_key(|(_, e)| e.ending_lba)
+        .map(|(n, e)| (n, e.clone()))
+    else {
+        return Ok(None);
+    };
+    if entry.partition_name.as_str() != name {
+        return Ok(None);
+    }
+    let last = gpt.header.last_usable_lba;
+    let align = MIB / sector;
+    let end = (last + 1) / align * align;
+    if end <= entry.ending_lba + 1 + align {
+        return Ok(None);
+    }
+    gpt[number].ending_lba = end - 1;
+    gpt.write_into(disk).map_err(gpt_err)?;
+    Ok(Some(Part {
+        number,
+        name: STATE_NAME,
+        start: entry.starting_lba * sector,
+        bytes: (end - entry.starting_lba) * sector,
+        type_guid: TYPE_LINUX,
+    }))
+}
+
+/// A byte range of a file or device, as a file of its own (a partition).
+#[derive(Debug)]
+pub struct Region<'a> {
+    file: &'a File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl<'a> Region<'a> {
+    pub fn new(file: &'a File, part: &Part) -> Region<'a> {
+        Region {
+            file,
+            start: part.start,
+            len: part.bytes,
+            pos: 0,
+        }
+    }
+}
+
+impl Read for Region<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut f = self.file;
+        f.seek(SeekFrom::Start(self.start + self.pos))?;
+        let read = f.read(&mut buf[..n])?;
+        self.pos += read as u64;
+        Ok(read)
+    }
+}
+
+impl Write for Region<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "past the end of the partition",
+            ));
+        }
+        let mut f = self.file;
+        f.seek(SeekFrom::Start(self.start + self.pos))?;
+        let written = f.write(&buf[..n])?;
+        self.pos += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut f = self.file;
+        f.flush()
+    }
+}
+
+impl Seek for Region<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
+        self.pos = pos;
+        Ok(pos)
+    }
+}
+
+/// What goes on the disk.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub vmlinuz: PathBuf,
+    pub initrd: PathBuf,
+    pub rootfs: PathBuf,
+    /// GRUB's images ([`crate::bootloader`]).
+    pub boot: crate::bootloader::Images,
+    /// The installed system's cloud-config, put on the ESP for PID 1 to
+    /// take onto the state partition when it makes it.
+    pub user_data: Option<Vec<u8>>,
+    /// Extra kernel arguments for the installed system.
+    pub kernel_args: String,
+}
+
+/// Reports progress of a long write: (what, bytes done, bytes in all).
+pub trait Progress {
+    fn step(&self, what: &str);
+    fn bytes(&self, what: &str, done: u64, total: u64);
+}
+
+/// A progress reporter that says nothing.
+#[derive(Debug)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn step(&self, _: &str) {}
+    fn bytes(&self, _: &str, _: u64, _: u64) {}
+}
+
+/// What was written, for the caller to report.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub layout: Layout,
+    /// SHA-256 of the squashfs as read back from slot A.
+    pub rootfs_sha256: String,
+    pub rootfs_bytes: u64,
+}
+
+/// Writes the whole layout onto `disk` (a regular file already sized, or a
+/// block device), slot A holding `payload`. The order makes a write cut
+/// short unbootable rather than half-booting: the old signatures are wiped
+/// first, the boot code (MBR boot.img, BOOTX64.EFI and grub.cfg) comes last.
+pub fn write(
+    disk: &File,
+    disk_bytes: u64,
+    payload: &Payload,
+    progress: &dyn Progress,
+) -> Result<Written> {
+    let layout = Layout::new(disk_bytes, 512)?;
+    let io_err = |what: &'static str| move |e: io::Error| Error::Disk(format!("{what}: {e}"));
+    progress.step("wiping old signatures");
+    wipe(disk, 0, 2 * MIB).map_err(io_err("wiping the start of the disk"))?;
+    wipe(disk, disk_bytes.saturating_sub(MIB), MIB)
+        .map_err(io_err("wiping the end of the disk"))?;
+    // The first MiB of state too: PID 1 formats it only when it is blank.
+    let state = layout.parts()[4];
+    wipe(disk, state.start, MIB).map_err(io_err("wiping the state partition"))?;
+
+    let slot = layout.slot('A');
+    let rootfs_bytes = copy_into(disk, &payload.rootfs, &slot, "rootfs → BERTH_A", progress)?;
+    progress.step("reading BERTH_A back");
+    let written =
+        sha256_of_region(disk, slot.start, rootfs_bytes).map_err(io_err("reading BERTH_A back"))?;
+    let expected = sha256_of_file(&payload.rootfs).map_err(io_err("reading the rootfs"))?;
+    if written != expected {
+        return Err(Error::Disk(format!(
+            "BERTH_A reads back as sha256 {written}, the rootfs is {expected}: the disk did not keep what was written"
+        )));
+    }
+
+    progress.step("writing the partition table");
+    let mut whole = disk;
+    write_gpt(&mut whole, &layout)?;
+    progress.step("writing the EFI system partition");
+    let esp = layout.esp();
+    crate::esp::write(disk, &esp, payload)?;
+    progress.step("writing the boot loader");
+    crate::bootloader::install_bios(disk, &layout, &payload.boot)?;
+    disk.sync_all().map_err(io_err("syncing the disk"))?;
+    Ok(Written {
+        layout,
+        rootfs_sha256: written,
+        rootfs_bytes,
+    })
+}
+
+fn wipe(disk: &File, start: u64, len: u64) -> io::Result<()> {
+    let mut f = disk;
+    f.seek(SeekFrom::Start(start))?;
+    let zeros = vec![0u8; MIB as usize];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(MIB) as usize;
+        f.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Copies `from` into `part`, returning its size; refuses what does not fit.
+fn copy_into(
+    disk: &File,
+    from: &Path,
+    part: &Part,
+    what: &str,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let mut src = File::open(from).map_err(crate::io_err(from))?;
+    let total = src.metadata().map_err(crate::io_err(from))?.len();
+    if total > part.bytes {
+        return Err(Error::Disk(format!(
+            "{} is {} MiB; {} holds {} MiB",
+            from.display(),
+            total / MIB,
+            part.name,
+            part.bytes / MIB
+        )));
+    }
+    let mut dst = disk;
+    dst.seek(SeekFrom::Start(part.start))
+        .map_err(|e| Error::Disk(format!("{what}: {e}")))?;
+    let mut buf = vec![0u8; 4 * MIB as usize];
+    let mut done = 0u64;
+    loop {
+        let n = src.read(&mut buf).map_err(crate::io_err(from))?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n])
+            .map_err(|e| Error::Disk(format!("{what}: {e}")))?;
+        done += n as u64;
+        progress.bytes(what, done, total);
+    }
+    Ok(done)
+}
+
+fn sha256_of_region(disk: &File, start: u64, len: u64) -> io::Result<String> {
+    let mut f = disk;
+    f.seek(SeekFrom::Start(start))?;
+    sha256_of(&mut f.take(len))
+}
+
+pub fn sha256_of_file(path: &Path) -> io::Result<String> {
+    sha256_of(&mut File::open(path)?)
+}
+
+fn sha256_of(reader: &mut dyn Read) -> io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; MIB as usize];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_are_stored_mixed_endian() {
+        assert_eq!(
+            guid_bytes(TYPE_LINUX),
+            [
+                0xAF, 0x3D, 0xC6, 0x0F, 0x83, 0x84, 0x72, 0x47, 0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47,
+                0x7D, 0xE4
+            ]
+        );
+    }
+
+    #[test]
+    fn the_layout_is_aligned_and_state_takes_the_rest() {
+        let layout = Layout::new(MIN_DISK_BYTES, 512).expect("layout");
+        let parts = layout.parts();
+        assert_eq!(parts[0].start, MIB);
+        for pair in parts.windows(2) {
+            assert_eq!(pair[0].end(), pair[1].start);
+        }
+        for p in parts {
+            assert_eq!(p.start % MIB, 0, "{p:?}");
+            assert_eq!(p.bytes % MIB, 0, "{p:?}");
+        }
+        assert_eq!(parts[4].name, STATE_NAME);
+        assert!(parts[4].end() <= MIN_DISK_BYTES - 33 * 512);
+        assert!(parts[4].bytes > 2 << 30);
+        assert!(Layout::new(MIN_DISK_BYTES - 1, 512).is_err());
+    }
+
+    #[test]
+    fn the_partition_table_reads_back_and_grows_with_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("disk.img");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("create");
+        file.set_len(MIN_DISK_BYTES).expect("size");
+        let layout = Layout::new(MIN_DISK_BYTES, 512).expect("layout");
+        let mut f = &file;
+        write_gpt(&mut f, &layout).expect("gpt");
+        let gpt = read_gpt(&mut f).expect("read");
+        let names: Vec<String> = gpt
+            .iter()
+            .filter(|(_, e)| e.is_used())
+            .map(|(_, e)| e.partition_name.as_str().to_string())
+            .collect();
+        assert_eq!(names, NAMES);
+        // Nothing to grow on the disk it was made for.
+        assert!(grow_last(&mut f, STATE_NAME).expect("grow").is_none());
+        file.set_len(MIN_DISK_BYTES + (2 << 30))
+            .expect("grow the file");
+        let grown = grow_last(&mut f, STATE_NAME)
+            .expect("grow")
+            .expect("it grew");
+        assert_eq!(grown.start, layout.parts()[4].start);
+        assert!(grown.bytes >= layout.parts()[4].bytes + (2 << 30) - MIB);
+        let again = read_gpt(&mut f).expect("read again");
+        assert_eq!(again[5].ending_lba * 512 + 512, grown.end());
+        // The slots are untouched.
+        assert_eq!(again[3].starting_lba * 512, layout.slot('A').start);
+    }
+
+    #[test]
+    fn a_region_is_a_bounded_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("disk.img");
+        std::fs::write(&path, vec![0u8; 4096]).expect("write");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let part = Part {
+            number: 1,
+            name: "x",
+            start: 1024,
+            bytes: 1024,
+            type_guid: TYPE_LINUX,
+        };
+        let mut r = Region::new(&file, &part);
+        r.write_all(b"hello").expect("write");
+        assert!(r.write_all(&[1u8; 2000]).is_err());
+        assert_eq!(r.seek(SeekFrom::End(0)).expect("seek"), 1024);
+        let data = std::fs::read(&path).expect("read");
+        assert_eq!(&data[1024..1029], b"hello");
+        assert!(data[..1024].iter().all(|b| *b == 0));
+        assert!(data[2048..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn a_whole_disk_is_written_and_reads_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("vmlinuz"), b"kernel").expect("vmlinuz");
+        std::fs::write(p("initrd"), b"initrd").expect("initrd");
+        std::fs::write(p("rootfs"), vec![0x5au8; 3 * MIB as usize + 17]).expect("rootfs");
+        let boot = crate::bootloader::Images::in_dir(dir.path());
+        std::fs::write(&boot.boot_img, vec![0xEBu8; 512]).expect("boot.img");
+        std::fs::write(&boot.core_img, vec![7u8; 8192]).expect("core.img");
+        std::fs::write(&boot.efi, b"MZ efi").expect("efi");
+        let payload = Payload {
+            vmlinuz: p("vmlinuz"),
+            initrd: p("initrd"),
+            rootfs: p("rootfs"),
+            boot,
+            user_data: Some(b"#cloud-config\nhostname: x\n".to_vec()),
+            kernel_args: String::new(),
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(p("disk"))
+            .expect("disk");
+        file.set_len(MIN_DISK_BYTES).expect("size");
+        let written = write(&file, MIN_DISK_BYTES, &payload, &Quiet).expect("write");
+        assert_eq!(written.rootfs_bytes, 3 * MIB + 17);
+        assert_eq!(
+            written.rootfs_sha256,
+            sha256_of_file(&p("rootfs")).expect("sha")
+        );
+        let esp = written.layout.esp();
+        let read = |path: &str| crate::esp::read_file(&file, &esp, path).expect(path);
+        assert_eq!(read("A/vmlinuz"), b"kernel");
+        assert_eq!(read("A/initrd"), b"initrd");
+        assert_eq!(read("EFI/BOOT/BOOTX64.EFI"), b"MZ efi");
+        assert_eq!(read(crate::esp::USER_DATA), b"#cloud-config\nhostname: x\n");
+        assert!(String::from_utf8(read("boot/grub/grub.cfg"))
+            .expect("utf-8")
+            .contains("berth.slot=$berth_slot"));
+        assert_eq!(read("boot/grub/grubenv").len(), 1024);
+        let mut f = &file;
+        let gpt = read_gpt(&mut f).expect("gpt");
+        assert_eq!(gpt[2].partition_name.as_str(), ESP_NAME);
+        // A disk too small is refused before anything is written.
+        assert!(write(&file, MIN_DISK_BYTES - MIB, &payload, &Quiet).is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! The EFI system partition of the installed disk, written as a FAT32 volume
+//! straight into its byte range ([`crate::disk::Region`]): each slot's kernel
+//! and initrd, grubenv, the installed system's first cloud-config, and last
+//! GRUB's UEFI loader and config — a write cut short leaves no loader that
+//! could boot a half-written system.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use crate::disk::{Part, Payload, Region, ESP_LABEL};
+use crate::{Error, Result};
+
+/// Where on the ESP the installer leaves the installed system's cloud-config;
+/// PID 1 moves it onto the state partition when it makes that.
+pub const USER_DATA: &str = "berth/user-data";
+
+/// Where a slot's kernel and initrd go: `A/vmlinuz`, `A/initrd`.
+pub fn slot_files(slot: char) -> (String, String) {
+    (format!("{slot}/vmlinuz"), format!("{slot}/initrd"))
+}
+
+fn label() -> [u8; 11] {
+    let mut l = [b' '; 11];
+    for (i, b) in ESP_LABEL.bytes().take(11).enumerate() {
+        l[i] = b;
+    }
+    l
+}
+
+/// Formats `part` of `disk` as FAT32 and writes slot A's files and GRUB.
+pub fn write(disk: &File, part: &Part, payload: &Payload) -> Result<()> {
+    let fat_err = |what: String| move |e: std::io::Error| Error::Disk(format!("ESP: {what}: {e}"));
+    fatfs::format_volume(
+        Region::new(disk, part),
+        fatfs::FormatVolumeOptions::new()
+            .fat_type(fatfs::FatType::Fat32)
+            .volume_label(label()),
+    )
+    .map_err(fat_err("formatting FAT32".into()))?;
+    let fs = fatfs::FileSystem::new(Region::new(disk, part), fatfs::FsOptions::new())
+        .map_err(fat_err("opening the new volume".into()))?;
+    let root = fs.root_dir();
+    for dir in ["A", "B", "berth", "boot", "boot/grub", "EFI", "EFI/BOOT"] {
+        root.create_dir(dir)
+            .map_err(fat_err(format!("creating {dir}")))?;
+    }
+    let put = |path: &str, data: &[u8]| -> Result<()> {
+        let mut f = root
+            .create_file(path)
+            .map_err(fat_err(format!("creating {path}")))?;
+        f.truncate()
+            .map_err(fat_err(format!("truncating {path}")))?;
+        f.write_all(data)
+            .map_err(fat_err(format!("writing {path}")))?;
+        f.flush().map_err(fat_err(format!("writing {path}")))
+    };
+    let read = |p: &Path| std::fs::read(p).map_err(crate::io_err(p));
+    let (kernel, initrd) = slot_files('A');
+    put(&kernel, &read(&payload.vmlinuz)?)?;
+    put(&initrd, &read(&payload.initrd)?)?;
+    put(
+        "boot/grub/grubenv",
+        &crate::bootloader::grubenv(&[("berth_default", "A")]),
+    )?;
+    if let Some(user_data) = &payload.user_data {
+        put(USER_DATA, user_data)?;
+    }
+    put("EFI/BOOT/BOOTX64.EFI", &read(&payload.boot.efi)?)?;
+    put(
+        "boot/grub/grub.cfg",
+        crate::bootloader::disk_grub_cfg(env!("CARGO_PKG_VERSION"), &payload.kernel_args)
+            .as_bytes(),
+    )?;
+    drop(root);
+    fs.unmount().map_err(fat_err("closing the volume".into()))?;
+    Ok(())
+}
+
+/// Reads `path` from the FAT volume in `part` (for checks and for tests).
+pub fn read_file(disk: &File, part: &Part, path: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let err = |e: std::io::Error| Error::Disk(format!("ESP: reading {path}: {e}"));
+    let fs =
+        fatfs::FileSystem::new(Region::new(disk, part), fatfs::FsOptions::new()).map_err(err)?;
+    let mut data = Vec::new();
+    fs.root_dir()
+        .open_file(path)
+        .map_err(err)?
+        .read_to_end(&mut data)
+        .map_err(err)?;
+    Ok(data)
+}
