@@ -18,6 +18,7 @@ use std::path::Path;
 pub mod console;
 pub mod gpt;
 pub mod input;
+pub mod installed;
 pub mod modules;
 pub mod nocloud;
 pub mod plan;

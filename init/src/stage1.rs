@@ -313,6 +313,14 @@ fn format(sys: &mut dyn Sys, root: &Path, disk: &Path) -> Result<PathBuf, Error>
             source: io::Error::new(io::ErrorKind::NotFound, "the new partition did not appear"),
         });
     }
+    mkfs_ext4(sys, root, &part)?;
+    Ok(part)
+}
+
+/// Makes an ext4 filesystem labelled `BERTH_STATE` on `part` (checked blank
+/// by the caller).
+pub fn mkfs_ext4(sys: &mut dyn Sys, root: &Path, part: &Path) -> Result<(), Error> {
+    let part = part.to_path_buf();
     // mkfs.ext4 is a dynamically linked Debian binary: it runs inside the new
     // root, which needs /dev, /proc and /sys for the duration.
     let newroot = root.join(NEWROOT);
@@ -353,7 +361,7 @@ fn format(sys: &mut dyn Sys, root: &Path, disk: &Path) -> Result<PathBuf, Error>
         let _ = sys.umount(target, libc::MNT_DETACH);
     }
     match status {
-        Ok(s) if s.success() => Ok(part),
+        Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(Error::Io {
             path: part,
             source: io::Error::other(format!("mkfs.ext4 failed: {s}")),
@@ -369,9 +377,16 @@ fn format(sys: &mut dyn Sys, root: &Path, disk: &Path) -> Result<PathBuf, Error>
 pub fn mount_state(sys: &mut dyn Sys, root: &Path, plan: &BootPlan) -> Result<State, Error> {
     let target = root.join(STATE_MOUNT);
     mkdir(&target)?;
-    let found = match find_state_dev(root, plan) {
-        Some(dev) => Some(State::Disk(dev)),
-        None => autoformat(sys, root, plan).map(State::Formatted),
+    // An installed disk's state partition: grown with its disk, formatted
+    // on the first boot.
+    let installed = match plan.source {
+        Source::Slot(_) => crate::installed::prepare(sys, root, &devices(root)),
+        Source::Iso => None,
+    };
+    let found = match (&installed, find_state_dev(root, plan)) {
+        (Some(p), Some(dev)) if p.formatted && p.node == dev => Some(State::Formatted(dev)),
+        (_, Some(dev)) => Some(State::Disk(dev)),
+        (_, None) => autoformat(sys, root, plan).map(State::Formatted),
     };
     if let Some(State::Disk(dev)) = &found {
         // Said on every boot so a test (and a person) can tell whether the last
@@ -395,6 +410,17 @@ pub fn mount_state(sys: &mut dyn Sys, root: &Path, plan: &BootPlan) -> Result<St
         ) {
             Ok(()) => {
                 log::info!("state on {}", dev.display());
+                if let Some(p) = installed.as_ref().filter(|p| &p.node == dev) {
+                    if let (Some(bytes), false) = (p.grew, p.formatted) {
+                        crate::installed::grow_filesystem(sys, dev, &target, bytes);
+                    }
+                    if p.formatted {
+                        match crate::installed::take_install_config(sys, root, &devices(root), &target) {
+                            Ok(_) => {}
+                            Err(e) => log::error!("the installed system's cloud-config: {e}"),
+                        }
+                    }
+                }
                 return Ok(found.unwrap_or(State::Ram));
             }
             Err(e) if plan.state.required => {

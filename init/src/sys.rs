@@ -103,6 +103,12 @@ pub trait Sys {
     fn attach_loop(&mut self, file: &Path, dev_dir: &Path) -> io::Result<LoopDevice>;
     /// Asks the kernel to read a disk's partition table again.
     fn reread_partitions(&mut self, disk: &Path) -> io::Result<()>;
+    /// Tells the kernel partition `number` of `disk` now spans `bytes` from
+    /// `start` (BLKPG): works while other partitions of the disk are in use.
+    fn resize_partition(&mut self, disk: &Path, number: u32, start: u64, bytes: u64)
+        -> io::Result<()>;
+    /// Grows the mounted ext4 at `mountpoint` to `blocks` blocks, online.
+    fn resize_ext4(&mut self, mountpoint: &Path, blocks: u64) -> io::Result<()>;
     /// Runs `argv` with `root` as its root directory and waits for it.
     fn run_chrooted(&mut self, root: &Path, argv: &[&str]) -> io::Result<ExitStatus>;
     fn chdir(&mut self, dir: &Path) -> io::Result<()>;
@@ -172,6 +178,30 @@ const LOOP_CTL_GET_FREE: libc::Ioctl = 0x4C82;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const BLKRRPART: libc::Ioctl = 0x125F;
+/// `_IO(0x12, 105)`: partition table operations.
+const BLKPG: libc::Ioctl = 0x1269;
+const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
+/// `_IOW('f', 16, __u64)`: grow a mounted ext4 to the given block count.
+const EXT4_IOC_RESIZE_FS: libc::Ioctl = 0x4008_6610;
+
+/// `struct blkpg_partition` (linux/blkpg.h).
+#[repr(C)]
+struct BlkpgPartition {
+    start: libc::c_longlong,
+    length: libc::c_longlong,
+    pno: libc::c_int,
+    devname: [libc::c_char; 64],
+    volname: [libc::c_char; 64],
+}
+
+/// `struct blkpg_ioctl_arg` (linux/blkpg.h).
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
 
 #[repr(C)]
 struct LoopInfo64 {
@@ -327,6 +357,40 @@ impl Sys for Linux {
         let dev = File::open(disk)?;
         // SAFETY: BLKRRPART takes no argument.
         check(unsafe { libc::ioctl(dev.as_raw_fd(), BLKRRPART) })
+    }
+
+    fn resize_partition(
+        &mut self,
+        disk: &Path,
+        number: u32,
+        start: u64,
+        bytes: u64,
+    ) -> io::Result<()> {
+        let dev = File::open(disk)?;
+        let too_big = |_| io::Error::from(io::ErrorKind::InvalidInput);
+        let mut part = BlkpgPartition {
+            start: i64::try_from(start).map_err(too_big)?,
+            length: i64::try_from(bytes).map_err(too_big)?,
+            pno: libc::c_int::try_from(number).map_err(too_big)?,
+            devname: [0; 64],
+            volname: [0; 64],
+        };
+        let mut arg = BlkpgIoctlArg {
+            op: BLKPG_RESIZE_PARTITION,
+            flags: 0,
+            datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+            data: (&mut part as *mut BlkpgPartition).cast(),
+        };
+        // SAFETY: BLKPG reads `arg` and the partition it points to, both
+        // alive and properly laid out (repr(C), as linux/blkpg.h) for the call.
+        check(unsafe { libc::ioctl(dev.as_raw_fd(), BLKPG, &mut arg) })
+    }
+
+    fn resize_ext4(&mut self, mountpoint: &Path, blocks: u64) -> io::Result<()> {
+        let dir = File::open(mountpoint)?;
+        let mut count = blocks;
+        // SAFETY: EXT4_IOC_RESIZE_FS reads one u64, alive for the call.
+        check(unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS, &mut count) })
     }
 
     fn run_chrooted(&mut self, root: &Path, argv: &[&str]) -> io::Result<ExitStatus> {
@@ -554,6 +618,25 @@ impl Sys for Recording {
 
     fn reread_partitions(&mut self, disk: &Path) -> io::Result<()> {
         self.record(format!("rereadpt {}", disk.display()));
+        Ok(())
+    }
+
+    fn resize_partition(
+        &mut self,
+        disk: &Path,
+        number: u32,
+        start: u64,
+        bytes: u64,
+    ) -> io::Result<()> {
+        self.record(format!(
+            "resizepart {} {number} {start} {bytes}",
+            disk.display()
+        ));
+        Ok(())
+    }
+
+    fn resize_ext4(&mut self, mountpoint: &Path, blocks: u64) -> io::Result<()> {
+        self.record(format!("resize_ext4 {} {blocks}", mountpoint.display()));
         Ok(())
     }
 

@@ -142,6 +142,9 @@ pub struct Spec<'a> {
     /// The directory holding the catalogues ([`CATALOGUES`]), each shipped
     /// at `/usr/share/berth/NAME`.
     pub catalogues: Option<&'a Path>,
+    /// GRUB's images for installed disks, shipped at
+    /// [`crate::bootloader::SHIPPED_DIR`] for `berth install`.
+    pub boot_images: Option<&'a crate::bootloader::Images>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -205,6 +208,14 @@ pub fn stage(spec: &Spec<'_>, staging: &Path) -> Result<Report> {
             if dir.is_dir() {
                 stage_catalogue(&dir, &staging.join("usr/share/berth").join(name))?;
             }
+        }
+    }
+    if let Some(boot) = spec.boot_images {
+        let dir = staging.join(crate::bootloader::SHIPPED_DIR.trim_start_matches('/'));
+        mkdir(&dir)?;
+        for image in boot.all() {
+            let name = image.file_name().unwrap_or_default();
+            copy(image, &dir.join(name), 0o644)?;
         }
     }
     if let Some(store) = spec.image_store {

@@ -24,6 +24,9 @@ pub struct Artifacts {
     pub initrd: PathBuf,
     pub rootfs: PathBuf,
     pub iso: PathBuf,
+    /// The raw disk image (installed layout) and its qcow2.
+    pub disk: PathBuf,
+    pub qcow2: PathBuf,
 }
 
 /// The static busybox from `busybox-static`.
@@ -73,6 +76,13 @@ pub fn build() -> Result<Artifacts> {
     }
     report(&initrd, "zstd")?;
 
+    progress("GRUB for installed disks (grub-mkimage: boot.img, core.img, BOOTX64.EFI)");
+    let boot_images = berth_iso::bootloader::build(&out.join("boot"))
+        .context("making GRUB's images")?;
+    for image in boot_images.all() {
+        report(image, "GRUB")?;
+    }
+
     progress("rootfs.squashfs (staging + mksquashfs -comp zstd)");
     let rootfs_out = out.join("rootfs.squashfs");
     let store_index = crate::image_store_dir().join("images/index.json");
@@ -86,7 +96,14 @@ pub fn build() -> Result<Artifacts> {
         }
     }
     let fp = fingerprint(
-        &[&berth, &vmlinuz, Path::new(BUSYBOX), &store_index],
+        &[
+            &berth,
+            &vmlinuz,
+            Path::new(BUSYBOX),
+            &store_index,
+            &boot_images.core_img,
+            &boot_images.efi,
+        ],
         &[
             &kernel.package,
             &rootfs::RUNTIME_MODULE_PREFIXES.join(","),
@@ -106,6 +123,7 @@ pub fn build() -> Result<Artifacts> {
                 image_store: Some(&crate::image_store_dir()),
                 version,
                 catalogues: Some(&catalogues),
+                boot_images: Some(&boot_images),
             },
             &staging,
         )
@@ -153,6 +171,37 @@ pub fn build() -> Result<Artifacts> {
         record(&iso_out, &fp)?;
     }
     report(&iso_out, "hybrid BIOS/UEFI, volume BERTH_ISO")?;
+
+    progress("berth.img and berth.qcow2 (the installed layout, BIOS + UEFI)");
+    let img_out = out.join("berth.img");
+    let qcow2_out = out.join("berth.qcow2");
+    let fp = fingerprint(
+        &[
+            &vmlinuz,
+            &initrd,
+            &rootfs_out,
+            &boot_images.core_img,
+            &boot_images.efi,
+        ],
+        &[&sources_of(&workspace_root().join("iso/src"))?],
+    )?;
+    if stale(&img_out, &fp) || !qcow2_out.exists() {
+        disk_image(
+            &berth_iso::disk::Payload {
+                vmlinuz: vmlinuz.clone(),
+                initrd: initrd.clone(),
+                rootfs: rootfs_out.clone(),
+                boot: boot_images.clone(),
+                user_data: None,
+                kernel_args: String::new(),
+            },
+            &img_out,
+            &qcow2_out,
+        )?;
+        record(&img_out, &fp)?;
+    }
+    report(&img_out, "raw, sparse")?;
+    report(&qcow2_out, "qcow2, compressed")?;
     println!("==> OS built in {:.0}s", total.elapsed().as_secs_f64());
     Ok(Artifacts {
         berth,
@@ -160,7 +209,44 @@ pub fn build() -> Result<Artifacts> {
         initrd,
         rootfs: rootfs_out,
         iso: iso_out,
+        disk: img_out,
+        qcow2: qcow2_out,
     })
+}
+
+/// The cloud/VM images: a sparse raw disk of the smallest size Berth takes
+/// (it grows to the disk it is put on), written by the installer's code,
+/// then compressed to qcow2.
+fn disk_image(payload: &berth_iso::disk::Payload, raw: &Path, qcow2: &Path) -> Result<()> {
+    let tmp = raw.with_extension("img.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let size = berth_iso::disk::MIN_DISK_BYTES;
+    file.set_len(size)?;
+    let written = berth_iso::disk::write(&file, size, payload, &berth_iso::disk::Quiet)
+        .context("writing the disk image")?;
+    drop(file);
+    std::fs::rename(&tmp, raw)?;
+    println!(
+        "    slot A: {:.1} MiB, sha256 {} (read back)",
+        mib(written.rootfs_bytes),
+        &written.rootfs_sha256[..16]
+    );
+    let tmp = qcow2.with_extension("qcow2.tmp");
+    crate::step(
+        "qemu-img convert -c -O qcow2",
+        std::process::Command::new("qemu-img")
+            .args(["convert", "-c", "-O", "qcow2"])
+            .arg(raw)
+            .arg(&tmp),
+    )?;
+    std::fs::rename(&tmp, qcow2)?;
+    Ok(())
 }
 
 fn progress(what: &str) {
