@@ -14,6 +14,7 @@ mod console;
 mod daemon;
 mod image;
 mod init;
+mod install;
 mod network;
 mod progress;
 mod service;
@@ -67,6 +68,8 @@ enum Command {
     /// Which user container engine runs (`docker`, `podman`, …): list, switch, enable.
     #[command(subcommand)]
     Engine(choice::ChoiceCommand),
+    /// Install the running live system onto a disk (BIOS and UEFI, A/B slots).
+    Install(install::InstallArgs),
 }
 
 /// Called as `berthd`: the arguments are `berth daemon`'s.
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         Command::ConsoleInit(args) => console::console_init(args),
         Command::Console(cmd) => choice::run(berth_configs::choice::Slot::Console, cmd),
         Command::Engine(cmd) => choice::run(berth_configs::choice::Slot::Engine, cmd),
+        Command::Install(args) => install::run(args),
     };
     finish(result)
 }

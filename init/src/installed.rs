@@ -46,6 +46,17 @@ fn disk_of(root: &Path, part: &BlockDev) -> Option<(PathBuf, u32)> {
     Some((part.node.with_file_name(disk), number))
 }
 
+/// Whether `dev` is a partition of a disk that holds Berth's slots.
+pub fn on_installed_disk(root: &Path, dev: &BlockDev, all: &[BlockDev]) -> bool {
+    let Some((disk, _)) = disk_of(root, dev) else {
+        return false;
+    };
+    all.iter().any(|d| {
+        d.partname.as_deref() == Some("BERTH_A")
+            && disk_of(root, d).is_some_and(|(other, _)| other == disk)
+    })
+}
+
 /// Grows `BERTH_STATE` to the end of its disk when there is room, and
 /// formats it when it is blank. `None` without such a partition.
 pub fn prepare(sys: &mut dyn Sys, root: &Path, devices: &[BlockDev]) -> Option<Prepared> {
@@ -71,7 +82,10 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path, devices: &[BlockDev]) -> Option<P
         None => log::warn!("{}: cannot tell its disk", part.node.display()),
     }
     if crate::gpt::check_blank(&part.node).is_ok() {
-        log::info!("{STATE_NAME} on {} is blank: formatting it", part.node.display());
+        log::info!(
+            "{STATE_NAME} on {} is blank: formatting it",
+            part.node.display()
+        );
         match stage1::mkfs_ext4(sys, root, &part.node) {
             Ok(()) => prepared.formatted = true,
             Err(e) => log::error!("formatting {STATE_NAME}: {e}"),
@@ -88,7 +102,8 @@ fn grow(sys: &mut dyn Sys, disk: &Path, number: u32) -> Result<Option<u64>, Stri
         .write(true)
         .open(disk)
         .map_err(|e| format!("{}: {e}", disk.display()))?;
-    let Some(part) = berth_iso::disk::grow_last(&mut file, STATE_NAME).map_err(|e| e.to_string())?
+    let Some(part) =
+        berth_iso::disk::grow_last(&mut file, STATE_NAME).map_err(|e| e.to_string())?
     else {
         return Ok(None);
     };
@@ -156,41 +171,50 @@ pub fn take_install_config(
         target: mnt.clone(),
         source,
     })?;
-    let file = mnt.join(berth_iso::esp::USER_DATA);
-    let result = copy_config(&file, state);
-    if result.as_ref().is_ok_and(|taken| *taken) {
-        if let Err(e) = std::fs::remove_file(&file) {
-            log::warn!("{}: {e}; it stays on the ESP", file.display());
-        }
-    }
+    let dir = mnt.join(berth_iso::esp::CONFIG_DIR);
+    let result = copy_config(&dir, state);
     sys.sync();
     let _ = sys.umount(&mnt, 0);
-    result.map_err(|source| Error::Io { path: file, source })
+    result.map_err(|source| Error::Io { path: dir, source })
 }
 
-fn copy_config(file: &Path, state: &Path) -> io::Result<bool> {
-    let text = match std::fs::read(file) {
-        Ok(t) => t,
+/// Copies every file in `from` into the state's config directory (0600 in
+/// 0700, as config sources can hold secrets), removing each once copied.
+fn copy_config(from: &Path, state: &Path) -> io::Result<bool> {
+    let entries = match std::fs::read_dir(from) {
+        Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
     let dir = state.join("var/lib/berth/config");
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    let dest = dir.join("user-data.yml");
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&dest)?;
-    std::io::Write::write_all(&mut out, &text)?;
-    out.sync_all()?;
-    log::info!(
-        "the installed system's cloud-config ({} bytes) is its user-data",
-        text.len()
-    );
-    Ok(true)
+    let mut taken = false;
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let text = std::fs::read(entry.path())?;
+        let name = entry.file_name().to_string_lossy().to_lowercase();
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join(&name))?;
+        std::io::Write::write_all(&mut out, &text)?;
+        out.sync_all()?;
+        log::info!(
+            "the installed system's {name} ({} bytes) is on the state partition",
+            text.len()
+        );
+        if let Err(e) = std::fs::remove_file(entry.path()) {
+            log::warn!("{}: {e}; it stays on the ESP", entry.path().display());
+        }
+        taken = true;
+    }
+    Ok(taken)
 }
 
 #[cfg(test)]
@@ -201,19 +225,36 @@ mod tests {
     #[test]
     fn the_config_moves_from_the_esp_to_state_private() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let esp = dir.path().join("esp");
-        std::fs::create_dir_all(esp.join("berth")).expect("mkdir");
-        std::fs::write(esp.join(berth_iso::esp::USER_DATA), "#cloud-config\n").expect("write");
+        let esp = dir.path().join("esp").join(berth_iso::esp::CONFIG_DIR);
+        std::fs::create_dir_all(&esp).expect("mkdir");
+        // FAT keeps names upper-case on some writers; they come back lower.
+        std::fs::write(esp.join("USER-DATA.YML"), "#cloud-config\n").expect("write");
+        std::fs::write(esp.join("local.yml"), "berth: {}\n").expect("write");
         let state = dir.path().join("state");
-        assert!(copy_config(&esp.join(berth_iso::esp::USER_DATA), &state).expect("copy"));
-        let dest = state.join("var/lib/berth/config/user-data.yml");
+        assert!(copy_config(&esp, &state).expect("copy"));
+        let config = state.join("var/lib/berth/config");
         assert_eq!(
-            std::fs::read_to_string(&dest).expect("read"),
+            std::fs::read_to_string(config.join("user-data.yml")).expect("read"),
             "#cloud-config\n"
         );
+        assert!(config.join("local.yml").exists());
         use std::os::unix::fs::MetadataExt;
-        assert_eq!(std::fs::metadata(&dest).expect("meta").mode() & 0o777, 0o600);
-        assert!(!copy_config(&esp.join("nothing"), &state).expect("none"));
+        assert_eq!(
+            std::fs::metadata(config.join("user-data.yml"))
+                .expect("meta")
+                .mode()
+                & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(&config).expect("meta").mode() & 0o777,
+            0o700
+        );
+        assert!(
+            std::fs::read_dir(&esp).expect("esp").next().is_none(),
+            "taken off the ESP"
+        );
+        assert!(!copy_config(&dir.path().join("nothing"), &state).expect("none"));
     }
 
     #[test]

@@ -240,8 +240,30 @@ fn under(root: &Path, path: &Path) -> PathBuf {
 }
 
 fn find_state_dev(root: &Path, plan: &BootPlan) -> Option<PathBuf> {
+    // The live ISO does not adopt an installed disk's state by its label: it
+    // would hold it mounted, and `berth install --force` could not reinstall
+    // that disk. Naming it (`berth.state.dev=`) still works.
+    let candidates = || {
+        let all = devices(root);
+        if plan.source != Source::Iso {
+            return all;
+        }
+        all.iter()
+            .filter(|d| {
+                let installed = crate::installed::on_installed_disk(root, d, &all);
+                if installed {
+                    log::info!(
+                        "{} is an installed Berth's state; the live system leaves it alone",
+                        d.node.display()
+                    );
+                }
+                !installed
+            })
+            .cloned()
+            .collect()
+    };
     let look = || match &plan.state.dev {
-        DevSpec::Label(l) => probe::find_ext(&devices(root), Some(l), None).map(|d| d.node),
+        DevSpec::Label(l) => probe::find_ext(&candidates(), Some(l), None).map(|d| d.node),
         DevSpec::Uuid(u) => probe::find_ext(&devices(root), None, Some(u)).map(|d| d.node),
         DevSpec::Path(p) => Some(under(root, p)).filter(|p| p.exists()),
     };
@@ -415,7 +437,12 @@ pub fn mount_state(sys: &mut dyn Sys, root: &Path, plan: &BootPlan) -> Result<St
                         crate::installed::grow_filesystem(sys, dev, &target, bytes);
                     }
                     if p.formatted {
-                        match crate::installed::take_install_config(sys, root, &devices(root), &target) {
+                        match crate::installed::take_install_config(
+                            sys,
+                            root,
+                            &devices(root),
+                            &target,
+                        ) {
                             Ok(_) => {}
                             Err(e) => log::error!("the installed system's cloud-config: {e}"),
                         }

@@ -105,8 +105,13 @@ pub trait Sys {
     fn reread_partitions(&mut self, disk: &Path) -> io::Result<()>;
     /// Tells the kernel partition `number` of `disk` now spans `bytes` from
     /// `start` (BLKPG): works while other partitions of the disk are in use.
-    fn resize_partition(&mut self, disk: &Path, number: u32, start: u64, bytes: u64)
-        -> io::Result<()>;
+    fn resize_partition(
+        &mut self,
+        disk: &Path,
+        number: u32,
+        start: u64,
+        bytes: u64,
+    ) -> io::Result<()>;
     /// Grows the mounted ext4 at `mountpoint` to `blocks` blocks, online.
     fn resize_ext4(&mut self, mountpoint: &Path, blocks: u64) -> io::Result<()>;
     /// Runs `argv` with `root` as its root directory and waits for it.

@@ -311,9 +311,10 @@ pub struct Payload {
     pub rootfs: PathBuf,
     /// GRUB's images ([`crate::bootloader`]).
     pub boot: crate::bootloader::Images,
-    /// The installed system's cloud-config, put on the ESP for PID 1 to
-    /// take onto the state partition when it makes it.
-    pub user_data: Option<Vec<u8>>,
+    /// The installed system's config sources (`user-data.yml`, `local.yml`:
+    /// names as in `/var/lib/berth/config`), put on the ESP for PID 1 to take
+    /// onto the state partition when it makes it.
+    pub config: Vec<(String, Vec<u8>)>,
     /// Extra kernel arguments for the installed system.
     pub kernel_args: String,
 }
@@ -581,7 +582,10 @@ mod tests {
             initrd: p("initrd"),
             rootfs: p("rootfs"),
             boot,
-            user_data: Some(b"#cloud-config\nhostname: x\n".to_vec()),
+            config: vec![(
+                "user-data.yml".into(),
+                b"#cloud-config\nhostname: x\n".to_vec(),
+            )],
             kernel_args: String::new(),
         };
         let file = std::fs::OpenOptions::new()
@@ -603,7 +607,10 @@ mod tests {
         assert_eq!(read("A/vmlinuz"), b"kernel");
         assert_eq!(read("A/initrd"), b"initrd");
         assert_eq!(read("EFI/BOOT/BOOTX64.EFI"), b"MZ efi");
-        assert_eq!(read(crate::esp::USER_DATA), b"#cloud-config\nhostname: x\n");
+        assert_eq!(
+            read(&format!("{}/user-data.yml", crate::esp::CONFIG_DIR)),
+            b"#cloud-config\nhostname: x\n"
+        );
         assert!(String::from_utf8(read("boot/grub/grub.cfg"))
             .expect("utf-8")
             .contains("berth.slot=$berth_slot"));

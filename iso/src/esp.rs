@@ -11,9 +11,9 @@ use std::path::Path;
 use crate::disk::{Part, Payload, Region, ESP_LABEL};
 use crate::{Error, Result};
 
-/// Where on the ESP the installer leaves the installed system's cloud-config;
-/// PID 1 moves it onto the state partition when it makes that.
-pub const USER_DATA: &str = "berth/user-data";
+/// Where on the ESP the installer leaves the installed system's config
+/// sources; PID 1 moves them onto the state partition when it makes that.
+pub const CONFIG_DIR: &str = "berth/config";
 
 /// Where a slot's kernel and initrd go: `A/vmlinuz`, `A/initrd`.
 pub fn slot_files(slot: char) -> (String, String) {
@@ -41,7 +41,16 @@ pub fn write(disk: &File, part: &Part, payload: &Payload) -> Result<()> {
     let fs = fatfs::FileSystem::new(Region::new(disk, part), fatfs::FsOptions::new())
         .map_err(fat_err("opening the new volume".into()))?;
     let root = fs.root_dir();
-    for dir in ["A", "B", "berth", "boot", "boot/grub", "EFI", "EFI/BOOT"] {
+    for dir in [
+        "A",
+        "B",
+        "berth",
+        CONFIG_DIR,
+        "boot",
+        "boot/grub",
+        "EFI",
+        "EFI/BOOT",
+    ] {
         root.create_dir(dir)
             .map_err(fat_err(format!("creating {dir}")))?;
     }
@@ -63,8 +72,8 @@ pub fn write(disk: &File, part: &Part, payload: &Payload) -> Result<()> {
         "boot/grub/grubenv",
         &crate::bootloader::grubenv(&[("berth_default", "A")]),
     )?;
-    if let Some(user_data) = &payload.user_data {
-        put(USER_DATA, user_data)?;
+    for (name, data) in &payload.config {
+        put(&format!("{CONFIG_DIR}/{name}"), data)?;
     }
     put("EFI/BOOT/BOOTX64.EFI", &read(&payload.boot.efi)?)?;
     put(

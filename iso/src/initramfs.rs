@@ -39,6 +39,7 @@ pub const BOOT_MODULES: &[&str] = &[
     "ext4",
     "vfat",
     "nls_cp437",
+    "nls_ascii",
     "nls_iso8859_1",
     "nls_ascii",
     "nls_utf8",

@@ -14,6 +14,7 @@ pub mod disk;
 pub mod esp;
 pub mod grub;
 pub mod initramfs;
+pub mod install;
 pub mod iso;
 pub mod kernel;
 pub mod modules;

@@ -77,8 +77,8 @@ pub fn build() -> Result<Artifacts> {
     report(&initrd, "zstd")?;
 
     progress("GRUB for installed disks (grub-mkimage: boot.img, core.img, BOOTX64.EFI)");
-    let boot_images = berth_iso::bootloader::build(&out.join("boot"))
-        .context("making GRUB's images")?;
+    let boot_images =
+        berth_iso::bootloader::build(&out.join("boot")).context("making GRUB's images")?;
     for image in boot_images.all() {
         report(image, "GRUB")?;
     }
@@ -192,7 +192,7 @@ pub fn build() -> Result<Artifacts> {
                 initrd: initrd.clone(),
                 rootfs: rootfs_out.clone(),
                 boot: boot_images.clone(),
-                user_data: None,
+                config: Vec::new(),
                 kernel_args: String::new(),
             },
             &img_out,

@@ -1,0 +1,162 @@
+//! `berth install`: the running live system onto a disk (ARCHITECTURE.md §7).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use berth_iso::bootloader::Images;
+use berth_iso::disk::Progress;
+use berth_iso::install::{self, Host};
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// The whole disk to install to, e.g. /dev/vda (everything on it is lost).
+    #[arg(long)]
+    pub disk: PathBuf,
+    /// The installed system's cloud-config (a file); without it, the live
+    /// system's config sources (user-data and `berth config set` changes) carry over.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Install over a disk that holds a partition table or a filesystem.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not reboot when done.
+    #[arg(long)]
+    pub no_reboot: bool,
+    /// The medium the OS comes from (the live ISO's mount point).
+    #[arg(long, default_value = install::LIVE_MEDIUM, hide = true)]
+    pub from: PathBuf,
+    /// The live system's config sources, carried over without --config.
+    #[arg(long, default_value = "/var/lib/berth/config", hide = true)]
+    pub config_root: PathBuf,
+}
+
+/// The config sources a live system carries over to the one it installs.
+const CARRIED: &[&str] = &["user-data.yml", "local.yml"];
+
+pub fn run(args: InstallArgs) -> Result<ExitCode> {
+    let mut payload = install::payload_from(&args.from, Images::shipped())?;
+    payload.config = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let doc = berth_configs::parse_document(
+                &berth_configs::sources::source_name(path),
+                &String::from_utf8_lossy(&text),
+            );
+            let loaded = berth_configs::load(vec![berth_configs::defaults(), doc]);
+            for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
+                eprintln!("{d}");
+            }
+            if loaded.diagnostics.iter().any(|d| d.is_error()) {
+                anyhow::bail!(
+                    "{} is not a valid cloud-config (see above); nothing was written",
+                    path.display()
+                );
+            }
+            vec![("user-data.yml".into(), text)]
+        }
+        None => CARRIED
+            .iter()
+            .filter_map(|name| {
+                let data = std::fs::read(args.config_root.join(name)).ok()?;
+                Some((name.to_string(), data))
+            })
+            .collect(),
+    };
+    let progress = reporter();
+    let start = Instant::now();
+    let written = install::install(
+        &Host::default(),
+        &args.disk,
+        args.force,
+        &payload,
+        &*progress,
+    )?;
+    println!(
+        "installed Berth on {} in {:.0}s: slot A holds {:.1} MiB (sha256 {}, read back and checked); {} config file(s) for its first boot",
+        args.disk.display(),
+        start.elapsed().as_secs_f64(),
+        written.rootfs_bytes as f64 / (1 << 20) as f64,
+        &written.rootfs_sha256[..16],
+        payload.config.len()
+    );
+    if args.no_reboot {
+        println!("remove the live medium and reboot to start the installed system");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("rebooting into the installed system");
+    berth_init::request(berth_init::Action::Reboot).context("cannot reboot")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bars on a terminal, a line per step and per tenth otherwise.
+fn reporter() -> Box<dyn Progress> {
+    if std::io::stderr().is_terminal() {
+        Box::new(Bar(Mutex::new(None)))
+    } else {
+        Box::new(Lines(Mutex::new((String::new(), 0, Instant::now()))))
+    }
+}
+
+struct Bar(Mutex<Option<indicatif::ProgressBar>>);
+
+impl Progress for Bar {
+    fn step(&self, what: &str) {
+        if let Ok(mut bar) = self.0.lock() {
+            if let Some(b) = bar.take() {
+                b.finish();
+            }
+        }
+        eprintln!("{what}");
+    }
+
+    fn bytes(&self, what: &str, done: u64, total: u64) {
+        let Ok(mut bar) = self.0.lock() else { return };
+        let b = bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_message(what.to_string());
+            b
+        });
+        b.set_position(done);
+    }
+}
+
+struct Lines(Mutex<(String, u64, Instant)>);
+
+impl Progress for Lines {
+    fn step(&self, what: &str) {
+        eprintln!("{what}");
+    }
+
+    fn bytes(&self, what: &str, done: u64, total: u64) {
+        let Ok(mut state) = self.0.lock() else { return };
+        if state.0 != what {
+            *state = (what.to_string(), 0, Instant::now());
+        }
+        let tenth = (done * 10 / total.max(1)).min(10);
+        if tenth > state.1 || done == total {
+            if tenth == state.1 && done == total && state.1 == 10 {
+                return;
+            }
+            state.1 = tenth;
+            let secs = state.2.elapsed().as_secs_f64().max(0.001);
+            eprintln!(
+                "{what}: {:.0}/{:.0} MiB ({:.1} MiB/s)",
+                done as f64 / (1 << 20) as f64,
+                total as f64 / (1 << 20) as f64,
+                done as f64 / (1 << 20) as f64 / secs
+            );
+        }
+    }
+}
