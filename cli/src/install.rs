@@ -16,10 +16,11 @@ pub struct InstallArgs {
     /// The whole disk to install to, e.g. /dev/vda (everything on it is lost).
     #[arg(long)]
     pub disk: PathBuf,
-    /// The installed system's cloud-config (a file); without it, the live
-    /// system's config sources (user-data and `berth config set` changes) carry over.
+    /// The installed system's cloud-config: a file or an http(s) URL; without
+    /// it, the live system's config sources (user-data and `berth config set`
+    /// changes) carry over.
     #[arg(long)]
-    pub config: Option<PathBuf>,
+    pub config: Option<String>,
     /// Install over a disk that holds a partition table or a filesystem.
     #[arg(long)]
     pub force: bool,
@@ -34,39 +35,9 @@ pub struct InstallArgs {
     pub config_root: PathBuf,
 }
 
-/// The config sources a live system carries over to the one it installs.
-const CARRIED: &[&str] = &["user-data.yml", "local.yml"];
-
 pub fn run(args: InstallArgs) -> Result<ExitCode> {
     let mut payload = install::payload_from(&args.from, Images::shipped())?;
-    payload.config = match &args.config {
-        Some(path) => {
-            let text =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let doc = berth_configs::parse_document(
-                &berth_configs::sources::source_name(path),
-                &String::from_utf8_lossy(&text),
-            );
-            let loaded = berth_configs::load(vec![berth_configs::defaults(), doc]);
-            for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
-                eprintln!("{d}");
-            }
-            if loaded.diagnostics.iter().any(|d| d.is_error()) {
-                anyhow::bail!(
-                    "{} is not a valid cloud-config (see above); nothing was written",
-                    path.display()
-                );
-            }
-            vec![("user-data.yml".into(), text)]
-        }
-        None => CARRIED
-            .iter()
-            .filter_map(|name| {
-                let data = std::fs::read(args.config_root.join(name)).ok()?;
-                Some((name.to_string(), data))
-            })
-            .collect(),
-    };
+    payload.config = install::config_files(args.config.as_deref(), &args.config_root)?;
     let progress = reporter();
     let start = Instant::now();
     let written = install::install(

@@ -223,6 +223,32 @@ pub struct Berth {
     pub upgrade: Upgrade,
     pub log: Log,
     pub registries: Registries,
+    /// Installing the live system onto a disk at boot (fleet and PXE installs).
+    pub install: Install,
+}
+
+/// `berth.install`: the live system installs itself at boot, with the same
+/// refusals as `berth install`, then powers off or reboots.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Install {
+    /// The whole disk to install to, e.g. `/dev/vda`.
+    pub disk: Option<String>,
+    /// The installed system's cloud-config: a path or an http(s) URL
+    /// (without it, the live system's config sources carry over).
+    pub config: Option<String>,
+    /// Install over a disk that holds a partition table or filesystem.
+    pub force: bool,
+    /// What then: `poweroff` (the default), `reboot` or `stay`.
+    pub then: Option<InstallThen>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallThen {
+    Poweroff,
+    Reboot,
+    Stay,
 }
 
 /// A system service, in compose syntax.

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod digest;
+pub mod http;
 pub mod oci;
 pub mod progress;
 pub mod pull;

@@ -183,7 +183,7 @@ pub fn disk_grub_cfg(version: &str, kernel_args: &str) -> String {
         args.push_str(kernel_args);
     }
     crate::grub::GrubConfig {
-        title: format!("Berth {version} (slot $berth_slot)"),
+        title: format!("Berth {version}"),
         kernel: "/$berth_slot/vmlinuz".into(),
         initrd: "/$berth_slot/initrd".into(),
         extra_args: args,

@@ -206,6 +206,48 @@ pub fn payload_from(medium: &Path, boot: Images) -> Result<Payload> {
     Ok(payload)
 }
 
+/// The config sources a live system carries over to the one it installs.
+pub const CARRIED: &[&str] = &["user-data.yml", "local.yml"];
+
+/// Beyond this a document is not a cloud-config (the parser's own limit).
+const MAX_CONFIG: usize = 4 << 20;
+
+/// The installed system's config sources: the cloud-config at `source` (a
+/// path or an http(s) URL), checked before anything is written; without one,
+/// the live system's own sources in `live_config`.
+pub fn config_files(source: Option<&str>, live_config: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let Some(source) = source else {
+        return Ok(CARRIED
+            .iter()
+            .filter_map(|name| {
+                let data = std::fs::read(live_config.join(name)).ok()?;
+                Some((name.to_string(), data))
+            })
+            .collect());
+    };
+    let text = if source.starts_with("http://") || source.starts_with("https://") {
+        berth_images::http::get(source, MAX_CONFIG, std::time::Duration::from_secs(60))
+            .map_err(|e| Error::Disk(format!("the config: {e}; nothing was written")))?
+    } else {
+        std::fs::read(source).map_err(crate::io_err(Path::new(source)))?
+    };
+    let doc = berth_configs::parse_document(&source.into(), &String::from_utf8_lossy(&text));
+    let loaded = berth_configs::load(vec![berth_configs::defaults(), doc]);
+    let errors: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    if !errors.is_empty() {
+        return Err(Error::Disk(format!(
+            "{source} is not a valid cloud-config; nothing was written:\n{}",
+            errors.join("\n")
+        )));
+    }
+    Ok(vec![("user-data.yml".into(), text)])
+}
+
 /// Checks `disk` and writes the installed layout onto it.
 pub fn install(
     host: &Host,

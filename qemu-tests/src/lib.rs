@@ -92,6 +92,9 @@ impl Artifacts {
     pub const VMLINUZ: &'static str = "BERTH_VMLINUZ";
     pub const INITRD: &'static str = "BERTH_INITRD";
     pub const ISO: &'static str = "BERTH_ISO";
+    /// The disk images: raw and qcow2.
+    pub const DISK: &'static str = "BERTH_DISK";
+    pub const QCOW2: &'static str = "BERTH_QCOW2";
 
     /// The path in `var`, or `None` after printing why the caller skips.
     pub fn get(var: &str, test: &str) -> Option<PathBuf> {
@@ -129,6 +132,9 @@ pub enum Boot {
     },
     /// Boot the ISO from a CD-ROM drive.
     Cdrom(PathBuf),
+    /// Boot from the first virtio disk, as the firmware finds it (an
+    /// installed disk or a disk image).
+    Disk,
 }
 
 #[derive(Debug, Clone)]
@@ -275,10 +281,16 @@ impl Config {
                 ));
                 cmd.args(["-boot", "order=d"]);
             }
+            Boot::Disk => {}
         }
         for drive in &self.drives {
+            let format = if drive.path.extension().is_some_and(|e| e == "qcow2") {
+                "qcow2"
+            } else {
+                "raw"
+            };
             cmd.arg("-drive").arg(format!(
-                "file={},if=virtio,format=raw,cache=unsafe{}",
+                "file={},if=virtio,format={format},cache=unsafe{}",
                 drive.path.display(),
                 if drive.read_only { ",readonly=on" } else { "" }
             ));
@@ -348,6 +360,27 @@ pub fn free_port() -> Result<u16> {
 pub fn blank_disk(path: &Path, size: u64) -> Result<()> {
     let file = std::fs::File::create(path).map_err(io_err(path))?;
     file.set_len(size).map_err(io_err(path))
+}
+
+/// A copy-on-write qcow2 disk over `base` (the build output stays pristine),
+/// of `size` bytes (larger than the base: a bigger cloud volume).
+pub fn overlay(base: &Path, path: &Path, size: u64) -> Result<()> {
+    run_checked(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            &base.to_string_lossy(),
+            "-F",
+            "qcow2",
+            &path.to_string_lossy(),
+            &size.to_string(),
+        ],
+    )
+    .map(|_| ())
 }
 
 /// A NoCloud seed (`cidata` volume with `user-data` and `meta-data`), made
@@ -755,7 +788,7 @@ mod tests {
 }
 
 /// Runs `program` to completion: its stdout, or an error with its stderr.
-pub(crate) fn run_checked(program: &str, args: &[&str]) -> Result<String> {
+pub fn run_checked(program: &str, args: &[&str]) -> Result<String> {
     let output = Command::new(program)
         .args(args)
         .output()

@@ -107,6 +107,8 @@ struct Config {
     engine: String,
     /// `berth.engine.preload`: archives to load into it.
     preload: Vec<String>,
+    /// `berth.install`: the live system installs itself at boot.
+    install: berth_configs::model::Install,
     /// dockerd's `daemon.json` settings from `berth.engine`, merged into the
     /// host's file once `write_files` has written it ([`merge_daemon_json`]).
     engine_settings: serde_json::Map<String, serde_json::Value>,
@@ -226,8 +228,116 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
         engine,
         engine_settings,
         preload: berth.engine.preload,
+        install: berth.install,
     };
     (config, messages)
+}
+
+/// `berth.install`: on the live system only (never on an installed one,
+/// whose user-data may well still say it), in a thread of its own — after
+/// the network is up when the config comes by URL — then powers off or
+/// reboots as asked. A refusal or failure is logged and the system stays up.
+fn unattended_install(
+    paths: &HostPaths,
+    disk: &str,
+    install: &berth_configs::model::Install,
+    supervisor: &Arc<Supervisor>,
+) {
+    use berth_configs::model::InstallThen;
+    let medium = paths
+        .root
+        .join(berth_iso::install::LIVE_MEDIUM.trim_start_matches('/'));
+    if !medium.join("boot/vmlinuz").exists() {
+        log::info!("berth.install: not a live system; nothing to install");
+        return;
+    }
+    let disk = std::path::PathBuf::from(disk);
+    let install = install.clone();
+    let root = paths.root.clone();
+    let supervisor = Arc::clone(supervisor);
+    let spawned = std::thread::Builder::new()
+        .name("install".into())
+        .spawn(move || {
+            let by_url = install
+                .config
+                .as_deref()
+                .is_some_and(|c| c.starts_with("http://") || c.starts_with("https://"));
+            if by_url
+                && !supervisor.wait_for(std::time::Duration::from_secs(300), |s| {
+                    s.service("network").is_some_and(|n| n.ready)
+                })
+            {
+                log::warn!("berth.install: the network is not ready; trying anyway");
+            }
+            log::info!("berth.install: installing onto {}", disk.display());
+            let result = berth_iso::install::payload_from(
+                &medium,
+                berth_iso::bootloader::Images::in_dir(
+                    &root.join(berth_iso::bootloader::SHIPPED_DIR.trim_start_matches('/')),
+                ),
+            )
+            .and_then(|mut payload| {
+                payload.config = berth_iso::install::config_files(
+                    install.config.as_deref(),
+                    &root.join("var/lib/berth/config"),
+                )?;
+                berth_iso::install::install(
+                    &berth_iso::install::Host::default(),
+                    &disk,
+                    install.force,
+                    &payload,
+                    &LoggedProgress(std::sync::Mutex::new(0)),
+                )
+            });
+            match result {
+                Ok(written) => log::info!(
+                    "berth.install: installed onto {} (slot A {} MiB, sha256 {} read back)",
+                    disk.display(),
+                    written.rootfs_bytes >> 20,
+                    &written.rootfs_sha256[..16]
+                ),
+                Err(e) => {
+                    log::error!("berth.install: {e}");
+                    return;
+                }
+            }
+            let action = match install.then.unwrap_or(InstallThen::Poweroff) {
+                InstallThen::Stay => return,
+                InstallThen::Reboot => berth_init::Action::Reboot,
+                InstallThen::Poweroff => berth_init::Action::PowerOff,
+            };
+            if let Err(e) = berth_init::request(action) {
+                log::error!("berth.install: cannot {}: {e}", action.name());
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("berth.install: cannot start its thread: {e}");
+    }
+}
+
+/// Install progress as log lines, a step each and a line per tenth.
+struct LoggedProgress(std::sync::Mutex<u64>);
+
+impl berth_iso::disk::Progress for LoggedProgress {
+    fn step(&self, what: &str) {
+        log::info!("berth.install: {what}");
+    }
+
+    fn bytes(&self, what: &str, done: u64, total: u64) {
+        let tenth = done * 10 / total.max(1);
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tenth > *last {
+            *last = tenth;
+            log::info!(
+                "berth.install: {what}: {} of {} MiB",
+                done >> 20,
+                total >> 20
+            );
+        }
+    }
 }
 
 /// Where dockerd reads its settings, below the host root (the docker service
@@ -561,6 +671,10 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
             &config.preload,
             &paths.root,
         );
+    }
+
+    if let (Some(paths), Some(disk)) = (&host_paths, &config.install.disk) {
+        unattended_install(paths, disk, &config.install, &Arc::clone(&supervisor));
     }
 
     // 6. The API.

@@ -488,6 +488,8 @@ pub fn qemu_tests(artifacts: &Artifacts) -> Result<()> {
             .env("BERTH_VMLINUZ", &artifacts.vmlinuz)
             .env("BERTH_INITRD", &artifacts.initrd)
             .env("BERTH_ISO", &artifacts.iso)
+            .env("BERTH_DISK", &artifacts.disk)
+            .env("BERTH_QCOW2", &artifacts.qcow2)
             .env("BERTH_ROOTFS", &artifacts.rootfs)
             .env("BERTH_BINARY", &artifacts.berth)
             // The busybox test image for `docker load` in the VM.
