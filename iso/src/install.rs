@@ -262,7 +262,20 @@ pub fn install(
         .write(true)
         .open(disk)
         .map_err(crate::io_err(disk))?;
-    disk::write(&file, size, payload, progress)
+    let written = disk::write(&file, size, payload, progress)?;
+    // The kernel still has the old table; lsblk and the new partitions'
+    // nodes appear once it reads the new one.
+    use std::os::fd::AsRawFd;
+    const BLKRRPART: libc::Ioctl = 0x125F;
+    // SAFETY: BLKRRPART takes no argument; `file` is open for the call.
+    if unsafe { libc::ioctl(file.as_raw_fd(), BLKRRPART) } != 0 {
+        log::warn!(
+            "{}: the kernel did not re-read the partition table ({}); it will at the next boot",
+            disk.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(written)
 }
 
 #[cfg(test)]

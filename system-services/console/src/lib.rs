@@ -20,6 +20,7 @@
 //! - [`supervise`]: start, restart, reap, stop.
 
 pub mod accounts;
+pub mod disk_links;
 pub mod dropbear;
 pub mod files;
 pub mod getty;
@@ -219,6 +220,9 @@ pub fn load_config(root: &Path, report: &mut dyn Report) -> Result<CloudConfig, 
 }
 
 /// console-init: load the config, set the console up, then supervise until SIGTERM.
+/// How often console-init looks for new block devices for `/dev/disk/by-*`.
+const DISK_SCAN: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
     let config = load_config(&options.root, report)?;
     let setup = setup(&config, options)?;
@@ -228,11 +232,21 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
     let programs = programs(&setup, options);
     let port = setup.sshd.port;
     let ready = ready_line(&setup);
+    let mut disk_links = disk_links::DiskLinks::default();
+    let mut last_scan: Option<std::time::Instant> = None;
     supervise::run(
         programs,
         report,
         || listening(port),
         |report| report.line(ready),
+        |report| {
+            if last_scan.is_none_or(|t| t.elapsed() >= DISK_SCAN) {
+                last_scan = Some(std::time::Instant::now());
+                if let Err(e) = disk_links.refresh(&options.root) {
+                    report.line(format!("warning: /dev/disk links: {e}"));
+                }
+            }
+        },
     )?;
     Ok(())
 }

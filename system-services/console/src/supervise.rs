@@ -148,12 +148,13 @@ fn kill(pid: libc::pid_t, signal: i32) {
 }
 
 /// Runs `programs` until SIGTERM or SIGINT. `ready` is asked every tick until it
-/// answers `true` once; `on_ready` is then called once.
+/// answers `true` once; `on_ready` is then called once; `tick` every tick.
 pub fn run(
     programs: Vec<Program>,
     report: &mut dyn Report,
     mut ready: impl FnMut() -> bool,
     on_ready: impl FnOnce(&mut dyn Report),
+    mut tick: impl FnMut(&mut dyn Report),
 ) -> Result<(), SuperviseError> {
     let signals = block_signals()?;
     set_subreaper()?;
@@ -190,6 +191,7 @@ pub fn run(
                 f(report);
             }
         }
+        tick(report);
         let signal = wait_signal(&signals, TICK);
         for (pid, status) in reap() {
             if let Some(slot) = slots.iter_mut().find(|s| s.pid == Some(pid)) {

@@ -39,7 +39,13 @@ fn supervisor() -> ExitCode {
     ];
     let started = Instant::now();
     let ready = || started.elapsed() > Duration::from_millis(300);
-    match supervise::run(programs, &mut Stderr, ready, |r| r.line("ready".into())) {
+    match supervise::run(
+        programs,
+        &mut Stderr,
+        ready,
+        |r| r.line("ready".into()),
+        |_| {},
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("supervisor: {e}");
