@@ -254,7 +254,13 @@ fn berth_install_over_ssh_refuses_what_it_must_and_the_disk_boots_alone() {
     );
     assert!(out.contains("installed Berth on /dev/vdb"), "{out}");
     // No udev, yet the usual places to look work.
-    let lsblk = ok(&vm, &ssh, "sudo lsblk -o NAME,LABEL,PARTLABEL /dev/vda");
+    // console-init looks for new devices every 2 s.
+    let lsblk = ssh
+        .wait_for(
+            "lsblk -o NAME,LABEL,PARTLABEL /dev/vda | grep BERTH_EFI.*BERTH_EFI && lsblk -o NAME,LABEL,PARTLABEL /dev/vda",
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
     for name in ["BERTH_EFI", "BERTH_A", "BERTH_B", "BERTH_STATE"] {
         assert!(lsblk.contains(name), "{name} in\n{lsblk}");
     }

@@ -4,6 +4,8 @@
 //! disk attached, the partitions `berth install` wrote, a USB stick) and
 //! makes `/dev/disk/by-label`, `by-partlabel` and `by-uuid` from sysfs and
 //! the filesystems' own labels, again whenever the set of devices changes.
+//! It also writes what udev's database would hold for each (`/run/udev/data`),
+//! which is where `lsblk` and other libudev users read labels from.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -34,7 +36,9 @@ impl DiskLinks {
         for d in &devices {
             add_node(root, d)?;
         }
-        write_links(&root.join("dev/disk"), &links(&devices))?;
+        let found = probe_all(&devices);
+        write_links(&root.join("dev/disk"), &links(&found))?;
+        write_udev_db(root, &found)?;
         self.seen = now;
         Ok(true)
     }
@@ -77,31 +81,110 @@ fn add_node(root: &Path, d: &BlockDev) -> io::Result<()> {
     Ok(())
 }
 
-/// (kind, name) → the device's kernel name.
-fn links(devices: &[BlockDev]) -> BTreeMap<(&'static str, String), String> {
-    let mut out = BTreeMap::new();
-    for d in devices {
-        if let Some(part) = &d.partname {
-            out.insert(("by-partlabel", part.clone()), d.name.clone());
-        }
-        let Ok(mut f) = std::fs::File::open(&d.node) else {
-            continue;
-        };
-        let label = match probe::ext_info(&mut f) {
-            Ok(Some(ext)) => {
-                out.insert(("by-uuid", ext.uuid), d.name.clone());
-                Some(ext.label)
+/// What a device holds, as udev's blkid builtin would report it.
+#[derive(Debug, Default)]
+struct Found {
+    name: String,
+    partname: Option<String>,
+    fstype: Option<&'static str>,
+    label: Option<String>,
+    uuid: Option<String>,
+}
+
+fn probe_all(devices: &[BlockDev]) -> Vec<Found> {
+    devices
+        .iter()
+        .map(|d| {
+            let mut found = Found {
+                name: d.name.clone(),
+                partname: d.partname.clone(),
+                ..Found::default()
+            };
+            if let Ok(mut f) = std::fs::File::open(&d.node) {
+                if let Ok(Some(ext)) = probe::ext_info(&mut f) {
+                    found.fstype = Some("ext4");
+                    found.label = Some(ext.label);
+                    found.uuid = Some(ext.uuid);
+                } else if let Ok(Some(label)) = probe::vfat_label(&mut f) {
+                    found.fstype = Some("vfat");
+                    found.label = Some(label);
+                } else if let Ok(Some(label)) = probe::iso9660_label(&mut f) {
+                    found.fstype = Some("iso9660");
+                    found.label = Some(label);
+                }
             }
-            _ => probe::vfat_label(&mut f)
-                .ok()
-                .flatten()
-                .or_else(|| probe::iso9660_label(&mut f).ok().flatten()),
-        };
-        if let Some(label) = label.filter(|l| !l.is_empty() && !l.contains('/')) {
-            out.insert(("by-label", label), d.name.clone());
+            found.label = found.label.filter(|l| !l.is_empty());
+            found
+        })
+        .collect()
+}
+
+/// (kind, name) → the device's kernel name.
+fn links(found: &[Found]) -> BTreeMap<(&'static str, String), String> {
+    let mut out = BTreeMap::new();
+    for f in found {
+        let safe = |s: &String| !s.contains('/');
+        if let Some(part) = f.partname.as_ref().filter(|s| safe(s)) {
+            out.insert(("by-partlabel", part.clone()), f.name.clone());
+        }
+        if let Some(label) = f.label.as_ref().filter(|s| safe(s)) {
+            out.insert(("by-label", label.clone()), f.name.clone());
+        }
+        if let Some(uuid) = f.uuid.as_ref().filter(|s| safe(s)) {
+            out.insert(("by-uuid", uuid.clone()), f.name.clone());
         }
     }
     out
+}
+
+/// udev's `_ENC` form: anything but plain characters as `\xNN`.
+fn udev_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"#+-.:=@_".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect()
+}
+
+/// `/run/udev/data/b<major>:<minor>`: the properties libudev reads.
+fn write_udev_db(root: &Path, found: &[Found]) -> io::Result<()> {
+    let dir = root.join("run/udev/data");
+    std::fs::create_dir_all(&dir)?;
+    for f in found {
+        let Ok(devno) =
+            std::fs::read_to_string(root.join("sys/class/block").join(&f.name).join("dev"))
+        else {
+            continue;
+        };
+        let mut text = String::new();
+        if let Some(t) = f.fstype {
+            text.push_str(&format!("E:ID_FS_TYPE={t}\nE:ID_FS_USAGE=filesystem\n"));
+        }
+        if let Some(l) = &f.label {
+            text.push_str(&format!(
+                "E:ID_FS_LABEL={l}\nE:ID_FS_LABEL_ENC={}\n",
+                udev_encode(l)
+            ));
+        }
+        if let Some(u) = &f.uuid {
+            text.push_str(&format!(
+                "E:ID_FS_UUID={u}\nE:ID_FS_UUID_ENC={}\n",
+                udev_encode(u)
+            ));
+        }
+        if let Some(p) = &f.partname {
+            text.push_str(&format!(
+                "E:ID_PART_TABLE_TYPE=gpt\nE:ID_PART_ENTRY_NAME={}\n",
+                udev_encode(p)
+            ));
+        }
+        std::fs::write(dir.join(format!("b{}", devno.trim())), text)?;
+    }
+    Ok(())
 }
 
 fn write_links(dir: &Path, links: &BTreeMap<(&'static str, String), String>) -> io::Result<()> {
@@ -138,6 +221,11 @@ mod tests {
             std::fs::create_dir_all(sys.join(name)).expect("mkdir");
             std::fs::write(sys.join(name).join("uevent"), uevent).expect("uevent");
             std::fs::write(sys.join(name).join("size"), "8192\n").expect("size");
+            std::fs::write(
+                sys.join(name).join("dev"),
+                if name == "vda" { "254:0\n" } else { "254:2\n" },
+            )
+            .expect("dev");
         }
         std::fs::create_dir_all(root.join("dev")).expect("dev");
         // vda2: a FAT boot sector labelled BERTH_EFI (FAT32 layout).
@@ -159,6 +247,9 @@ mod tests {
             std::fs::read_link(root.join("dev/disk/by-label/BERTH_EFI")).expect("link"),
             Path::new("../../vda2")
         );
+        let db = std::fs::read_to_string(root.join("run/udev/data/b254:2")).expect("udev db");
+        assert!(db.contains("E:ID_FS_LABEL_ENC=BERTH_EFI\n"), "{db}");
+        assert!(db.contains("E:ID_PART_ENTRY_NAME=BERTH_EFI\n"), "{db}");
         assert!(!links.refresh(root).expect("refresh"), "nothing changed");
     }
 }
