@@ -18,6 +18,9 @@ pub fn run(name: Option<&str>) -> Result<()> {
     if name == Some("boot") {
         return crate::os::bench_boot();
     }
+    if name == Some("install") {
+        return crate::os::bench_install();
+    }
     let selected: Vec<_> = BENCHES
         .iter()
         .filter(|(n, _, _)| name.is_none_or(|want| want == *n))
@@ -25,7 +28,7 @@ pub fn run(name: Option<&str>) -> Result<()> {
     if selected.is_empty() {
         let known: Vec<_> = BENCHES.iter().map(|(n, _, _)| *n).collect();
         bail!(
-            "no benchmark named `{}`; known: {}, boot",
+            "no benchmark named `{}`; known: {}, boot, install",
             name.unwrap_or_default(),
             known.join(", ")
         );

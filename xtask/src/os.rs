@@ -320,12 +320,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn run(args: &[String]) -> Result<()> {
     let mut fresh = false;
     let mut kvm = false;
+    let mut disk = false;
     let mut config: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--fresh" => fresh = true,
             "--kvm" => kvm = true,
+            "--disk" => disk = true,
             "--config" => {
                 config = Some(
                     it.next()
@@ -333,24 +335,43 @@ pub fn run(args: &[String]) -> Result<()> {
                         .into(),
                 )
             }
-            other => bail!("unknown option `{other}` (run takes --fresh, --kvm, --config FILE)"),
+            other => {
+                bail!("unknown option `{other}` (run takes --disk, --fresh, --kvm, --config FILE)")
+            }
         }
     }
     let artifacts = build()?;
     let out = out_dir();
 
-    let state = out.join("state.img");
-    if fresh || !state.exists() {
-        // Blank (all zeros, sparse) so stage 1's autoformat may take it.
-        qemu_tests::blank_disk(&state, 4 << 30)?;
-        println!("==> blank 4 GiB state disk {}", state.display());
-    }
-
     let seed = out.join("seed.img");
     let user_data = run_user_data(config.as_deref())?;
-    let mut vm = qemu_tests::Config::new("berth", qemu_tests::Boot::Cdrom(artifacts.iso.clone()))
-        .drive(&state, false)
-        .forward(2222, 22);
+    let (mut vm, booted) = if disk {
+        // A copy-on-write disk over the qcow2 image (the build output stays
+        // pristine), 8 GiB: the image grows into it on its first boot.
+        let vm_disk = out.join("run-disk.qcow2");
+        if fresh || !vm_disk.exists() {
+            let _ = std::fs::remove_file(&vm_disk);
+            qemu_tests::overlay(&artifacts.qcow2, &vm_disk, 8 << 30)?;
+            println!("==> new 8 GiB disk over {}", artifacts.qcow2.display());
+        }
+        (
+            qemu_tests::Config::new("berth", qemu_tests::Boot::Disk).drive(&vm_disk, false),
+            vm_disk,
+        )
+    } else {
+        let state = out.join("state.img");
+        if fresh || !state.exists() {
+            // Blank (all zeros, sparse) so stage 1's autoformat may take it.
+            qemu_tests::blank_disk(&state, 4 << 30)?;
+            println!("==> blank 4 GiB state disk {}", state.display());
+        }
+        (
+            qemu_tests::Config::new("berth", qemu_tests::Boot::Cdrom(artifacts.iso.clone()))
+                .drive(&state, false),
+            artifacts.iso.clone(),
+        )
+    };
+    vm = vm.forward(2222, 22);
     vm.kvm = kvm;
     vm.cpus = 2;
     qemu_tests::nocloud_seed(
@@ -366,7 +387,7 @@ pub fn run(args: &[String]) -> Result<()> {
     cmd.arg("-nographic");
     println!(
         "==> booting {} ({}; Ctrl-A X quits; ssh -p 2222 berth@127.0.0.1 once the console service runs)",
-        artifacts.iso.display(),
+        booted.display(),
         if kvm { "KVM" } else { "TCG" }
     );
     let status = cmd
@@ -674,9 +695,118 @@ pub fn bench_boot() -> Result<()> {
         );
     }
     drop(vm);
+
+    // The cloud image: firmware, GRUB from the disk, slot A, state on the
+    // disk. Its first boot also grows and formats state; the second is the
+    // one every later boot matches.
+    println!("==> the disk image (SeaBIOS, GRUB from disk), 1 GiB, without the user engine");
+    let disk = scratch.join("bench-disk.qcow2");
+    let _ = std::fs::remove_file(&disk);
+    qemu_tests::overlay(&artifacts.qcow2, &disk, 8 << 30)?;
+    let disk_boot = || -> Result<Vm> {
+        Ok(Vm::start(
+            &Config::new("bench-disk", Boot::Disk)
+                .drive(&disk, false)
+                .drive(&seed, true)
+                .forward(port, 22),
+        )?)
+    };
+    let mut vm = disk_boot()?;
+    let first = vm.expect(qemu_tests::READY_MARKER, timeout)?;
+    ssh.wait(timeout)?;
+    let _ = ssh.run("sudo berth poweroff");
+    vm.wait_exit(timeout)?;
+    drop(vm);
+    let mut vm = disk_boot()?;
+    let disk_ready = vm.expect(qemu_tests::READY_MARKER, timeout)?;
+    drop(vm);
+    println!(
+        "    first boot (grows and formats state) ready after {:.2}s, the next after {:.2}s",
+        first.as_secs_f64(),
+        disk_ready.as_secs_f64()
+    );
+    println!("RESULT boot_ready_disk_first {:.2} s", first.as_secs_f64());
+    println!("RESULT boot_ready_disk {:.2} s", disk_ready.as_secs_f64());
+    println!(
+        "RESULT boot_ready_disk_vs_kernel {:.2} ratio",
+        disk_ready.as_secs_f64() / baseline.as_secs_f64()
+    );
     println!(
         "RESULT boot_ready_vs_kernel {:.2} ratio",
         ready.as_secs_f64() / baseline.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// `cargo xtask bench install`: the installer's writer against `dd` of the
+/// same bytes to the same kind of disk (a file on this host), and the sizes
+/// of the images.
+pub fn bench_install() -> Result<()> {
+    let artifacts = build()?;
+    let scratch = tempfile_dir()?;
+    let payload = berth_iso::disk::Payload {
+        vmlinuz: artifacts.vmlinuz.clone(),
+        initrd: artifacts.initrd.clone(),
+        rootfs: artifacts.rootfs.clone(),
+        boot: berth_iso::bootloader::Images::in_dir(&out_dir().join("boot")),
+        config: Vec::new(),
+        kernel_args: String::new(),
+    };
+    let size = berth_iso::disk::MIN_DISK_BYTES;
+    let mut install_s = Vec::new();
+    let mut dd_s = Vec::new();
+    for round in 0..3 {
+        let target = scratch.join(format!("install-{round}.img"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&target)?;
+        file.set_len(size)?;
+        let start = std::time::Instant::now();
+        berth_iso::disk::write(&file, size, &payload, &berth_iso::disk::Quiet)?;
+        install_s.push(start.elapsed().as_secs_f64());
+        drop(file);
+        std::fs::remove_file(&target)?;
+
+        // dd of the same payload (kernel, initrd, rootfs), synced at the end.
+        let target = scratch.join(format!("dd-{round}.img"));
+        let start = std::time::Instant::now();
+        for (i, input) in [&payload.rootfs, &payload.vmlinuz, &payload.initrd]
+            .into_iter()
+            .enumerate()
+        {
+            let status = std::process::Command::new("dd")
+                .arg(format!("if={}", input.display()))
+                .arg(format!("of={}", target.display()))
+                .args(["bs=4M", "conv=notrunc,fsync", "status=none"])
+                .arg(format!("seek={}", i * 256))
+                .status()
+                .context("running dd")?;
+            if !status.success() {
+                bail!("dd failed: {status}");
+            }
+        }
+        dd_s.push(start.elapsed().as_secs_f64());
+        std::fs::remove_file(&target)?;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (install, dd) = (median(&mut install_s), median(&mut dd_s));
+    println!("    install {install:.2}s (median of 3: write, read back, ESP, GRUB), dd {dd:.2}s");
+    println!("RESULT install_s {install:.2} s");
+    println!("RESULT install_vs_dd {:.2} ratio", install / dd);
+    use std::os::unix::fs::MetadataExt;
+    let qcow2 = std::fs::metadata(&artifacts.qcow2)?.len();
+    let raw = std::fs::metadata(&artifacts.disk)?;
+    println!("RESULT image_qcow2_mib {:.1} MiB", mib(qcow2));
+    println!(
+        "RESULT image_raw_allocated_mib {:.1} MiB",
+        mib(raw.blocks() * 512)
     );
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
