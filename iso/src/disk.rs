@@ -364,11 +364,14 @@ pub fn write(
     wipe(disk, state.start, MIB).map_err(io_err("wiping the state partition"))?;
 
     let slot = layout.slot('A');
-    let rootfs_bytes = copy_into(disk, &payload.rootfs, &slot, "rootfs → BERTH_A", progress)?;
+    let (rootfs_bytes, expected) =
+        copy_into(disk, &payload.rootfs, &slot, "rootfs → BERTH_A", progress)?;
     progress.step("reading BERTH_A back");
+    // From the disk, not from the page cache the write left behind.
+    disk.sync_data().map_err(io_err("syncing BERTH_A"))?;
+    drop_cache(disk, slot.start, rootfs_bytes);
     let written =
         sha256_of_region(disk, slot.start, rootfs_bytes).map_err(io_err("reading BERTH_A back"))?;
-    let expected = sha256_of_file(&payload.rootfs).map_err(io_err("reading the rootfs"))?;
     if written != expected {
         return Err(Error::Disk(format!(
             "BERTH_A reads back as sha256 {written}, the rootfs is {expected}: the disk did not keep what was written"
@@ -404,14 +407,29 @@ fn wipe(disk: &File, start: u64, len: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Copies `from` into `part`, returning its size; refuses what does not fit.
+/// Asks the kernel to forget its cached copy of a range, so that reading it
+/// reads the device (best effort: a file on a filesystem may keep it).
+fn drop_cache(disk: &File, start: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(start), Ok(len)) = (i64::try_from(start), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: plain advice on an open descriptor; no memory is passed.
+    unsafe {
+        libc::posix_fadvise(disk.as_raw_fd(), start, len, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+/// Copies `from` into `part`, returning its size and SHA-256 (of what was
+/// read from `from`); refuses what does not fit.
 fn copy_into(
     disk: &File,
     from: &Path,
     part: &Part,
     what: &str,
     progress: &dyn Progress,
-) -> Result<u64> {
+) -> Result<(u64, String)> {
+    use sha2::Digest;
     let mut src = File::open(from).map_err(crate::io_err(from))?;
     let total = src.metadata().map_err(crate::io_err(from))?.len();
     if total > part.bytes {
@@ -428,17 +446,23 @@ fn copy_into(
         .map_err(|e| Error::Disk(format!("{what}: {e}")))?;
     let mut buf = vec![0u8; 4 * MIB as usize];
     let mut done = 0u64;
+    let mut hasher = sha2::Sha256::new();
     loop {
         let n = src.read(&mut buf).map_err(crate::io_err(from))?;
         if n == 0 {
             break;
         }
+        hasher.update(&buf[..n]);
         dst.write_all(&buf[..n])
             .map_err(|e| Error::Disk(format!("{what}: {e}")))?;
         done += n as u64;
         progress.bytes(what, done, total);
     }
-    Ok(done)
+    Ok((done, hex(&hasher.finalize())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn sha256_of_region(disk: &File, start: u64, len: u64) -> io::Result<String> {
@@ -462,11 +486,7 @@ fn sha256_of(reader: &mut dyn Read) -> io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 #[cfg(test)]
