@@ -194,9 +194,13 @@ berth:
     drop(vm);
 
     // Same disk, no seed: the cached config and the engine's data are on state.
+    // The firmware's own boot order tries that disk first: the boot code of
+    // the protective MBR Berth wrote hands over to the CD (int 18h) rather
+    // than hang SeaBIOS.
     let config = Config::new("ssh-again", Boot::Cdrom(iso))
         .drive(&state, false)
-        .forward(port, 22);
+        .forward(port, 22)
+        .firmware_boot_order();
     let mut vm = Vm::start(&config).expect("start qemu");
     expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
     ssh.wait(BOOT_TIMEOUT)

@@ -591,10 +591,27 @@ enum AfterStop {
     },
 }
 
+/// Services being stopped: each one as soon as every service of the job that
+/// depends on it (directly or not) has stopped, so services with no
+/// dependency between them stop in parallel and one slow service holds back
+/// only what it depends on.
 struct StopJob {
-    waves: VecDeque<Vec<String>>,
-    current: Vec<String>,
+    /// Every service of the job.
+    all: BTreeSet<String>,
+    /// Not asked to stop yet.
+    pending: BTreeSet<String>,
     then: AfterStop,
+}
+
+impl StopJob {
+    fn new(services: impl IntoIterator<Item = String>, then: AfterStop) -> StopJob {
+        let all: BTreeSet<String> = services.into_iter().collect();
+        StopJob {
+            pending: all.clone(),
+            all,
+            then,
+        }
+    }
 }
 
 /// Re-adoption state of one service, `<run_dir>/services/<name>.json`,
@@ -1155,30 +1172,36 @@ impl Manager {
     }
 
     fn progress_stop_job(&mut self) {
-        loop {
-            let Some(job) = self.stop_job.as_mut() else {
-                return;
-            };
-            let busy = job
-                .current
-                .iter()
-                .any(|n| self.services.get(n).is_some_and(Svc::active));
-            if busy {
-                return;
+        let Some(job) = self.stop_job.as_ref() else {
+            return;
+        };
+        let active = |n: &String| self.services.get(n).is_some_and(Svc::active);
+        // Free to stop: no dependent of it in the job is still to stop or stopping.
+        let free: Vec<String> = job
+            .pending
+            .iter()
+            .filter(|name| {
+                self.graph
+                    .dependents_closure(name)
+                    .iter()
+                    .filter(|d| job.all.contains(*d))
+                    .all(|d| !job.pending.contains(d) && !active(d))
+            })
+            .cloned()
+            .collect();
+        for name in &free {
+            if let Some(job) = self.stop_job.as_mut() {
+                job.pending.remove(name);
             }
-            match job.waves.pop_front() {
-                Some(wave) => {
-                    job.current = wave.clone();
-                    for name in wave {
-                        self.begin_stop(&name);
-                    }
-                }
-                None => {
-                    if let Some(job) = self.stop_job.take() {
-                        self.finish_stop_job(job.then);
-                    }
-                    return;
-                }
+            self.begin_stop(name);
+        }
+        let done = self
+            .stop_job
+            .as_ref()
+            .is_some_and(|job| job.pending.is_empty() && !job.all.iter().any(active));
+        if done {
+            if let Some(job) = self.stop_job.take() {
+                self.finish_stop_job(job.then);
             }
         }
     }
@@ -1368,22 +1391,20 @@ impl Manager {
                     .chain(report.recreated.iter())
                     .map(String::as_str)
                     .collect();
-                let waves = self.graph.stop_waves_of(to_stop.iter().copied());
                 for name in &to_stop {
                     if let Some(svc) = self.services.get_mut(*name) {
                         svc.desired_up = false;
                     }
                 }
-                self.stop_job = Some(StopJob {
-                    waves: waves.into(),
-                    current: Vec::new(),
-                    then: AfterStop::Reconcile {
+                self.stop_job = Some(StopJob::new(
+                    to_stop.iter().map(|n| n.to_string()),
+                    AfterStop::Reconcile {
                         services,
                         graph,
                         report,
                         reply,
                     },
-                });
+                ));
             }
             #[cfg(test)]
             Command::Abandon => {
@@ -1402,11 +1423,10 @@ impl Manager {
                         let _ = reply.send(Err(SupervisorError::ShuttingDown));
                     }
                 }
-                self.stop_job = Some(StopJob {
-                    waves: self.graph.stop_waves().into(),
-                    current: Vec::new(),
-                    then: AfterStop::Shutdown(reply),
-                });
+                self.stop_job = Some(StopJob::new(
+                    self.services.keys().cloned(),
+                    AfterStop::Shutdown(reply),
+                ));
             }
         }
     }
