@@ -191,6 +191,14 @@ berth:
     ok(&vm, &ssh, "sudo berth poweroff");
     vm.wait_exit(Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}"));
+    // Every service, the engine included, stops on SIGTERM; none is killed
+    // after its grace period.
+    let transcript = vm.transcript();
+    assert!(
+        !transcript.contains("still running after its grace period"),
+        "a service had to be killed at shutdown:\n{}",
+        berth_lines(&transcript)
+    );
     drop(vm);
 
     // Same disk, no seed: the cached config and the engine's data are on state.
@@ -237,6 +245,40 @@ berth:
 
     switch_consoles_and_back(&mut vm, &ssh);
     switch_engines_and_back(&vm, &ssh, dir.path());
+    engine_uses_the_machines_name_and_resolver(&vm, &ssh);
+}
+
+/// The user engine is the machine's: `docker info` names the machine (swarm
+/// node names come from it) and follows a change of the hostname; dockerd
+/// resolves names with the host's resolv.conf, not a copy baked into its
+/// image.
+fn engine_uses_the_machines_name_and_resolver(vm: &Vm, ssh: &Ssh) {
+    let info_name = "docker info --format '{{.Name}}'";
+    let hostname = ok(vm, ssh, "hostname");
+    assert_eq!(ok(vm, ssh, info_name).trim(), hostname.trim());
+    let host = ok(vm, ssh, "cat /host/etc/resolv.conf");
+    let dockerd = ok(
+        vm,
+        ssh,
+        "sudo sh -c 'cat /proc/$(pidof dockerd)/root/etc/resolv.conf'",
+    );
+    assert_eq!(dockerd, host, "dockerd's resolv.conf is not the host's");
+    assert!(host.contains("nameserver 10.0.2.3"), "{host}");
+    ok(
+        vm,
+        ssh,
+        "sudo berth config set hostname renamed-by-the-test",
+    );
+    ssh.wait_for(
+        &format!("test \"$({info_name})\" = renamed-by-the-test"),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "docker info does not follow the hostname: {e}\n{}",
+            berth_lines(&vm.transcript())
+        )
+    });
 }
 
 fn started_at(vm: &Vm, ssh: &Ssh, container: &str) -> String {
@@ -362,6 +404,11 @@ fn switch_engines_and_back(vm: &Vm, ssh: &Ssh, dir: &Path) {
 
     let out = ok(vm, ssh, "sudo berth engine switch podman");
     assert!(out.contains("`podman` is ready"), "{out}");
+    // podman too names itself after the machine.
+    assert_eq!(
+        ok(vm, ssh, "docker info --format '{{.Name}}'").trim(),
+        ok(vm, ssh, "hostname").trim()
+    );
     let podman_images = images(ssh);
     assert!(
         !podman_images.contains("busybox:latest"),

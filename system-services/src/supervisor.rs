@@ -21,7 +21,7 @@
 //! runtime's own: when berthd starts and the runtime says a service's container
 //! still runs its current definition, it is adopted instead of started again.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1172,36 +1172,41 @@ impl Manager {
     }
 
     fn progress_stop_job(&mut self) {
-        let Some(job) = self.stop_job.as_ref() else {
-            return;
-        };
-        let active = |n: &String| self.services.get(n).is_some_and(Svc::active);
-        // Free to stop: no dependent of it in the job is still to stop or stopping.
-        let free: Vec<String> = job
-            .pending
-            .iter()
-            .filter(|name| {
-                self.graph
-                    .dependents_closure(name)
-                    .iter()
-                    .filter(|d| job.all.contains(*d))
-                    .all(|d| !job.pending.contains(d) && !active(d))
-            })
-            .cloned()
-            .collect();
-        for name in &free {
-            if let Some(job) = self.stop_job.as_mut() {
-                job.pending.remove(name);
+        // Until nothing more can start stopping: a service that stops at once
+        // (one that was not running) frees its dependencies in the same pass.
+        loop {
+            let Some(job) = self.stop_job.as_ref() else {
+                return;
+            };
+            let active = |n: &String| self.services.get(n).is_some_and(Svc::active);
+            // Free to stop: no service of the job that depends on it is still
+            // to stop or stopping.
+            let free: Vec<String> = job
+                .pending
+                .iter()
+                .filter(|name| {
+                    self.graph
+                        .dependents_closure(name)
+                        .iter()
+                        .filter(|d| job.all.contains(*d))
+                        .all(|d| !job.pending.contains(d) && !active(d))
+                })
+                .cloned()
+                .collect();
+            if free.is_empty() {
+                let done = job.pending.is_empty() && !job.all.iter().any(active);
+                if done {
+                    if let Some(job) = self.stop_job.take() {
+                        self.finish_stop_job(job.then);
+                    }
+                }
+                return;
             }
-            self.begin_stop(name);
-        }
-        let done = self
-            .stop_job
-            .as_ref()
-            .is_some_and(|job| job.pending.is_empty() && !job.all.iter().any(active));
-        if done {
-            if let Some(job) = self.stop_job.take() {
-                self.finish_stop_job(job.then);
+            for name in &free {
+                if let Some(job) = self.stop_job.as_mut() {
+                    job.pending.remove(name);
+                }
+                self.begin_stop(name);
             }
         }
     }
@@ -1396,8 +1401,9 @@ impl Manager {
                         svc.desired_up = false;
                     }
                 }
+                let to_stop: Vec<String> = to_stop.iter().map(|n| n.to_string()).collect();
                 self.stop_job = Some(StopJob::new(
-                    to_stop.iter().map(|n| n.to_string()),
+                    to_stop,
                     AfterStop::Reconcile {
                         services,
                         graph,
