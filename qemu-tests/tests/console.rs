@@ -2,7 +2,11 @@
 //! carrying a key made for the test, log in with the real OpenSSH client,
 //! see the cloud-config applied to the host, and run containers in the user
 //! engine — which keep running across a reboot when they ask to, and across
-//! switching the console and the engine.
+//! switching the console and the engine. Along the way: a RancherOS-style
+//! two-NIC network config reaches ready, every service stops on SIGTERM at
+//! `berth poweroff`, the second boot goes through the formatted state disk's
+//! MBR with the BIOS's own boot order, and the engine uses the machine's
+//! hostname and resolver.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,6 +15,9 @@ use qemu_tests::ssh::Ssh;
 use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A second NIC, on an isolated user network of its own.
+const SECOND_MAC: &str = "52:54:00:c0:00:02";
 
 fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) {
     let at = vm
@@ -83,6 +90,15 @@ berth:
     autoformat: [/dev/vda]
   sysctl:
     vm.swappiness: 13
+  # Exact keys for both NICs next to the built-in `eth*` glob, which then
+  # configures none: readiness must wait on eth0's lease, not on the glob.
+  network:
+    interfaces:
+      eth0:
+        dhcp: true
+      eth1:
+        address: 10.0.3.15/24
+        mtu: 1400
 "#,
         key = ssh.public_key()
     );
@@ -90,7 +106,8 @@ berth:
     let config = Config::new("ssh", Boot::Cdrom(iso.clone()))
         .drive(&state, false)
         .drive(&seed, true)
-        .forward(port, 22);
+        .forward(port, 22)
+        .nic(SECOND_MAC, "10.0.3.0/24");
     let mut vm = Vm::start(&config).expect("start qemu");
     expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
     let waited = ssh
@@ -118,6 +135,11 @@ berth:
         "640"
     );
     assert_eq!(ok(&vm, &ssh, "cat /proc/sys/vm/swappiness").trim(), "13");
+    assert_eq!(
+        ok(&vm, &ssh, "ip -4 -o addr show dev eth1 | awk '{print $4}'").trim(),
+        "10.0.3.15/24"
+    );
+    assert_eq!(ok(&vm, &ssh, "cat /sys/class/net/eth1/mtu").trim(), "1400");
     // runcmd runs once the console is up; its file is the sign it ran.
     let runcmd = (0..30)
         .find_map(|_| {
