@@ -528,39 +528,33 @@ impl Netconf<'_> {
             // DHCP: (re)start when wanted and not running on this link (stopped
             // above when not wanted).
             let dhcp_changed = previous.as_ref().is_some_and(|a| a.plan.mtu != lp.mtu);
-            if lp.dhcp {
-                if running != Some(link.index) || dhcp_changed {
-                    self.stop_client(name);
-                    match link.mac {
-                        Some(mac) => {
-                            let client = ClientConfig {
-                                link: name.clone(),
-                                index: link.index,
-                                mac,
-                                hostname: self
-                                    .config
-                                    .hostname
-                                    .clone()
-                                    .or_else(dns::kernel_hostname),
-                                apply_mtu: lp.mtu.is_none(),
-                                // One default route per interface: distinct metrics
-                                // keep two DHCP interfaces from replacing each other's.
-                                route_metric: 1024 + link.index,
-                            };
-                            match Client::spawn(client, self.events.clone()) {
-                                Ok(c) => {
-                                    log::info!("{name}: DHCP started");
-                                    self.clients.insert(name.clone(), (link.index, c));
-                                }
-                                Err(e) => {
-                                    log::warn!("{name}: cannot start DHCP: {e}");
-                                    ok = false;
-                                }
+            if lp.dhcp && (running != Some(link.index) || dhcp_changed) {
+                self.stop_client(name);
+                match link.mac {
+                    Some(mac) => {
+                        let client = ClientConfig {
+                            link: name.clone(),
+                            index: link.index,
+                            mac,
+                            hostname: self.config.hostname.clone().or_else(dns::kernel_hostname),
+                            apply_mtu: lp.mtu.is_none(),
+                            // One default route per interface: distinct metrics
+                            // keep two DHCP interfaces from replacing each other's.
+                            route_metric: 1024 + link.index,
+                        };
+                        match Client::spawn(client, self.events.clone()) {
+                            Ok(c) => {
+                                log::info!("{name}: DHCP started");
+                                self.clients.insert(name.clone(), (link.index, c));
+                            }
+                            Err(e) => {
+                                log::warn!("{name}: cannot start DHCP: {e}");
+                                ok = false;
                             }
                         }
-                        None => {
-                            log::warn!("{name}: no MAC address; DHCP needs one");
-                        }
+                    }
+                    None => {
+                        log::warn!("{name}: no MAC address; DHCP needs one");
                     }
                 }
             }
