@@ -40,3 +40,43 @@ fn every_engine_file_is_valid_on_top_of_the_defaults() {
     }
     assert!(seen > 0, "no engine files in {}", dir.display());
 }
+
+/// A user engine names itself after the machine (`docker info`, swarm node
+/// names): the default engine and every engine of the catalogue share the
+/// host's UTS namespace, so they see the hostname and its changes.
+#[test]
+fn every_engine_shares_the_hosts_hostname() {
+    let defaults = berth_configs::load(vec![berth_configs::defaults()]);
+    assert_eq!(
+        defaults.config.berth.services["docker"].uts.as_deref(),
+        Some("host"),
+        "the default engine, docker"
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("engines");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("configs/engines") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "yml") {
+            continue;
+        }
+        seen += 1;
+        let name = path
+            .file_stem()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let text = std::fs::read_to_string(&path).expect("read");
+        let source: Arc<str> = Arc::from(path.display().to_string());
+        let loaded = berth_configs::load(vec![
+            berth_configs::defaults(),
+            berth_configs::parse_compose(&source, &text),
+        ]);
+        assert_eq!(
+            loaded.config.berth.services[&name].uts.as_deref(),
+            Some("host"),
+            "{}",
+            path.display()
+        );
+    }
+    assert!(seen > 0, "no engine files in {}", dir.display());
+}

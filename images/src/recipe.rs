@@ -19,7 +19,7 @@ use crate::oci::{self, Descriptor, ImageConfig, Manifest, RootFs, RunConfig};
 use crate::store::{Store, StoreError};
 
 /// Bump when the builder's output changes, so cached images are rebuilt.
-const BUILDER_VERSION: &str = "1";
+const BUILDER_VERSION: &str = "2";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +88,12 @@ pub enum RecipeError {
         name: String,
         status: std::process::ExitStatus,
     },
+    #[error(
+        "image `{name}` would carry files of the machine that built it: {}; an image \
+         gets the host's resolver and names at run time (a symlink into the host's /etc)",
+        paths.join(", ")
+    )]
+    BuildMachineFiles { name: String, paths: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -237,6 +243,9 @@ pub fn build(store: &Store, loaded: &LoadedRecipe, epoch: u64) -> Result<Built, 
     let base = loaded.path.parent().unwrap_or(Path::new("."));
     let (layer, diff_id, compressed, unpacked) =
         write_layer(store, recipe, base, &rootfs_tar, &applets, epoch)?;
+    // Whatever wrote it (mmdebstrap, the recipe's files), the layer must
+    // carry nothing of this machine.
+    check_layer(store, &recipe.name, &layer)?;
     let mut labels = recipe.config.labels.clone();
     labels.insert(label.into(), loaded.hash.to_string());
     labels.insert("org.opencontainers.image.title".into(), recipe.name.clone());
@@ -323,6 +332,78 @@ fn busybox_applets(rootfs_tar: &Path, work: &Path) -> Result<Vec<String>, Recipe
         .collect())
 }
 
+/// Files that describe the machine an image was built on, never the one it
+/// runs on: mmdebstrap copies the build host's resolv.conf and hostname into
+/// the tree (for the package scripts), packages' scripts write hosts, a
+/// machine id and SSH host keys, and apt leaves its caches. The builder drops
+/// them; [`build_machine_file`] is the check on the finished layer.
+const BUILD_MACHINE_FILES: &[&str] = &[
+    "/etc/resolv.conf",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/mailname",
+    "/etc/machine-id",
+    "/var/lib/dbus/machine-id",
+];
+
+/// Directories whose files come from the build machine (keys, caches); the
+/// directories themselves stay.
+const BUILD_MACHINE_PREFIXES: &[&str] = &[
+    "/etc/ssh/ssh_host_",
+    "/var/cache/apt/",
+    "/var/lib/apt/lists/",
+    "/var/cache/debconf/",
+];
+
+/// Whether an entry of a layer is a build machine's file: a regular file (or
+/// hard link) at one of [`BUILD_MACHINE_FILES`] or below one of
+/// [`BUILD_MACHINE_PREFIXES`]. Symlinks are not: `/etc/resolv.conf` ->
+/// `/host/etc/resolv.conf` is how an image takes the host's at run time.
+pub fn build_machine_file(path: &str, kind: tar::EntryType) -> bool {
+    if !(kind.is_file() || kind.is_hard_link()) {
+        return false;
+    }
+    let absolute = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
+    BUILD_MACHINE_FILES.contains(&absolute.as_str())
+        || BUILD_MACHINE_PREFIXES
+            .iter()
+            .any(|p| absolute.starts_with(p) && absolute.len() > p.len())
+}
+
+/// The build machine's files in a layer (an uncompressed tar stream).
+pub fn build_machine_files(layer: impl io::Read) -> io::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut archive = tar::Archive::new(layer);
+    for entry in archive.entries()? {
+        let entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        if build_machine_file(&path, entry.header().entry_type()) {
+            found.push(format!(
+                "/{}",
+                path.trim_start_matches("./").trim_start_matches('/')
+            ));
+        }
+    }
+    Ok(found)
+}
+
+/// Reads a finished layer back from the store and fails when it holds any
+/// of the build machine's files.
+fn check_layer(store: &Store, name: &str, layer: &Descriptor) -> Result<(), RecipeError> {
+    let path = store.blob_path(&layer.digest);
+    let file = store.open_blob(&layer.digest)?;
+    let decoder = zstd::Decoder::new(file).map_err(io_err(&path))?;
+    let paths = build_machine_files(decoder).map_err(io_err(&path))?;
+    if paths.is_empty() {
+        Ok(())
+    } else {
+        Err(RecipeError::BuildMachineFiles {
+            name: name.to_string(),
+            paths,
+        })
+    }
+}
+
 /// Copies mmdebstrap's tar into a reproducible, zstd-compressed layer in the store.
 fn write_layer(
     store: &Store,
@@ -362,7 +443,7 @@ fn write_layer(
             .to_string_lossy()
             .into_owned();
         let absolute = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
-        if removed(absolute.trim_end_matches('/')) {
+        if removed(absolute.trim_end_matches('/')) || build_machine_file(&absolute, kind) {
             continue;
         }
         seen.insert(absolute.trim_end_matches('/').to_string());
@@ -460,6 +541,64 @@ fn rfc3339(epoch: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The check on a finished layer: regular files of the build machine are
+    /// found wherever they come from; symlinks into the host's /etc and the
+    /// (empty) cache directories are not.
+    #[test]
+    fn finds_the_build_machines_files_in_a_layer() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind: tar::EntryType, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o644);
+            h.set_size(if kind.is_file() { data.len() as u64 } else { 0 });
+            if kind.is_symlink() {
+                builder
+                    .append_link(&mut h, path, std::str::from_utf8(data).unwrap_or(""))
+                    .expect("link");
+            } else {
+                builder.append_data(&mut h, path, data).expect("append");
+            }
+        };
+        add(
+            "./etc/resolv.conf",
+            tar::EntryType::Regular,
+            b"nameserver 10.255.255.53\n",
+        );
+        add("etc/hostname", tar::EntryType::Regular, b"vm\n");
+        add("etc/hosts", tar::EntryType::Symlink, b"/host/etc/hosts");
+        add("etc/ssh/", tar::EntryType::Directory, b"");
+        add(
+            "etc/ssh/ssh_host_ed25519_key",
+            tar::EntryType::Regular,
+            b"key",
+        );
+        add("etc/ssh/sshd_config", tar::EntryType::Regular, b"Port 22\n");
+        add("var/lib/apt/lists/", tar::EntryType::Directory, b"");
+        add(
+            "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
+            tar::EntryType::Regular,
+            b"x",
+        );
+        add("var/cache/apt/pkgcache.bin", tar::EntryType::Regular, b"x");
+        add("etc/machine-id", tar::EntryType::Regular, b"0123\n");
+        add("usr/bin/true", tar::EntryType::Regular, b"x");
+        let tar = builder.into_inner().expect("tar");
+        assert_eq!(
+            build_machine_files(&tar[..]).expect("read"),
+            vec![
+                "/etc/resolv.conf",
+                "/etc/hostname",
+                "/etc/ssh/ssh_host_ed25519_key",
+                "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
+                "/var/cache/apt/pkgcache.bin",
+                "/etc/machine-id",
+            ]
+        );
+        let clean = tar::Builder::new(Vec::new()).into_inner().expect("tar");
+        assert!(build_machine_files(&clean[..]).expect("read").is_empty());
+    }
 
     #[test]
     fn timestamps_are_rfc3339() {

@@ -118,6 +118,63 @@ pub fn partition_range(size: u64, sector: u64) -> (u64, u64) {
     (first, last)
 }
 
+/// The protective MBR's boot code. A BIOS that tries this disk (disk before
+/// CD in its boot order) loads sector 0 at 0000:7C00 and jumps there because
+/// of the 0x55AA signature; all-zero code would then run off into memory and
+/// hang the machine. This prints a line on the screen and asks the BIOS for
+/// the next boot device with `int 18h`, the classic "not a boot disk" code.
+/// Hand-assembled (16-bit real mode), offsets from 0x7C00:
+///
+/// ```text
+/// 00  FA          cli
+/// 01  31 C0       xor  ax, ax
+/// 03  8E D8       mov  ds, ax          ; the message is addressed from 0:7C00
+/// 05  8E D0       mov  ss, ax
+/// 07  BC 00 7C    mov  sp, 0x7C00      ; a stack below the code
+/// 0A  FB          sti
+/// 0B  BE 22 7C    mov  si, 0x7C22      ; the message, at offset 0x22
+/// 0E  FC          cld
+/// 0F  AC          lodsb                ; print: al = [si++]
+/// 10  84 C0       test al, al
+/// 12  74 09       jz   0x1D            ; NUL: done
+/// 14  B4 0E       mov  ah, 0x0E        ; BIOS teletype output
+/// 16  BB 07 00    mov  bx, 0x0007      ; page 0, light grey
+/// 19  CD 10       int  0x10
+/// 1B  EB F2       jmp  0x0F
+/// 1D  CD 18       int  0x18            ; boot failed: BIOS tries the next device
+/// 1F  F4          hlt                  ; a BIOS that returns from it: stop here
+/// 20  EB FD       jmp  0x1F
+/// 22  "…\r\n\0"  the message
+/// ```
+pub const MBR_BOOT_CODE: &[u8] = &[
+    0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0x8E, 0xD0, 0xBC, 0x00, 0x7C, 0xFB, 0xBE, 0x22, 0x7C, 0xFC, 0xAC,
+    0x84, 0xC0, 0x74, 0x09, 0xB4, 0x0E, 0xBB, 0x07, 0x00, 0xCD, 0x10, 0xEB, 0xF2, 0xCD, 0x18, 0xF4,
+    0xEB, 0xFD,
+];
+
+/// What [`MBR_BOOT_CODE`] prints, NUL-terminated, right after the code.
+pub const MBR_MESSAGE: &[u8] = b"Berth state disk, not bootable: trying the next boot device\r\n\0";
+
+/// Sector 0 of a GPT disk: the boot code above, then one protective
+/// partition (type 0xEE) covering `sectors - 1` sectors from LBA 1, and the
+/// 0x55AA signature.
+pub fn protective_mbr(sectors: u64, sector_size: u64) -> Vec<u8> {
+    let mut mbr = vec![0u8; sector_size as usize];
+    mbr[..MBR_BOOT_CODE.len()].copy_from_slice(MBR_BOOT_CODE);
+    let msg_at = MBR_BOOT_CODE.len();
+    mbr[msg_at..msg_at + MBR_MESSAGE.len()].copy_from_slice(MBR_MESSAGE);
+    let p = &mut mbr[446..462];
+    p[1..4].copy_from_slice(&[0x00, 0x02, 0x00]);
+    p[4] = 0xEE;
+    p[5..8].copy_from_slice(&[0xFF, 0xFF, 0xFF]);
+    p[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let covered = u32::try_from(sectors - 1).unwrap_or(u32::MAX);
+    p[12..16].copy_from_slice(&covered.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    mbr
+}
+
 /// Writes a protective MBR, primary and backup GPT with one Linux partition
 /// spanning the disk. `sector` is the logical sector size (512 or 4096).
 pub fn write_gpt(disk: &Path, sector: u64) -> Result<(), Error> {
@@ -165,16 +222,7 @@ pub fn write_gpt(disk: &Path, sector: u64) -> Result<(), Error> {
         h
     };
 
-    let mut mbr = vec![0u8; sector as usize];
-    let p = &mut mbr[446..462];
-    p[1..4].copy_from_slice(&[0x00, 0x02, 0x00]);
-    p[4] = 0xEE;
-    p[5..8].copy_from_slice(&[0xFF, 0xFF, 0xFF]);
-    p[8..12].copy_from_slice(&1u32.to_le_bytes());
-    let covered = u32::try_from(sectors - 1).unwrap_or(u32::MAX);
-    p[12..16].copy_from_slice(&covered.to_le_bytes());
-    mbr[510] = 0x55;
-    mbr[511] = 0xAA;
+    let mbr = protective_mbr(sectors, sector);
 
     let mut put = |lba: u64, data: &[u8]| -> io::Result<()> {
         f.seek(SeekFrom::Start(lba * sector))?;
@@ -289,6 +337,35 @@ mod tests {
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(text.contains("name=\"BERTH_STATE\""), "{text}");
         }
+    }
+
+    /// The boot code's jumps and message address agree with where the bytes
+    /// are, and it ends in `int 18h`; the QEMU tests boot a BIOS through it.
+    #[test]
+    fn the_protective_mbr_hands_back_to_the_bios() {
+        let mbr = protective_mbr(204_800, 512);
+        assert_eq!(&mbr[510..], &[0x55, 0xAA]);
+        assert_eq!(mbr[446 + 4], 0xEE);
+        let code = MBR_BOOT_CODE;
+        // mov si, imm16 points at the message, which follows the code.
+        assert_eq!(code[0x0B], 0xBE);
+        let si = usize::from(u16::from_le_bytes([code[0x0C], code[0x0D]]));
+        assert_eq!(si - 0x7C00, code.len());
+        assert_eq!(
+            &mbr[si - 0x7C00..si - 0x7C00 + MBR_MESSAGE.len()],
+            MBR_MESSAGE
+        );
+        assert_eq!(MBR_MESSAGE.last(), Some(&0));
+        // Short jumps land on instruction starts: jz → int 18h, jmp → lodsb, jmp → hlt.
+        let target = |at: usize| (at as isize + 2 + isize::from(code[at + 1] as i8)) as usize;
+        assert_eq!((code[0x12], target(0x12)), (0x74, 0x1D));
+        assert_eq!(&code[0x1D..0x1F], &[0xCD, 0x18]);
+        assert_eq!((code[0x1B], target(0x1B)), (0xEB, 0x0F));
+        assert_eq!(code[0x0F], 0xAC);
+        assert_eq!((code[0x20], target(0x20)), (0xEB, 0x1F));
+        assert_eq!(code[0x1F], 0xF4);
+        // Code and message stay clear of the partition table.
+        assert!(code.len() + MBR_MESSAGE.len() <= 440);
     }
 
     #[test]

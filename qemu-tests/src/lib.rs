@@ -159,6 +159,9 @@ pub struct Config {
     /// Run QEMU inside this network namespace (`ip netns exec`), so its user
     /// network's DNS proxy and host-side addresses are the namespace's.
     pub netns: Option<String>,
+    /// With [`Boot::Cdrom`]: leave the firmware's own boot order (SeaBIOS
+    /// tries the disks before the CD) rather than `-boot order=d`.
+    pub firmware_boot_order: bool,
     pub kvm: bool,
 }
 
@@ -184,6 +187,7 @@ impl Config {
             hostfwd: Vec::new(),
             nics: Vec::new(),
             netns: None,
+            firmware_boot_order: false,
             kvm: std::env::var("BERTH_QEMU_KVM").is_ok_and(|v| v == "1"),
         }
     }
@@ -216,6 +220,14 @@ impl Config {
 
     pub fn netns(mut self, name: &str) -> Self {
         self.netns = Some(name.into());
+        self
+    }
+
+    /// Boot with the firmware's default order (disks first), as a PC whose
+    /// boot order nobody changed: a data disk Berth wrote must hand over to
+    /// the CD rather than hang the BIOS.
+    pub fn firmware_boot_order(mut self) -> Self {
+        self.firmware_boot_order = true;
         self
     }
 
@@ -279,7 +291,9 @@ impl Config {
                     "file={},media=cdrom,readonly=on,if=ide,index=2",
                     iso.display()
                 ));
-                cmd.args(["-boot", "order=d"]);
+                if !self.firmware_boot_order {
+                    cmd.args(["-boot", "order=d"]);
+                }
             }
             Boot::Disk => {}
         }

@@ -81,6 +81,30 @@ fn check_service(greeting: &str) -> String {
     )
 }
 
+/// `docker pull` of a name only the DNS server of the test's namespace knows,
+/// through the docker CLI of the docker image: the engine must resolve it
+/// with the VM's resolver (the lease's DNS server), not the one of the machine
+/// that built the image. Nothing listens at the address, so the pull fails,
+/// and its error names the address the name resolved to.
+const PULL_SERVICE: &str = r#"    pull:
+      image: berth/docker:latest
+      entrypoint: [/bin/sh, -c]
+      command:
+        - |
+          docker -H unix:///run/docker/docker.sock pull registry.berth-test.internal/berth/none:1 > /tmp/pull 2>&1
+          echo "check: pull $(tr '\n' ' ' < /tmp/pull)" > /dev/ttyS0
+      devices: [/dev/ttyS0]
+      volumes:
+        - /run/docker:/run/docker
+      depends_on:
+        docker:
+          condition: service_healthy
+      restart: "no"
+"#;
+
+/// berthd's line for a service killed after its grace period.
+const KILLED_AFTER_GRACE: &str = "still running after its grace period";
+
 fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) -> Duration {
     let at = vm
         .expect(pattern, timeout)
@@ -164,8 +188,9 @@ berth:
       bond0.100:
         address: 10.77.0.5/24
   services:
-{}"#,
+{}{}"#,
         check_service("hello-from-nocloud"),
+        PULL_SERVICE,
         bond_a = BOND_MACS[0],
         bond_b = BOND_MACS[1],
     );
@@ -201,10 +226,24 @@ berth:
         dns.contains(TEST_ADDR),
         "{TEST_NAME} did not resolve through the leased DNS server: {dns}"
     );
+    expect_check(&mut vm, "check: pull ", BOOT_TIMEOUT);
+    let pull = line_after(&vm, "check: pull ");
+    assert!(
+        pull.contains(TEST_ADDR),
+        "dockerd did not resolve {TEST_NAME} through the VM's DNS server: {pull}"
+    );
     vm.monitor("system_powerdown").expect("power button");
     expect(&mut vm, "berth: power button pressed", SHUTDOWN_TIMEOUT);
     vm.wait_exit(SHUTDOWN_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
+    // Every service stops on SIGTERM (netconf and chronyd run as PID 1 of
+    // their containers); none waits out its grace period to be killed.
+    let transcript = vm.transcript();
+    assert!(
+        !transcript.contains(KILLED_AFTER_GRACE),
+        "a service had to be killed at shutdown:\n{}",
+        qemu_tests::berth_lines(&transcript)
+    );
     drop(vm);
     assert_clean(&state, "the ACPI power button");
 

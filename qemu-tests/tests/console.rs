@@ -2,7 +2,11 @@
 //! carrying a key made for the test, log in with the real OpenSSH client,
 //! see the cloud-config applied to the host, and run containers in the user
 //! engine — which keep running across a reboot when they ask to, and across
-//! switching the console and the engine.
+//! switching the console and the engine. Along the way: a RancherOS-style
+//! two-NIC network config reaches ready, every service stops on SIGTERM at
+//! `berth poweroff`, the second boot goes through the formatted state disk's
+//! MBR with the BIOS's own boot order, and the engine uses the machine's
+//! hostname and resolver.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,6 +15,9 @@ use qemu_tests::ssh::Ssh;
 use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A second NIC, on an isolated user network of its own.
+const SECOND_MAC: &str = "52:54:00:c0:00:02";
 
 fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) {
     let at = vm
@@ -83,6 +90,15 @@ berth:
     autoformat: [/dev/vda]
   sysctl:
     vm.swappiness: 13
+  # Exact keys for both NICs next to the built-in `eth*` glob, which then
+  # configures none: readiness must wait on eth0's lease, not on the glob.
+  network:
+    interfaces:
+      eth0:
+        dhcp: true
+      eth1:
+        address: 10.0.3.15/24
+        mtu: 1400
 "#,
         key = ssh.public_key()
     );
@@ -90,7 +106,8 @@ berth:
     let config = Config::new("ssh", Boot::Cdrom(iso.clone()))
         .drive(&state, false)
         .drive(&seed, true)
-        .forward(port, 22);
+        .forward(port, 22)
+        .nic(SECOND_MAC, "10.0.3.0/24");
     let mut vm = Vm::start(&config).expect("start qemu");
     expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
     let waited = ssh
@@ -118,6 +135,11 @@ berth:
         "640"
     );
     assert_eq!(ok(&vm, &ssh, "cat /proc/sys/vm/swappiness").trim(), "13");
+    assert_eq!(
+        ok(&vm, &ssh, "ip -4 -o addr show dev eth1 | awk '{print $4}'").trim(),
+        "10.0.3.15/24"
+    );
+    assert_eq!(ok(&vm, &ssh, "cat /sys/class/net/eth1/mtu").trim(), "1400");
     // runcmd runs once the console is up; its file is the sign it ran.
     let runcmd = (0..30)
         .find_map(|_| {
@@ -191,12 +213,24 @@ berth:
     ok(&vm, &ssh, "sudo berth poweroff");
     vm.wait_exit(Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}"));
+    // Every service, the engine included, stops on SIGTERM; none is killed
+    // after its grace period.
+    let transcript = vm.transcript();
+    assert!(
+        !transcript.contains("still running after its grace period"),
+        "a service had to be killed at shutdown:\n{}",
+        berth_lines(&transcript)
+    );
     drop(vm);
 
     // Same disk, no seed: the cached config and the engine's data are on state.
+    // The firmware's own boot order tries that disk first: the boot code of
+    // the protective MBR Berth wrote hands over to the CD (int 18h) rather
+    // than hang SeaBIOS.
     let config = Config::new("ssh-again", Boot::Cdrom(iso))
         .drive(&state, false)
-        .forward(port, 22);
+        .forward(port, 22)
+        .firmware_boot_order();
     let mut vm = Vm::start(&config).expect("start qemu");
     expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
     ssh.wait(BOOT_TIMEOUT)
@@ -233,6 +267,40 @@ berth:
 
     switch_consoles_and_back(&mut vm, &ssh);
     switch_engines_and_back(&vm, &ssh, dir.path());
+    engine_uses_the_machines_name_and_resolver(&vm, &ssh);
+}
+
+/// The user engine is the machine's: `docker info` names the machine (swarm
+/// node names come from it) and follows a change of the hostname; dockerd
+/// resolves names with the host's resolv.conf, not a copy baked into its
+/// image.
+fn engine_uses_the_machines_name_and_resolver(vm: &Vm, ssh: &Ssh) {
+    let info_name = "docker info --format '{{.Name}}'";
+    let hostname = ok(vm, ssh, "hostname");
+    assert_eq!(ok(vm, ssh, info_name).trim(), hostname.trim());
+    let host = ok(vm, ssh, "cat /host/etc/resolv.conf");
+    let dockerd = ok(
+        vm,
+        ssh,
+        "sudo sh -c 'cat /proc/$(pidof dockerd)/root/etc/resolv.conf'",
+    );
+    assert_eq!(dockerd, host, "dockerd's resolv.conf is not the host's");
+    assert!(host.contains("nameserver 10.0.2.3"), "{host}");
+    ok(
+        vm,
+        ssh,
+        "sudo berth config set hostname renamed-by-the-test",
+    );
+    ssh.wait_for(
+        &format!("test \"$({info_name})\" = renamed-by-the-test"),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "docker info does not follow the hostname: {e}\n{}",
+            berth_lines(&vm.transcript())
+        )
+    });
 }
 
 fn started_at(vm: &Vm, ssh: &Ssh, container: &str) -> String {
@@ -358,6 +426,11 @@ fn switch_engines_and_back(vm: &Vm, ssh: &Ssh, dir: &Path) {
 
     let out = ok(vm, ssh, "sudo berth engine switch podman");
     assert!(out.contains("`podman` is ready"), "{out}");
+    // podman too names itself after the machine.
+    assert_eq!(
+        ok(vm, ssh, "docker info --format '{{.Name}}'").trim(),
+        ok(vm, ssh, "hostname").trim()
+    );
     let podman_images = images(ssh);
     assert!(
         !podman_images.contains("busybox:latest"),

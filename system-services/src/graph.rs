@@ -395,6 +395,24 @@ impl Graph {
             .collect()
     }
 
+    /// Every service that depends on `name`, directly or through others
+    /// (ordering labels included): those to stop before it.
+    pub fn dependents_closure(&self, name: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut todo: Vec<&str> = vec![name];
+        while let Some(n) = todo.pop() {
+            let Some(node) = self.nodes.get(n) else {
+                continue;
+            };
+            for d in &node.dependents {
+                if out.insert(d.clone()) {
+                    todo.push(d);
+                }
+            }
+        }
+        out
+    }
+
     /// The services to recreate when `changed` changed: those of them in the
     /// graph, and, transitively, their dependents with `restart: true`.
     pub fn affected<'a>(&self, changed: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {

@@ -1,8 +1,9 @@
 //! Healthchecks: compose's `healthcheck.test` run inside the container
 //! (`CMD`, `CMD-SHELL`, a shell string) through [`Runtime::exec`], and Berth's
 //! `tcp:PORT` (a connection to localhost in the container's network namespace)
-//! and `file:PATH` (a path in the container's root) checked by berthd itself,
-//! which costs no process in the container.
+//! and `file:PATH` (a path in the container's root; while it is missing, the
+//! service may say why in `PATH.waiting`) checked by berthd itself, which costs
+//! no process in the container.
 //!
 //! A thread per running container runs the checks ([`spawn`]); the supervisor
 //! turns results into a status with a [`Tracker`] (retries, start period).
@@ -178,9 +179,16 @@ pub fn run_check(
         Check::File(path) => {
             // The container's root as its init sees it, through procfs.
             let p = format!("/proc/{pid}/root/{}", path.trim_start_matches('/'));
-            std::fs::symlink_metadata(&p)
-                .map(|_| ())
-                .map_err(|e| format!("{path}: {e}"))
+            std::fs::symlink_metadata(&p).map(|_| ()).map_err(|e| {
+                // A service may say why the file is not there yet in
+                // `PATH.waiting` (netconf: which interface, address or route).
+                match std::fs::read_to_string(format!("{p}.waiting")) {
+                    Ok(why) if !why.trim().is_empty() => {
+                        format!("{path}: {e}; waiting for {}", why.trim())
+                    }
+                    _ => format!("{path}: {e}"),
+                }
+            })
         }
         Check::Tcp(port) => tcp_in_netns(pid, *port, timeout),
         Check::Exec(argv) => {
@@ -351,7 +359,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ready");
         let check = Check::File(path.display().to_string());
-        assert!(run_check(&check, &rt, "x", me, Duration::from_secs(1)).is_err());
+        let err = run_check(&check, &rt, "x", me, Duration::from_secs(1)).expect_err("missing");
+        assert!(!err.contains("waiting for"), "{err}");
+        std::fs::write(dir.path().join("ready.waiting"), "eth0: a DHCP lease\n").expect("write");
+        let err = run_check(&check, &rt, "x", me, Duration::from_secs(1)).expect_err("missing");
+        assert!(err.ends_with("; waiting for eth0: a DHCP lease"), "{err}");
         std::fs::write(&path, "").expect("write");
         assert!(run_check(&check, &rt, "x", me, Duration::from_secs(1)).is_ok());
 

@@ -21,7 +21,7 @@
 //! runtime's own: when berthd starts and the runtime says a service's container
 //! still runs its current definition, it is adopted instead of started again.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -598,10 +598,27 @@ enum AfterStop {
     },
 }
 
+/// Services being stopped: each one as soon as every service of the job that
+/// depends on it (directly or not) has stopped, so services with no
+/// dependency between them stop in parallel and one slow service holds back
+/// only what it depends on.
 struct StopJob {
-    waves: VecDeque<Vec<String>>,
-    current: Vec<String>,
+    /// Every service of the job.
+    all: BTreeSet<String>,
+    /// Not asked to stop yet.
+    pending: BTreeSet<String>,
     then: AfterStop,
+}
+
+impl StopJob {
+    fn new(services: impl IntoIterator<Item = String>, then: AfterStop) -> StopJob {
+        let all: BTreeSet<String> = services.into_iter().collect();
+        StopJob {
+            pending: all.clone(),
+            all,
+            then,
+        }
+    }
 }
 
 /// Re-adoption state of one service, `<run_dir>/services/<name>.json`,
@@ -1170,30 +1187,41 @@ impl Manager {
     }
 
     fn progress_stop_job(&mut self) {
+        // Until nothing more can start stopping: a service that stops at once
+        // (one that was not running) frees its dependencies in the same pass.
         loop {
-            let Some(job) = self.stop_job.as_mut() else {
+            let Some(job) = self.stop_job.as_ref() else {
                 return;
             };
-            let busy = job
-                .current
+            let active = |n: &String| self.services.get(n).is_some_and(Svc::active);
+            // Free to stop: no service of the job that depends on it is still
+            // to stop or stopping.
+            let free: Vec<String> = job
+                .pending
                 .iter()
-                .any(|n| self.services.get(n).is_some_and(Svc::active));
-            if busy {
-                return;
-            }
-            match job.waves.pop_front() {
-                Some(wave) => {
-                    job.current = wave.clone();
-                    for name in wave {
-                        self.begin_stop(&name);
-                    }
-                }
-                None => {
+                .filter(|name| {
+                    self.graph
+                        .dependents_closure(name)
+                        .iter()
+                        .filter(|d| job.all.contains(*d))
+                        .all(|d| !job.pending.contains(d) && !active(d))
+                })
+                .cloned()
+                .collect();
+            if free.is_empty() {
+                let done = job.pending.is_empty() && !job.all.iter().any(active);
+                if done {
                     if let Some(job) = self.stop_job.take() {
                         self.finish_stop_job(job.then);
                     }
-                    return;
                 }
+                return;
+            }
+            for name in &free {
+                if let Some(job) = self.stop_job.as_mut() {
+                    job.pending.remove(name);
+                }
+                self.begin_stop(name);
             }
         }
     }
@@ -1383,22 +1411,21 @@ impl Manager {
                     .chain(report.recreated.iter())
                     .map(String::as_str)
                     .collect();
-                let waves = self.graph.stop_waves_of(to_stop.iter().copied());
                 for name in &to_stop {
                     if let Some(svc) = self.services.get_mut(*name) {
                         svc.desired_up = false;
                     }
                 }
-                self.stop_job = Some(StopJob {
-                    waves: waves.into(),
-                    current: Vec::new(),
-                    then: AfterStop::Reconcile {
+                let to_stop: Vec<String> = to_stop.iter().map(|n| n.to_string()).collect();
+                self.stop_job = Some(StopJob::new(
+                    to_stop,
+                    AfterStop::Reconcile {
                         services,
                         graph,
                         report,
                         reply,
                     },
-                });
+                ));
             }
             #[cfg(test)]
             Command::Abandon => {
@@ -1417,11 +1444,10 @@ impl Manager {
                         let _ = reply.send(Err(SupervisorError::ShuttingDown));
                     }
                 }
-                self.stop_job = Some(StopJob {
-                    waves: self.graph.stop_waves().into(),
-                    current: Vec::new(),
-                    then: AfterStop::Shutdown(reply),
-                });
+                self.stop_job = Some(StopJob::new(
+                    self.services.keys().cloned(),
+                    AfterStop::Shutdown(reply),
+                ));
             }
         }
     }

@@ -520,6 +520,20 @@ pub fn qemu_tests(artifacts: &Artifacts) -> Result<()> {
     )
 }
 
+/// Seconds from `sudo berth poweroff` (typed over SSH) until QEMU has exited:
+/// every service stopped, state unmounted, the machine off.
+fn poweroff(
+    ssh: &qemu_tests::ssh::Ssh,
+    vm: &mut qemu_tests::Vm,
+    timeout: std::time::Duration,
+) -> Result<f64> {
+    let start = std::time::Instant::now();
+    // The session may end with the machine; its exit status says nothing.
+    let _ = ssh.run("sudo berth poweroff");
+    vm.wait_exit(timeout)?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
 /// `cargo xtask bench boot`: QEMU start → marker, kernel-only baseline vs the ISO.
 pub fn bench_boot() -> Result<()> {
     use qemu_tests::{Boot, Config, Vm};
@@ -604,6 +618,9 @@ pub fn bench_boot() -> Result<()> {
         }
         Err(e) => println!("    no breakdown: {e}"),
     }
+    // Shutdown: `berth poweroff` typed in the console → QEMU gone.
+    let shutdown = poweroff(&ssh, &mut vm, timeout)?;
+    println!("    `berth poweroff` took {shutdown:.2}s");
     drop(vm);
     println!("RESULT boot_init_handover {:.2} s", handover.as_secs_f64());
     println!("RESULT boot_ready {:.2} s", ready.as_secs_f64());
@@ -694,6 +711,8 @@ pub fn bench_boot() -> Result<()> {
             podman_used as f64 / docker_used as f64
         );
     }
+    let shutdown_all = poweroff(&ssh, &mut vm, timeout)?;
+    println!("RESULT shutdown_all_services_s {shutdown_all:.2} s");
     drop(vm);
 
     // The cloud image: firmware, GRUB from the disk, slot A, state on the
@@ -731,6 +750,7 @@ pub fn bench_boot() -> Result<()> {
         "RESULT boot_ready_disk_vs_kernel {:.2} ratio",
         disk_ready.as_secs_f64() / baseline.as_secs_f64()
     );
+    println!("RESULT shutdown_s {shutdown:.2} s");
     println!(
         "RESULT boot_ready_vs_kernel {:.2} ratio",
         ready.as_secs_f64() / baseline.as_secs_f64()

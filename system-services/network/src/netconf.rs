@@ -15,7 +15,7 @@ use ipnet::IpNet;
 
 use crate::dhcp::{Client, ClientConfig, Event, Lease};
 use crate::dns;
-use crate::netlink::{Link, Netlink, Owner, RouteSpec};
+use crate::netlink::{Address, Link, Netlink, Owner, Route, RouteSpec};
 use crate::plan::{plan, CurrentLink, LinkPlan, Plan, VirtualKind};
 use crate::status::{State, STATE_FILE};
 use crate::Error;
@@ -62,6 +62,12 @@ impl Options {
     pub fn ready_file(&self) -> PathBuf {
         self.run_dir.join("ready")
     }
+
+    /// What netconf waits for while it is not ready, one line; the `file:`
+    /// healthcheck of `ready` shows it (see `berth ps`).
+    pub fn waiting_file(&self) -> PathBuf {
+        self.run_dir.join("ready.waiting")
+    }
 }
 
 /// Stop and reload requests, set from signal handlers or by a caller.
@@ -86,7 +92,8 @@ extern "C" fn on_signal(signal: libc::c_int) {
 }
 
 impl Signals {
-    /// SIGTERM/SIGINT stop netconf (releasing leases), SIGHUP reloads the config.
+    /// SIGTERM/SIGINT stop netconf (releasing leases), SIGHUP reloads the config;
+    /// all three are unblocked too. Call it before any thread is started.
     pub fn install() -> Result<&'static Signals, Error> {
         for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             // SAFETY: a zeroed sigaction is valid; the handler only does atomic stores.
@@ -99,6 +106,22 @@ impl Signals {
             if rc != 0 {
                 return Err(Error::Signals(std::io::Error::last_os_error()));
             }
+        }
+        // A handler is not enough: a signal blocked in the mask netconf was
+        // started with (a mask survives exec) would stay pending for good,
+        // and as PID 1 of its container only SIGKILL would end it.
+        // SAFETY: sigemptyset/sigaddset fill a local set that
+        // pthread_sigmask only reads.
+        let rc = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::sigaddset(&mut set, signal);
+            }
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(Error::Signals(std::io::Error::from_raw_os_error(rc)));
         }
         Ok(&SIGNALS)
     }
@@ -181,6 +204,8 @@ struct Netconf<'a> {
     leases: BTreeMap<String, Lease>,
     events: std::sync::mpsc::Sender<Event>,
     ready: bool,
+    /// What readiness waited for at the last tick.
+    gaps: Vec<String>,
     last_plan: Plan,
     /// The last failure per link, so a failure retried every tick is logged once.
     failures: BTreeMap<String, String>,
@@ -201,11 +226,13 @@ pub fn run(options: &Options, signals: &Signals) -> Result<(), Error> {
         leases: BTreeMap::new(),
         events: tx,
         ready: false,
+        gaps: Vec::new(),
         last_plan: Plan::default(),
         failures: BTreeMap::new(),
     };
     // A ready file left by an earlier run must not make the service look healthy.
     let _ = std::fs::remove_file(options.ready_file());
+    let _ = std::fs::remove_file(options.waiting_file());
     log::info!("netconf started");
     while !signals.stop.load(Ordering::SeqCst) {
         let now = stamps_now(&options.config);
@@ -458,6 +485,14 @@ impl Netconf<'_> {
                 .get(name)
                 .filter(|a| a.index == link.index)
                 .cloned();
+            // A link that no longer uses DHCP gives its lease back first:
+            // removing the leased (primary) address takes the kernel's
+            // secondary addresses of the same subnet with it, so a static
+            // address added before would vanish.
+            let running = self.clients.get(name).map(|(i, _)| *i);
+            if !lp.dhcp && running.is_some() {
+                self.stop_client(name);
+            }
             let old_addrs = previous
                 .as_ref()
                 .map(|a| a.plan.addresses.clone())
@@ -490,46 +525,38 @@ impl Netconf<'_> {
                     ok = false;
                 }
             }
-            // DHCP: (re)start when wanted and not running on this link, stop when not wanted.
-            let running = self.clients.get(name).map(|(i, _)| *i);
+            // DHCP: (re)start when wanted and not running on this link (stopped
+            // above when not wanted).
             let dhcp_changed = previous.as_ref().is_some_and(|a| a.plan.mtu != lp.mtu);
-            if lp.dhcp {
-                if running != Some(link.index) || dhcp_changed {
-                    self.stop_client(name);
-                    match link.mac {
-                        Some(mac) => {
-                            let client = ClientConfig {
-                                link: name.clone(),
-                                index: link.index,
-                                mac,
-                                hostname: self
-                                    .config
-                                    .hostname
-                                    .clone()
-                                    .or_else(dns::kernel_hostname),
-                                apply_mtu: lp.mtu.is_none(),
-                                // One default route per interface: distinct metrics
-                                // keep two DHCP interfaces from replacing each other's.
-                                route_metric: 1024 + link.index,
-                            };
-                            match Client::spawn(client, self.events.clone()) {
-                                Ok(c) => {
-                                    log::info!("{name}: DHCP started");
-                                    self.clients.insert(name.clone(), (link.index, c));
-                                }
-                                Err(e) => {
-                                    log::warn!("{name}: cannot start DHCP: {e}");
-                                    ok = false;
-                                }
+            if lp.dhcp && (running != Some(link.index) || dhcp_changed) {
+                self.stop_client(name);
+                match link.mac {
+                    Some(mac) => {
+                        let client = ClientConfig {
+                            link: name.clone(),
+                            index: link.index,
+                            mac,
+                            hostname: self.config.hostname.clone().or_else(dns::kernel_hostname),
+                            apply_mtu: lp.mtu.is_none(),
+                            // One default route per interface: distinct metrics
+                            // keep two DHCP interfaces from replacing each other's.
+                            route_metric: 1024 + link.index,
+                        };
+                        match Client::spawn(client, self.events.clone()) {
+                            Ok(c) => {
+                                log::info!("{name}: DHCP started");
+                                self.clients.insert(name.clone(), (link.index, c));
+                            }
+                            Err(e) => {
+                                log::warn!("{name}: cannot start DHCP: {e}");
+                                ok = false;
                             }
                         }
-                        None => {
-                            log::warn!("{name}: no MAC address; DHCP needs one");
-                        }
+                    }
+                    None => {
+                        log::warn!("{name}: no MAC address; DHCP needs one");
                     }
                 }
-            } else if running.is_some() {
-                self.stop_client(name);
             }
             if ok {
                 self.applied.insert(
@@ -636,44 +663,31 @@ impl Netconf<'_> {
 
     fn readiness(&mut self) -> Result<(), Error> {
         let plan = &self.last_plan;
-        let mut ready = plan.required_unmatched.is_empty();
-        let mut need_default = false;
-        if ready && !plan.required.is_empty() {
+        let mut gaps: Vec<String> = plan
+            .required_unmatched
+            .iter()
+            .map(|key| format!("{key}: no interface matches it yet"))
+            .collect();
+        if !plan.required.is_empty() {
             let links = self.nl.links()?;
             let addrs = self.nl.addresses()?;
+            let routes = self.nl.routes()?;
             for name in &plan.required {
-                let lp = &plan.links[name];
-                need_default |= lp.expects_default_route();
-                let Some(link) = links.iter().find(|l| &l.name == name) else {
-                    ready = false;
+                let Some(lp) = plan.links.get(name) else {
                     continue;
                 };
-                let has_static = lp
-                    .addresses
-                    .iter()
-                    .all(|a| addrs.iter().any(|x| x.index == link.index && x.net == *a));
-                let has_lease = !lp.dhcp
-                    || self.leases.get(name).is_some_and(|l| {
-                        addrs
-                            .iter()
-                            .any(|x| x.index == link.index && x.net == IpNet::V4(l.address))
-                    });
-                let has_any = addrs.iter().any(|x| {
-                    x.index == link.index
-                        && match x.net.addr() {
-                            IpAddr::V4(_) => true,
-                            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
-                        }
-                });
-                ready &= has_static && has_lease && has_any;
-            }
-            if ready && need_default {
-                let routes = self.nl.routes()?;
-                ready = routes
-                    .iter()
-                    .any(|r| r.to.prefix_len() == 0 && r.to.addr().is_ipv4());
+                let link = links.iter().find(|l| &l.name == name);
+                gaps.extend(readiness_gaps(
+                    name,
+                    lp,
+                    link,
+                    self.leases.get(name),
+                    &addrs,
+                    &routes,
+                ));
             }
         }
+        let ready = gaps.is_empty();
         let file = self.options.ready_file();
         if ready && !self.ready {
             log::info!("network ready");
@@ -682,6 +696,17 @@ impl Netconf<'_> {
             log::warn!("network no longer ready");
             let _ = std::fs::remove_file(&file);
         }
+        if !ready && gaps != self.gaps {
+            log::info!("not ready: waiting for {}", gaps.join("; "));
+        }
+        // Why it is not ready, for the healthcheck's message (`berth ps`).
+        let why = self.options.waiting_file();
+        if ready {
+            let _ = std::fs::remove_file(&why);
+        } else if let Err(e) = dns::write_if_changed(&why, &format!("{}\n", gaps.join("; "))) {
+            log::warn!("{e}");
+        }
+        self.gaps = gaps;
         self.ready = ready;
         Ok(())
     }
@@ -707,6 +732,7 @@ impl Netconf<'_> {
                 .iter()
                 .cloned()
                 .collect::<BTreeSet<_>>(),
+            not_ready: self.gaps.clone(),
         };
         let path = self.options.run_dir.join(STATE_FILE);
         match serde_json::to_string_pretty(&state) {
@@ -721,6 +747,7 @@ impl Netconf<'_> {
 
     fn shutdown(&mut self) {
         let _ = std::fs::remove_file(self.options.ready_file());
+        let _ = std::fs::remove_file(self.options.waiting_file());
         let names: Vec<String> = self.clients.keys().cloned().collect();
         for name in names {
             self.stop_client(&name);
@@ -728,6 +755,78 @@ impl Netconf<'_> {
         self.ready = false;
         self.write_state();
     }
+}
+
+/// What a required link still lacks, one phrase each (empty when it is ready):
+/// its static addresses, its DHCP lease and the lease's address, and every
+/// route its config and its lease ask for. A lease without a router and a
+/// static address without a gateway ask for no default route.
+pub(crate) fn readiness_gaps(
+    name: &str,
+    lp: &LinkPlan,
+    link: Option<&Link>,
+    lease: Option<&Lease>,
+    addrs: &[Address],
+    routes: &[Route],
+) -> Vec<String> {
+    let Some(link) = link else {
+        return vec![format!("{name}: the interface is gone")];
+    };
+    let mut gaps = Vec::new();
+    let on_link = |net: &IpNet| addrs.iter().any(|x| x.index == link.index && x.net == *net);
+    for a in lp.addresses.iter().filter(|a| !on_link(a)) {
+        gaps.push(format!("{name}: address {a}"));
+    }
+    let mut wanted: Vec<(IpNet, Option<IpAddr>)> = static_routes(lp, link.index)
+        .into_iter()
+        .map(|r| (r.to, r.via))
+        .collect();
+    if lp.dhcp {
+        match lease {
+            None => gaps.push(format!("{name}: a DHCP lease")),
+            Some(l) => {
+                let net = IpNet::V4(l.address);
+                if !on_link(&net) {
+                    gaps.push(format!("{name}: leased address {net}"));
+                }
+                wanted.extend(
+                    l.routes()
+                        .into_iter()
+                        .map(|(to, via)| (IpNet::V4(to), via.map(IpAddr::V4))),
+                );
+            }
+        }
+    }
+    for (to, via) in wanted {
+        let present = routes
+            .iter()
+            .any(|r| r.to == to && r.via == via && r.oif == Some(link.index));
+        if !present {
+            let to_text = if to.prefix_len() == 0 {
+                "default".to_string()
+            } else {
+                to.to_string()
+            };
+            gaps.push(match via {
+                Some(via) => format!("{name}: route {to_text} via {via}"),
+                None => format!("{name}: route {to_text}"),
+            });
+        }
+    }
+    // With nothing asked for, any address that is not link-local.
+    if lp.addresses.is_empty() && !lp.dhcp {
+        let has_any = addrs.iter().any(|x| {
+            x.index == link.index
+                && match x.net.addr() {
+                    IpAddr::V4(_) => true,
+                    IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+                }
+        });
+        if !has_any {
+            gaps.push(format!("{name}: an address"));
+        }
+    }
+    gaps
 }
 
 /// The routes a link's static config asks for: gateways first as default routes.
@@ -779,5 +878,139 @@ fn bond_sysfs_opts(bond: &str, opts: &BTreeMap<String, String>) {
         if let Err(e) = std::fs::write(&path, value) {
             log::warn!("{bond}: cannot set bond option {key}={value} ({path}): {e}");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn eth0() -> Link {
+        Link {
+            index: 2,
+            name: "eth0".into(),
+            mac: Some([0x52, 0x54, 0, 0, 0, 1]),
+            kind: None,
+            master: None,
+            parent: None,
+            vlan_id: None,
+            mtu: 1500,
+            up: true,
+            carrier: true,
+            loopback: false,
+        }
+    }
+
+    fn addr(net: &str) -> Address {
+        Address {
+            index: 2,
+            net: net.parse().unwrap(),
+            valid_lft: None,
+        }
+    }
+
+    fn route(to: &str, via: Option<&str>) -> Route {
+        Route {
+            to: to.parse().unwrap(),
+            via: via.map(|v| v.parse().unwrap()),
+            oif: Some(2),
+            metric: 1026,
+            protocol: "dhcp".into(),
+            src: None,
+        }
+    }
+
+    fn lease(routers: Vec<Ipv4Addr>) -> Lease {
+        Lease {
+            address: "10.0.2.15/24".parse().unwrap(),
+            server: Ipv4Addr::new(10, 0, 2, 2),
+            routers,
+            classless_routes: Vec::new(),
+            dns: Vec::new(),
+            search: Vec::new(),
+            mtu: None,
+            hostname: None,
+            lease_secs: 3600,
+            renew_secs: 1800,
+            rebind_secs: 3000,
+            acquired_at: 0,
+            expires_at: 3600,
+        }
+    }
+
+    #[test]
+    fn a_lease_without_a_router_is_complete() {
+        let lp = LinkPlan {
+            key: "eth0".into(),
+            dhcp: true,
+            ..LinkPlan::default()
+        };
+        let link = eth0();
+        assert_eq!(
+            readiness_gaps("eth0", &lp, Some(&link), None, &[], &[]),
+            vec!["eth0: a DHCP lease".to_string()]
+        );
+        let no_router = lease(Vec::new());
+        let addrs = [addr("10.0.2.15/24")];
+        assert!(readiness_gaps("eth0", &lp, Some(&link), Some(&no_router), &addrs, &[]).is_empty());
+        // With a router, its default route is part of the lease.
+        let with_router = lease(vec![Ipv4Addr::new(10, 0, 2, 2)]);
+        assert_eq!(
+            readiness_gaps("eth0", &lp, Some(&link), Some(&with_router), &addrs, &[]),
+            vec!["eth0: route default via 10.0.2.2".to_string()]
+        );
+        let routes = [route("0.0.0.0/0", Some("10.0.2.2"))];
+        assert!(readiness_gaps(
+            "eth0",
+            &lp,
+            Some(&link),
+            Some(&with_router),
+            &addrs,
+            &routes
+        )
+        .is_empty());
+        // A default route through another link is not this lease's.
+        let mut elsewhere = route("0.0.0.0/0", Some("10.0.2.2"));
+        elsewhere.oif = Some(3);
+        assert!(!readiness_gaps(
+            "eth0",
+            &lp,
+            Some(&link),
+            Some(&with_router),
+            &addrs,
+            &[elsewhere]
+        )
+        .is_empty());
+        assert_eq!(
+            readiness_gaps("eth0", &lp, Some(&link), Some(&no_router), &[], &[]),
+            vec!["eth0: leased address 10.0.2.15/24".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_static_address_without_a_gateway_is_complete() {
+        let mut lp = LinkPlan {
+            key: "eth1".into(),
+            addresses: vec!["10.0.3.15/24".parse().unwrap()],
+            mtu: Some(1400),
+            ..LinkPlan::default()
+        };
+        let link = eth0();
+        let addrs = [addr("10.0.3.15/24")];
+        assert!(readiness_gaps("eth1", &lp, Some(&link), None, &addrs, &[]).is_empty());
+        assert_eq!(
+            readiness_gaps("eth1", &lp, Some(&link), None, &[], &[]),
+            vec!["eth1: address 10.0.3.15/24".to_string()]
+        );
+        lp.gateway = Some(Ipv4Addr::new(10, 0, 3, 1));
+        assert_eq!(
+            readiness_gaps("eth1", &lp, Some(&link), None, &addrs, &[]),
+            vec!["eth1: route default via 10.0.3.1".to_string()]
+        );
+        assert_eq!(
+            readiness_gaps("eth1", &lp, None, None, &addrs, &[]),
+            vec!["eth1: the interface is gone".to_string()]
+        );
     }
 }

@@ -58,18 +58,6 @@ pub struct LinkPlan {
     pub accept_ra: bool,
 }
 
-impl LinkPlan {
-    /// Whether readiness should wait for a default route through this link.
-    pub fn expects_default_route(&self) -> bool {
-        self.dhcp
-            || self.gateway.is_some()
-            || self
-                .routes
-                .iter()
-                .any(|r| r.to.prefix_len() == 0 && r.to.addr().is_ipv4())
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Links to create (or keep), by name.
@@ -293,23 +281,49 @@ pub fn plan(net: &Network, current: &[CurrentLink]) -> Plan {
         }
     }
 
-    // Readiness: the interfaces marked `required`, else the first configured one.
+    // Readiness: the interfaces marked `required`. Else one link, chosen among
+    // the links (not keys: a glob that sorts first may configure no link once
+    // exact keys have claimed them all) the config gives an address or DHCP:
+    // the first, in name order, that brings a default route (DHCP or a
+    // gateway), else the first with an address.
     let addressed = |iface: &Interface| {
         iface.dhcp == Some(true) || iface.address.is_some() || !iface.addresses.is_empty()
     };
-    let mut required_keys: Vec<&str> = net
+    let required_keys: Vec<&str> = net
         .interfaces
         .iter()
         .filter(|(_, i)| i.required == Some(true))
         .map(|(k, _)| k.as_str())
         .collect();
     if required_keys.is_empty() {
-        required_keys.extend(
-            net.interfaces
-                .iter()
-                .find(|(_, i)| i.required != Some(false) && addressed(i))
-                .map(|(k, _)| k.as_str()),
-        );
+        let candidates: Vec<(&String, &LinkPlan)> = out
+            .links
+            .iter()
+            .filter(|(_, p)| p.master.is_none() && (p.dhcp || !p.addresses.is_empty()))
+            .filter(|(_, p)| {
+                net.interfaces
+                    .get(&p.key)
+                    .is_some_and(|i| i.required != Some(false))
+            })
+            .collect();
+        let chosen = candidates
+            .iter()
+            .find(|(_, p)| p.dhcp || p.gateway.is_some())
+            .or_else(|| candidates.first())
+            .map(|(name, _)| (*name).clone());
+        match chosen {
+            Some(link) => {
+                out.required.insert(link);
+            }
+            // Nothing configured is there yet (hotplug, or a machine with no
+            // NIC): wait for the first key that would be.
+            None => out.required_unmatched.extend(
+                net.interfaces
+                    .iter()
+                    .find(|(_, i)| i.required != Some(false) && addressed(i))
+                    .map(|(k, _)| k.clone()),
+            ),
+        }
     }
     for key in required_keys {
         // A glob or MAC key is satisfied by the first link it configures.
@@ -405,6 +419,61 @@ mod tests {
         assert_eq!(p.waiting, vec!["eth5".to_string()]);
     }
 
+    /// The RancherOS-style two-NIC config next to the built-in `eth*` glob,
+    /// which sorts first but configures no link once `eth0` and `eth1` claim
+    /// them: readiness must still wait on a link, never on the empty glob.
+    #[test]
+    fn exact_keys_that_claim_every_link_next_to_a_glob() {
+        let defaults = "      eth*: {dhcp: true}\n";
+        let links = [lo(), link("eth0", 1), link("eth1", 2)];
+        let cases = [
+            // DHCP eth0, static eth1: the DHCP link (it brings the default route).
+            (
+                "      eth0: {dhcp: true}\n      eth1: {address: 10.0.3.15/24, mtu: 1400}\n",
+                "eth0",
+            ),
+            // Reversed.
+            (
+                "      eth0: {address: 10.0.3.15/24, mtu: 1400}\n      eth1: {dhcp: true}\n",
+                "eth1",
+            ),
+            // `required: true` on either wins.
+            (
+                "      eth0: {dhcp: true}\n      eth1: {address: 10.0.3.15/24, required: true}\n",
+                "eth1",
+            ),
+            (
+                "      eth0: {address: 10.0.3.15/24}\n      eth1: {dhcp: true, required: true}\n",
+                "eth1",
+            ),
+            // Static only, no gateway: the first link with an address.
+            (
+                "      eth0: {address: 10.0.3.15/24}\n      eth1: {address: 10.0.4.15/24}\n",
+                "eth0",
+            ),
+            // A static gateway brings the default route too.
+            (
+                "      eth0: {address: 10.0.3.15/24}\n      eth1: {address: 10.0.4.15/24, gateway: 10.0.4.1}\n",
+                "eth1",
+            ),
+        ];
+        for (keys, want) in cases {
+            let net = config(&format!(
+                "#cloud-config\nberth:\n  network:\n    interfaces:\n{defaults}{keys}"
+            ));
+            let p = plan(&net, &links);
+            assert_eq!(p.required, BTreeSet::from([want.to_string()]), "{keys}");
+            assert!(p.required_unmatched.is_empty(), "{keys}: {p:?}");
+        }
+        // No NIC at all: the glob is waited for, as before.
+        let net = config(
+            "#cloud-config\nberth:\n  network:\n    interfaces:\n      eth*: {dhcp: true}\n",
+        );
+        let p = plan(&net, &[lo()]);
+        assert!(p.required.is_empty());
+        assert_eq!(p.required_unmatched, vec!["eth*".to_string()]);
+    }
+
     #[test]
     fn bond_members_vlans_bridge() {
         let net = config(
@@ -466,6 +535,5 @@ mod tests {
         assert_eq!(r[0].to, "10.9.0.0/16".parse::<IpNet>().unwrap());
         assert_eq!(r[0].metric, Some(50));
         assert_eq!(r[1].to, "::/0".parse::<IpNet>().unwrap());
-        assert!(!p.links["eth0"].expects_default_route());
     }
 }

@@ -33,6 +33,8 @@ pub struct State {
     /// Configured names with no link yet.
     pub waiting: Vec<String>,
     pub required: BTreeSet<String>,
+    /// What readiness still waits for (empty when ready).
+    pub not_ready: Vec<String>,
 }
 
 impl State {
@@ -82,6 +84,8 @@ pub struct Status {
     pub nameservers: Vec<IpAddr>,
     pub search: Vec<String>,
     pub waiting: Vec<String>,
+    /// What readiness still waits for, e.g. `eth0: a DHCP lease`.
+    pub not_ready: Vec<String>,
 }
 
 /// Collects the status; without a state file (netconf never ran) the live
@@ -140,6 +144,7 @@ pub fn status(run_dir: &Path) -> Result<Status, Error> {
         nameservers: state.nameservers,
         search: state.search,
         waiting: state.waiting,
+        not_ready: if running { state.not_ready } else { Vec::new() },
     })
 }
 
@@ -231,6 +236,9 @@ pub fn render(status: &Status) -> String {
     }
     if !status.waiting.is_empty() {
         let _ = writeln!(out, "waiting for: {}", status.waiting.join(", "));
+    }
+    if !status.not_ready.is_empty() {
+        let _ = writeln!(out, "not ready: {}", status.not_ready.join("; "));
     }
     out
 }

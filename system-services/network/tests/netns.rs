@@ -444,3 +444,131 @@ fn no_dhcp_server_retries_without_blocking_others() {
         lab.addrs("c0").iter().any(|a| a.starts_with("10.77.0."))
     });
 }
+
+/// issue 14, fault 1: exact keys that configure every link, next to a glob
+/// that sorts before them (`c*` here, `eth*` in the built-in defaults) and so
+/// configures nothing. Readiness waits on a link, not on the empty glob: the
+/// DHCP one (it brings the default route), whichever order the keys come in.
+#[test]
+fn exact_keys_that_claim_every_link_next_to_a_glob() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.veth("s0", "c0", Some("10.77.0.1/24"));
+    lab.veth("s1", "c1", Some("10.88.0.1/24"));
+    lab.dnsmasq(
+        "s0",
+        "10.77.0.50,10.77.0.99,255.255.255.0,10m",
+        &["--dhcp-option=3,10.77.0.1"],
+    );
+    lab.dnsmasq(
+        "s1",
+        "10.88.0.50,10.88.0.99,255.255.255.0,10m",
+        &["--dhcp-option=3,10.88.0.1"],
+    );
+    lab.start_netconf(
+        "berth:\n  network:\n    interfaces:\n      c*: {dhcp: true}\n      c0: {dhcp: true}\n      c1: {address: 10.88.0.5/24, mtu: 1400}\n",
+        CHILD,
+    );
+    lab.wait("ready", T, || ready(&lab));
+    let state = lab.state();
+    assert_eq!(state["required"], serde_json::json!(["c0"]), "{state}");
+    assert_eq!(lab.addrs("c1"), vec!["10.88.0.5/24".to_string()]);
+    assert_eq!(lab.link_json("c1")["mtu"], 1400);
+    assert!(lab.routes().contains("default via 10.77.0.1 dev c0"));
+
+    // The order reversed: static c0, DHCP c1.
+    lab.write_config(
+        "berth:\n  network:\n    interfaces:\n      c*: {dhcp: true}\n      c0: {address: 10.77.0.5/24, mtu: 1400}\n      c1: {dhcp: true}\n",
+    );
+    lab.wait("ready on c1's lease", T, || {
+        let s = lab.state();
+        s["required"] == serde_json::json!(["c1"]) && s["ready"] == true && ready(&lab)
+    });
+    assert!(lab.addrs("c1").iter().any(|a| a.starts_with("10.88.0.")));
+    assert_eq!(lab.addrs("c0"), vec!["10.77.0.5/24".to_string()]);
+}
+
+/// issue 14, fault 2: a lease without a router option is a complete
+/// configuration, and so is a static address without a gateway. While it is
+/// not ready, netconf says what it waits for (the state `berth network
+/// status` shows and `ready.waiting`, which berthd's healthcheck reports).
+#[test]
+fn a_network_without_a_router_is_ready() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.veth("s0", "c0", Some("10.77.0.1/24"));
+    lab.veth("s1", "c1", None);
+    lab.start_netconf(
+        "berth:\n  network:\n    interfaces:\n      c0: {dhcp: true, required: true}\n      c1: {address: 10.88.0.5/24, required: true}\n",
+        CHILD,
+    );
+    // No DHCP server yet: not ready, and it says why.
+    let waiting = lab.dir.path().join("run/ready.waiting");
+    lab.wait("the reason it is not ready", T, || {
+        read(&waiting).trim() == "c0: a DHCP lease"
+    });
+    assert_eq!(
+        lab.state()["not_ready"],
+        serde_json::json!(["c0: a DHCP lease"])
+    );
+    assert!(!ready(&lab));
+    // An empty option 3: no router, as on an isolated network.
+    lab.dnsmasq(
+        "s0",
+        "10.77.0.50,10.77.0.99,255.255.255.0,10m",
+        &["--dhcp-option=3"],
+    );
+    lab.wait("ready", T, || ready(&lab));
+    assert!(lab.addrs("c0").iter().any(|a| a.starts_with("10.77.0.")));
+    assert_eq!(lab.addrs("c1"), vec!["10.88.0.5/24".to_string()]);
+    let routes = lab.routes();
+    assert!(!routes.contains("default"), "{routes}");
+    assert!(!waiting.exists(), "ready.waiting stays after ready");
+    assert_eq!(lab.state()["not_ready"], serde_json::json!([]));
+}
+
+/// issue 14, fault 4: as the network service runs it — PID 1 of its own PID
+/// namespace, started with SIGTERM blocked by its parent's mask — netconf
+/// still stops on SIGTERM and releases its lease, rather than being killed
+/// after its grace period.
+#[test]
+fn sigterm_stops_netconf_as_pid_1_with_a_blocked_mask() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.veth("s0", "c0", Some("10.77.0.1/24"));
+    let log = lab.dnsmasq(
+        "s0",
+        "10.77.0.50,10.77.0.99,255.255.255.0,10m",
+        &["--dhcp-option=3,10.77.0.1"],
+    );
+    lab.start_netconf_pid1(
+        "berth:\n  network:\n    interfaces:\n      c0: {dhcp: true}\n",
+        CHILD,
+    );
+    lab.wait("ready", T, || ready(&lab));
+    let pid = lab.netconf_pid1().expect("netconf's pid");
+    let nspid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:").map(str::to_string))
+        .unwrap_or_default();
+    assert!(
+        nspid.split_whitespace().last() == Some("1"),
+        "netconf is not PID 1 of its namespace: NSpid {nspid}"
+    );
+    assert!(
+        lab.stop_netconf_pid1(),
+        "netconf did not exit on SIGTERM:\n{}",
+        read(&lab.netconf_log())
+    );
+    lab.wait("DHCPRELEASE at the server", T, || {
+        read(&log).contains("DHCPRELEASE")
+    });
+    assert!(lab.addrs("c0").is_empty(), "{:?}", lab.addrs("c0"));
+}

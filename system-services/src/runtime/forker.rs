@@ -129,6 +129,10 @@ impl Forker {
         match unsafe { nix::unistd::fork() }.map_err(ForkerError::Fork)? {
             ForkResult::Child => {
                 drop(parent);
+                // Every container process descends from the forker and starts
+                // with its signal mask: a SIGTERM blocked here (inherited from
+                // whoever started berthd) would never reach a service's handler.
+                let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
                 let code = serve(child, state_root);
                 // SAFETY: `_exit` ends the forker without running the parent's
                 // atexit handlers or destructors twice; always sound to call.

@@ -346,6 +346,53 @@ fn shutdown_stops_dependents_first_and_kills_after_the_grace_period() {
     assert!(env.rt.containers().is_empty(), "every container deleted");
 }
 
+/// A service is stopped as soon as what depends on it has stopped, not after
+/// a whole "level" of the graph: `a` (under `b`) does not wait for `e`, which
+/// ignores SIGTERM and is killed after its grace period on the other branch.
+#[test]
+fn shutdown_stops_independent_branches_in_parallel() {
+    let always = || service(Some(RestartPolicy::Always));
+    let env = start(
+        &[
+            ("a", always()),
+            ("b", depends(always(), "a", Condition::ServiceStarted)),
+            ("c", always()),
+            ("d", depends(always(), "c", Condition::ServiceStarted)),
+            ("e", depends(always(), "d", Condition::ServiceStarted)),
+        ],
+        |rt| rt.ignore_signals("e"),
+    );
+    for n in ["a", "b", "c", "d", "e"] {
+        env.running(n);
+    }
+    env.sup.shutdown().expect("shutdown");
+    let kills = env.kills();
+    let at = |name: &str, signal: Signal| {
+        kills
+            .iter()
+            .position(|k| k.0 == name && k.1 == signal)
+            .unwrap_or_else(|| panic!("no {signal} for {name}: {kills:?}"))
+    };
+    assert!(
+        at("a", Signal::SIGTERM) < at("e", Signal::SIGKILL),
+        "a waited for e's grace period: {kills:?}"
+    );
+    // Dependents still stop before what they depend on.
+    assert!(
+        at("b", Signal::SIGTERM) < at("a", Signal::SIGTERM),
+        "{kills:?}"
+    );
+    assert!(
+        at("e", Signal::SIGKILL) < at("d", Signal::SIGTERM),
+        "{kills:?}"
+    );
+    assert!(
+        at("d", Signal::SIGTERM) < at("c", Signal::SIGTERM),
+        "{kills:?}"
+    );
+    assert!(env.rt.containers().is_empty(), "every container deleted");
+}
+
 #[test]
 fn stop_start_and_restart_by_request() {
     let mut s = service(Some(RestartPolicy::Always));

@@ -245,6 +245,78 @@ impl Lab {
         self.netconf = Some(child);
     }
 
+    /// Starts netconf as a service runs it: PID 1 of a PID namespace of its
+    /// own (`unshare --pid --fork`), from a parent whose blocked signals it
+    /// inherits (SIGTERM, SIGINT and SIGHUP blocked, as PID 1 blocks them for
+    /// its signalfd). Stop it with [`Lab::stop_netconf_pid1`].
+    pub fn start_netconf_pid1(&mut self, yaml: &str, child_args: &[&str]) {
+        use std::os::unix::process::CommandExt;
+        self.write_config(yaml);
+        let exe = std::env::current_exe().unwrap();
+        let log = std::fs::File::create(self.netconf_log()).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.cli,
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+        ])
+        .arg(exe)
+        .args(child_args)
+        .env(CHILD_ENV, self.dir.path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+        // SAFETY: sigemptyset/sigaddset/sigprocmask are async-signal-safe and
+        // only touch a local set.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                    libc::sigaddset(&mut set, s);
+                }
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        self.netconf = Some(cmd.spawn().unwrap());
+    }
+
+    /// The pid (in this namespace) of netconf started by [`Lab::start_netconf_pid1`]:
+    /// the one child of `unshare`.
+    pub fn netconf_pid1(&self) -> Option<i32> {
+        let unshare = self.netconf.as_ref()?.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// SIGTERM to netconf running as PID 1 of its PID namespace (as berthd
+    /// stops the network service); true when it exited 0 within 10 s.
+    pub fn stop_netconf_pid1(&mut self) -> bool {
+        let pid = self.netconf_pid1().expect("netconf under unshare");
+        // SAFETY: signalling a process this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let Some(mut child) = self.netconf.take() else {
+            return false;
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // unshare --kill-child takes netconf with it.
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
     pub fn netconf_log(&self) -> PathBuf {
         self.dir.path().join("netconf.log")
     }
