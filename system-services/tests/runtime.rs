@@ -51,7 +51,7 @@ fn main() {
         }
     }
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: real containers need root (cargo xtask test runs as root)");
+        berth_testkit::skip!("real containers need root (cargo xtask test runs as root)");
         return;
     }
     // Before anything else: the forker must be forked while we are single-threaded.
