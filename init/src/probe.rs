@@ -241,7 +241,9 @@ mod tests {
     #[test]
     fn iso_label_from_a_real_iso() {
         if !have("xorriso") {
-            berth_testkit::skip!("xorriso is not installed (the crafted descriptor test covers the parser)");
+            berth_testkit::skip!(
+                "xorriso is not installed (the crafted descriptor test covers the parser)"
+            );
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");

@@ -96,8 +96,13 @@ fn binary_name() -> Option<String> {
 /// alone outside the harness' named threads. `module_path` names the binary
 /// when the executable's name cannot be read.
 pub fn test_name(module_path: &str) -> String {
-    let krate = binary_name()
-        .unwrap_or_else(|| module_path.split("::").next().unwrap_or(module_path).to_string());
+    let krate = binary_name().unwrap_or_else(|| {
+        module_path
+            .split("::")
+            .next()
+            .unwrap_or(module_path)
+            .to_string()
+    });
     match std::thread::current().name() {
         Some(name) if name != "main" => format!("{krate}::{name}"),
         _ => krate.to_string(),

@@ -104,13 +104,22 @@ mod tests {
         let path = dir.join("skips.log");
         reset(&path).expect("reset");
         assert!(report(&path, true).is_ok(), "no log: nothing skipped");
-        std::fs::write(&path, "BERTH-UNSUPPORTED a::b: no 8021q in the host kernel\n")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "BERTH-UNSUPPORTED a::b: no 8021q in the host kernel\n",
+        )
+        .expect("write");
         assert!(report(&path, true).is_ok());
         std::fs::write(&path, "BERTH-SKIP a::c: not root\n").expect("write");
-        assert!(report(&path, false).is_ok(), "outside CI a skip is listed only");
+        assert!(
+            report(&path, false).is_ok(),
+            "outside CI a skip is listed only"
+        );
         let err = report(&path, true).expect_err("CI fails");
-        assert!(err.to_string().starts_with("1 test skipped under CI=true"), "{err}");
+        assert!(
+            err.to_string().starts_with("1 test skipped under CI=true"),
+            "{err}"
+        );
         reset(&path).expect("reset");
         assert!(!path.exists());
         let _ = std::fs::remove_dir_all(&dir);

@@ -327,7 +327,11 @@ mod tests {
                 std::io::Error::last_os_error()
             );
             let name = libc::ptsname(fd);
-            assert!(!name.is_null(), "ptsname: {}", std::io::Error::last_os_error());
+            assert!(
+                !name.is_null(),
+                "ptsname: {}",
+                std::io::Error::last_os_error()
+            );
             std::ffi::CStr::from_ptr(name)
                 .to_string_lossy()
                 .into_owned()

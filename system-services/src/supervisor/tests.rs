@@ -237,12 +237,11 @@ fn the_backoff_doubles_up_to_its_cap() {
         max: Duration::from_millis(160),
         reset_after: Duration::from_secs(60),
     };
-    let delays: Vec<u128> = std::iter::successors(Some(backoff.initial), |d| {
-        Some(backoff.next(*d))
-    })
-    .take(5)
-    .map(|d| d.as_millis())
-    .collect();
+    let delays: Vec<u128> =
+        std::iter::successors(Some(backoff.initial), |d| Some(backoff.next(*d)))
+            .take(5)
+            .map(|d| d.as_millis())
+            .collect();
     assert_eq!(delays, [40, 80, 160, 160, 160]);
     assert_eq!(
         Backoff::default().next(Duration::from_secs(20)),
