@@ -306,13 +306,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .map_err(err)
 }
 
-/// Creates `dir` (and its parents) with mode 0700, or tightens it to 0700
-/// when it exists with group or other permissions.
+/// Creates `dir` with mode 0700 (its missing parents with the usual 0755),
+/// or tightens it to 0700 when it exists with group or other permissions.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        other => other?,
+    }
     let mode = std::fs::metadata(dir)?.permissions().mode();
     if mode & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -388,6 +391,8 @@ mod tests {
         write_atomic(&layout.user_data(), b"#cloud-config\n").expect("write");
         assert_eq!(mode(&layout.user_data()), 0o600);
         assert_eq!(mode(layout.user_data().parent().expect("dir")), 0o700);
+        // Only the config directory itself: /var/lib stays traversable.
+        assert_eq!(mode(&fresh.path().join("var/lib")), 0o755 & !umask());
         let lock = layout.lock_local().expect("lock");
         drop(lock);
         let names: Vec<String> = std::fs::read_dir(layout.user_data().parent().expect("dir"))
@@ -424,5 +429,16 @@ mod tests {
         drop(first);
         rx.recv().expect("the second holder got the lock");
         second.join().expect("join");
+    }
+
+    /// The process' umask (read by setting it back).
+    fn umask() -> u32 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let probe = dir.path().join("probe");
+        std::fs::DirBuilder::new()
+            .mode(0o777)
+            .create(&probe)
+            .expect("mkdir");
+        0o777 & !mode(&probe)
     }
 }
