@@ -96,16 +96,17 @@ impl Artifacts {
 
     /// The path in `var`, or `None` after recording why the caller skips
     /// (berth-testkit: `cargo xtask test` counts it).
-    pub fn get(var: &str, test: &str) -> Option<PathBuf> {
+    /// (`_test` is kept for the callers; berth-testkit names the test.)
+    pub fn get(var: &str, _test: &str) -> Option<PathBuf> {
         match std::env::var_os(var).map(PathBuf::from) {
             Some(p) if p.exists() => Some(p),
             Some(p) => {
-                berth_testkit::skip!("{test}: {var}={} does not exist", p.display());
+                berth_testkit::skip!("{var}={} does not exist", p.display());
                 None
             }
             None => {
                 berth_testkit::skip!(
-                    "{test}: {var} is not set (`cargo xtask test` builds the artifacts and sets it)"
+                    "{var} is not set (`cargo xtask test` builds the artifacts and sets it)"
                 );
                 None
             }

@@ -48,8 +48,28 @@ pub fn report(path: &Path, ci: bool) -> Result<()> {
     Ok(())
 }
 
-/// The end-of-run listing, and how many skips count against CI.
+/// One line per test and kind: a test that recorded several reasons (three
+/// artifacts missing) counts once, its reasons joined.
+fn merge(records: &[Record]) -> Vec<Record> {
+    let mut merged: Vec<Record> = Vec::new();
+    for r in records {
+        match merged
+            .iter_mut()
+            .find(|m| m.kind == r.kind && m.test == r.test)
+        {
+            Some(m) if !m.reason.split("; ").any(|x| x == r.reason) => {
+                m.reason = format!("{}; {}", m.reason, r.reason);
+            }
+            Some(_) => {}
+            None => merged.push(r.clone()),
+        }
+    }
+    merged
+}
+
+/// The end-of-run listing, and how many skipped tests count against CI.
 fn summarize(records: &[Record]) -> (String, usize) {
+    let records = merge(records);
     let skipped: Vec<&Record> = records.iter().filter(|r| r.kind == Kind::Skip).collect();
     let unsupported: Vec<&Record> = records
         .iter()
@@ -88,11 +108,13 @@ mod tests {
             BERTH-SKIP netns::dhcp_lease: needs root (network namespaces)\n\
             test dhcp_lease ... ok\n\
             BERTH-UNSUPPORTED netns::bond_of_two_veths: the host kernel has no bonding driver\n\
+            BERTH-SKIP boot::iso_boots: BERTH_ISO is not set\n\
+            BERTH-SKIP boot::iso_boots: BERTH_VMLINUZ is not set\n\
             BERTH-SKIP boot::iso_boots: BERTH_ISO is not set\n";
         let records = berth_testkit::parse_log(log);
         let (text, failing) = summarize(&records);
         assert_eq!(failing, 2);
-        assert!(text.contains("==> 2 skipped test(s):\n    netns::dhcp_lease: needs root (network namespaces)\n    boot::iso_boots: BERTH_ISO is not set\n"), "{text}");
+        assert!(text.contains("==> 2 skipped test(s):\n    netns::dhcp_lease: needs root (network namespaces)\n    boot::iso_boots: BERTH_ISO is not set; BERTH_VMLINUZ is not set\n"), "{text}");
         assert!(text.contains("1 test(s) this kind of machine cannot run (allowed under CI):\n    netns::bond_of_two_veths: the host kernel has no bonding driver\n"), "{text}");
         let (text, failing) = summarize(&[]);
         assert_eq!((text.as_str(), failing), ("==> no test was skipped\n", 0));
