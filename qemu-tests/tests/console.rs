@@ -106,6 +106,10 @@ berth:
     autoformat: [/dev/vda]
   sysctl:
     vm.swappiness: 13
+  services:
+    ntp:
+      mem_limit: 96m
+      pids_limit: 40
 "#,
         key = ssh.public_key()
     );
@@ -141,6 +145,49 @@ berth:
         "640"
     );
     assert_eq!(ok(&vm, &ssh, "cat /proc/sys/vm/swappiness").trim(), "13");
+    // A service's limits are in its cgroup (v2 here; the hosts that run the
+    // other tests have v1).
+    let cgroup = "/proc/1/root/sys/fs/cgroup/berth/ntp";
+    assert_eq!(
+        ok(&vm, &ssh, &format!("sudo cat {cgroup}/memory.max")).trim(),
+        (96u64 << 20).to_string()
+    );
+    assert_eq!(
+        ok(&vm, &ssh, &format!("sudo cat {cgroup}/pids.max")).trim(),
+        "40"
+    );
+    // What can hold secrets is root's: an unprivileged shell in the console
+    // cannot read the cached user-data or what berthd applied, and the
+    // applied state holds hashes, not the files' contents.
+    for path in [
+        "/var/lib/berth/config/user-data.yml",
+        "/run/berth/host/applied.json",
+    ] {
+        let out = ssh.run(&format!("cat {path}")).expect("ssh");
+        assert!(
+            !out.status.success()
+                && String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{path} is readable without sudo: {out:?}"
+        );
+        assert_eq!(
+            ok(&vm, &ssh, &format!("sudo stat -c %a {path}")).trim(),
+            "600",
+            "{path}"
+        );
+    }
+    assert_eq!(
+        ok(
+            &vm,
+            &ssh,
+            "sudo stat -c %a /var/lib/berth/config /run/berth/host"
+        ),
+        "700\n700\n"
+    );
+    let applied = ok(&vm, &ssh, "sudo cat /run/berth/host/applied.json");
+    assert!(
+        applied.contains("sha256:") && !applied.contains("written by write_files"),
+        "{applied}"
+    );
     // runcmd runs once the console is up; its file is the sign it ran.
     let runcmd = (0..30)
         .find_map(|_| {
