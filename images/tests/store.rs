@@ -322,18 +322,24 @@ fn prune_beside_a_writer_keeps_what_it_is_adding() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (pruning, started) = std::sync::mpsc::channel();
     let pruner = {
         let (root, done) = (root.clone(), std::sync::Arc::clone(&done));
         std::thread::spawn(move || {
             let store = Store::open(&root).expect("open");
             let mut prunes = 0;
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            loop {
                 store.prune().expect("prune");
                 prunes += 1;
+                let _ = pruning.send(());
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return prunes;
+                }
             }
-            prunes
         })
     };
+    // The writer starts once the pruner is pruning, so they overlap.
+    started.recv().expect("the pruner started");
     let store = Store::open(&root).expect("open");
     for i in 0..IMAGES {
         let name = format!("test/pulled:{i}");
@@ -342,7 +348,7 @@ fn prune_beside_a_writer_keeps_what_it_is_adding() {
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let prunes = pruner.join().expect("pruner");
-    assert!(prunes > 0);
+    eprintln!("{prunes} prunes beside the writer");
     for i in 0..IMAGES {
         let name = format!("test/pulled:{i}");
         let image = store.resolve(&name).expect("named");
