@@ -56,18 +56,34 @@ pub fn run(slot: Slot, cmd: ChoiceCommand) -> Result<ExitCode> {
 
 /// What the merged config chooses now.
 fn chosen(slot: Slot, layout: &Layout) -> Result<String> {
-    let loaded = layout.load()?;
+    Ok(chosen_in(slot, layout.load()?))
+}
+
+fn chosen_in(slot: Slot, loaded: berth_configs::Loaded) -> String {
     let name = match slot {
         Slot::Console => loaded.config.berth.console.name,
         Slot::Engine => loaded.config.berth.engine.name,
     };
-    Ok(name
-        .map(|n| canonical(slot, &n))
-        .unwrap_or_else(|| slot.built_in().to_string()))
+    name.map(|n| canonical(slot, &n))
+        .unwrap_or_else(|| slot.built_in().to_string())
 }
 
 fn list(slot: Slot, layout: &Layout) -> Result<ExitCode> {
-    let current = chosen(slot, layout)?;
+    // The config sources are root's (they can hold secrets): without sudo the
+    // choices are listed, but which one is chosen cannot be said.
+    let current = match layout.load() {
+        Ok(loaded) => Some(chosen_in(slot, loaded)),
+        Err(berth_configs::sources::Error::Read { path, source })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            eprintln!(
+                "berth: {} is root's; run with sudo to see which is chosen",
+                path.display()
+            );
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     let defaults = berth_configs::load(vec![berth_configs::defaults()]).config;
     let mut rows = vec![[
         String::new(),
@@ -95,7 +111,11 @@ fn list(slot: Slot, layout: &Layout) -> Result<ExitCode> {
                 .unwrap_or_default(),
             Err(why) => format!("(unusable: {why})"),
         };
-        let mark = if name == current { "*" } else { "" };
+        let mark = if current.as_deref() == Some(name.as_str()) {
+            "*"
+        } else {
+            ""
+        };
         rows.push([mark.to_string(), name, service, image]);
     }
     let widths: Vec<usize> = (0..4)

@@ -242,6 +242,8 @@ pub(crate) fn set_key(layout: &Layout, key: &str, value: &str) -> Result<ExitCod
         Ok(n) => n,
         Err(d) => bail!("VALUE is not valid YAML: {d}"),
     };
+    // Held from reading local.yml to writing it back: a concurrent change waits.
+    let _lock = layout.lock_local()?;
     let mut local = local_tree(layout)?;
     keypath::set(&mut local, &path, value_node).map_err(anyhow::Error::msg)?;
     commit_local(layout, &local)
@@ -299,6 +301,8 @@ fn merge_file(layout: &Layout, file: &Path) -> Result<ExitCode> {
         eprintln!("berth config merge: {source} is invalid; nothing was changed");
         return Ok(ExitCode::from(1));
     }
+    // Held from reading local.yml to writing it back: a concurrent change waits.
+    let _lock = layout.lock_local()?;
     let mut local = local_tree(layout)?;
     if let Some(tree) = doc.tree {
         merge::merge(&mut local, tree);
@@ -320,7 +324,8 @@ fn local_tree(layout: &Layout) -> Result<Node> {
     }
 }
 
-/// Writes the new local config only if the whole system config stays valid with it.
+/// Writes the new local config only if the whole system config stays valid
+/// with it. The caller holds [`Layout::lock_local`].
 fn commit_local(layout: &Layout, local: &Node) -> Result<ExitCode> {
     let local_path = layout.local();
     let source = berth_configs::sources::source_name(&local_path);

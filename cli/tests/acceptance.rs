@@ -32,7 +32,7 @@ fn num(v: &Value) -> f64 {
 #[test]
 fn eight_services_start_behave_and_stop_as_declared() {
     if !is_root() {
-        eprintln!("skipped: berthd runs real containers, which needs root");
+        berth_testkit::skip!("berthd runs real containers, which needs root");
         return;
     }
     let dir = tempfile::Builder::new()
@@ -286,7 +286,7 @@ berth:
 #[test]
 fn a_killed_service_process_restarts_per_policy_with_backoff() {
     if !is_root() {
-        eprintln!("skipped: berthd runs real containers, which needs root");
+        berth_testkit::skip!("berthd runs real containers, which needs root");
         return;
     }
     let dir = tempfile::Builder::new()

@@ -93,3 +93,42 @@ fn consoles_and_engines_are_listed_switched_and_checked() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("sets it to `default`"), "{}", text(&o));
 }
+
+/// The config sources are root's (0700): a user without sudo still gets the
+/// list, without the mark, and is told why.
+#[test]
+fn an_unprivileged_list_says_the_config_is_roots() {
+    if !rustix::process::geteuid().is_root() {
+        berth_testkit::skip!("running berth as another user needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    write(
+        &root.join("usr/share/berth/consoles/busybox.yml"),
+        "services:\n  console:\n    image: berth/console-busybox:latest\n",
+    );
+    // As root: the switch writes local.yml in the private config directory.
+    let o = berth(root, &["console", "switch", "busybox"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Everything but the config directory readable by everyone.
+    for d in [root.to_path_buf(), root.join("usr/share/berth/consoles")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let o = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .args(["console", "list", "--root"])
+        .arg(root)
+        .output()
+        .expect("run setpriv");
+    assert!(o.status.success(), "{}", text(&o));
+    let shown = text(&o);
+    assert!(shown.contains("busybox  console"), "{shown}");
+    assert!(!shown.contains('*'), "{shown}");
+    assert!(
+        shown.contains("is root's; run with sudo to see which is chosen"),
+        "{shown}"
+    );
+}

@@ -256,3 +256,65 @@ fn usage_errors_exit_2() {
     let o = berth(&["config", "frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Two writers changing local.yml at once (each `berth config set` reads it,
+/// changes one key and writes it back) lose nothing: the lock serialises the
+/// read-modify-write, and the file stays a valid document, private to root.
+#[test]
+fn concurrent_config_sets_lose_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    const WRITERS: usize = 2;
+    const SETS: usize = 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let r = root.to_str().expect("utf8");
+                for i in 0..SETS {
+                    let key = format!("berth.environment.W{w}_{i}");
+                    let value = format!("{w}-{i}");
+                    let o = berth(&["config", "set", "--root", r, &key, &value]);
+                    assert_eq!(o.status.code(), Some(0), "{key}: {}", stderr(&o));
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let r = root.to_str().expect("utf8");
+    let o = berth(&[
+        "config",
+        "get",
+        "--root",
+        r,
+        "--output",
+        "json",
+        "berth.environment",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let env: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    for w in 0..WRITERS {
+        for i in 0..SETS {
+            assert_eq!(
+                env[format!("W{w}_{i}")],
+                format!("{w}-{i}"),
+                "W{w}_{i} was lost: {env}"
+            );
+        }
+    }
+    let config_dir = root.join("var/lib/berth/config");
+    let local = config_dir.join("local.yml");
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&local), 0o600, "local.yml");
+    assert_eq!(mode(&config_dir), 0o700, "the config directory");
+    let leftovers: Vec<String> = std::fs::read_dir(&config_dir)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}

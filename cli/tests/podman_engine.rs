@@ -86,27 +86,35 @@ fn config_from_catalogue(dir: &Path) -> String {
 
 /// A docker-archive (`docker save` format) of the busybox test image, made
 /// the way the QEMU tests make theirs.
-fn busybox_archive(dir: &Path) -> Option<PathBuf> {
+fn busybox_archive(dir: &Path) -> PathBuf {
     let (store, image) = busybox();
     let gzipped = dir.join("busybox-gzip");
     let out = dir.join("busybox.tar");
+    // A skopeo that fails fails the test, with its own words.
     let skopeo = |args: &[String]| {
-        Command::new("skopeo")
+        let run = Command::new("skopeo")
             .args(["copy", "--quiet"])
             .args(args)
-            .status()
-            .is_ok_and(|s| s.success())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run skopeo: {e}"));
+        assert!(
+            run.status.success(),
+            "skopeo copy {args:?}: {}: {}",
+            run.status,
+            String::from_utf8_lossy(&run.stderr)
+        );
     };
-    let copied = skopeo(&[
+    skopeo(&[
         "--dest-compress-format".into(),
         "gzip".into(),
         format!("oci:{}:{image}", store.join("images").display()),
         format!("oci:{}:busybox", gzipped.display()),
-    ]) && skopeo(&[
+    ]);
+    skopeo(&[
         format!("oci:{}:busybox", gzipped.display()),
         format!("docker-archive:{}:busybox:latest", out.display()),
     ]);
-    copied.then_some(out)
+    out
 }
 
 /// One HTTP/1.0 request on the engine's socket (1.0: the answer is not
@@ -211,21 +219,18 @@ fn container_state(socket: &Path, name: &str) -> Option<String> {
 #[test]
 fn podman_serves_the_docker_api_runs_containers_and_restarts_cleanly() {
     if !is_root() {
-        eprintln!("skipped: berthd runs real containers, which needs root");
+        berth_testkit::skip!("berthd runs real containers, which needs root");
         return;
     }
     let Some(store) = podman_store() else {
-        eprintln!("skipped: no {IMAGE} in the image store (build it: cargo xtask images podman)");
+        berth_testkit::skip!("no {IMAGE} in the image store (build it: cargo xtask images podman)");
         return;
     };
     let dir = tempfile::Builder::new()
         .prefix("berth-podman-")
         .tempdir()
         .expect("tempdir");
-    let Some(archive) = busybox_archive(dir.path()) else {
-        eprintln!("skipped: skopeo could not make a docker-archive of the busybox image");
-        return;
-    };
+    let archive = busybox_archive(dir.path());
     let config = dir.path().join("config.yml");
     std::fs::write(&config, config_from_catalogue(dir.path())).expect("config");
     std::fs::copy(&archive, dir.path().join("preload/busybox.tar")).expect("preload");

@@ -70,7 +70,7 @@ fn reap_orphans(keep: i32) -> usize {
 #[test]
 fn sigkilled_berthd_readopts_its_containers_and_logs_continue() {
     if !is_root() {
-        eprintln!("skipped: berthd runs real containers, which needs root");
+        berth_testkit::skip!("berthd runs real containers, which needs root");
         return;
     }
     // SAFETY: prctl with integer arguments only; affects this process alone.

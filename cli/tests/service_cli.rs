@@ -71,7 +71,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn ps_logs_service_and_boot_time_against_a_real_daemon() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: berthd runs real containers, which needs root");
+        berth_testkit::skip!("berthd runs real containers, which needs root");
         return;
     }
     let dir = tempfile::Builder::new()

@@ -10,7 +10,7 @@ use common::{is_root, stdout, text, wait_until, Daemon};
 #[test]
 fn enable_and_disable_a_catalogue_service_on_a_running_daemon() {
     if !is_root() {
-        eprintln!("skipped: berthd runs real containers, which needs root");
+        berth_testkit::skip!("berthd runs real containers, which needs root");
         return;
     }
     let (store, image) = common::busybox();

@@ -6,6 +6,7 @@
 //! code works on a build host and in tests.
 
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ pub enum Error {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
+    #[error("cannot lock {}: {source}", path.display())]
+    Lock { path: PathBuf, source: io::Error },
     #[error("cannot render the config as YAML: {0}")]
     Render(#[from] serde_yaml::Error),
 }
@@ -57,6 +60,13 @@ impl Layout {
     /// Changes made on the machine with `berth config set|merge`.
     pub fn local(&self) -> PathBuf {
         self.root.join("var/lib/berth/config/local.yml")
+    }
+
+    /// Takes the lock every change of [`Layout::local`] holds from reading
+    /// it to writing it back, so two `berth config set` at once cannot lose
+    /// one of the changes. Blocks until the lock is free; released on drop.
+    pub fn lock_local(&self) -> Result<FileLock, Error> {
+        FileLock::exclusive(&self.root.join("var/lib/berth/config/.local.yml.lock"))
     }
 
     pub fn cmdline(&self) -> PathBuf {
@@ -180,7 +190,8 @@ impl Layout {
         Ok(parse_document(&source_name(&path), &text))
     }
 
-    /// Replaces the local-changes file atomically (a crash leaves the old or the new file).
+    /// Replaces the local-changes file atomically (a crash leaves the old or
+    /// the new file); callers that read it first hold [`Layout::lock_local`].
     pub fn write_local(&self, tree: &Node) -> Result<(), Error> {
         write_atomic(&self.local(), render(tree)?.as_bytes())
     }
@@ -260,6 +271,15 @@ fn read_optional(path: &Path) -> Result<Option<String>, Error> {
     }
 }
 
+/// Replaces `path` with `bytes` atomically (a crash leaves the old or the
+/// new file), readable by root only: config sources can hold secrets
+/// (passwords, registry credentials, write_files contents).
+///
+/// The data goes to a uniquely named temporary file (mode 0600) in the same
+/// directory, is fsynced, renamed over `path`, and the directory fsynced.
+/// The directory is made 0700 (created so, or tightened when it is looser).
+/// Concurrent writers never share a temporary file; a read-modify-write of
+/// the same file also needs a lock ([`Layout::lock_local`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     use std::io::Write;
     let err = |source| Error::Write {
@@ -267,15 +287,158 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("config")
-    ));
-    let mut file = std::fs::File::create(&tmp).map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    private_dir(dir).map_err(err)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("config");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(err)?;
+    tmp.write_all(bytes).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)
+}
+
+/// Creates `dir` with mode 0700 (its missing parents with the usual 0755),
+/// or tightens it to 0700 when it exists with group or other permissions.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        other => other?,
+    }
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// An exclusive flock(2) on a lock file, released when dropped (or when the
+/// process dies: a killed `berth config set` leaves no stale lock).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    /// Opens (creating, 0600, in a 0700 directory) and locks `path`, waiting
+    /// for whoever holds it.
+    pub fn exclusive(path: &Path) -> Result<FileLock, Error> {
+        let err = |source| Error::Lock {
+            path: path.to_path_buf(),
+            source,
+        };
+        private_dir(path.parent().unwrap_or(Path::new("."))).map_err(err)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(err)?;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
+                Ok(()) => return Ok(FileLock { _file: file }),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(err(e.into())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn config_files_are_private_to_root() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(root.path());
+        let local = layout.local();
+        let dir = local.parent().expect("dir").to_path_buf();
+        // A directory and a file an older Berth left readable by everyone.
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(&local, "#cloud-config\n").expect("write");
+        std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+        write_atomic(&local, b"#cloud-config\nhostname: a\n").expect("write");
+        assert_eq!(mode(&local), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(
+            std::fs::read_to_string(&local).expect("read"),
+            "#cloud-config\nhostname: a\n"
+        );
+        // A fresh directory is made 0700, the user-data cache 0600.
+        let fresh = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(fresh.path());
+        write_atomic(&layout.user_data(), b"#cloud-config\n").expect("write");
+        assert_eq!(mode(&layout.user_data()), 0o600);
+        assert_eq!(mode(layout.user_data().parent().expect("dir")), 0o700);
+        // Only the config directory itself: /var/lib stays traversable.
+        assert_eq!(mode(&fresh.path().join("var/lib")), 0o755 & !umask());
+        let lock = layout.lock_local().expect("lock");
+        drop(lock);
+        let names: Vec<String> = std::fs::read_dir(layout.user_data().parent().expect("dir"))
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+        assert_eq!(
+            mode(&fresh.path().join("var/lib/berth/config/.local.yml.lock")),
+            0o600
+        );
+    }
+
+    #[test]
+    fn the_local_lock_excludes_a_second_holder() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(root.path());
+        let first = layout.lock_local().expect("lock");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let second = {
+            let layout = layout.clone();
+            std::thread::spawn(move || {
+                let lock = layout.lock_local().expect("second lock");
+                let _ = tx.send(());
+                drop(lock);
+            })
+        };
+        // The second holder is blocked in flock(2) until the first lets go:
+        // nothing arrives while the first holds it.
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err());
+        drop(first);
+        rx.recv().expect("the second holder got the lock");
+        second.join().expect("join");
+    }
+
+    /// The process' umask (read by setting it back).
+    fn umask() -> u32 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let probe = dir.path().join("probe");
+        std::fs::DirBuilder::new()
+            .mode(0o777)
+            .create(&probe)
+            .expect("mkdir");
+        0o777 & !mode(&probe)
+    }
 }

@@ -43,6 +43,8 @@ pub struct Imported {
 /// Imports an OCI layout directory, an `oci-archive` tar or a `docker save` tar.
 /// `name` names the image when the source does not (or overrides a bare tag).
 pub fn import(store: &Store, path: &Path, name: Option<&str>) -> Result<Imported, ArchiveError> {
+    // Until the image is named, its blobs are unreferenced: no prune meanwhile.
+    let _adding = store.adding()?;
     if path.is_dir() {
         return import_layout_dir(store, path, name);
     }

@@ -81,6 +81,8 @@ pub fn pull(
     progress: &dyn Progress,
 ) -> Result<String, PullError> {
     let parsed = Reference::parse(reference).map_err(StoreError::from)?;
+    // Until the image is named, its blobs are unreferenced: no prune meanwhile.
+    let _adding = store.adding()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

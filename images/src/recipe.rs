@@ -186,6 +186,8 @@ pub struct Built {
 /// Builds `recipe` into `store` unless the store already has this exact build.
 /// `epoch` is SOURCE_DATE_EPOCH: every timestamp in the image.
 pub fn build(store: &Store, loaded: &LoadedRecipe, epoch: u64) -> Result<Built, RecipeError> {
+    // Until the image is named, its blobs are unreferenced: no prune meanwhile.
+    let _adding = store.adding()?;
     let reference = loaded.reference();
     let label = "io.berth.recipe.hash";
     if let Ok(image) = store.resolve(&reference) {

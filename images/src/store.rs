@@ -6,6 +6,15 @@
 //! is replaced (temp + rename) only after every blob it names is in place. So
 //! whatever is interrupted, the index never names a missing or partial blob;
 //! leftovers in `tmp/` and unreferenced blobs are removed by [`Store::prune`].
+//!
+//! Concurrent writers (two pulls, a pull beside `berth image rm`, in one
+//! process or several) change `index.json` under an exclusive flock(2) on
+//! `images/.index.lock`, held from reading the index to renaming the new one
+//! into place, with uniquely named temporary files: no change is lost and the
+//! index is never half-written. Whoever adds blobs that an index entry will
+//! name only later (a pull, an import, a build) holds [`Store::adding`] (a
+//! shared lock) meanwhile; [`Store::prune`] takes it exclusively, so it never
+//! removes a blob or temporary file a writer is still going to name.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -101,6 +110,31 @@ pub struct Store {
     root: PathBuf,
 }
 
+/// A flock(2) on one of the store's lock files, released when dropped (or
+/// when the process dies: a killed pull leaves no stale lock).
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
+impl StoreLock {
+    fn take(path: &Path, how: rustix::fs::FlockOperation) -> Result<StoreLock, StoreError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        loop {
+            match rustix::fs::flock(&file, how) {
+                Ok(()) => return Ok(StoreLock { _file: file }),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(io_err(path)(e.into())),
+            }
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the store under `root` (`/var/lib/berth` on a system).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
@@ -113,9 +147,33 @@ impl Store {
             store.write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }
         if !store.index_path().exists() {
-            store.write_index(&Index::default())?;
+            let _lock = store.lock_index()?;
+            if !store.index_path().exists() {
+                store.write_index(&Index::default())?;
+            }
         }
         Ok(store)
+    }
+
+    /// The lock every read-modify-write of `index.json` holds.
+    fn lock_index(&self) -> Result<StoreLock, StoreError> {
+        StoreLock::take(
+            &self.layout_dir().join(".index.lock"),
+            rustix::fs::FlockOperation::LockExclusive,
+        )
+    }
+
+    /// Held while blobs are added that the index will name only at the end
+    /// (a pull, an import, a build): [`Store::prune`] waits for every holder,
+    /// so it never takes a blob or a temporary file from under a writer.
+    /// Shared: writers do not wait for each other. Not to be held by a
+    /// caller of [`Store::prune`] (it would wait for itself).
+    pub fn adding(&self) -> Result<StoreLock, StoreError> {
+        StoreLock::take(&self.prune_lock(), rustix::fs::FlockOperation::LockShared)
+    }
+
+    fn prune_lock(&self) -> PathBuf {
+        self.layout_dir().join(".prune.lock")
     }
 
     pub fn root(&self) -> &Path {
@@ -326,6 +384,7 @@ impl Store {
                 digest: descriptor.digest.clone(),
             });
         }
+        let _lock = self.lock_index()?;
         let mut index = self.index()?;
         index
             .manifests
@@ -392,6 +451,7 @@ impl Store {
     /// Forgets the name; the data goes at the next [`Store::prune`].
     pub fn remove(&self, reference: &str) -> Result<(), StoreError> {
         let name = Reference::parse(reference)?.to_string();
+        let _lock = self.lock_index()?;
         let mut index = self.index()?;
         let before = index.manifests.len();
         index
@@ -494,7 +554,12 @@ impl Store {
     }
 
     /// Removes blobs and unpacked layers no image uses, and abandoned temp files.
+    /// Waits for every writer holding [`Store::adding`] first.
     pub fn prune(&self) -> Result<PruneReport, StoreError> {
+        let _writers_done = StoreLock::take(
+            &self.prune_lock(),
+            rustix::fs::FlockOperation::LockExclusive,
+        )?;
         let (blobs, diff_ids) = self.reachable()?;
         let mut report = PruneReport::default();
         for entry in read_dir(&self.blobs_dir())? {

@@ -13,7 +13,7 @@ fn busybox() -> LoadedRecipe {
 #[test]
 fn busybox_builds_reproducibly_and_is_cached() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: mmdebstrap builds need root (cargo xtask test runs as root)");
+        berth_testkit::skip!("mmdebstrap builds need root (cargo xtask test runs as root)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -53,7 +53,7 @@ impl Drop for Mounted<'_> {
 #[test]
 fn overlay_root_applies_whiteouts_and_keeps_layers_untouched() {
     if !is_root() {
-        eprintln!("skipped: mounting overlayfs needs root (cargo xtask test runs as root)");
+        berth_testkit::skip!("mounting overlayfs needs root (cargo xtask test runs as root)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -100,7 +100,7 @@ fn overlay_root_applies_whiteouts_and_keeps_layers_untouched() {
 #[test]
 fn read_only_root_refuses_writes() {
     if !is_root() {
-        eprintln!("skipped: mounting overlayfs needs root (cargo xtask test runs as root)");
+        berth_testkit::skip!("mounting overlayfs needs root (cargo xtask test runs as root)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -121,7 +121,7 @@ fn read_only_root_refuses_writes() {
 #[test]
 fn a_one_layer_image_mounts_read_only() {
     if !is_root() {
-        eprintln!("skipped: mounting overlayfs needs root (cargo xtask test runs as root)");
+        berth_testkit::skip!("mounting overlayfs needs root (cargo xtask test runs as root)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

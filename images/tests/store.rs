@@ -262,3 +262,102 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Two writers naming images at once (as two `berth image pull` would, each
+/// with its own handle on the store) lose no name and never leave a
+/// half-written index; a writer removing names meanwhile removes only its own.
+#[test]
+fn concurrent_index_writers_lose_nothing() {
+    const WRITERS: usize = 2;
+    const IMAGES: usize = 25;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let store = Store::open(&root).expect("open");
+                for i in 0..IMAGES {
+                    let name = format!("test/w{w}:{i}");
+                    add_image(&store, &name, &[("file", &name)]);
+                    // Every other one is named twice and the spare removed:
+                    // removes interleave with the other writer's tags.
+                    if i % 2 == 0 {
+                        let spare = format!("test/w{w}-spare:{i}");
+                        add_image(&store, &spare, &[("file", &spare)]);
+                        store.remove(&spare).expect("remove");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let store = Store::open(&root).expect("open");
+    let mut names: Vec<String> = store
+        .list()
+        .expect("the index parses")
+        .into_iter()
+        .map(|i| i.reference)
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = (0..WRITERS)
+        .flat_map(|w| (0..IMAGES).map(move |i| format!("test/w{w}:{i}")))
+        .map(|n| berth_images::Reference::parse(&n).expect("ref").to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    let leftovers = std::fs::read_dir(store.layout_dir().join("tmp"))
+        .expect("tmp")
+        .count();
+    assert_eq!(leftovers, 0, "temporary files left behind");
+}
+
+/// A prune beside a writer that is still adding blobs (as a pull does,
+/// naming the image only at the end) removes nothing the writer then names.
+#[test]
+fn prune_beside_a_writer_keeps_what_it_is_adding() {
+    const IMAGES: usize = 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (pruning, started) = std::sync::mpsc::channel();
+    let pruner = {
+        let (root, done) = (root.clone(), std::sync::Arc::clone(&done));
+        std::thread::spawn(move || {
+            let store = Store::open(&root).expect("open");
+            let mut prunes = 0;
+            loop {
+                store.prune().expect("prune");
+                prunes += 1;
+                let _ = pruning.send(());
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return prunes;
+                }
+            }
+        })
+    };
+    // The writer starts once the pruner is pruning, so they overlap.
+    started.recv().expect("the pruner started");
+    let store = Store::open(&root).expect("open");
+    for i in 0..IMAGES {
+        let name = format!("test/pulled:{i}");
+        let _adding = store.adding().expect("adding");
+        add_image(&store, &name, &[("file", &name)]);
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let prunes = pruner.join().expect("pruner");
+    eprintln!("{prunes} prunes beside the writer");
+    for i in 0..IMAGES {
+        let name = format!("test/pulled:{i}");
+        let image = store.resolve(&name).expect("named");
+        for layer in &image.manifest.layers {
+            assert!(store.has_blob(&layer.digest), "{name}: layer gone");
+        }
+        assert!(
+            store.has_blob(&image.manifest.config.digest),
+            "{name}: config gone"
+        );
+    }
+}

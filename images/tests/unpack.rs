@@ -18,7 +18,7 @@ fn is_root() -> bool {
 macro_rules! require_root {
     () => {
         if !is_root() {
-            eprintln!("skipped: the unpacker's whiteouts and ownership need root");
+            berth_testkit::skip!("the unpacker's whiteouts and ownership need root");
             return;
         }
     };

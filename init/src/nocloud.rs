@@ -252,6 +252,12 @@ mod tests {
         cache(&first, root.path()).expect("cache");
         let loaded = layout.load().expect("load");
         assert_eq!(loaded.config.hostname.as_deref(), Some("one"));
+        // User-data can hold secrets: the cache is root's alone.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&layout.user_data()), 0o600);
+        assert_eq!(mode(&layout.meta_data()), 0o600);
+        assert_eq!(mode(layout.user_data().parent().expect("dir")), 0o700);
         let second = Seed {
             device: "/dev/vdb".into(),
             user_data: None,

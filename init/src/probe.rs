@@ -241,7 +241,9 @@ mod tests {
     #[test]
     fn iso_label_from_a_real_iso() {
         if !have("xorriso") {
-            eprintln!("xorriso not installed; the crafted descriptor test covers the parser");
+            berth_testkit::skip!(
+                "xorriso is not installed (the crafted descriptor test covers the parser)"
+            );
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -295,7 +297,7 @@ mod tests {
     #[test]
     fn ext4_label_from_a_real_image() {
         if !have("mkfs.ext4") && !Path::new("/usr/sbin/mkfs.ext4").exists() {
-            eprintln!("mkfs.ext4 not installed");
+            berth_testkit::skip!("mkfs.ext4 is not installed (e2fsprogs)");
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");

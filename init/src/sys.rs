@@ -738,7 +738,7 @@ mod privileged {
     #[test]
     fn attach_loop_reads_the_file() {
         if !Path::new("/dev/loop-control").exists() || unsafe_is_not_root() {
-            eprintln!("needs root and /dev/loop-control; skipped");
+            berth_testkit::skip!("needs root and /dev/loop-control");
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");

@@ -159,7 +159,7 @@ fn nocloud_then_cmdline_config_with_state_across_power_cycles() {
         return;
     };
     if !is_root() {
-        eprintln!("skipping {TEST}: the DNS namespace and the disk check need root");
+        berth_testkit::skip!("the DNS namespace and the disk check need root");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -8,7 +8,7 @@
 //! MBR with the BIOS's own boot order, and the engine uses the machine's
 //! hostname and resolver.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use qemu_tests::ssh::Ssh;
@@ -31,21 +31,43 @@ fn ok(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
         .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())))
 }
 
+/// The image store `cargo xtask test` builds the system images into, or
+/// `None` after recording why the test skips.
+fn image_store() -> Option<PathBuf> {
+    let store = std::env::var_os(STORE_ENV).map(PathBuf::from);
+    if store.is_none() {
+        berth_testkit::skip!(
+            "{STORE_ENV} is not set (`cargo xtask test` builds the images and sets it)"
+        );
+    }
+    store
+}
+
+const STORE_ENV: &str = "BERTH_IMAGE_STORE";
+
 /// The busybox image the images crate builds, as a `docker load` archive.
 /// Docker 20.10 reads neither zstd layers nor OCI archives, so skopeo
-/// recompresses the layer with gzip on the way.
-fn busybox_archive(dir: &Path, tag: &str) -> Option<std::path::PathBuf> {
-    let store = std::env::var_os("BERTH_IMAGE_STORE")?;
+/// recompresses the layer with gzip on the way. A skopeo that fails fails
+/// the test, with its own words.
+fn busybox_archive(dir: &Path, tag: &str) -> PathBuf {
+    let store = std::env::var_os(STORE_ENV)
+        .unwrap_or_else(|| panic!("{STORE_ENV} is not set (checked by image_store)"));
     let gzipped = dir.join("busybox-gzip");
     let out = dir.join(format!("{}.tar", tag.replace(['/', ':'], "-")));
     let skopeo = |args: &[String]| {
-        std::process::Command::new("skopeo")
+        let run = std::process::Command::new("skopeo")
             .args(["copy", "--quiet"])
             .args(args)
-            .status()
-            .is_ok_and(|s| s.success())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run skopeo: {e}"));
+        assert!(
+            run.status.success(),
+            "skopeo copy {args:?}: {}: {}",
+            run.status,
+            String::from_utf8_lossy(&run.stderr)
+        );
     };
-    let copied = skopeo(&[
+    skopeo(&[
         "--dest-compress-format".into(),
         "gzip".into(),
         format!(
@@ -53,17 +75,18 @@ fn busybox_archive(dir: &Path, tag: &str) -> Option<std::path::PathBuf> {
             Path::new(&store).join("images").display()
         ),
         format!("oci:{}:busybox", gzipped.display()),
-    ]) && skopeo(&[
+    ]);
+    skopeo(&[
         format!("oci:{}:busybox", gzipped.display()),
         format!("docker-archive:{}:{tag}", out.display()),
     ]);
-    copied.then_some(out)
+    out
 }
 
 #[test]
 fn ssh_in_see_the_config_applied_and_run_containers_across_a_reboot() {
     const TEST: &str = "ssh_in_see_the_config_applied_and_run_containers_across_a_reboot";
-    let Some(iso) = Artifacts::get(Artifacts::ISO, TEST) else {
+    let (Some(iso), Some(_)) = (Artifacts::get(Artifacts::ISO, TEST), image_store()) else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -99,6 +122,10 @@ berth:
       eth1:
         address: 10.0.3.15/24
         mtu: 1400
+  services:
+    ntp:
+      mem_limit: 96m
+      pids_limit: 40
 "#,
         key = ssh.public_key()
     );
@@ -140,6 +167,49 @@ berth:
         "10.0.3.15/24"
     );
     assert_eq!(ok(&vm, &ssh, "cat /sys/class/net/eth1/mtu").trim(), "1400");
+    // A service's limits are in its cgroup (v2 here; the hosts that run the
+    // other tests have v1).
+    let cgroup = "/proc/1/root/sys/fs/cgroup/berth/ntp";
+    assert_eq!(
+        ok(&vm, &ssh, &format!("sudo cat {cgroup}/memory.max")).trim(),
+        (96u64 << 20).to_string()
+    );
+    assert_eq!(
+        ok(&vm, &ssh, &format!("sudo cat {cgroup}/pids.max")).trim(),
+        "40"
+    );
+    // What can hold secrets is root's: an unprivileged shell in the console
+    // cannot read the cached user-data or what berthd applied, and the
+    // applied state holds hashes, not the files' contents.
+    for path in [
+        "/var/lib/berth/config/user-data.yml",
+        "/run/berth/host/applied.json",
+    ] {
+        let out = ssh.run(&format!("cat {path}")).expect("ssh");
+        assert!(
+            !out.status.success()
+                && String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{path} is readable without sudo: {out:?}"
+        );
+        assert_eq!(
+            ok(&vm, &ssh, &format!("sudo stat -c %a {path}")).trim(),
+            "600",
+            "{path}"
+        );
+    }
+    assert_eq!(
+        ok(
+            &vm,
+            &ssh,
+            "sudo stat -c %a /var/lib/berth/config /run/berth/host"
+        ),
+        "700\n700\n"
+    );
+    let applied = ok(&vm, &ssh, "sudo cat /run/berth/host/applied.json");
+    assert!(
+        applied.contains("sha256:") && !applied.contains("written by write_files"),
+        "{applied}"
+    );
     // runcmd runs once the console is up; its file is the sign it ran.
     let runcmd = (0..30)
         .find_map(|_| {
@@ -154,7 +224,8 @@ berth:
     assert_eq!(runcmd.trim(), "runcmd ran as root");
 
     // The user engine: load the busybox image and run it.
-    if let Some(archive) = busybox_archive(dir.path(), "busybox:latest") {
+    {
+        let archive = busybox_archive(dir.path(), "busybox:latest");
         let out = ssh
             .run_with_input("docker load", Some(&archive))
             .expect("ssh");
@@ -184,13 +255,10 @@ berth:
             before,
             "the user container was restarted with the console"
         );
-    } else {
-        eprintln!("{TEST}: BERTH_IMAGE_STORE not set; the engine part is skipped");
-        return;
     }
     // An archive dropped into the engine's preload directory on the host is
     // loaded at the next boot.
-    let preload = busybox_archive(dir.path(), "preloaded/busybox:1").expect("archive");
+    let preload = busybox_archive(dir.path(), "preloaded/busybox:1");
     let out = ssh
         .run_with_input(
             "sudo sh -c 'cat > /proc/1/root/var/lib/berth/preload/docker/preloaded.tar'",
@@ -200,7 +268,7 @@ berth:
     assert!(out.status.success(), "copying the preload archive: {out:?}");
     // And one elsewhere on the state partition, listed in the config (set from
     // the console, as a person would).
-    let listed = busybox_archive(dir.path(), "listed/busybox:1").expect("archive");
+    let listed = busybox_archive(dir.path(), "listed/busybox:1");
     let out = ssh
         .run_with_input("sudo sh -c 'cat > /opt/listed.tar'", Some(&listed))
         .expect("ssh");
@@ -436,7 +504,7 @@ fn switch_engines_and_back(vm: &Vm, ssh: &Ssh, dir: &Path) {
         !podman_images.contains("busybox:latest"),
         "podman sees docker's images: {podman_images}"
     );
-    let archive = busybox_archive(dir, "podman-only/busybox:1").expect("archive");
+    let archive = busybox_archive(dir, "podman-only/busybox:1");
     let out = ssh
         .run_with_input("docker load", Some(&archive))
         .expect("ssh");

@@ -6,6 +6,12 @@
 //! tiny, one per connection (`Connection: close`), and the static binary
 //! stays small. Each connection gets a thread with a small stack; log
 //! following streams with chunked transfer encoding until the client leaves.
+//!
+//! A request that would tie a connection up is refused ([`Limits`]): a head
+//! over 16 KiB gets 431, an announced body over 64 KiB gets 413 (unread), and
+//! a request not complete within 10 s gets 408, however slowly its bytes
+//! trickle in. Bytes past the announced body are never read. Each connection
+//! has its own thread, so none of this delays other clients.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -16,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -26,10 +32,27 @@ use crate::supervisor::{ReconcileReport, Supervisor, SupervisorError};
 /// Connections served at once; more are answered 503 (a stuck client cannot
 /// make berthd spawn threads without bound).
 const MAX_CONNECTIONS: usize = 64;
-/// Request head limit.
-const MAX_HEAD: usize = 16 << 10;
-/// Request bodies are not used; this much is read and dropped.
-const MAX_BODY: u64 = 64 << 10;
+/// What one request may take before it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The request line and headers, in bytes (431 past it).
+    pub head: u64,
+    /// The body its Content-Length announces (413 past it). No endpoint uses
+    /// a body; one within the limit is read and dropped.
+    pub body: u64,
+    /// From the connection's start to the request's last byte (408 past it).
+    pub request_time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            head: 16 << 10,
+            body: 64 << 10,
+            request_time: Duration::from_secs(10),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -101,6 +124,11 @@ impl Drop for Server {
 
 /// Listens on `path` (replacing a stale socket) with mode 0600.
 pub fn serve(path: &Path, api: Api) -> Result<Server, ApiError> {
+    serve_with(path, api, Limits::default())
+}
+
+/// [`serve`] with other [`Limits`] (tests use short times).
+pub fn serve_with(path: &Path, api: Api, limits: Limits) -> Result<Server, ApiError> {
     let listen_err = |source| ApiError::Listen {
         path: path.to_path_buf(),
         source,
@@ -119,7 +147,7 @@ pub fn serve(path: &Path, api: Api) -> Result<Server, ApiError> {
     let flag = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
         .name("api".into())
-        .spawn(move || accept_loop(listener, api, flag))
+        .spawn(move || accept_loop(listener, api, limits, flag))
         .map_err(ApiError::Spawn)?;
     Ok(Server {
         path: path.to_path_buf(),
@@ -128,7 +156,7 @@ pub fn serve(path: &Path, api: Api) -> Result<Server, ApiError> {
     })
 }
 
-fn accept_loop(listener: UnixListener, api: Api, stop: Arc<AtomicBool>) {
+fn accept_loop(listener: UnixListener, api: Api, limits: Limits, stop: Arc<AtomicBool>) {
     let open = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
@@ -156,7 +184,7 @@ fn accept_loop(listener: UnixListener, api: Api, stop: Arc<AtomicBool>) {
             .name("api conn".into())
             .stack_size(256 << 10)
             .spawn(move || {
-                if let Err(e) = handle_connection(&api, stream) {
+                if let Err(e) = handle_connection(&api, &limits, stream) {
                     log::debug!("api: connection: {e}");
                 }
                 open2.fetch_sub(1, Ordering::SeqCst);
@@ -193,14 +221,24 @@ fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
         .map_err(io::Error::from)
 }
 
-fn handle_connection(api: &Api, mut stream: UnixStream) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+fn handle_connection(api: &Api, limits: &Limits, mut stream: UnixStream) -> io::Result<()> {
+    let deadline = Instant::now() + limits.request_time;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     let uid = peer_uid(&stream)?;
-    let request = match read_request(&mut stream) {
+    let request = read_request(&stream, limits, deadline);
+    // After the request, reads only notice a client that left (log following).
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let request = match request {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(()),
-        Err(e) => return respond_json(&mut stream, 400, &error_body(format!("bad request: {e}"))),
+        Err(refusal) => {
+            log::debug!("api: refused a request: {}", refusal.message());
+            return respond_json(
+                &mut stream,
+                refusal.status(),
+                &error_body(refusal.message()),
+            );
+        }
     };
     if uid != api.allowed_uid {
         return respond_json(
@@ -214,27 +252,104 @@ fn handle_connection(api: &Api, mut stream: UnixStream) -> io::Result<()> {
     route(api, &request, &mut stream)
 }
 
-fn read_request(stream: &mut UnixStream) -> io::Result<Option<Request>> {
-    let mut reader = BufReader::new(stream.try_clone()?).take(MAX_HEAD as u64);
+/// Why a request is refused, and with which status.
+#[derive(Debug)]
+enum Refusal {
+    /// 400: not HTTP/1.x as this server reads it.
+    Malformed(String),
+    /// 408: the whole request did not arrive within [`Limits::request_time`].
+    TooSlow,
+    /// 413: the announced body is over [`Limits::body`].
+    BodyTooLarge(u64),
+    /// 431: the request line and headers are over [`Limits::head`].
+    HeadTooLarge,
+}
+
+impl Refusal {
+    fn status(&self) -> u16 {
+        match self {
+            Refusal::Malformed(_) => 400,
+            Refusal::TooSlow => 408,
+            Refusal::BodyTooLarge(_) => 413,
+            Refusal::HeadTooLarge => 431,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Refusal::Malformed(why) => format!("bad request: {why}"),
+            Refusal::TooSlow => "the request did not arrive in time".into(),
+            Refusal::BodyTooLarge(n) => format!("a body of {n} bytes is too large"),
+            Refusal::HeadTooLarge => "the request head is too large".into(),
+        }
+    }
+
+    fn from_io(e: io::Error) -> Refusal {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Refusal::TooSlow,
+            _ => Refusal::Malformed(e.to_string()),
+        }
+    }
+}
+
+/// Reads from a stream until a deadline, however the bytes are spread out:
+/// each read waits at most for what is left of the time.
+struct Deadline<'a> {
+    stream: &'a UnixStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
+}
+
+fn read_request(
+    stream: &UnixStream,
+    limits: &Limits,
+    deadline: Instant,
+) -> Result<Option<Request>, Refusal> {
+    let mut reader = BufReader::new(Deadline {
+        stream,
+        until: deadline,
+    })
+    .take(limits.head);
+    // A line cut off by the head limit is a refusal; by the client, malformed.
+    let cut_short = |reader: &io::Take<BufReader<Deadline<'_>>>| {
+        if reader.limit() == 0 {
+            Refusal::HeadTooLarge
+        } else {
+            Refusal::Malformed("the request head is cut short".into())
+        }
+    };
     let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
+    if reader.read_line(&mut line).map_err(Refusal::from_io)? == 0 {
         return Ok(None);
+    }
+    if !line.ends_with('\n') {
+        return Err(cut_short(&reader));
     }
     let mut parts = line.split_whitespace();
     let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
     else {
-        return Err(io::Error::other("malformed request line"));
+        return Err(Refusal::Malformed("malformed request line".into()));
     };
     if !version.starts_with("HTTP/1.") {
-        return Err(io::Error::other(format!("unsupported version {version}")));
+        return Err(Refusal::Malformed(format!("unsupported version {version}")));
     }
     let mut content_length: u64 = 0;
     loop {
         let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 {
-            return Err(io::Error::other(
-                "the request head is cut short or too long",
-            ));
+        reader.read_line(&mut header).map_err(Refusal::from_io)?;
+        if !header.ends_with('\n') {
+            return Err(cut_short(&reader));
         }
         let header = header.trim_end();
         if header.is_empty() {
@@ -245,16 +360,21 @@ fn read_request(stream: &mut UnixStream) -> io::Result<Option<Request>> {
                 content_length = value
                     .trim()
                     .parse()
-                    .map_err(|_| io::Error::other("bad Content-Length"))?;
+                    .map_err(|_| Refusal::Malformed("bad Content-Length".into()))?;
             }
         }
     }
-    // Bodies mean nothing to any endpoint; read them so the client is not cut off.
+    if content_length > limits.body {
+        return Err(Refusal::BodyTooLarge(content_length));
+    }
+    // Bodies mean nothing to any endpoint; read the announced bytes (no
+    // more) so the client is not cut off.
     let mut reader = reader.into_inner();
-    io::copy(
-        &mut (&mut reader).take(content_length.min(MAX_BODY)),
-        &mut io::sink(),
-    )?;
+    let read = io::copy(&mut (&mut reader).take(content_length), &mut io::sink())
+        .map_err(Refusal::from_io)?;
+    if read < content_length {
+        return Err(Refusal::Malformed("the body is cut short".into()));
+    }
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, parse_query(q)),
         None => (target, BTreeMap::new()),
@@ -318,7 +438,10 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Unknown",

@@ -49,6 +49,13 @@ pub struct Backoff {
     pub reset_after: Duration,
 }
 
+impl Backoff {
+    /// The delay after `delay`: twice as long, at most `max`.
+    pub fn next(&self, delay: Duration) -> Duration {
+        (delay * 2).min(self.max)
+    }
+}
+
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
@@ -1091,7 +1098,7 @@ impl Manager {
                 svc.backoff = backoff.initial;
             }
             let delay = svc.backoff;
-            svc.backoff = (svc.backoff * 2).min(backoff.max);
+            svc.backoff = backoff.next(svc.backoff);
             svc.restarts += 1;
             svc.phase = Phase::Restarting;
             log::info!("{name}: restarting in {delay:?} (restart {})", svc.restarts);

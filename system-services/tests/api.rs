@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use berth_configs::forms::Command;
 use berth_configs::model::{RestartPolicy, Service};
-use berthd::api::{serve, Api, Control};
+use berthd::api::{serve_with, Api, Control, Limits};
 use berthd::logs::{LogConfig, LogDir};
 use berthd::runtime::{ImageLayers, Recording, Runtime};
 use berthd::supervisor::{FixedImages, Options, Phase, ReconcileReport, ServiceStatus, Supervisor};
@@ -65,6 +65,10 @@ struct Env {
 }
 
 fn env(allowed_uid: u32) -> Env {
+    env_with(allowed_uid, Limits::default())
+}
+
+fn env_with(allowed_uid: u32, limits: Limits) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = Arc::new(Recording::new());
     let logs = Arc::new(LogDir::new(LogConfig::new(dir.path().join("log"))));
@@ -87,7 +91,7 @@ fn env(allowed_uid: u32) -> Env {
     let control = Arc::new(FakeControl::default());
     *control.supervisor.lock().expect("lock") = Some(Arc::clone(&sup));
     let socket = dir.path().join("run/berth.sock");
-    let server = serve(
+    let server = serve_with(
         &socket,
         Api {
             supervisor: Arc::clone(&sup),
@@ -95,6 +99,7 @@ fn env(allowed_uid: u32) -> Env {
             control: Arc::clone(&control) as Arc<dyn Control>,
             allowed_uid,
         },
+        limits,
     )
     .expect("serve");
     assert!(sup.wait_for(Duration::from_secs(5), |s| {
@@ -324,4 +329,114 @@ fn other_users_are_refused_with_a_clear_error() {
         error.contains("root only") && error.contains(&format!("uid {me}")),
         "{error}"
     );
+}
+
+/// Sends `bytes` (from a thread of its own, so a server that stops reading
+/// cannot block the test) and reads the whole answer: (status, body).
+fn raw(socket: &Path, bytes: Vec<u8>) -> (u16, String) {
+    let s = UnixStream::connect(socket).expect("connect");
+    let mut writer = s.try_clone().expect("clone");
+    // The server may answer and close before it read everything: a write
+    // error here is expected, the answer is what counts.
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&bytes);
+    });
+    let text = read_answer(s);
+    let _ = sender.join();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_string())
+}
+
+/// Everything the server sent until it closed. A server that closes with
+/// bytes of ours unread resets the connection (ECONNRESET) once its answer
+/// has been read: that is the end too.
+fn read_answer(mut s: UnixStream) -> String {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading the answer: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Hostile requests are refused, each on its own connection, while a client
+/// that behaves is served; a client that never finishes its request is
+/// answered 408 when its time is up, not waited for.
+#[test]
+fn hostile_requests_are_refused_without_hurting_other_clients() {
+    let limits = Limits {
+        request_time: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let env = env_with(rustix::process::geteuid().as_raw(), limits);
+
+    // A slow client: half a request, then nothing.
+    let mut slow = UnixStream::connect(&env.socket).expect("connect");
+    slow.write_all(b"GET /v1/services HTTP/1.1\r\nHost: ber")
+        .expect("write");
+
+    // A head past the limit.
+    let mut huge = b"GET /v1/services HTTP/1.1\r\nX-Pad: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 64 << 10));
+    huge.extend_from_slice(b"\r\n\r\n");
+    let (status, body) = raw(&env.socket, huge);
+    assert_eq!(status, 431, "{body}");
+    // So many headers that together they pass it.
+    let mut many = b"GET /v1/services HTTP/1.1\r\n".to_vec();
+    for i in 0..2000 {
+        many.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let (status, body) = raw(&env.socket, many);
+    assert_eq!(status, 431, "{body}");
+
+    // A body announced larger than the limit: refused before it is read.
+    let (status, body) = raw(
+        &env.socket,
+        b"POST /v1/config/reload HTTP/1.1\r\nContent-Length: 1073741824\r\n\r\n".to_vec(),
+    );
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(env.control.reloads.load(Ordering::SeqCst), 0);
+
+    // A body larger than announced: the request is what was announced, the
+    // rest is not read as another request.
+    let mut more = b"GET /v1/services HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd".to_vec();
+    more.extend_from_slice(b"POST /v1/shutdown HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    more.extend(std::iter::repeat_n(b'z', 32 << 10));
+    let (status, body) = raw(&env.socket, more);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body).as_array().map(Vec::len), Some(2), "{body}");
+    assert_eq!(env.control.shutdowns.load(Ordering::SeqCst), 0);
+
+    // A body shorter than announced is a slow client too.
+    let mut short = UnixStream::connect(&env.socket).expect("connect");
+    short
+        .write_all(b"GET /v1/services HTTP/1.1\r\nContent-Length: 100\r\n\r\nab")
+        .expect("write");
+
+    // Meanwhile a client that behaves is served at once, the slow ones
+    // still connected.
+    let (status, body) = request(&env.socket, "GET", "/v1/services");
+    assert_eq!(status, 200, "{body}");
+
+    // The slow clients are answered 408 when their time is up (the test
+    // waits for the answer; the server's deadline ends it).
+    for (what, client) in [("slow head", slow), ("short body", short)] {
+        let text = read_answer(client);
+        assert!(text.starts_with("HTTP/1.1 408 "), "{what}: {text}");
+    }
+    let (status, _) = request(&env.socket, "GET", "/v1/services");
+    assert_eq!(status, 200);
 }

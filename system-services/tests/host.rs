@@ -14,7 +14,7 @@ use std::process::Command;
 use berthd::host::{self, HostPaths, Stage};
 
 fn skip(why: &str) {
-    println!("host: skipped: {why}");
+    berth_testkit::skip!("{why}");
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {

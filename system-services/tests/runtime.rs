@@ -51,7 +51,7 @@ fn main() {
         }
     }
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: real containers need root (cargo xtask test runs as root)");
+        berth_testkit::skip!("real containers need root (cargo xtask test runs as root)");
         return;
     }
     // Before anything else: the forker must be forked while we are single-threaded.
@@ -232,6 +232,23 @@ fn run(env: &Env, id: &str, service: Service) -> Result<(String, String, Exit)> 
     })();
     env.runtime.delete(id).map_err(|e| e.to_string())?;
     result
+}
+
+/// Waits until the process `pid` runs `program` (its exec has happened): the
+/// event a signal test needs, instead of a guess at how long it takes.
+fn wait_exec(pid: impl std::fmt::Display, program: &str) -> Result {
+    let comm = format!("/proc/{pid}/comm");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = std::fs::read_to_string(&comm).unwrap_or_default();
+        if now.trim() == program {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{comm} is {now:?}, never {program:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn check(cond: bool, what: impl FnOnce() -> String) -> Result {
@@ -419,7 +436,7 @@ fn sigterm_stops_a_sleep_and_the_cgroup_goes_with_delete(env: &Env) -> Result {
         .map_err(|e| e.to_string())?;
     let result = (|| {
         env.runtime.start(id).map_err(|e| e.to_string())?;
-        std::thread::sleep(Duration::from_millis(200));
+        wait_exec(created.pid, "sleep")?;
         let state = env.runtime.state(id).map_err(|e| e.to_string())?;
         check(state.status == Status::Running, || format!("{state:?}"))?;
         check(cgroup.is_dir(), || format!("{} missing", cgroup.display()))?;
@@ -473,7 +490,8 @@ fn sigterm_stops_a_sleep_and_the_cgroup_goes_with_delete(env: &Env) -> Result {
 
 fn pid_1_ignores_sigterm_without_a_handler(env: &Env) -> Result {
     let id = "pid1";
-    env.runtime
+    let created = env
+        .runtime
         .create(&config(
             env,
             id,
@@ -485,7 +503,7 @@ fn pid_1_ignores_sigterm_without_a_handler(env: &Env) -> Result {
         .map_err(|e| e.to_string())?;
     let result = (|| {
         env.runtime.start(id).map_err(|e| e.to_string())?;
-        std::thread::sleep(Duration::from_millis(200));
+        wait_exec(created.pid, "sleep")?;
         env.runtime
             .kill(id, Signal::SIGTERM)
             .map_err(|e| e.to_string())?;

@@ -34,7 +34,7 @@ struct Env {
 
 fn main() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: real containers need root (cargo xtask test runs as root)");
+        berth_testkit::skip!("real containers need root (cargo xtask test runs as root)");
         return;
     }
     let dir = match tempfile::Builder::new()

@@ -40,6 +40,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     // Shipped in the image: the emergency shell and the state file system tools.
     ("busybox-static", "/bin/busybox"),
     ("e2fsprogs", "/usr/sbin/mke2fs"),
+    // The GPT writer's test cross-checks its table with fdisk.
+    ("fdisk", "/usr/sbin/fdisk"),
     // Booting it: `cargo xtask run`, the QEMU tests, the boot benchmark.
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("ovmf", "/usr/share/OVMF/OVMF_CODE_4M.fd"),

@@ -513,6 +513,7 @@ pub fn qemu_tests(artifacts: &Artifacts) -> Result<()> {
             .env("BERTH_QCOW2", &artifacts.qcow2)
             .env("BERTH_ROOTFS", &artifacts.rootfs)
             .env("BERTH_BINARY", &artifacts.berth)
+            .env(berth_testkit::LOG_ENV, crate::skips::log_path())
             // The busybox test image for `docker load` in the VM.
             .env("BERTH_IMAGE_STORE", crate::image_store_dir())
             // Two VMs at most, one per test thread.

@@ -394,7 +394,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = dir.path().join("ssh");
         if let Err(e) = sshd::ensure_host_keys(&keys, &options.ssh_keygen) {
-            eprintln!("skipped: {e} (not root)");
+            berth_testkit::skip!("{e} (not root)");
             return;
         }
         let mut warnings = Warnings::default();
@@ -446,7 +446,7 @@ mod tests {
         let kinds = match ensure_host_keys(&keys, &options, &mut warnings) {
             Ok(kinds) => kinds,
             Err(SshdError::Write(e)) => {
-                eprintln!("skipped: {e} (not root)");
+                berth_testkit::skip!("{e} (not root)");
                 return;
             }
             Err(e) => panic!("{e}"),

@@ -281,7 +281,7 @@ mod tests {
         match write_autologin(dir.path(), &gettys) {
             Ok(written) => assert_eq!(written, [Outcome::Written]),
             Err(e) => {
-                eprintln!("skipped: {e} (not root)");
+                berth_testkit::skip!("{e} (not root)");
                 return;
             }
         }
@@ -315,19 +315,23 @@ mod tests {
             .write(true)
             .open("/dev/ptmx")
         else {
-            eprintln!("skipped the pty half: no /dev/ptmx");
+            berth_testkit::skip!("the pty half: no /dev/ptmx");
             return;
         };
         // SAFETY: ptmx is an open master; grantpt/unlockpt/ptsname only read its fd.
         let pts = unsafe {
             let fd = ptmx.as_raw_fd();
-            if libc::grantpt(fd) != 0 || libc::unlockpt(fd) != 0 {
-                return;
-            }
+            assert!(
+                libc::grantpt(fd) == 0 && libc::unlockpt(fd) == 0,
+                "grantpt/unlockpt: {}",
+                std::io::Error::last_os_error()
+            );
             let name = libc::ptsname(fd);
-            if name.is_null() {
-                return;
-            }
+            assert!(
+                !name.is_null(),
+                "ptsname: {}",
+                std::io::Error::last_os_error()
+            );
             std::ffi::CStr::from_ptr(name)
                 .to_string_lossy()
                 .into_owned()

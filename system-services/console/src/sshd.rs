@@ -252,7 +252,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let settings = Settings::from_config(&berth_configs::CloudConfig::default());
         if write_config(dir.path(), &settings).is_err() {
-            eprintln!("skipped: cannot chown to root (not root)");
+            berth_testkit::skip!("cannot chown to root (not root)");
             return;
         }
         let main = std::fs::read_to_string(dir.path().join(MAIN_CONFIG)).unwrap_or_default();
@@ -271,7 +271,7 @@ mod tests {
     fn host_keys_are_made_once() {
         let keygen = Path::new("/usr/bin/ssh-keygen");
         if !keygen.exists() {
-            eprintln!("skipped: no {}", keygen.display());
+            berth_testkit::skip!("no {}", keygen.display());
             return;
         }
         let dir = tempfile::tempdir().expect("temp dir");
@@ -279,7 +279,7 @@ mod tests {
         let made = match ensure_host_keys(&keys, keygen) {
             Ok(made) => made,
             Err(SshdError::Write(e)) => {
-                eprintln!("skipped: {e} (not root)");
+                berth_testkit::skip!("{e} (not root)");
                 return;
             }
             Err(e) => panic!("{e}"),

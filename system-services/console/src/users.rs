@@ -515,7 +515,7 @@ mod tests {
         std::fs::create_dir_all(&home).expect("home");
         std::os::unix::fs::chown(&home, Some(1234), Some(1234)).ok();
         if std::fs::metadata(&home).map(|m| m.uid()).ok() != Some(1234) {
-            eprintln!("skipped: cannot chown (not root)");
+            berth_testkit::skip!("cannot chown (not root)");
             return;
         }
         let config = CloudConfig {

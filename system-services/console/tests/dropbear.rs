@@ -59,7 +59,7 @@ fn fingerprints(keys: &str) -> BTreeSet<String> {
 #[test]
 fn dropbear_serves_the_machines_host_keys_and_the_configs_users() {
     if let Some(why) = common::skip_reason(TOOLS, "dropbear-bin openssh-client") {
-        eprintln!("skipped: {why}");
+        berth_testkit::skip!("{why}");
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

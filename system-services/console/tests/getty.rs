@@ -64,7 +64,7 @@ fn run_on_pty(root: &Path, argv: &[String], input: &str) -> String {
 #[test]
 fn busybox_getty_logs_in_only_where_autologin_says() {
     if let Some(why) = common::skip_reason(TOOLS, "busybox-static bsdutils openssh-client") {
-        eprintln!("skipped: {why}");
+        berth_testkit::skip!("{why}");
         return;
     }
     let statically_linked = Command::new("ldd")
@@ -73,7 +73,7 @@ fn busybox_getty_logs_in_only_where_autologin_says() {
         .map(|o| !o.status.success())
         .unwrap_or(false);
     if !statically_linked {
-        eprintln!("skipped: /bin/busybox is not static (apt-get install busybox-static)");
+        berth_testkit::skip!("/bin/busybox is not static (apt-get install busybox-static)");
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

@@ -22,7 +22,7 @@ const TOOLS: &[&str] = &[
 #[test]
 fn ssh_logs_in_with_the_configs_keys_and_password_login_is_refused() {
     if let Some(why) = common::skip_reason(TOOLS, "openssh-server openssh-client") {
-        eprintln!("skipped: {why}");
+        berth_testkit::skip!("{why}");
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

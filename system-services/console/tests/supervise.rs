@@ -92,7 +92,21 @@ fn main() -> ExitCode {
             let _ = tx.send(line);
         }
     });
-    std::thread::sleep(Duration::from_millis(2600));
+    // Watch until flaky has been restarted twice and steady and ready are
+    // there (events, not a guess at how long that takes); give up after a
+    // minute so a broken supervisor fails instead of hanging.
+    let mut lines: Vec<String> = Vec::new();
+    let seen = |lines: &[String], needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen(&lines, "flaky exited with status 3; restarting it in 1s") < 2
+        || seen(&lines, "console-init: ready") < 1
+        || seen(&lines, "steady pid") < 1
+    {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
     let zombies = zombies_of(pid);
     // SAFETY: kill(2) on the child this test started and has not reaped.
     unsafe {
@@ -109,8 +123,12 @@ fn main() -> ExitCode {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    std::thread::sleep(Duration::from_millis(100));
-    let lines: Vec<String> = rx.try_iter().collect();
+    // The rest of its output, up to the end of its stderr (a child that
+    // outlived it and holds the pipe is reported below; the wait is bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        lines.push(line);
+    }
     for line in &lines {
         println!("| {line}");
     }

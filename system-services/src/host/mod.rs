@@ -18,7 +18,9 @@
 //! What was applied is saved in `<run_dir>/host/applied.json` (a tmpfs, so per
 //! boot): a berthd restarted by PID 1 in the same boot, and a reload, apply only
 //! the entries that are new or changed — an `append: true` file is not
-//! appended to twice, bootcmd does not run twice.
+//! appended to twice, bootcmd does not run twice. Entries are remembered by a
+//! hash ([`fingerprint`]), never their contents (write_files can carry
+//! secrets), in a file only root can read (0600 in a 0700 directory).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -218,8 +220,9 @@ impl Report {
 }
 
 /// What has been applied this boot (only what succeeded, so failures are
-/// retried on the next reload). Entries are kept as their `Debug` form: equal
-/// config, equal text, within one build of berthd.
+/// retried on the next reload). write_files, modules and mounts entries are
+/// kept as [`fingerprint`]s: equal config, equal hash, within one build of
+/// berthd.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Applied {
@@ -245,18 +248,18 @@ impl Applied {
         }
     }
 
+    /// Atomically, 0600 in a 0700 directory (configs' writer for secrets).
     fn save(&self, paths: &HostPaths) -> io::Result<()> {
-        std::fs::create_dir_all(&paths.state)?;
-        let file = paths.applied_file();
-        let tmp = file.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &file)
+        berth_configs::sources::write_atomic(&paths.applied_file(), &text).map_err(io::Error::other)
     }
 }
 
+/// What [`Applied`] remembers of an entry: the sha256 of its `Debug` form
+/// (`sha256:<hex>`), so the file says whether an entry changed without
+/// holding what it wrote (a write_files content, a mount's password).
 pub(crate) fn fingerprint(entry: &impl fmt::Debug) -> String {
-    format!("{entry:?}")
+    berth_images::Digest::of(format!("{entry:?}").as_bytes()).to_string()
 }
 
 /// When [`apply`] runs.
@@ -474,6 +477,38 @@ berth:
         assert!(matches!(&calls[0], Call::Sysctl { value, .. } if value == "20"));
         assert!(matches!(&calls[1], Call::Write { rel, data, .. }
             if rel == Path::new("etc/motd") && data == b"bye"));
+    }
+
+    #[test]
+    fn applied_state_is_private_and_holds_hashes_not_contents() {
+        use std::os::unix::fs::PermissionsExt;
+        let r = root();
+        let secret = "#cloud-config\nwrite_files:\n  - path: /etc/app/token\n    content: s3cr3t-token-value\n";
+        let report = apply(
+            &Recording::default(),
+            &r.paths,
+            &settings(secret),
+            Stage::Boot,
+        );
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let file = r.paths.applied_file();
+        let text = std::fs::read_to_string(&file).expect("applied.json");
+        assert!(!text.contains("s3cr3t"), "{text}");
+        let applied: Applied = serde_json::from_str(&text).expect("json");
+        assert_eq!(applied.write_files.len(), 1, "{text}");
+        let print = &applied.write_files[0];
+        let hex = print.strip_prefix("sha256:").expect("a sha256 fingerprint");
+        assert!(
+            hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+            "{print}"
+        );
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&r.paths.state), 0o700);
+        // Still one hash per entry: the same config again applies nothing.
+        let ops = Recording::default();
+        apply(&ops, &r.paths, &settings(secret), Stage::Reload);
+        assert_eq!(ops.calls(), []);
     }
 
     #[test]
