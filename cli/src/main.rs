@@ -16,6 +16,7 @@ mod image;
 mod init;
 mod install;
 mod network;
+mod os;
 mod progress;
 mod service;
 
@@ -70,6 +71,9 @@ enum Command {
     Engine(choice::ChoiceCommand),
     /// Install the running live system onto a disk (BIOS and UEFI, A/B slots).
     Install(install::InstallArgs),
+    /// The OS itself: which version runs, from which slot.
+    #[command(subcommand)]
+    Os(os::OsCommand),
 }
 
 /// Called as `berthd`: the arguments are `berth daemon`'s.
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Command::Console(cmd) => choice::run(berth_configs::choice::Slot::Console, cmd),
         Command::Engine(cmd) => choice::run(berth_configs::choice::Slot::Engine, cmd),
         Command::Install(args) => install::run(args),
+        Command::Os(cmd) => os::run(cmd),
     };
     finish(result)
 }

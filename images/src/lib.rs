@@ -5,6 +5,7 @@ pub mod archive;
 pub mod digest;
 pub mod http;
 pub mod oci;
+pub mod os_image;
 pub mod progress;
 pub mod pull;
 pub mod recipe;

@@ -293,6 +293,10 @@ fn berth_install_over_ssh_refuses_what_it_must_and_the_disk_boots_alone() {
     };
     let vm = boot_ready(&installed("installed-bios", Firmware::Bios), &ssh);
     assert_eq!(ok(&vm, &ssh, "hostname").trim(), "berth-installed");
+    assert!(
+        ok(&vm, &ssh, "berth os version").contains("(slot A)"),
+        "the installed system runs slot A"
+    );
     let archive = busybox_archive(dir.path());
     let out = ssh
         .run_with_input("docker load", Some(&archive))

@@ -39,7 +39,22 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => os::run(&args[1..]),
         Some("test") => test(),
-        Some("build") => os::build().map(|_| ()),
+        Some("build") => {
+            match args.get(1..) {
+                Some([flag, version]) if flag == "--os-version" => {
+                    // Read by os::build; this process only.
+                    std::env::set_var("BERTH_OS_VERSION", version);
+                }
+                Some([]) | None => {}
+                Some(other) => {
+                    eprintln!(
+                        "xtask build: unknown arguments {other:?} (build takes --os-version V)"
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+            os::build().map(|_| ())
+        }
         Some("schema") => schema(),
         Some("images") => images(args.get(1).map(String::as_str)).map(|_| ()),
         Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
@@ -150,6 +165,7 @@ fn test_steps() -> Result<()> {
     )?;
     // The boot tests need the whole OS; they run last because they are the slowest.
     let artifacts = os::build()?;
+    os::check_os_image()?;
     os::qemu_tests(&artifacts)
 }
 

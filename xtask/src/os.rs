@@ -86,7 +86,11 @@ pub fn build() -> Result<Artifacts> {
     progress("rootfs.squashfs (staging + mksquashfs -comp zstd)");
     let rootfs_out = out.join("rootfs.squashfs");
     let store_index = crate::image_store_dir().join("images/index.json");
-    let version = env!("CARGO_PKG_VERSION");
+    // `cargo xtask build --os-version V` stamps V into the OS (os-release)
+    // and its OS image; by default the workspace's version.
+    let version_owned =
+        std::env::var("BERTH_OS_VERSION").unwrap_or_else(|_| env!("CARGO_PKG_VERSION").into());
+    let version = version_owned.as_str();
     let catalogues = workspace_root().join("configs");
     let mut catalogue_sources = String::new();
     for name in rootfs::CATALOGUES {
@@ -202,6 +206,28 @@ pub fn build() -> Result<Artifacts> {
     }
     report(&img_out, "raw, sparse")?;
     report(&qcow2_out, "qcow2, compressed")?;
+
+    progress("berth-os.tar (the OS image for upgrades, an oci-archive)");
+    let os_out = out.join("berth-os.tar");
+    let fp = fingerprint(&[&vmlinuz, &initrd, &rootfs_out], &[version])?;
+    if stale(&os_out, &fp) {
+        let store_dir = out.join("os-store");
+        let _ = std::fs::remove_dir_all(&store_dir);
+        let store = berth_images::Store::open(&store_dir)?;
+        let reference = format!("berth/os:{version}");
+        berth_images::os_image::build(
+            &store,
+            &reference,
+            version,
+            [&vmlinuz, &initrd, &rootfs_out],
+        )
+        .context("building the OS image")?;
+        berth_images::archive::export(&store, &reference, &os_out)
+            .context("writing berth-os.tar")?;
+        std::fs::remove_dir_all(&store_dir)?;
+        record(&os_out, &fp)?;
+    }
+    report(&os_out, &format!("version {version}"))?;
     println!("==> OS built in {:.0}s", total.elapsed().as_secs_f64());
     Ok(Artifacts {
         berth,
@@ -212,6 +238,33 @@ pub fn build() -> Result<Artifacts> {
         disk: img_out,
         qcow2: qcow2_out,
     })
+}
+
+/// `berth-os.tar` is an OCI image other tools read: skopeo sees its version label.
+pub fn check_os_image() -> Result<()> {
+    let archive = out_dir().join("berth-os.tar");
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .output()
+        .context("running skopeo")?;
+    if !out.status.success() {
+        bail!(
+            "skopeo inspect {}: {}",
+            archive.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let version = &config["config"]["Labels"][berth_images::os_image::VERSION_LABEL];
+    if !version.is_string() || config["architecture"] != "amd64" {
+        bail!(
+            "{} is not an amd64 image with a version label: {config}",
+            archive.display()
+        );
+    }
+    println!("==> berth-os.tar: skopeo reads OS version {version}");
+    Ok(())
 }
 
 /// The cloud/VM images: a sparse raw disk of the smallest size Berth takes
