@@ -144,6 +144,17 @@ impl LoadedRecipe {
                 recipe.name
             )));
         }
+        // Caught before mmdebstrap runs; the finished layer is checked again.
+        if let Some(path) = recipe
+            .files
+            .keys()
+            .find(|p| build_machine_file(p, tar::EntryType::Regular))
+        {
+            return Err(invalid(format!(
+                "`files` puts {path} in the image: a machine's file, which the \
+                 image must take from the host at run time (a symlink into /host/etc)"
+            )));
+        }
         let mut hashed = format!("{BUILDER_VERSION}\n{text}").into_bytes();
         let base = path.parent().unwrap_or(Path::new("."));
         for source in recipe.files.values() {
@@ -600,6 +611,31 @@ mod tests {
         );
         let clean = tar::Builder::new(Vec::new()).into_inner().expect("tar");
         assert!(build_machine_files(&clean[..]).expect("read").is_empty());
+    }
+
+    #[test]
+    fn a_recipe_that_ships_a_machines_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("resolv.conf"), "nameserver 192.0.2.1\n").expect("write");
+        let path = dir.path().join("bad.yml");
+        std::fs::write(
+            &path,
+            "name: bad\nfiles:\n  /etc/resolv.conf: resolv.conf\n",
+        )
+        .expect("write");
+        match LoadedRecipe::load(&path) {
+            Err(RecipeError::Invalid { reason, .. }) => {
+                assert!(reason.contains("/etc/resolv.conf"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A symlink into the host's /etc is how an image gets it.
+        std::fs::write(
+            &path,
+            "name: good\nsymlinks:\n  /etc/resolv.conf: /host/etc/resolv.conf\n",
+        )
+        .expect("write");
+        LoadedRecipe::load(&path).expect("a symlink is fine");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! The graph is built once per config and is pure: the supervisor asks it, for
 //! the current [`State`] of every service, which pending services may start now
-//! and which never can ([`Graph::evaluate`]), in which waves to stop services
-//! ([`Graph::stop_waves`]), and what must be recreated when services change
+//! and which never can ([`Graph::evaluate`]), what must stop before a service
+//! stops ([`Graph::dependents_closure`]), and what must be recreated when services change
 //! ([`Graph::affected`]).
 //!
 //! Semantics, in short:
@@ -138,9 +138,8 @@ struct Node {
     /// Required dependencies on undefined services.
     missing: Vec<String>,
     dependents: BTreeSet<String>,
-    /// Longest chain of dependencies below / dependents above this node.
+    /// Longest chain of dependencies below this node.
     start_level: usize,
-    stop_level: usize,
 }
 
 impl Node {
@@ -186,7 +185,6 @@ impl Graph {
                     missing: Vec::new(),
                     dependents: BTreeSet::new(),
                     start_level: 0,
-                    stop_level: 0,
                 };
                 (name.clone(), node)
             })
@@ -267,17 +265,6 @@ impl Graph {
                 .unwrap_or(0);
             if let Some(node) = nodes.get_mut(name) {
                 node.start_level = level;
-            }
-        }
-        for name in order.iter().rev() {
-            let level = nodes[name]
-                .dependents
-                .iter()
-                .map(|d| nodes[d].stop_level + 1)
-                .max()
-                .unwrap_or(0);
-            if let Some(node) = nodes.get_mut(name) {
-                node.stop_level = level;
             }
         }
         Ok(Graph { nodes, order })
@@ -362,22 +349,6 @@ impl Graph {
         self.waves(self.order.iter().map(String::as_str), |n| n.start_level)
     }
 
-    /// Every service in stop waves: dependents before their dependencies; the
-    /// services of one wave may stop in parallel.
-    pub fn stop_waves(&self) -> Vec<Vec<String>> {
-        self.stop_waves_of(self.order.iter().map(String::as_str))
-    }
-
-    /// [`Graph::stop_waves`] for some of the services (unknown names are
-    /// ignored). Order follows the whole graph, so `a -> b -> c` stops a before
-    /// c even when b is not among them.
-    pub fn stop_waves_of<'a>(
-        &self,
-        services: impl IntoIterator<Item = &'a str>,
-    ) -> Vec<Vec<String>> {
-        self.waves(services, |n| n.stop_level)
-    }
-
     fn waves<'a>(
         &self,
         services: impl IntoIterator<Item = &'a str>,
@@ -396,7 +367,10 @@ impl Graph {
     }
 
     /// Every service that depends on `name`, directly or through others
-    /// (ordering labels included): those to stop before it.
+    /// (ordering labels included): those to stop before it. Through the
+    /// whole graph, so with `a -> b -> c` a stops before c even when b is not
+    /// being stopped. The supervisor stops a service as soon as these have
+    /// stopped: services with no dependency between them stop in parallel.
     pub fn dependents_closure(&self, name: &str) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         let mut todo: Vec<&str> = vec![name];
@@ -845,7 +819,7 @@ mod tests {
     }
 
     #[test]
-    fn stop_waves_put_dependents_first() {
+    fn dependents_stop_first_and_start_last() {
         let g = graph(vec![
             ("network", svc()),
             ("ntp", with_deps(&[("network", STARTED)])),
@@ -856,14 +830,15 @@ mod tests {
             ),
             ("lone", svc()),
         ]);
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
         assert_eq!(
-            g.stop_waves(),
-            vec![
-                vec!["docker".to_string(), "lone".into(), "ntp".into()],
-                vec!["console".into()],
-                vec!["network".into()],
-            ]
+            g.dependents_closure("network"),
+            set(&["console", "docker", "ntp"])
         );
+        assert_eq!(g.dependents_closure("console"), set(&["docker"]));
+        assert_eq!(g.dependents_closure("docker"), set(&[]));
+        assert_eq!(g.dependents_closure("lone"), set(&[]));
+        assert_eq!(g.dependents_closure("unknown"), set(&[]));
         assert_eq!(
             g.start_waves(),
             vec![
@@ -871,10 +846,6 @@ mod tests {
                 vec!["console".into(), "ntp".into()],
                 vec!["docker".into()],
             ]
-        );
-        assert_eq!(
-            g.stop_waves_of(["network", "docker", "unknown"]),
-            vec![vec!["docker".to_string()], vec!["network".into()]]
         );
         let order = g.order();
         let pos = |n: &str| order.iter().position(|o| o == n);
@@ -959,7 +930,12 @@ mod tests {
         let first = g.evaluate(&BTreeMap::new()).ready;
         assert!(first.contains(&"network".to_string()), "{first:?}");
         assert!(!first.contains(&"docker".to_string()), "{first:?}");
-        let last = g.stop_waves().pop().unwrap_or_default();
-        assert!(last.contains(&"network".to_string()), "{last:?}");
+        // network stops last: everything else depends on it.
+        let others: BTreeSet<String> = services
+            .keys()
+            .filter(|n| n.as_str() != "network")
+            .cloned()
+            .collect();
+        assert_eq!(g.dependents_closure("network"), others);
     }
 }
