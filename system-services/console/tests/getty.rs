@@ -10,9 +10,10 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_console::getty::{self, Getty, GettyProgram};
@@ -27,8 +28,10 @@ const TOOLS: &[&str] = &[
 ];
 
 /// Runs `argv` (a getty, its tty the last-but-one argument) chrooted into
-/// `root` on a fresh pty, typing `input` after a second; what the pty showed.
-fn run_on_pty(root: &Path, argv: &[String], input: &str) -> String {
+/// `root` on a fresh pty; once the pty shows `ready`, types `input`, and once
+/// it shows `done` (after `ready`), ends the session; what the pty showed.
+/// (getty flushes what is typed before it is ready, hence the wait.)
+fn run_on_pty(root: &Path, argv: &[String], ready: &str, input: &str, done: &str) -> String {
     let (term, rest) = argv.split_last().expect("term");
     let (_tty, program) = rest.split_last().expect("tty");
     let r = root.display();
@@ -52,13 +55,46 @@ fn run_on_pty(root: &Path, argv: &[String], input: &str) -> String {
         .spawn()
         .expect("script");
     let mut stdin = child.stdin.take().expect("stdin");
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut stdout = child.stdout.take().expect("stdout");
+    let shown = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let shown = Arc::clone(&shown);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown.lock().expect("lock").extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let text = || String::from_utf8_lossy(&shown.lock().expect("lock")).replace('\r', "");
+    // Waits for `what` after byte `from` of the output; `timeout` (above)
+    // ends a session that never shows it, and then this gives up.
+    let wait_for = |what: &str, from: usize| -> usize {
+        loop {
+            let now = text();
+            if let Some(at) = now.get(from..).and_then(|rest| rest.find(what)) {
+                return from + at + what.len();
+            }
+            if reader.is_finished() {
+                return now.len();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let after_ready = wait_for(ready, 0);
     let _ = stdin.write_all(input.as_bytes());
-    std::thread::sleep(Duration::from_millis(1500));
-    // Closing the pty's input ends the session (or leaves getty waiting, for timeout).
+    wait_for(done, after_ready);
+    // Done: closing the pty's input ends a shell; a getty still waiting for
+    // a login name ends with `timeout`'s SIGTERM, passed on to script.
     drop(stdin);
+    // SAFETY: kill(2) on the `timeout` this test started and has not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let out = child.wait_with_output().expect("script");
-    String::from_utf8_lossy(&out.stdout).replace('\r', "") + &String::from_utf8_lossy(&out.stderr)
+    let _ = reader.join();
+    text() + &String::from_utf8_lossy(&out.stderr)
 }
 
 #[test]
@@ -114,7 +150,14 @@ fn busybox_getty_logs_in_only_where_autologin_says() {
     getty::write_autologin(&root, std::slice::from_ref(&serial)).expect("autologin script");
 
     let commands = "echo WHO=$(id -un) AT=$(pwd); exit\n";
-    let shown = run_on_pty(&root, &serial.program(&options.getty).argv, commands);
+    let shown = run_on_pty(
+        &root,
+        &serial.program(&options.getty).argv,
+        "$ ",
+        commands,
+        // Not "WHO=": the pty echoes the command line, which has that too.
+        "AT=/",
+    );
     assert!(shown.contains("WHO=berth AT=/home/berth"), "{shown}");
     assert!(!shown.contains("assword"), "asked for a password: {shown}");
 
@@ -123,7 +166,13 @@ fn busybox_getty_logs_in_only_where_autologin_says() {
         autologin: None,
         ..serial
     };
-    let shown = run_on_pty(&root, &prompt.program(&options.getty).argv, "");
+    let shown = run_on_pty(
+        &root,
+        &prompt.program(&options.getty).argv,
+        "login:",
+        "",
+        "",
+    );
     assert!(shown.contains("login:"), "{shown}");
     assert!(!shown.contains("WHO="), "{shown}");
 }
