@@ -107,7 +107,16 @@ fn main() -> ExitCode {
             Err(_) => break,
         }
     }
-    let zombies = zombies_of(pid);
+    // A child that has just exited is a zombie until the supervisor's next
+    // tick reaps it; one that is never reaped stays. Look until there is none.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let zombies = loop {
+        let now = zombies_of(pid);
+        if now.is_empty() || Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     // SAFETY: kill(2) on the child this test started and has not reaped.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGTERM);
@@ -135,7 +144,9 @@ fn main() -> ExitCode {
     let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
     let steady_pid = lines
         .iter()
-        .find_map(|l| l.strip_prefix("steady pid "))
+        // Anywhere in the line: the supervisor's own lines share the pipe,
+        // and an unbuffered write of theirs can land in front of it.
+        .find_map(|l| l.split("steady pid ").nth(1))
         .and_then(|p| p.trim().parse::<u32>().ok());
 
     let mut failures = Vec::new();
