@@ -511,10 +511,10 @@ fn a_network_without_a_router_is_ready() {
     lab.wait("the reason it is not ready", T, || {
         read(&waiting).trim() == "c0: a DHCP lease"
     });
-    assert_eq!(
-        lab.state()["not_ready"],
-        serde_json::json!(["c0: a DHCP lease"])
-    );
+    // The state file is written apart from ready.waiting: wait for it too.
+    lab.wait("the state to say why", T, || {
+        lab.state()["not_ready"] == serde_json::json!(["c0: a DHCP lease"])
+    });
     assert!(!ready(&lab));
     // An empty option 3: no router, as on an isolated network.
     lab.dnsmasq(
