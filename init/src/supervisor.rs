@@ -92,7 +92,7 @@ fn block_signals() -> io::Result<File> {
     }
     // SAFETY: blocking signals in this (only) thread. A child inherits the
     // mask across fork and exec; `spawn` empties it again for berthd and the
-    // shell (see `reset_signal_mask`).
+    // shell (see `sys::reset_signal_mask`).
     if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -258,25 +258,6 @@ struct Loop {
     next_button_scan: Instant,
 }
 
-/// In a child between fork and exec: unblock every signal. PID 1 blocks
-/// SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGPWR, SIGUSR1/2 to read them from its
-/// signalfd, and a blocked mask survives exec: berthd, its runtime forker and
-/// through them every service started with SIGTERM blocked, so a service that
-/// handles SIGTERM (netconf, chronyd) never saw it and was killed after its
-/// grace period. std's `Command` does not reset the mask.
-fn reset_signal_mask() -> io::Result<()> {
-    // SAFETY: sigemptyset and sigprocmask are async-signal-safe and only touch
-    // `none`, a local.
-    unsafe {
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 fn spawn(main: &Main) -> io::Result<i32> {
     let mut cmd = match main {
         Main::Berthd(program) => {
@@ -306,10 +287,13 @@ fn spawn(main: &Main) -> io::Result<i32> {
         }
         Main::Nothing => return Err(io::Error::from(io::ErrorKind::Unsupported)),
     };
+    // PID 1 blocks the signals it reads from its signalfd, and a mask
+    // survives exec: berthd (and through it every service) must start with
+    // none blocked.
     // SAFETY: `reset_signal_mask` only calls async-signal-safe functions on a
     // local set (see there).
     unsafe {
-        cmd.pre_exec(reset_signal_mask);
+        cmd.pre_exec(crate::sys::reset_signal_mask);
     }
     // The child is reaped by the loop's waitpid(-1), never through `Child`.
     cmd.spawn().map(|c| c.id() as i32)

@@ -165,6 +165,9 @@ pub struct Config {
     /// With [`Boot::Cdrom`]: leave the firmware's own boot order (SeaBIOS
     /// tries the disks before the CD) rather than `-boot order=d`.
     pub firmware_boot_order: bool,
+    /// The first NIC's user network too is `restrict=on`: an isolated network
+    /// whose DHCP server offers an address but no router.
+    pub restricted: bool,
     pub kvm: bool,
 }
 
@@ -191,6 +194,7 @@ impl Config {
             nics: Vec::new(),
             netns: None,
             firmware_boot_order: false,
+            restricted: false,
             kvm: std::env::var("BERTH_QEMU_KVM").is_ok_and(|v| v == "1"),
         }
     }
@@ -231,6 +235,13 @@ impl Config {
     /// the CD rather than hang the BIOS.
     pub fn firmware_boot_order(mut self) -> Self {
         self.firmware_boot_order = true;
+        self
+    }
+
+    /// Make the first NIC's network isolated (`restrict=on`): DHCP leases
+    /// come without a router, as on a private LAN or an isolated cloud network.
+    pub fn restricted_network(mut self) -> Self {
+        self.restricted = true;
         self
     }
 
@@ -313,6 +324,9 @@ impl Config {
             ));
         }
         let mut netdev = String::from("user,id=net0");
+        if self.restricted {
+            netdev.push_str(",restrict=on");
+        }
         for (host, guest) in &self.hostfwd {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
         }

@@ -280,7 +280,9 @@ berth:
 
 /// Invalid YAML in the seed and a disk with data named for autoformat: the
 /// machine still boots to ready on the defaults, the console says what is
-/// wrong with the user-data (with its line), and the disk is untouched.
+/// wrong with the user-data (with its line), and the disk is untouched. Its
+/// only network is isolated: a DHCP lease without a router, which is enough
+/// for ready.
 #[test]
 fn bad_user_data_and_a_disk_with_data_still_boot() {
     const TEST: &str = "bad_user_data_and_a_disk_with_data_still_boot";
@@ -323,7 +325,10 @@ fn bad_user_data_and_a_disk_with_data_still_boot() {
     )
     .drive(&disk, false)
     .drive(&seed, true)
-    .drive(&iso, true);
+    .drive(&iso, true)
+    // An isolated network: its DHCP lease has no router. A lease without a
+    // router is a complete configuration; the network service still gets ready.
+    .restricted_network();
     let mut vm = Vm::start(&config).expect("start qemu");
     expect(&mut vm, "autoformat: /dev/vda", BOOT_TIMEOUT);
     expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);

@@ -54,6 +54,18 @@ fn main() {
         berth_testkit::skip!("real containers need root (cargo xtask test runs as root)");
         return;
     }
+    // As berthd was until issue 14: started by PID 1 with the signals PID 1
+    // reads from its signalfd blocked (a blocked mask survives exec). The
+    // forker, and through it every container, must not inherit that.
+    // SAFETY: blocks signals in this thread only, on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
     // Before anything else: the forker must be forked while we are single-threaded.
     let dir = match tempfile::Builder::new().prefix("berthd-runtime-").tempdir() {
         Ok(d) => d,
@@ -94,6 +106,10 @@ fn main() {
         (
             "pid_1_ignores_sigterm_without_a_handler",
             pid_1_ignores_sigterm_without_a_handler,
+        ),
+        (
+            "pid_1_with_a_handler_stops_on_sigterm",
+            pid_1_with_a_handler_stops_on_sigterm,
         ),
         (
             "read_only_root_refuses_writes_but_tmp_works",
@@ -521,6 +537,47 @@ fn pid_1_ignores_sigterm_without_a_handler(env: &Env) -> Result {
             .wait_timeout(id, Duration::from_secs(10))
             .map_err(|e| e.to_string())?;
         check(exit == Some(Exit::Signal(9)), || format!("{exit:?}"))
+    })();
+    env.runtime.delete(id).map_err(|e| e.to_string())?;
+    result
+}
+
+/// A container's init that handles SIGTERM (netconf, chronyd; here a shell
+/// trap) stops on it, even though this process — like berthd started by
+/// PID 1 — has SIGTERM blocked: the forker starts containers with an empty
+/// signal mask.
+fn pid_1_with_a_handler_stops_on_sigterm(env: &Env) -> Result {
+    let id = "pid1trap";
+    env.runtime
+        .create(&config(
+            env,
+            id,
+            Service {
+                command: Some(Command::Shell(
+                    "trap 'exit 7' TERM; while :; do sleep 0.1; done".into(),
+                )),
+                ..Service::default()
+            },
+        ))
+        .map_err(|e| e.to_string())?;
+    let result = (|| {
+        env.runtime.start(id).map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(300));
+        env.runtime
+            .kill(id, Signal::SIGTERM)
+            .map_err(|e| e.to_string())?;
+        let exit = env
+            .runtime
+            .wait_timeout(id, Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        if exit.is_none() {
+            // Do not leave it running.
+            let _ = env.runtime.kill(id, Signal::SIGKILL);
+            let _ = env.runtime.wait_timeout(id, Duration::from_secs(10));
+        }
+        check(exit == Some(Exit::Code(7)), || {
+            format!("SIGTERM did not reach the init's handler: {exit:?}")
+        })
     })();
     env.runtime.delete(id).map_err(|e| e.to_string())?;
     result

@@ -689,6 +689,13 @@ impl Netconf<'_> {
         }
         let ready = gaps.is_empty();
         let file = self.options.ready_file();
+        // Why it is not ready, for the healthcheck's message (`berth ps`);
+        // never there together with `ready`: removed before `ready` is
+        // written, written after `ready` is removed.
+        let why = self.options.waiting_file();
+        if ready {
+            let _ = std::fs::remove_file(&why);
+        }
         if ready && !self.ready {
             log::info!("network ready");
             dns::write_if_changed(&file, "ready\n")?;
@@ -696,15 +703,13 @@ impl Netconf<'_> {
             log::warn!("network no longer ready");
             let _ = std::fs::remove_file(&file);
         }
-        if !ready && gaps != self.gaps {
-            log::info!("not ready: waiting for {}", gaps.join("; "));
-        }
-        // Why it is not ready, for the healthcheck's message (`berth ps`).
-        let why = self.options.waiting_file();
-        if ready {
-            let _ = std::fs::remove_file(&why);
-        } else if let Err(e) = dns::write_if_changed(&why, &format!("{}\n", gaps.join("; "))) {
-            log::warn!("{e}");
+        if !ready {
+            if gaps != self.gaps {
+                log::info!("not ready: waiting for {}", gaps.join("; "));
+            }
+            if let Err(e) = dns::write_if_changed(&why, &format!("{}\n", gaps.join("; "))) {
+                log::warn!("{e}");
+            }
         }
         self.gaps = gaps;
         self.ready = ready;

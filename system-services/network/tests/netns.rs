@@ -478,6 +478,8 @@ fn exact_keys_that_claim_every_link_next_to_a_glob() {
         CHILD,
     );
     lab.wait("ready", T, || ready(&lab));
+    // The state file is written just after `ready`.
+    lab.wait("the state to say ready", T, || lab.state()["ready"] == true);
     let state = lab.state();
     assert_eq!(state["required"], serde_json::json!(["c0"]), "{state}");
     assert_eq!(lab.addrs("c1"), vec!["10.88.0.5/24".to_string()]);
@@ -534,7 +536,10 @@ fn a_network_without_a_router_is_ready() {
     let routes = lab.routes();
     assert!(!routes.contains("default"), "{routes}");
     assert!(!waiting.exists(), "ready.waiting stays after ready");
-    assert_eq!(lab.state()["not_ready"], serde_json::json!([]));
+    lab.wait("the state to say it is ready", T, || {
+        let s = lab.state();
+        s["ready"] == true && s["not_ready"] == serde_json::json!([])
+    });
 }
 
 /// issue 14, fault 4: as the network service runs it — PID 1 of its own PID

@@ -181,15 +181,23 @@ impl HostOps for Linux {
         };
         let (read, write) = crate::logs::pipe()?;
         let write2 = write.try_clone()?;
-        let mut child = std::process::Command::new(program)
+        let mut command = std::process::Command::new(program);
+        command
             .args(args)
             .env("PATH", PATH)
             .stdin(Stdio::null())
             .stdout(Stdio::from(write))
             .stderr(Stdio::from(write2))
             // Its own process group, so a timeout kills what it started too.
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        // berthd's main thread blocks SIGTERM for sigwait; a command (and
+        // what it leaves running) must not inherit that.
+        // SAFETY: `reset_signal_mask` only calls async-signal-safe functions
+        // on a local set.
+        unsafe {
+            command.pre_exec(berth_init::sys::reset_signal_mask);
+        }
+        let mut child = command.spawn()?;
         let output = Arc::new(Mutex::new(Vec::new()));
         let (done_tx, done_rx) = mpsc::channel::<()>();
         let sink = Arc::clone(&output);
