@@ -93,6 +93,8 @@ const PULL_SERVICE: &str = r#"    pull:
         - |
           docker -H unix:///run/docker/docker.sock pull registry.berth-test.internal/berth/none:1 > /tmp/pull 2>&1
           echo "check: pull $(tr '\n' ' ' < /tmp/pull)" > /dev/ttyS0
+          # The serial line may arrive in pieces: this one says the last is whole.
+          echo "check: pull-done" > /dev/ttyS0
       devices: [/dev/ttyS0]
       volumes:
         - /run/docker:/run/docker
@@ -226,7 +228,7 @@ berth:
         dns.contains(TEST_ADDR),
         "{TEST_NAME} did not resolve through the leased DNS server: {dns}"
     );
-    expect_check(&mut vm, "check: pull ", BOOT_TIMEOUT);
+    expect_check(&mut vm, "check: pull-done", BOOT_TIMEOUT);
     let pull = line_after(&vm, "check: pull ");
     assert!(
         pull.contains(TEST_ADDR),
