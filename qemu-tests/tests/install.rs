@@ -247,12 +247,6 @@ fn berth_install_over_ssh_refuses_what_it_must_and_the_disk_boots_alone() {
     eprintln!("{out}");
     assert!(out.contains("installed Berth on /dev/vda"), "{out}");
     assert!(out.contains("rootfs → BERTH_A"), "progress is shown: {out}");
-    let out = ok(
-        &vm,
-        &ssh,
-        "sudo berth install --disk /dev/vdb --force --no-reboot 2>&1",
-    );
-    assert!(out.contains("installed Berth on /dev/vdb"), "{out}");
     // No udev, yet the usual places to look work.
     // console-init looks for new devices every 2 s.
     let lsblk = ssh
@@ -272,9 +266,15 @@ fn berth_install_over_ssh_refuses_what_it_must_and_the_disk_boots_alone() {
         .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
     assert_eq!(
         by.split_whitespace().collect::<Vec<_>>(),
-        ["../../vdb3", "../../vdb2", "../../sr0"],
+        ["../../vda3", "../../vda2", "../../sr0"],
         "/dev/disk/by-* in the console"
     );
+    let out = ok(
+        &vm,
+        &ssh,
+        "sudo berth install --disk /dev/vdb --force --no-reboot 2>&1",
+    );
+    assert!(out.contains("installed Berth on /dev/vdb"), "{out}");
     poweroff(vm, &ssh);
     let table =
         qemu_tests::run_checked("sfdisk", &["--dump", &other.to_string_lossy()]).expect("sfdisk");
