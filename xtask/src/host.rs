@@ -46,6 +46,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("ovmf", "/usr/share/OVMF/OVMF_CODE_4M.fd"),
     ("cloud-image-utils", "cloud-localds"),
+    // The disk images: qcow2 conversion, and copy-on-write disks in the tests.
+    ("qemu-utils", "qemu-img"),
+    // The docker-host test's registry: a CA and a certificate made by the test.
+    ("openssl", "openssl"),
     // netconf's privileged tests and benchmark: a DHCP server in a network
     // namespace, and dhcpcd as the benchmark's baseline client.
     ("dnsmasq-base", "/usr/sbin/dnsmasq"),
