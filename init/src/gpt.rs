@@ -72,25 +72,6 @@ const LINUX_FS: [u8; 16] = [
 const ENTRIES: u32 = 128;
 const ENTRY_SIZE: u32 = 128;
 
-/// A random version-4 GUID.
-fn random_guid() -> [u8; 16] {
-    let mut g = [0u8; 16];
-    // SAFETY: getrandom writes at most 16 bytes into `g`.
-    let n = unsafe { libc::getrandom(g.as_mut_ptr().cast(), g.len(), 0) };
-    if n != 16 {
-        // No entropy this early is not a reason to fail; uniqueness is all GPT
-        // needs, and time plus pid is unique enough for one disk.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        g = (t ^ u128::from(std::process::id())).to_le_bytes();
-    }
-    g[7] = (g[7] & 0x0F) | 0x40;
-    g[8] = (g[8] & 0x3F) | 0x80;
-    g
-}
-
 pub fn crc32(data: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &b in data {
@@ -194,14 +175,14 @@ pub fn write_gpt(disk: &Path, sector: u64) -> Result<(), Error> {
 
     let mut entries = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
     entries[0..16].copy_from_slice(&LINUX_FS);
-    entries[16..32].copy_from_slice(&random_guid());
+    entries[16..32].copy_from_slice(&berth_iso::disk::random_guid());
     entries[32..40].copy_from_slice(&first.to_le_bytes());
     entries[40..48].copy_from_slice(&last.to_le_bytes());
     for (i, unit) in PART_NAME.encode_utf16().enumerate() {
         entries[56 + 2 * i..58 + 2 * i].copy_from_slice(&unit.to_le_bytes());
     }
     let entries_crc = crc32(&entries);
-    let disk_guid = random_guid();
+    let disk_guid = berth_iso::disk::random_guid();
 
     let header = |current: u64, backup: u64, entries_lba: u64| {
         let mut h = vec![0u8; sector as usize];

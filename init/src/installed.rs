@@ -10,7 +10,6 @@
 
 use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use berth_iso::disk::{ESP_NAME, STATE_NAME};
@@ -187,8 +186,6 @@ fn copy_config(from: &Path, state: &Path) -> io::Result<bool> {
         Err(e) => return Err(e),
     };
     let dir = state.join("var/lib/berth/config");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     let mut taken = false;
     for entry in entries {
         let entry = entry?;
@@ -197,14 +194,8 @@ fn copy_config(from: &Path, state: &Path) -> io::Result<bool> {
         }
         let text = std::fs::read(entry.path())?;
         let name = entry.file_name().to_string_lossy().to_lowercase();
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(dir.join(&name))?;
-        std::io::Write::write_all(&mut out, &text)?;
-        out.sync_all()?;
+        // The one config writer: 0600 in a 0700 directory, synced.
+        berth_configs::sources::write_atomic(&dir.join(&name), &text).map_err(io::Error::other)?;
         log::info!(
             "the installed system's {name} ({} bytes) is on the state partition",
             text.len()

@@ -159,26 +159,35 @@ impl Layout {
     }
 }
 
-/// A random version-4 GUID, in GPT byte order.
-pub fn random_guid() -> io::Result<[u8; 16]> {
+/// A random version-4 GUID, in GPT byte order (the partition tables'
+/// disk and partition GUIDs, here and in PID 1's state disk).
+pub fn random_guid() -> [u8; 16] {
     let mut g = [0u8; 16];
-    File::open("/dev/urandom")?.read_exact(&mut g)?;
-    g[7] = (g[7] & 0x0f) | 0x40;
-    g[8] = (g[8] & 0x3f) | 0x80;
-    Ok(g)
+    // SAFETY: getrandom writes at most 16 bytes into `g`.
+    let n = unsafe { libc::getrandom(g.as_mut_ptr().cast(), g.len(), 0) };
+    if n != 16 {
+        // No entropy this early is not a reason to fail; uniqueness is all GPT
+        // needs, and time plus pid is unique enough for one disk.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        g = (t ^ u128::from(std::process::id())).to_le_bytes();
+    }
+    g[7] = (g[7] & 0x0F) | 0x40;
+    g[8] = (g[8] & 0x3F) | 0x80;
+    g
 }
 
 /// Writes the GPT of `layout` (primary and backup) and a protective MBR that
 /// keeps bytes 0..440 (the boot code) as they are.
 pub fn write_gpt<D: Read + Write + Seek>(disk: &mut D, layout: &Layout) -> Result<()> {
     let gpt_err = |e: gptman::Error| Error::Disk(format!("writing the partition table: {e}"));
-    let io_err = |e: io::Error| Error::Disk(format!("writing the partition table: {e}"));
-    let mut gpt = gptman::GPT::new_from(disk, layout.sector, random_guid().map_err(io_err)?)
-        .map_err(gpt_err)?;
+    let mut gpt = gptman::GPT::new_from(disk, layout.sector, random_guid()).map_err(gpt_err)?;
     for part in layout.parts() {
         gpt[part.number] = gptman::GPTPartitionEntry {
             partition_type_guid: guid_bytes(part.type_guid),
-            unique_partition_guid: random_guid().map_err(io_err)?,
+            unique_partition_guid: random_guid(),
             starting_lba: part.start / layout.sector,
             ending_lba: part.end() / layout.sector - 1,
             attribute_bits: 0,
