@@ -175,9 +175,13 @@ pub fn grubenv(vars: &[(&str, &str)]) -> Vec<u8> {
     bytes
 }
 
-/// The installed disk's grub.cfg: boots the slot grubenv names (A at first).
+/// The installed disk's grub.cfg: boots the committed slot (`berth_default`,
+/// A at first), or once the slot `berth_try` names. The try is used up and
+/// saved *before* the kernel loads, so a trial that panics, hangs or loses
+/// power comes back to the committed slot; and when the try cannot be saved
+/// the trial does not happen at all, rather than being retried forever.
 pub fn disk_grub_cfg(version: &str, kernel_args: &str) -> String {
-    let mut args = String::from("berth.slot=$berth_slot");
+    let mut args = String::from("berth.slot=$berth_slot $berth_trial");
     if !kernel_args.is_empty() {
         args.push(' ');
         args.push_str(kernel_args);
@@ -187,9 +191,23 @@ pub fn disk_grub_cfg(version: &str, kernel_args: &str) -> String {
         kernel: "/$berth_slot/vmlinuz".into(),
         initrd: "/$berth_slot/initrd".into(),
         extra_args: args,
-        preamble: "load_env berth_default\n\
-                   if [ \"$berth_default\" = B ]; then set berth_slot=B; else set berth_slot=A; fi\n"
-            .into(),
+        preamble: format!(
+            "load_env berth_default berth_try\n\
+             set berth_slot=A\n\
+             if [ \"$berth_default\" = B ]; then set berth_slot=B; fi\n\
+             set berth_trial=\n\
+             set berth_next=\n\
+             if [ \"$berth_try\" = A ]; then set berth_next=A; fi\n\
+             if [ \"$berth_try\" = B ]; then set berth_next=B; fi\n\
+             if [ -n \"$berth_next\" ]; then\n\
+             \x20   set berth_try=\n\
+             \x20   if save_env berth_try; then\n\
+             \x20       set berth_slot=$berth_next\n\
+             \x20       set berth_trial={}\n\
+             \x20   fi\n\
+             fi\n",
+            crate::slots::TRIAL_ARG
+        ),
     }
     .render()
 }
@@ -209,7 +227,10 @@ mod tests {
     #[test]
     fn the_disk_config_boots_the_slot_grubenv_names() {
         let cfg = disk_grub_cfg("0.1.0", "");
-        assert!(cfg.contains("load_env berth_default"));
+        assert!(cfg.contains("load_env berth_default berth_try"));
+        assert!(cfg.contains("if save_env berth_try; then"));
+        assert!(cfg.contains("set berth_trial=berth.trial=1"));
+        assert!(cfg.contains("berth.slot=$berth_slot $berth_trial"));
         assert!(cfg.contains("linux /$berth_slot/vmlinuz console=tty0"));
         assert!(cfg.contains("berth.slot=$berth_slot"));
         assert!(cfg.contains("initrd /$berth_slot/initrd"));

@@ -377,10 +377,8 @@ pub fn write(
         copy_into(disk, &payload.rootfs, &slot, "rootfs → BERTH_A", progress)?;
     progress.step("reading BERTH_A back");
     // From the disk, not from the page cache the write left behind.
-    disk.sync_data().map_err(io_err("syncing BERTH_A"))?;
-    drop_cache(disk, slot.start, rootfs_bytes);
     let written =
-        sha256_of_region(disk, slot.start, rootfs_bytes).map_err(io_err("reading BERTH_A back"))?;
+        read_back(disk, slot.start, rootfs_bytes).map_err(io_err("reading BERTH_A back"))?;
     if written != expected {
         return Err(Error::Disk(format!(
             "BERTH_A reads back as sha256 {written}, the rootfs is {expected}: the disk did not keep what was written"
@@ -438,14 +436,27 @@ fn copy_into(
     what: &str,
     progress: &dyn Progress,
 ) -> Result<(u64, String)> {
-    use sha2::Digest;
     let mut src = File::open(from).map_err(crate::io_err(from))?;
     let total = src.metadata().map_err(crate::io_err(from))?.len();
+    copy_stream_into(disk, &mut src, total, part, what, progress)
+        .map_err(|e| Error::Disk(format!("{}: {e}", from.display())))
+}
+
+/// Copies `total` bytes of `src` into `part`, returning the count and their
+/// SHA-256; refuses what does not fit before writing anything.
+pub fn copy_stream_into(
+    disk: &File,
+    src: &mut dyn Read,
+    total: u64,
+    part: &Part,
+    what: &str,
+    progress: &dyn Progress,
+) -> Result<(u64, String)> {
+    use sha2::Digest;
     if total > part.bytes {
         return Err(Error::Disk(format!(
-            "{} is {} MiB; {} holds {} MiB",
-            from.display(),
-            total / MIB,
+            "{what}: {} MiB do not fit {} ({} MiB)",
+            total.div_ceil(MIB),
             part.name,
             part.bytes / MIB
         )));
@@ -457,9 +468,18 @@ fn copy_into(
     let mut done = 0u64;
     let mut hasher = sha2::Sha256::new();
     loop {
-        let n = src.read(&mut buf).map_err(crate::io_err(from))?;
+        let n = src
+            .read(&mut buf)
+            .map_err(|e| Error::Disk(format!("{what}: reading: {e}")))?;
         if n == 0 {
             break;
+        }
+        if done + n as u64 > part.bytes {
+            return Err(Error::Disk(format!(
+                "{what}: more than {} MiB, the size of {}",
+                part.bytes / MIB,
+                part.name
+            )));
         }
         hasher.update(&buf[..n]);
         dst.write_all(&buf[..n])
@@ -467,7 +487,20 @@ fn copy_into(
         done += n as u64;
         progress.bytes(what, done, total);
     }
+    if done != total {
+        return Err(Error::Disk(format!(
+            "{what}: {done} bytes arrived, {total} were announced"
+        )));
+    }
     Ok((done, hex(&hasher.finalize())))
+}
+
+/// Syncs what was written at `start..start+len`, drops it from the page
+/// cache and hashes it as the device has it.
+pub fn read_back(disk: &File, start: u64, len: u64) -> io::Result<String> {
+    disk.sync_data()?;
+    drop_cache(disk, start, len);
+    sha256_of_region(disk, start, len)
 }
 
 fn hex(bytes: &[u8]) -> String {

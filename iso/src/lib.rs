@@ -19,6 +19,7 @@ pub mod iso;
 pub mod kernel;
 pub mod modules;
 pub mod rootfs;
+pub mod slots;
 
 /// The ISO 9660 volume id PID 1 looks for to find the live medium.
 pub const ISO_VOLUME_ID: &str = "BERTH_ISO";

@@ -1,0 +1,579 @@
+//! The A/B slots of an installed disk and boot counting (ARCHITECTURE.md §7).
+//!
+//! GRUB reads `boot/grub/grubenv` on the ESP: `berth_default` is the
+//! committed slot; `berth_try`, when set, is a slot to boot *once*. GRUB
+//! clears `berth_try` and saves the block before it loads the kernel
+//! ([`crate::bootloader::disk_grub_cfg`]), so whatever stops a trial boot — a
+//! kernel panic, a hang the watchdog resets, a power cut — the next boot is
+//! the committed slot again. Userspace writes the block in place through the
+//! FAT file (same clusters, the changed bytes inside its first sector),
+//! never by replacing the file: GRUB writes it through its block list.
+//!
+//! What happened to each slot is recorded on the state partition
+//! ([`RECORDS`]): the upgrade writes and arms, PID 1 commits or fails the
+//! trial, and on a later boot of the old slot turns a trial that never
+//! reported into a failure. A version that failed is not tried again unless
+//! forced.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::disk::{Part, Region, ESP_NAME, MIB, TYPE_ESP, TYPE_LINUX};
+use crate::{Error, Result};
+
+/// The slot records, relative to the root the state partition is under.
+pub const RECORDS: &str = "var/lib/berth/os/slots.json";
+/// The grubenv path on the ESP.
+pub const GRUBENV: &str = "boot/grub/grubenv";
+/// The kernel argument GRUB adds to a trial boot.
+pub const TRIAL_ARG: &str = "berth.trial=1";
+/// What GRUB's environment block holds at most: its first sector, so that
+/// a write of it is one sector and a cut write leaves the old or the new.
+const ENV_CONTENT_MAX: usize = 512;
+
+/// The disk the running system was installed on, and its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub disk: PathBuf,
+    pub esp: Part,
+    pub a: Part,
+    pub b: Part,
+}
+
+impl Installed {
+    /// Finds the disk holding `BERTH_EFI` and both slots, from sysfs
+    /// (`sys_block`, e.g. `/sys/class/block`) and device nodes under `dev`.
+    pub fn find(sys_block: &Path, dev: &Path) -> Result<Option<Installed>> {
+        let Ok(entries) = std::fs::read_dir(sys_block) else {
+            return Ok(None);
+        };
+        let mut disks = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let uevent = std::fs::read_to_string(path.join("uevent")).unwrap_or_default();
+            if !uevent.lines().any(|l| l == format!("PARTNAME={ESP_NAME}")) {
+                continue;
+            }
+            let Ok(real) = std::fs::canonicalize(&path) else {
+                continue;
+            };
+            if let Some(disk) = real.parent().and_then(Path::file_name) {
+                disks.push(dev.join(disk));
+            }
+        }
+        disks.sort();
+        for disk in disks {
+            match Installed::open(&disk) {
+                Ok(found) => return Ok(Some(found)),
+                Err(e) => log::debug!("{}: {e}", disk.display()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads the partitions of `disk` from its GPT.
+    pub fn open(disk: &Path) -> Result<Installed> {
+        let mut file = File::open(disk).map_err(crate::io_err(disk))?;
+        let gpt = crate::disk::read_gpt(&mut file)?;
+        let sector = gpt.sector_size;
+        let find = |name: &'static str, type_guid: &'static str| -> Result<Part> {
+            gpt.iter()
+                .find(|(_, e)| e.is_used() && e.partition_name.as_str() == name)
+                .map(|(number, e)| Part {
+                    number,
+                    name,
+                    start: e.starting_lba * sector,
+                    bytes: (e.ending_lba + 1 - e.starting_lba) * sector,
+                    type_guid,
+                })
+                .ok_or_else(|| Error::Disk(format!("{} has no {name} partition", disk.display())))
+        };
+        Ok(Installed {
+            disk: disk.to_path_buf(),
+            esp: find(ESP_NAME, TYPE_ESP)?,
+            a: find("BERTH_A", TYPE_LINUX)?,
+            b: find("BERTH_B", TYPE_LINUX)?,
+        })
+    }
+
+    pub fn slot(&self, slot: char) -> &Part {
+        if slot == 'B' {
+            &self.b
+        } else {
+            &self.a
+        }
+    }
+
+    fn open_rw(&self) -> Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.disk)
+            .map_err(crate::io_err(&self.disk))
+    }
+
+    /// GRUB's variables as they are on the ESP.
+    pub fn read_env(&self) -> Result<BTreeMap<String, String>> {
+        let file = File::open(&self.disk).map_err(crate::io_err(&self.disk))?;
+        let bytes = crate::esp::read_file(&file, &self.esp, GRUBENV)?;
+        Ok(parse_env(&bytes))
+    }
+
+    /// Rewrites grubenv in place with `vars`.
+    pub fn write_env(&self, vars: &BTreeMap<String, String>) -> Result<()> {
+        let block = render_env(vars)?;
+        let file = self.open_rw()?;
+        let err = |e: io::Error| Error::Disk(format!("ESP: rewriting {GRUBENV}: {e}"));
+        {
+            let fs = fatfs::FileSystem::new(Region::new(&file, &self.esp), fatfs::FsOptions::new())
+                .map_err(err)?;
+            let mut f = fs.root_dir().open_file(GRUBENV).map_err(err)?;
+            let len = f.seek(SeekFrom::End(0)).map_err(err)?;
+            if len != block.len() as u64 {
+                return Err(Error::Disk(format!(
+                    "ESP: {GRUBENV} is {len} bytes, not {}: GRUB could not save to it",
+                    block.len()
+                )));
+            }
+            f.seek(SeekFrom::Start(0)).map_err(err)?;
+            f.write_all(&block).map_err(err)?;
+            f.flush().map_err(err)?;
+            drop(f);
+            fs.unmount().map_err(err)?;
+        }
+        file.sync_all().map_err(err)?;
+        let back = self.read_env()?;
+        if &back != vars {
+            return Err(Error::Disk(format!(
+                "ESP: {GRUBENV} reads back as {back:?}, not {vars:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Streams a root filesystem of `size` bytes into `slot`, then reads
+    /// it back from the device; returns its SHA-256.
+    pub fn write_rootfs(
+        &self,
+        slot: char,
+        rootfs: &mut dyn Read,
+        size: u64,
+        progress: &dyn crate::disk::Progress,
+    ) -> Result<String> {
+        let part = *self.slot(slot);
+        let file = self.open_rw()?;
+        let what = format!("rootfs → {}", part.name);
+        let (written, expected) =
+            crate::disk::copy_stream_into(&file, rootfs, size, &part, &what, progress)?;
+        progress.step(&format!("reading {} back", part.name));
+        let back = crate::disk::read_back(&file, part.start, written)
+            .map_err(|e| Error::Disk(format!("reading {} back: {e}", part.name)))?;
+        if back != expected {
+            return Err(Error::Disk(format!(
+                "{} reads back as sha256 {back}, the image's rootfs is {expected}",
+                part.name
+            )));
+        }
+        Ok(expected)
+    }
+
+    /// Writes a slot's kernel and initrd on the ESP and reads them back.
+    pub fn write_boot_files(&self, slot: char, kernel: &[u8], initrd: &[u8]) -> Result<()> {
+        let file = self.open_rw()?;
+        let (kernel_path, initrd_path) = crate::esp::slot_files(slot);
+        {
+            let err = |what: String| move |e: io::Error| Error::Disk(format!("ESP: {what}: {e}"));
+            let fs = fatfs::FileSystem::new(Region::new(&file, &self.esp), fatfs::FsOptions::new())
+                .map_err(err("opening".into()))?;
+            let root = fs.root_dir();
+            if root.open_dir(&slot.to_string()).is_err() {
+                root.create_dir(&slot.to_string())
+                    .map_err(err(format!("creating {slot}/")))?;
+            }
+            for (path, data) in [(&kernel_path, kernel), (&initrd_path, initrd)] {
+                let mut f = root
+                    .create_file(path)
+                    .map_err(err(format!("creating {path}")))?;
+                f.truncate().map_err(err(format!("truncating {path}")))?;
+                f.write_all(data).map_err(err(format!("writing {path}")))?;
+                f.flush().map_err(err(format!("writing {path}")))?;
+            }
+            drop(root);
+            fs.unmount().map_err(err("closing".into()))?;
+        }
+        file.sync_all()
+            .map_err(|e| Error::Disk(format!("ESP: syncing: {e}")))?;
+        for (path, data) in [(&kernel_path, kernel), (&initrd_path, initrd)] {
+            if crate::esp::read_file(&file, &self.esp, path)? != data {
+                return Err(Error::Disk(format!(
+                    "ESP: {path} does not read back as written"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The other slot.
+pub fn other(slot: char) -> char {
+    if slot == 'A' {
+        'B'
+    } else {
+        'A'
+    }
+}
+
+/// `A` or `B` from a `berth.slot=` value.
+pub fn parse_slot(text: &str) -> Option<char> {
+    match text.trim().to_ascii_uppercase().as_str() {
+        "A" => Some('A'),
+        "B" => Some('B'),
+        _ => None,
+    }
+}
+
+/// The variables of a GRUB environment block.
+pub fn parse_env(bytes: &[u8]) -> BTreeMap<String, String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The 1024-byte block for `vars`, refused when its content would not fit
+/// one sector.
+pub fn render_env(vars: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let block = crate::bootloader::grubenv(&pairs);
+    let content = block.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if content > ENV_CONTENT_MAX || block.len() != 1024 {
+        return Err(Error::Disk(format!(
+            "the GRUB environment would be {content} bytes; at most {ENV_CONTENT_MAX} are written in one sector"
+        )));
+    }
+    Ok(block)
+}
+
+/// What became of the image in a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Booted and healthy here; a boot may fall back to it.
+    Committed,
+    /// Written and read back, not (yet) armed.
+    Written,
+    /// The next boot tries it once.
+    Armed,
+    /// Its trial boot started and has not committed.
+    Trying,
+    /// Its trial boot did not come up healthy; see the reason.
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Committed => "committed",
+            Status::Written => "written",
+            Status::Armed => "armed",
+            Status::Trying => "trying",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    pub version: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Seconds since the epoch of the last change.
+    pub at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_sha256: Option<String>,
+}
+
+/// Every slot's record, and the versions that failed here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Records {
+    #[serde(default)]
+    pub slots: BTreeMap<char, SlotRecord>,
+    /// version → why it failed.
+    #[serde(default)]
+    pub failed: BTreeMap<String, String>,
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Records {
+    /// The records under `root`; none yet is empty, an unreadable file an error.
+    pub fn load(root: &Path) -> Result<Records> {
+        let path = root.join(RECORDS);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Disk(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Records::default()),
+            Err(e) => Err(crate::io_err(&path)(e)),
+        }
+    }
+
+    /// Writes them with the one atomic writer (synced, 0600 in 0700).
+    pub fn save(&self, root: &Path) -> Result<()> {
+        let path = root.join(RECORDS);
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::Disk(format!("{}: {e}", path.display())))?;
+        berth_configs::sources::write_atomic(&path, &bytes).map_err(|e| Error::Disk(e.to_string()))
+    }
+
+    pub fn set(&mut self, slot: char, version: &str, status: Status, reason: Option<String>) {
+        let entry = self.slots.entry(slot).or_insert_with(|| SlotRecord {
+            version: version.to_string(),
+            status,
+            reason: None,
+            at: 0,
+            image: None,
+            rootfs_sha256: None,
+        });
+        entry.version = version.to_string();
+        entry.status = status;
+        entry.reason = reason.clone();
+        entry.at = now();
+        if status == Status::Failed {
+            self.failed.insert(
+                version.to_string(),
+                reason.unwrap_or_else(|| "failed".into()),
+            );
+        }
+        if status == Status::Committed {
+            self.failed.remove(version);
+        }
+    }
+
+    /// Brings the records up to date with a boot of `running` (version
+    /// `version`, a trial or not): a first boot records the installed
+    /// slot, a boot of the committed slot turns the other slot's trial that
+    /// never reported into a failure. Returns what changed, for the log.
+    pub fn on_boot(&mut self, running: char, version: &str, trial: bool) -> Vec<String> {
+        let mut notes = Vec::new();
+        let other = other(running);
+        if trial {
+            self.set(running, version, Status::Trying, None);
+            notes.push(format!("trial boot of {version} in slot {running}"));
+            return notes;
+        }
+        let mine = self.slots.get(&running).cloned();
+        match mine {
+            Some(r) if r.status == Status::Committed && r.version == version => {}
+            Some(r) if matches!(r.status, Status::Trying | Status::Armed) => {
+                // Not a trial, yet GRUB chose this slot: its commit reached
+                // grubenv and a power cut came before the records did.
+                self.set(running, version, Status::Committed, None);
+                notes.push(format!("{version} in slot {running} was committed"));
+            }
+            _ => {
+                self.set(running, version, Status::Committed, None);
+            }
+        }
+        if let Some(r) = self.slots.get(&other).cloned() {
+            if matches!(r.status, Status::Armed | Status::Trying) {
+                let reason = if r.status == Status::Armed {
+                    "its trial boot never reached PID 1 (the kernel panicked or did not start)"
+                } else {
+                    "its trial boot did not commit (a hang the watchdog reset, a crash or a power cut)"
+                };
+                self.set(other, &r.version, Status::Failed, Some(reason.into()));
+                notes.push(format!(
+                    "{} in slot {other} failed: {reason}; back on {version}",
+                    r.version
+                ));
+            }
+        }
+        notes
+    }
+}
+
+/// `berth.slot=` and whether this is a trial boot, from a kernel command line.
+pub fn from_cmdline(cmdline: &str) -> Option<(char, bool)> {
+    let mut slot = None;
+    let mut trial = false;
+    for word in cmdline.split_whitespace() {
+        if let Some(v) = word.strip_prefix("berth.slot=") {
+            slot = parse_slot(v);
+        }
+        if word == TRIAL_ARG {
+            trial = true;
+        }
+    }
+    slot.map(|s| (s, trial))
+}
+
+/// Rounds up to whole MiB, for messages.
+pub fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(MIB)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_environment_round_trips_and_stays_in_one_sector() {
+        let vars = env(&[("berth_default", "A"), ("berth_try", "B")]);
+        let block = render_env(&vars).expect("render");
+        assert_eq!(block.len(), 1024);
+        assert_eq!(parse_env(&block), vars);
+        let huge = env(&[("x", &"y".repeat(600))]);
+        assert!(render_env(&huge).is_err());
+    }
+
+    #[test]
+    fn a_first_boot_commits_what_was_installed() {
+        let mut r = Records::default();
+        r.on_boot('A', "1.0", false);
+        assert_eq!(r.slots[&'A'].status, Status::Committed);
+        assert_eq!(r.slots[&'A'].version, "1.0");
+    }
+
+    #[test]
+    fn a_trial_that_never_reported_fails_on_the_next_boot_of_the_old_slot() {
+        let mut r = Records::default();
+        r.on_boot('A', "1.0", false);
+        r.set('B', "2.0", Status::Armed, None);
+        let notes = r.on_boot('A', "1.0", false);
+        assert_eq!(r.slots[&'B'].status, Status::Failed);
+        assert!(r.failed.contains_key("2.0"));
+        assert!(notes[0].contains("never reached PID 1"), "{notes:?}");
+
+        r.set('B', "2.1", Status::Trying, None);
+        r.on_boot('A', "1.0", false);
+        assert!(r.failed["2.1"].contains("did not commit"));
+    }
+
+    #[test]
+    fn a_commit_cut_short_after_grubenv_is_finished_by_the_next_boot() {
+        let mut r = Records::default();
+        r.on_boot('A', "1.0", false);
+        r.set('B', "2.0", Status::Trying, None);
+        r.on_boot('B', "2.0", false);
+        assert_eq!(r.slots[&'B'].status, Status::Committed);
+        assert_eq!(
+            r.slots[&'A'].status,
+            Status::Committed,
+            "the old one is kept"
+        );
+    }
+
+    #[test]
+    fn a_written_slot_that_was_never_armed_is_left_alone() {
+        let mut r = Records::default();
+        r.on_boot('A', "1.0", false);
+        r.set('B', "2.0", Status::Written, None);
+        assert!(r.on_boot('A', "1.0", false).is_empty());
+        assert_eq!(r.slots[&'B'].status, Status::Written);
+    }
+
+    #[test]
+    fn the_command_line_names_the_slot_and_the_trial() {
+        assert_eq!(
+            from_cmdline("console=ttyS0 berth.slot=B berth.trial=1"),
+            Some(('B', true))
+        );
+        assert_eq!(from_cmdline("berth.slot=a"), Some(('A', false)));
+        assert_eq!(from_cmdline("console=ttyS0"), None);
+    }
+
+    #[test]
+    fn grubenv_is_rewritten_in_place_on_a_real_fat_volume() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk_path = dir.path().join("disk");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&disk_path)
+            .expect("disk");
+        file.set_len(crate::disk::MIN_DISK_BYTES).expect("size");
+        let layout = crate::disk::Layout::new(crate::disk::MIN_DISK_BYTES, 512).expect("layout");
+        let mut f = &file;
+        crate::disk::write_gpt(&mut f, &layout).expect("gpt");
+        let boot = dir.path().join("boot");
+        std::fs::create_dir(&boot).expect("boot");
+        for name in ["boot.img", "core.img", "bootx64.efi", "vmlinuz", "initrd"] {
+            std::fs::write(boot.join(name), name.as_bytes()).expect("write");
+        }
+        let payload = crate::disk::Payload {
+            vmlinuz: boot.join("vmlinuz"),
+            initrd: boot.join("initrd"),
+            rootfs: boot.join("vmlinuz"),
+            boot: crate::bootloader::Images::in_dir(&boot),
+            config: Vec::new(),
+            kernel_args: String::new(),
+        };
+        crate::esp::write(&file, &layout.esp(), &payload).expect("esp");
+        let installed = Installed::open(&disk_path).expect("open");
+        assert_eq!(installed.esp, layout.esp());
+        assert_eq!(
+            installed.read_env().expect("env"),
+            env(&[("berth_default", "A")])
+        );
+
+        let esp_bytes = |file: &File| {
+            let mut data = vec![0u8; layout.esp().bytes as usize];
+            let mut f = file;
+            f.seek(SeekFrom::Start(layout.esp().start)).expect("seek");
+            f.read_exact(&mut data).expect("read");
+            data
+        };
+        let before = esp_bytes(&file);
+        let at = before
+            .windows(24)
+            .position(|w| w == b"# GRUB Environment Block")
+            .expect("grubenv on the volume");
+
+        let armed = env(&[("berth_default", "A"), ("berth_try", "B")]);
+        installed.write_env(&armed).expect("arm");
+        assert_eq!(installed.read_env().expect("env"), armed);
+        let after = esp_bytes(&file);
+        assert_eq!(
+            after
+                .windows(24)
+                .position(|w| w == b"# GRUB Environment Block"),
+            Some(at),
+            "the block stays where GRUB's block list points"
+        );
+        installed
+            .write_boot_files('B', b"kernel B", b"initrd B")
+            .expect("boot files");
+        assert_eq!(
+            crate::esp::read_file(&file, &layout.esp(), "B/vmlinuz").expect("read"),
+            b"kernel B"
+        );
+        assert_eq!(
+            crate::esp::read_file(&file, &layout.esp(), "A/vmlinuz").expect("read"),
+            b"vmlinuz",
+            "the running slot's kernel is untouched"
+        );
+        assert_eq!(installed.read_env().expect("env"), armed);
+    }
+}
