@@ -187,21 +187,8 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             root,
         } => {
             let store = root.open()?;
-            let parsed = berth_images::Reference::parse(&reference)?;
-            let registry = parsed.registry_host().to_string();
             let config = berth_configs::Layout::new(&config_root).load()?.config;
-            let mut options = PullOptions {
-                insecure: config.berth.registries.insecure.clone(),
-                credentials: None,
-                attempts: 4,
-                ca_certs: config.ca_certs.trusted.clone(),
-            };
-            if insecure {
-                options.insecure.push(registry.clone());
-            }
-            if let Some(auth) = config.berth.registries.auth.get(&registry) {
-                options.credentials = credentials(auth);
-            }
+            let options = pull_options(&config, &reference, insecure)?;
             let progress = crate::progress::reporter();
             let name = pull::pull(&store, &reference, &options, progress.as_ref())
                 .with_context(|| format!("pulling {reference}"))?;
@@ -245,6 +232,30 @@ fn is_root() -> bool {
 }
 
 /// Basic credentials from `berth.registries.auth`: username/password, or Docker's `auth`.
+/// How to reach `reference`'s registry under `config` (plain http when
+/// `insecure` or listed in `berth.registries.insecure`, its credentials).
+pub(crate) fn pull_options(
+    config: &berth_configs::model::CloudConfig,
+    reference: &str,
+    insecure: bool,
+) -> Result<PullOptions> {
+    let parsed = berth_images::Reference::parse(reference)?;
+    let registry = parsed.registry_host().to_string();
+    let mut options = PullOptions {
+        insecure: config.berth.registries.insecure.clone(),
+        credentials: None,
+        attempts: 4,
+        ca_certs: config.ca_certs.trusted.clone(),
+    };
+    if insecure {
+        options.insecure.push(registry.clone());
+    }
+    if let Some(auth) = config.berth.registries.auth.get(&registry) {
+        options.credentials = credentials(auth);
+    }
+    Ok(options)
+}
+
 fn credentials(auth: &berth_configs::model::RegistryAuth) -> Option<(String, String)> {
     use base64::Engine as _;
     if let (Some(u), Some(p)) = (&auth.username, &auth.password) {

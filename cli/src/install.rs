@@ -65,7 +65,7 @@ pub fn run(args: InstallArgs) -> Result<ExitCode> {
 }
 
 /// Bars on a terminal, a line per step and per tenth otherwise.
-fn reporter() -> Box<dyn Progress> {
+pub(crate) fn reporter() -> Box<dyn Progress> {
     if std::io::stderr().is_terminal() {
         Box::new(Bar(Mutex::new(None)))
     } else {

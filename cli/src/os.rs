@@ -1,8 +1,12 @@
-//! `berth os`: which OS version runs, from which slot.
+//! `berth os`: which OS version runs, both slots, upgrades and rollbacks
+//! (ARCHITECTURE.md §7, docs/upgrade.md).
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use berth_iso::slots::{self, Installed, Records, Status};
 
 use crate::config::Format;
 
@@ -13,7 +17,38 @@ pub enum OsCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: Format,
     },
+    /// Both slots: version, which runs, which boots next, and what became of each.
+    List {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Writes a new OS image into the other slot and boots it once, on trial:
+    /// it becomes the default only if it comes up healthy.
+    Upgrade {
+        /// The OS image (default: `berth.upgrade.image`).
+        reference: Option<String>,
+        /// Read the image from an oci-archive instead of a registry.
+        #[arg(long, conflicts_with = "reference")]
+        file: Option<PathBuf>,
+        /// Reach the registry over plain http.
+        #[arg(long)]
+        insecure: bool,
+        /// Also the running version, or one that failed here before.
+        #[arg(long)]
+        force: bool,
+        /// Arm the trial boot but do not reboot now.
+        #[arg(long)]
+        no_reboot: bool,
+    },
+    /// Boots the other slot from now on, if its image was committed here before.
+    Rollback {
+        #[arg(long)]
+        no_reboot: bool,
+    },
 }
+
+/// Where an upgrade keeps the image it pulls, on the state partition.
+const DOWNLOAD: &str = "/var/lib/berth/os/download";
 
 /// A value of `/etc/os-release`, unquoted.
 fn os_release(text: &str, key: &str) -> Option<String> {
@@ -24,21 +59,27 @@ fn os_release(text: &str, key: &str) -> Option<String> {
 
 /// `A`, `B`, or `live` from the kernel command line.
 fn booted_from(cmdline: &str) -> String {
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("berth.slot="))
-        .map(str::to_ascii_uppercase)
+    slots::from_cmdline(cmdline)
+        .map(|(s, _)| s.to_string())
         .unwrap_or_else(|| "live".into())
+}
+
+fn cmdline() -> String {
+    std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
+}
+
+fn running_version() -> String {
+    let release = std::fs::read_to_string("/etc/os-release")
+        .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
+        .unwrap_or_default();
+    os_release(&release, "VERSION_ID").unwrap_or_else(|| "unknown".into())
 }
 
 pub fn run(cmd: OsCommand) -> Result<ExitCode> {
     match cmd {
         OsCommand::Version { output } => {
-            let release = std::fs::read_to_string("/etc/os-release")
-                .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
-                .unwrap_or_default();
-            let version = os_release(&release, "VERSION_ID").unwrap_or_else(|| "unknown".into());
-            let slot = booted_from(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+            let version = running_version();
+            let slot = booted_from(&cmdline());
             match output {
                 Format::Json => println!(
                     "{}",
@@ -53,8 +94,288 @@ pub fn run(cmd: OsCommand) -> Result<ExitCode> {
                     }
                 ),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        OsCommand::List { output } => list(output),
+        OsCommand::Upgrade {
+            reference,
+            file,
+            insecure,
+            force,
+            no_reboot,
+        } => upgrade(reference, file, insecure, force, no_reboot),
+        OsCommand::Rollback { no_reboot } => rollback(no_reboot),
+    }
+}
+
+/// The installed disk and the slot running now; refused on a live medium.
+fn installed() -> Result<(Installed, char, bool)> {
+    let Some((running, trial)) = slots::from_cmdline(&cmdline()) else {
+        bail!("this system runs from a live medium; `berth install` it to a disk first");
+    };
+    let installed = Installed::find(Path::new("/sys/class/block"), Path::new("/dev"))?
+        .context("no disk with the BERTH_EFI, BERTH_A and BERTH_B partitions was found")?;
+    Ok((installed, running, trial))
+}
+
+/// The slot GRUB boots next: the armed one, else the default.
+fn next_boot(env: &std::collections::BTreeMap<String, String>) -> char {
+    env.get("berth_try")
+        .and_then(|s| slots::parse_slot(s))
+        .or_else(|| env.get("berth_default").and_then(|s| slots::parse_slot(s)))
+        .unwrap_or('A')
+}
+
+fn list(output: Format) -> Result<ExitCode> {
+    let (installed, running, trial) = installed()?;
+    let env = installed.read_env()?;
+    let records = Records::load(Path::new("/"))?;
+    let next = next_boot(&env);
+    let default = env
+        .get("berth_default")
+        .and_then(|s| slots::parse_slot(s))
+        .unwrap_or('A');
+    match output {
+        Format::Json => {
+            let slots: Vec<serde_json::Value> = ['A', 'B']
+                .iter()
+                .map(|s| {
+                    let r = records.slots.get(s);
+                    serde_json::json!({
+                        "slot": s.to_string(),
+                        "version": r.map(|r| r.version.clone()),
+                        "status": r.map(|r| r.status.as_str()),
+                        "reason": r.and_then(|r| r.reason.clone()),
+                        "at": r.map(|r| r.at),
+                        "image": r.and_then(|r| r.image.clone()),
+                        "running": *s == running,
+                        "trial": *s == running && trial,
+                        "default": *s == default,
+                        "boots_next": *s == next,
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "slots": slots,
+                    "failed_versions": records.failed,
+                }))?
+            );
+        }
+        Format::Text => {
+            println!("SLOT  VERSION          STATUS     NOW      NEXT BOOT");
+            for s in ['A', 'B'] {
+                let r = records.slots.get(&s);
+                let now = if s == running {
+                    if trial {
+                        "running (trial)"
+                    } else {
+                        "running"
+                    }
+                } else {
+                    ""
+                };
+                let next_note = if s == next {
+                    if env.get("berth_try").is_some_and(|t| t.starts_with(s)) {
+                        "yes (once, on trial)"
+                    } else {
+                        "yes"
+                    }
+                } else {
+                    ""
+                };
+                println!(
+                    "{s}     {:<16} {:<10} {:<8} {next_note}",
+                    r.map_or("-", |r| r.version.as_str()),
+                    r.map_or("empty", |r| r.status.as_str()),
+                    now
+                );
+                if let Some(reason) = r.and_then(|r| r.reason.as_deref()) {
+                    println!("      {}: {reason}", when(r.map_or(0, |r| r.at)));
+                }
+            }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn when(secs: u64) -> String {
+    berth_images::recipe::rfc3339(secs)
+}
+
+fn upgrade(
+    reference: Option<String>,
+    file: Option<PathBuf>,
+    insecure: bool,
+    force: bool,
+    no_reboot: bool,
+) -> Result<ExitCode> {
+    let root = Path::new("/");
+    let (installed, running, trial) = installed()?;
+    if trial {
+        bail!(
+            "slot {running} is on its trial boot; wait until it commits (`berth os list`) or falls back"
+        );
+    }
+    let env = installed.read_env()?;
+    if let Some(armed) = env.get("berth_try").filter(|t| !t.is_empty()) {
+        if !force {
+            bail!("slot {armed} is armed for a trial on the next boot already; reboot, or --force");
+        }
+    }
+    let target = slots::other(running);
+    let mut records = Records::load(root)?;
+    let config = berth_configs::Layout::new(root).load()?.config;
+
+    // 1. The image, into a store of its own on the state partition.
+    let _ = std::fs::remove_dir_all(DOWNLOAD);
+    let store = berth_images::Store::open(DOWNLOAD)
+        .with_context(|| format!("opening {DOWNLOAD}"))?;
+    let progress = crate::progress::reporter();
+    let (reference, source) = match file {
+        Some(path) => {
+            let imported = berth_images::archive::import(&store, &path, None)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let reference = imported
+                .references
+                .first()
+                .cloned()
+                .with_context(|| format!("{} holds no named image", path.display()))?;
+            (reference, path.display().to_string())
+        }
+        None => {
+            let reference = reference
+                .or_else(|| config.berth.upgrade.image.clone())
+                .context("no image named: give one, or set berth.upgrade.image")?;
+            eprintln!("pulling {reference}");
+            let options = crate::image::pull_options(&config, &reference, insecure)?;
+            let name = berth_images::pull::pull(&store, &reference, &options, progress.as_ref())
+                .with_context(|| format!("pulling {reference}"))?;
+            (name, reference)
+        }
+    };
+    let image = berth_images::os_image::inspect(&store, &reference)?;
+
+    // 2. Checks, before anything on the disk changes.
+    let running_version = running_version();
+    if image.version == running_version && !force {
+        bail!(
+            "{source} is version {}, the one running now (--force to write it again)",
+            image.version
+        );
+    }
+    if let Some(why) = records.failed.get(&image.version) {
+        if !force {
+            bail!(
+                "version {} failed here before ({why}); --force to try it again",
+                image.version
+            );
+        }
+    }
+    println!(
+        "upgrading from {running_version} (slot {running}) to {} (slot {target}) from {source}",
+        image.version
+    );
+
+    // 3. The slot: marked as being written first, so that a power cut in
+    // the middle never leaves a record that calls it bootable.
+    records.set(target, &image.version, Status::Writing, None);
+    if let Some(r) = records.slots.get_mut(&target) {
+        r.image = Some(source.clone());
+        r.rootfs_sha256 = None;
+    }
+    records.save(root)?;
+    let disk_progress = crate::install::reporter();
+    let slot_bytes = installed.slot(target).bytes;
+    let mut kernel = Vec::new();
+    let mut initrd = Vec::new();
+    let mut rootfs_sha = None;
+    berth_images::os_image::extract(&store, &image, |name, size, reader| {
+        match name {
+            berth_images::os_image::ROOTFS => {
+                if size > slot_bytes {
+                    return Err(std::io::Error::other(format!(
+                        "its rootfs is {} MiB; slot {target} holds {} MiB",
+                        slots::mib(size),
+                        slots::mib(slot_bytes)
+                    )));
+                }
+                let sha = installed
+                    .write_rootfs(target, reader, size, disk_progress.as_ref())
+                    .map_err(std::io::Error::other)?;
+                rootfs_sha = Some(sha);
+            }
+            berth_images::os_image::KERNEL => {
+                reader.take(size).read_to_end(&mut kernel)?;
+            }
+            _ => {
+                reader.take(size).read_to_end(&mut initrd)?;
+            }
+        }
+        Ok(())
+    })
+    .with_context(|| format!("writing {} into slot {target}", image.version))?;
+    disk_progress.step("writing the kernel and initrd to the EFI system partition");
+    installed.write_boot_files(target, &kernel, &initrd)?;
+    records.set(target, &image.version, Status::Written, None);
+    if let Some(r) = records.slots.get_mut(&target) {
+        r.image = Some(source.clone());
+        r.rootfs_sha256 = rootfs_sha;
+    }
+    records.save(root)?;
+    let _ = std::fs::remove_dir_all(DOWNLOAD);
+
+    // 4. Arm one trial boot: grubenv first, then the record (a cut between
+    // them still boots the trial, whose PID 1 records it).
+    let mut env = installed.read_env()?;
+    env.insert("berth_try".into(), target.to_string());
+    installed.write_env(&env)?;
+    records.set(target, &image.version, Status::Armed, None);
+    records.save(root)?;
+    if no_reboot {
+        println!(
+            "{} is in slot {target}; the next boot tries it once, and keeps it if it comes up healthy",
+            image.version
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("rebooting into {} (slot {target}) on trial", image.version);
+    berth_init::request(berth_init::Action::Reboot).context("cannot reboot")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rollback(no_reboot: bool) -> Result<ExitCode> {
+    let root = Path::new("/");
+    let (installed, running, trial) = installed()?;
+    let target = slots::other(running);
+    let records = Records::load(root)?;
+    let Some(record) = records.slots.get(&target) else {
+        bail!("slot {target} holds nothing this machine ran; there is nothing to roll back to");
+    };
+    if record.status != Status::Committed {
+        bail!(
+            "slot {target} holds {} ({}), which was never committed here; rollback only returns to a version that ran healthy",
+            record.version,
+            record.status.as_str()
+        );
+    }
+    let mut env = installed.read_env()?;
+    env.insert("berth_default".into(), target.to_string());
+    env.remove("berth_try");
+    installed.write_env(&env)?;
+    if trial {
+        println!("(slot {running} was on trial; it will not be committed)");
+    }
+    if no_reboot {
+        println!(
+            "the next boots use {} (slot {target})",
+            record.version
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("rolling back to {} (slot {target}); rebooting", record.version);
+    berth_init::request(berth_init::Action::Reboot).context("cannot reboot")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -69,4 +390,24 @@ mod tests {
         assert_eq!(booted_from("console=ttyS0 berth.slot=b panic=10"), "B");
         assert_eq!(booted_from("console=ttyS0"), "live");
     }
+
+    #[test]
+    fn the_next_boot_is_the_armed_slot_else_the_default() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(next_boot(&env(&[("berth_default", "A")])), 'A');
+        assert_eq!(
+            next_boot(&env(&[("berth_default", "A"), ("berth_try", "B")])),
+            'B'
+        );
+        assert_eq!(
+            next_boot(&env(&[("berth_default", "B"), ("berth_try", "")])),
+            'B'
+        );
+    }
+
 }

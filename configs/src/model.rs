@@ -602,6 +602,11 @@ pub struct Upgrade {
     /// The OS image reference upgrades come from.
     pub image: Option<String>,
     pub channel: Option<String>,
+    /// A command (run with `sh -c` on the host) that must exit 0 before a
+    /// trial boot of a new OS image commits it.
+    pub health_check: Option<String>,
+    /// How long a trial boot has to become healthy (default 5m).
+    pub health_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]

@@ -529,8 +529,8 @@ fn write_layer(
     ))
 }
 
-/// `SOURCE_DATE_EPOCH` as an RFC 3339 UTC timestamp, without a date library.
-fn rfc3339(epoch: u64) -> String {
+/// Seconds since the epoch as an RFC 3339 UTC timestamp, without a date library.
+pub fn rfc3339(epoch: u64) -> String {
     let days = epoch / 86_400;
     let secs = epoch % 86_400;
     // Civil-from-days (Howard Hinnant's algorithm), for the proleptic Gregorian calendar.

@@ -705,6 +705,13 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
         log::warn!("kernel command line: {p}");
     }
     load_modules(sys, root);
+    // A trial boot is watched from here on: whatever of the new OS image
+    // hangs, the machine resets and GRUB falls back (see crate::watchdog).
+    if root == Path::new("/") && berth_iso::slots::from_cmdline(&cmdline).is_some_and(|(_, t)| t) {
+        if let Some(dog) = crate::watchdog::open_present(root) {
+            dog.hand_over();
+        }
+    }
     mount_image(sys, root, &plan)?;
     // The seed is looked for once, after the boot medium: by then the storage
     // drivers have found what is attached at boot.

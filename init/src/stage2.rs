@@ -105,7 +105,8 @@ pub fn run(berthd_available: bool) -> ! {
         // Nothing will ever report ready; the boot tests still need the marker.
         supervisor::announce_ready(" (berthd not present in this build)");
     }
-    supervisor::run(&mut sys, main, Path::new(supervisor::SOCKET))
+    let trial = crate::trial::begin(Path::new("/"), &cmdline);
+    supervisor::run(&mut sys, main, Path::new(supervisor::SOCKET), trial)
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::input;
+use crate::trial::Trial;
+use crate::watchdog::Watchdog;
 use crate::shutdown::{self, Timeouts};
 use crate::sys::{Action, Sys};
 
@@ -48,6 +50,22 @@ pub fn find_shell() -> Option<PathBuf> {
 /// Stage 1 or 2 failed: say why, and keep a shell on the console for good.
 pub fn emergency(reason: &str) -> ! {
     log::error!("{reason}");
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if berth_iso::slots::from_cmdline(&cmdline).is_some_and(|(_, trial)| trial) {
+        // Nobody chose this OS image by hand at this console: its try is
+        // used up, so rebooting is the way back to the committed slot.
+        log::error!("trial boot failed before the system came up; rebooting into the committed slot");
+        crate::shutdown::run(
+            &mut crate::sys::Linux,
+            Action::Reboot,
+            None,
+            crate::shutdown::Timeouts::default(),
+        );
+    }
+    // A person at an emergency shell must not be reset under their feet.
+    if let Some(dog) = Watchdog::inherit() {
+        dog.disarm();
+    }
     let main = match find_shell() {
         Some(shell) => {
             log::error!(
@@ -69,7 +87,7 @@ pub fn emergency(reason: &str) -> ! {
             Main::Nothing
         }
     };
-    run(&mut crate::sys::Linux, main, Path::new(SOCKET))
+    run(&mut crate::sys::Linux, main, Path::new(SOCKET), None)
 }
 
 fn block_signals() -> io::Result<File> {
@@ -127,8 +145,9 @@ pub enum Api {
     Down,
     /// Services still on their way up.
     Settling(Vec<String>),
-    /// Every service has come to rest; a one-line summary.
-    Settled(String),
+    /// Every service has come to rest: a one-line summary, and the services
+    /// that came to rest unhealthy (failed, restarting, waiting on an error).
+    Settled(String, Vec<String>),
 }
 
 /// Asks berthd for `GET /v1/services` on its socket.
@@ -164,11 +183,12 @@ pub fn api_status(socket: &Path) -> Api {
 pub fn settled(body: &str) -> Api {
     let Ok(serde_json::Value::Array(services)) = serde_json::from_str(body.trim()) else {
         // berthd answers but the list is not what this PID 1 knows; do not hold the boot on it.
-        return Api::Settled("service list not understood".into());
+        return Api::Settled("service list not understood".into(), Vec::new());
     };
     let mut ready = Vec::new();
     let mut other = Vec::new();
     let mut pending = Vec::new();
+    let mut failing = Vec::new();
     for s in &services {
         let name = s["name"].as_str().unwrap_or("?").to_string();
         let state = s["state"].as_str().unwrap_or("unknown");
@@ -177,6 +197,9 @@ pub fn settled(body: &str) -> Api {
         if s["ready"].as_bool() == Some(true) {
             ready.push(name);
         } else if resting {
+            if state != "exited" && state != "stopped" {
+                failing.push(format!("{name} {state}"));
+            }
             other.push(format!("{name} {state}"));
         } else {
             pending.push(format!("{name} {state}"));
@@ -192,7 +215,7 @@ pub fn settled(body: &str) -> Api {
     if !other.is_empty() {
         summary.push_str(&format!("; not ready: {}", other.join(", ")));
     }
-    Api::Settled(summary)
+    Api::Settled(summary, failing)
 }
 
 /// VmRSS of this process in KiB.
@@ -256,6 +279,9 @@ struct Loop {
     buttons: Vec<File>,
     rescan_buttons_until: Instant,
     next_button_scan: Instant,
+    watchdog: Option<Watchdog>,
+    trial: Option<Trial>,
+    next_trial_status: Instant,
 }
 
 fn spawn(main: &Main) -> io::Result<i32> {
@@ -336,6 +362,9 @@ impl Loop {
             if pid <= 0 {
                 return;
             }
+            if self.trial.as_mut().is_some_and(|t| t.reaped(pid, status)) {
+                continue;
+            }
             if Some(pid) != self.pid {
                 continue;
             }
@@ -364,7 +393,7 @@ impl Loop {
         } else {
             Api::Down
         };
-        if let Api::Settled(summary) = &status {
+        if let Api::Settled(summary, _) = &status {
             announce_ready(&format!(" (services: {summary})"));
             self.ready = Ready::Done;
         } else if now >= next_note {
@@ -413,6 +442,17 @@ impl Loop {
         if self.buttons.is_empty() && now <= self.rescan_buttons_until {
             next = next.min(self.next_button_scan);
         }
+        if let Some(w) = &self.watchdog {
+            next = next.min(w.due());
+        }
+        if let Some(t) = &self.trial {
+            if let Some(wake) = t.wake() {
+                next = next.min(wake);
+            }
+            if t.wants_status() && matches!(self.ready, Ready::Done) {
+                next = next.min(self.next_trial_status);
+            }
+        }
         let ms = next.saturating_duration_since(now).as_millis();
         libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
     }
@@ -426,8 +466,27 @@ pub fn announce_ready(note: &str) {
     log::info!("PID 1 resident memory (VmRSS): {rss}");
 }
 
-/// The loop. Never returns.
-pub fn run(sys: &mut dyn Sys, main: Main, socket: &Path) -> ! {
+impl Loop {
+    /// Feeds the watchdog and moves a trial boot on; a failed trial asks
+    /// for a reboot.
+    fn tend(&mut self, now: Instant) -> Option<Action> {
+        if let Some(w) = &mut self.watchdog {
+            w.feed(now);
+        }
+        let trial = self.trial.as_mut()?;
+        let status = (trial.wants_status()
+            && matches!(self.ready, Ready::Done)
+            && now >= self.next_trial_status)
+            .then(|| {
+                self.next_trial_status = now + Duration::from_secs(2);
+                api_status(&self.socket)
+            });
+        trial.poll(now, status.as_ref()).map(|_| Action::Reboot)
+    }
+}
+
+/// The loop. Never returns. `trial` is a trial boot to commit or fail.
+pub fn run(sys: &mut dyn Sys, main: Main, socket: &Path, trial: Option<Trial>) -> ! {
     let mut signals = match block_signals() {
         Ok(f) => Some(f),
         Err(e) => {
@@ -453,6 +512,9 @@ pub fn run(sys: &mut dyn Sys, main: Main, socket: &Path) -> ! {
         buttons: Vec::new(),
         rescan_buttons_until: now + Duration::from_secs(10),
         next_button_scan: now,
+        watchdog: Watchdog::inherit().or_else(|| crate::watchdog::open_present(Path::new("/"))),
+        trial,
+        next_trial_status: now,
     };
     loop {
         let now = Instant::now();
@@ -478,29 +540,28 @@ pub fn run(sys: &mut dyn Sys, main: Main, socket: &Path) -> ! {
                 revents: 0,
             });
         }
-        let timeout = l.timeout(now);
+        let mut action = l.tend(now);
+        let timeout = if action.is_some() { 0 } else { l.timeout(now) };
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if n <= 0 {
-            continue;
-        }
-        let mut action = None;
-        if let Some(s) = signals.as_mut() {
-            for sig in read_signals(s) {
-                match Action::from_signal(sig) {
-                    Some(a) => {
-                        log::info!("signal {sig}: {}", a.name());
-                        action = Some(a);
+        if n > 0 {
+            if let Some(s) = signals.as_mut() {
+                for sig in read_signals(s) {
+                    match Action::from_signal(sig) {
+                        Some(a) => {
+                            log::info!("signal {sig}: {}", a.name());
+                            action = Some(a);
+                        }
+                        None => log::debug!("signal {sig}"),
                     }
-                    None => log::debug!("signal {sig}"),
                 }
             }
-        }
-        let offset = usize::from(signals.is_some());
-        for (i, b) in l.buttons.iter_mut().enumerate() {
-            if fds[offset + i].revents != 0 && input::pressed(b) {
-                log::info!("power button pressed");
-                action = Some(Action::PowerOff);
+            let offset = usize::from(signals.is_some());
+            for (i, b) in l.buttons.iter_mut().enumerate() {
+                if fds[offset + i].revents != 0 && input::pressed(b) {
+                    log::info!("power button pressed");
+                    action = Some(Action::PowerOff);
+                }
             }
         }
         if let Some(action) = action {
@@ -557,7 +618,7 @@ mod tests {
         let (_d, sock, t) = serve(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n[]",
         );
-        assert_eq!(api_status(&sock), Api::Settled("0 ready".into()));
+        assert_eq!(api_status(&sock), Api::Settled("0 ready".into(), Vec::new()));
         let req = t.join().expect("server");
         assert!(req.starts_with("GET /v1/services HTTP/1.1\r\n"), "{req}");
 
@@ -593,12 +654,13 @@ mod tests {
         assert_eq!(
             settled(body),
             Api::Settled(
-                "2 ready: console, init-disk; not ready: docker failed, web waiting".into()
+                "2 ready: console, init-disk; not ready: docker failed, web waiting".into(),
+                vec!["docker failed".into(), "web waiting".into()]
             )
         );
         assert_eq!(
             settled("<html>"),
-            Api::Settled("service list not understood".into())
+            Api::Settled("service list not understood".into(), Vec::new())
         );
     }
 

@@ -25,6 +25,10 @@ pub const BOOT_MODULES: &[&str] = &[
     "ehci_pci",
     "uhci_hcd",
     "ohci_pci",
+    // hardware watchdogs (QEMU's i6300esb, Intel PCs' iTCO): a trial boot
+    // arms one in stage 1 (init/src/watchdog.rs)
+    "i6300esb",
+    "iTCO_wdt",
     // disks
     "virtio_blk",
     "virtio_scsi",

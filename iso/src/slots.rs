@@ -266,6 +266,8 @@ pub fn render_env(vars: &BTreeMap<String, String>) -> Result<Vec<u8>> {
 pub enum Status {
     /// Booted and healthy here; a boot may fall back to it.
     Committed,
+    /// Being written: not bootable until it is written and read back.
+    Writing,
     /// Written and read back, not (yet) armed.
     Written,
     /// The next boot tries it once.
@@ -280,6 +282,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Committed => "committed",
+            Status::Writing => "writing",
             Status::Written => "written",
             Status::Armed => "armed",
             Status::Trying => "trying",
