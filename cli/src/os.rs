@@ -230,8 +230,8 @@ fn upgrade(
 
     // 1. The image, into a store of its own on the state partition.
     let _ = std::fs::remove_dir_all(DOWNLOAD);
-    let store = berth_images::Store::open(DOWNLOAD)
-        .with_context(|| format!("opening {DOWNLOAD}"))?;
+    let store =
+        berth_images::Store::open(DOWNLOAD).with_context(|| format!("opening {DOWNLOAD}"))?;
     let progress = crate::progress::reporter();
     let (reference, source) = match file {
         Some(path) => {
@@ -368,13 +368,13 @@ fn rollback(no_reboot: bool) -> Result<ExitCode> {
         println!("(slot {running} was on trial; it will not be committed)");
     }
     if no_reboot {
-        println!(
-            "the next boots use {} (slot {target})",
-            record.version
-        );
+        println!("the next boots use {} (slot {target})", record.version);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("rolling back to {} (slot {target}); rebooting", record.version);
+    println!(
+        "rolling back to {} (slot {target}); rebooting",
+        record.version
+    );
     berth_init::request(berth_init::Action::Reboot).context("cannot reboot")?;
     Ok(ExitCode::SUCCESS)
 }
@@ -409,5 +409,4 @@ mod tests {
             'B'
         );
     }
-
 }

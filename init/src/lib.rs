@@ -26,10 +26,10 @@ pub mod probe;
 pub mod shutdown;
 pub mod stage1;
 pub mod stage2;
-pub mod trial;
 pub mod supervisor;
 pub mod sys;
 pub mod timeline;
+pub mod trial;
 pub mod watchdog;
 
 pub use sys::Action;

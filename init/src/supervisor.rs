@@ -14,10 +14,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::input;
-use crate::trial::Trial;
-use crate::watchdog::Watchdog;
 use crate::shutdown::{self, Timeouts};
 use crate::sys::{Action, Sys};
+use crate::trial::Trial;
+use crate::watchdog::Watchdog;
 
 /// berthd's API socket.
 pub const SOCKET: &str = "/run/berth/berth.sock";
@@ -54,7 +54,9 @@ pub fn emergency(reason: &str) -> ! {
     if berth_iso::slots::from_cmdline(&cmdline).is_some_and(|(_, trial)| trial) {
         // Nobody chose this OS image by hand at this console: its try is
         // used up, so rebooting is the way back to the committed slot.
-        log::error!("trial boot failed before the system came up; rebooting into the committed slot");
+        log::error!(
+            "trial boot failed before the system came up; rebooting into the committed slot"
+        );
         crate::shutdown::run(
             &mut crate::sys::Linux,
             Action::Reboot,
@@ -618,7 +620,10 @@ mod tests {
         let (_d, sock, t) = serve(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n[]",
         );
-        assert_eq!(api_status(&sock), Api::Settled("0 ready".into(), Vec::new()));
+        assert_eq!(
+            api_status(&sock),
+            Api::Settled("0 ready".into(), Vec::new())
+        );
         let req = t.join().expect("server");
         assert!(req.starts_with("GET /v1/services HTTP/1.1\r\n"), "{req}");
 

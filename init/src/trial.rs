@@ -121,7 +121,10 @@ fn health_settings(root: &Path) -> (Duration, Option<String>) {
             let upgrade = &loaded.config.berth.upgrade;
             (
                 upgrade.health_timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
-                upgrade.health_check.clone().filter(|c| !c.trim().is_empty()),
+                upgrade
+                    .health_check
+                    .clone()
+                    .filter(|c| !c.trim().is_empty()),
             )
         }
         Err(e) => {
@@ -221,7 +224,11 @@ impl Trial {
         }
         match cmd.spawn() {
             // Reaped by the loop's waitpid(-1), which hands it to `reaped`.
-            Ok(child) => self.phase = Phase::Checking { pid: child.id() as i32 },
+            Ok(child) => {
+                self.phase = Phase::Checking {
+                    pid: child.id() as i32,
+                }
+            }
             Err(e) => {
                 self.waiting_on = self.fail(&format!("cannot run the health check `{check}`: {e}"));
                 self.phase = Phase::Failed;
@@ -232,7 +239,8 @@ impl Trial {
     fn commit(&mut self) {
         let root = Path::new("/");
         let Some(installed) = &self.installed else {
-            self.waiting_on = self.fail("the installed disk was not found, so nothing can be committed");
+            self.waiting_on =
+                self.fail("the installed disk was not found, so nothing can be committed");
             self.phase = Phase::Failed;
             return;
         };
@@ -242,7 +250,8 @@ impl Trial {
             installed.write_env(&env)
         });
         if let Err(e) = written {
-            self.waiting_on = self.fail(&format!("cannot make slot {} the default: {e}", self.slot));
+            self.waiting_on =
+                self.fail(&format!("cannot make slot {} the default: {e}", self.slot));
             self.phase = Phase::Failed;
             return;
         }

@@ -393,9 +393,9 @@ impl Records {
         if let Some(r) = self.slots.get(&other).cloned() {
             if matches!(r.status, Status::Armed | Status::Trying) {
                 let reason = if r.status == Status::Armed {
-                    "its trial boot never reached PID 1 (the kernel panicked or did not start)"
+                    "its trial boot never got as far as its services (the kernel panicked, or it hung and the watchdog reset it)"
                 } else {
-                    "its trial boot did not commit (a hang the watchdog reset, a crash or a power cut)"
+                    "its trial boot did not commit (it crashed, hung until the watchdog reset it, or lost power)"
                 };
                 self.set(other, &r.version, Status::Failed, Some(reason.into()));
                 notes.push(format!(
@@ -465,7 +465,7 @@ mod tests {
         let notes = r.on_boot('A', "1.0", false);
         assert_eq!(r.slots[&'B'].status, Status::Failed);
         assert!(r.failed.contains_key("2.0"));
-        assert!(notes[0].contains("never reached PID 1"), "{notes:?}");
+        assert!(notes[0].contains("never got as far"), "{notes:?}");
 
         r.set('B', "2.1", Status::Trying, None);
         r.on_boot('A', "1.0", false);

@@ -169,6 +169,11 @@ pub struct Config {
     /// whose DHCP server offers an address but no router.
     pub restricted: bool,
     pub kvm: bool,
+    /// An i6300esb watchdog, which resets the machine when it is not fed.
+    pub watchdog: bool,
+    /// The guest's reboots (and watchdog resets) restart it in the same QEMU
+    /// instead of ending the VM.
+    pub reboots: bool,
 }
 
 /// A NIC on an isolated QEMU user network (`restrict=on`: no way out).
@@ -196,7 +201,21 @@ impl Config {
             firmware_boot_order: false,
             restricted: false,
             kvm: std::env::var("BERTH_QEMU_KVM").is_ok_and(|v| v == "1"),
+            watchdog: false,
+            reboots: false,
         }
+    }
+
+    /// Adds an i6300esb watchdog (its action: reset the machine).
+    pub fn watchdog(mut self) -> Self {
+        self.watchdog = true;
+        self
+    }
+
+    /// Lets the guest reboot itself inside this QEMU.
+    pub fn reboots(mut self) -> Self {
+        self.reboots = true;
+        self
     }
 
     pub fn firmware(mut self, firmware: Firmware) -> Self {
@@ -343,8 +362,14 @@ impl Config {
                 nic.mac
             ));
         }
-        // A reboot ends the VM: tests see a panic or reboot as QEMU exiting.
-        cmd.arg("-no-reboot");
+        if self.watchdog {
+            cmd.args(["-device", "i6300esb", "-action", "watchdog=reset"]);
+        }
+        // Unless asked, a reboot ends the VM: tests see a panic or reboot as
+        // QEMU exiting.
+        if !self.reboots {
+            cmd.arg("-no-reboot");
+        }
         Ok(cmd)
     }
 }

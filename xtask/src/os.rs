@@ -240,6 +240,118 @@ pub fn build() -> Result<Artifacts> {
     })
 }
 
+/// The OS images the upgrade tests install (`qemu-tests/tests/upgrade.rs`),
+/// made from this build in `target/berth/test-os/` as oci-archives: `next`
+/// (a newer version of the same OS), and three broken ones — `panic` (its
+/// initrd is empty: the kernel panics), `hang` (its PID 1 hangs after the
+/// switch to its root, before berthd) and `unhealthy` (no system images: no
+/// service ever gets ready). Each is its own version, `<this>-<name>`.
+pub const TEST_OS_IMAGES: [&str; 4] = ["next", "panic", "hang", "unhealthy"];
+
+pub fn test_os_images(artifacts: &Artifacts) -> Result<PathBuf> {
+    let out = out_dir();
+    let dir = out.join("test-os");
+    std::fs::create_dir_all(&dir)?;
+    let staging = out.join("rootfs-staging");
+    let base =
+        std::env::var("BERTH_OS_VERSION").unwrap_or_else(|_| env!("CARGO_PKG_VERSION").into());
+    let release = std::fs::read_to_string(staging.join("usr/lib/os-release"))
+        .context("the rootfs staging tree (cargo xtask build) has no usr/lib/os-release")?;
+    for name in TEST_OS_IMAGES {
+        let version = format!("{base}-{name}");
+        let archive = dir.join(format!("{name}.tar"));
+        let fp = fingerprint(
+            &[&artifacts.vmlinuz, &artifacts.initrd, &artifacts.rootfs],
+            &[&version, "test-os-2"],
+        )?;
+        if !stale(&archive, &fp) {
+            continue;
+        }
+        progress(&format!("test OS image {name} ({version})"));
+        let work = dir.join(format!("{name}.work"));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        let os_release = work.join("os-release");
+        std::fs::write(
+            &os_release,
+            release
+                .lines()
+                .map(|l| {
+                    if l.starts_with("VERSION_ID=") {
+                        format!("VERSION_ID=\"{version}\"")
+                    } else if l.starts_with("VERSION=") {
+                        format!("VERSION=\"{version}\"")
+                    } else if l.starts_with("PRETTY_NAME=") {
+                        format!("PRETTY_NAME=\"Berth {version}\"")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n",
+        )?;
+        // The same tree with a few paths swapped (mksquashfs pseudo files),
+        // compressed fast: these images live for one test run.
+        let mut excludes = vec!["usr/lib/os-release".to_string()];
+        let mut pseudo = vec![format!(
+            "usr/lib/os-release f 644 0 0 cat {}",
+            os_release.display()
+        )];
+        match name {
+            "hang" => {
+                let hang = work.join("hang.sh");
+                std::fs::write(
+                    &hang,
+                    "#!/usr/bin/sh\necho 'berth test image: PID 1 hangs here' >/dev/console\nwhile :; do sleep 3600; done\n",
+                )?;
+                excludes.push("usr/bin/berth".into());
+                pseudo.push(format!("usr/bin/berth f 755 0 0 cat {}", hang.display()));
+            }
+            "unhealthy" => excludes.push("usr/share/berth/layers".into()),
+            _ => {}
+        }
+        let rootfs = work.join("rootfs.squashfs");
+        let mut cmd = std::process::Command::new("mksquashfs");
+        cmd.arg(&staging)
+            .arg(&rootfs)
+            .args(["-comp", "zstd", "-Xcompression-level", "3", "-b", "1M"])
+            .args(["-noappend", "-no-progress", "-quiet", "-mkfs-time", "0"]);
+        for p in &pseudo {
+            cmd.arg("-p").arg(p);
+        }
+        // Old-style excludes, by path: what they name is left out.
+        cmd.arg("-e").args(excludes.iter().map(|e| staging.join(e)));
+        let status = cmd.status().context("running mksquashfs")?;
+        if !status.success() {
+            bail!("mksquashfs for the {name} test image failed: {status}");
+        }
+        let initrd = if name == "panic" {
+            // Nothing in it: no /init, no root — the kernel panics.
+            let empty = work.join("initrd");
+            std::fs::write(&empty, vec![0u8; 4096])?;
+            empty
+        } else {
+            artifacts.initrd.clone()
+        };
+        let store_dir = work.join("store");
+        let store = berth_images::Store::open(&store_dir)?;
+        let reference = format!("berth/os:{version}");
+        berth_images::os_image::build(
+            &store,
+            &reference,
+            &version,
+            [&artifacts.vmlinuz, &initrd, &rootfs],
+        )
+        .with_context(|| format!("building the {name} test image"))?;
+        berth_images::archive::export(&store, &reference, &archive)?;
+        std::fs::remove_dir_all(&work)?;
+        record(&archive, &fp)?;
+        report(&archive, &format!("version {version}"))?;
+    }
+    Ok(dir)
+}
+
 /// `berth-os.tar` is an OCI image other tools read: skopeo sees its version label.
 pub fn check_os_image() -> Result<()> {
     let archive = out_dir().join("berth-os.tar");
@@ -566,6 +678,7 @@ pub fn qemu_tests(artifacts: &Artifacts) -> Result<()> {
             .env("BERTH_QCOW2", &artifacts.qcow2)
             .env("BERTH_ROOTFS", &artifacts.rootfs)
             .env("BERTH_BINARY", &artifacts.berth)
+            .env("BERTH_TEST_OS", test_os_images(artifacts)?)
             .env(berth_testkit::LOG_ENV, crate::skips::log_path())
             // The busybox test image for `docker load` in the VM.
             .env("BERTH_IMAGE_STORE", crate::image_store_dir())

@@ -1,0 +1,474 @@
+//! Upgrades of an installed machine, as operators run them: OS images
+//! pushed with skopeo to Debian's docker-registry on the host, pulled by
+//! `berth os upgrade` in the VM, booted on trial by real GRUB from the disk,
+//! committed or failed by PID 1. The machine reboots by itself inside one
+//! QEMU (with an i6300esb watchdog); nothing in a test helps it back.
+//!
+//! The test OS images come from `cargo xtask test` (`BERTH_TEST_OS`, see
+//! xtask `os::test_os_images`): `next` (a newer version), `panic`, `hang`
+//! and `unhealthy`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use qemu_tests::ssh::Ssh;
+use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// A trial boot's health timeout in these tests (the default is 5 minutes).
+const HEALTH_TIMEOUT_SECS: u64 = 60;
+const GIB: u64 = 1 << 30;
+
+fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) {
+    let at = vm
+        .expect(pattern, timeout)
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
+}
+
+fn ok(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
+    ssh.check(remote)
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())))
+}
+
+fn refused(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
+    let out = ssh.run(remote).expect("ssh");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "`{remote}` should have been refused; it said:\n{said}\n{}",
+        berth_lines(&vm.transcript())
+    );
+    said
+}
+
+/// Debian's docker-registry on 127.0.0.1 (10.0.2.2 from the VM), plain http.
+struct Registry {
+    child: Child,
+    port: u16,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Registry {
+        let port = qemu_tests::free_port().expect("port");
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("registry-data").display()
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed by `cargo xtask test`");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Registry { child, port }
+    }
+
+    /// Pushes an oci-archive as `berth/os:<tag>`; returns the reference the VM uses.
+    fn push(&self, archive: &Path, tag: &str) -> String {
+        let dest = format!("docker://127.0.0.1:{}/berth/os:{tag}", self.port);
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(&dest)
+            .output()
+            .expect("skopeo is installed by `cargo xtask test`");
+        assert!(
+            out.status.success(),
+            "skopeo copy {} {dest}: {}",
+            archive.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("10.0.2.2:{}/berth/os:{tag}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test OS images' directory, or `None` after recording the skip.
+fn test_os(test: &str) -> Option<PathBuf> {
+    let dir = Artifacts::get("BERTH_TEST_OS", test)?;
+    Some(dir)
+}
+
+/// A machine installed from the cloud image, ready, with the test's key.
+struct Machine {
+    dir: tempfile::TempDir,
+    ssh: Ssh,
+    disk: PathBuf,
+    seed: PathBuf,
+    name: String,
+}
+
+impl Machine {
+    fn new(name: &str, qcow2: &Path) -> Machine {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = qemu_tests::free_port().expect("port");
+        let ssh = Ssh::new(dir.path(), port, "berth").expect("ssh key");
+        let disk = dir.path().join("vm.qcow2");
+        qemu_tests::overlay(qcow2, &disk, 6 * GIB).expect("overlay");
+        let seed = dir.path().join("seed.iso");
+        qemu_tests::nocloud_seed(
+            &seed,
+            &format!(
+                "#cloud-config\nhostname: {name}\nssh_authorized_keys:\n  - {}\nberth:\n  upgrade:\n    health_timeout: {HEALTH_TIMEOUT_SECS}s\n    health_check: test -d /home/berth\n",
+                ssh.public_key()
+            ),
+            &format!("instance-id: {name}\n"),
+        )
+        .expect("seed");
+        Machine {
+            dir,
+            ssh,
+            disk,
+            seed,
+            name: name.to_string(),
+        }
+    }
+
+    fn config(&self) -> Config {
+        Config::new(&self.name, Boot::Disk)
+            .drive(&self.disk, false)
+            .drive(&self.seed, true)
+            .forward(self.ssh.port, 22)
+            .watchdog()
+            .reboots()
+    }
+
+    fn boot(&self) -> Vm {
+        let mut vm = Vm::start(&self.config()).expect("start qemu");
+        expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+        self.wait_ssh(&vm);
+        vm
+    }
+
+    fn wait_ssh(&self, vm: &Vm) {
+        self.ssh
+            .wait(BOOT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
+    }
+
+    /// `berth os list -o json`, parsed.
+    fn slots(&self, vm: &Vm) -> serde_json::Value {
+        let text = ok(vm, &self.ssh, "berth os list -o json");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+}
+
+/// The slot entry of `list` for `slot`.
+fn slot<'a>(list: &'a serde_json::Value, slot: &str) -> &'a serde_json::Value {
+    list["slots"]
+        .as_array()
+        .and_then(|s| s.iter().find(|e| e["slot"] == slot))
+        .unwrap_or_else(|| panic!("no slot {slot} in {list}"))
+}
+
+fn version_of(archive: &Path) -> String {
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--format",
+            "{{index .Labels \"io.berth.os.version\"}}",
+        ])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
+    const TEST: &str = "an_upgrade_boots_on_trial_commits_and_rolls_back";
+    let (Some(qcow2), Some(images)) = (Artifacts::get(Artifacts::QCOW2, TEST), test_os(TEST))
+    else {
+        return;
+    };
+    let m = Machine::new("upgrade-ok", &qcow2);
+    let registry = Registry::start(m.dir.path());
+    let next_archive = images.join("next.tar");
+    let next_version = version_of(&next_archive);
+    let next = registry.push(&next_archive, "next");
+
+    let mut vm = m.boot();
+    let v1 = ok(&vm, &m.ssh, "berth os version -o json");
+    let v1: serde_json::Value = serde_json::from_str(&v1).expect("json");
+    assert_eq!(v1["booted_from"], "A", "{v1}");
+    let v1 = v1["version"].as_str().expect("version").to_string();
+    let list = m.slots(&vm);
+    assert_eq!(slot(&list, "A")["status"], "committed", "{list}");
+    assert_eq!(slot(&list, "A")["version"], v1.as_str(), "{list}");
+    assert_eq!(
+        slot(&list, "B")["status"],
+        serde_json::Value::Null,
+        "{list}"
+    );
+    // What the user has: a file in /home and the engine's state.
+    ok(
+        &vm,
+        &m.ssh,
+        "echo kept > /home/berth/kept.txt && docker volume create keepvol",
+    );
+    // Nothing to roll back to yet.
+    let said = refused(&vm, &m.ssh, "sudo berth os rollback --no-reboot");
+    assert!(said.contains("nothing to roll back to"), "{said}");
+
+    // The upgrade: pull, write slot B, arm, reboot — into the trial, which commits.
+    let started = Instant::now();
+    let out = m
+        .ssh
+        .run(&format!("sudo berth os upgrade --insecure {next}"))
+        .expect("ssh");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("rebooting into {next_version} (slot B) on trial")),
+        "{said}\n{}",
+        berth_lines(&vm.transcript())
+    );
+    expect(&mut vm, "berth.trial=1", BOOT_TIMEOUT);
+    expect(
+        &mut vm,
+        &format!("trial boot of {next_version} in slot B"),
+        BOOT_TIMEOUT,
+    );
+    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+    expect(
+        &mut vm,
+        &format!("OS {next_version} in slot B is healthy and committed"),
+        BOOT_TIMEOUT,
+    );
+    eprintln!(
+        "upgrade: {:.0}s from `berth os upgrade` to the commit",
+        started.elapsed().as_secs_f64()
+    );
+    m.wait_ssh(&vm);
+    assert_eq!(
+        ok(&vm, &m.ssh, "berth os version").trim(),
+        format!("Berth {next_version} (slot B)")
+    );
+    let list = m.slots(&vm);
+    assert_eq!(slot(&list, "B")["status"], "committed", "{list}");
+    assert_eq!(slot(&list, "B")["running"], true, "{list}");
+    assert_eq!(slot(&list, "B")["default"], true, "{list}");
+    assert_eq!(
+        slot(&list, "A")["status"],
+        "committed",
+        "V1 is kept: {list}"
+    );
+    assert_eq!(slot(&list, "A")["version"], v1.as_str(), "{list}");
+    assert_eq!(ok(&vm, &m.ssh, "cat /home/berth/kept.txt").trim(), "kept");
+    assert!(ok(&vm, &m.ssh, "docker volume ls -q").contains("keepvol"));
+    let text = ok(&vm, &m.ssh, "berth os list");
+    assert!(
+        text.contains(&next_version) && text.contains("running"),
+        "{text}"
+    );
+
+    // The same version again is refused; so is a rollback's opposite.
+    let said = refused(
+        &vm,
+        &m.ssh,
+        &format!("sudo berth os upgrade --insecure {next}"),
+    );
+    assert!(said.contains("the one running now"), "{said}");
+
+    // Rollback: V1 is committed here, so the next boots use it.
+    let _ = m.ssh.run("sudo berth os rollback");
+    expect(&mut vm, "berth.slot=A", BOOT_TIMEOUT);
+    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+    m.wait_ssh(&vm);
+    assert_eq!(
+        ok(&vm, &m.ssh, "berth os version").trim(),
+        format!("Berth {v1} (slot A)")
+    );
+    let list = m.slots(&vm);
+    assert_eq!(slot(&list, "A")["default"], true, "{list}");
+    assert_eq!(slot(&list, "B")["status"], "committed", "{list}");
+    assert_eq!(ok(&vm, &m.ssh, "cat /home/berth/kept.txt").trim(), "kept");
+}
+
+#[test]
+fn broken_images_fall_back_to_the_committed_version_by_themselves() {
+    const TEST: &str = "broken_images_fall_back_to_the_committed_version_by_themselves";
+    let (Some(qcow2), Some(images)) = (Artifacts::get(Artifacts::QCOW2, TEST), test_os(TEST))
+    else {
+        return;
+    };
+    let m = Machine::new("upgrade-broken", &qcow2);
+    let registry = Registry::start(m.dir.path());
+    let mut vm = m.boot();
+    let v1 = ok(&vm, &m.ssh, "berth os version");
+
+    // Each: (image, what the console shows of its failure, the recorded reason).
+    let cases = [
+        ("panic", "Kernel panic", "never got as far as its services"),
+        (
+            "hang",
+            "PID 1 hangs here",
+            "never got as far as its services",
+        ),
+        (
+            "unhealthy",
+            "failed: not healthy within",
+            "not healthy within",
+        ),
+    ];
+    for (name, shown, reason) in cases {
+        let archive = images.join(format!("{name}.tar"));
+        let version = version_of(&archive);
+        let reference = registry.push(&archive, name);
+        let started = Instant::now();
+        let out = m
+            .ssh
+            .run(&format!("sudo berth os upgrade --insecure {reference}"))
+            .expect("ssh");
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("on trial"),
+            "{name}: {said}\n{}",
+            berth_lines(&vm.transcript())
+        );
+        expect(&mut vm, "berth.trial=1", BOOT_TIMEOUT);
+        expect(&mut vm, shown, BOOT_TIMEOUT);
+        // Back on the committed slot with no help: GRUB's try was used up.
+        expect(&mut vm, "berth.slot=A", BOOT_TIMEOUT);
+        expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+        eprintln!(
+            "{name}: back on the committed version {:.0}s after the upgrade",
+            started.elapsed().as_secs_f64()
+        );
+        m.wait_ssh(&vm);
+        assert_eq!(ok(&vm, &m.ssh, "berth os version"), v1);
+        let list = m.slots(&vm);
+        let b = slot(&list, "B");
+        assert_eq!(b["status"], "failed", "{name}: {list}");
+        assert_eq!(b["version"], version.as_str(), "{name}: {list}");
+        assert!(
+            b["reason"].as_str().is_some_and(|r| r.contains(reason)),
+            "{name}: the reason should say `{reason}`: {list}"
+        );
+        assert_eq!(slot(&list, "A")["default"], true, "{name}: {list}");
+        // Not tried again on its own.
+        let said = refused(
+            &vm,
+            &m.ssh,
+            &format!("sudo berth os upgrade --insecure {reference}"),
+        );
+        assert!(said.contains("failed here before"), "{name}: {said}");
+    }
+    let text = ok(&vm, &m.ssh, "berth os list");
+    assert!(text.contains("failed"), "{text}");
+}
+
+/// A tiny deterministic generator for the kill moments (xorshift64*), so a
+/// failing run can be repeated with the seed it prints.
+struct Moments(u64);
+
+impl Moments {
+    fn next_in(&mut self, lo: u64, hi: u64) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        lo + x.wrapping_mul(0x2545_F491_4F6C_DD1D) % (hi - lo).max(1)
+    }
+}
+
+#[test]
+fn power_cuts_during_upgrades_always_leave_a_machine_that_boots() {
+    const TEST: &str = "power_cuts_during_upgrades_always_leave_a_machine_that_boots";
+    let (Some(qcow2), Some(images)) = (Artifacts::get(Artifacts::QCOW2, TEST), test_os(TEST))
+    else {
+        return;
+    };
+    let m = Machine::new("upgrade-cuts", &qcow2);
+    let registry = Registry::start(m.dir.path());
+    let next = registry.push(&images.join("next.tar"), "next");
+    let os_tar = std::env::var_os("BERTH_OS_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| qcow2.with_file_name("berth-os.tar"));
+    let first = registry.push(&os_tar, "first");
+    let seed = std::env::var("BERTH_CUT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9E37_79B9_7F4A_7C15u64);
+    eprintln!("kill moments from seed {seed} (BERTH_CUT_SEED repeats them)");
+    let mut moments = Moments(seed);
+    let cuts: u64 = std::env::var("BERTH_CUTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+
+    let mut vm = m.boot();
+    for cut in 0..cuts {
+        // Whichever version runs, upgrade to the other one.
+        let running = ok(&vm, &m.ssh, "berth os version -o json");
+        let reference = if running.contains("-next") {
+            &first
+        } else {
+            &next
+        };
+        // Spread over the pull, the slot write, arming and the trial boot.
+        let after = Duration::from_millis(moments.next_in(2_000, 80_000));
+        let ssh = m.ssh.clone();
+        let command = format!("sudo berth os upgrade --insecure --force {reference}");
+        let upgrade = std::thread::spawn(move || ssh.run(&command));
+        std::thread::sleep(after);
+        eprintln!(
+            "cut {}: QEMU killed {:.1}s into an upgrade to {reference}",
+            cut + 1,
+            after.as_secs_f64()
+        );
+        drop(vm);
+        let _ = upgrade.join();
+        // The next boot reaches ready on a committed version.
+        vm = Vm::start(&m.config()).expect("start qemu");
+        expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+        // A trial that was cut may still be committing: let it finish.
+        if vm.transcript().contains("berth.trial=1") {
+            expect(&mut vm, "is healthy and committed", BOOT_TIMEOUT);
+        }
+        m.wait_ssh(&vm);
+        let list = m.slots(&vm);
+        let running = list["slots"]
+            .as_array()
+            .and_then(|s| s.iter().find(|e| e["running"] == true))
+            .unwrap_or_else(|| panic!("no running slot: {list}"));
+        assert_eq!(
+            running["status"],
+            "committed",
+            "cut {}: the machine runs a version that is not committed: {list}",
+            cut + 1
+        );
+        // No config file half-written: the config still loads.
+        ok(&vm, &m.ssh, "berth config get hostname");
+    }
+}
