@@ -113,6 +113,10 @@ fn installed() -> Result<(Installed, char, bool)> {
     let Some((running, trial)) = slots::from_cmdline(&cmdline()) else {
         bail!("this system runs from a live medium; `berth install` it to a disk first");
     };
+    if !crate::image::is_root() {
+        // The boot loader's state is on the raw disk, the records 0600 on state.
+        bail!("the slots are read from the disk itself: run it as root (sudo berth os ...)");
+    }
     let installed = Installed::find(Path::new("/sys/class/block"), Path::new("/dev"))?
         .context("no disk with the BERTH_EFI, BERTH_A and BERTH_B partitions was found")?;
     Ok((installed, running, trial))

@@ -21,8 +21,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 pub const INTERVAL: Duration = Duration::from_secs(10);
 
 // <linux/watchdog.h>: _IOWR('W', 6, int) and _IOR('W', 7, int).
-const WDIOC_SETTIMEOUT: libc::c_ulong = 0xC004_5706;
-const WDIOC_GETTIMEOUT: libc::c_ulong = 0x8004_5707;
+// (`as`: glibc's ioctl takes an unsigned long, musl's an int.)
+const WDIOC_SETTIMEOUT: libc::Ioctl = 0xC004_5706_u32 as libc::Ioctl;
+const WDIOC_GETTIMEOUT: libc::Ioctl = 0x8004_5707_u32 as libc::Ioctl;
 
 #[derive(Debug)]
 pub struct Watchdog {

@@ -171,7 +171,7 @@ impl Machine {
 
     /// `berth os list -o json`, parsed.
     fn slots(&self, vm: &Vm) -> serde_json::Value {
-        let text = ok(vm, &self.ssh, "berth os list -o json");
+        let text = ok(vm, &self.ssh, "sudo berth os list -o json");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
     }
 }
@@ -284,7 +284,7 @@ fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
     assert_eq!(slot(&list, "A")["version"], v1.as_str(), "{list}");
     assert_eq!(ok(&vm, &m.ssh, "cat /home/berth/kept.txt").trim(), "kept");
     assert!(ok(&vm, &m.ssh, "docker volume ls -q").contains("keepvol"));
-    let text = ok(&vm, &m.ssh, "berth os list");
+    let text = ok(&vm, &m.ssh, "sudo berth os list");
     assert!(
         text.contains(&next_version) && text.contains("running"),
         "{text}"
@@ -383,7 +383,7 @@ fn broken_images_fall_back_to_the_committed_version_by_themselves() {
         );
         assert!(said.contains("failed here before"), "{name}: {said}");
     }
-    let text = ok(&vm, &m.ssh, "berth os list");
+    let text = ok(&vm, &m.ssh, "sudo berth os list");
     assert!(text.contains("failed"), "{text}");
 }
 

@@ -25,6 +25,7 @@ usage: cargo xtask <command>
                  the static musl binary, then the QEMU boot tests
   build          build the OS into target/berth/: berth (static), vmlinuz,
                  initrd, rootfs.squashfs, berth.iso (skips what is up to date)
+  test-images    build the OS and the upgrade tests' OS images (target/berth/test-os)
   images [NAME]  build the system images from images/recipes (cached by recipe hash)
   schema         regenerate configs/schema.json from the Rust types
   fuzz [SECS]    fuzz the cloud-config parser (default 600 s)
@@ -55,6 +56,9 @@ fn main() -> ExitCode {
             }
             os::build().map(|_| ())
         }
+        Some("test-images") => os::build()
+            .and_then(|a| os::test_os_images(&a))
+            .map(|dir| println!("test OS images in {}", dir.display())),
         Some("schema") => schema(),
         Some("images") => images(args.get(1).map(String::as_str)).map(|_| ()),
         Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
