@@ -262,7 +262,7 @@ pub fn test_os_images(artifacts: &Artifacts) -> Result<PathBuf> {
         let archive = dir.join(format!("{name}.tar"));
         let fp = fingerprint(
             &[&artifacts.vmlinuz, &artifacts.initrd, &artifacts.rootfs],
-            &[&version, "test-os-2"],
+            &[&version, "test-os-3"],
         )?;
         if !stale(&archive, &fp) {
             continue;
@@ -293,11 +293,14 @@ pub fn test_os_images(artifacts: &Artifacts) -> Result<PathBuf> {
         )?;
         // The same tree with a few paths swapped (mksquashfs pseudo files),
         // compressed fast: these images live for one test run.
-        let mut excludes = vec!["usr/lib/os-release".to_string()];
-        let mut pseudo = vec![format!(
-            "usr/lib/os-release f 644 0 0 cat {}",
-            os_release.display()
-        )];
+        // os-release is in two places: the host's (usr/lib) and the /etc
+        // every boot links from usr/share/berth/etc.
+        let stamped = ["usr/lib/os-release", "usr/share/berth/etc/os-release"];
+        let mut excludes: Vec<String> = stamped.iter().map(|p| p.to_string()).collect();
+        let mut pseudo: Vec<String> = stamped
+            .iter()
+            .map(|p| format!("{p} f 644 0 0 cat {}", os_release.display()))
+            .collect();
         match name {
             "hang" => {
                 let hang = work.join("hang.sh");
