@@ -109,6 +109,9 @@ pub fn run(cmd: OsCommand) -> Result<ExitCode> {
 }
 
 /// The installed disk and the slot running now; refused on a live medium.
+/// The installed disk, the slot running now, and whether that slot is on a
+/// trial boot that has not committed yet (the kernel command line keeps
+/// `berth.trial=1` after the commit; the records say when it is over).
 fn installed() -> Result<(Installed, char, bool)> {
     let Some((running, trial)) = slots::from_cmdline(&cmdline()) else {
         bail!("this system runs from a live medium; `berth install` it to a disk first");
@@ -119,7 +122,11 @@ fn installed() -> Result<(Installed, char, bool)> {
     }
     let installed = Installed::find(Path::new("/sys/class/block"), Path::new("/dev"))?
         .context("no disk with the BERTH_EFI, BERTH_A and BERTH_B partitions was found")?;
-    Ok((installed, running, trial))
+    let committed = Records::load(Path::new("/"))?
+        .slots
+        .get(&running)
+        .is_some_and(|r| r.status == Status::Committed);
+    Ok((installed, running, trial && !committed))
 }
 
 /// The slot GRUB boots next: the armed one, else the default.

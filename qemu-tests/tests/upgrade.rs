@@ -469,6 +469,6 @@ fn power_cuts_during_upgrades_always_leave_a_machine_that_boots() {
             cut + 1
         );
         // No config file half-written: the config still loads.
-        ok(&vm, &m.ssh, "berth config get hostname");
+        ok(&vm, &m.ssh, "sudo berth config get hostname");
     }
 }
