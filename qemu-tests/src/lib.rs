@@ -8,6 +8,7 @@
 //! reason when they are absent (berth-testkit; `cargo xtask test` lists skips
 //! and fails on them under `CI=true`).
 
+pub mod registry;
 pub mod ssh;
 
 use std::io::{Read, Write};

@@ -9,9 +9,10 @@
 //! and `unhealthy`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use qemu_tests::registry::Registry;
 use qemu_tests::ssh::Ssh;
 use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
 
@@ -47,63 +48,16 @@ fn refused(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
     said
 }
 
-/// Debian's docker-registry on 127.0.0.1 (10.0.2.2 from the VM), plain http.
-struct Registry {
-    child: Child,
-    port: u16,
+/// Debian's docker-registry on the host, for the OS images.
+fn registry(dir: &Path) -> Registry {
+    Registry::start(dir).unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Registry {
-    fn start(dir: &Path) -> Registry {
-        let port = qemu_tests::free_port().expect("port");
-        let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.join("registry-data").display()
-            ),
-        )
-        .expect("registry config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed by `cargo xtask test`");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Registry { child, port }
-    }
-
-    /// Pushes an oci-archive as `berth/os:<tag>`; returns the reference the VM uses.
-    fn push(&self, archive: &Path, tag: &str) -> String {
-        let dest = format!("docker://127.0.0.1:{}/berth/os:{tag}", self.port);
-        let out = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .arg(&dest)
-            .output()
-            .expect("skopeo is installed by `cargo xtask test`");
-        assert!(
-            out.status.success(),
-            "skopeo copy {} {dest}: {}",
-            archive.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        format!("10.0.2.2:{}/berth/os:{tag}", self.port)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Pushes an OS image archive as `berth/os:<tag>`; the reference the VM pulls.
+fn push(registry: &Registry, archive: &Path, tag: &str) -> String {
+    registry
+        .push(archive, "berth/os", tag)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The test OS images' directory, or `None` after recording the skip.
@@ -210,10 +164,10 @@ fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
         return;
     };
     let m = Machine::new("upgrade-ok", &qcow2);
-    let registry = Registry::start(m.dir.path());
+    let registry = registry(m.dir.path());
     let next_archive = images.join("next.tar");
     let next_version = version_of(&next_archive);
-    let next = registry.push(&next_archive, "next");
+    let next = push(&registry, &next_archive, "next");
 
     let mut vm = m.boot();
     let v1 = ok(&vm, &m.ssh, "berth os version -o json");
@@ -321,7 +275,7 @@ fn broken_images_fall_back_to_the_committed_version_by_themselves() {
         return;
     };
     let m = Machine::new("upgrade-broken", &qcow2);
-    let registry = Registry::start(m.dir.path());
+    let registry = registry(m.dir.path());
     let mut vm = m.boot();
     let v1 = ok(&vm, &m.ssh, "berth os version");
 
@@ -342,7 +296,7 @@ fn broken_images_fall_back_to_the_committed_version_by_themselves() {
     for (name, shown, reason) in cases {
         let archive = images.join(format!("{name}.tar"));
         let version = version_of(&archive);
-        let reference = registry.push(&archive, name);
+        let reference = push(&registry, &archive, name);
         let started = Instant::now();
         let out = m
             .ssh
@@ -410,12 +364,12 @@ fn power_cuts_during_upgrades_always_leave_a_machine_that_boots() {
         return;
     };
     let m = Machine::new("upgrade-cuts", &qcow2);
-    let registry = Registry::start(m.dir.path());
-    let next = registry.push(&images.join("next.tar"), "next");
+    let registry = registry(m.dir.path());
+    let next = push(&registry, &images.join("next.tar"), "next");
     let os_tar = std::env::var_os("BERTH_OS_IMAGE")
         .map(PathBuf::from)
         .unwrap_or_else(|| qcow2.with_file_name("berth-os.tar"));
-    let first = registry.push(&os_tar, "first");
+    let first = push(&registry, &os_tar, "first");
     let seed = std::env::var("BERTH_CUT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

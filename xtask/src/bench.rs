@@ -21,6 +21,9 @@ pub fn run(name: Option<&str>) -> Result<()> {
     if name == Some("install") {
         return crate::os::bench_install();
     }
+    if name == Some("upgrade") {
+        return crate::os::bench_upgrade();
+    }
     let selected: Vec<_> = BENCHES
         .iter()
         .filter(|(n, _, _)| name.is_none_or(|want| want == *n))
@@ -28,7 +31,7 @@ pub fn run(name: Option<&str>) -> Result<()> {
     if selected.is_empty() {
         let known: Vec<_> = BENCHES.iter().map(|(n, _, _)| *n).collect();
         bail!(
-            "no benchmark named `{}`; known: {}, boot, install",
+            "no benchmark named `{}`; known: {}, boot, install, upgrade",
             name.unwrap_or_default(),
             known.join(", ")
         );

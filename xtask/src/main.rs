@@ -29,7 +29,7 @@ usage: cargo xtask <command>
   images [NAME]  build the system images from images/recipes (cached by recipe hash)
   schema         regenerate configs/schema.json from the Rust types
   fuzz [SECS]    fuzz the cloud-config parser (default 600 s)
-  bench [NAME]   run benchmarks (config, images, boot)
+  bench [NAME]   run benchmarks (config, images, runtime, network; boot, install, upgrade by name)
 ";
 
 /// The musl target the `berth` binary is built for: one static binary, no libc on the image.

@@ -1001,3 +1001,110 @@ pub fn bench_install() -> Result<()> {
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
+
+/// The longest stretch without an SSH answer while `during` runs: the
+/// machine's downtime, from its last answer to its first one after.
+fn downtime(ssh: &qemu_tests::ssh::Ssh, during: impl FnOnce() -> Result<()>) -> Result<f64> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (ssh, stop) = (ssh.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if ssh.run("true").is_ok_and(|o| o.status.success()) {
+                    answers.push(Instant::now());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            answers
+        })
+    };
+    let result = during();
+    // One more answer after `during`: the new system is up.
+    ssh.wait(std::time::Duration::from_secs(600))?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let answers = poller
+        .join()
+        .map_err(|_| anyhow::anyhow!("the SSH poller panicked"))?;
+    result?;
+    Ok(answers
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .fold(0.0, f64::max))
+}
+
+/// `cargo xtask bench upgrade`: an installed machine upgrades to the
+/// `next` test image from a registry on the host. Reports the time from
+/// `berth os upgrade` to the commit, and the downtime (last SSH answer of the
+/// old system to the first of the new) against a plain `berth reboot`.
+pub fn bench_upgrade() -> Result<()> {
+    use qemu_tests::{Boot, Config, Vm};
+    use std::time::{Duration, Instant};
+    let artifacts = build()?;
+    let images = test_os_images(&artifacts)?;
+    let scratch = tempfile_dir()?.join("bench-upgrade");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let registry = qemu_tests::registry::Registry::start(&scratch)?;
+    let next = registry.push(&images.join("next.tar"), "berth/os", "next")?;
+    let port = qemu_tests::free_port()?;
+    let ssh = qemu_tests::ssh::Ssh::new(&scratch, port, "berth")?;
+    let disk = scratch.join("vm.qcow2");
+    qemu_tests::overlay(&artifacts.qcow2, &disk, 6 << 30)?;
+    let seed = scratch.join("seed.iso");
+    qemu_tests::nocloud_seed(
+        &seed,
+        &format!(
+            "#cloud-config\nssh_authorized_keys:\n  - {}\n",
+            ssh.public_key()
+        ),
+        "instance-id: bench-upgrade\n",
+    )?;
+    let config = Config::new("bench-upgrade", Boot::Disk)
+        .drive(&disk, false)
+        .drive(&seed, true)
+        .forward(port, 22)
+        .watchdog()
+        .reboots();
+    let timeout = Duration::from_secs(600);
+    let mut vm = Vm::start(&config)?;
+    vm.expect(qemu_tests::READY_MARKER, timeout)?;
+    ssh.wait(timeout)?;
+
+    println!("==> a plain reboot");
+    let reboot = downtime(&ssh, || {
+        let _ = ssh.run("sudo berth reboot");
+        vm.expect(qemu_tests::READY_MARKER, timeout)?;
+        Ok(())
+    })?;
+    println!("    downtime {reboot:.1}s");
+
+    println!("==> berth os upgrade {next}");
+    let start = Instant::now();
+    let mut to_commit = 0.0;
+    let upgrade = downtime(&ssh, || {
+        let out = ssh.run(&format!("sudo berth os upgrade --insecure {next}"))?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        if !String::from_utf8_lossy(&out.stdout).contains("on trial") {
+            bail!("the upgrade did not reboot into its trial: {said}");
+        }
+        vm.expect("is healthy and committed", timeout)?;
+        to_commit = start.elapsed().as_secs_f64();
+        Ok(())
+    })?;
+    println!("    {to_commit:.1}s from `berth os upgrade` to the commit, downtime {upgrade:.1}s");
+    println!("RESULT upgrade_to_commit_s {to_commit:.1} s");
+    println!("RESULT upgrade_downtime_s {upgrade:.1} s");
+    println!("RESULT reboot_downtime_s {reboot:.1} s");
+    println!(
+        "RESULT upgrade_downtime_vs_reboot {:.2} ratio",
+        upgrade / reboot
+    );
+    drop(vm);
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
