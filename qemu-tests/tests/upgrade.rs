@@ -390,39 +390,81 @@ fn power_cuts_during_upgrades_always_leave_a_machine_that_boots() {
         } else {
             &next
         };
-        // Spread over the pull, the slot write, arming and the trial boot.
-        let after = Duration::from_millis(moments.next_in(2_000, 80_000));
-        let ssh = m.ssh.clone();
-        let command = format!("sudo berth os upgrade --insecure --force {reference}");
-        let upgrade = std::thread::spawn(move || ssh.run(&command));
-        std::thread::sleep(after);
-        eprintln!(
-            "cut {}: QEMU killed {:.1}s into an upgrade to {reference}",
-            cut + 1,
-            after.as_secs_f64()
-        );
+        // Most cuts fall anywhere in the pull, the slot write, the reboot
+        // and the trial boot; every fourth comes right after arming, every
+        // fifth during the trial's way to its commit.
+        match cut % 5 {
+            3 => {
+                ok(
+                    &vm,
+                    &m.ssh,
+                    &format!("sudo berth os upgrade --insecure --force --no-reboot {reference}"),
+                );
+                eprintln!("cut {}: QEMU killed right after arming", cut + 1);
+            }
+            4 => {
+                let ssh = m.ssh.clone();
+                let command = format!("sudo berth os upgrade --insecure --force {reference}");
+                let upgrade = std::thread::spawn(move || ssh.run(&command));
+                expect(&mut vm, "berth: trial boot of", BOOT_TIMEOUT);
+                let after = Duration::from_millis(moments.next_in(0, 12_000));
+                std::thread::sleep(after);
+                eprintln!(
+                    "cut {}: QEMU killed {:.1}s into the trial boot",
+                    cut + 1,
+                    after.as_secs_f64()
+                );
+                let _ = upgrade.join();
+            }
+            _ => {
+                let after = Duration::from_millis(moments.next_in(2_000, 130_000));
+                let ssh = m.ssh.clone();
+                let command = format!("sudo berth os upgrade --insecure --force {reference}");
+                let upgrade = std::thread::spawn(move || ssh.run(&command));
+                std::thread::sleep(after);
+                eprintln!(
+                    "cut {}: QEMU killed {:.1}s into an upgrade to {reference}",
+                    cut + 1,
+                    after.as_secs_f64()
+                );
+                drop(vm);
+                let _ = upgrade.join();
+                vm = Vm::start(&m.config()).expect("start qemu");
+                expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+                if vm.transcript().contains("berth.trial=1") {
+                    expect(&mut vm, "is healthy and committed", BOOT_TIMEOUT);
+                }
+                m.wait_ssh(&vm);
+                check_committed(&m, &vm, cut);
+                continue;
+            }
+        }
         drop(vm);
-        let _ = upgrade.join();
-        // The next boot reaches ready on a committed version.
+        // The next boot reaches ready on a committed version; a trial that
+        // was armed and not cut commits.
         vm = Vm::start(&m.config()).expect("start qemu");
         expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
-        // A trial that was cut may still be committing: let it finish.
         if vm.transcript().contains("berth.trial=1") {
             expect(&mut vm, "is healthy and committed", BOOT_TIMEOUT);
         }
         m.wait_ssh(&vm);
-        let list = m.slots(&vm);
-        let running = list["slots"]
-            .as_array()
-            .and_then(|s| s.iter().find(|e| e["running"] == true))
-            .unwrap_or_else(|| panic!("no running slot: {list}"));
-        assert_eq!(
-            running["status"],
-            "committed",
-            "cut {}: the machine runs a version that is not committed: {list}",
-            cut + 1
-        );
-        // No config file half-written: the config still loads.
-        ok(&vm, &m.ssh, "sudo berth config get hostname");
+        check_committed(&m, &vm, cut);
     }
+}
+
+/// The slot running is committed, and the config still loads (no config
+/// file was left half-written).
+fn check_committed(m: &Machine, vm: &Vm, cut: u64) {
+    let list = m.slots(vm);
+    let running = list["slots"]
+        .as_array()
+        .and_then(|s| s.iter().find(|e| e["running"] == true))
+        .unwrap_or_else(|| panic!("no running slot: {list}"));
+    assert_eq!(
+        running["status"],
+        "committed",
+        "cut {}: the machine runs a version that is not committed: {list}",
+        cut + 1
+    );
+    ok(vm, &m.ssh, "sudo berth config get hostname");
 }
