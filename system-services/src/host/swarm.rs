@@ -29,9 +29,11 @@ const WAIT: Duration = Duration::from_secs(1800);
 /// The first and the longest pause between attempts.
 const FIRST_DELAY: Duration = Duration::from_secs(2);
 const MAX_DELAY: Duration = Duration::from_secs(60);
-/// A join still `pending` after this many checks is abandoned (`swarm leave
-/// --force`) and tried again with the next manager: dockerd keeps trying the
-/// manager it was given for ever, which may be the one that is gone.
+/// A join this boot started that is still `pending` after this many checks
+/// is abandoned (`swarm leave --force`) and tried again with the next
+/// manager: dockerd keeps trying the manager it was given for ever, which
+/// may be the one that is gone. A node found `pending` without a join of
+/// ours is a member reconnecting after a reboot: it is left alone.
 const PENDING_CHECKS: u32 = 5;
 
 /// What one docker command did.
@@ -105,6 +107,8 @@ pub struct Progress {
     next_manager: usize,
     /// Checks in a row that found the node `pending`.
     pending: u32,
+    /// Whether a `swarm join` of ours was answered by docker this boot.
+    joined: bool,
 }
 
 /// `docker swarm init` or `join`'s optional address flags.
@@ -191,11 +195,18 @@ pub fn step(docker: &mut dyn Docker, swarm: &Swarm, progress: &mut Progress) -> 
                 "the swarm is locked (autolock): `docker swarm unlock` with its key".into(),
             )
         }
+        "pending" if !progress.joined => {
+            // Membership from an earlier boot, reconnecting: dockerd does it.
+            return Outcome::Done(format!(
+                "this node ({node}) is in a swarm already and reconnecting to its managers"
+            ));
+        }
         "pending" => {
             progress.pending += 1;
             if progress.pending < PENDING_CHECKS {
                 return Outcome::Retry("joining is under way (pending)".into());
             }
+            progress.joined = false;
             // Stuck on a manager that does not answer: start again.
             progress.pending = 0;
             if let Err(e) = docker.docker(&args(&["swarm", "leave", "--force"])) {
@@ -234,7 +245,10 @@ pub fn step(docker: &mut dyn Docker, swarm: &Swarm, progress: &mut Progress) -> 
     let mut argv = args(&["swarm", "join", "--token", token]);
     argv.extend(address_flags(swarm));
     argv.push(manager.clone());
-    match docker.docker(&argv) {
+    let ran = docker.docker(&argv);
+    // A join that timed out goes on in the background (`pending`).
+    progress.joined = ran.is_ok();
+    match ran {
         Ok(ran) if ran.success => {
             Outcome::Done(format!("joined the swarm through {manager}: {}", ran.output))
         }
@@ -422,6 +436,18 @@ mod tests {
     }
 
     #[test]
+    fn a_member_reconnecting_after_a_reboot_is_left_alone() {
+        let mut docker = Script::default().then(true, "pending n2 false");
+        assert_eq!(
+            step(&mut docker, &joining(), &mut Progress::default()),
+            Outcome::Done(
+                "this node (n2) is in a swarm already and reconnecting to its managers".into()
+            )
+        );
+        assert_eq!(docker.asked.len(), 1, "no leave, no join: {:?}", docker.asked);
+    }
+
+    #[test]
     fn an_engine_not_answering_and_a_stuck_join_are_retried() {
         let swarm = joining();
         let mut progress = Progress::default();
@@ -429,6 +455,14 @@ mod tests {
         assert!(matches!(
             step(&mut docker, &swarm, &mut progress),
             Outcome::Retry(why) if why.contains("does not answer")
+        ));
+        let mut docker = Script::default().then(true, "inactive  false").then(
+            false,
+            "Timeout was reached before node joined. The attempt to join the swarm will continue in the background.",
+        );
+        assert!(matches!(
+            step(&mut docker, &swarm, &mut progress),
+            Outcome::Retry(why) if why.contains("Timeout was reached")
         ));
         for _ in 1..PENDING_CHECKS {
             let mut docker = Script::default().then(true, "pending  false");
