@@ -89,11 +89,15 @@ fn bad_values_are_errors_naming_the_key_and_never_the_token() {
     for (body, expected) in cases {
         let found = findings(&swarm(body));
         assert!(
-            found.iter().any(|f| f.contains(expected) && f.starts_with("user-data:")),
+            found
+                .iter()
+                .any(|f| f.contains(expected) && f.starts_with("user-data:")),
             "{body}: expected `{expected}` in {found:#?}"
         );
         assert!(
-            !found.iter().any(|f| f.contains("secretbutbroken") || f.contains(TOKEN)),
+            !found
+                .iter()
+                .any(|f| f.contains("secretbutbroken") || f.contains(TOKEN)),
             "the token is repeated: {found:#?}"
         );
     }

@@ -121,7 +121,9 @@ fn load_busybox(vm: &Vm, ssh: &Ssh, archive: &Path) {
 /// An HTTP GET of `/` on 127.0.0.1:`port`: the body, or `None`.
 fn http_get(port: u16) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     stream
         .write_all(b"GET / HTTP/1.0\r\nHost: berth\r\n\r\n")
         .ok()?;
@@ -137,12 +139,8 @@ fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
     let mut at = 24;
     while at + 16 <= bytes.len() {
-        let len = u32::from_le_bytes([
-            bytes[at + 8],
-            bytes[at + 9],
-            bytes[at + 10],
-            bytes[at + 11],
-        ]) as usize;
+        let len = u32::from_le_bytes([bytes[at + 8], bytes[at + 9], bytes[at + 10], bytes[at + 11]])
+            as usize;
         let start = at + 16;
         let end = (start + len).min(bytes.len());
         frames.push(bytes[start..end].to_vec());
@@ -449,7 +447,8 @@ fn two_vms_form_a_swarm_from_cloud_config_and_keep_it_across_a_reboot() {
     assert_eq!(fetched.trim(), SECRET);
     let states = ok(&vm1, &ssh1, "sudo ip xfrm state");
     assert!(
-        states.contains("proto esp") && states.contains(&format!("src {NODE1_ADDR} dst {NODE2_ADDR}")),
+        states.contains("proto esp")
+            && states.contains(&format!("src {NODE1_ADDR} dst {NODE2_ADDR}")),
         "IPsec SAs between the nodes:\n{states}"
     );
     let frames = pcap_frames(link1.dump.as_ref().expect("dumped"));
@@ -467,7 +466,8 @@ fn two_vms_form_a_swarm_from_cloud_config_and_keep_it_across_a_reboot() {
 
     // The worker reboots, and rejoins by itself: its engine's swarm state is
     // on the state partition, and berthd leaves a member alone.
-    ok(&vm2, &ssh2, "sudo berth reboot");
+    // The session may end before ssh hears the command's status.
+    let _ = ssh2.run("sudo berth reboot");
     let mut vm2 = vm2;
     vm2.wait_exit(Duration::from_secs(180))
         .unwrap_or_else(|e| panic!("{e}"));

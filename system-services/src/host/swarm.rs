@@ -225,7 +225,8 @@ pub fn step(docker: &mut dyn Docker, swarm: &Swarm, progress: &mut Progress) -> 
             // is not logged.
             Ok(ran) if ran.success => {
                 let (_, node, _) = swarm_state(docker).unwrap_or_default();
-                let mut done = format!("initialised a new swarm; this node ({node}) is its manager");
+                let mut done =
+                    format!("initialised a new swarm; this node ({node}) is its manager");
                 if let Some(labels) = label_self(docker, swarm, &node) {
                     done.push_str(&format!("; {labels}"));
                 }
@@ -249,9 +250,10 @@ pub fn step(docker: &mut dyn Docker, swarm: &Swarm, progress: &mut Progress) -> 
     // A join that timed out goes on in the background (`pending`).
     progress.joined = ran.is_ok();
     match ran {
-        Ok(ran) if ran.success => {
-            Outcome::Done(format!("joined the swarm through {manager}: {}", ran.output))
-        }
+        Ok(ran) if ran.success => Outcome::Done(format!(
+            "joined the swarm through {manager}: {}",
+            ran.output
+        )),
         Ok(ran) => Outcome::Retry(format!(
             "docker swarm join {manager}: {}",
             ran.output.replace(token, "<token>")
@@ -392,8 +394,7 @@ mod tests {
         assert_eq!(
             out,
             Outcome::Done(
-                "initialised a new swarm; this node (m1) is its manager; node labels zone=a"
-                    .into()
+                "initialised a new swarm; this node (m1) is its manager; node labels zone=a".into()
             )
         );
         assert_eq!(
@@ -407,12 +408,10 @@ mod tests {
     fn joining_tries_the_managers_in_turn_and_never_shows_the_token() {
         let swarm = joining();
         let mut progress = Progress::default();
-        let mut docker = Script::default()
-            .then(true, "inactive  false")
-            .then(
-                false,
-                &format!("Error response from daemon: rpc error: connection refused ({TOKEN})"),
-            );
+        let mut docker = Script::default().then(true, "inactive  false").then(
+            false,
+            &format!("Error response from daemon: rpc error: connection refused ({TOKEN})"),
+        );
         let Outcome::Retry(why) = step(&mut docker, &swarm, &mut progress) else {
             panic!("a refused join is retried");
         };
@@ -444,7 +443,12 @@ mod tests {
                 "this node (n2) is in a swarm already and reconnecting to its managers".into()
             )
         );
-        assert_eq!(docker.asked.len(), 1, "no leave, no join: {:?}", docker.asked);
+        assert_eq!(
+            docker.asked.len(),
+            1,
+            "no leave, no join: {:?}",
+            docker.asked
+        );
     }
 
     #[test]
