@@ -514,6 +514,61 @@ pub struct Engine {
     /// default RancherOS's: port 2376, certificates in `/etc/docker/tls/`).
     pub tls: bool,
     pub tls_args: Vec<String>,
+    /// Make this machine a Docker Swarm node (docker only; see docs/cluster.md).
+    pub swarm: Swarm,
+}
+
+/// `berth.engine.swarm`: this machine initialises a swarm, or joins one given
+/// its managers and a join token. berthd applies it once the engine is ready,
+/// and only when the engine is in no swarm yet: membership is the engine's
+/// state (`/var/lib/docker/swarm` on the state partition) and survives reboots.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Swarm {
+    /// Initialise a new swarm with this machine as its first manager.
+    pub init: bool,
+    /// Join the swarm these managers run: `host[:port]` each (port 2377 when
+    /// left out), tried in turn.
+    pub join: StringList,
+    /// The join token (`docker swarm join-token -q worker` or `manager` on a
+    /// manager): which one it is decides whether this machine joins as a
+    /// worker or a manager.
+    pub token: Option<String>,
+    /// The address other nodes reach this one at: an IP address (optionally
+    /// `:port`) or an interface name (`eth1`).
+    pub advertise_addr: Option<String>,
+    /// Where the swarm's control port listens (`docker swarm --listen-addr`,
+    /// default `0.0.0.0:2377`): an IP address or interface, optionally `:port`.
+    pub listen_addr: Option<String>,
+    /// The address or interface for overlay (VXLAN) traffic, when it should
+    /// not be the advertise address.
+    pub data_path_addr: Option<String>,
+    /// Labels of this machine: engine labels (daemon.json `labels`, placement
+    /// constraint `engine.labels.KEY`) on every node, and node labels
+    /// (`node.labels.KEY`) set by a node that is a manager itself.
+    pub labels: KeyValues,
+}
+
+impl Swarm {
+    /// Whether the config asks for anything at all.
+    pub fn is_set(&self) -> bool {
+        self.init
+            || !self.join.0.is_empty()
+            || self.token.is_some()
+            || self.advertise_addr.is_some()
+            || self.listen_addr.is_some()
+            || self.data_path_addr.is_some()
+            || !self.labels.0.is_empty()
+    }
+
+    /// The labels as `KEY=VALUE` (a key without a value: `KEY=`).
+    pub fn label_pairs(&self) -> Vec<String> {
+        self.labels
+            .0
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or_default()))
+            .collect()
+    }
 }
 
 /// RancherOS's TLS arguments, used when `tls` is on and `tls_args` is empty.
@@ -569,6 +624,9 @@ impl Engine {
                 .map(|(k, v)| (k.clone(), Value::String(v.clone().unwrap_or_default())))
                 .collect();
             out.insert("log-opts".into(), Value::Object(opts));
+        }
+        if !self.swarm.labels.0.is_empty() {
+            out.insert("labels".into(), list(&self.swarm.label_pairs()));
         }
         out
     }

@@ -789,6 +789,167 @@ impl Validator<'_> {
                 );
             }
         }
+        self.swarm(config);
+    }
+
+    /// `berth.engine.swarm`: init or join (with managers and a token), with
+    /// addresses docker will take, on the docker engine only.
+    fn swarm(&mut self, config: &CloudConfig) {
+        let engine = &config.berth.engine;
+        let swarm = &engine.swarm;
+        if !swarm.is_set() {
+            return;
+        }
+        let key = |k: &'static str| ["berth", "engine", "swarm", k];
+        let name = engine
+            .name
+            .as_deref()
+            .map(|n| crate::choice::canonical(crate::choice::Slot::Engine, n))
+            .unwrap_or_else(|| crate::choice::Slot::Engine.built_in().into());
+        if name != "docker" {
+            self.error(
+                &["berth", "engine", "swarm"],
+                format!(
+                    "Docker Swarm is part of the docker engine; berth.engine.name is `{name}`, \
+                     which has no swarm mode (choose `docker`, or remove berth.engine.swarm)"
+                ),
+            );
+            return;
+        }
+        let joining = !swarm.join.0.is_empty();
+        if swarm.init && joining {
+            self.error(
+                &key("join"),
+                "`init: true` makes a new swarm and `join` joins one; set one of them".into(),
+            );
+        }
+        if !swarm.init && !joining {
+            self.error(
+                &key("join"),
+                "neither `init: true` nor `join` (the managers' addresses) is set: \
+                 say whether this machine makes a swarm or joins one"
+                    .into(),
+            );
+        }
+        match &swarm.token {
+            None if joining => self.error(
+                &key("token"),
+                "joining a swarm needs its join token (`docker swarm join-token -q worker` \
+                 or `manager` on a manager)"
+                    .into(),
+            ),
+            Some(_) if swarm.init => self.error(
+                &key("token"),
+                "a token is for joining; `init: true` makes a new swarm with tokens of its own"
+                    .into(),
+            ),
+            // The token is a secret: the message never repeats it.
+            Some(token) if !is_swarm_token(token) => self.error(
+                &key("token"),
+                "not a swarm join token (they look like `SWMTKN-1-<50 characters>-<25 characters>`)"
+                    .into(),
+            ),
+            _ => {}
+        }
+        for (i, manager) in swarm.join.0.iter().enumerate() {
+            if let Err(e) = check_host_port(manager) {
+                self.error(
+                    &["berth", "engine", "swarm", "join", &i.to_string()],
+                    format!("`{manager}`: {e}"),
+                );
+            }
+        }
+        for (k, value) in [
+            ("advertise_addr", &swarm.advertise_addr),
+            ("listen_addr", &swarm.listen_addr),
+            ("data_path_addr", &swarm.data_path_addr),
+        ] {
+            if let Some(value) = value {
+                // The data path takes no port (it is VXLAN's, 4789).
+                if let Err(e) = check_swarm_addr(value, k != "data_path_addr") {
+                    self.error(&key(k), format!("`{value}`: {e}"));
+                }
+            }
+        }
+        for label in swarm.labels.0.keys() {
+            if label.is_empty() || label.contains(['=', ' ', '\t', '\n']) {
+                self.error(
+                    &["berth", "engine", "swarm", "labels", label],
+                    format!("`{label}` is not a label name (no `=`, no blanks)"),
+                );
+            }
+        }
+    }
+}
+
+/// Whether `token` has the shape of a swarm join token: `SWMTKN-1-` and
+/// two dash-separated base-36 parts (docker checks the rest when joining).
+fn is_swarm_token(token: &str) -> bool {
+    let Some(rest) = token.strip_prefix("SWMTKN-1-") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('-').collect();
+    parts.len() == 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// A manager's address: an IP address or a host name, optionally `:port`
+/// (`[v6]:port` for IPv6 with a port).
+fn check_host_port(value: &str) -> Result<(), String> {
+    if value.parse::<IpAddr>().is_ok() || value.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = match value.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (value, None),
+    };
+    if let Some(port) = port {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(format!("`{port}` is not a port (1-65535)")),
+        }
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    check_hostname(host).map_err(|e| format!("not an IP address or host name: {e}"))
+}
+
+/// An advertise, listen or data-path address as docker takes it: an IP
+/// address or an interface name, with `:port` where `port_ok`.
+fn check_swarm_addr(value: &str, port_ok: bool) -> Result<(), String> {
+    let (addr, port) = match value.parse::<std::net::SocketAddr>() {
+        Ok(_) if port_ok => return Ok(()),
+        Ok(_) => return Err("takes no port (overlay traffic uses UDP 4789)".into()),
+        Err(_) => match value.rsplit_once(':') {
+            Some((a, p)) if !a.contains(':') => (a, Some(p)),
+            _ => (value, None),
+        },
+    };
+    if let Some(port) = port {
+        if !port_ok {
+            return Err("takes no port (overlay traffic uses UDP 4789)".into());
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(format!("`{port}` is not a port (1-65535)")),
+        }
+    }
+    if addr.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    // Linux interface names: at most 15 bytes, no `/`, blanks or `:`.
+    let is_ifname = !addr.is_empty()
+        && addr.len() <= 15
+        && addr
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'@'));
+    if is_ifname {
+        Ok(())
+    } else {
+        Err("not an IP address or an interface name".into())
     }
 }
 

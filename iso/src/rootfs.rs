@@ -507,3 +507,42 @@ pub fn mksquashfs(staging: &Path, out: &Path) -> Result<()> {
         .args(["-mkfs-time", "0"]))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Docker Swarm loads (docs/cluster.md), at Debian 6.1's paths: the
+    /// run-time set must keep them when the prefixes are trimmed. The QEMU
+    /// cluster test uses them for real.
+    #[test]
+    fn the_modules_docker_swarm_needs_ship() {
+        let swarm = [
+            "kernel/drivers/net/vxlan/vxlan.ko",
+            "kernel/net/ipv4/udp_tunnel.ko",
+            "kernel/net/ipv6/ip6_udp_tunnel.ko",
+            "kernel/net/netfilter/ipvs/ip_vs.ko",
+            "kernel/net/netfilter/ipvs/ip_vs_rr.ko",
+            "kernel/net/netfilter/ipvs/ip_vs_wrr.ko",
+            "kernel/net/netfilter/ipvs/ip_vs_sh.ko",
+            "kernel/net/netfilter/xt_ipvs.ko",
+            "kernel/net/netfilter/xt_u32.ko",
+            "kernel/net/netfilter/xt_mark.ko",
+            "kernel/net/netfilter/xt_policy.ko",
+            "kernel/net/netfilter/nf_conntrack_netlink.ko",
+            "kernel/net/bridge/br_netfilter.ko",
+            "kernel/net/xfrm/xfrm_user.ko",
+            "kernel/net/xfrm/xfrm_algo.ko",
+            "kernel/net/key/af_key.ko",
+            "kernel/net/ipv4/esp4.ko",
+            "kernel/crypto/gcm.ko",
+            "kernel/crypto/authenc.ko",
+        ];
+        for path in swarm {
+            assert!(
+                RUNTIME_MODULE_PREFIXES.iter().any(|p| path.starts_with(p)),
+                "{path} is not in the run-time module set"
+            );
+        }
+    }
+}

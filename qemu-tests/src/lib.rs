@@ -160,6 +160,8 @@ pub struct Config {
     pub hostfwd: Vec<(u16, u16)>,
     /// More NICs after the first: each a QEMU user network of its own.
     pub nics: Vec<Nic>,
+    /// NICs on private L2 links to other QEMU processes, after `nics`.
+    pub links: Vec<Link>,
     /// Run QEMU inside this network namespace (`ip netns exec`), so its user
     /// network's DNS proxy and host-side addresses are the namespace's.
     pub netns: Option<String>,
@@ -175,6 +177,61 @@ pub struct Config {
     /// The guest's reboots (and watchdog resets) restart it in the same QEMU
     /// instead of ending the VM.
     pub reboots: bool,
+}
+
+/// A NIC on a private Ethernet link between two QEMU processes: each sends
+/// its frames as UDP datagrams to the other on 127.0.0.1 (`-netdev dgram`),
+/// so nothing leaves the host and no bridge or tap is needed. The peer VM
+/// has the same link with the ports swapped ([`Link::peer`]).
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub mac: String,
+    /// The UDP port on 127.0.0.1 this VM's frames come from and arrive at.
+    pub local_port: u16,
+    /// The peer's port.
+    pub remote_port: u16,
+    /// Every frame on the link, as QEMU saw it, written to this pcap file
+    /// (`-object filter-dump`).
+    pub dump: Option<PathBuf>,
+}
+
+impl Link {
+    /// A link between two fresh UDP ports (free a moment ago).
+    pub fn new(mac: &str) -> Result<Link> {
+        let (local_port, remote_port) = (free_udp_port()?, free_udp_port()?);
+        Ok(Link {
+            mac: mac.into(),
+            local_port,
+            remote_port,
+            dump: None,
+        })
+    }
+
+    /// The other end: the ports swapped, its own MAC, no dump.
+    pub fn peer(&self, mac: &str) -> Link {
+        Link {
+            mac: mac.into(),
+            local_port: self.remote_port,
+            remote_port: self.local_port,
+            dump: None,
+        }
+    }
+
+    pub fn dump(mut self, pcap: &Path) -> Link {
+        self.dump = Some(pcap.to_path_buf());
+        self
+    }
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> Result<u16> {
+    let socket =
+        std::net::UdpSocket::bind("127.0.0.1:0").map_err(io_err(Path::new("udp 127.0.0.1:0")))?;
+    let port = socket
+        .local_addr()
+        .map_err(io_err(Path::new("udp 127.0.0.1:0")))?
+        .port();
+    Ok(port)
 }
 
 /// A NIC on an isolated QEMU user network (`restrict=on`: no way out).
@@ -198,6 +255,7 @@ impl Config {
             drives: Vec::new(),
             hostfwd: Vec::new(),
             nics: Vec::new(),
+            links: Vec::new(),
             netns: None,
             firmware_boot_order: false,
             restricted: false,
@@ -242,6 +300,12 @@ impl Config {
             mac: mac.into(),
             net: net.into(),
         });
+        self
+    }
+
+    /// A NIC on a private L2 link to another VM (see [`Link`]).
+    pub fn link(mut self, link: Link) -> Self {
+        self.links.push(link);
         self
     }
 
@@ -362,6 +426,24 @@ impl Config {
                 "virtio-net-pci,netdev={id},mac={},romfile=",
                 nic.mac
             ));
+        }
+        for (i, link) in self.links.iter().enumerate() {
+            let id = format!("link{i}");
+            cmd.arg("-netdev").arg(format!(
+                "dgram,id={id},local.type=inet,local.host=127.0.0.1,local.port={},\
+                 remote.type=inet,remote.host=127.0.0.1,remote.port={}",
+                link.local_port, link.remote_port
+            ));
+            cmd.arg("-device").arg(format!(
+                "virtio-net-pci,netdev={id},mac={},romfile=",
+                link.mac
+            ));
+            if let Some(pcap) = &link.dump {
+                cmd.arg("-object").arg(format!(
+                    "filter-dump,id=dump{i},netdev={id},file={}",
+                    pcap.display()
+                ));
+            }
         }
         if self.watchdog {
             cmd.args(["-device", "i6300esb", "-action", "watchdog=reset"]);
@@ -819,6 +901,34 @@ mod tests {
         assert!(joined.contains("hostfwd=tcp:127.0.0.1:2222-:22"));
         assert!(joined.contains("media=cdrom"));
         assert!(dir.path().join("OVMF_VARS.fd").exists());
+    }
+
+    #[test]
+    fn links_are_dgram_pairs_with_swapped_ports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Link::new("52:54:00:09:09:01")
+            .expect("ports")
+            .dump(&dir.path().join("a.pcap"));
+        let b = a.peer("52:54:00:09:09:02");
+        assert_eq!((b.local_port, b.remote_port), (a.remote_port, a.local_port));
+        let args = |link: Link| {
+            Config::new("t", Boot::Disk)
+                .link(link)
+                .command(dir.path())
+                .expect("command")
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let joined = args(a.clone());
+        assert!(joined.contains(&format!(
+            "dgram,id=link0,local.type=inet,local.host=127.0.0.1,local.port={},remote.type=inet,remote.host=127.0.0.1,remote.port={}",
+            a.local_port, a.remote_port
+        )), "{joined}");
+        assert!(joined.contains("virtio-net-pci,netdev=link0,mac=52:54:00:09:09:01,romfile="));
+        assert!(joined.contains("filter-dump,id=dump0,netdev=link0,file="));
+        assert!(!args(b).contains("filter-dump"));
     }
 
     #[test]

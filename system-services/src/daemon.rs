@@ -107,6 +107,8 @@ struct Config {
     engine: String,
     /// `berth.engine.preload`: archives to load into it.
     preload: Vec<String>,
+    /// `berth.engine.swarm`: the swarm it initialises or joins.
+    swarm: berth_configs::model::Swarm,
     /// `berth.install`: the live system installs itself at boot.
     install: berth_configs::model::Install,
     /// dockerd's `daemon.json` settings from `berth.engine`, merged into the
@@ -228,6 +230,7 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
         engine,
         engine_settings,
         preload: berth.engine.preload,
+        swarm: berth.engine.swarm,
         install: berth.install,
     };
     (config, messages)
@@ -508,6 +511,9 @@ struct DaemonControl {
     /// The user engine running now: a reload that switches engines preloads
     /// what is waiting for the new one.
     engine: std::sync::Mutex<String>,
+    /// The swarm settings applied last: a reload that changes them applies
+    /// them again (a node already in a swarm stays as it is).
+    swarm: std::sync::Mutex<berth_configs::model::Swarm>,
     /// The supervisor's `write_files` entries for services' own filesystems.
     service_files: Arc<std::sync::Mutex<supervisor::ServiceFiles>>,
 }
@@ -569,7 +575,21 @@ impl Control for DaemonControl {
                     &paths.root,
                 );
             }
-            *engine = config.engine;
+            *engine = config.engine.clone();
+        }
+        drop(engine);
+        let mut swarm = self.swarm.lock().unwrap_or_else(|e| e.into_inner());
+        if *swarm != config.swarm {
+            if self.host.is_some() {
+                host::swarm::spawn(
+                    Arc::clone(&self.supervisor),
+                    Arc::clone(&self.runtime),
+                    Arc::clone(&self.logs),
+                    config.engine,
+                    &config.swarm,
+                );
+            }
+            *swarm = config.swarm;
         }
         Ok(report)
     }
@@ -671,6 +691,14 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
             &config.preload,
             &paths.root,
         );
+        // The swarm: initialised or joined once the engine is up.
+        host::swarm::spawn(
+            Arc::clone(&supervisor),
+            Arc::clone(&exec_runtime),
+            Arc::clone(&log_dir),
+            config.engine.clone(),
+            &config.swarm,
+        );
     }
 
     if let (Some(paths), Some(disk)) = (&host_paths, &config.install.disk) {
@@ -685,6 +713,7 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         runtime: exec_runtime,
         logs: Arc::clone(&log_dir),
         engine: std::sync::Mutex::new(config.engine.clone()),
+        swarm: std::sync::Mutex::new(config.swarm.clone()),
         service_files,
     });
     let server = api::serve(

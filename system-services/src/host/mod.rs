@@ -42,6 +42,7 @@ pub mod mounts;
 pub mod preload;
 pub mod recording;
 pub mod runcmd;
+pub mod swarm;
 pub mod sysctl;
 pub mod write_files;
 

@@ -47,6 +47,41 @@ fn descendants(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Kills every process in the cgroup `relative` itself (every hierarchy) and
+/// waits up to `timeout` for them to be gone; an error says what is left.
+pub fn empty(relative: &Path, timeout: Duration) -> io::Result<()> {
+    empty_in(&hierarchies(), relative, timeout)
+}
+
+fn empty_in(hierarchies: &[PathBuf], relative: &Path, timeout: Duration) -> io::Result<()> {
+    let relative = relative.strip_prefix("/").unwrap_or(relative);
+    let deadline = Instant::now() + timeout;
+    for root in hierarchies {
+        let cgroup = root.join(relative);
+        loop {
+            let procs = match std::fs::read_to_string(cgroup.join("cgroup.procs")) {
+                Ok(procs) => procs,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(e),
+            };
+            if procs.trim().is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::other(format!(
+                    "{}: processes {} still there after {} s",
+                    cgroup.display(),
+                    procs.split_whitespace().collect::<Vec<_>>().join(" "),
+                    timeout.as_secs()
+                )));
+            }
+            kill_all(&cgroup);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
 fn kill_all(cgroup: &Path) {
     // cgroup v2 (Linux 5.14+) kills the whole cgroup at once, forks included.
     // (Opened, never created: outside cgroupfs that would add a file.)
@@ -120,6 +155,27 @@ mod tests {
                 PathBuf::from("/sys/fs/cgroup/unified"),
                 PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
             ]
+        );
+    }
+
+    #[test]
+    fn emptying_waits_for_the_processes_and_names_those_that_stay() {
+        // Plain files stand in for cgroupfs: an empty `cgroup.procs` is done
+        // at once, a missing cgroup too, and a pid that never goes (no such
+        // process: the file never changes) is named after the timeout.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = dir.path().join("berth/docker");
+        std::fs::create_dir_all(&service).expect("mkdir");
+        std::fs::write(service.join("cgroup.procs"), "").expect("procs");
+        let roots = [dir.path().to_path_buf()];
+        let short = Duration::from_millis(200);
+        assert!(empty_in(&roots, Path::new("/berth/docker"), short).is_ok());
+        assert!(empty_in(&roots, Path::new("/berth/absent"), short).is_ok());
+        std::fs::write(service.join("cgroup.procs"), "2147483646\n").expect("procs");
+        let err = empty_in(&roots, Path::new("/berth/docker"), short).expect_err("stays");
+        assert!(
+            err.to_string().contains("processes 2147483646 still there"),
+            "{err}"
         );
     }
 

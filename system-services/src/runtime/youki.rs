@@ -344,7 +344,10 @@ impl Runtime for Youki {
         }
         self.reap_strays();
         let bundle = self.bundle_dir(id);
-        if (bundle.exists() || self.state_dir(id).exists()) && !self.tracked().contains_key(id) {
+        // A container whose init has exited (or that was never ours) is not
+        // running: what is left of it is in the way, never in use.
+        let live = self.tracked().get(id).is_some_and(|t| t.exit.is_none());
+        if (bundle.exists() || self.state_dir(id).exists()) && !live {
             // Left by a delete that failed (a cgroup that was busy then): try
             // again rather than refuse this service for good.
             if let Err(e) = self.delete(id) {
@@ -445,7 +448,19 @@ impl Runtime for Youki {
             id: id.into(),
             force: true,
         };
-        self.call(id, "delete", &request, &[])?;
+        if let Err(e) = self.call(id, "delete", &request, &[]) {
+            // libcontainer gives a busy cgroup little time; on a loaded
+            // machine killed processes (an engine's orphans, with `pid:
+            // host`) take longer to go. Kill and wait, then once more.
+            let Some(cgroup) = self.cgroup_path(id) else {
+                return Err(e);
+            };
+            log::warn!("{id}: {e}; emptying its cgroup and deleting again");
+            if let Err(busy) = super::cgroups::empty(&cgroup, Duration::from_secs(10)) {
+                log::warn!("{id}: {busy}");
+            }
+            self.call(id, "delete", &request, &[])?;
+        }
         if self.tracked().contains_key(id) {
             // delete killed everything in the container; collect the init.
             self.reap(id, Some(Duration::from_secs(10)))?;
