@@ -258,11 +258,17 @@ pub fn cache(layout: &Layout, source: &str, instance: &Instance) -> Result<Cache
         public_keys: &instance.public_keys,
         datasource: source,
     };
-    write_atomic(&layout.meta_data(), serde_yaml::to_string(&meta)?.as_bytes())?;
+    write_atomic(
+        &layout.meta_data(),
+        serde_yaml::to_string(&meta)?.as_bytes(),
+    )?;
     let dir = layout.scripts();
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            return Err(Error::Write { path: dir, source: e })
+            return Err(Error::Write {
+                path: dir,
+                source: e,
+            })
         }
         _ => {}
     }
@@ -270,7 +276,13 @@ pub fn cache(layout: &Layout, source: &str, instance: &Instance) -> Result<Cache
         let safe: String = script
             .name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         write_atomic(&dir.join(format!("{i:02}-{safe}")), &script.body)?;
     }
@@ -433,7 +445,9 @@ impl Report {
         }
         match (&self.winner, self.used_cache) {
             (Some(w), _) => out.push_str(&format!("in force: {w}\n")),
-            (None, true) => out.push_str("in force: the cache from an earlier boot (no source answered)\n"),
+            (None, true) => {
+                out.push_str("in force: the cache from an earlier boot (no source answered)\n")
+            }
             (None, false) => out.push_str("in force: no datasource\n"),
         }
         for n in &self.notes {
@@ -457,11 +471,26 @@ mod tests {
             ..Dmi::default()
         };
         assert_eq!(dmi("Amazon EC2", "m5.large", "").cloud(), Some(Kind::Ec2));
-        assert_eq!(dmi("Google", "Google Compute Engine", "").cloud(), Some(Kind::Gce));
-        assert_eq!(dmi("DigitalOcean", "Droplet", "").cloud(), Some(Kind::DigitalOcean));
-        assert_eq!(dmi("OpenStack Foundation", "OpenStack Nova", "").cloud(), Some(Kind::OpenStack));
-        assert_eq!(dmi("Microsoft Corporation", "Virtual Machine", AZURE_ASSET_TAG).cloud(), Some(Kind::Azure));
-        assert_eq!(dmi("QEMU", "Standard PC (Q35 + ICH9, 2009)", "").cloud(), None);
+        assert_eq!(
+            dmi("Google", "Google Compute Engine", "").cloud(),
+            Some(Kind::Gce)
+        );
+        assert_eq!(
+            dmi("DigitalOcean", "Droplet", "").cloud(),
+            Some(Kind::DigitalOcean)
+        );
+        assert_eq!(
+            dmi("OpenStack Foundation", "OpenStack Nova", "").cloud(),
+            Some(Kind::OpenStack)
+        );
+        assert_eq!(
+            dmi("Microsoft Corporation", "Virtual Machine", AZURE_ASSET_TAG).cloud(),
+            Some(Kind::Azure)
+        );
+        assert_eq!(
+            dmi("QEMU", "Standard PC (Q35 + ICH9, 2009)", "").cloud(),
+            None
+        );
         assert_eq!(Dmi::default().cloud(), None);
     }
 
@@ -471,8 +500,16 @@ mod tests {
         assert_eq!(none, [(Kind::ConfigDrive, Reason::Local)]);
         assert!(none.iter().all(|(k, _)| !k.is_network()));
         let named = plan(
-            &["gce".into(), "url:http://x/y".into(), "nocloud".into(), "bogus".into()],
-            &Dmi { sys_vendor: "Amazon EC2".into(), ..Dmi::default() },
+            &[
+                "gce".into(),
+                "url:http://x/y".into(),
+                "nocloud".into(),
+                "bogus".into(),
+            ],
+            &Dmi {
+                sys_vendor: "Amazon EC2".into(),
+                ..Dmi::default()
+            },
         );
         assert_eq!(
             named,
@@ -508,7 +545,10 @@ mod tests {
         let scripts = take_pending_scripts(&layout);
         assert_eq!(scripts.len(), 1);
         assert_eq!(scripts[0].1, b"#!/bin/sh\necho hi\n");
-        assert!(take_pending_scripts(&layout).is_empty(), "once per instance");
+        assert!(
+            take_pending_scripts(&layout).is_empty(),
+            "once per instance"
+        );
         // The same instance again: nothing new.
         assert!(!cache(&layout, "ec2", &first).expect("cache").new_instance);
         assert!(take_pending_scripts(&layout).is_empty());

@@ -240,7 +240,12 @@ fn multipart(bytes: &[u8], depth: usize, out: &mut Decoded) -> Result<(), String
             decode_into(&data, &name, depth + 1, out);
             continue;
         }
-        let mime_base = ptype.split(';').next().unwrap_or_default().trim().to_string();
+        let mime_base = ptype
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         match mime_base.as_str() {
             "text/cloud-config" | "text/cloud-config-jsonp" => {
                 let mut text = String::from_utf8_lossy(&data).into_owned();
@@ -253,7 +258,11 @@ fn multipart(bytes: &[u8], depth: usize, out: &mut Decoded) -> Result<(), String
             "text/x-shellscript" => out.scripts.push(Script { name, body: data }),
             t if t.starts_with("multipart/") => {
                 // A nested message: re-attach its content type to its body.
-                let mut nested = format!("Content-Type: {}\n\n", header(&ph, "content-type").unwrap_or_default()).into_bytes();
+                let mut nested = format!(
+                    "Content-Type: {}\n\n",
+                    header(&ph, "content-type").unwrap_or_default()
+                )
+                .into_bytes();
                 nested.extend_from_slice(&data);
                 decode_into(&nested, &name, depth + 1, out);
             }
@@ -261,13 +270,15 @@ fn multipart(bytes: &[u8], depth: usize, out: &mut Decoded) -> Result<(), String
             "text/plain" | "application/octet-stream" | "" => {
                 decode_into(&data, &name, depth + 1, out)
             }
-            other => out
-                .ignored
-                .push(format!("{name}: the MIME type {other} is not used by Berth")),
+            other => out.ignored.push(format!(
+                "{name}: the MIME type {other} is not used by Berth"
+            )),
         }
     }
     if index == 0 {
-        return Err(format!("a multipart message with no part delimited by `{delimiter}`"));
+        return Err(format!(
+            "a multipart message with no part delimited by `{delimiter}`"
+        ));
     }
     Ok(())
 }
@@ -296,7 +307,11 @@ mod tests {
         assert_eq!(decode(b"  \n"), Decoded::default());
         let d = decode(b"hostname: a\n");
         assert!(d.cloud_configs.is_empty());
-        assert!(d.ignored[0].contains("not a #cloud-config"), "{:?}", d.ignored);
+        assert!(
+            d.ignored[0].contains("not a #cloud-config"),
+            "{:?}",
+            d.ignored
+        );
         let d = decode(b"#include\nhttp://example.com/x\n");
         assert!(d.ignored[0].contains("#include"), "{:?}", d.ignored);
     }
@@ -323,13 +338,17 @@ mod tests {
     #[test]
     fn gzip_parts_and_unknown_types_inside_multipart() {
         use base64::Engine;
-        let inner = base64::engine::general_purpose::STANDARD
-            .encode(gzip(b"#cloud-config\nruncmd: [x]\n"));
+        let inner =
+            base64::engine::general_purpose::STANDARD.encode(gzip(b"#cloud-config\nruncmd: [x]\n"));
         let msg = format!("Content-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: application/x-gzip\nContent-Transfer-Encoding: base64\n\n{inner}\n--XX\nContent-Type: text/x-include-url\n\nhttp://x/\n--XX--\n");
         let d = decode(msg.as_bytes());
         assert_eq!(d.cloud_configs, ["#cloud-config\nruncmd: [x]\n"]);
         assert_eq!(d.ignored.len(), 1);
-        assert!(d.ignored[0].contains("text/x-include-url"), "{:?}", d.ignored);
+        assert!(
+            d.ignored[0].contains("text/x-include-url"),
+            "{:?}",
+            d.ignored
+        );
     }
 
     #[test]

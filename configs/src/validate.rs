@@ -796,7 +796,6 @@ impl Validator<'_> {
 const RANCHER_DATASOURCES: &[&str] = &[
     "*",
     "aliyun",
-    "azure",
     "cloudstack",
     "exoscale",
     "packet",
@@ -811,6 +810,8 @@ const DATASOURCES: &[&str] = &[
     "ec2",
     "gce",
     "digitalocean",
+    "openstack",
+    "azure",
     "cmdline",
     "url",
     "file",

@@ -27,12 +27,14 @@ pub fn get(url: &str, limit: usize, timeout: Duration) -> Result<Vec<u8>, HttpEr
     Ok(response.body)
 }
 
-/// The two methods metadata services need: IMDSv2 takes its session token
-/// with a PUT; everything else is a GET.
+/// The methods metadata services need: IMDSv2 takes its session token with
+/// a PUT, Azure's ready report is a POST; everything else is a GET.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Get,
     Put,
+    /// Azure's ready report to its wire server.
+    Post,
 }
 
 /// One request: method, headers, and bounds on time and size.
@@ -41,6 +43,7 @@ pub struct Request {
     method: Method,
     url: String,
     headers: Vec<(String, String)>,
+    body: Vec<u8>,
     limit: usize,
     timeout: Duration,
     connect_timeout: Option<Duration>,
@@ -51,6 +54,8 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
+    /// Names lowercased.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -59,6 +64,13 @@ impl Response {
         (200..300).contains(&self.status)
     }
 
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Request {
@@ -67,6 +79,7 @@ impl Request {
             method,
             url: url.to_string(),
             headers: Vec::new(),
+            body: Vec::new(),
             limit: 4 << 20,
             timeout: Duration::from_secs(30),
             connect_timeout: None,
@@ -81,8 +94,17 @@ impl Request {
         Request::new(Method::Put, url)
     }
 
+    pub fn post(url: &str) -> Request {
+        Request::new(Method::Post, url)
+    }
+
     pub fn header(mut self, name: &str, value: &str) -> Request {
         self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Request {
+        self.body = body.into();
         self
     }
 
@@ -133,12 +155,26 @@ impl Request {
             let mut req = match self.method {
                 Method::Get => client.get(url),
                 Method::Put => client.put(url),
+                Method::Post => client.post(url),
             };
+            if !self.body.is_empty() || self.method != Method::Get {
+                req = req.body(self.body.clone());
+            }
             for (name, value) in &self.headers {
                 req = req.header(name, value);
             }
             let mut response = req.send().await.map_err(|e| request(chain(&e)))?;
             let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_ascii_lowercase(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
             let limit = self.limit;
             if response.content_length().is_some_and(|n| n > limit as u64) {
                 return Err(HttpError::TooLarge {
@@ -156,10 +192,13 @@ impl Request {
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(Response { status, body })
+            Ok(Response {
+                status,
+                headers,
+                body,
+            })
         })
     }
-
 }
 
 /// reqwest's error with its causes: "error sending request" alone does not
@@ -240,7 +279,10 @@ mod tests {
         assert!(!response.is_success());
         let seen = server.join().expect("join");
         assert!(seen.starts_with("put /latest/api/token "), "{seen}");
-        assert!(seen.contains("x-aws-ec2-metadata-token-ttl-seconds: 60"), "{seen}");
+        assert!(
+            seen.contains("x-aws-ec2-metadata-token-ttl-seconds: 60"),
+            "{seen}"
+        );
     }
 
     #[test]
@@ -259,6 +301,9 @@ mod tests {
             .send()
             .expect_err("a timeout");
         assert!(start.elapsed() < Duration::from_secs(3));
-        assert!(err.to_string().contains("timed out") || err.to_string().contains("timeout"), "{err}");
+        assert!(
+            err.to_string().contains("timed out") || err.to_string().contains("timeout"),
+            "{err}"
+        );
     }
 }
