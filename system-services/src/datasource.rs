@@ -810,7 +810,7 @@ pub struct Probe {
 
 /// The marker stage 1 leaves when it read a NoCloud seed this boot.
 pub fn nocloud_marker(root: &Path) -> PathBuf {
-    root.join("run/berth/nocloud.seed")
+    root.join(berth_init::nocloud::MARKER)
 }
 
 impl Probe {
