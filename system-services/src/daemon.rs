@@ -670,7 +670,11 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
             report
                 .winner
                 .clone()
-                .unwrap_or_else(|| if report.used_cache { "cache".into() } else { "none".into() })
+                .unwrap_or_else(|| if report.used_cache {
+                    "cache".into()
+                } else {
+                    "none".into()
+                })
         );
     }
 
