@@ -171,7 +171,7 @@ pub fn imds_v2(key: String, user_data: Vec<u8>) -> Result<Server> {
 /// probe included), from the line berthd logs:
 /// `datasources: config loaded N ms after berthd started`.
 pub fn config_loaded_ms(ssh: &crate::ssh::Ssh) -> Result<u64> {
-    let text = ssh.check("sudo grep -h 'datasources: config loaded' /var/log/berth/berthd.log")?;
+    let text = ssh.check("sudo berth logs berthd | grep 'datasources: config loaded'")?;
     text.lines()
         .last()
         .and_then(|l| {
@@ -183,7 +183,7 @@ pub fn config_loaded_ms(ssh: &crate::ssh::Ssh) -> Result<u64> {
                 .ok()
         })
         .ok_or_else(|| crate::Error::Io {
-            path: "/var/log/berth/berthd.log".into(),
+            path: "berth logs berthd".into(),
             source: std::io::Error::other(format!("no `config loaded N ms` line in: {text}")),
         })
 }
