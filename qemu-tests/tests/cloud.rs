@@ -73,8 +73,9 @@ fn cloud_config(
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
-    // python3's gzip: the test crate carries no compression library.
-    let mut child = std::process::Command::new("python3")
+    // python3's gzip (python3 is one of the host packages xtask installs):
+    // the test crate carries no compression library.
+    let mut child = std::process::Command::new("/usr/bin/python3")
         .args([
             "-c",
             "import gzip,sys; sys.stdout.buffer.write(gzip.compress(sys.stdin.buffer.read()))",
