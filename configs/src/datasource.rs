@@ -191,6 +191,9 @@ pub struct Instance {
     /// The default user's SSH keys from meta-data.
     pub public_keys: Vec<String>,
     pub user_data: Option<Vec<u8>>,
+    /// Static network config the cloud gives instead of DHCP, in
+    /// `berth.network`'s shape (`interfaces` keyed `mac:…`, `dns`).
+    pub network: Option<serde_json::Value>,
 }
 
 impl Instance {
@@ -205,6 +208,10 @@ impl Instance {
         }
         if !self.public_keys.is_empty() {
             set.push(format!("{} SSH key(s)", self.public_keys.len()));
+        }
+        if let Some(n) = &self.network {
+            let count = n["interfaces"].as_object().map_or(0, |m| m.len());
+            set.push(format!("network config for {count} interface(s)"));
         }
         match &self.user_data {
             Some(_) => set.push(format!("user-data: {}", decoded.summary())),
@@ -231,6 +238,8 @@ struct MetaData<'a> {
     local_hostname: Option<&'a str>,
     #[serde(rename = "public-keys", skip_serializing_if = "<[String]>::is_empty")]
     public_keys: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<&'a serde_json::Value>,
     datasource: &'a str,
 }
 
@@ -256,6 +265,7 @@ pub fn cache(layout: &Layout, source: &str, instance: &Instance) -> Result<Cache
         instance_id: instance.instance_id.as_deref(),
         local_hostname: instance.hostname.as_deref(),
         public_keys: &instance.public_keys,
+        network: instance.network.as_ref(),
         datasource: source,
     };
     write_atomic(

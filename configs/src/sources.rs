@@ -235,8 +235,9 @@ pub fn render(tree: &Node) -> Result<String, Error> {
 /// is the hostname unless user-data (which merges later) sets one, as in
 /// cloud-init, and its `public-keys` (a list, one key, or a map of named keys,
 /// as NoCloud and the clouds give them) are the default user's SSH keys,
-/// added to those user-data lists. Meta-data that does not parse is ignored
-/// with a warning.
+/// added to those user-data lists; a `network` mapping (a cloud's static
+/// network config, cached by a datasource) is `berth.network`. Meta-data that
+/// does not parse is ignored with a warning.
 pub fn meta_data_document(source: &Arc<str>, text: &str) -> Option<Document> {
     use crate::node::{Entry, Value};
     let mut diagnostics = Vec::new();
@@ -288,6 +289,20 @@ pub fn meta_data_document(source: &Arc<str>, text: &str) -> Option<Document> {
                 Node::new(Value::Seq(keys), entry.value.origin.clone()),
             ));
         }
+    }
+    // A cloud's static network config (cached by a datasource in
+    // `berth.network`'s shape): netconf applies it like user-data's.
+    if let Some(entry) = map
+        .iter()
+        .find(|e| e.key == "network")
+        .filter(|e| e.value.as_map().is_some())
+    {
+        let network = Entry::new("network", entry.key_origin.clone(), entry.value.clone());
+        entries.push(Entry::new(
+            "berth",
+            entry.key_origin.clone(),
+            Node::new(Value::Map(vec![network]), entry.value.origin.clone()),
+        ));
     }
     if entries.is_empty() {
         return None;

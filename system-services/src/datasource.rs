@@ -242,6 +242,7 @@ pub mod ec2 {
             hostname,
             public_keys,
             user_data,
+            network: None,
         })
     }
 }
@@ -322,6 +323,7 @@ pub mod gce {
             hostname,
             public_keys,
             user_data,
+            network: None,
         })
     }
 }
@@ -352,6 +354,7 @@ pub mod digitalocean {
                 .filter_map(|k| k.as_str().map(str::to_string))
                 .collect(),
             user_data: doc["user_data"].as_str().map(|s| s.as_bytes().to_vec()),
+            network: network_from_digitalocean(&doc["interfaces"], &doc["dns"]),
         })
     }
 
@@ -405,6 +408,7 @@ pub mod openstack {
                 .map(short_host),
             public_keys,
             user_data,
+            network: None,
         })
     }
 
@@ -426,7 +430,12 @@ pub mod openstack {
             )));
         };
         let user_data = get("/openstack/latest/user_data", MAX_USER_DATA)?;
-        parse_meta(&options.url(meta_path), &meta, user_data)
+        let mut instance = parse_meta(&options.url(meta_path), &meta, user_data)?;
+        let net_path = "/openstack/latest/network_data.json";
+        if let Some(net) = get(net_path, MAX_META)? {
+            instance.network = network_from_openstack(&json(&options.url(net_path), &net)?);
+        }
+        Ok(instance)
     }
 }
 
@@ -500,7 +509,13 @@ pub mod configdrive {
             )));
         };
         let user_data = read(&latest.join("user_data"), MAX_USER_DATA)?;
-        openstack::parse_meta(&meta_path.display().to_string(), &meta, user_data)
+        let mut instance = openstack::parse_meta(&meta_path.display().to_string(), &meta, user_data)?;
+        let net_path = latest.join("network_data.json");
+        if let Some(net) = read(&net_path, MAX_META)? {
+            instance.network =
+                network_from_openstack(&json(&net_path.display().to_string(), &net)?);
+        }
+        Ok(instance)
     }
 
     pub fn fetch(root: &Path) -> Result<Instance, DsError> {
@@ -571,6 +586,7 @@ pub mod azure {
                 .filter_map(|k| k["keyData"].as_str().map(|s| s.trim().to_string()))
                 .collect(),
             user_data,
+            network: None,
         })
     }
 
@@ -648,6 +664,162 @@ pub mod azure {
         log::info!("Azure: reported ready");
         Ok(())
     }
+}
+
+/// A prefix length from a netmask (`255.255.255.0`, `ffff:ffff::`) or a
+/// length already (`24`).
+fn prefix_len(mask: &str) -> Option<u32> {
+    if let Ok(n) = mask.parse::<u32>() {
+        return Some(n);
+    }
+    let bits: u128 = match mask.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
+        std::net::IpAddr::V6(a) => u128::from(a),
+    };
+    // A netmask is ones then zeros.
+    let ones = bits.leading_ones();
+    (bits.checked_shl(ones).unwrap_or(0) == 0).then_some(ones)
+}
+
+fn with_prefix(address: &str, mask: Option<&str>) -> Option<String> {
+    if address.contains('/') {
+        return Some(address.to_string());
+    }
+    Some(format!("{address}/{}", prefix_len(mask?)?))
+}
+
+/// OpenStack's `network_data.json` as `berth.network`: each physical link
+/// by its MAC (`mac:…`), with static addresses, gateway, routes and MTU,
+/// or DHCP where the network says so; DNS servers from `services`. Links
+/// without a MAC (bonds, VLANs) are left to DHCP on the default config.
+pub fn network_from_openstack(doc: &serde_json::Value) -> Option<serde_json::Value> {
+    use serde_json::{json, Map, Value};
+    let mut interfaces = Map::new();
+    let mut key_of = std::collections::HashMap::new();
+    for link in doc["links"].as_array().into_iter().flatten() {
+        let (Some(id), Some(mac)) = (link["id"].as_str(), link["ethernet_mac_address"].as_str()) else {
+            continue;
+        };
+        let key = format!("mac:{}", mac.to_ascii_lowercase());
+        let mut iface = Map::new();
+        if let Some(mtu) = link["mtu"].as_u64() {
+            iface.insert("mtu".into(), json!(mtu));
+        }
+        interfaces.insert(key.clone(), Value::Object(iface));
+        key_of.insert(id.to_string(), key);
+    }
+    for net in doc["networks"].as_array().into_iter().flatten() {
+        let Some(key) = net["link"].as_str().and_then(|l| key_of.get(l)) else {
+            continue;
+        };
+        let Some(Value::Object(iface)) = interfaces.get_mut(key) else {
+            continue;
+        };
+        let kind = net["type"].as_str().unwrap_or_default();
+        match kind {
+            "ipv4_dhcp" | "dhcp4" => {
+                iface.insert("dhcp".into(), json!(true));
+            }
+            "ipv4" | "ipv6" => {
+                let Some(address) = net["ip_address"]
+                    .as_str()
+                    .and_then(|a| with_prefix(a, net["netmask"].as_str()))
+                else {
+                    continue;
+                };
+                let list = iface
+                    .entry("addresses")
+                    .or_insert_with(|| json!([]));
+                if let Value::Array(a) = list {
+                    a.push(json!(address));
+                }
+                iface.entry("dhcp").or_insert(json!(false));
+                for route in net["routes"].as_array().into_iter().flatten() {
+                    let (Some(to), Some(via)) = (route["network"].as_str(), route["gateway"].as_str()) else {
+                        continue;
+                    };
+                    let prefix = route["netmask"].as_str().and_then(prefix_len);
+                    if prefix == Some(0) {
+                        let field = if kind == "ipv6" { "gateway_ipv6" } else { "gateway" };
+                        iface.insert(field.into(), json!(via));
+                    } else if let Some(p) = prefix {
+                        let routes = iface.entry("routes").or_insert_with(|| json!([]));
+                        if let Value::Array(r) = routes {
+                            r.push(json!({"to": format!("{to}/{p}"), "via": via}));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if interfaces.is_empty() {
+        return None;
+    }
+    let mut out = Map::new();
+    out.insert("interfaces".into(), Value::Object(interfaces));
+    let dns: Vec<Value> = doc["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["type"] == "dns")
+        .filter_map(|s| s["address"].as_str().map(|a| json!(a)))
+        .collect();
+    if !dns.is_empty() {
+        out.insert("dns".into(), json!({ "nameservers": dns }));
+    }
+    Some(Value::Object(out))
+}
+
+/// DigitalOcean's `interfaces` (`public`/`private`, each with `mac`,
+/// `ipv4` and `ipv6`) and `dns.nameservers` as `berth.network`.
+pub fn network_from_digitalocean(
+    interfaces: &serde_json::Value,
+    dns: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    use serde_json::{json, Map, Value};
+    let mut out_ifaces = Map::new();
+    for group in ["public", "private"] {
+        for iface in interfaces[group].as_array().into_iter().flatten() {
+            let Some(mac) = iface["mac"].as_str() else {
+                continue;
+            };
+            let mut cfg = Map::new();
+            let mut addresses = Vec::new();
+            if let Some(a) = iface["ipv4"]["ip_address"]
+                .as_str()
+                .and_then(|a| with_prefix(a, iface["ipv4"]["netmask"].as_str()))
+            {
+                addresses.push(json!(a));
+                if let Some(gw) = iface["ipv4"]["gateway"].as_str() {
+                    cfg.insert("gateway".into(), json!(gw));
+                }
+            }
+            if let Some(a) = iface["ipv6"]["ip_address"].as_str().and_then(|a| {
+                with_prefix(a, iface["ipv6"]["cidr"].as_u64().map(|c| c.to_string()).as_deref())
+            }) {
+                addresses.push(json!(a));
+                if let Some(gw) = iface["ipv6"]["gateway"].as_str() {
+                    cfg.insert("gateway_ipv6".into(), json!(gw));
+                }
+            }
+            if addresses.is_empty() {
+                continue;
+            }
+            cfg.insert("dhcp".into(), json!(false));
+            cfg.insert("addresses".into(), Value::Array(addresses));
+            out_ifaces.insert(format!("mac:{}", mac.to_ascii_lowercase()), Value::Object(cfg));
+        }
+    }
+    if out_ifaces.is_empty() {
+        return None;
+    }
+    let mut out = Map::new();
+    out.insert("interfaces".into(), Value::Object(out_ifaces));
+    if let Some(ns) = dns["nameservers"].as_array().filter(|n| !n.is_empty()) {
+        out.insert("dns".into(), json!({ "nameservers": ns }));
+    }
+    Some(Value::Object(out))
 }
 
 /// `url:URL`: the answer is the user-data.

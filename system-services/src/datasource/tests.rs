@@ -450,3 +450,74 @@ fn a_url_and_a_file_are_user_data() {
         Err(DsError::Absent(_))
     ));
 }
+
+#[test]
+fn openstack_network_data_becomes_static_interfaces_by_mac() {
+    let doc: serde_json::Value = serde_json::from_str(
+        r#"{"links": [{"id": "tap1", "type": "phy", "ethernet_mac_address": "FA:16:3E:00:00:01", "mtu": 1450},
+                      {"id": "tap2", "type": "phy", "ethernet_mac_address": "fa:16:3e:00:00:02"},
+                      {"id": "bond0", "type": "bond", "bond_links": ["tap1"]}],
+            "networks": [{"id": "n0", "link": "tap1", "type": "ipv4", "ip_address": "10.0.0.5", "netmask": "255.255.255.0",
+                          "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.0.1"},
+                                     {"network": "192.168.0.0", "netmask": "255.255.0.0", "gateway": "10.0.0.254"}]},
+                         {"id": "n1", "link": "tap1", "type": "ipv6", "ip_address": "fd00::5/64",
+                          "routes": [{"network": "::", "netmask": "::", "gateway": "fd00::1"}]},
+                         {"id": "n2", "link": "tap2", "type": "ipv4_dhcp"}],
+            "services": [{"type": "dns", "address": "10.0.0.2"}]}"#,
+    )
+    .expect("json");
+    let net = network_from_openstack(&doc).expect("network");
+    assert_eq!(
+        net,
+        serde_json::json!({
+            "interfaces": {
+                "mac:fa:16:3e:00:00:01": {
+                    "mtu": 1450, "dhcp": false,
+                    "addresses": ["10.0.0.5/24", "fd00::5/64"],
+                    "gateway": "10.0.0.1", "gateway_ipv6": "fd00::1",
+                    "routes": [{"to": "192.168.0.0/16", "via": "10.0.0.254"}]
+                },
+                "mac:fa:16:3e:00:00:02": {"dhcp": true}
+            },
+            "dns": {"nameservers": ["10.0.0.2"]}
+        })
+    );
+    // Cached with the meta-data, it is berth.network, valid for netconf.
+    let root = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(root.path());
+    let inst = Instance {
+        instance_id: Some("u".into()),
+        network: Some(net),
+        ..Instance::default()
+    };
+    datasource::cache(&layout, "openstack", &inst).expect("cache");
+    let loaded = layout.load().expect("load");
+    assert!(!berth_configs::diag::has_errors(&loaded.diagnostics), "{:?}", loaded.diagnostics);
+    let iface = &loaded.config.berth.network.interfaces["mac:fa:16:3e:00:00:01"];
+    assert_eq!(iface.gateway.as_deref(), Some("10.0.0.1"));
+    assert_eq!(iface.addresses, ["10.0.0.5/24", "fd00::5/64"]);
+    assert_eq!(loaded.config.berth.network.dns.nameservers, ["10.0.0.2"]);
+    // The default eth* DHCP stays for interfaces the cloud does not name.
+    assert!(loaded.config.berth.network.interfaces.contains_key("eth*"));
+}
+
+#[test]
+fn digitalocean_interfaces_become_static_config() {
+    let doc: serde_json::Value = serde_json::from_str(
+        r#"{"droplet_id": 1, "interfaces": {"public": [{"mac": "c2:1e:5b:00:00:01", "type": "public",
+              "ipv4": {"ip_address": "203.0.113.5", "netmask": "255.255.240.0", "gateway": "203.0.113.1"},
+              "ipv6": {"ip_address": "2001:db8::5", "cidr": 64, "gateway": "2001:db8::1"}}]},
+            "dns": {"nameservers": ["67.207.67.2"]}}"#,
+    )
+    .expect("json");
+    let inst = digitalocean::parse("u", serde_json::to_vec(&doc).expect("ser").as_slice()).expect("parse");
+    assert_eq!(
+        inst.network,
+        Some(serde_json::json!({
+            "interfaces": {"mac:c2:1e:5b:00:00:01": {
+                "gateway": "203.0.113.1", "gateway_ipv6": "2001:db8::1",
+                "dhcp": false, "addresses": ["203.0.113.5/20", "2001:db8::5/64"]}},
+            "dns": {"nameservers": ["67.207.67.2"]}
+        }))
+    );
+}
