@@ -478,9 +478,14 @@ pub fn nocloud_seed(path: &Path, user_data: &str, meta_data: &str) -> Result<()>
 }
 
 /// An OpenStack ConfigDrive: an ISO9660 volume labelled `config-2` holding
-/// `openstack/latest/{meta_data.json,user_data}`, made with `xorriso` as
-/// Nova makes it (with genisoimage's options).
-pub fn configdrive(path: &Path, meta_data_json: &str, user_data: Option<&str>) -> Result<()> {
+/// `openstack/latest/{meta_data.json,user_data,network_data.json}`, made
+/// with `xorriso` as Nova makes it (with genisoimage's options).
+pub fn configdrive(
+    path: &Path,
+    meta_data_json: &str,
+    user_data: Option<&str>,
+    network_data_json: Option<&str>,
+) -> Result<()> {
     let dir = tempfile::tempdir().map_err(io_err(Path::new("<tempdir>")))?;
     let latest = dir.path().join("openstack/latest");
     std::fs::create_dir_all(&latest).map_err(io_err(&latest))?;
@@ -489,6 +494,10 @@ pub fn configdrive(path: &Path, meta_data_json: &str, user_data: Option<&str>) -
     if let Some(ud) = user_data {
         let p = latest.join("user_data");
         std::fs::write(&p, ud).map_err(io_err(&p))?;
+    }
+    if let Some(net) = network_data_json {
+        let p = latest.join("network_data.json");
+        std::fs::write(&p, net).map_err(io_err(&p))?;
     }
     run_checked(
         "xorriso",

@@ -278,6 +278,12 @@ fn openstack_configdrive_and_no_network_source_on_no_cloud() {
         &drive,
         &meta,
         Some("#cloud-config\nwrite_files:\n  - path: /etc/berth-cloud/openstack.txt\n    content: from the config drive\n"),
+        // Static addressing for the NIC (QEMU's default MAC), as a cloud
+        // without DHCP gives it: the address SSH is forwarded to.
+        Some(r#"{"links": [{"id": "tap0", "type": "phy", "ethernet_mac_address": "52:54:00:12:34:56", "mtu": 1500}],
+                 "networks": [{"id": "n0", "link": "tap0", "type": "ipv4", "ip_address": "10.0.2.15", "netmask": "255.255.255.0",
+                               "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.2.2"}]}],
+                 "services": [{"type": "dns", "address": "10.0.2.3"}]}"#),
     )
     .expect("config drive");
     // No metadata emulation and QEMU's own DMI (no cloud): an isolated
@@ -293,7 +299,21 @@ fn openstack_configdrive_and_no_network_source_on_no_cloud() {
         ok_ssh(&vm, &ssh, "sudo cat /host/etc/berth-cloud/openstack.txt").trim(),
         "from the config drive"
     );
+    // netconf applied network_data.json: a static address (no lease
+    // lifetime), the gateway, the cloud's resolver.
+    let addr = ok_ssh(&vm, &ssh, "ip -4 -o addr show dev eth0");
+    assert!(
+        addr.contains("10.0.2.15/24") && addr.contains("valid_lft forever"),
+        "{addr}"
+    );
+    let route = ok_ssh(&vm, &ssh, "ip -4 route show default");
+    assert!(route.contains("via 10.0.2.2"), "{route}");
+    assert!(ok_ssh(&vm, &ssh, "cat /etc/resolv.conf").contains("10.0.2.3"));
     let report = sources(&vm, &ssh);
+    assert!(
+        report.contains("network config for 1 interface(s)"),
+        "{report}"
+    );
     assert!(report.contains("DMI: no cloud"), "{report}");
     assert!(report.contains("in force: configdrive"), "{report}");
     // Only the local source was looked at: no metadata timeout to wait on.

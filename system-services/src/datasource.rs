@@ -509,7 +509,8 @@ pub mod configdrive {
             )));
         };
         let user_data = read(&latest.join("user_data"), MAX_USER_DATA)?;
-        let mut instance = openstack::parse_meta(&meta_path.display().to_string(), &meta, user_data)?;
+        let mut instance =
+            openstack::parse_meta(&meta_path.display().to_string(), &meta, user_data)?;
         let net_path = latest.join("network_data.json");
         if let Some(net) = read(&net_path, MAX_META)? {
             instance.network =
@@ -697,7 +698,8 @@ pub fn network_from_openstack(doc: &serde_json::Value) -> Option<serde_json::Val
     let mut interfaces = Map::new();
     let mut key_of = std::collections::HashMap::new();
     for link in doc["links"].as_array().into_iter().flatten() {
-        let (Some(id), Some(mac)) = (link["id"].as_str(), link["ethernet_mac_address"].as_str()) else {
+        let (Some(id), Some(mac)) = (link["id"].as_str(), link["ethernet_mac_address"].as_str())
+        else {
             continue;
         };
         let key = format!("mac:{}", mac.to_ascii_lowercase());
@@ -727,20 +729,24 @@ pub fn network_from_openstack(doc: &serde_json::Value) -> Option<serde_json::Val
                 else {
                     continue;
                 };
-                let list = iface
-                    .entry("addresses")
-                    .or_insert_with(|| json!([]));
+                let list = iface.entry("addresses").or_insert_with(|| json!([]));
                 if let Value::Array(a) = list {
                     a.push(json!(address));
                 }
                 iface.entry("dhcp").or_insert(json!(false));
                 for route in net["routes"].as_array().into_iter().flatten() {
-                    let (Some(to), Some(via)) = (route["network"].as_str(), route["gateway"].as_str()) else {
+                    let (Some(to), Some(via)) =
+                        (route["network"].as_str(), route["gateway"].as_str())
+                    else {
                         continue;
                     };
                     let prefix = route["netmask"].as_str().and_then(prefix_len);
                     if prefix == Some(0) {
-                        let field = if kind == "ipv6" { "gateway_ipv6" } else { "gateway" };
+                        let field = if kind == "ipv6" {
+                            "gateway_ipv6"
+                        } else {
+                            "gateway"
+                        };
                         iface.insert(field.into(), json!(via));
                     } else if let Some(p) = prefix {
                         let routes = iface.entry("routes").or_insert_with(|| json!([]));
@@ -796,7 +802,13 @@ pub fn network_from_digitalocean(
                 }
             }
             if let Some(a) = iface["ipv6"]["ip_address"].as_str().and_then(|a| {
-                with_prefix(a, iface["ipv6"]["cidr"].as_u64().map(|c| c.to_string()).as_deref())
+                with_prefix(
+                    a,
+                    iface["ipv6"]["cidr"]
+                        .as_u64()
+                        .map(|c| c.to_string())
+                        .as_deref(),
+                )
             }) {
                 addresses.push(json!(a));
                 if let Some(gw) = iface["ipv6"]["gateway"].as_str() {
@@ -808,7 +820,10 @@ pub fn network_from_digitalocean(
             }
             cfg.insert("dhcp".into(), json!(false));
             cfg.insert("addresses".into(), Value::Array(addresses));
-            out_ifaces.insert(format!("mac:{}", mac.to_ascii_lowercase()), Value::Object(cfg));
+            out_ifaces.insert(
+                format!("mac:{}", mac.to_ascii_lowercase()),
+                Value::Object(cfg),
+            );
         }
     }
     if out_ifaces.is_empty() {

@@ -826,7 +826,9 @@ pub fn bench_boot() -> Result<()> {
     let _ = ssh.run("sudo berth poweroff");
     vm.wait_exit(timeout)?;
     drop(vm);
-    println!("    config loaded {ec2_ms} ms after berthd started on EC2, {nocloud_ms} ms with NoCloud");
+    println!(
+        "    config loaded {ec2_ms} ms after berthd started on EC2, {nocloud_ms} ms with NoCloud"
+    );
     println!("RESULT datasource_ec2_ms {ec2_ms} ms");
     println!("RESULT datasource_nocloud_ms {nocloud_ms} ms");
     println!(

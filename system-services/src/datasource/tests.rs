@@ -492,7 +492,11 @@ fn openstack_network_data_becomes_static_interfaces_by_mac() {
     };
     datasource::cache(&layout, "openstack", &inst).expect("cache");
     let loaded = layout.load().expect("load");
-    assert!(!berth_configs::diag::has_errors(&loaded.diagnostics), "{:?}", loaded.diagnostics);
+    assert!(
+        !berth_configs::diag::has_errors(&loaded.diagnostics),
+        "{:?}",
+        loaded.diagnostics
+    );
     let iface = &loaded.config.berth.network.interfaces["mac:fa:16:3e:00:00:01"];
     assert_eq!(iface.gateway.as_deref(), Some("10.0.0.1"));
     assert_eq!(iface.addresses, ["10.0.0.5/24", "fd00::5/64"]);
@@ -510,7 +514,8 @@ fn digitalocean_interfaces_become_static_config() {
             "dns": {"nameservers": ["67.207.67.2"]}}"#,
     )
     .expect("json");
-    let inst = digitalocean::parse("u", serde_json::to_vec(&doc).expect("ser").as_slice()).expect("parse");
+    let inst =
+        digitalocean::parse("u", serde_json::to_vec(&doc).expect("ser").as_slice()).expect("parse");
     assert_eq!(
         inst.network,
         Some(serde_json::json!({
