@@ -544,6 +544,7 @@ mod tests {
             hostname: Some("meta-host".into()),
             public_keys: vec!["ssh-ed25519 AAAA one".into()],
             user_data: Some(b"#!/bin/sh\necho hi\n".to_vec()),
+            network: None,
         };
         let cached = cache(&layout, "ec2", &first).expect("cache");
         assert!(cached.new_instance);
@@ -582,11 +583,43 @@ mod tests {
             hostname: Some("meta".into()),
             public_keys: vec!["k-meta".into()],
             user_data: Some(mime.as_bytes().to_vec()),
+            network: None,
         };
         cache(&layout, "gce", &inst).expect("cache");
         let loaded = layout.load().expect("load");
         assert_eq!(loaded.config.hostname.as_deref(), Some("part1"));
         assert_eq!(loaded.config.ssh_authorized_keys, ["k-meta", "k-user"]);
         assert_eq!(loaded.config.write_files.len(), 1);
+    }
+
+    #[test]
+    fn the_report_says_what_was_tried_and_what_is_in_force() {
+        let report = Report {
+            dmi_cloud: Some("ec2".into()),
+            attempts: vec![Attempt {
+                source: "ec2".into(),
+                reason: Reason::Dmi,
+                outcome: "failed".into(),
+                millis: 320,
+                detail: vec!["http://169.254.169.254/latest/api/token: connection refused".into()],
+            }],
+            winner: None,
+            used_cache: true,
+            millis: 1800,
+            notes: vec!["a temporary DHCP lease on eth0 carried the probe".into()],
+        };
+        let root = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(root.path());
+        report.write(&layout).expect("write");
+        let back = Report::read(&layout).expect("read");
+        assert_eq!(back, report);
+        let text = back.render();
+        assert!(text.starts_with("DMI: ec2\n"), "{text}");
+        assert!(text.contains("ec2                          dmi     failed        320  http://169.254.169.254/latest/api/token: connection refused"), "{text}");
+        assert!(
+            text.contains("in force: the cache from an earlier boot"),
+            "{text}"
+        );
+        assert!(text.ends_with("probe took 1800 ms\n"), "{text}");
     }
 }
