@@ -317,9 +317,8 @@ fn merged(parts: &[String]) -> Result<String, Error> {
     let mut tree: Option<crate::Node> = None;
     for (i, text) in parts.iter().enumerate() {
         let source: Arc<str> = Arc::from(format!("user-data part {}", i + 1));
-        // A part that does not parse is kept verbatim in the first slot's
-        // place would hide it; it is left out and the load of the merged
-        // document reports nothing of it, so say it here.
+        // A part that does not parse is left out of the merge (the others
+        // still apply); the merged file cannot show it, so it is logged here.
         match crate::node::parse(&source, text, &Default::default()) {
             Ok(node) => match &mut tree {
                 None => tree = Some(node),
