@@ -1071,8 +1071,8 @@ impl Probe {
                         .push(format!("cannot cache what {} gave: {e}", kind.name())),
                 },
                 None => {
-                    report.used_cache =
-                        plan.iter().any(|(k, _)| k.is_network()) && layout.instance_id().exists();
+                    // Whatever an earlier boot cached (any source's) stays in force.
+                    report.used_cache = layout.user_data().exists() || layout.meta_data().exists();
                     if report.used_cache {
                         report.notes.push(
                             "no datasource answered; the user-data cached by an earlier boot is in force".into(),
