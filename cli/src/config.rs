@@ -62,6 +62,14 @@ pub enum ConfigCommand {
     },
     /// Print the JSON Schema of a cloud-config.
     Schema,
+    /// Show this boot's datasource probe: which sources were tried, which
+    /// answered, how long each took and what each set.
+    Sources {
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+        #[command(flatten)]
+        root: Root,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -104,7 +112,23 @@ pub fn run(cmd: ConfigCommand) -> Result<ExitCode> {
             print!("{}", berth_configs::schema::schema_json());
             Ok(ExitCode::SUCCESS)
         }
+        ConfigCommand::Sources { output, root } => sources(&Layout::new(root.root), output),
     }
+}
+
+fn sources(layout: &Layout, output: Format) -> Result<ExitCode> {
+    let path = layout.datasource_report();
+    let Some(report) = berth_configs::datasource::Report::read(layout) else {
+        bail!(
+            "{}: no datasource report (berthd writes it at boot, before it applies the config)",
+            path.display()
+        );
+    };
+    match output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", report.render()),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_input(path: &Path) -> Result<(Arc<str>, String)> {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 pub mod choice;
 pub mod cmdline;
 pub mod compat;
+pub mod datasource;
 pub mod de;
 pub mod diag;
 pub mod forms;
@@ -24,6 +25,7 @@ pub mod node;
 pub mod normalize;
 pub mod schema;
 pub mod sources;
+pub mod userdata;
 pub mod validate;
 
 pub use diag::{Diagnostic, Origin, Severity};

@@ -57,6 +57,32 @@ impl Layout {
         self.root.join("var/lib/berth/config/meta-data.yml")
     }
 
+    /// The instance id the cached user-data and meta-data belong to: a disk
+    /// that boots with another is a new instance ([`crate::datasource`]).
+    pub fn instance_id(&self) -> PathBuf {
+        self.root.join("var/lib/berth/config/instance-id")
+    }
+
+    /// User-data's `#!` scripts, cached with it.
+    pub fn scripts(&self) -> PathBuf {
+        self.root.join("var/lib/berth/config/scripts")
+    }
+
+    /// The instance id whose scripts have run (they run once per instance).
+    pub fn scripts_done(&self) -> PathBuf {
+        self.root.join("var/lib/berth/config/scripts.done")
+    }
+
+    /// What this boot's datasource probe tried and found (`berth config sources`).
+    pub fn datasource_report(&self) -> PathBuf {
+        self.root.join("run/berth/datasources.json")
+    }
+
+    /// The SSH host keys, made once per instance by the console.
+    pub fn ssh_host_keys(&self) -> PathBuf {
+        self.root.join("var/lib/berth/ssh")
+    }
+
     /// Changes made on the machine with `berth config set|merge`.
     pub fn local(&self) -> PathBuf {
         self.root.join("var/lib/berth/config/local.yml")
@@ -207,8 +233,13 @@ pub fn render(tree: &Node) -> Result<String, Error> {
 
 /// What a datasource's meta-data says about the config: its `local-hostname`
 /// is the hostname unless user-data (which merges later) sets one, as in
-/// cloud-init. Meta-data that does not parse is ignored with a warning.
+/// cloud-init, and its `public-keys` (a list, one key, or a map of named keys,
+/// as NoCloud and the clouds give them) are the default user's SSH keys,
+/// added to those user-data lists; a `network` mapping (a cloud's static
+/// network config, cached by a datasource) is `berth.network`. Meta-data that
+/// does not parse is ignored with a warning.
 pub fn meta_data_document(source: &Arc<str>, text: &str) -> Option<Document> {
+    use crate::node::{Entry, Value};
     let mut diagnostics = Vec::new();
     let tree =
         match crate::node::parse_with_warnings(source, text, &Default::default(), &mut diagnostics)
@@ -223,19 +254,62 @@ pub fn meta_data_document(source: &Arc<str>, text: &str) -> Option<Document> {
                 });
             }
         };
-    let entry = tree
-        .as_map()?
+    let map = tree.as_map()?;
+    let mut entries = Vec::new();
+    if let Some(entry) = map
         .iter()
-        .find(|e| e.key == "local-hostname" || e.key == "hostname")?;
-    entry.value.as_scalar()?;
-    let hostname =
-        crate::node::Entry::new("hostname", entry.key_origin.clone(), entry.value.clone());
+        .find(|e| e.key == "local-hostname" || e.key == "hostname")
+        .filter(|e| e.value.as_scalar().is_some())
+    {
+        entries.push(Entry::new(
+            "hostname",
+            entry.key_origin.clone(),
+            entry.value.clone(),
+        ));
+    }
+    if let Some(entry) = map.iter().find(|e| e.key == "public-keys") {
+        let keys: Vec<Node> = match &entry.value.value {
+            Value::Scalar { .. } => vec![entry.value.clone()],
+            Value::Seq(items) => items
+                .iter()
+                .filter(|n| n.as_scalar().is_some())
+                .cloned()
+                .collect(),
+            Value::Map(named) => named
+                .iter()
+                .filter(|e| e.value.as_scalar().is_some())
+                .map(|e| e.value.clone())
+                .collect(),
+            Value::Null => Vec::new(),
+        };
+        if !keys.is_empty() {
+            entries.push(Entry::new(
+                "ssh_authorized_keys",
+                entry.key_origin.clone(),
+                Node::new(Value::Seq(keys), entry.value.origin.clone()),
+            ));
+        }
+    }
+    // A cloud's static network config (cached by a datasource in
+    // `berth.network`'s shape): netconf applies it like user-data's.
+    if let Some(entry) = map
+        .iter()
+        .find(|e| e.key == "network")
+        .filter(|e| e.value.as_map().is_some())
+    {
+        let network = Entry::new("network", entry.key_origin.clone(), entry.value.clone());
+        entries.push(Entry::new(
+            "berth",
+            entry.key_origin.clone(),
+            Node::new(Value::Map(vec![network]), entry.value.origin.clone()),
+        ));
+    }
+    if entries.is_empty() {
+        return None;
+    }
     Some(Document {
         source: Arc::clone(source),
-        tree: Some(Node::new(
-            crate::node::Value::Map(vec![hostname]),
-            tree.origin.clone(),
-        )),
+        tree: Some(Node::new(Value::Map(entries), tree.origin.clone())),
         diagnostics: Vec::new(),
     })
 }

@@ -957,7 +957,6 @@ fn check_swarm_addr(value: &str, port_ok: bool) -> Result<(), String> {
 const RANCHER_DATASOURCES: &[&str] = &[
     "*",
     "aliyun",
-    "azure",
     "cloudstack",
     "exoscale",
     "packet",
@@ -972,6 +971,8 @@ const DATASOURCES: &[&str] = &[
     "ec2",
     "gce",
     "digitalocean",
+    "openstack",
+    "azure",
     "cmdline",
     "url",
     "file",

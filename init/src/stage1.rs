@@ -716,6 +716,17 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     // The seed is looked for once, after the boot medium: by then the storage
     // drivers have found what is attached at boot.
     let seed = nocloud::read(sys, root, &devices(root));
+    if let Some(seed) = &seed {
+        // berthd's datasource probe: NoCloud answered this boot (local, first).
+        let marker = root.join(nocloud::MARKER);
+        let written = marker
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&marker, seed.device.to_string_lossy().as_bytes()));
+        if let Err(e) = written {
+            log::warn!("{}: {e}", marker.display());
+        }
+    }
     let plan = match seed.as_ref().and_then(|s| s.user_data.as_deref()) {
         Some(text) => {
             let doc = berth_configs::parse_document(&std::sync::Arc::from(USER_DATA), text);

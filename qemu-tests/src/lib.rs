@@ -8,6 +8,7 @@
 //! reason when they are absent (berth-testkit; `cargo xtask test` lists skips
 //! and fails on them under `CI=true`).
 
+pub mod metadata;
 pub mod registry;
 pub mod ssh;
 
@@ -171,6 +172,14 @@ pub struct Config {
     /// The first NIC's user network too is `restrict=on`: an isolated network
     /// whose DHCP server offers an address but no router.
     pub restricted: bool,
+    /// The first NIC's user network subnet (`net=`), e.g. `169.254.0.0/16`
+    /// so a metadata service at 169.254.169.254 is on-link.
+    pub user_net: Option<String>,
+    /// `guestfwd` rules on the first NIC: (`ADDR:PORT` in the guest, the
+    /// command QEMU runs for each connection, talking on its stdin/stdout).
+    pub guestfwd: Vec<(String, String)>,
+    /// `-smbios` arguments: DMI strings the guest reads (which cloud it is on).
+    pub smbios: Vec<String>,
     pub kvm: bool,
     /// An i6300esb watchdog, which resets the machine when it is not fed.
     pub watchdog: bool,
@@ -259,6 +268,9 @@ impl Config {
             netns: None,
             firmware_boot_order: false,
             restricted: false,
+            user_net: None,
+            guestfwd: Vec::new(),
+            smbios: Vec::new(),
             kvm: std::env::var("BERTH_QEMU_KVM").is_ok_and(|v| v == "1"),
             watchdog: false,
             reboots: false,
@@ -326,6 +338,25 @@ impl Config {
     /// come without a router, as on a private LAN or an isolated cloud network.
     pub fn restricted_network(mut self) -> Self {
         self.restricted = true;
+        self
+    }
+
+    /// The first NIC's user network subnet (`net=`).
+    pub fn user_net(mut self, net: &str) -> Self {
+        self.user_net = Some(net.into());
+        self
+    }
+
+    /// Connections from the guest to `addr` (`IP:PORT`) run `cmd` on the
+    /// host, which talks to the guest on its stdin and stdout.
+    pub fn guestfwd(mut self, addr: &str, cmd: &str) -> Self {
+        self.guestfwd.push((addr.into(), cmd.into()));
+        self
+    }
+
+    /// One `-smbios` argument, e.g. `type=1,manufacturer=Amazon EC2`.
+    pub fn smbios(mut self, arg: &str) -> Self {
+        self.smbios.push(arg.into());
         self
     }
 
@@ -411,6 +442,16 @@ impl Config {
         if self.restricted {
             netdev.push_str(",restrict=on");
         }
+        if let Some(net) = &self.user_net {
+            netdev.push_str(&format!(",net={net}"));
+        }
+        for (addr, command) in &self.guestfwd {
+            // A comma inside an option value is written twice.
+            netdev.push_str(&format!(
+                ",guestfwd=tcp:{addr}-cmd:{}",
+                command.replace(',', ",,")
+            ));
+        }
         for (host, guest) in &self.hostfwd {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
         }
@@ -426,6 +467,9 @@ impl Config {
                 "virtio-net-pci,netdev={id},mac={},romfile=",
                 nic.mac
             ));
+        }
+        for arg in &self.smbios {
+            cmd.arg("-smbios").arg(arg);
         }
         for (i, link) in self.links.iter().enumerate() {
             let id = format!("link{i}");
@@ -540,6 +584,86 @@ pub fn nocloud_seed(path: &Path, user_data: &str, meta_data: &str) -> Result<()>
     )?;
     Ok(())
 }
+
+/// An OpenStack ConfigDrive: an ISO9660 volume labelled `config-2` holding
+/// `openstack/latest/{meta_data.json,user_data,network_data.json}`, made
+/// with `xorriso` as Nova makes it (with genisoimage's options).
+pub fn configdrive(
+    path: &Path,
+    meta_data_json: &str,
+    user_data: Option<&str>,
+    network_data_json: Option<&str>,
+) -> Result<()> {
+    let dir = tempfile::tempdir().map_err(io_err(Path::new("<tempdir>")))?;
+    let latest = dir.path().join("openstack/latest");
+    std::fs::create_dir_all(&latest).map_err(io_err(&latest))?;
+    let md = latest.join("meta_data.json");
+    std::fs::write(&md, meta_data_json).map_err(io_err(&md))?;
+    if let Some(ud) = user_data {
+        let p = latest.join("user_data");
+        std::fs::write(&p, ud).map_err(io_err(&p))?;
+    }
+    if let Some(net) = network_data_json {
+        let p = latest.join("network_data.json");
+        std::fs::write(&p, net).map_err(io_err(&p))?;
+    }
+    run_checked(
+        "xorriso",
+        &[
+            "-as",
+            "genisoimage",
+            "-quiet",
+            "-J",
+            "-r",
+            "-V",
+            "config-2",
+            "-o",
+            &path.to_string_lossy(),
+            &dir.path().to_string_lossy(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The command a `guestfwd` runs to carry one guest connection to
+/// 127.0.0.1:`port` (a test's server): a small python3 relay, written to
+/// `dir`. When nothing listens there the guest's connection just closes,
+/// as a metadata service that has gone away.
+pub fn relay_command(dir: &Path, port: u16) -> Result<String> {
+    let script = dir.join("relay.py");
+    std::fs::write(&script, RELAY).map_err(io_err(&script))?;
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    Ok(format!("{python} {} {port}", script.display()))
+}
+
+const RELAY: &str = r#"import socket, sys, threading
+try:
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+except OSError:
+    sys.exit(1)
+s.settimeout(None)
+def up():
+    while True:
+        d = sys.stdin.buffer.read1(65536)
+        if not d:
+            break
+        s.sendall(d)
+    try:
+        s.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+threading.Thread(target=up, daemon=True).start()
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    sys.stdout.buffer.write(d)
+    sys.stdout.buffer.flush()
+"#;
 
 /// The kernel-only baseline's command line: serial console, and a panic ends
 /// the VM at once (with `-no-reboot`) instead of hanging a test.

@@ -111,6 +111,8 @@ struct Config {
     swarm: berth_configs::model::Swarm,
     /// `berth.install`: the live system installs itself at boot.
     install: berth_configs::model::Install,
+    /// `berth.datasources`, as the config said before this boot's probe.
+    datasources: Vec<String>,
     /// dockerd's `daemon.json` settings from `berth.engine`, merged into the
     /// host's file once `write_files` has written it ([`merge_daemon_json`]).
     engine_settings: serde_json::Map<String, serde_json::Value>,
@@ -232,8 +234,21 @@ fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
         preload: berth.engine.preload,
         swarm: berth.engine.swarm,
         install: berth.install,
+        datasources: berth.datasources,
     };
     (config, messages)
+}
+
+/// A user-data `#!` script as a command for the console container: its
+/// bytes travel base64-encoded (any interpreter, any content), are written to
+/// a private temporary file and run from there.
+fn script_command(name: &str, body: &[u8]) -> berth_configs::forms::Command {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(body);
+    let shell = format!(
+        "d=$(mktemp -d) && printf '%s' '{b64}' | base64 -d > \"$d/script\" && chmod 700 \"$d/script\" && echo 'user-data script {name}:' && \"$d/script\"; rc=$?; rm -rf \"$d\"; exit $rc"
+    );
+    berth_configs::forms::Command::Exec(vec!["/bin/sh".into(), "-c".into(), shell])
 }
 
 /// `berth.install`: on the live system only (never on an installed one,
@@ -643,8 +658,47 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         log::log!(*level, "config: {m}");
     }
 
-    // 4. Host settings, before any service starts.
+    // 3b. Datasources: only for the system's own config. The probe runs
+    // here, after the forker exists (it starts threads) and before host
+    // settings, so what a cloud says (hostname, keys, write_files) is
+    // applied on this boot; when it changed the cache, the config is loaded again.
     let host_paths = host_root(&options).map(|root| HostPaths::new(root, &options.run_dir));
+    let mut config = config;
+    if let (Some(paths), ConfigSource::Layout(root)) = (&host_paths, &options.config) {
+        let begun = std::time::Instant::now();
+        let probe = crate::datasource::Probe {
+            root: root.clone(),
+            options: crate::datasource::Options::default(),
+        };
+        let (report, changed) = probe.run(&config.datasources);
+        if changed {
+            let (reloaded, messages) = load_config(&options.config);
+            for (level, m) in &messages {
+                log::log!(*level, "config: {m}");
+            }
+            config = reloaded;
+        }
+        // User-data scripts: once per instance, after runcmd, in the same place.
+        let layout = berth_configs::Layout::new(&paths.root);
+        for (name, body) in berth_configs::datasource::take_pending_scripts(&layout) {
+            config.host.runcmd.push(script_command(&name, &body));
+        }
+        log::info!(
+            "datasources: config loaded {} ms after berthd started (probe {} ms, in force: {})",
+            begun.elapsed().as_millis(),
+            report.millis,
+            report
+                .winner
+                .clone()
+                .unwrap_or_else(|| if report.used_cache {
+                    "cache".into()
+                } else {
+                    "none".into()
+                })
+        );
+    }
+
+    // 4. Host settings, before any service starts.
     match &host_paths {
         Some(paths) => apply_host(&host::Linux, paths, &config.host, Stage::Boot),
         None => log::info!("host settings: not applied (the config is not the system's own)"),

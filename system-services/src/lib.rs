@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod daemon;
+pub mod datasource;
 pub mod graph;
 pub mod health;
 pub mod host;

@@ -58,6 +58,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     // real ssh client logging in to it and to the VM.
     ("openssh-server", "/usr/sbin/sshd"),
     ("openssh-client", "ssh"),
+    // The cloud test: the guestfwd relay to its metadata emulator, and gzip'd user-data.
+    ("python3", "/usr/bin/python3"),
     // The busybox console's test: console-init's Dropbear setup, run for real.
     ("dropbear-bin", "/usr/sbin/dropbear"),
 ];

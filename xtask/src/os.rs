@@ -908,7 +908,45 @@ pub fn bench_boot() -> Result<()> {
     drop(vm);
     let mut vm = disk_boot()?;
     let disk_ready = vm.expect(qemu_tests::READY_MARKER, timeout)?;
+    // berthd's start to its config loaded, NoCloud read by stage 1.
+    ssh.wait(timeout)?;
+    let nocloud_ms = qemu_tests::metadata::config_loaded_ms(&ssh)?;
     drop(vm);
+
+    // The same with EC2's metadata service emulated (IMDSv2, at
+    // 169.254.169.254 through a guestfwd, DMI saying EC2): the probe, a
+    // temporary DHCP lease and the cache included.
+    println!("==> the disk image on emulated EC2 (IMDSv2), berthd start to config loaded");
+    let ec2_disk = scratch.join("bench-ec2.qcow2");
+    let _ = std::fs::remove_file(&ec2_disk);
+    qemu_tests::overlay(&artifacts.qcow2, &ec2_disk, 8 << 30)?;
+    let imds = qemu_tests::metadata::imds_v2(
+        ssh.public_key().to_string(),
+        b"#cloud-config\nberth:\n  services:\n    docker: null\n".to_vec(),
+    )?;
+    let mut vm = Vm::start(
+        &Config::new("bench-ec2", Boot::Disk)
+            .drive(&ec2_disk, false)
+            .forward(port, 22)
+            .restricted_network()
+            .user_net("169.254.0.0/16")
+            .guestfwd(
+                "169.254.169.254:80",
+                &qemu_tests::relay_command(&scratch, imds.port)?,
+            )
+            .smbios("type=1,manufacturer=Amazon EC2,product=t3.micro"),
+    )?;
+    vm.expect(qemu_tests::READY_MARKER, timeout)?;
+    ssh.wait(timeout)?;
+    let ec2_ms = qemu_tests::metadata::config_loaded_ms(&ssh)?;
+    let _ = ssh.run("sudo berth poweroff");
+    vm.wait_exit(timeout)?;
+    drop(vm);
+    println!(
+        "    config loaded {ec2_ms} ms after berthd started on EC2, {nocloud_ms} ms with NoCloud"
+    );
+    println!("RESULT datasource_ec2_ms {ec2_ms} ms");
+    println!("RESULT datasource_nocloud_ms {nocloud_ms} ms");
     println!(
         "    first boot (grows and formats state) ready after {:.2}s, the next after {:.2}s",
         first.as_secs_f64(),
