@@ -787,7 +787,10 @@ pub fn generate(
     // Resource limits are inherited from berthd (raising a hard limit needs
     // CAP_SYS_RESOURCE, which a sandboxed berthd may not have).
     process.set_rlimits(None);
-    process.set_oom_score_adj(service.oom_score_adj);
+    // PID 1 runs berthd at BERTHD_OOM_SCORE_ADJ so the OOM killer spares it;
+    // without a value of its own a container would inherit that shield, and
+    // a runaway service would make the kernel kill everything else first.
+    process.set_oom_score_adj(Some(service.oom_score_adj.unwrap_or(0)));
     spec.set_process(Some(process));
 
     // Mounts, in the order they are made.
@@ -1597,6 +1600,14 @@ mod tests {
         assert_eq!(
             spec.process().as_ref().and_then(|p| p.oom_score_adj()),
             Some(-500)
+        );
+        // Not berthd's protective score, which it would otherwise inherit.
+        assert_eq!(
+            gen(&svc())
+                .process()
+                .as_ref()
+                .and_then(|p| p.oom_score_adj()),
+            Some(0)
         );
         let unlimited = gen(&Service {
             pids_limit: Some(0),
