@@ -325,5 +325,25 @@ mod tests {
                 "#cloud-config\nhostname: good\n"
             );
         }
+        // The faults QEMU test's document: both errors named, each with its line.
+        let both = "#cloud-config\nhostname: bad\nberth:\n  network:\n    interfaces:\n      eth1:\n        address: 10.0.0.300/24\n  services:\n    web:\n      image: x\n      depends_on: [api]\n    api:\n      image: x\n      depends_on: [web]\n";
+        let seed = Seed {
+            device: "/dev/vdb".into(),
+            user_data: Some(both.into()),
+            meta_data: None,
+        };
+        cache(&seed, root.path()).expect("cache");
+        let loaded = layout.load().expect("load");
+        let text: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        let text = text.join("\n");
+        assert!(
+            text.contains("user-data.yml:7:")
+                && text.contains("berth.network.interfaces.eth1.address"),
+            "{text}"
+        );
+        assert!(
+            text.contains("user-data.yml:14:") && text.contains("dependency cycle"),
+            "{text}"
+        );
     }
 }
