@@ -136,16 +136,17 @@ fn rule(
     s.set_names(names.iter().map(|n| n.to_string()).collect());
     s.set_action(action);
     s.set_errno_ret(errno.map(|e| e as u32));
-    if let Some((value, value_two, op)) = arg {
-        let a = LinuxSeccompArgBuilder::default()
+    // The builder fails only on a missing field; every field is given.
+    let arg = arg.and_then(|(value, value_two, op)| {
+        LinuxSeccompArgBuilder::default()
             .index(0usize)
             .value(value)
             .value_two(value_two)
             .op(op)
             .build()
-            .expect("every field of the argument is set");
-        s.set_args(Some(vec![a]));
-    }
+            .ok()
+    });
+    s.set_args(arg.map(|a| vec![a]));
     s
 }
 
@@ -496,6 +497,13 @@ mod tests {
             .expect("syscalls")
             .iter()
             .any(|s| s.names().iter().any(|n| n == "clone3")));
+        // The conditional rules carry their condition.
+        let rules = plain.syscalls().as_ref().expect("syscalls");
+        let conditional = rules
+            .iter()
+            .filter(|s| s.args().as_ref().is_some_and(|a| a.len() == 1))
+            .count();
+        assert_eq!(conditional, NAMESPACE_FLAGS.len() + PERSONALITIES.len());
         // Every name is one the filter knows.
         compile(&plain).expect("compiles");
         compile(&admin).expect("compiles");
