@@ -15,10 +15,10 @@
 //! 2. A new seed whose user-data is valid YAML with invalid values: the boot
 //!    goes on with the last good user-data (the SSH key is in it), and the
 //!    errors name file, line and key on the console and in `berth logs`.
-//!    Then QEMU is killed while a container writes and `berth config set`
-//!    runs in a loop.
-//! 3. The next boot reaches ready, the state filesystem recovers, and the
-//!    config written last is whole.
+//!    Then QEMU is killed while a container writes, `berth config set` runs
+//!    in a loop, and images are imported, removed and pruned in a loop.
+//! 3. The next boot reaches ready, the state filesystem recovers, the
+//!    config written last is whole, and the image store is consistent.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -99,6 +99,44 @@ fn good_user_data(key: &str) -> String {
 /// first one, so it has its own unit test: init's
 /// `nocloud::tests::user_data_with_errors_falls_back_to_the_last_good_copy`.)
 /// No SSH key: only the last good user-data lets the test in.
+/// The host's image store, from the console.
+const STORE: &str = "/proc/1/root/var/lib/berth";
+
+/// `berth config set` as fast as it goes (the hostname: no service restarts
+/// for it). Run by `sh -c "…"`, hence the escaped `$`.
+const CONFIG_LOOP: &str =
+    "i=0; while true; do i=\\$((i+1)); berth config set hostname faults-\\$i; done";
+
+/// Imports under new names, with a removal and a prune every third one.
+const IMAGE_LOOP: &str = "i=0; while true; do i=\\$((i+1)); \
+     berth image import --root /proc/1/root/var/lib/berth --name faults/busybox:\\$i /opt/busybox.tar; \
+     if [ \\$((i % 3)) = 0 ]; then berth image rm --root /proc/1/root/var/lib/berth faults/busybox:\\$((i-2)); \
+     berth image prune --root /proc/1/root/var/lib/berth; fi; done";
+
+/// The busybox image the build made, as an oci-archive (skopeo fails the
+/// test with its own words when it cannot).
+fn busybox_archive(dir: &Path) -> std::path::PathBuf {
+    let store = std::env::var_os("BERTH_IMAGE_STORE")
+        .expect("BERTH_IMAGE_STORE names the built image store (`cargo xtask test` sets it)");
+    let out = dir.join("busybox.tar");
+    let run = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!(
+            "oci:{}:berth/busybox:latest",
+            Path::new(&store).join("images").display()
+        ))
+        .arg(format!("oci-archive:{}:busybox:latest", out.display()))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run skopeo: {e}"));
+    assert!(
+        run.status.success(),
+        "skopeo copy: {}: {}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
 const BAD_USER_DATA: &str = r#"#cloud-config
 hostname: faults-bad
 berth:
@@ -420,14 +458,31 @@ fn faults_in_real_boots() {
             "berth logs berthd does not name {what} (`{needle}`):\n{logs}"
         );
     }
-    // Heavy writes, then the plug is pulled.
+    // Heavy writes, then the plug is pulled: the writer container, a loop of
+    // `berth config set`, and a loop of image imports beside removals and
+    // prunes in the host's image store.
+    let archive = busybox_archive(dir.path());
+    let out = ssh
+        .run_with_input("sudo sh -c 'cat > /opt/busybox.tar'", Some(&archive))
+        .expect("ssh");
+    assert!(out.status.success(), "copying the image archive: {out:?}");
     ok(&vm, &ssh, "sudo touch /proc/1/root/var/lib/faults/go");
     ok(
         &vm,
         &ssh,
-        "sudo sh -c 'nohup sh -c \"i=0; while true; do i=\\$((i+1)); berth config set hostname faults-\\$i; done\" >/dev/null 2>&1 &'",
+        &format!("sudo sh -c 'nohup sh -c \"{CONFIG_LOOP}\" >/dev/null 2>&1 &'"),
     );
-    std::thread::sleep(Duration::from_secs(8));
+    ok(
+        &vm,
+        &ssh,
+        &format!("sudo sh -c 'nohup sh -c \"{IMAGE_LOOP}\" >/tmp/image-loop.log 2>&1 &'"),
+    );
+    wait_until(&vm, "a few imports done", Duration::from_secs(120), || {
+        ssh.run(&format!(
+            "sudo berth image ls --root {STORE} | grep -q faults/busybox:3"
+        ))
+        .is_ok_and(|o| o.status.success())
+    });
     let counter = ok(&vm, &ssh, "sudo berth config get hostname");
     eprintln!("hostname set before the kill: {}", counter.trim());
     drop(vm);
@@ -461,7 +516,32 @@ fn faults_in_real_boots() {
         leftovers.replace('\n', " ")
     );
     assert_eq!(service(&vm, &ssh, "writer")["state"], "running");
-    let images = ok(&vm, &ssh, "sudo berth image ls");
+    // The image store is consistent: the index parses, and every image it
+    // names has its manifest and config; a new import works.
+    let images = ok(&vm, &ssh, &format!("sudo berth image ls --root {STORE}"));
     eprintln!("image store after the crash:\n{images}");
-    let _ = Path::new("");
+    let names: Vec<&str> = images
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(!names.is_empty(), "no image survived the crash:\n{images}");
+    for name in &names {
+        ok(
+            &vm,
+            &ssh,
+            &format!("sudo berth image inspect --root {STORE} {name} >/dev/null"),
+        );
+    }
+    ok(
+        &vm,
+        &ssh,
+        &format!("sudo berth image import --root {STORE} --name faults/after:1 /opt/busybox.tar"),
+    );
+    ok(&vm, &ssh, &format!("sudo berth image prune --root {STORE}"));
+    ok(
+        &vm,
+        &ssh,
+        &format!("sudo berth image inspect --root {STORE} faults/after:1"),
+    );
 }
