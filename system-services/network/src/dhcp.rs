@@ -981,6 +981,23 @@ fn attach_client_filter(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// For `cargo xtask fuzz`: what the client does with a packet off the wire
+/// — the UDP payload to port 68, the DHCP message in it, and the lease an
+/// ACK would give (its routes and lifetimes). None of it may panic.
+#[cfg(fuzzing)]
+pub fn fuzz_packet(packet: &[u8]) {
+    let Some(payload) = udp_payload(packet, CLIENT_PORT) else {
+        return;
+    };
+    let Ok(msg) = Message::decode(&mut Decoder::new(payload)) else {
+        return;
+    };
+    let _ = msg.opts().msg_type();
+    if let Some(lease) = Lease::from_ack(&msg, Some(Ipv4Addr::new(10, 0, 0, 1))) {
+        let _ = lease.routes();
+    }
+}
+
 /// The UDP payload of an IPv4 packet if it is UDP to `port`.
 fn udp_payload(packet: &[u8], port: u16) -> Option<&[u8]> {
     let first = *packet.first()?;
