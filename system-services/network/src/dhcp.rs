@@ -572,7 +572,7 @@ impl Machine {
             let Some(payload) = socket.recv((end - now).min(TICK)) else {
                 continue;
             };
-            let Ok(msg) = Message::decode(&mut Decoder::new(&payload)) else {
+            let Some(msg) = decode(&payload) else {
                 continue;
             };
             if msg.opcode() != Opcode::BootReply
@@ -981,6 +981,42 @@ fn attach_client_filter(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// The DHCP message in a UDP payload, or `None` when it is not one.
+fn decode(payload: &[u8]) -> Option<Message> {
+    if bulk_leasequery_length_is_wrong(payload) {
+        return None;
+    }
+    Message::decode(&mut Decoder::new(payload)).ok()
+}
+
+/// Whether the options hold an RFC 6926 bulk-leasequery option (151–155)
+/// with an impossible length. dhcproto 0.14 panics on those where debug
+/// assertions and overflow checks are on (found by `cargo xtask fuzz`
+/// dhcp_packet), and in a release build misreads them; nobody sends them to
+/// a client, so such a packet is dropped before it is decoded.
+fn bulk_leasequery_length_is_wrong(payload: &[u8]) -> bool {
+    // The fixed BOOTP fields (236 bytes) and the magic cookie.
+    let mut i = 240;
+    while let Some(&code) = payload.get(i) {
+        match code {
+            0 => i += 1,
+            255 => break,
+            _ => {
+                let Some(&len) = payload.get(i + 1) else {
+                    break;
+                };
+                match code {
+                    151 if len == 0 => return true,
+                    152..=155 if len != 4 => return true,
+                    _ => {}
+                }
+                i += 2 + usize::from(len);
+            }
+        }
+    }
+    false
+}
+
 /// For `cargo xtask fuzz`: what the client does with a packet off the wire
 /// — the UDP payload to port 68, the DHCP message in it, and the lease an
 /// ACK would give (its routes and lifetimes). None of it may panic.
@@ -989,7 +1025,7 @@ pub fn fuzz_packet(packet: &[u8]) {
     let Some(payload) = udp_payload(packet, CLIENT_PORT) else {
         return;
     };
-    let Ok(msg) = Message::decode(&mut Decoder::new(payload)) else {
+    let Some(msg) = decode(payload) else {
         return;
     };
     let _ = msg.opts().msg_type();
@@ -1147,6 +1183,22 @@ mod tests {
             .expect("send to 68");
         let got = queued(&socket, Duration::from_secs(5)).expect("the datagram to port 68");
         assert_eq!(udp_payload(&got, CLIENT_PORT), Some(&b"dhcp-answer"[..]));
+    }
+
+    /// The input `cargo xtask fuzz` found: a bulk-leasequery option 152 of
+    /// length 0 made dhcproto panic (debug builds); it is dropped unread.
+    #[test]
+    fn a_bulk_leasequery_option_of_the_wrong_length_is_dropped() {
+        let mut payload = vec![0u8; 236];
+        payload[0] = 2; // BOOTREPLY
+        payload.extend_from_slice(&[99, 130, 83, 99]);
+        let good = payload.clone();
+        payload.extend_from_slice(&[152, 0, 255]);
+        assert!(bulk_leasequery_length_is_wrong(&payload));
+        assert!(decode(&payload).is_none());
+        let mut fine = good;
+        fine.extend_from_slice(&[152, 4, 0, 0, 0, 1, 53, 1, 5, 255]);
+        assert!(!bulk_leasequery_length_is_wrong(&fine));
     }
 
     fn ack(opts: Vec<DhcpOption>) -> Message {
