@@ -284,7 +284,11 @@ fn fuzz(seconds: Option<&str>, only: Option<&str>) -> Result<()> {
         bail!(
             "no fuzz target {}; there are {}",
             only.unwrap_or_default(),
-            FUZZ_TARGETS.iter().map(|(_, t)| *t).collect::<Vec<_>>().join(", ")
+            FUZZ_TARGETS
+                .iter()
+                .map(|(_, t)| *t)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     host::ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
@@ -298,9 +302,15 @@ fn fuzz(seconds: Option<&str>, only: Option<&str>) -> Result<()> {
             .env("RUSTC_BOOTSTRAP", "1")
             .args(["fuzz", "run", target])
             .arg(&corpus);
-        let seeds = dir.join("fuzz/seeds");
-        if *target == "parse_and_validate" {
-            cmd.arg(&seeds);
+        // Seed inputs: the config parser's in fuzz/seeds, the others' in
+        // fuzz/seeds/TARGET (a tar header's checksum is out of a mutator's reach).
+        for seeds in [dir.join("fuzz/seeds"), dir.join("fuzz/seeds").join(target)] {
+            let holds_files = std::fs::read_dir(&seeds)
+                .map(|d| d.flatten().any(|e| e.path().is_file()))
+                .unwrap_or(false);
+            if holds_files && (*target == "parse_and_validate" || seeds.ends_with(target)) {
+                cmd.arg(&seeds);
+            }
         }
         cmd.arg("--")
             .arg(format!("-max_total_time={seconds}"))

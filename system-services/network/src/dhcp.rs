@@ -983,18 +983,19 @@ fn attach_client_filter(fd: &OwnedFd) -> io::Result<()> {
 
 /// The DHCP message in a UDP payload, or `None` when it is not one.
 fn decode(payload: &[u8]) -> Option<Message> {
-    if bulk_leasequery_length_is_wrong(payload) {
+    if an_option_length_is_impossible(payload) {
         return None;
     }
     Message::decode(&mut Decoder::new(payload)).ok()
 }
 
-/// Whether the options hold an RFC 6926 bulk-leasequery option (151–155)
-/// with an impossible length. dhcproto 0.14 panics on those where debug
-/// assertions and overflow checks are on (found by `cargo xtask fuzz`
-/// dhcp_packet), and in a release build misreads them; nobody sends them to
-/// a client, so such a packet is dropped before it is decoded.
-fn bulk_leasequery_length_is_wrong(payload: &[u8]) -> bool {
+/// Whether the options hold one whose length its definition rules out:
+/// rapid commit (80, empty), client FQDN (81, at least 3), client network
+/// interface (94, 3), RFC 6926 bulk leasequery (151, at least 1; 152–155, 4).
+/// dhcproto 0.14 asserts these lengths where debug assertions are on (a
+/// panic; found by `cargo xtask fuzz` dhcp_packet) and misreads them in a
+/// release build, so such a packet is dropped before it is decoded.
+fn an_option_length_is_impossible(payload: &[u8]) -> bool {
     // The fixed BOOTP fields (236 bytes) and the magic cookie.
     let mut i = 240;
     while let Some(&code) = payload.get(i) {
@@ -1005,10 +1006,16 @@ fn bulk_leasequery_length_is_wrong(payload: &[u8]) -> bool {
                 let Some(&len) = payload.get(i + 1) else {
                     break;
                 };
-                match code {
-                    151 if len == 0 => return true,
-                    152..=155 if len != 4 => return true,
-                    _ => {}
+                let impossible = match code {
+                    80 => len != 0,
+                    81 => len < 3,
+                    94 => len != 3,
+                    151 => len == 0,
+                    152..=155 => len != 4,
+                    _ => false,
+                };
+                if impossible {
+                    return true;
                 }
                 i += 2 + usize::from(len);
             }
@@ -1185,20 +1192,27 @@ mod tests {
         assert_eq!(udp_payload(&got, CLIENT_PORT), Some(&b"dhcp-answer"[..]));
     }
 
-    /// The input `cargo xtask fuzz` found: a bulk-leasequery option 152 of
-    /// length 0 made dhcproto panic (debug builds); it is dropped unread.
+    /// The inputs `cargo xtask fuzz` found: a bulk-leasequery option 152 of
+    /// length 0 and a rapid-commit option with data made dhcproto panic
+    /// (debug builds); they are dropped unread.
     #[test]
-    fn a_bulk_leasequery_option_of_the_wrong_length_is_dropped() {
-        let mut payload = vec![0u8; 236];
-        payload[0] = 2; // BOOTREPLY
-        payload.extend_from_slice(&[99, 130, 83, 99]);
-        let good = payload.clone();
-        payload.extend_from_slice(&[152, 0, 255]);
-        assert!(bulk_leasequery_length_is_wrong(&payload));
-        assert!(decode(&payload).is_none());
-        let mut fine = good;
-        fine.extend_from_slice(&[152, 4, 0, 0, 0, 1, 53, 1, 5, 255]);
-        assert!(!bulk_leasequery_length_is_wrong(&fine));
+    fn an_option_of_an_impossible_length_is_dropped() {
+        let mut header = vec![0u8; 236];
+        header[0] = 2; // BOOTREPLY
+        header.extend_from_slice(&[99, 130, 83, 99]);
+        for bad in [
+            &[152u8, 0, 255][..],
+            &[80, 1, 0, 255],
+            &[94, 1, 0, 255],
+            &[81, 0, 255],
+        ] {
+            let payload = [&header[..], bad].concat();
+            assert!(an_option_length_is_impossible(&payload), "{bad:?}");
+            assert!(decode(&payload).is_none(), "{bad:?}");
+        }
+        let fine = [&header[..], &[152, 4, 0, 0, 0, 1, 80, 0, 53, 1, 5, 255]].concat();
+        assert!(!an_option_length_is_impossible(&fine));
+        assert!(decode(&fine).is_some());
     }
 
     fn ack(opts: Vec<DhcpOption>) -> Message {
