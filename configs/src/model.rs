@@ -270,6 +270,9 @@ pub struct Service {
     pub uts: Option<String>,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    /// `seccomp=unconfined` (or `seccomp:unconfined`): no default seccomp
+    /// profile for this non-privileged service.
+    pub security_opt: Vec<String>,
     /// `HOST[:CONTAINER[:PERMISSIONS]]`, e.g. `/dev/ttyS0`.
     pub devices: Vec<String>,
     pub read_only: bool,
@@ -291,6 +294,18 @@ pub struct Service {
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
     pub oom_score_adj: Option<i32>,
+}
+
+impl Service {
+    /// Whether `security_opt` turns the default seccomp profile off.
+    pub fn seccomp_unconfined(&self) -> bool {
+        self.security_opt.iter().any(|o| is_seccomp_unconfined(o))
+    }
+}
+
+/// `seccomp=unconfined` in Docker's or Compose's spelling.
+pub fn is_seccomp_unconfined(option: &str) -> bool {
+    matches!(option, "seccomp=unconfined" | "seccomp:unconfined")
 }
 
 /// When a service is restarted after its main process exits.

@@ -51,6 +51,14 @@ impl Layout {
         self.root.join("var/lib/berth/config/user-data.yml")
     }
 
+    /// The last user-data that loaded without errors: what stands in for
+    /// [`Layout::user_data`] when a datasource delivers a document with
+    /// errors, so a bad change never takes the machine back to the defaults
+    /// (and out of reach: the SSH keys are in there).
+    pub fn user_data_good(&self) -> PathBuf {
+        self.root.join("var/lib/berth/config/user-data.good.yml")
+    }
+
     /// The last NoCloud `meta-data` (instance id, `local-hostname`), cached on
     /// the state partition next to the user-data it came with.
     pub fn meta_data(&self) -> PathBuf {
@@ -205,8 +213,67 @@ impl Layout {
         Ok(docs)
     }
 
+    /// Every source merged and validated. When the user-data is left out for
+    /// its errors and a last good copy exists ([`Layout::user_data_good`]),
+    /// that copy takes its place; the errors are still reported, with a
+    /// warning saying what stood in.
     pub fn load(&self) -> Result<Loaded, Error> {
-        Ok(load(self.documents()?))
+        let docs = self.documents()?;
+        let user_data = source_name(&self.user_data());
+        let has_user_data = docs.iter().any(|d| d.source == user_data);
+        let loaded = load(docs.clone());
+        if !has_user_data || !loaded.rejected.contains(&user_data) {
+            return Ok(loaded);
+        }
+        let good_path = self.user_data_good();
+        let Some(text) = read_optional(&good_path)? else {
+            return Ok(loaded);
+        };
+        let good = parse_document(&source_name(&good_path), &text);
+        let docs = docs
+            .into_iter()
+            .map(|d| {
+                if d.source == user_data {
+                    good.clone()
+                } else {
+                    d
+                }
+            })
+            .collect();
+        let mut fallback = load(docs);
+        // The bad document's own findings, then what was done about them.
+        let mut diagnostics: Vec<Diagnostic> = loaded
+            .diagnostics
+            .into_iter()
+            .filter(|d| d.origin.as_ref().is_some_and(|o| o.source == user_data))
+            .collect();
+        diagnostics.push(Diagnostic::warning(
+            Some(Origin::new(&user_data, 1, 1)),
+            "user-data",
+            format!(
+                "{user_data} has errors and is left out; the last good user-data ({}) is used in its place",
+                good.source
+            ),
+        ));
+        diagnostics.append(&mut fallback.diagnostics);
+        fallback.diagnostics = diagnostics;
+        fallback.rejected.push(user_data);
+        Ok(fallback)
+    }
+
+    /// After a datasource's user-data was cached: keeps a copy of it as the
+    /// last good user-data when it loads without errors. Whether it did.
+    pub fn keep_good_user_data(&self) -> Result<bool, Error> {
+        let path = self.user_data();
+        let Some(text) = read_optional(&path)? else {
+            return Ok(false);
+        };
+        let loaded = load(self.documents()?);
+        if loaded.rejected.contains(&source_name(&path)) {
+            return Ok(false);
+        }
+        write_atomic(&self.user_data_good(), text.as_bytes())?;
+        Ok(true)
     }
 
     /// The local-changes document (empty when there is none yet).

@@ -354,6 +354,14 @@ impl Validator<'_> {
                 }
             }
         }
+        for (i, option) in s.security_opt.iter().enumerate() {
+            if !crate::model::is_seccomp_unconfined(option) {
+                self.error(
+                    &[&service_path[..], &["security_opt", &i.to_string()]].concat(),
+                    format!("`{option}` is not supported; Berth knows `seccomp=unconfined`"),
+                );
+            }
+        }
         for (i, volume) in s.volumes.iter().enumerate() {
             if let Err(e) = check_volume(volume) {
                 self.error(

@@ -125,7 +125,9 @@ pub fn read(sys: &mut dyn Sys, root: &Path, devices: &[BlockDev]) -> Option<Seed
 
 /// Caches the seed on the new root's state, replacing what an earlier boot
 /// cached: the seed present now is the whole truth (a missing file clears
-/// its cache).
+/// its cache). User-data that loads without errors is also kept as the last
+/// good copy, which stands in for a later seed's user-data with errors
+/// ([`Layout::load`]).
 pub fn cache(seed: &Seed, newroot: &Path) -> Result<(), sources::Error> {
     let layout = Layout::new(newroot);
     for (path, text) in [
@@ -140,6 +142,17 @@ pub fn cache(seed: &Seed, newroot: &Path) -> Result<(), sources::Error> {
                 }
                 _ => {}
             },
+        }
+    }
+    if seed.user_data.is_some() && !layout.keep_good_user_data()? {
+        let good = layout.user_data_good();
+        if good.exists() {
+            log::error!(
+                "the NoCloud user-data has errors (berthd names them); the last good one ({}) stays in force",
+                good.display()
+            );
+        } else {
+            log::error!("the NoCloud user-data has errors (berthd names them) and there is no earlier good one");
         }
     }
     Ok(())
@@ -272,5 +285,69 @@ mod tests {
         // Without user-data, meta-data's local-hostname names the machine.
         let loaded = layout.load().expect("load");
         assert_eq!(loaded.config.hostname.as_deref(), Some("meta"));
+    }
+
+    /// Valid YAML with invalid values (a bad CIDR, an unknown service key, a
+    /// `depends_on` cycle): the last good user-data stays in force, and the
+    /// errors still name the new document's lines and keys.
+    #[test]
+    fn user_data_with_errors_falls_back_to_the_last_good_copy() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(root.path());
+        let good = Seed {
+            device: "/dev/vdb".into(),
+            user_data: Some("#cloud-config\nhostname: good\n".into()),
+            meta_data: None,
+        };
+        cache(&good, root.path()).expect("cache");
+        assert!(layout.user_data_good().exists());
+        for bad in [
+            "#cloud-config\nhostname: bad\nberth:\n  network:\n    interfaces:\n      eth1:\n        address: 10.0.0.300/24\n",
+            "#cloud-config\nhostname: bad\nberth:\n  services:\n    web:\n      image: x\n      no_such_key: 1\n",
+            "#cloud-config\nhostname: bad\nberth:\n  services:\n    a:\n      image: x\n      depends_on: [b]\n    b:\n      image: x\n      depends_on: [a]\n",
+        ] {
+            let seed = Seed {
+                device: "/dev/vdb".into(),
+                user_data: Some(bad.into()),
+                meta_data: None,
+            };
+            cache(&seed, root.path()).expect("cache");
+            let loaded = layout.load().expect("load");
+            assert_eq!(loaded.config.hostname.as_deref(), Some("good"), "{bad}");
+            let errors: Vec<String> = loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .map(|d| d.to_string())
+                .collect();
+            assert!(
+                errors.iter().any(|e| e.contains("user-data.yml:")),
+                "{errors:?}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(layout.user_data_good()).expect("good"),
+                "#cloud-config\nhostname: good\n"
+            );
+        }
+        // The faults QEMU test's document: both errors named, each with its line.
+        let both = "#cloud-config\nhostname: bad\nberth:\n  network:\n    interfaces:\n      eth1:\n        address: 10.0.0.300/24\n  services:\n    web:\n      image: x\n      depends_on: [api]\n    api:\n      image: x\n      depends_on: [web]\n";
+        let seed = Seed {
+            device: "/dev/vdb".into(),
+            user_data: Some(both.into()),
+            meta_data: None,
+        };
+        cache(&seed, root.path()).expect("cache");
+        let loaded = layout.load().expect("load");
+        let text: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        let text = text.join("\n");
+        assert!(
+            text.contains("user-data.yml:7:")
+                && text.contains("berth.network.interfaces.eth1.address"),
+            "{text}"
+        );
+        assert!(
+            text.contains("user-data.yml:14:") && text.contains("dependency cycle"),
+            "{text}"
+        );
     }
 }

@@ -286,6 +286,13 @@ struct Loop {
     next_trial_status: Instant,
 }
 
+/// berthd's `oom_score_adj`: the OOM killer takes any container before the
+/// manager that would restart it (services get 0 unless they say otherwise;
+/// see berthd's runtime spec). PID 1 itself is never chosen by the kernel and
+/// says so with -1000.
+pub const BERTHD_OOM_SCORE_ADJ: &[u8] = b"-999";
+pub const INIT_OOM_SCORE_ADJ: &[u8] = b"-1000";
+
 fn spawn(main: &Main) -> io::Result<i32> {
     let mut cmd = match main {
         Main::Berthd(program) => {
@@ -322,6 +329,16 @@ fn spawn(main: &Main) -> io::Result<i32> {
     // local set (see there).
     unsafe {
         cmd.pre_exec(crate::sys::reset_signal_mask);
+    }
+    if matches!(main, Main::Berthd(_)) {
+        // SAFETY: open, write and close are async-signal-safe; the path and
+        // value are static.
+        unsafe {
+            cmd.pre_exec(|| {
+                crate::sys::set_oom_score_adj(BERTHD_OOM_SCORE_ADJ);
+                Ok(())
+            });
+        }
     }
     // The child is reaped by the loop's waitpid(-1), never through `Child`.
     cmd.spawn().map(|c| c.id() as i32)
@@ -489,6 +506,9 @@ impl Loop {
 
 /// The loop. Never returns. `trial` is a trial boot to commit or fail.
 pub fn run(sys: &mut dyn Sys, main: Main, socket: &Path, trial: Option<Trial>) -> ! {
+    if !crate::sys::set_oom_score_adj(INIT_OOM_SCORE_ADJ) {
+        log::warn!("cannot set PID 1's oom_score_adj");
+    }
     let mut signals = match block_signals() {
         Ok(f) => Some(f),
         Err(e) => {

@@ -152,6 +152,26 @@ pub fn reset_signal_mask() -> io::Result<()> {
     }
 }
 
+/// Writes `value` (ASCII, e.g. `b"-999"`) to `/proc/self/oom_score_adj`;
+/// whether it worked. Only async-signal-safe calls: it runs between fork and
+/// exec too.
+pub fn set_oom_score_adj(value: &[u8]) -> bool {
+    // SAFETY: the path is a NUL-terminated static string; the descriptor is
+    // checked, written with a buffer of the length passed, and closed.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let n = libc::write(fd, value.as_ptr().cast(), value.len());
+        libc::close(fd);
+        n == value.len() as isize
+    }
+}
+
 fn check(r: libc::c_int) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())

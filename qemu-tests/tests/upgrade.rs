@@ -183,10 +183,13 @@ fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
         "{list}"
     );
     // What the user has: a file in /home and the engine's state.
+    // (An image made on the spot: no registry needed for a container.)
     ok(
         &vm,
         &m.ssh,
-        "echo kept > /home/berth/kept.txt && docker volume create keepvol",
+        "echo kept > /home/berth/kept.txt && docker volume create keepvol \
+         && tar cf - --files-from /dev/null | docker import - keeper:1 \
+         && docker create --name keeper -v keepvol:/data keeper:1 /none",
     );
     // Nothing to roll back to yet.
     let said = refused(&vm, &m.ssh, "sudo berth os rollback --no-reboot");
@@ -238,6 +241,7 @@ fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
     assert_eq!(slot(&list, "A")["version"], v1.as_str(), "{list}");
     assert_eq!(ok(&vm, &m.ssh, "cat /home/berth/kept.txt").trim(), "kept");
     assert!(ok(&vm, &m.ssh, "docker volume ls -q").contains("keepvol"));
+    assert!(ok(&vm, &m.ssh, "docker ps -a --format '{{.Names}}'").contains("keeper"));
     let text = ok(&vm, &m.ssh, "sudo berth os list");
     assert!(
         text.contains(&next_version) && text.contains("running"),

@@ -316,13 +316,27 @@ fn read_request(
     limits: &Limits,
     deadline: Instant,
 ) -> Result<Option<Request>, Refusal> {
-    let mut reader = BufReader::new(Deadline {
-        stream,
-        until: deadline,
-    })
-    .take(limits.head);
+    parse_request(
+        Deadline {
+            stream,
+            until: deadline,
+        },
+        limits,
+    )
+}
+
+/// For `cargo xtask fuzz`: one request parsed from `data` with the default
+/// limits, as a connection delivering those bytes would be. Must not panic.
+#[cfg(fuzzing)]
+pub fn fuzz_request(data: &[u8]) {
+    let _ = parse_request(data, &Limits::default());
+}
+
+/// The request head and the body it announces, within `limits`.
+fn parse_request<R: Read>(input: R, limits: &Limits) -> Result<Option<Request>, Refusal> {
+    let mut reader = BufReader::new(input).take(limits.head);
     // A line cut off by the head limit is a refusal; by the client, malformed.
-    let cut_short = |reader: &io::Take<BufReader<Deadline<'_>>>| {
+    let cut_short = |reader: &io::Take<BufReader<R>>| {
         if reader.limit() == 0 {
             Refusal::HeadTooLarge
         } else {

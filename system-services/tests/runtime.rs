@@ -132,6 +132,10 @@ fn main() {
             "output_survives_a_reader_that_goes_away",
             output_survives_a_reader_that_goes_away,
         ),
+        (
+            "default_seccomp_refuses_what_docker_refuses_unless_unconfined",
+            default_seccomp_refuses_what_docker_refuses_unless_unconfined,
+        ),
     ];
     let mut failed = Vec::new();
     for (name, case) in cases {
@@ -311,6 +315,62 @@ fn cgroup_dir(service: &str) -> PathBuf {
     } else {
         PathBuf::from(format!("/sys/fs/cgroup/pids/berth/{service}"))
     }
+}
+
+/// A non-privileged container runs under the default seccomp profile: a new
+/// user namespace (which needs no capability, so only seccomp stands in the
+/// way) and a changed personality are refused, a new UTS namespace too, and
+/// an ordinary fork still works; with `security_opt: [seccomp=unconfined]`
+/// the same user namespace is made. The container runs as root, so it is the
+/// filter, not the user, that refuses.
+fn default_seccomp_refuses_what_docker_refuses_unless_unconfined(env: &Env) -> Result {
+    let script = "unshare -U true 2>&1; echo userns=$?; \
+                  unshare -u true 2>&1; echo uts=$?; \
+                  (true); echo fork=$?; \
+                  grep Seccomp: /proc/self/status; grep NoNewPrivs: /proc/self/status";
+    let service = |opts: Vec<String>| Service {
+        command: Some(Command::Shell(script.into())),
+        security_opt: opts,
+        ..Service::default()
+    };
+    let (out, err, exit) = run(env, "seccomp-default", service(Vec::new()))?;
+    let got = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    check(exit == Exit::Code(0), || format!("{exit}: {out:?} {err:?}"))?;
+    check(
+        got("userns=") != "0" && out.contains("Operation not permitted"),
+        || format!("a user namespace was made under the default profile: {out:?}"),
+    )?;
+    check(got("uts=") != "0", || format!("unshare -u: {out:?}"))?;
+    check(got("fork=") == "0", || format!("fork: {out:?}"))?;
+    // 2: filter mode.
+    check(got("Seccomp:") == "2" && got("NoNewPrivs:") == "1", || {
+        format!("the filter is not installed: {out:?}")
+    })?;
+    let (out, err, exit) = run(
+        env,
+        "seccomp-unconfined",
+        service(vec!["seccomp=unconfined".into()]),
+    )?;
+    let got = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    check(exit == Exit::Code(0), || format!("{exit}: {out:?} {err:?}"))?;
+    check(got("userns=") == "0", || {
+        format!("seccomp=unconfined still refuses a user namespace: {out:?}")
+    })?;
+    check(got("Seccomp:") == "0" && got("NoNewPrivs:") == "0", || {
+        format!("seccomp=unconfined: {out:?}")
+    })
 }
 
 fn echo_hello_is_captured_with_status_0(env: &Env) -> Result {

@@ -28,7 +28,9 @@ usage: cargo xtask <command>
   test-images    build the OS and the upgrade tests' OS images (target/berth/test-os)
   images [NAME]  build the system images from images/recipes (cached by recipe hash)
   schema         regenerate configs/schema.json from the Rust types
-  fuzz [SECS]    fuzz the cloud-config parser (default 600 s)
+  fuzz [SECS] [TARGET]
+                 fuzz each target for SECS (default 600 s): parse_and_validate
+                 (cloud-config), layer_unpack, dhcp_packet, api_request, gpt
   bench [NAME]   run benchmarks (config, images, runtime, network; boot, install, upgrade by name)
 ";
 
@@ -61,7 +63,10 @@ fn main() -> ExitCode {
             .map(|dir| println!("test OS images in {}", dir.display())),
         Some("schema") => schema(),
         Some("images") => images(args.get(1).map(String::as_str)).map(|_| ()),
-        Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
+        Some("fuzz") => fuzz(
+            args.get(1).map(String::as_str),
+            args.get(2).map(String::as_str),
+        ),
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
@@ -261,26 +266,60 @@ fn schema() -> Result<()> {
     Ok(())
 }
 
-fn fuzz(seconds: Option<&str>) -> Result<()> {
+/// The fuzz targets: (the fuzz crate's directory under the workspace, target).
+const FUZZ_TARGETS: &[(&str, &str)] = &[
+    ("configs", "parse_and_validate"),
+    (".", "layer_unpack"),
+    (".", "dhcp_packet"),
+    (".", "api_request"),
+    (".", "gpt"),
+];
+
+fn fuzz(seconds: Option<&str>, only: Option<&str>) -> Result<()> {
     let seconds: u64 = seconds
         .unwrap_or("600")
         .parse()
         .context("SECS must be a number")?;
+    let targets: Vec<&(&str, &str)> = FUZZ_TARGETS
+        .iter()
+        .filter(|(_, t)| only.is_none_or(|o| o == *t))
+        .collect();
+    if targets.is_empty() {
+        bail!(
+            "no fuzz target {}; there are {}",
+            only.unwrap_or_default(),
+            FUZZ_TARGETS
+                .iter()
+                .map(|(_, t)| *t)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     host::ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
-    let dir = workspace_root().join("configs");
-    let corpus = dir.join("fuzz/corpus/parse_and_validate");
-    std::fs::create_dir_all(&corpus)?;
-    step(
-        "cargo fuzz run parse_and_validate",
-        cargo()
-            .current_dir(&dir)
+    for (dir, target) in targets {
+        let dir = workspace_root().join(dir);
+        let corpus = dir.join("fuzz/corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        let mut cmd = cargo();
+        cmd.current_dir(&dir)
             // cargo-fuzz needs -Z flags; this lets the stable toolchain accept them.
             .env("RUSTC_BOOTSTRAP", "1")
-            .args(["fuzz", "run", "parse_and_validate"])
-            .arg(&corpus)
-            .arg(dir.join("fuzz/seeds"))
-            .arg("--")
+            .args(["fuzz", "run", target])
+            .arg(&corpus);
+        // Seed inputs: the config parser's in fuzz/seeds, the others' in
+        // fuzz/seeds/TARGET (a tar header's checksum is out of a mutator's reach).
+        for seeds in [dir.join("fuzz/seeds"), dir.join("fuzz/seeds").join(target)] {
+            let holds_files = std::fs::read_dir(&seeds)
+                .map(|d| d.flatten().any(|e| e.path().is_file()))
+                .unwrap_or(false);
+            if holds_files && (*target == "parse_and_validate" || seeds.ends_with(target)) {
+                cmd.arg(&seeds);
+            }
+        }
+        cmd.arg("--")
             .arg(format!("-max_total_time={seconds}"))
-            .args(["-rss_limit_mb=2048", "-timeout=10", "-print_final_stats=1"]),
-    )
+            .args(["-rss_limit_mb=2048", "-timeout=10", "-print_final_stats=1"]);
+        step(&format!("cargo fuzz run {target} ({seconds} s)"), &mut cmd)?;
+    }
+    Ok(())
 }

@@ -339,6 +339,7 @@ fn handle(state_root: &Path, request: Request, fds: Vec<OwnedFd>) -> Response {
                 .with_stdin(stdin)
                 .with_stdout(stdout)
                 .with_stderr(stderr)
+                .with_executor(super::seccomp::SeccompExecutor)
                 .as_init(bundle)
                 .with_systemd(false)
                 .with_detach(true)
@@ -409,6 +410,8 @@ fn handle(state_root: &Path, request: Request, fds: Vec<OwnedFd>) -> Response {
                 .with_stdin(stdin)
                 .with_stdout(stdout)
                 .with_stderr(stderr)
+                // An exec'd process (a healthcheck) gets the container's filter too.
+                .with_executor(super::seccomp::SeccompExecutor)
                 .as_tenant()
                 .with_container_args(args)
                 .with_detach(true)

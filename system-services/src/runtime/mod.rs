@@ -28,6 +28,7 @@ use berth_images::oci::RunConfig;
 pub mod cgroups;
 pub mod forker;
 pub mod recording;
+pub mod seccomp;
 pub mod spec;
 pub mod youki;
 

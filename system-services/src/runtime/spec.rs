@@ -774,6 +774,10 @@ pub fn generate(
         process.set_user(resolve_user(name, &u, image)?);
     }
     let caps = capabilities(name, service)?;
+    // Docker's default seccomp profile for what the service may do, unless
+    // it is privileged or opts out (see runtime::seccomp).
+    let seccomp = (!service.privileged && !service.seccomp_unconfined())
+        .then(|| super::seccomp::default_profile(&caps));
     let mut pcaps = LinuxCapabilities::default();
     pcaps.set_bounding(Some(caps.clone()));
     pcaps.set_effective(Some(caps.clone()));
@@ -781,13 +785,18 @@ pub fn generate(
     pcaps.set_inheritable(None);
     pcaps.set_ambient(None);
     process.set_capabilities(Some(pcaps));
-    // Docker's default; said explicitly, since libcontainer treats "unset" as
-    // a request it cannot meet without seccomp.
-    process.set_no_new_privileges(Some(false));
+    // Off is Docker's default, said explicitly, since libcontainer treats
+    // "unset" as a request it cannot meet without libseccomp. A confined
+    // container needs it on: berthd installs the filter after libcontainer
+    // has dropped CAP_SYS_ADMIN (runtime::seccomp).
+    process.set_no_new_privileges(Some(seccomp.is_some()));
     // Resource limits are inherited from berthd (raising a hard limit needs
     // CAP_SYS_RESOURCE, which a sandboxed berthd may not have).
     process.set_rlimits(None);
-    process.set_oom_score_adj(service.oom_score_adj);
+    // PID 1 runs berthd at BERTHD_OOM_SCORE_ADJ so the OOM killer spares it;
+    // without a value of its own a container would inherit that shield, and
+    // a runaway service would make the kernel kill everything else first.
+    process.set_oom_score_adj(Some(service.oom_score_adj.unwrap_or(0)));
     spec.set_process(Some(process));
 
     // Mounts, in the order they are made.
@@ -904,6 +913,7 @@ pub fn generate(
         linux.set_rootfs_propagation(Some("shared".into()));
     }
     linux.set_namespaces(Some(namespaces));
+    linux.set_seccomp(seccomp);
     linux.set_cgroups_path(Some(PathBuf::from(format!("{CGROUP_PARENT}/{name}"))));
     let mut resources = LinuxResources::default();
     let mut rules = Vec::new();
@@ -1597,6 +1607,14 @@ mod tests {
         assert_eq!(
             spec.process().as_ref().and_then(|p| p.oom_score_adj()),
             Some(-500)
+        );
+        // Not berthd's protective score, which it would otherwise inherit.
+        assert_eq!(
+            gen(&svc())
+                .process()
+                .as_ref()
+                .and_then(|p| p.oom_score_adj()),
+            Some(0)
         );
         let unlimited = gen(&Service {
             pids_limit: Some(0),

@@ -234,6 +234,16 @@ impl Lab {
     /// Starts netconf in the client namespace; `child_args` make the
     /// executable reach [`maybe_child`] (the test's name for a test binary).
     pub fn start_netconf(&mut self, yaml: &str, child_args: &[&str]) {
+        self.start_netconf_with_env(yaml, child_args, &[]);
+    }
+
+    /// [`Lab::start_netconf`] with more environment variables for netconf.
+    pub fn start_netconf_with_env(
+        &mut self,
+        yaml: &str,
+        child_args: &[&str],
+        env: &[(&str, &str)],
+    ) {
         self.write_config(yaml);
         let exe = std::env::current_exe().unwrap();
         let log = std::fs::File::create(self.netconf_log()).unwrap();
@@ -242,12 +252,19 @@ impl Lab {
             .arg(exe)
             .args(child_args)
             .env(CHILD_ENV, self.dir.path())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
         self.netconf = Some(child);
+    }
+
+    /// The pid of netconf started by [`Lab::start_netconf`] (`ip netns exec`
+    /// execs it, so the child is netconf itself).
+    pub fn netconf_pid(&self) -> Option<u32> {
+        self.netconf.as_ref().map(Child::id)
     }
 
     /// Starts netconf as a service runs it: PID 1 of a PID namespace of its
