@@ -68,6 +68,7 @@ pub fn begin(root: &Path, cmdline: &str) -> Option<Trial> {
             Records::default()
         }
     };
+    let before = records.clone();
     for note in records.on_boot(slot, &version, trial) {
         if note.contains("failed") {
             log::error!("{note}");
@@ -75,8 +76,11 @@ pub fn begin(root: &Path, cmdline: &str) -> Option<Trial> {
             log::info!("{note}");
         }
     }
-    if let Err(e) = records.save(root) {
-        log::error!("slot records: {e}");
+    // Most boots change nothing: no synced write on the boot path then.
+    if records != before {
+        if let Err(e) = records.save(root) {
+            log::error!("slot records: {e}");
+        }
     }
     if !trial {
         return None;
