@@ -17,40 +17,10 @@ use std::time::{Duration, Instant};
 
 use qemu_tests::metadata::{self, Answer, Server};
 use qemu_tests::ssh::Ssh;
-use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
+use qemu_tests::steps::{boot_ready, ok, poweroff, GIB};
+use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm};
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-const GIB: u64 = 1 << 30;
 const METADATA: &str = "169.254.169.254:80";
-
-fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) -> Duration {
-    let at = vm
-        .expect(pattern, timeout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
-    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
-    at
-}
-
-fn ok_ssh(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
-    ssh.check(remote)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())))
-}
-
-fn boot_ready(config: &Config, ssh: &Ssh) -> Vm {
-    let mut vm = Vm::start(config).expect("start qemu");
-    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
-    // The only key the machine has is the one the datasource gave.
-    ssh.wait(BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
-    vm
-}
-
-fn poweroff(vm: Vm, ssh: &Ssh) {
-    let mut vm = vm;
-    let _ = ssh.run("sudo berth poweroff");
-    vm.wait_exit(Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{e}"));
-}
 
 /// A VM on a cloud-like network: 169.254.0.0/16, isolated, SSH forwarded,
 /// the metadata address relayed to `metadata_port` on the host.
@@ -107,7 +77,7 @@ fn multipart(cloud_config: &str, script: &str) -> String {
 }
 
 fn sources(vm: &Vm, ssh: &Ssh) -> String {
-    let out = ok_ssh(vm, ssh, "sudo berth config sources");
+    let out = ok(vm, ssh, "sudo berth config sources");
     eprintln!("{}: berth config sources:\n{out}", vm.name());
     out
 }
@@ -136,9 +106,9 @@ fn ec2_imdsv2_configures_the_machine_and_the_cache_outlives_the_service() {
         .smbios("type=1,manufacturer=Amazon EC2,product=t3.micro");
     let vm = boot_ready(&config, &ssh);
 
-    assert_eq!(ok_ssh(&vm, &ssh, "hostname").trim(), "ip-10-0-0-7");
+    assert_eq!(ok(&vm, &ssh, "hostname").trim(), "ip-10-0-0-7");
     assert_eq!(
-        ok_ssh(&vm, &ssh, "sudo cat /host/etc/berth-cloud/ec2.txt").trim(),
+        ok(&vm, &ssh, "sudo cat /host/etc/berth-cloud/ec2.txt").trim(),
         "from ec2 user-data"
     );
     let script = ssh
@@ -187,7 +157,7 @@ fn ec2_imdsv2_configures_the_machine_and_the_cache_outlives_the_service() {
         "ec2-gone: ready and logged in after {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(ok_ssh(&vm, &ssh, "hostname").trim(), "ip-10-0-0-7");
+    assert_eq!(ok(&vm, &ssh, "hostname").trim(), "ip-10-0-0-7");
     let report = sources(&vm, &ssh);
     assert!(
         report.contains("in force: the cache from an earlier boot"),
@@ -201,11 +171,11 @@ fn ec2_imdsv2_configures_the_machine_and_the_cache_outlives_the_service() {
     );
     // Scripts ran once for this instance: not again.
     assert_eq!(
-        ok_ssh(&vm, &ssh, "sudo rm /home/berth/script.txt && echo gone").trim(),
+        ok(&vm, &ssh, "sudo rm /home/berth/script.txt && echo gone").trim(),
         "gone"
     );
     std::thread::sleep(Duration::from_secs(5));
-    assert!(!ok_ssh(&vm, &ssh, "ls /home/berth").contains("script.txt"));
+    assert!(!ok(&vm, &ssh, "ls /home/berth").contains("script.txt"));
     poweroff(vm, &ssh);
 }
 
@@ -241,9 +211,9 @@ fn gce_metadata_with_the_flavor_header_both_ways() {
     let config = cloud_config("gce", &disk, port, server.port, dir.path())
         .smbios("type=1,manufacturer=Google,product=Google Compute Engine");
     let vm = boot_ready(&config, &ssh);
-    assert_eq!(ok_ssh(&vm, &ssh, "hostname").trim(), "gce-berth");
+    assert_eq!(ok(&vm, &ssh, "hostname").trim(), "gce-berth");
     assert_eq!(
-        ok_ssh(&vm, &ssh, "sudo cat /host/etc/berth-cloud/gce.txt").trim(),
+        ok(&vm, &ssh, "sudo cat /host/etc/berth-cloud/gce.txt").trim(),
         "from gce user-data"
     );
     let report = sources(&vm, &ssh);
@@ -294,21 +264,21 @@ fn openstack_configdrive_and_no_network_source_on_no_cloud() {
         .forward(port, 22)
         .restricted_network();
     let vm = boot_ready(&config, &ssh);
-    assert_eq!(ok_ssh(&vm, &ssh, "hostname").trim(), "os-berth");
+    assert_eq!(ok(&vm, &ssh, "hostname").trim(), "os-berth");
     assert_eq!(
-        ok_ssh(&vm, &ssh, "sudo cat /host/etc/berth-cloud/openstack.txt").trim(),
+        ok(&vm, &ssh, "sudo cat /host/etc/berth-cloud/openstack.txt").trim(),
         "from the config drive"
     );
     // netconf applied network_data.json: a static address (no lease
     // lifetime), the gateway, the cloud's resolver.
-    let addr = ok_ssh(&vm, &ssh, "ip -4 -o addr show dev eth0");
+    let addr = ok(&vm, &ssh, "ip -4 -o addr show dev eth0");
     assert!(
         addr.contains("10.0.2.15/24") && addr.contains("valid_lft forever"),
         "{addr}"
     );
-    let route = ok_ssh(&vm, &ssh, "ip -4 route show default");
+    let route = ok(&vm, &ssh, "ip -4 route show default");
     assert!(route.contains("via 10.0.2.2"), "{route}");
-    assert!(ok_ssh(&vm, &ssh, "cat /etc/resolv.conf").contains("10.0.2.3"));
+    assert!(ok(&vm, &ssh, "cat /etc/resolv.conf").contains("10.0.2.3"));
     let report = sources(&vm, &ssh);
     assert!(
         report.contains("network config for 1 interface(s)"),

@@ -11,16 +11,15 @@
 //! reboots, rejoins by itself and gets its task back.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use qemu_tests::ssh::Ssh;
-use qemu_tests::{berth_lines, Artifacts, Boot, Config, Link, Vm, READY_MARKER};
+use qemu_tests::steps::{boot_ready, busybox_archive, docker_load, eventually, ok, Archive, GIB};
+use qemu_tests::{Artifacts, Boot, Config, Link, Vm};
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Swarm convergence under TCG, two VMs sharing two cores with other work.
 const CONVERGE: Duration = Duration::from_secs(240);
-const GIB: u64 = 1 << 30;
 /// dockerd with swarm, overlay networks and a task or two: more than the
 /// harness's default 1 GiB leaves little for the page cache under TCG.
 const MEMORY_MIB: u32 = 1280;
@@ -29,32 +28,6 @@ const NODE1_ADDR: &str = "10.9.9.1";
 const NODE2_ADDR: &str = "10.9.9.2";
 /// Served by the task on the encrypted overlay: must never be seen on the wire.
 const SECRET: &str = "berth-encrypted-overlay-payload-4f1c";
-
-fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) {
-    let at = vm
-        .expect(pattern, timeout)
-        .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
-}
-
-fn ok(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
-    ssh.check(remote)
-        .unwrap_or_else(|e| panic!("{}: {e}\n{}", vm.name(), berth_lines(&vm.transcript())))
-}
-
-/// Runs `remote` until it succeeds.
-fn eventually(vm: &Vm, ssh: &Ssh, remote: &str, timeout: Duration) -> String {
-    let start = Instant::now();
-    let out = ssh
-        .wait_for(remote, timeout)
-        .unwrap_or_else(|e| panic!("{}: {e}\n{}", vm.name(), berth_lines(&vm.transcript())));
-    eprintln!(
-        "{}: `{remote}` after {:.1}s",
-        vm.name(),
-        start.elapsed().as_secs_f64()
-    );
-    out
-}
 
 /// A node's user-data: SSH key, a static address on the private link
 /// (eth1; eth0 keeps DHCP on the user network SSH comes through) and `swarm`.
@@ -73,50 +46,6 @@ berth:
     swarm:
 {swarm}"#
     )
-}
-
-/// The busybox image the images crate builds, as a `docker load` archive
-/// (docker 20.10 reads neither zstd layers nor OCI archives: skopeo
-/// recompresses with gzip on the way).
-fn busybox_archive(dir: &Path) -> PathBuf {
-    let store = std::env::var_os("BERTH_IMAGE_STORE")
-        .expect("BERTH_IMAGE_STORE names the built image store (`cargo xtask test` sets it)");
-    let gzipped = dir.join("busybox-gzip");
-    let out = dir.join("busybox.tar");
-    for args in [
-        vec![
-            "--dest-compress-format".to_string(),
-            "gzip".into(),
-            format!(
-                "oci:{}:berth/busybox:latest",
-                Path::new(&store).join("images").display()
-            ),
-            format!("oci:{}:busybox", gzipped.display()),
-        ],
-        vec![
-            format!("oci:{}:busybox", gzipped.display()),
-            format!("docker-archive:{}:busybox:latest", out.display()),
-        ],
-    ] {
-        let run = std::process::Command::new("skopeo")
-            .args(["copy", "--quiet"])
-            .args(&args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run skopeo: {e}"));
-        assert!(
-            run.status.success(),
-            "skopeo copy {args:?}: {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-    }
-    out
-}
-
-fn load_busybox(vm: &Vm, ssh: &Ssh, archive: &Path) {
-    let out = ssh
-        .run_with_input("docker load", Some(archive))
-        .expect("ssh");
-    assert!(out.status.success(), "{}: docker load: {out:?}", vm.name());
 }
 
 /// An HTTP GET of `/` on 127.0.0.1:`port`: the body, or `None`.
@@ -253,7 +182,12 @@ fn two_vms_form_a_swarm_from_cloud_config_and_keep_it_across_a_reboot() {
     }
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
-    let archive = busybox_archive(dir.path());
+    let archive = busybox_archive(
+        dir.path(),
+        Archive::Docker {
+            tag: "busybox:latest",
+        },
+    );
     let link1 = Link::new("52:54:00:09:09:01")
         .expect("udp ports")
         .dump(&dir.path().join("link.pcap"));
@@ -284,13 +218,6 @@ fn two_vms_form_a_swarm_from_cloud_config_and_keep_it_across_a_reboot() {
             .link(link.clone());
         (config, ssh, mesh_port)
     };
-    let boot = |config: &Config, ssh: &Ssh| {
-        let mut vm = Vm::start(config).expect("start qemu");
-        expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
-        ssh.wait(BOOT_TIMEOUT)
-            .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
-        vm
-    };
 
     // node1 initialises the swarm from its cloud-config.
     let (config1, ssh1, mesh1) = node(
@@ -303,7 +230,7 @@ fn two_vms_form_a_swarm_from_cloud_config_and_keep_it_across_a_reboot() {
             "      init: true\n      advertise_addr: eth1\n      labels: {zone: a}\n",
         ),
     );
-    let vm1 = boot(&config1, &ssh1);
+    let vm1 = boot_ready(&config1, &ssh1);
     eventually(
         &vm1,
         &ssh1,
@@ -350,7 +277,7 @@ fn two_vms_form_a_swarm_from_cloud_config_and_keep_it_across_a_reboot() {
         &ssh1,
         &format!("sudo ip route add blackhole {NODE2_ADDR}/32"),
     );
-    let vm2 = boot(&config2, &ssh2);
+    let vm2 = boot_ready(&config2, &ssh2);
     eventually(
         &vm2,
         &ssh2,
@@ -402,8 +329,8 @@ fn two_vms_form_a_swarm_from_cloud_config_and_keep_it_across_a_reboot() {
     // A two-replica HTTP service on an overlay network, published through
     // the routing mesh; at most one task per node, so a node that comes back
     // gets its task back.
-    load_busybox(&vm1, &ssh1, &archive);
-    load_busybox(&vm2, &ssh2, &archive);
+    docker_load(&vm1, &ssh1, &archive);
+    docker_load(&vm2, &ssh2, &archive);
     ok(
         &vm1,
         &ssh1,
@@ -532,7 +459,7 @@ fn two_vms_form_a_swarm_from_cloud_config_and_keep_it_across_a_reboot() {
         "docker node ls --format '{{.Hostname}} {{.Status}}' | grep -qx 'node2 Down'",
         CONVERGE,
     );
-    let vm2 = boot(&config2, &ssh2);
+    let vm2 = boot_ready(&config2, &ssh2);
     eventually(
         &vm1,
         &ssh1,

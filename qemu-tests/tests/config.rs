@@ -13,14 +13,11 @@
 use std::path::Path;
 
 use base64::Engine as _;
-use std::time::Duration;
 
+use qemu_tests::steps::{expect, expect_anywhere, BOOT_TIMEOUT, SHUTDOWN_TIMEOUT};
 use qemu_tests::{
     state_superblock, superblock_is_clean, Artifacts, Boot, Config, DnsNetns, Vm, READY_MARKER,
 };
-
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The second NIC: a MAC the seed matches on, on an isolated user network.
 const SECOND_MAC: &str = "52:54:00:b3:00:02";
@@ -106,23 +103,6 @@ const PULL_SERVICE: &str = r#"    pull:
 
 /// berthd's line for a service killed after its grace period.
 const KILLED_AFTER_GRACE: &str = "still running after its grace period";
-
-fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) -> Duration {
-    let at = vm
-        .expect(pattern, timeout)
-        .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
-    at
-}
-
-/// The check service's lines may come before or after PID 1's ready line.
-fn expect_check(vm: &mut Vm, pattern: &str, timeout: Duration) -> Duration {
-    let at = vm
-        .expect_anywhere(pattern, timeout)
-        .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
-    at
-}
 
 /// The rest of the line after `prefix`, from the transcript so far.
 fn line_after(vm: &Vm, prefix: &str) -> String {
@@ -210,7 +190,7 @@ berth:
     expect(&mut vm, "berth: NoCloud seed on /dev/vdb", BOOT_TIMEOUT);
     expect(&mut vm, "autoformat: /dev/vda is blank", BOOT_TIMEOUT);
     expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
-    expect_check(&mut vm, "check: done", BOOT_TIMEOUT);
+    expect_anywhere(&mut vm, "check: done", BOOT_TIMEOUT);
     assert_eq!(
         line_after(&vm, "check: hostname="),
         "seeded-by-nocloud greeting=hello-from-nocloud"
@@ -228,7 +208,7 @@ berth:
         dns.contains(TEST_ADDR),
         "{TEST_NAME} did not resolve through the leased DNS server: {dns}"
     );
-    expect_check(&mut vm, "check: pull-done", BOOT_TIMEOUT);
+    expect_anywhere(&mut vm, "check: pull-done", BOOT_TIMEOUT);
     let pull = line_after(&vm, "check: pull ");
     assert!(
         pull.contains(TEST_ADDR),
@@ -268,7 +248,7 @@ berth:
     expect(&mut vm, "was cleanly unmounted", BOOT_TIMEOUT);
     // The check service powers the machine off as soon as it has reported,
     // which may be before every other service has settled (no ready line).
-    expect_check(&mut vm, "check: powering off", BOOT_TIMEOUT);
+    expect_anywhere(&mut vm, "check: powering off", BOOT_TIMEOUT);
     assert_eq!(
         line_after(&vm, "check: hostname="),
         "set-on-the-cmdline greeting=hello-from-cmdline"

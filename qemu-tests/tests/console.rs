@@ -12,24 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use qemu_tests::ssh::Ssh;
+use qemu_tests::steps::{
+    boot_ready, busybox_archive, docker_load, expect, ok, Archive, BOOT_TIMEOUT,
+};
 use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
-
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A second NIC, on an isolated user network of its own.
 const SECOND_MAC: &str = "52:54:00:c0:00:02";
-
-fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) {
-    let at = vm
-        .expect(pattern, timeout)
-        .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
-}
-
-fn ok(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
-    ssh.check(remote)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())))
-}
 
 /// The image store `cargo xtask test` builds the system images into, or
 /// `None` after recording why the test skips.
@@ -44,44 +33,6 @@ fn image_store() -> Option<PathBuf> {
 }
 
 const STORE_ENV: &str = "BERTH_IMAGE_STORE";
-
-/// The busybox image the images crate builds, as a `docker load` archive.
-/// Docker 20.10 reads neither zstd layers nor OCI archives, so skopeo
-/// recompresses the layer with gzip on the way. A skopeo that fails fails
-/// the test, with its own words.
-fn busybox_archive(dir: &Path, tag: &str) -> PathBuf {
-    let store = std::env::var_os(STORE_ENV)
-        .unwrap_or_else(|| panic!("{STORE_ENV} is not set (checked by image_store)"));
-    let gzipped = dir.join("busybox-gzip");
-    let out = dir.join(format!("{}.tar", tag.replace(['/', ':'], "-")));
-    let skopeo = |args: &[String]| {
-        let run = std::process::Command::new("skopeo")
-            .args(["copy", "--quiet"])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run skopeo: {e}"));
-        assert!(
-            run.status.success(),
-            "skopeo copy {args:?}: {}: {}",
-            run.status,
-            String::from_utf8_lossy(&run.stderr)
-        );
-    };
-    skopeo(&[
-        "--dest-compress-format".into(),
-        "gzip".into(),
-        format!(
-            "oci:{}:berth/busybox:latest",
-            Path::new(&store).join("images").display()
-        ),
-        format!("oci:{}:busybox", gzipped.display()),
-    ]);
-    skopeo(&[
-        format!("oci:{}:busybox", gzipped.display()),
-        format!("docker-archive:{}:{tag}", out.display()),
-    ]);
-    out
-}
 
 #[test]
 fn ssh_in_see_the_config_applied_and_run_containers_across_a_reboot() {
@@ -225,11 +176,13 @@ berth:
 
     // The user engine: load the busybox image and run it.
     {
-        let archive = busybox_archive(dir.path(), "busybox:latest");
-        let out = ssh
-            .run_with_input("docker load", Some(&archive))
-            .expect("ssh");
-        assert!(out.status.success(), "docker load: {out:?}");
+        let archive = busybox_archive(
+            dir.path(),
+            Archive::Docker {
+                tag: "busybox:latest",
+            },
+        );
+        docker_load(&vm, &ssh, &archive);
         assert_eq!(
             ok(&vm, &ssh, "docker run --rm busybox:latest echo hi").trim(),
             "hi"
@@ -258,7 +211,12 @@ berth:
     }
     // An archive dropped into the engine's preload directory on the host is
     // loaded at the next boot.
-    let preload = busybox_archive(dir.path(), "preloaded/busybox:1");
+    let preload = busybox_archive(
+        dir.path(),
+        Archive::Docker {
+            tag: "preloaded/busybox:1",
+        },
+    );
     let out = ssh
         .run_with_input(
             "sudo sh -c 'cat > /proc/1/root/var/lib/berth/preload/docker/preloaded.tar'",
@@ -268,7 +226,12 @@ berth:
     assert!(out.status.success(), "copying the preload archive: {out:?}");
     // And one elsewhere on the state partition, listed in the config (set from
     // the console, as a person would).
-    let listed = busybox_archive(dir.path(), "listed/busybox:1");
+    let listed = busybox_archive(
+        dir.path(),
+        Archive::Docker {
+            tag: "listed/busybox:1",
+        },
+    );
     let out = ssh
         .run_with_input("sudo sh -c 'cat > /opt/listed.tar'", Some(&listed))
         .expect("ssh");
@@ -299,10 +262,7 @@ berth:
         .drive(&state, false)
         .forward(port, 22)
         .firmware_boot_order();
-    let mut vm = Vm::start(&config).expect("start qemu");
-    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
-    ssh.wait(BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
+    let mut vm = boot_ready(&config, &ssh);
     let running = (0..30)
         .find_map(|_| {
             let out = ssh
@@ -504,11 +464,13 @@ fn switch_engines_and_back(vm: &Vm, ssh: &Ssh, dir: &Path) {
         !podman_images.contains("busybox:latest"),
         "podman sees docker's images: {podman_images}"
     );
-    let archive = busybox_archive(dir, "podman-only/busybox:1");
-    let out = ssh
-        .run_with_input("docker load", Some(&archive))
-        .expect("ssh");
-    assert!(out.status.success(), "docker load into podman: {out:?}");
+    let archive = busybox_archive(
+        dir,
+        Archive::Docker {
+            tag: "podman-only/busybox:1",
+        },
+    );
+    docker_load(vm, ssh, &archive);
     assert!(images(ssh).contains("podman-only/busybox:1"));
     assert_eq!(
         ok(

@@ -10,21 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use qemu_tests::ssh::Ssh;
-use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
-
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) {
-    let at = vm
-        .expect(pattern, timeout)
-        .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
-}
-
-fn ok(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
-    ssh.check(remote)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())))
-}
+use qemu_tests::steps::{boot_ready, eventually, ok};
+use qemu_tests::{Artifacts, Boot, Config};
 
 fn run(program: &str, args: &[&str]) {
     let out = Command::new(program)
@@ -219,12 +206,6 @@ berth:
     )
 }
 
-/// Waits for `remote` to succeed over SSH, e.g. for something runcmd does.
-fn eventually(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
-    ssh.wait_for(remote, Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())))
-}
-
 #[test]
 fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
     const TEST: &str = "the_console_and_the_engine_share_the_users_paths_config_and_trust";
@@ -253,10 +234,7 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
             .drive(&seed, true)
             .forward(port, 22)
     };
-    let mut vm = Vm::start(&config("dockerhost")).expect("start qemu");
-    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
-    ssh.wait(BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
+    let mut vm = boot_ready(&config("dockerhost"), &ssh);
 
     // The console is Berth's, with the tools people reach for.
     assert!(ok(&vm, &ssh, "cat /etc/os-release").contains("Berth"));
@@ -283,7 +261,13 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
     );
     // rc.local ran in the console at the end of boot.
     assert_eq!(
-        eventually(&vm, &ssh, "cat /home/berth/rc-local.txt").trim(),
+        eventually(
+            &vm,
+            &ssh,
+            "cat /home/berth/rc-local.txt",
+            Duration::from_secs(120)
+        )
+        .trim(),
         "rc.local ran"
     );
 
@@ -404,10 +388,7 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
     vm.wait_exit(Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}"));
     drop(vm);
-    let mut vm = Vm::start(&config("dockerhost-again")).expect("start qemu");
-    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
-    ssh.wait(BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
+    let vm = boot_ready(&config("dockerhost-again"), &ssh);
     for base in ["/home/berth", "/opt", "/srv"] {
         assert_eq!(
             ok(

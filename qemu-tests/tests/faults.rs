@@ -20,27 +20,11 @@
 //! 3. The next boot reaches ready, the state filesystem recovers, the
 //!    config written last is whole, and the image store is consistent.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use qemu_tests::ssh::Ssh;
+use qemu_tests::steps::{boot_ready, busybox_archive, expect, ok, Archive, BOOT_TIMEOUT, GIB};
 use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
-
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-const GIB: u64 = 1 << 30;
-
-fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) -> Duration {
-    let at = vm
-        .expect(pattern, timeout)
-        .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
-    at
-}
-
-fn ok(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
-    ssh.check(remote)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())))
-}
 
 /// The services the faults need, beside the defaults.
 const SERVICES: &str = r#"  services:
@@ -112,30 +96,6 @@ const IMAGE_LOOP: &str = "i=0; while true; do i=\\$((i+1)); \
      berth image import --root /proc/1/root/var/lib/berth --name faults/busybox:\\$i /opt/busybox.tar; \
      if [ \\$((i % 3)) = 0 ]; then berth image rm --root /proc/1/root/var/lib/berth faults/busybox:\\$((i-2)); \
      berth image prune --root /proc/1/root/var/lib/berth; fi; done";
-
-/// The busybox image the build made, as an oci-archive (skopeo fails the
-/// test with its own words when it cannot).
-fn busybox_archive(dir: &Path) -> std::path::PathBuf {
-    let store = std::env::var_os("BERTH_IMAGE_STORE")
-        .expect("BERTH_IMAGE_STORE names the built image store (`cargo xtask test` sets it)");
-    let out = dir.join("busybox.tar");
-    let run = std::process::Command::new("skopeo")
-        .args(["copy", "--quiet"])
-        .arg(format!(
-            "oci:{}:berth/busybox:latest",
-            Path::new(&store).join("images").display()
-        ))
-        .arg(format!("oci-archive:{}:busybox:latest", out.display()))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run skopeo: {e}"));
-    assert!(
-        run.status.success(),
-        "skopeo copy: {}: {}",
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
-    );
-    out
-}
 
 const BAD_USER_DATA: &str = r#"#cloud-config
 hostname: faults-bad
@@ -414,10 +374,7 @@ fn faults_in_real_boots() {
     };
 
     // Boot 1.
-    let mut vm = Vm::start(&config("faults-1")).expect("start qemu");
-    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
-    ssh.wait(BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
+    let mut vm = boot_ready(&config("faults-1"), &ssh);
     crash_loop_backs_off_and_the_rest_is_ready(&vm, &ssh);
     seccomp_confines_the_unprivileged_services(&vm, &ssh);
     oom_kill_is_restarted_and_the_managers_are_shielded(&vm, &ssh);
@@ -461,7 +418,7 @@ fn faults_in_real_boots() {
     // Heavy writes, then the plug is pulled: the writer container, a loop of
     // `berth config set`, and a loop of image imports beside removals and
     // prunes in the host's image store.
-    let archive = busybox_archive(dir.path());
+    let archive = busybox_archive(dir.path(), Archive::Oci);
     let out = ssh
         .run_with_input("sudo sh -c 'cat > /opt/busybox.tar'", Some(&archive))
         .expect("ssh");
@@ -488,10 +445,7 @@ fn faults_in_real_boots() {
     drop(vm);
 
     // Boot 3: recovery.
-    let mut vm = Vm::start(&config("faults-3")).expect("start qemu");
-    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
-    ssh.wait(BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
+    let vm = boot_ready(&config("faults-3"), &ssh);
     let transcript = vm.transcript();
     assert!(
         transcript.contains("was not cleanly unmounted"),

@@ -3,58 +3,14 @@
 //! SSH from the live ISO (with its refusals), and the unattended install
 //! from the kernel command line. Every disk then boots alone, from real GRUB.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use qemu_tests::ssh::Ssh;
+use qemu_tests::steps::{
+    boot_ready, busybox_archive, docker_load, expect, ok, poweroff, refused, Archive, BOOT_TIMEOUT,
+    GIB,
+};
 use qemu_tests::{berth_lines, Artifacts, Boot, Config, Firmware, Vm, READY_MARKER};
-
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-const GIB: u64 = 1 << 30;
-
-fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) {
-    let at = vm
-        .expect(pattern, timeout)
-        .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
-}
-
-fn ok(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
-    ssh.check(remote)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())))
-}
-
-/// Runs `remote`, which must fail; returns what it said.
-fn refused(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
-    let out = ssh.run(remote).expect("ssh");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success(),
-        "`{remote}` should have been refused; it said:\n{said}\n{}",
-        berth_lines(&vm.transcript())
-    );
-    said
-}
-
-fn boot_ready(config: &Config, ssh: &Ssh) -> Vm {
-    let mut vm = Vm::start(config).expect("start qemu");
-    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
-    ssh.wait(BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())));
-    vm
-}
-
-fn poweroff(vm: Vm, ssh: &Ssh) {
-    let mut vm = vm;
-    // The session may end with the machine before ssh hears the exit code.
-    let _ = ssh.run("sudo berth poweroff");
-    vm.wait_exit(Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{e}"));
-}
 
 /// The state filesystem's size and its partition's, in bytes, and how far
 /// the partition ends from the end of the disk.
@@ -137,38 +93,6 @@ fn the_cloud_image_boots_under_bios_and_uefi_and_grows_with_its_volume() {
         .transcript()
         .contains("the state filesystem grew to fill BERTH_STATE"));
     poweroff(vm, &ssh);
-}
-
-/// The busybox test image as a `docker load` archive (gzip layers: docker
-/// 20.10 reads no zstd).
-fn busybox_archive(dir: &Path) -> PathBuf {
-    let store = std::env::var_os("BERTH_IMAGE_STORE")
-        .expect("BERTH_IMAGE_STORE names the built image store (`cargo xtask test` sets it)");
-    let gzipped = dir.join("busybox-gzip");
-    let out = dir.join("busybox.tar");
-    for args in [
-        vec![
-            "--dest-compress-format".to_string(),
-            "gzip".into(),
-            format!(
-                "oci:{}:berth/busybox:latest",
-                Path::new(&store).join("images").display()
-            ),
-            format!("oci:{}:busybox", gzipped.display()),
-        ],
-        vec![
-            format!("oci:{}:busybox", gzipped.display()),
-            format!("docker-archive:{}:busybox:latest", out.display()),
-        ],
-    ] {
-        let status = std::process::Command::new("skopeo")
-            .args(["copy", "--quiet"])
-            .args(&args)
-            .status()
-            .expect("skopeo is installed by `cargo xtask test`");
-        assert!(status.success(), "skopeo copy {args:?}");
-    }
-    out
 }
 
 #[test]
@@ -297,11 +221,13 @@ fn berth_install_over_ssh_refuses_what_it_must_and_the_disk_boots_alone() {
         ok(&vm, &ssh, "berth os version").contains("(slot A)"),
         "the installed system runs slot A"
     );
-    let archive = busybox_archive(dir.path());
-    let out = ssh
-        .run_with_input("docker load", Some(&archive))
-        .expect("ssh");
-    assert!(out.status.success(), "docker load: {out:?}");
+    let archive = busybox_archive(
+        dir.path(),
+        Archive::Docker {
+            tag: "busybox:latest",
+        },
+    );
+    docker_load(&vm, &ssh, &archive);
     ok(
         &vm,
         &ssh,

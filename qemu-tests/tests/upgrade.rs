@@ -14,39 +14,11 @@ use std::time::{Duration, Instant};
 
 use qemu_tests::registry::Registry;
 use qemu_tests::ssh::Ssh;
+use qemu_tests::steps::{expect, ok, refused, BOOT_TIMEOUT, GIB};
 use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// A trial boot's health timeout in these tests (the default is 5 minutes).
 const HEALTH_TIMEOUT_SECS: u64 = 60;
-const GIB: u64 = 1 << 30;
-
-fn expect(vm: &mut Vm, pattern: &str, timeout: Duration) {
-    let at = vm
-        .expect(pattern, timeout)
-        .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{}: `{pattern}` at {:.1}s", vm.name(), at.as_secs_f64());
-}
-
-fn ok(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
-    ssh.check(remote)
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_lines(&vm.transcript())))
-}
-
-fn refused(vm: &Vm, ssh: &Ssh, remote: &str) -> String {
-    let out = ssh.run(remote).expect("ssh");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success(),
-        "`{remote}` should have been refused; it said:\n{said}\n{}",
-        berth_lines(&vm.transcript())
-    );
-    said
-}
 
 /// Debian's docker-registry on the host, for the OS images.
 fn registry(dir: &Path) -> Registry {
