@@ -236,19 +236,38 @@ pub fn parse_slot(text: &str) -> Option<char> {
     }
 }
 
-/// The variables of a GRUB environment block.
+/// The variables of a GRUB environment block. Entries [`render_env`] would
+/// refuse are left out, so whatever was read can be written back.
 pub fn parse_env(bytes: &[u8]) -> BTreeMap<String, String> {
     String::from_utf8_lossy(bytes)
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once('='))
+        .filter(|(k, v)| env_entry_is_plain(k, v))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// Whether `key=value` means the same to GRUB (which unescapes `\\`) and to
+/// [`parse_env`], and cannot add or hide a line: no line breaks, no
+/// backslash, a key without `=` that is not a comment.
+fn env_entry_is_plain(key: &str, value: &str) -> bool {
+    const BREAKS: [char; 3] = ['\n', '\r', '\\'];
+    !key.is_empty()
+        && !key.starts_with('#')
+        && !key.contains('=')
+        && !key.contains(BREAKS)
+        && !value.contains(BREAKS)
 }
 
 /// The 1024-byte block for `vars`, refused when its content would not fit
 /// one sector.
 pub fn render_env(vars: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    if let Some((k, v)) = vars.iter().find(|(k, v)| !env_entry_is_plain(k, v)) {
+        return Err(Error::Disk(format!(
+            "the GRUB environment entry {k:?}={v:?} would not read back as written"
+        )));
+    }
     let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let block = crate::bootloader::grubenv(&pairs);
     let content = block.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
@@ -447,6 +466,21 @@ mod tests {
         assert_eq!(parse_env(&block), vars);
         let huge = env(&[("x", &"y".repeat(600))]);
         assert!(render_env(&huge).is_err());
+    }
+
+    #[test]
+    fn entries_that_would_not_read_back_are_refused_and_skipped() {
+        for (k, v) in [
+            ("berth_try", "B\nberth_default=B"),
+            ("berth_try", "B\r"),
+            ("a\\b", "1"),
+            ("#c", "1"),
+            ("", "1"),
+        ] {
+            assert!(render_env(&env(&[(k, v)])).is_err(), "{k:?}={v:?}");
+        }
+        let block = b"# GRUB Environment Block\nberth_default=A\n=x\nodd=a\\b\nk=v\rw\n####";
+        assert_eq!(parse_env(block), env(&[("berth_default", "A")]));
     }
 
     #[test]

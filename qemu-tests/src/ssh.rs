@@ -47,6 +47,14 @@ impl Ssh {
         })
     }
 
+    /// The same key for another user of the machine.
+    pub fn as_user(&self, user: &str) -> Ssh {
+        Ssh {
+            user: user.into(),
+            ..self.clone()
+        }
+    }
+
     /// The `authorized_keys` line.
     pub fn public_key(&self) -> &str {
         &self.public

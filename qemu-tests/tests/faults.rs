@@ -10,20 +10,25 @@
 //!    limits are in the service's cgroup (v2); berthd killed with SIGKILL is
 //!    restarted by PID 1 and adopts every service (same pid, no restart) and
 //!    their logs go on; a full state filesystem leaves berthd and the console
-//!    working and the error visible; at `berth poweroff` a service that
-//!    ignores SIGTERM is killed after its grace period and shutdown completes.
+//!    working and the error visible; a user without sudo reads none of the
+//!    system's secrets; `berth reboot` under load kills a service that
+//!    ignores SIGTERM after its grace period and the machine reboots.
 //! 2. A new seed whose user-data is valid YAML with invalid values: the boot
 //!    goes on with the last good user-data (the SSH key is in it), and the
 //!    errors name file, line and key on the console and in `berth logs`.
 //!    Then QEMU is killed while a container writes, `berth config set` runs
-//!    in a loop, and images are imported, removed and pruned in a loop.
+//!    in a loop, and images are imported, removed, pruned and pulled from a
+//!    real registry in a loop.
 //! 3. The next boot reaches ready, the state filesystem recovers, the
 //!    config written last is whole, and the image store is consistent.
 
 use std::time::{Duration, Instant};
 
+use qemu_tests::registry::Registry;
 use qemu_tests::ssh::Ssh;
-use qemu_tests::steps::{boot_ready, busybox_archive, expect, ok, Archive, BOOT_TIMEOUT, GIB};
+use qemu_tests::steps::{
+    boot_ready, busybox_archive, expect, ok, refused, Archive, BOOT_TIMEOUT, GIB,
+};
 use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
 
 /// The services the faults need, beside the defaults.
@@ -72,9 +77,13 @@ const SERVICES: &str = r#"  services:
       restart: always
 "#;
 
+/// The default user (with sudo) and `guest`, a user without sudo, both with
+/// the test's key.
 fn good_user_data(key: &str) -> String {
     format!(
-        "#cloud-config\nhostname: faults-good\nssh_authorized_keys:\n  - {key}\nberth:\n{SERVICES}"
+        "#cloud-config\nhostname: faults-good\nssh_authorized_keys:\n  - {key}\n\
+         users:\n  - default\n  - name: guest\n    ssh_authorized_keys: [\"{key}\"]\n\
+         berth:\n{SERVICES}"
     )
 }
 
@@ -91,11 +100,17 @@ const STORE: &str = "/proc/1/root/var/lib/berth";
 const CONFIG_LOOP: &str =
     "i=0; while true; do i=\\$((i+1)); berth config set hostname faults-\\$i; done";
 
-/// Imports under new names, with a removal and a prune every third one.
-const IMAGE_LOOP: &str = "i=0; while true; do i=\\$((i+1)); \
-     berth image import --root /proc/1/root/var/lib/berth --name faults/busybox:\\$i /opt/busybox.tar; \
-     if [ \\$((i % 3)) = 0 ]; then berth image rm --root /proc/1/root/var/lib/berth faults/busybox:\\$((i-2)); \
-     berth image prune --root /proc/1/root/var/lib/berth; fi; done";
+/// Imports under new names, with a removal, a prune and a pull of
+/// `pulled` (from Debian's docker-registry on the host) every third one.
+fn image_loop(pulled: &str) -> String {
+    format!(
+        "i=0; while true; do i=\\$((i+1)); \
+         berth image import --root {STORE} --name faults/busybox:\\$i /opt/busybox.tar; \
+         if [ \\$((i % 3)) = 0 ]; then berth image rm --root {STORE} faults/busybox:\\$((i-2)); \
+         berth image prune --root {STORE}; \
+         berth image pull --insecure --root {STORE} {pulled}; fi; done"
+    )
+}
 
 const BAD_USER_DATA: &str = r#"#cloud-config
 hostname: faults-bad
@@ -332,8 +347,66 @@ fn full_state_keeps_berthd_and_the_console_working(vm: &Vm, ssh: &Ssh) {
     );
 }
 
-fn poweroff_kills_what_ignores_sigterm(mut vm: Vm, ssh: &Ssh) {
-    let _ = ssh.run("sudo berth poweroff");
+/// A user without sudo in the console reads none of the system's secrets
+/// (config sources and the cached user-data, SSH host keys, what the host
+/// applied, the slot records) nor another user's home, and berthd's API
+/// refuses them.
+fn a_user_without_sudo_reads_no_secrets(vm: &Vm, ssh: &Ssh) {
+    let secrets = ok(
+        vm,
+        ssh,
+        "sudo find /var/lib/berth/config /var/lib/berth/ssh /var/lib/berth/os \
+         /run/berth/host /home/berth/.ssh -type f",
+    );
+    let secrets: Vec<&str> = secrets.lines().collect();
+    for expected in [
+        "/var/lib/berth/config/",
+        "/var/lib/berth/ssh/",
+        "/run/berth/host/applied.json",
+        "/var/lib/berth/os/slots.json",
+        "/home/berth/.ssh/authorized_keys",
+    ] {
+        assert!(
+            secrets.iter().any(|f| f.starts_with(expected)),
+            "no {expected} in the console to check: {secrets:?}"
+        );
+    }
+    let guest = ssh.as_user("guest");
+    assert_eq!(ok(vm, &guest, "id -un").trim(), "guest");
+    let readable = ok(
+        vm,
+        &guest,
+        &format!(
+            "for f in {}; do cat \"$f\" >/dev/null 2>&1 && echo \"$f\"; done; true",
+            secrets.join(" ")
+        ),
+    );
+    assert!(
+        readable.trim().is_empty(),
+        "a user without sudo reads: {readable}"
+    );
+    refused(vm, &guest, "sudo -n true");
+    let said = refused(vm, &guest, "berth ps");
+    assert!(
+        said.contains("ermission denied"),
+        "berth ps as guest: {said}"
+    );
+}
+
+/// `berth reboot` while the machine is busy (the writer container and two
+/// CPU hogs in the console): every service stops, the one that ignores
+/// SIGTERM is killed after its grace period, and the machine reboots
+/// (QEMU runs with -no-reboot: a reboot ends it).
+fn reboot_under_load_kills_what_ignores_sigterm(mut vm: Vm, ssh: &Ssh) {
+    ok(&vm, ssh, "sudo touch /proc/1/root/var/lib/faults/go");
+    for _ in 0..2 {
+        ok(
+            &vm,
+            ssh,
+            "nohup sh -c 'while :; do :; done' >/dev/null 2>&1 &",
+        );
+    }
+    let _ = ssh.run("sudo berth reboot");
     vm.wait_exit(Duration::from_secs(180))
         .unwrap_or_else(|e| panic!("{e}"));
     let transcript = vm.transcript();
@@ -344,6 +417,11 @@ fn poweroff_kills_what_ignores_sigterm(mut vm: Vm, ssh: &Ssh) {
     assert!(
         killed.len() == 1 && killed[0].contains("stubborn"),
         "only stubborn should need killing at shutdown: {killed:?}\n{}",
+        berth_lines(&transcript)
+    );
+    assert!(
+        transcript.contains("reboot: Restarting system"),
+        "the machine did not reboot:\n{}",
         berth_lines(&transcript)
     );
 }
@@ -380,7 +458,8 @@ fn faults_in_real_boots() {
     oom_kill_is_restarted_and_the_managers_are_shielded(&vm, &ssh);
     berthd_killed_readopts_everything(&mut vm, &ssh);
     full_state_keeps_berthd_and_the_console_working(&vm, &ssh);
-    poweroff_kills_what_ignores_sigterm(vm, &ssh);
+    a_user_without_sudo_reads_no_secrets(&vm, &ssh);
+    reboot_under_load_kills_what_ignores_sigterm(vm, &ssh);
 
     // Boot 2: a seed with errors in its values.
     qemu_tests::nocloud_seed(&seed, BAD_USER_DATA, "instance-id: faults-2\n").expect("seed");
@@ -419,6 +498,10 @@ fn faults_in_real_boots() {
     // `berth config set`, and a loop of image imports beside removals and
     // prunes in the host's image store.
     let archive = busybox_archive(dir.path(), Archive::Oci);
+    let registry = Registry::start(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let pulled = registry
+        .push(&archive, "faults/pulled", "latest")
+        .unwrap_or_else(|e| panic!("{e}"));
     let out = ssh
         .run_with_input("sudo sh -c 'cat > /opt/busybox.tar'", Some(&archive))
         .expect("ssh");
@@ -432,14 +515,22 @@ fn faults_in_real_boots() {
     ok(
         &vm,
         &ssh,
-        &format!("sudo sh -c 'nohup sh -c \"{IMAGE_LOOP}\" >/tmp/image-loop.log 2>&1 &'"),
+        &format!(
+            "sudo sh -c 'nohup sh -c \"{}\" >/tmp/image-loop.log 2>&1 &'",
+            image_loop(&pulled)
+        ),
     );
-    wait_until(&vm, "a few imports done", Duration::from_secs(120), || {
-        ssh.run(&format!(
-            "sudo berth image ls --root {STORE} | grep -q faults/busybox:3"
-        ))
-        .is_ok_and(|o| o.status.success())
-    });
+    wait_until(
+        &vm,
+        "a few imports and a pull done",
+        Duration::from_secs(120),
+        || {
+            ssh.run(&format!(
+                "sudo berth image ls --root {STORE} | grep -q faults/pulled"
+            ))
+            .is_ok_and(|o| o.status.success())
+        },
+    );
     let counter = ok(&vm, &ssh, "sudo berth config get hostname");
     eprintln!("hostname set before the kill: {}", counter.trim());
     drop(vm);

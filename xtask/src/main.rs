@@ -30,7 +30,7 @@ usage: cargo xtask <command>
   schema         regenerate configs/schema.json from the Rust types
   fuzz [SECS] [TARGET]
                  fuzz each target for SECS (default 600 s): parse_and_validate
-                 (cloud-config), layer_unpack, dhcp_packet, api_request, gpt
+                 (cloud-config), layer_unpack, dhcp_packet, api_request, gpt, grubenv
   bench [NAME]   run benchmarks (config, images, runtime, network; boot, install, upgrade by name)
 ";
 
@@ -273,6 +273,7 @@ const FUZZ_TARGETS: &[(&str, &str)] = &[
     (".", "dhcp_packet"),
     (".", "api_request"),
     (".", "gpt"),
+    (".", "grubenv"),
 ];
 
 fn fuzz(seconds: Option<&str>, only: Option<&str>) -> Result<()> {
