@@ -23,7 +23,7 @@ pub use media::{
     superblock_is_clean,
 };
 pub use net::{free_port, relay_command, DnsNetns};
-pub use vm::{baseline_append, berth_lines, Vm};
+pub use vm::{baseline_append, berth_lines, Vm, SLOTS_ENV};
 
 #[cfg(test)]
 mod tests;
@@ -44,8 +44,8 @@ pub const STAGE2_MARKER: &str = "berth: stage 2";
 /// The line berthd prints when every default service is up.
 pub const READY_MARKER: &str = "berth: system ready";
 
-/// At most this many VMs run at once in one test process: the machines have
-/// two cores and TCG is CPU-bound.
+/// At most this many VMs run at once on the machine, across test threads and
+/// processes: the machines have two cores and TCG is CPU-bound.
 pub const MAX_VMS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]

@@ -16,29 +16,42 @@ pub fn baseline_append() -> String {
 
 // ---- VM slots --------------------------------------------------------------
 
-static SLOTS: Mutex<usize> = Mutex::new(0);
-static SLOT_FREED: Condvar = Condvar::new();
+/// Where the slots' lock files are: one directory for every test process on
+/// the machine (`cargo xtask test` runs the test files side by side).
+pub const SLOTS_ENV: &str = "BERTH_QEMU_SLOTS";
 
+/// One of [`MAX_VMS`] places for a running VM: an exclusive `flock` on one of
+/// the lock files in [`SLOTS_ENV`]'s directory, so the limit holds across
+/// threads and processes alike, and a test that dies frees its slot.
 #[derive(Debug)]
-struct Slot;
-
-impl Slot {
-    fn take() -> Slot {
-        let mut used = lock(&SLOTS);
-        while *used >= MAX_VMS {
-            used = SLOT_FREED
-                .wait(used)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        *used += 1;
-        Slot
-    }
+struct Slot {
+    _lock: std::fs::File,
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *lock(&SLOTS) -= 1;
-        SLOT_FREED.notify_one();
+impl Slot {
+    fn take() -> Result<Slot> {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::var_os(SLOTS_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("berth-qemu-slots"));
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        loop {
+            for n in 0..MAX_VMS {
+                let path = dir.join(format!("slot-{n}"));
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                // SAFETY: flock on a descriptor this function owns; the lock
+                // goes with the descriptor when the Slot is dropped.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                    return Ok(Slot { _lock: file });
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 }
 
@@ -91,7 +104,7 @@ impl Vm {
     /// Starts QEMU with the serial console on a pipe. Waits for a free slot
     /// first (at most [`MAX_VMS`] at once).
     pub fn start(config: &Config) -> Result<Vm> {
-        let slot = Slot::take();
+        let slot = Slot::take()?;
         let scratch = tempfile::Builder::new()
             .prefix("berth-qemu-")
             .tempdir()

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 mod bench;
 mod host;
 mod os;
+mod qemu;
 mod skips;
 
 const USAGE: &str = "\
@@ -25,6 +26,9 @@ usage: cargo xtask <command>
                  the static musl binary, then the QEMU boot tests
   build          build the OS into target/berth/: berth (static), vmlinuz,
                  initrd, rootfs.squashfs, berth.iso (skips what is up to date)
+  test-qemu [FILE...]
+                 build the OS and run those QEMU test files (all when none
+                 is named) as `test` runs them: side by side, two VMs at most
   test-images    build the OS and the upgrade tests' OS images (target/berth/test-os)
   images [NAME]  build the system images from images/recipes (cached by recipe hash)
   schema         regenerate configs/schema.json from the Rust types
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
             }
             os::build().map(|_| ())
         }
+        Some("test-qemu") => os::build().and_then(|a| qemu::run_tests(&a, &args[1..])),
         Some("test-images") => os::build()
             .and_then(|a| os::test_os_images(&a))
             .map(|dir| println!("test OS images in {}", dir.display())),
@@ -175,7 +180,7 @@ fn test_steps() -> Result<()> {
     // The boot tests need the whole OS; they run last because they are the slowest.
     let artifacts = os::build()?;
     os::check_os_image()?;
-    os::qemu_tests(&artifacts)
+    qemu::run_tests(&artifacts, &[])
 }
 
 /// Builds the static `berth` binary and copies it to `target/berth/berth`.

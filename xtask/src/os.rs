@@ -669,27 +669,6 @@ fn idle_used_mib(ssh: &qemu_tests::ssh::Ssh) -> Result<u64> {
 }
 
 /// Runs the QEMU boot tests against freshly built artifacts.
-pub fn qemu_tests(artifacts: &Artifacts) -> Result<()> {
-    crate::step(
-        "cargo test -p qemu-tests (boots the ISO in QEMU)",
-        crate::cargo()
-            .args(["test", "-p", "qemu-tests", "--", "--nocapture"])
-            .env("BERTH_VMLINUZ", &artifacts.vmlinuz)
-            .env("BERTH_INITRD", &artifacts.initrd)
-            .env("BERTH_ISO", &artifacts.iso)
-            .env("BERTH_DISK", &artifacts.disk)
-            .env("BERTH_QCOW2", &artifacts.qcow2)
-            .env("BERTH_ROOTFS", &artifacts.rootfs)
-            .env("BERTH_BINARY", &artifacts.berth)
-            .env("BERTH_TEST_OS", test_os_images(artifacts)?)
-            .env(berth_testkit::LOG_ENV, crate::skips::log_path())
-            // The busybox test image for `docker load` in the VM.
-            .env("BERTH_IMAGE_STORE", crate::image_store_dir())
-            // Two VMs at most, one per test thread.
-            .env("RUST_TEST_THREADS", "2"),
-    )
-}
-
 /// Seconds from `sudo berth poweroff` (typed over SSH) until QEMU has exited:
 /// every service stopped, state unmounted, the machine off.
 fn poweroff(

@@ -1,0 +1,213 @@
+//! `cargo xtask test`'s QEMU stage: each test file of `qemu-tests` runs as
+//! its own process, all side by side, and the VM slots (a `flock` on one of
+//! [`qemu_tests::MAX_VMS`] files in a directory they share) keep the machine
+//! at that many VMs. Run one after another, the files that boot one VM at a
+//! time left a core idle for most of their run. The cluster file runs
+//! first, alone: it needs both slots at once, and a node that waited for its
+//! peer's slot would idle while holding its own.
+//!
+//! Each file's output is printed whole when it ends, then a table of the
+//! files and their times.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::os::{out_dir, test_os_images, Artifacts};
+
+/// Files that run before the others, each alone.
+const ALONE: &[&str] = &["cluster"];
+
+/// One test binary of qemu-tests: its name (`lib` for the harness's own
+/// unit tests) and its executable.
+#[derive(Debug)]
+struct TestBinary {
+    name: String,
+    executable: PathBuf,
+}
+
+/// Runs the test files named in `only` (`lib` is the harness's own unit
+/// tests), or every one when it is empty.
+pub fn run_tests(artifacts: &Artifacts, only: &[String]) -> Result<()> {
+    println!("==> cargo test -p qemu-tests (boots Berth in QEMU)");
+    let start = Instant::now();
+    let mut binaries = build()?;
+    if !only.is_empty() {
+        if let Some(unknown) = only
+            .iter()
+            .find(|o| !binaries.iter().any(|b| &b.name == *o))
+        {
+            bail!(
+                "no QEMU test file {unknown}; there are {}",
+                binaries
+                    .iter()
+                    .map(|b| b.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        binaries.retain(|b| only.contains(&b.name));
+    }
+    let env = environment(artifacts)?;
+    let logs = out_dir().join("qemu-logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+
+    let (alone, together): (Vec<_>, Vec<_>) = binaries
+        .into_iter()
+        .partition(|b| ALONE.contains(&b.name.as_str()));
+    let mut results = BTreeMap::new();
+    for binary in alone {
+        results.extend(run_side_by_side(vec![binary], &env, &logs)?);
+    }
+    results.extend(run_side_by_side(together, &env, &logs)?);
+
+    println!("==> QEMU test files:");
+    let mut failed = Vec::new();
+    for (name, (ok, secs)) in &results {
+        println!(
+            "    {name:<12} {:<6} {secs:>7.1}s",
+            if *ok { "ok" } else { "FAILED" }
+        );
+        if !ok {
+            failed.push(name.as_str());
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "QEMU tests failed: {} (their output is above and in {})",
+            failed.join(", "),
+            logs.display()
+        );
+    }
+    println!(
+        "==> cargo test -p qemu-tests: ok in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Builds the test binaries and finds them in cargo's JSON messages.
+fn build() -> Result<Vec<TestBinary>> {
+    let output = crate::cargo()
+        .args([
+            "test",
+            "-p",
+            "qemu-tests",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    if !output.status.success() {
+        bail!("building the QEMU tests failed ({})", output.status);
+    }
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(executable), true) = (
+            message["executable"].as_str(),
+            message["profile"]["test"].as_bool() == Some(true),
+        ) else {
+            continue;
+        };
+        let name = if message["target"]["kind"][0] == "lib" {
+            "lib".to_string()
+        } else {
+            message["target"]["name"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        };
+        binaries.push(TestBinary {
+            name,
+            executable: executable.into(),
+        });
+    }
+    if binaries.is_empty() {
+        bail!("cargo built no qemu-tests test binary");
+    }
+    Ok(binaries)
+}
+
+/// What every test process is told: the artifacts, the skip log, the image
+/// store with the busybox test image, the shared VM slots.
+fn environment(artifacts: &Artifacts) -> Result<Vec<(&'static str, PathBuf)>> {
+    Ok(vec![
+        ("BERTH_VMLINUZ", artifacts.vmlinuz.clone()),
+        ("BERTH_INITRD", artifacts.initrd.clone()),
+        ("BERTH_ISO", artifacts.iso.clone()),
+        ("BERTH_DISK", artifacts.disk.clone()),
+        ("BERTH_QCOW2", artifacts.qcow2.clone()),
+        ("BERTH_ROOTFS", artifacts.rootfs.clone()),
+        ("BERTH_BINARY", artifacts.berth.clone()),
+        ("BERTH_TEST_OS", test_os_images(artifacts)?),
+        (berth_testkit::LOG_ENV, crate::skips::log_path()),
+        ("BERTH_IMAGE_STORE", crate::image_store_dir()),
+        (qemu_tests::SLOTS_ENV, out_dir().join("qemu-slots")),
+    ])
+}
+
+/// Runs `binaries` at once; returns each one's (passed, seconds).
+fn run_side_by_side(
+    binaries: Vec<TestBinary>,
+    env: &[(&'static str, PathBuf)],
+    logs: &std::path::Path,
+) -> Result<BTreeMap<String, (bool, f64)>> {
+    let mut running: Vec<(TestBinary, Child, PathBuf, Instant)> = Vec::new();
+    for binary in binaries {
+        let log = logs.join(format!("{}.log", binary.name));
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new(&binary.executable);
+        cmd.arg("--nocapture")
+            .current_dir(crate::workspace_root().join("qemu-tests"))
+            // Two tests of a file at once at most; the slots decide who boots.
+            .env("RUST_TEST_THREADS", "2")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.executable.display()))?;
+        println!("==> qemu-tests {}: started", binary.name);
+        running.push((binary, child, log, Instant::now()));
+    }
+    let mut results = BTreeMap::new();
+    while !running.is_empty() {
+        let mut i = 0;
+        while i < running.len() {
+            let status = running[i].1.try_wait()?;
+            let Some(status) = status else {
+                i += 1;
+                continue;
+            };
+            let (binary, _, log, started) = running.remove(i);
+            let secs = started.elapsed().as_secs_f64();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            println!(
+                "==> qemu-tests {} ({}):\n{text}",
+                binary.name,
+                log.display()
+            );
+            println!(
+                "==> qemu-tests {}: {} in {secs:.1}s",
+                binary.name,
+                if status.success() { "ok" } else { "FAILED" }
+            );
+            results.insert(binary.name, (status.success(), secs));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(results)
+}
