@@ -44,52 +44,6 @@ pub(super) const BOND_MODES: &[&str] = &[
     "6",
 ];
 
-/// Every capability Linux has, without the `CAP_` prefix: what `cap_add` and
-/// `cap_drop` accept, and what `privileged` grants.
-pub const CAPABILITIES: &[&str] = &[
-    "AUDIT_CONTROL",
-    "AUDIT_READ",
-    "AUDIT_WRITE",
-    "BLOCK_SUSPEND",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "KILL",
-    "LEASE",
-    "LINUX_IMMUTABLE",
-    "MAC_ADMIN",
-    "MAC_OVERRIDE",
-    "MKNOD",
-    "NET_ADMIN",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_RAW",
-    "PERFMON",
-    "SETFCAP",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_CHROOT",
-    "SYS_MODULE",
-    "SYS_NICE",
-    "SYS_PACCT",
-    "SYS_PTRACE",
-    "SYS_RAWIO",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "SYSLOG",
-    "WAKE_ALARM",
-];
-
 pub fn check_hostname(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
@@ -173,41 +127,6 @@ pub(super) fn check_cidr(addr: &str) -> Result<(), String> {
     })
 }
 
-pub(super) fn check_volume(volume: &str) -> Result<(), String> {
-    let parts: Vec<&str> = volume.split(':').collect();
-    let (source, target, opts) = match parts.as_slice() {
-        [t] => (None, *t, None),
-        [s, t] => (Some(*s), *t, None),
-        [s, t, o] => (Some(*s), *t, Some(*o)),
-        _ => return Err(format!("`{volume}` is not `SOURCE:TARGET[:OPTIONS]`")),
-    };
-    if !target.starts_with('/') {
-        return Err(format!("the target of `{volume}` must be an absolute path"));
-    }
-    if let Some(source) = source {
-        let named = source
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"_-.".contains(&c));
-        if source.is_empty() || !(source.starts_with('/') || named) {
-            return Err(format!(
-                "the source of `{volume}` must be an absolute path or a volume name"
-            ));
-        }
-    }
-    const OPTIONS: &[&str] = &[
-        "ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate",
-        "nocopy", "bind", "rbind", "noexec", "nosuid", "nodev",
-    ];
-    if let Some(opts) = opts {
-        for o in opts.split(',') {
-            if !OPTIONS.contains(&o) {
-                return Err(format!("`{o}` in `{volume}` is not a volume option"));
-            }
-        }
-    }
-    Ok(())
-}
-
 pub(super) fn check_healthcheck(test: &crate::forms::Command) -> Result<(), String> {
     use crate::forms::Command;
     match test {
@@ -241,21 +160,6 @@ pub(super) fn check_healthcheck(test: &crate::forms::Command) -> Result<(), Stri
             _ => Err("a healthcheck list starts with CMD, CMD-SHELL or NONE".into()),
         },
     }
-}
-
-/// Bytes in `512`, `512k`, `64m`, `1g`, `1.5g` (powers of 1024, as docker reads them).
-pub fn parse_bytes(text: &str) -> Option<u64> {
-    let t = text.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, scale) = match t.chars().last()? {
-        'k' => (&t[..t.len() - 1], 1u64 << 10),
-        'm' => (&t[..t.len() - 1], 1 << 20),
-        'g' => (&t[..t.len() - 1], 1 << 30),
-        't' => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let value: f64 = num.parse().ok()?;
-    (value >= 0.0 && value.is_finite()).then_some((value * scale as f64) as u64)
 }
 
 /// The bytes a `write_files` entry writes.

@@ -16,14 +16,11 @@ mod checks;
 mod network;
 mod services;
 
+pub use crate::compose::{parse_bytes, CAPABILITIES};
 use checks::{
-    check_cidr, check_healthcheck, check_volume, valid_user_name, BOND_MODES, DATASOURCES,
-    RANCHER_DATASOURCES,
+    check_cidr, check_healthcheck, valid_user_name, BOND_MODES, DATASOURCES, RANCHER_DATASOURCES,
 };
-pub use checks::{
-    check_hostname, check_ssh_key, decode, decode_with_limit, parse_bytes, valid_service_name,
-    CAPABILITIES,
-};
+pub use checks::{check_hostname, check_ssh_key, decode, decode_with_limit, valid_service_name};
 
 /// Label naming services this one starts after: `io.berth.after: a,b`.
 pub const AFTER_LABEL: &str = "io.berth.after";

@@ -97,50 +97,11 @@ impl Validator<'_> {
                 );
             }
         }
-        for (key, caps) in [("cap_add", &s.cap_add), ("cap_drop", &s.cap_drop)] {
-            for (i, cap) in caps.iter().enumerate() {
-                let bare = cap.strip_prefix("CAP_").unwrap_or(cap).to_ascii_uppercase();
-                if bare != "ALL" && !CAPABILITIES.contains(&bare.as_str()) {
-                    let mut msg = format!("`{cap}` is not a Linux capability");
-                    if let Some(near) =
-                        crate::diag::did_you_mean(&bare, CAPABILITIES.iter().copied())
-                    {
-                        msg.push_str(&format!("; did you mean `{near}`?"));
-                    }
-                    self.error(&[&service_path[..], &[key, &i.to_string()]].concat(), msg);
-                }
-            }
-        }
         for (i, option) in s.security_opt.iter().enumerate() {
             if !crate::model::is_seccomp_unconfined(option) {
                 self.error(
                     &[&service_path[..], &["security_opt", &i.to_string()]].concat(),
                     format!("`{option}` is not supported; Berth knows `seccomp=unconfined`"),
-                );
-            }
-        }
-        for (i, volume) in s.volumes.iter().enumerate() {
-            if let Err(e) = check_volume(volume) {
-                self.error(
-                    &[&service_path[..], &["volumes", &i.to_string()]].concat(),
-                    e,
-                );
-            }
-        }
-        for (i, device) in s.devices.iter().enumerate() {
-            let mut parts = device.split(':');
-            let host = parts.next().unwrap_or_default();
-            let container = parts.next();
-            let perms = parts.next();
-            let ok = host.starts_with("/dev/")
-                && container
-                    .is_none_or(|c| c.starts_with('/') || c.chars().all(|ch| "rwm".contains(ch)))
-                && perms.is_none_or(|p| !p.is_empty() && p.chars().all(|ch| "rwm".contains(ch)))
-                && parts.next().is_none();
-            if !ok {
-                self.error(
-                    &[&service_path[..], &["devices", &i.to_string()]].concat(),
-                    format!("`{device}` is not `/dev/HOST[:/dev/CONTAINER[:rwm]]`"),
                 );
             }
         }
@@ -169,14 +130,6 @@ impl Validator<'_> {
                 self.error(
                     &[&service_path[..], &["healthcheck"]].concat(),
                     "a healthcheck needs a `test`".into(),
-                );
-            }
-        }
-        if let Some(mem) = &s.mem_limit {
-            if parse_bytes(&mem.0).is_none() {
-                self.error(
-                    &p("mem_limit"),
-                    format!("`{mem}` is not a size (write it like 512m or 1g)"),
                 );
             }
         }

@@ -18,11 +18,11 @@ fn byte_sizes() {
 
 #[test]
 fn volumes() {
-    assert!(check_volume("/var/lib/docker:/var/lib/docker").is_ok());
-    assert!(check_volume("data:/data:ro").is_ok());
-    assert!(check_volume("/tmp").is_ok());
-    assert!(check_volume("relative:dir").is_err());
-    assert!(check_volume("/a:/b:bogus").is_err());
+    assert!(crate::compose::Volume::parse("/var/lib/docker:/var/lib/docker").is_ok());
+    assert!(crate::compose::Volume::parse("data:/data:ro").is_ok());
+    assert!(crate::compose::Volume::parse("/tmp").is_ok());
+    assert!(crate::compose::Volume::parse("relative:dir").is_err());
+    assert!(crate::compose::Volume::parse("/a:/b:bogus").is_err());
 }
 
 #[test]

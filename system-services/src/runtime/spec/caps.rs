@@ -3,30 +3,28 @@
 use std::collections::HashSet;
 use std::str::FromStr;
 
+use berth_configs::compose::CapName;
 use berth_configs::model::Service;
 use oci_spec::runtime::{Capabilities, Capability};
 
 use super::{SpecError, ALL_CAPABILITIES, DEFAULT_CAPABILITIES};
 
-fn parse_capability(service_name: &str, name: &str) -> Result<Option<Capability>, SpecError> {
-    let upper = name.to_ascii_uppercase();
-    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
-    if bare == "ALL" {
-        return Ok(None);
+fn parse_capability(service_name: &str, name: CapName) -> Result<Option<Capability>, SpecError> {
+    match name {
+        CapName::All => Ok(None),
+        CapName::One(bare) => {
+            Capability::from_str(bare)
+                .map(Some)
+                .map_err(|_| SpecError::Capability {
+                    service: service_name.into(),
+                    name: bare.into(),
+                })
+        }
     }
-    Capability::from_str(bare)
-        .map(Some)
-        .map_err(|_| SpecError::Capability {
-            service: service_name.into(),
-            name: name.into(),
-        })
 }
 
-fn is_all(names: &[String]) -> bool {
-    names.iter().any(|n| {
-        let u = n.to_ascii_uppercase();
-        u == "ALL" || u == "CAP_ALL"
-    })
+fn is_all(names: &[CapName]) -> bool {
+    names.contains(&CapName::All)
 }
 
 /// The capability set, by Docker's rules: `privileged` or `cap_add: [ALL]` starts
@@ -52,11 +50,11 @@ pub fn capabilities(service_name: &str, service: &Service) -> Result<Capabilitie
     }
     let mut adds = HashSet::new();
     for n in &service.cap_add {
-        adds.extend(parse_capability(service_name, n)?);
+        adds.extend(parse_capability(service_name, *n)?);
     }
     let mut drops = HashSet::new();
     for n in &service.cap_drop {
-        drops.extend(parse_capability(service_name, n)?);
+        drops.extend(parse_capability(service_name, *n)?);
     }
     let mut caps = if is_all(&service.cap_add) {
         all()

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use berth_configs::compose::Device;
 use berth_configs::model::Service;
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType};
 
@@ -15,13 +16,7 @@ pub fn device_paths(service: &Service) -> Vec<PathBuf> {
     if service.privileged {
         return host_device_nodes(Path::new("/dev"));
     }
-    service
-        .devices
-        .iter()
-        .filter_map(|d| d.split(':').next())
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .collect()
+    service.devices.iter().map(|d| d.host.clone()).collect()
 }
 
 /// Every device node under `dev`, the way Docker equips a privileged
@@ -74,40 +69,31 @@ pub(super) fn device_rule(
     r
 }
 
-/// `HOST[:CONTAINER[:PERMISSIONS]]` → the device node to create and its cgroup rule.
+/// A `devices` entry → the device node to create and its cgroup rule.
 pub(super) fn device(
     service_name: &str,
-    entry: &str,
+    entry: &Device,
     ctx: &SpecContext,
 ) -> Result<(LinuxDevice, LinuxDeviceCgroup), SpecError> {
-    let err = |reason: &str| SpecError::Device {
-        service: service_name.into(),
-        device: entry.into(),
-        reason: reason.into(),
-    };
-    let mut parts = entry.split(':');
-    let host = parts.next().unwrap_or_default();
-    let (container, perms) = match (parts.next(), parts.next()) {
-        (None, _) => (host, "rwm"),
-        (Some(c), None) if !c.starts_with('/') => (host, c),
-        (Some(c), None) => (c, "rwm"),
-        (Some(c), Some(p)) => (c, p),
-    };
-    if parts.next().is_some() || !host.starts_with('/') || !container.starts_with('/') {
-        return Err(err("write it as /dev/HOST[:/dev/CONTAINER[:rwm]]"));
-    }
-    if perms.is_empty() || !perms.chars().all(|c| "rwm".contains(c)) {
-        return Err(err("permissions are letters from `rwm`"));
-    }
     let info = ctx
         .host_devices
-        .get(Path::new(host))
-        .ok_or_else(|| err("not a device node on this host"))?;
-    let d = linux_device(Path::new(container), info);
+        .get(&entry.host)
+        .ok_or_else(|| SpecError::Device {
+            service: service_name.into(),
+            device: entry.to_string(),
+            reason: "not a device node on this host".into(),
+        })?;
+    let d = linux_device(&entry.container, info);
     let typ = d.typ();
     Ok((
         d,
-        device_rule(true, typ, Some(info.major), Some(info.minor), perms),
+        device_rule(
+            true,
+            typ,
+            Some(info.major),
+            Some(info.minor),
+            &entry.permissions,
+        ),
     ))
 }
 

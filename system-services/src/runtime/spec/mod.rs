@@ -22,12 +22,12 @@ mod devices;
 mod process;
 mod volumes;
 
+pub use berth_configs::compose::{Volume, VolumeSource};
 pub use caps::capabilities;
 use devices::{device, device_rule, linux_device};
 pub use devices::{device_paths, host_device_nodes};
 pub use process::{environment, process_args, resolve_user};
 use volumes::tmpfs_mount;
-pub use volumes::{Volume, VolumeSource};
 
 /// Where the `berth` binary appears inside every system container.
 pub const BERTH_IN_CONTAINER: &str = "/usr/bin/berth";
@@ -70,14 +70,9 @@ pub enum SpecError {
         user: String,
         reason: String,
     },
-    #[error("service `{service}`: `{name}` is not a Linux capability")]
+    /// Linux has it but the OCI library does not know it yet.
+    #[error("service `{service}`: capability `{name}` cannot be granted by this runtime")]
     Capability { service: String, name: String },
-    #[error("service `{service}`: volume `{volume}`: {reason}")]
-    Volume {
-        service: String,
-        volume: String,
-        reason: String,
-    },
     #[error("service `{service}`: tmpfs `{tmpfs}`: {reason}")]
     Tmpfs {
         service: String,
@@ -90,8 +85,8 @@ pub enum SpecError {
         device: String,
         reason: String,
     },
-    #[error("service `{service}`: `{value}` is not a memory size (write it like 512m or 1g)")]
-    MemLimit { service: String, value: String },
+    #[error("service `{service}`: mem_limit `{value}` must be above zero and below 8 EiB")]
+    MemLimit { service: String, value: u64 },
     #[error("service `{service}`: cpus `{value}` must be a positive number")]
     Cpus { service: String, value: f64 },
     #[error("service `{service}`: network_mode `{mode}`: {reason}")]
@@ -405,16 +400,12 @@ pub fn generate(
     }
     let mut shares_mounts = false;
     for v in &service.volumes {
-        let volume = Volume::parse(name, v)?;
-        let mut options = vec!["rbind".to_string(), ro_if(volume.read_only).to_string()];
-        options.extend(volume.options.iter().cloned());
-        shares_mounts |= volume
-            .options
-            .iter()
-            .any(|o| o == "shared" || o == "rshared");
+        let mut options = vec!["rbind".to_string(), ro_if(v.read_only).to_string()];
+        options.extend(v.options.iter().cloned());
+        shares_mounts |= v.shares_mounts();
         mounts.push(bind(
-            &volume.host_path(&ctx.volumes_dir),
-            &volume.target,
+            &v.host_path(name, &ctx.volumes_dir),
+            &v.target,
             options,
         ));
     }
@@ -464,12 +455,12 @@ pub fn generate(
     resources.set_devices(Some(rules));
     linux.set_devices((!devices.is_empty()).then_some(devices));
     if let Some(mem) = &service.mem_limit {
-        let bytes = berth_configs::validate::parse_bytes(&mem.0)
-            .and_then(|b| i64::try_from(b).ok())
+        let bytes = i64::try_from(mem.0)
+            .ok()
             .filter(|b| *b > 0)
             .ok_or_else(|| SpecError::MemLimit {
                 service: name.into(),
-                value: mem.0.clone(),
+                value: mem.0,
             })?;
         let mut memory = LinuxMemory::default();
         memory.set_limit(Some(bytes));

@@ -1,7 +1,19 @@
 use super::caps::bounding_set;
 use super::*;
-use berth_configs::forms::{Command, KeyValues, Scalar, StringList};
+use berth_configs::compose::{ByteSize, CapName, ComposeError};
+use berth_configs::forms::{Command, KeyValues, StringList};
 use oci_spec::runtime::{Capabilities, Capability};
+
+/// Compose strings as the config parser would have typed them.
+fn parsed<T: std::str::FromStr>(items: &[&str]) -> Vec<T>
+where
+    T::Err: std::fmt::Debug,
+{
+    items
+        .iter()
+        .map(|s| s.parse().expect("a valid compose value"))
+        .collect()
+}
 
 fn svc() -> Service {
     Service {
@@ -196,8 +208,8 @@ fn capabilities_follow_docker_rules() {
         capabilities(
             "web",
             &Service {
-                cap_add: add.iter().map(|s| s.to_string()).collect(),
-                cap_drop: drop.iter().map(|s| s.to_string()).collect(),
+                cap_add: parsed(add),
+                cap_drop: parsed(drop),
                 ..svc()
             },
         )
@@ -227,7 +239,7 @@ fn capabilities_follow_docker_rules() {
 fn privileged_gets_everything_and_host_devices() {
     let spec = gen(&Service {
         privileged: true,
-        cap_drop: vec!["ALL".into()],
+        cap_drop: vec![CapName::All],
         ..svc()
     });
     assert_eq!(
@@ -282,12 +294,12 @@ fn privileged_gets_everything_and_host_devices() {
 #[test]
 fn volumes_bind_paths_and_named_volumes() {
     let spec = gen(&Service {
-        volumes: vec![
-            "/var/lib/data:/data".into(),
-            "/etc/ssl:/etc/ssl:ro".into(),
-            "logs:/var/log:rw,nosuid".into(),
-            "/cache".into(),
-        ],
+        volumes: parsed(&[
+            "/var/lib/data:/data",
+            "/etc/ssl:/etc/ssl:ro",
+            "logs:/var/log:rw,nosuid",
+            "/cache",
+        ]),
         ..svc()
     });
     let data = mount_at(&spec, "/data").expect("/data");
@@ -323,7 +335,7 @@ fn volumes_bind_paths_and_named_volumes() {
         .is_none());
     for bad in ["./rel:/x", "/a:rel", "/a:/b:bogus", "a:b:c:d"] {
         assert!(
-            matches!(Volume::parse("web", bad), Err(SpecError::Volume { .. })),
+            matches!(Volume::parse(bad), Err(ComposeError::Volume { .. })),
             "{bad}"
         );
     }
@@ -332,7 +344,7 @@ fn volumes_bind_paths_and_named_volumes() {
 #[test]
 fn a_shared_volume_makes_the_mount_namespace_shared() {
     let slave = gen(&Service {
-        volumes: vec!["/home:/home:rslave".into()],
+        volumes: parsed(&["/home:/home:rslave"]),
         ..svc()
     });
     assert_eq!(
@@ -345,7 +357,7 @@ fn a_shared_volume_makes_the_mount_namespace_shared() {
         .and_then(|l| l.rootfs_propagation().clone())
         .is_none());
     let shared = gen(&Service {
-        volumes: vec!["/mnt:/mnt:rshared".into()],
+        volumes: parsed(&["/mnt:/mnt:rshared"]),
         ..svc()
     });
     assert_eq!(
@@ -415,7 +427,7 @@ fn devices_from_host_numbers() {
         },
     );
     let service = Service {
-        devices: vec!["/dev/ttyS0".into(), "/dev/vda:/dev/disk0:r".into()],
+        devices: parsed(&["/dev/ttyS0", "/dev/vda:/dev/disk0:r"]),
         ..svc()
     };
     let spec = generate("web", &service, &ImageInfo::default(), &c).expect("spec");
@@ -436,7 +448,7 @@ fn devices_from_host_numbers() {
     assert_eq!((rules[2].major(), rules[2].minor()), (Some(253), Some(0)));
 
     let missing = Service {
-        devices: vec!["/dev/nope".into()],
+        devices: parsed(&["/dev/nope"]),
         ..svc()
     };
     assert!(matches!(
@@ -606,7 +618,7 @@ fn users_numeric_and_by_name() {
 #[test]
 fn limits_and_oom_score() {
     let spec = gen(&Service {
-        mem_limit: Some(Scalar("512m".into())),
+        mem_limit: Some(ByteSize(512 << 20)),
         cpus: Some(1.5),
         pids_limit: Some(100),
         oom_score_adj: Some(-500),
@@ -641,7 +653,7 @@ fn limits_and_oom_score() {
         generate(
             "web",
             &Service {
-                mem_limit: Some(Scalar("lots".into())),
+                mem_limit: Some(ByteSize(0)),
                 ..svc()
             },
             &ImageInfo::default(),

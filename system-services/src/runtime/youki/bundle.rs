@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 
-use crate::runtime::spec::{self, HostDevice, Volume};
+use crate::runtime::spec::{self, HostDevice};
 use crate::runtime::ContainerConfig;
 
 /// The container's stdout and stderr in its bundle directory.
@@ -123,14 +123,7 @@ pub(super) fn mount_points(config: &ContainerConfig, berth_mount: bool) -> Vec<S
             .iter()
             .map(|t| t.split(':').next().unwrap_or_default().to_string()),
     );
-    points.extend(
-        config
-            .service
-            .volumes
-            .iter()
-            .filter_map(|v| Volume::parse(&config.service_name, v).ok())
-            .map(|v| v.target),
-    );
+    points.extend(config.service.volumes.iter().map(|v| v.target.clone()));
     if berth_mount {
         points.push(spec::BERTH_IN_CONTAINER.into());
     }

@@ -20,7 +20,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use rustix::process::{WaitId, WaitIdOptions};
 
 use super::forker::{Forker, Request, Response};
-use super::spec::{self, ImageInfo, SpecContext, Volume, VolumeSource};
+use super::spec::{self, ImageInfo, SpecContext, VolumeSource};
 use super::{
     ContainerConfig, ContainerState, Created, Exit, Runtime, RuntimeError, Signal, Status,
 };
@@ -174,10 +174,9 @@ impl Youki {
     /// created as directories, as Docker does.
     fn prepare_volumes(&self, config: &ContainerConfig) -> Result<(), RuntimeError> {
         let id = config.id.as_str();
-        for v in &config.service.volumes {
-            let volume = Volume::parse(&config.service_name, v)?;
-            let path = volume.host_path(&self.config.volumes_dir);
-            if matches!(volume.source, VolumeSource::Named(_)) || !path.exists() {
+        for volume in &config.service.volumes {
+            let path = volume.host_path(&config.service_name, &self.config.volumes_dir);
+            if !matches!(volume.source, Some(VolumeSource::Path(_))) || !path.exists() {
                 std::fs::create_dir_all(&path).map_err(io(id, "create a volume directory"))?;
             }
         }

@@ -16,7 +16,10 @@ fn mount_points_the_root_must_hold() {
         id: "web".into(),
         service_name: "web".into(),
         service: berth_configs::model::Service {
-            volumes: vec!["/srv:/srv".into(), "data:/dev/data".into()],
+            volumes: vec![
+                "/srv:/srv".parse().expect("volume"),
+                "data:/dev/data".parse().expect("volume"),
+            ],
             tmpfs: berth_configs::forms::StringList(vec!["/cache:size=1m".into()]),
             working_dir: Some("/app".into()),
             ..Default::default()
