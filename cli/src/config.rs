@@ -13,7 +13,7 @@ use berth_configs::diag::has_errors;
 use berth_configs::local::Commit;
 use berth_configs::node::{self, Limits, Node, Value};
 use berth_configs::sources::FileLock;
-use berth_configs::{keypath, load, merge, Diagnostic, Document, Layout, Severity};
+use berth_configs::{keypath, merge, Diagnostic, Layout, Severity};
 use clap::{Args, Subcommand, ValueEnum};
 
 #[derive(Debug, Subcommand)]
