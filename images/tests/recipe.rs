@@ -91,7 +91,9 @@ fn recipes_load_and_bad_ones_are_located() {
     let shown = bad.display().to_string();
     let error_for = |text: &str| {
         std::fs::write(&bad, text).expect("write");
-        LoadedRecipe::load(&bad).expect_err("bad recipe").to_string()
+        LoadedRecipe::load(&bad)
+            .expect_err("bad recipe")
+            .to_string()
     };
     let err = error_for("name: x\npackages: [a]\nbusybox_applets: maybe\n");
     assert!(err.contains(&format!("{shown}:3:18")), "{err}");
