@@ -44,6 +44,26 @@ where
     parse(&text.0).map_err(de::Error::custom)
 }
 
+/// `FromStr` and `Deserialize` through the type's own `parse`, so a config
+/// value and a string in code are read by the same rules.
+macro_rules! parsed_from_text {
+    ($ty:ident) => {
+        impl std::str::FromStr for $ty {
+            type Err = ComposeError;
+
+            fn from_str(text: &str) -> Result<Self, ComposeError> {
+                $ty::parse(text)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                from_scalar(d, $ty::parse)
+            }
+        }
+    };
+}
+
 /// A schema of one string, for types written as one compose string.
 macro_rules! string_schema {
     ($ty:ident, $description:expr) => {
@@ -183,19 +203,7 @@ impl fmt::Display for Volume {
     }
 }
 
-impl std::str::FromStr for Volume {
-    type Err = ComposeError;
-
-    fn from_str(text: &str) -> Result<Self, ComposeError> {
-        Volume::parse(text)
-    }
-}
-
-impl<'de> Deserialize<'de> for Volume {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        from_scalar(d, Volume::parse)
-    }
-}
+parsed_from_text!(Volume);
 
 string_schema!(
     Volume,
@@ -258,19 +266,7 @@ impl fmt::Display for Device {
     }
 }
 
-impl std::str::FromStr for Device {
-    type Err = ComposeError;
-
-    fn from_str(text: &str) -> Result<Self, ComposeError> {
-        Device::parse(text)
-    }
-}
-
-impl<'de> Deserialize<'de> for Device {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        from_scalar(d, Device::parse)
-    }
-}
+parsed_from_text!(Device);
 
 string_schema!(Device, "/dev/HOST[:/dev/CONTAINER[:rwm]]");
 
@@ -356,19 +352,7 @@ impl fmt::Display for CapName {
     }
 }
 
-impl std::str::FromStr for CapName {
-    type Err = ComposeError;
-
-    fn from_str(text: &str) -> Result<Self, ComposeError> {
-        CapName::parse(text)
-    }
-}
-
-impl<'de> Deserialize<'de> for CapName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        from_scalar(d, CapName::parse)
-    }
-}
+parsed_from_text!(CapName);
 
 string_schema!(
     CapName,
@@ -455,19 +439,7 @@ impl fmt::Display for StopSignal {
     }
 }
 
-impl std::str::FromStr for StopSignal {
-    type Err = ComposeError;
-
-    fn from_str(text: &str) -> Result<Self, ComposeError> {
-        StopSignal::parse(text)
-    }
-}
-
-impl<'de> Deserialize<'de> for StopSignal {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        from_scalar(d, StopSignal::parse)
-    }
-}
+parsed_from_text!(StopSignal);
 
 string_schema!(StopSignal, "a signal name (SIGTERM, TERM) or number");
 
@@ -490,19 +462,7 @@ impl fmt::Display for ByteSize {
     }
 }
 
-impl std::str::FromStr for ByteSize {
-    type Err = ComposeError;
-
-    fn from_str(text: &str) -> Result<Self, ComposeError> {
-        ByteSize::parse(text)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        from_scalar(d, ByteSize::parse)
-    }
-}
+parsed_from_text!(ByteSize);
 
 impl JsonSchema for ByteSize {
     fn schema_name() -> std::borrow::Cow<'static, str> {
