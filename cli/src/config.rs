@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use berth_configs::diag::has_errors;
+use berth_configs::local::Commit;
 use berth_configs::node::{self, Limits, Node, Value};
-use berth_configs::{keypath, load, merge, Diagnostic, Document, Layout, Severity};
+use berth_configs::sources::FileLock;
+use berth_configs::{keypath, merge, Diagnostic, Layout, Severity};
 use clap::{Args, Subcommand, ValueEnum};
 
 #[derive(Debug, Subcommand)]
@@ -252,7 +254,7 @@ fn get(layout: &Layout, key: &str, origin: bool, output: Format) -> Result<ExitC
         (Format::Json, _) => println!("{}", serde_json::to_string_pretty(&node.to_json())?),
         (Format::Text, Value::Scalar { text, .. }) => println!("{text}"),
         (Format::Text, Value::Null) => println!("null"),
-        (Format::Text, _) => print!("{}", serde_yaml::to_string(&node.to_yaml())?),
+        (Format::Text, _) => print!("{}", berth_configs::emit::to_yaml(node)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -267,10 +269,10 @@ pub(crate) fn set_key(layout: &Layout, key: &str, value: &str) -> Result<ExitCod
         Err(d) => bail!("VALUE is not valid YAML: {d}"),
     };
     // Held from reading local.yml to writing it back: a concurrent change waits.
-    let _lock = layout.lock_local()?;
+    let lock = layout.lock_local()?;
     let mut local = local_tree(layout)?;
     keypath::set(&mut local, &path, value_node).map_err(anyhow::Error::msg)?;
-    commit_local(layout, &local)
+    commit_local(layout, &local, &lock)
 }
 
 /// After a successful change of the running system's config, berthd applies it.
@@ -326,12 +328,12 @@ fn merge_file(layout: &Layout, file: &Path) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     // Held from reading local.yml to writing it back: a concurrent change waits.
-    let _lock = layout.lock_local()?;
+    let lock = layout.lock_local()?;
     let mut local = local_tree(layout)?;
     if let Some(tree) = doc.tree {
         merge::merge(&mut local, tree);
     }
-    commit_local(layout, &local)
+    commit_local(layout, &local, &lock)
 }
 
 fn local_tree(layout: &Layout) -> Result<Node> {
@@ -348,47 +350,24 @@ fn local_tree(layout: &Layout) -> Result<Node> {
     }
 }
 
-/// Writes the new local config only if the whole system config stays valid
-/// with it. The caller holds [`Layout::lock_local`].
-fn commit_local(layout: &Layout, local: &Node) -> Result<ExitCode> {
-    let local_path = layout.local();
-    let source = berth_configs::sources::source_name(&local_path);
-    let text = format!(
-        "#cloud-config\n{}",
-        serde_yaml::to_string(&local.to_yaml())?
-    );
-    let new_local = berth_configs::parse_document(&source, &text);
-    let mut docs: Vec<Document> = layout
-        .documents()?
-        .into_iter()
-        .filter(|d| d.source != source)
-        .collect();
-    // Local changes sit just before the kernel command line in the merge order.
-    let at = docs
-        .iter()
-        .position(|d| &*d.source == berth_configs::cmdline::SOURCE)
-        .unwrap_or(docs.len());
-    docs.insert(at, new_local);
-    let loaded = load(docs);
-    if loaded.rejected.contains(&source) {
-        print_errors(
-            &loaded
-                .diagnostics
-                .iter()
-                .filter(|d| d.origin.as_ref().is_some_and(|o| o.source == source))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
-        eprintln!("berth config: the change would make the config invalid; nothing was changed");
-        return Ok(ExitCode::from(1));
+/// Writes the new local config if the whole system config stays valid with
+/// it ([`berth_configs::local::commit_local`]), and says why not otherwise.
+fn commit_local(layout: &Layout, local: &Node, lock: &FileLock) -> Result<ExitCode> {
+    match berth_configs::local::commit_local(layout, local, lock)? {
+        Commit::Written { warnings } => {
+            for d in &warnings {
+                eprintln!("{d}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Commit::Rejected { errors } => {
+            print_errors(&errors);
+            eprintln!(
+                "berth config: the change would make the config invalid; nothing was changed"
+            );
+            Ok(ExitCode::from(1))
+        }
     }
-    for d in loaded.diagnostics.iter().filter(|d| {
-        d.severity == Severity::Warning && d.origin.as_ref().is_some_and(|o| o.source == source)
-    }) {
-        eprintln!("{d}");
-    }
-    berth_configs::sources::write_atomic(&local_path, text.as_bytes())?;
-    Ok(ExitCode::SUCCESS)
 }
 
 fn print_errors(diagnostics: &[Diagnostic]) {
@@ -417,7 +396,7 @@ fn export(layout: &Layout, full: bool, output: Format) -> Result<ExitCode> {
     };
     match output {
         Format::Json => println!("{}", serde_json::to_string_pretty(&tree.to_json())?),
-        Format::Text => print!("#cloud-config\n{}", serde_yaml::to_string(&tree.to_yaml())?),
+        Format::Text => print!("{}", berth_configs::sources::render(&tree)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -170,7 +170,7 @@ pub fn run(cmd: ImageCommand) -> Result<ExitCode> {
             });
             match output {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&value)?),
-                Format::Text => print!("{}", serde_yaml::to_string(&value)?),
+                Format::Text => print!("{}", berth_configs::emit::json_to_yaml(&value)),
             }
         }
         ImageCommand::Rm { references, root } => {

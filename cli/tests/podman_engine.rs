@@ -48,9 +48,12 @@ fn podman_store() -> Option<PathBuf> {
 fn config_from_catalogue(dir: &Path) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/engines/podman.yml");
     let text = std::fs::read_to_string(&path).expect("configs/engines/podman.yml");
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("catalogue yaml");
+    let source = std::sync::Arc::from("configs/engines/podman.yml");
+    let doc = berth_configs::node::parse(&source, &text, &Default::default())
+        .expect("catalogue yaml")
+        .to_json();
     let mut service = doc["services"]["podman"].clone();
-    let map = service.as_mapping_mut().expect("podman service");
+    let map = service.as_object_mut().expect("podman service");
     map.remove("depends_on");
     let moved = |host: &str| -> Option<PathBuf> {
         match host {
@@ -60,8 +63,8 @@ fn config_from_catalogue(dir: &Path) -> String {
             _ => None,
         }
     };
-    let volumes: Vec<serde_yaml::Value> = map["volumes"]
-        .as_sequence()
+    let volumes: Vec<serde_json::Value> = map["volumes"]
+        .as_array()
         .expect("volumes")
         .iter()
         .map(|v| {
@@ -80,7 +83,7 @@ fn config_from_catalogue(dir: &Path) -> String {
     let config = json!({ "berth": { "services": { "podman": service } } });
     format!(
         "#cloud-config\n{}",
-        serde_yaml::to_string(&config).expect("yaml")
+        berth_configs::emit::json_to_yaml(&config)
     )
 }
 

@@ -1,6 +1,6 @@
 //! How much Berth's config pipeline costs next to plain YAML parsing.
 //!
-//! Baseline: `serde_yaml::from_str::<serde_yaml::Value>` of the same documents,
+//! Baseline: `yaml_rust2::YamlLoader::load_from_str` of the same documents,
 //! measured in the same run, alternating with Berth's own passes so both see the
 //! same machine load. Run with `cargo xtask bench config`.
 
@@ -61,7 +61,7 @@ fn main() {
     for _ in 0..5 {
         baseline.push(measure(rounds, || {
             for (_, text) in &docs {
-                let v: Result<serde_yaml::Value, _> = serde_yaml::from_str(text);
+                let v = yaml_rust2::YamlLoader::load_from_str(text);
                 std::hint::black_box(v.is_ok());
             }
         }));
@@ -85,17 +85,17 @@ fn main() {
     let (b, p, f) = (median(&mut baseline), median(&mut parse), median(&mut full));
     let per_doc = |d: Duration| d.as_secs_f64() * 1e6 / docs.len() as f64;
     println!(
-        "serde_yaml::Value parse      {:>9.1} µs/doc (baseline)",
+        "yaml_rust2 YamlLoader parse  {:>9.1} µs/doc (baseline)",
         per_doc(b)
     );
     println!("berth parse+types+normalize  {:>9.1} µs/doc", per_doc(p));
     println!("berth parse+merge+validate   {:>9.1} µs/doc", per_doc(f));
     println!(
-        "RESULT config_parse_vs_serde_yaml {:.2} ratio",
+        "RESULT config_parse_vs_yaml_rust2 {:.2} ratio",
         p.as_secs_f64() / b.as_secs_f64()
     );
     println!(
-        "RESULT config_load_vs_serde_yaml {:.2} ratio",
+        "RESULT config_load_vs_yaml_rust2 {:.2} ratio",
         f.as_secs_f64() / b.as_secs_f64()
     );
     println!("RESULT config_load_per_doc {:.1} us", per_doc(f));

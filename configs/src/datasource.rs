@@ -270,7 +270,13 @@ pub fn cache(layout: &Layout, source: &str, instance: &Instance) -> Result<Cache
     };
     write_atomic(
         &layout.meta_data(),
-        serde_yaml::to_string(&meta)?.as_bytes(),
+        crate::emit::json_to_yaml(&serde_json::to_value(&meta).map_err(|source| {
+            Error::Render {
+                what: "the meta-data",
+                source,
+            }
+        })?)
+        .as_bytes(),
     )?;
     let dir = layout.scripts();
     match std::fs::remove_dir_all(&dir) {
@@ -328,7 +334,7 @@ fn merged(parts: &[String]) -> Result<String, Error> {
         }
     }
     match tree {
-        Some(t) => sources::render(&t),
+        Some(t) => Ok(sources::render(&t)),
         None => Ok("#cloud-config\n".into()),
     }
 }

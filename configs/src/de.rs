@@ -1,6 +1,6 @@
 //! A serde deserializer over [`Node`] trees.
 //!
-//! It exists for three reasons serde_yaml cannot serve: every error carries the
+//! It exists for three reasons a generic YAML deserializer cannot serve: every error carries the
 //! position of the value that caused it; unknown keys are all collected (with a
 //! "did you mean") instead of stopping at the first; and keys that cloud-init
 //! knows but Berth does not implement become warnings instead of errors.

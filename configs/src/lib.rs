@@ -14,11 +14,14 @@ use std::sync::Arc;
 pub mod choice;
 pub mod cmdline;
 pub mod compat;
+pub mod compose;
 pub mod datasource;
 pub mod de;
 pub mod diag;
+pub mod emit;
 pub mod forms;
 pub mod keypath;
+pub mod local;
 pub mod merge;
 pub mod model;
 pub mod node;
@@ -141,6 +144,31 @@ pub fn parse_compose(source: &Arc<str>, text: &str) -> Document {
     };
     let path = ["berth".to_string(), "services".to_string()];
     finish_document(source, keypath::build(&path, services), diagnostics)
+}
+
+/// Reads a YAML file that is not a cloud-config (an image recipe, say) into
+/// `T`, with the same parser and limits: every finding (syntax, wrong types,
+/// unknown keys) is located in `source` by line and column.
+pub fn parse_typed<T: serde::de::DeserializeOwned>(
+    source: &str,
+    text: &str,
+) -> Result<T, Vec<Diagnostic>> {
+    let source: Arc<str> = Arc::from(source);
+    let mut findings = Vec::new();
+    let tree = node::parse_with_warnings(&source, text, &node::Limits::default(), &mut findings)
+        .map_err(|d| vec![d])?;
+    let collector = de::Collector::default();
+    let value = de::from_node::<T>(&tree, &collector);
+    findings.extend(collector.into_inner());
+    match value {
+        Ok(value) if !diag::has_errors(&findings) => Ok(value),
+        Ok(_) => Err(findings.into_iter().filter(Diagnostic::is_error).collect()),
+        Err(e) => {
+            findings.retain(Diagnostic::is_error);
+            findings.push(e.into_diagnostic());
+            Err(findings)
+        }
+    }
 }
 
 /// Normalizes and type-checks a parsed document.

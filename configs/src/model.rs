@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use crate::compose::{ByteSize, CapName, Device, StopSignal, Volume};
 use crate::forms::{Command, Duration, FileMode, KeyValues, Scalar, StringList};
 
 /// A whole `#cloud-config` document.
@@ -260,7 +261,7 @@ pub struct Service {
     pub entrypoint: Option<Command>,
     pub environment: KeyValues,
     /// `SOURCE:TARGET[:OPTIONS]`; SOURCE is a host path or a named volume.
-    pub volumes: Vec<String>,
+    pub volumes: Vec<Volume>,
     pub privileged: bool,
     /// `host`, `none`, or `service:NAME` to share another service's network.
     pub network_mode: Option<String>,
@@ -268,13 +269,13 @@ pub struct Service {
     pub pid: Option<String>,
     pub ipc: Option<String>,
     pub uts: Option<String>,
-    pub cap_add: Vec<String>,
-    pub cap_drop: Vec<String>,
+    pub cap_add: Vec<CapName>,
+    pub cap_drop: Vec<CapName>,
     /// `seccomp=unconfined` (or `seccomp:unconfined`): no default seccomp
     /// profile for this non-privileged service.
     pub security_opt: Vec<String>,
     /// `HOST[:CONTAINER[:PERMISSIONS]]`, e.g. `/dev/ttyS0`.
-    pub devices: Vec<String>,
+    pub devices: Vec<Device>,
     pub read_only: bool,
     pub tmpfs: StringList,
     pub user: Option<String>,
@@ -288,9 +289,9 @@ pub struct Service {
     /// Berth: run to completion before dependents start.
     pub oneshot: bool,
     pub stop_grace_period: Option<Duration>,
-    pub stop_signal: Option<String>,
+    pub stop_signal: Option<StopSignal>,
     /// Memory limit: bytes, or with a unit (`512m`, `1g`).
-    pub mem_limit: Option<Scalar>,
+    pub mem_limit: Option<ByteSize>,
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
     pub oom_score_adj: Option<i32>,

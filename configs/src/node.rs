@@ -1,6 +1,6 @@
 //! A YAML tree in which every value remembers where it came from.
 //!
-//! serde_yaml's `Value` forgets positions, and positions are what make an error
+//! A YAML library's value type forgets positions, and positions are what make an error
 //! useful ("user-data:12:7") and what `berth config get --origin` reports after
 //! several sources have been merged. So documents are parsed from yaml-rust2's
 //! event stream into this tree, with hard limits that make hostile input
@@ -198,40 +198,6 @@ impl Node {
                     .map(|e| (e.key.clone(), e.value.to_json()))
                     .collect(),
             ),
-        }
-    }
-
-    /// Converts to serde_yaml's value, for printing.
-    pub fn to_yaml(&self) -> serde_yaml::Value {
-        use serde_yaml::Value as Y;
-        match &self.value {
-            Value::Seq(items) => Y::Sequence(items.iter().map(Node::to_yaml).collect()),
-            Value::Map(entries) => Y::Mapping(
-                entries
-                    .iter()
-                    .map(|e| (Y::String(e.key.clone()), e.value.to_yaml()))
-                    .collect(),
-            ),
-            Value::Null => Y::Null,
-            Value::Scalar { text, quoted: true } => Y::String(text.clone()),
-            Value::Scalar {
-                text,
-                quoted: false,
-            } => {
-                // Keep the user's spelling unless the typed value prints the same:
-                // `0644` must not become `644`, nor `1.10` become `1.1`.
-                let typed = serde_yaml::to_value(self.to_json()).unwrap_or(Y::Null);
-                let same = match &typed {
-                    Y::Number(n) => n.to_string() == *text,
-                    Y::Bool(b) => b.to_string() == *text,
-                    _ => false,
-                };
-                if same {
-                    typed
-                } else {
-                    Y::String(text.clone())
-                }
-            }
         }
     }
 }

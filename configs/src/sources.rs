@@ -22,8 +22,11 @@ pub enum Error {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot lock {}: {source}", path.display())]
     Lock { path: PathBuf, source: io::Error },
-    #[error("cannot render the config as YAML: {0}")]
-    Render(#[from] serde_yaml::Error),
+    #[error("cannot render {what} as YAML: {source}")]
+    Render {
+        what: &'static str,
+        source: serde_json::Error,
+    },
 }
 
 /// The config files of a Berth system rooted at `root`.
@@ -286,16 +289,13 @@ impl Layout {
     /// Replaces the local-changes file atomically (a crash leaves the old or
     /// the new file); callers that read it first hold [`Layout::lock_local`].
     pub fn write_local(&self, tree: &Node) -> Result<(), Error> {
-        write_atomic(&self.local(), render(tree)?.as_bytes())
+        write_atomic(&self.local(), render(tree).as_bytes())
     }
 }
 
 /// A config tree as a `#cloud-config` document.
-pub fn render(tree: &Node) -> Result<String, Error> {
-    Ok(format!(
-        "#cloud-config\n{}",
-        serde_yaml::to_string(&tree.to_yaml())?
-    ))
+pub fn render(tree: &Node) -> String {
+    format!("#cloud-config\n{}", crate::emit::to_yaml(tree))
 }
 
 /// What a datasource's meta-data says about the config: its `local-hostname`

@@ -466,6 +466,42 @@ fn service_references_and_cycles() {
     );
 }
 
+/// Compose fields with a syntax of their own are parsed where they are read:
+/// a bad one is an error at its line and column, naming the field, and never
+/// reaches the runtime (a bad `stop_signal` used to become SIGTERM silently).
+#[test]
+fn compose_fields_are_parsed_where_written() {
+    let service = |field: &str| {
+        format!("#cloud-config\nberth:\n  services:\n    a:\n      image: x\n      {field}\n")
+    };
+    for (field, column, needle, key) in [
+        ("stop_signal: SIGTREM", 20, "`SIGTREM` is not a signal (write it like SIGTERM, TERM or 15); did you mean `SIGTERM`?", "stop_signal"),
+        ("stop_signal: 99", 20, "`99` is not a signal", "stop_signal"),
+        ("volumes: [\"data:/srv:rw,bogus\"]", 17, "`bogus` is not a volume option", "volumes"),
+        ("volumes: [./here:/srv]", 17, "a host path must be absolute", "volumes"),
+        ("devices: [/dev/kvm:/dev/kvm:rwx]", 17, "permissions are letters from `rwm`", "devices"),
+        ("devices: [kvm]", 17, "the host device must be under /dev", "devices"),
+        ("mem_limit: lots", 18, "`lots` is not a size", "mem_limit"),
+        ("cap_drop: [NET_RAWW]", 18, "did you mean `NET_RAW`?", "cap_drop"),
+    ] {
+        let text = service(field);
+        assert_error(&text, 6, column, needle);
+        let found = findings(&text);
+        let d = found.iter().find(|d| d.is_error()).expect("an error");
+        assert!(d.path.contains(&format!("berth.services.a.{key}")), "{d:?}");
+    }
+    let loaded = berth_configs::load(vec![berth_configs::parse_document(
+        &std::sync::Arc::from("user-data"),
+        &service("stop_signal: sigint"),
+    )]);
+    let a = &loaded.config.berth.services["a"];
+    assert_eq!(a.stop_signal.map(|s| s.number()), Some(2));
+    assert_eq!(
+        a.stop_signal.map(|s| s.to_string()).as_deref(),
+        Some("SIGINT")
+    );
+}
+
 #[test]
 fn syntax_errors_have_positions() {
     let found = findings("#cloud-config\nhostname: a\n  bad: indent\n");

@@ -76,10 +76,11 @@ fn default_variant() -> String {
 pub enum RecipeError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
-    #[error("{}: {source}", path.display())]
+    /// Each finding names the file, line and column.
+    #[error("{}", findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Parse {
         path: PathBuf,
-        source: serde_yaml::Error,
+        findings: Vec<berth_configs::Diagnostic>,
     },
     #[error("{}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
@@ -117,10 +118,11 @@ pub struct LoadedRecipe {
 impl LoadedRecipe {
     pub fn load(path: &Path) -> Result<Self, RecipeError> {
         let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-        let recipe: Recipe = serde_yaml::from_str(&text).map_err(|source| RecipeError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let recipe: Recipe = berth_configs::parse_typed(&path.display().to_string(), &text)
+            .map_err(|findings| RecipeError::Parse {
+                path: path.to_path_buf(),
+                findings,
+            })?;
         let invalid = |reason: String| RecipeError::Invalid {
             path: path.to_path_buf(),
             reason,

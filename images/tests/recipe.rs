@@ -70,3 +70,35 @@ fn busybox_builds_reproducibly_and_is_cached() {
         );
     }
 }
+
+/// Recipes are read by configs' parser: every shipped recipe loads, and a bad
+/// one is reported at its file, line and column.
+#[test]
+fn recipes_load_and_bad_ones_are_located() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(&dir).expect("recipes dir").flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "yml") {
+            let recipe = LoadedRecipe::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!recipe.recipe.name.is_empty());
+            loaded += 1;
+        }
+    }
+    assert!(loaded >= 5, "only {loaded} recipes");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bad = tmp.path().join("bad.yml");
+    let shown = bad.display().to_string();
+    let error_for = |text: &str| {
+        std::fs::write(&bad, text).expect("write");
+        LoadedRecipe::load(&bad)
+            .expect_err("bad recipe")
+            .to_string()
+    };
+    let err = error_for("name: x\npackages: [a]\nbusybox_applets: maybe\n");
+    assert!(err.contains(&format!("{shown}:3:18")), "{err}");
+    assert!(err.contains("busybox_applets"), "{err}");
+    let err = error_for("name: x\npackagse: [b]\n");
+    assert!(err.contains(&format!("{shown}:2:1")), "{err}");
+    assert!(err.contains("`packages`"), "did you mean: {err}");
+}

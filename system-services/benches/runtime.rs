@@ -265,7 +265,7 @@ fn idle_service() -> Service {
         image: Some("busybox".into()),
         command: Some(Cmd::Exec(vec!["sleep".into(), "100000".into()])),
         restart: Some(RestartPolicy::Always),
-        stop_signal: Some("SIGKILL".into()),
+        stop_signal: Some(berth_configs::compose::StopSignal::parse("SIGKILL").expect("signal")),
         ..Service::default()
     }
 }

@@ -684,24 +684,11 @@ fn policy_text(p: Option<RestartPolicy>) -> String {
     }
 }
 
+/// The parsed `stop_signal` (configs accepts only signals Linux numbers the
+/// same on every architecture Berth runs on, so the conversion holds).
 fn stop_signal(def: &Service) -> Signal {
-    let Some(text) = def.stop_signal.as_deref() else {
-        return Signal::SIGTERM;
-    };
-    let upper = text.trim().to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<Signal>()
-        .ok()
-        .or_else(|| {
-            text.trim()
-                .parse::<i32>()
-                .ok()
-                .and_then(|n| Signal::try_from(n).ok())
-        })
+    def.stop_signal
+        .and_then(|s| Signal::try_from(s.number()).ok())
         .unwrap_or(Signal::SIGTERM)
 }
 

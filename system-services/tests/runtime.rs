@@ -680,8 +680,10 @@ fn volumes_are_visible_inside(env: &Env) -> Result {
         "volumes",
         Service {
             volumes: vec![
-                format!("{}:/data:ro", host.display()),
-                "shared:/named".into(),
+                format!("{}:/data:ro", host.display())
+                    .parse()
+                    .expect("volume"),
+                "shared:/named".parse().expect("volume"),
             ],
             command: Some(Command::Shell(
                 "cat /data/marker; echo; touch /data/x 2>/dev/null; echo ro=$?; echo inside > /named/file".into(),

@@ -615,7 +615,7 @@ fn run_user_data(config: Option<&Path>) -> Result<String> {
         .tree
         .context("the built-in run config does not parse")?;
     berth_configs::merge::merge(&mut tree, user_tree);
-    Ok(berth_configs::sources::render(&tree)?)
+    Ok(berth_configs::sources::render(&tree))
 }
 
 /// `~/.ssh/id_*.pub`, sorted.

@@ -24,7 +24,7 @@ use std::path::{Component, Path, PathBuf};
 use berth_configs::model::{Service, WriteFile};
 
 use super::{fingerprint, Applied, FileWrite, HostOps, HostPaths, Problem, Report};
-use crate::runtime::spec::{Volume, VolumeSource};
+use crate::runtime::spec::VolumeSource;
 
 /// Top-level directories `write_files` may write below on the host.
 pub const ALLOWED: &[&str] = &["etc", "var", "home", "opt", "srv", "mnt", "media"];
@@ -76,7 +76,7 @@ pub fn route(files: &[WriteFile], services: &BTreeMap<String, Service>) -> Route
             }
             continue;
         };
-        if let Some(host_path) = through_volume(service, def, &file.path) {
+        if let Some(host_path) = through_volume(def, &file.path) {
             let mut on_host = file.clone();
             on_host.path = host_path;
             routed.host.push((field, on_host));
@@ -119,14 +119,13 @@ pub fn trust(routed: &mut Routed, trusted: &[String], services: &BTreeMap<String
     }
 }
 
-/// The host path behind `path` when `service` binds a host directory over it.
-fn through_volume(service: &str, def: &Service, path: &str) -> Option<String> {
+/// The host path behind `path` when the service binds a host directory over it.
+fn through_volume(def: &Service, path: &str) -> Option<String> {
     let wanted = normalize(Path::new(path));
     def.volumes
         .iter()
-        .filter_map(|v| Volume::parse(service, v).ok())
         .filter_map(|v| {
-            let VolumeSource::Path(source) = &v.source else {
+            let Some(VolumeSource::Path(source)) = &v.source else {
                 return None;
             };
             let target = normalize(Path::new(&v.target));

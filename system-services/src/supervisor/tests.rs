@@ -415,7 +415,7 @@ fn shutdown_stops_independent_branches_in_parallel() {
 #[test]
 fn stop_start_and_restart_by_request() {
     let mut s = service(Some(RestartPolicy::Always));
-    s.stop_signal = Some("SIGINT".into());
+    s.stop_signal = Some(berth_configs::compose::StopSignal::parse("SIGINT").expect("signal"));
     let env = start(&[("ntp", s)], |_| {});
     env.running("ntp");
     let stopped = env.sup.stop_service("ntp").expect("stop");

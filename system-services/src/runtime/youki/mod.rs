@@ -17,16 +17,20 @@ use std::time::{Duration, Instant};
 
 use berth_images::rootfs::RootfsPlan;
 use nix::sys::wait::{waitpid, WaitPidFlag};
-use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 use rustix::process::{WaitId, WaitIdOptions};
 
 use super::forker::{Forker, Request, Response};
-use super::spec::{self, HostDevice, ImageInfo, SpecContext, Volume, VolumeSource};
+use super::spec::{self, ImageInfo, SpecContext, VolumeSource};
 use super::{
     ContainerConfig, ContainerState, Created, Exit, Runtime, RuntimeError, Signal, Status,
 };
 
 /// Where the runtime keeps things.
+mod bundle;
+use bundle::{
+    children, exists_in_root, fifo_reader, host_device, mount_points, output_fifo, read_in_root,
+    unmount, STDERR_FIFO, STDOUT_FIFO,
+};
 #[derive(Debug, Clone)]
 pub struct YoukiConfig {
     /// Bundles and libcontainer state (`/run/berth`).
@@ -170,10 +174,9 @@ impl Youki {
     /// created as directories, as Docker does.
     fn prepare_volumes(&self, config: &ContainerConfig) -> Result<(), RuntimeError> {
         let id = config.id.as_str();
-        for v in &config.service.volumes {
-            let volume = Volume::parse(&config.service_name, v)?;
-            let path = volume.host_path(&self.config.volumes_dir);
-            if matches!(volume.source, VolumeSource::Named(_)) || !path.exists() {
+        for volume in &config.service.volumes {
+            let path = volume.host_path(&config.service_name, &self.config.volumes_dir);
+            if !matches!(volume.source, Some(VolumeSource::Path(_))) || !path.exists() {
                 std::fs::create_dir_all(&path).map_err(io(id, "create a volume directory"))?;
             }
         }
@@ -640,291 +643,5 @@ impl Runtime for Youki {
     }
 }
 
-/// The container's stdout and stderr in its bundle directory.
-const STDOUT_FIFO: &str = "stdout";
-const STDERR_FIFO: &str = "stderr";
-
-/// Makes the named pipe for one output stream: (read end for berthd, write end
-/// for the container).
-///
-/// Named rather than anonymous so a berthd that restarts can open it again
-/// ([`Runtime::reattach`]). The container's end is opened read-write: the pipe
-/// then always has a reader, so while berthd is away a write fills the pipe
-/// buffer and then blocks until berthd is back — it never fails with EPIPE or
-/// kills the service with SIGPIPE. (O_RDWR also opens a FIFO without waiting
-/// for a peer.)
-fn output_fifo(path: &Path) -> std::io::Result<(OwnedFd, OwnedFd)> {
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        path,
-        FileType::Fifo,
-        Mode::RUSR | Mode::WUSR,
-        0,
-    )?;
-    let write = rustix::fs::open(
-        path,
-        OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    )?;
-    // A bigger buffer lets a chatty service run on longer while berthd
-    // restarts; the default (64 KiB) is fine where the limit is lower.
-    let _ = rustix::pipe::fcntl_setpipe_size(&write, PIPE_BUFFER);
-    let read = fifo_reader(path)?;
-    Ok((read, write))
-}
-
-/// What a container may write while nobody reads (berthd restarting).
-const PIPE_BUFFER: usize = 256 << 10;
-
-/// Opens `path`, which must be a FIFO, for reading. Non-blocking, because an
-/// open for reading alone would wait for a writer; the log capture polls.
-fn fifo_reader(path: &Path) -> std::io::Result<OwnedFd> {
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    )?;
-    let stat = rustix::fs::fstat(&fd)?;
-    if FileType::from_raw_mode(stat.st_mode) != FileType::Fifo {
-        return Err(std::io::Error::other(format!(
-            "{} is not a FIFO",
-            path.display()
-        )));
-    }
-    Ok(fd)
-}
-
-/// This process's children, from `/proc/self/task/*/children` (or, without
-/// CONFIG_PROC_CHILDREN, by scanning every process's parent).
-fn children() -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let mut pids = Vec::new();
-    let mut found_file = false;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                found_file = true;
-                pids.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<i32>().ok()),
-                );
-            }
-        }
-    }
-    if found_file {
-        return pids;
-    }
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if ppid == Some(me) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// Mount points the runtime must find (or create) in the root itself: mounts
-/// that are not inside another mount the runtime makes (/dev, /proc, /sys).
-fn mount_points(config: &ContainerConfig, berth_mount: bool) -> Vec<String> {
-    let mut points: Vec<String> = ["/proc", "/dev", "/sys", "/run", "/tmp"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    points.extend(
-        config
-            .service
-            .tmpfs
-            .0
-            .iter()
-            .map(|t| t.split(':').next().unwrap_or_default().to_string()),
-    );
-    points.extend(
-        config
-            .service
-            .volumes
-            .iter()
-            .filter_map(|v| Volume::parse(&config.service_name, v).ok())
-            .map(|v| v.target),
-    );
-    if berth_mount {
-        points.push(spec::BERTH_IN_CONTAINER.into());
-    }
-    if let Some(dir) = config
-        .service
-        .working_dir
-        .clone()
-        .or_else(|| config.image.config.working_dir.clone())
-    {
-        points.push(dir);
-    }
-    points.retain(|p| {
-        !["/dev/", "/proc/", "/sys/"]
-            .iter()
-            .any(|m| p.starts_with(m))
-    });
-    points
-}
-
-/// Whether `path` (absolute inside the container) exists in `root`, resolving
-/// symlinks as the container would (never outside the root).
-fn exists_in_root(root: &Path, path: &str) -> bool {
-    let Ok(dir) = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
-        return false;
-    };
-    let rel = path.trim_start_matches('/');
-    if rel.is_empty() {
-        return true;
-    }
-    rustix::fs::openat2(
-        &dir,
-        rel,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT,
-    )
-    .is_ok()
-}
-
-/// A small file from the image (`etc/passwd`), read without following links out of it.
-fn read_in_root(root: &Path, rel: &str) -> Option<String> {
-    use std::io::Read;
-    let dir = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let fd = rustix::fs::openat2(
-        &dir,
-        rel,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT,
-    )
-    .ok()?;
-    let stat = rustix::fs::fstat(&fd).ok()?;
-    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-        return None;
-    }
-    let mut text = String::new();
-    std::fs::File::from(fd)
-        .take(1 << 20)
-        .read_to_string(&mut text)
-        .ok()?;
-    Some(text)
-}
-
-fn host_device(path: &Path) -> Option<HostDevice> {
-    let stat = rustix::fs::stat(path).ok()?;
-    let block = match FileType::from_raw_mode(stat.st_mode) {
-        FileType::BlockDevice => true,
-        FileType::CharacterDevice => false,
-        _ => return None,
-    };
-    Some(HostDevice {
-        block,
-        major: rustix::fs::major(stat.st_rdev).into(),
-        minor: rustix::fs::minor(stat.st_rdev).into(),
-        mode: stat.st_mode,
-        uid: stat.st_uid,
-        gid: stat.st_gid,
-    })
-}
-
-/// Detaches the mount at `path`; not being mounted is fine.
-fn unmount(path: &Path) -> std::io::Result<()> {
-    match rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH) {
-        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_are_checked_before_they_become_paths() {
-        for ok in ["ntp", "console-1", "a.b_c+d"] {
-            assert!(valid_id(ok), "{ok}");
-        }
-        for bad in ["", ".", "..", "a/b", "a b", "ü"] {
-            assert!(!valid_id(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn mount_points_the_root_must_hold() {
-        let config = ContainerConfig {
-            id: "web".into(),
-            service_name: "web".into(),
-            service: berth_configs::model::Service {
-                volumes: vec!["/srv:/srv".into(), "data:/dev/data".into()],
-                tmpfs: berth_configs::forms::StringList(vec!["/cache:size=1m".into()]),
-                working_dir: Some("/app".into()),
-                ..Default::default()
-            },
-            image: Default::default(),
-            environment: Default::default(),
-            service_network: None,
-            files: Vec::new(),
-        };
-        let points = mount_points(&config, true);
-        for p in [
-            "/proc",
-            "/dev",
-            "/sys",
-            "/run",
-            "/tmp",
-            "/cache",
-            "/srv",
-            "/usr/bin/berth",
-            "/app",
-        ] {
-            assert!(points.contains(&p.to_string()), "{p} in {points:?}");
-        }
-        assert!(
-            !points.contains(&"/dev/data".to_string()),
-            "inside /dev's tmpfs"
-        );
-    }
-
-    #[test]
-    fn files_are_read_inside_the_root_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(root.join("etc")).expect("mkdir");
-        std::fs::write(dir.path().join("secret"), "outside").expect("write");
-        std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").expect("write");
-        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("etc/group"))
-            .expect("symlink");
-        assert_eq!(
-            read_in_root(&root, "etc/passwd").as_deref(),
-            Some("root:x:0:0::/:/bin/sh\n")
-        );
-        // The absolute link resolves inside the root, where there is no such file.
-        assert_eq!(read_in_root(&root, "etc/group"), None);
-        assert!(exists_in_root(&root, "/etc/passwd"));
-        assert!(!exists_in_root(&root, "/run"));
-    }
-}
+mod tests;
