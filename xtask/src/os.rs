@@ -713,6 +713,10 @@ pub fn bench_boot() -> Result<()> {
     let scratch = tempfile_dir()?;
     let initrd = qemu_tests::baseline_initrd(&scratch)?;
     let debian = crate::bench::debian::build_for_bench()?;
+    println!(
+        "RESULT iso_mib {:.1} MiB",
+        mib(std::fs::metadata(&artifacts.iso)?.len())
+    );
     let busybox = crate::bench::debian::busybox_archive(&crate::image_store_dir(), &scratch)?;
 
     println!("==> kernel-only baseline (direct kernel boot, busybox /init)");

@@ -350,16 +350,21 @@ pub fn print_ratios(debian: &Figures, berth: &Figures) {
 }
 
 /// `cargo xtask bench debian`: the baseline alone (its figures, no ratios),
-/// for working on it without the whole boot bench.
+/// for working on it without the whole boot bench (nor a rebuild of the OS).
 pub fn bench_alone() -> Result<()> {
-    let artifacts = crate::os::build()?;
+    // The kernel and the busybox image of the last `cargo xtask build`: this
+    // is for working on the baseline, so it does not rebuild the OS.
+    let vmlinuz = crate::os::out_dir().join("vmlinuz");
+    if !vmlinuz.exists() {
+        bail!("{} is missing: run `cargo xtask build` first", vmlinuz.display());
+    }
     let image = build_for_bench()?;
     let scratch = crate::os::out_dir().join("qemu-scratch");
     std::fs::create_dir_all(&scratch)?;
     let busybox = busybox_archive(&crate::image_store_dir(), &scratch)?;
     let figures = measure(
         &image,
-        &artifacts.vmlinuz,
+        &vmlinuz,
         1024,
         &scratch,
         &busybox,
