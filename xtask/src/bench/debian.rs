@@ -356,7 +356,10 @@ pub fn bench_alone() -> Result<()> {
     // is for working on the baseline, so it does not rebuild the OS.
     let vmlinuz = crate::os::out_dir().join("vmlinuz");
     if !vmlinuz.exists() {
-        bail!("{} is missing: run `cargo xtask build` first", vmlinuz.display());
+        bail!(
+            "{} is missing: run `cargo xtask build` first",
+            vmlinuz.display()
+        );
     }
     let image = build_for_bench()?;
     let scratch = crate::os::out_dir().join("qemu-scratch");
