@@ -19,7 +19,10 @@ pub const ENGINE_MARKER: &str = "berth-bench: docker answers";
 
 /// What the image holds besides `--variant=apt`'s essential set: an init,
 /// the kernel (for its modules and an initramfs made by initramfs-tools, as
-/// Debian boots), the engine and an SSH server.
+/// Debian boots), the engine and an SSH server. `apparmor` is docker.io's
+/// recommendation and in every standard Debian install: the kernel has
+/// AppArmor on, and without `apparmor_parser` dockerd refuses to run a
+/// container.
 const PACKAGES: &[&str] = &[
     "systemd-sysv",
     "udev",
@@ -27,6 +30,7 @@ const PACKAGES: &[&str] = &[
     "docker.io",
     "openssh-server",
     "iproute2",
+    "apparmor",
 ];
 
 const SUITES: &[&str] = &[
@@ -71,9 +75,8 @@ WantedBy=multi-user.target
 
 /// The built baseline.
 pub struct Image {
-    /// The ext4 root filesystem (raw), booted through a qcow2 overlay.
-    pub root: PathBuf,
-    /// The same, `qemu-img convert -c`: compared with `berth.qcow2`.
+    /// The ext4 root filesystem, `qemu-img convert -c` like `berth.qcow2`
+    /// (the two are compared), booted through a qcow2 overlay.
     pub qcow2: PathBuf,
     /// initramfs-tools' initrd for the kernel, from inside the image.
     pub initrd: PathBuf,
@@ -83,7 +86,6 @@ pub struct Image {
 /// `linux-image-6.1.0-57-amd64`, the package Berth's vmlinuz comes from).
 pub fn build(dir: &Path, kernel_package: &str) -> Result<Image> {
     let image = Image {
-        root: dir.join("debian-root.img"),
         qcow2: dir.join("debian.qcow2"),
         initrd: dir.join("debian-initrd.img"),
     };
@@ -98,7 +100,7 @@ pub fn build(dir: &Path, kernel_package: &str) -> Result<Image> {
             kernel_package,
         ],
     )?;
-    if !crate::os::stale(&image.qcow2, &fp) && image.root.exists() && image.initrd.exists() {
+    if !crate::os::stale(&image.qcow2, &fp) && image.initrd.exists() {
         return Ok(image);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -156,16 +158,16 @@ pub fn build(dir: &Path, kernel_package: &str) -> Result<Image> {
             .arg(&raw_tmp)
             .arg("4G"),
     )?;
-    std::fs::rename(&raw_tmp, &image.root)?;
     let qcow2_tmp = dir.join("debian.qcow2.tmp");
     crate::step(
         "qemu-img convert -c -O qcow2 (the Debian disk)",
         Command::new("qemu-img")
             .args(["convert", "-c", "-O", "qcow2"])
-            .arg(&image.root)
+            .arg(&raw_tmp)
             .arg(&qcow2_tmp),
     )?;
     std::fs::rename(&qcow2_tmp, &image.qcow2)?;
+    std::fs::remove_file(&raw_tmp)?;
     std::fs::remove_dir_all(&tree)?;
     crate::os::record(&image.qcow2, &fp)?;
     println!(
