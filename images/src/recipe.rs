@@ -38,6 +38,13 @@ pub struct Recipe {
     /// a trailing `*` drops every path starting with what precedes it.
     #[serde(default)]
     pub remove: Vec<String>,
+    /// When not empty, the only paths the image keeps from the packages (with
+    /// the directories leading to them; a trailing `*` keeps every path
+    /// starting with what precedes it): apt unpacks a package's whole
+    /// dependency closure, most of it for maintainer scripts an extracted
+    /// image never runs. `files` and `symlinks` are added after.
+    #[serde(default)]
+    pub keep: Vec<String>,
     /// Make a symlink for every busybox applet (busybox images).
     #[serde(default)]
     pub busybox_applets: bool,
@@ -419,6 +426,20 @@ fn check_layer(store: &Store, name: &str, layer: &Descriptor) -> Result<(), Reci
     }
 }
 
+/// Whether a recipe's `keep` list keeps `path` (absolute, no trailing `/`;
+/// the root is ""): an empty list keeps everything, and a kept path keeps the
+/// directories leading to it.
+fn kept(keep: &[String], path: &str) -> bool {
+    keep.is_empty()
+        || keep.iter().any(|k| {
+            let leads_to = k.starts_with(&format!("{path}/"));
+            match k.strip_suffix('*') {
+                Some(prefix) => leads_to || path.starts_with(prefix),
+                None => leads_to || path == k || path.starts_with(&format!("{k}/")),
+            }
+        })
+}
+
 /// Copies mmdebstrap's tar into a reproducible, zstd-compressed layer in the store.
 fn write_layer(
     store: &Store,
@@ -458,7 +479,8 @@ fn write_layer(
             .to_string_lossy()
             .into_owned();
         let absolute = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
-        if removed(absolute.trim_end_matches('/')) || build_machine_file(&absolute, kind) {
+        let trimmed = absolute.trim_end_matches('/');
+        if removed(trimmed) || !kept(&recipe.keep, trimmed) || build_machine_file(&absolute, kind) {
             continue;
         }
         seen.insert(absolute.trim_end_matches('/').to_string());
@@ -645,5 +667,32 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn keep_keeps_the_listed_paths_and_the_directories_leading_to_them() {
+        let keep = vec![
+            "/usr/sbin/chronyd".to_string(),
+            "/lib/x86_64-linux-gnu/libc.so*".into(),
+        ];
+        for path in [
+            "",
+            "/usr",
+            "/usr/sbin",
+            "/usr/sbin/chronyd",
+            "/lib/x86_64-linux-gnu/libc.so.6",
+        ] {
+            assert!(kept(&keep, path), "{path} is kept");
+        }
+        for path in [
+            "/usr/bin",
+            "/usr/sbin/chronydx",
+            "/usr/sbin/ip",
+            "/lib/x86_64-linux-gnu/libm.so.6",
+            "/etc",
+        ] {
+            assert!(!kept(&keep, path), "{path} is dropped");
+        }
+        assert!(kept(&[], "/anything"), "no keep list keeps everything");
     }
 }

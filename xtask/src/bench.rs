@@ -6,6 +6,8 @@ use anyhow::{bail, Result};
 
 use crate::{cargo, step};
 
+pub mod debian;
+
 const BENCHES: &[(&str, &str, &str)] = &[
     ("config", "berth-configs", "parse"),
     ("images", "berth-images", "images"),
@@ -17,6 +19,9 @@ pub fn run(name: Option<&str>) -> Result<()> {
     // The boot benchmark drives QEMU rather than a cargo bench target.
     if name == Some("boot") {
         return crate::os::bench_boot();
+    }
+    if name == Some("debian") {
+        return debian::bench_alone();
     }
     if name == Some("install") {
         return crate::os::bench_install();
@@ -31,7 +36,7 @@ pub fn run(name: Option<&str>) -> Result<()> {
     if selected.is_empty() {
         let known: Vec<_> = BENCHES.iter().map(|(n, _, _)| *n).collect();
         bail!(
-            "no benchmark named `{}`; known: {}, boot, install, upgrade",
+            "no benchmark named `{}`; known: {}, boot, debian, install, upgrade",
             name.unwrap_or_default(),
             known.join(", ")
         );

@@ -430,7 +430,7 @@ fn report(path: &Path, note: &str) -> Result<()> {
 }
 
 /// Size and mtime of each input file plus free-form strings.
-fn fingerprint(files: &[&Path], extra: &[&str]) -> Result<String> {
+pub(crate) fn fingerprint(files: &[&Path], extra: &[&str]) -> Result<String> {
     use std::os::unix::fs::MetadataExt;
     let mut fp = String::new();
     for f in files {
@@ -468,12 +468,12 @@ fn inputs_path(artifact: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn stale(artifact: &Path, fp: &str) -> bool {
+pub(crate) fn stale(artifact: &Path, fp: &str) -> bool {
     !artifact.exists()
         || std::fs::read_to_string(inputs_path(artifact)).map_or(true, |old| old != fp)
 }
 
-fn record(artifact: &Path, fp: &str) -> Result<()> {
+pub(crate) fn record(artifact: &Path, fp: &str) -> Result<()> {
     let path = inputs_path(artifact);
     std::fs::write(&path, fp).with_context(|| format!("writing {}", path.display()))
 }
@@ -655,7 +655,7 @@ fn json_string(s: &str) -> String {
 
 /// `free -m`'s "used" once the machine has been idle for a moment (the
 /// boot's or the switch's page cache and services settle), printing `free`.
-fn idle_used_mib(ssh: &qemu_tests::ssh::Ssh) -> Result<u64> {
+pub(crate) fn idle_used_mib(ssh: &qemu_tests::ssh::Ssh) -> Result<u64> {
     std::thread::sleep(std::time::Duration::from_secs(10));
     let free = ssh.check("free -m")?;
     for line in free.lines() {
@@ -691,6 +691,12 @@ pub fn bench_boot() -> Result<()> {
     let timeout = Duration::from_secs(300);
     let scratch = tempfile_dir()?;
     let initrd = qemu_tests::baseline_initrd(&scratch)?;
+    let debian = crate::bench::debian::build_for_bench()?;
+    println!(
+        "RESULT iso_mib {:.1} MiB",
+        mib(std::fs::metadata(&artifacts.iso)?.len())
+    );
+    let busybox = crate::bench::debian::busybox_archive(&crate::image_store_dir(), &scratch)?;
 
     println!("==> kernel-only baseline (direct kernel boot, busybox /init)");
     let mut vm = Vm::start(&Config::new(
@@ -830,6 +836,15 @@ pub fn bench_boot() -> Result<()> {
     println!("    the engine answers: docker {}", version.trim());
     let docker_used = idle_used_mib(&ssh)?;
     println!("RESULT memory_used_idle_all_services {docker_used} MiB");
+    let first_container = crate::bench::debian::first_container(&ssh, &busybox)?;
+    println!(
+        "    docker run --rm busybox true: {:.2}s",
+        first_container.as_secs_f64()
+    );
+    println!(
+        "RESULT first_container_s {:.2} s",
+        first_container.as_secs_f64()
+    );
 
     // The other choices, switched to on the running machine: how long a
     // switch takes and what each costs in memory, docker and the default
@@ -863,6 +878,25 @@ pub fn bench_boot() -> Result<()> {
     let shutdown_all = poweroff(&ssh, &mut vm, timeout)?;
     println!("RESULT shutdown_all_services_s {shutdown_all:.2} s");
     drop(vm);
+
+    // What users would otherwise run, booted the same way in the same run.
+    let theirs = crate::bench::debian::measure(
+        &debian,
+        &artifacts.vmlinuz,
+        1024,
+        &scratch,
+        &busybox,
+        timeout,
+    )?;
+    crate::bench::debian::print_ratios(
+        &theirs,
+        &crate::bench::debian::Figures {
+            engine_ready: engine,
+            memory_used_idle_mib: docker_used,
+            first_container,
+            image_bytes: std::fs::metadata(&artifacts.qcow2)?.len(),
+        },
+    );
 
     // The cloud image: firmware, GRUB from the disk, slot A, state on the
     // disk. Its first boot also grows and formats state; the second is the
