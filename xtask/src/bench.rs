@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use crate::{cargo, step};
 
 pub mod debian;
+pub(crate) mod vm;
 
 const BENCHES: &[(&str, &str, &str)] = &[
     ("config", "berth-configs", "parse"),
@@ -18,16 +19,16 @@ const BENCHES: &[(&str, &str, &str)] = &[
 pub fn run(name: Option<&str>) -> Result<()> {
     // The boot benchmark drives QEMU rather than a cargo bench target.
     if name == Some("boot") {
-        return crate::os::bench_boot();
+        return vm::bench_boot();
     }
     if name == Some("debian") {
         return debian::bench_alone();
     }
     if name == Some("install") {
-        return crate::os::bench_install();
+        return vm::bench_install();
     }
     if name == Some("upgrade") {
-        return crate::os::bench_upgrade();
+        return vm::bench_upgrade();
     }
     let selected: Vec<_> = BENCHES
         .iter()

@@ -14,6 +14,7 @@ mod bench;
 mod host;
 mod os;
 mod qemu;
+mod run;
 mod skips;
 
 const USAGE: &str = "\
@@ -44,7 +45,7 @@ pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("run") => os::run(&args[1..]),
+        Some("run") => run::run(&args[1..]),
         Some("test") => test(),
         Some("build") => {
             match args.get(1..) {

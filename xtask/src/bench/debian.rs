@@ -236,7 +236,7 @@ pub fn measure(
     ssh.wait(timeout)?;
     let version = ssh.check("docker version --format '{{.Server.Version}}'")?;
     println!("    the engine answers: docker {}", version.trim());
-    let memory_used_idle_mib = crate::os::idle_used_mib(&ssh)?;
+    let memory_used_idle_mib = crate::bench::vm::idle_used_mib(&ssh)?;
     let first_container = first_container(&ssh, busybox)?;
     println!(
         "    docker run --rm busybox true: {:.2}s",

@@ -1,0 +1,517 @@
+//! The benchmarks that boot Berth in QEMU: `boot` (against a kernel-only
+//! baseline and against Debian), `install` and `upgrade`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::mib;
+use crate::os::{build, out_dir, test_os_images};
+use crate::run::{json_string, tempfile_dir};
+
+/// `free -m`'s "used" once the machine has been idle for a moment (the
+/// boot's or the switch's page cache and services settle), printing `free`.
+pub(crate) fn idle_used_mib(ssh: &qemu_tests::ssh::Ssh) -> Result<u64> {
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let free = ssh.check("free -m")?;
+    for line in free.lines() {
+        println!("      {line}");
+    }
+    free.lines()
+        .find(|l| l.starts_with("Mem:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no `Mem:` line with a number in:\n{free}"))
+}
+
+/// Runs the QEMU boot tests against freshly built artifacts.
+/// Seconds from `sudo berth poweroff` (typed over SSH) until QEMU has exited:
+/// every service stopped, state unmounted, the machine off.
+fn poweroff(
+    ssh: &qemu_tests::ssh::Ssh,
+    vm: &mut qemu_tests::Vm,
+    timeout: std::time::Duration,
+) -> Result<f64> {
+    let start = std::time::Instant::now();
+    // The session may end with the machine; its exit status says nothing.
+    let _ = ssh.run("sudo berth poweroff");
+    vm.wait_exit(timeout)?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// `cargo xtask bench boot`: QEMU start → marker, kernel-only baseline vs the ISO.
+pub fn bench_boot() -> Result<()> {
+    use qemu_tests::{Boot, Config, Vm};
+    use std::time::Duration;
+    let artifacts = build()?;
+    let timeout = Duration::from_secs(300);
+    let scratch = tempfile_dir()?;
+    let initrd = qemu_tests::baseline_initrd(&scratch)?;
+    let debian = crate::bench::debian::build_for_bench()?;
+    println!(
+        "RESULT iso_mib {:.1} MiB",
+        mib(std::fs::metadata(&artifacts.iso)?.len())
+    );
+    let busybox = crate::bench::debian::busybox_archive(&crate::image_store_dir(), &scratch)?;
+
+    println!("==> kernel-only baseline (direct kernel boot, busybox /init)");
+    let mut vm = Vm::start(&Config::new(
+        "bench-baseline",
+        Boot::Kernel {
+            kernel: artifacts.vmlinuz.clone(),
+            initrd,
+            append: qemu_tests::baseline_append(),
+        },
+    ))?;
+    let baseline = vm.expect(qemu_tests::BASELINE_MARKER, timeout)?;
+    drop(vm);
+    println!("    marker after {:.2}s", baseline.as_secs_f64());
+    println!(
+        "RESULT boot_kernel_baseline {:.2} s",
+        baseline.as_secs_f64()
+    );
+
+    // The same kernel booted the same way (QEMU loads it), the ISO attached
+    // for the root, the user engine off as the goal says; the check is
+    // Berth's own ready line.
+    let key_dir = scratch.join("bench-ssh");
+    let _ = std::fs::remove_dir_all(&key_dir);
+    std::fs::create_dir_all(&key_dir)?;
+    let port = qemu_tests::free_port()?;
+    let ssh = qemu_tests::ssh::Ssh::new(&key_dir, port, "berth")?;
+    let seed = scratch.join("bench-seed.img");
+    qemu_tests::nocloud_seed(
+        &seed,
+        &format!(
+            "#cloud-config\nssh_authorized_keys: [{}]\nberth:\n  services:\n    docker: null\n",
+            json_string(ssh.public_key())
+        ),
+        "instance-id: bench\n",
+    )?;
+    let berth_boot = |memory: u32, seed: &Path, forward: bool| -> Result<Vm> {
+        let mut config = Config::new(
+            &format!("bench-berth-{memory}m"),
+            Boot::Kernel {
+                kernel: artifacts.vmlinuz.clone(),
+                initrd: artifacts.initrd.clone(),
+                append: "console=ttyS0 panic=-1".into(),
+            },
+        )
+        .memory(memory)
+        .drive(&artifacts.iso, true)
+        .drive(seed, true);
+        if forward {
+            config = config.forward(port, 22);
+        }
+        Ok(Vm::start(&config)?)
+    };
+
+    println!("==> Berth (direct kernel boot, same kernel, 1 GiB, without the user engine)");
+    let mut vm = berth_boot(1024, &seed, true)?;
+    let handover = vm.expect(qemu_tests::KERNEL_HANDOVER, timeout)?;
+    let ready = vm.expect(qemu_tests::READY_MARKER, timeout)?;
+    println!(
+        "    /init after {:.2}s, `{}` after {:.2}s",
+        handover.as_secs_f64(),
+        qemu_tests::READY_MARKER,
+        ready.as_secs_f64()
+    );
+    // Where the time went, from berthd's own timeline.
+    match ssh
+        .wait(timeout)
+        .and_then(|_| ssh.check("sudo berth boot-time"))
+    {
+        Ok(breakdown) => {
+            println!("    berth boot-time (seconds since the kernel started):");
+            for line in breakdown.lines() {
+                println!("      {line}");
+            }
+        }
+        Err(e) => println!("    no breakdown: {e}"),
+    }
+    // Shutdown: `berth poweroff` typed in the console → QEMU gone.
+    let shutdown = poweroff(&ssh, &mut vm, timeout)?;
+    println!("    `berth poweroff` took {shutdown:.2}s");
+    drop(vm);
+    println!("RESULT boot_init_handover {:.2} s", handover.as_secs_f64());
+    println!("RESULT boot_ready {:.2} s", ready.as_secs_f64());
+
+    // The smallest memory that still reaches ready, halving from 256 MiB.
+    println!(
+        "==> smallest -m that reaches `{}`",
+        qemu_tests::READY_MARKER
+    );
+    let mut smallest = None;
+    for memory in [256u32, 128, 96, 64] {
+        let mut vm = berth_boot(memory, &seed, false)?;
+        // Out of memory shows as an OOM panic (QEMU exits) or a boot that stalls.
+        match vm.expect(qemu_tests::READY_MARKER, Duration::from_secs(150)) {
+            Ok(at) => {
+                println!("    -m {memory}: ready after {:.2}s", at.as_secs_f64());
+                smallest = Some(memory);
+            }
+            Err(e) => {
+                let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                println!("    -m {memory}: not ready ({first})");
+                break;
+            }
+        }
+    }
+    if let Some(memory) = smallest {
+        println!("RESULT boot_smallest_memory {memory} MiB");
+    }
+
+    // With every default service, the user engine included: when its socket
+    // answers, and the memory in use once the machine is idle.
+    println!("==> every default service (the docker engine too), 1 GiB");
+    let full_seed = scratch.join("bench-seed-full.img");
+    qemu_tests::nocloud_seed(
+        &full_seed,
+        &format!(
+            "#cloud-config\nssh_authorized_keys: [{}]\n",
+            json_string(ssh.public_key())
+        ),
+        "instance-id: bench-full\n",
+    )?;
+    let mut vm = berth_boot(1024, &full_seed, true)?;
+    let engine = vm.expect("docker: healthy", timeout)?;
+    let full_ready = vm.expect_anywhere(qemu_tests::READY_MARKER, timeout)?;
+    println!(
+        "    docker socket up after {:.2}s, `{}` after {:.2}s",
+        engine.as_secs_f64(),
+        qemu_tests::READY_MARKER,
+        full_ready.as_secs_f64()
+    );
+    println!("RESULT boot_engine_socket {:.2} s", engine.as_secs_f64());
+    println!(
+        "RESULT engine_socket_after_ready_without_engine {:.2} s",
+        engine.as_secs_f64() - ready.as_secs_f64()
+    );
+    ssh.wait(timeout)?;
+    let version = ssh.check("docker version --format '{{.Server.Version}}'")?;
+    println!("    the engine answers: docker {}", version.trim());
+    let docker_used = idle_used_mib(&ssh)?;
+    println!("RESULT memory_used_idle_all_services {docker_used} MiB");
+    let first_container = crate::bench::debian::first_container(&ssh, &busybox)?;
+    println!(
+        "    docker run --rm busybox true: {:.2}s",
+        first_container.as_secs_f64()
+    );
+    println!(
+        "RESULT first_container_s {:.2} s",
+        first_container.as_secs_f64()
+    );
+
+    // The other choices, switched to on the running machine: how long a
+    // switch takes and what each costs in memory, docker and the default
+    // console being the baseline.
+    println!("==> berth console switch busybox (typed in the console it replaces)");
+    let start = std::time::Instant::now();
+    // The session ends with the console it runs in; its exit status says nothing.
+    ssh.run("sudo berth console switch busybox")?;
+    ssh.wait_for("test -x /usr/sbin/dropbear", timeout)?;
+    println!(
+        "RESULT console_switch_busybox {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    let busybox_used = idle_used_mib(&ssh)?;
+    println!("RESULT memory_used_idle_busybox_console {busybox_used} MiB");
+    println!("==> berth engine switch podman");
+    let start = std::time::Instant::now();
+    ssh.check("sudo berth engine switch podman")?;
+    println!(
+        "RESULT engine_switch_podman {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    let podman_used = idle_used_mib(&ssh)?;
+    println!("RESULT memory_used_idle_podman_busybox_console {podman_used} MiB");
+    if docker_used > 0 {
+        println!(
+            "RESULT memory_podman_busybox_vs_docker_default {:.2} ratio",
+            podman_used as f64 / docker_used as f64
+        );
+    }
+    let shutdown_all = poweroff(&ssh, &mut vm, timeout)?;
+    println!("RESULT shutdown_all_services_s {shutdown_all:.2} s");
+    drop(vm);
+
+    // What users would otherwise run, booted the same way in the same run.
+    let theirs = crate::bench::debian::measure(
+        &debian,
+        &artifacts.vmlinuz,
+        1024,
+        &scratch,
+        &busybox,
+        timeout,
+    )?;
+    crate::bench::debian::print_ratios(
+        &theirs,
+        &crate::bench::debian::Figures {
+            engine_ready: engine,
+            memory_used_idle_mib: docker_used,
+            first_container,
+            image_bytes: std::fs::metadata(&artifacts.qcow2)?.len(),
+        },
+    );
+
+    // The cloud image: firmware, GRUB from the disk, slot A, state on the
+    // disk. Its first boot also grows and formats state; the second is the
+    // one every later boot matches.
+    println!("==> the disk image (SeaBIOS, GRUB from disk), 1 GiB, without the user engine");
+    let disk = scratch.join("bench-disk.qcow2");
+    let _ = std::fs::remove_file(&disk);
+    qemu_tests::overlay(&artifacts.qcow2, &disk, 8 << 30)?;
+    let disk_boot = || -> Result<Vm> {
+        Ok(Vm::start(
+            &Config::new("bench-disk", Boot::Disk)
+                .drive(&disk, false)
+                .drive(&seed, true)
+                .forward(port, 22),
+        )?)
+    };
+    let mut vm = disk_boot()?;
+    let first = vm.expect(qemu_tests::READY_MARKER, timeout)?;
+    ssh.wait(timeout)?;
+    let _ = ssh.run("sudo berth poweroff");
+    vm.wait_exit(timeout)?;
+    drop(vm);
+    let mut vm = disk_boot()?;
+    let disk_ready = vm.expect(qemu_tests::READY_MARKER, timeout)?;
+    // berthd's start to its config loaded, NoCloud read by stage 1.
+    ssh.wait(timeout)?;
+    let nocloud_ms = qemu_tests::metadata::config_loaded_ms(&ssh)?;
+    drop(vm);
+
+    // The same with EC2's metadata service emulated (IMDSv2, at
+    // 169.254.169.254 through a guestfwd, DMI saying EC2): the probe, a
+    // temporary DHCP lease and the cache included.
+    println!("==> the disk image on emulated EC2 (IMDSv2), berthd start to config loaded");
+    let ec2_disk = scratch.join("bench-ec2.qcow2");
+    let _ = std::fs::remove_file(&ec2_disk);
+    qemu_tests::overlay(&artifacts.qcow2, &ec2_disk, 8 << 30)?;
+    let imds = qemu_tests::metadata::imds_v2(
+        ssh.public_key().to_string(),
+        b"#cloud-config\nberth:\n  services:\n    docker: null\n".to_vec(),
+    )?;
+    let mut vm = Vm::start(
+        &Config::new("bench-ec2", Boot::Disk)
+            .drive(&ec2_disk, false)
+            .forward(port, 22)
+            .restricted_network()
+            .user_net("169.254.0.0/16")
+            .guestfwd(
+                "169.254.169.254:80",
+                &qemu_tests::relay_command(&scratch, imds.port)?,
+            )
+            .smbios("type=1,manufacturer=Amazon EC2,product=t3.micro"),
+    )?;
+    vm.expect(qemu_tests::READY_MARKER, timeout)?;
+    ssh.wait(timeout)?;
+    let ec2_ms = qemu_tests::metadata::config_loaded_ms(&ssh)?;
+    let _ = ssh.run("sudo berth poweroff");
+    vm.wait_exit(timeout)?;
+    drop(vm);
+    println!(
+        "    config loaded {ec2_ms} ms after berthd started on EC2, {nocloud_ms} ms with NoCloud"
+    );
+    println!("RESULT datasource_ec2_ms {ec2_ms} ms");
+    println!("RESULT datasource_nocloud_ms {nocloud_ms} ms");
+    println!(
+        "    first boot (grows and formats state) ready after {:.2}s, the next after {:.2}s",
+        first.as_secs_f64(),
+        disk_ready.as_secs_f64()
+    );
+    println!("RESULT boot_ready_disk_first {:.2} s", first.as_secs_f64());
+    println!("RESULT boot_ready_disk {:.2} s", disk_ready.as_secs_f64());
+    println!(
+        "RESULT boot_ready_disk_vs_kernel {:.2} ratio",
+        disk_ready.as_secs_f64() / baseline.as_secs_f64()
+    );
+    println!("RESULT shutdown_s {shutdown:.2} s");
+    println!(
+        "RESULT boot_ready_vs_kernel {:.2} ratio",
+        ready.as_secs_f64() / baseline.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// `cargo xtask bench install`: the installer's writer against `dd` of the
+/// same bytes to the same kind of disk (a file on this host), and the sizes
+/// of the images.
+pub fn bench_install() -> Result<()> {
+    let artifacts = build()?;
+    let scratch = tempfile_dir()?;
+    let payload = berth_iso::disk::Payload {
+        vmlinuz: artifacts.vmlinuz.clone(),
+        initrd: artifacts.initrd.clone(),
+        rootfs: artifacts.rootfs.clone(),
+        boot: berth_iso::bootloader::Images::in_dir(&out_dir().join("boot")),
+        config: Vec::new(),
+        kernel_args: String::new(),
+    };
+    let size = berth_iso::disk::MIN_DISK_BYTES;
+    let mut install_s = Vec::new();
+    let mut dd_s = Vec::new();
+    for round in 0..3 {
+        let target = scratch.join(format!("install-{round}.img"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&target)?;
+        file.set_len(size)?;
+        let start = std::time::Instant::now();
+        berth_iso::disk::write(&file, size, &payload, &berth_iso::disk::Quiet)?;
+        install_s.push(start.elapsed().as_secs_f64());
+        drop(file);
+        std::fs::remove_file(&target)?;
+
+        // dd of the same payload (kernel, initrd, rootfs), synced at the end.
+        let target = scratch.join(format!("dd-{round}.img"));
+        let start = std::time::Instant::now();
+        for (i, input) in [&payload.rootfs, &payload.vmlinuz, &payload.initrd]
+            .into_iter()
+            .enumerate()
+        {
+            let status = std::process::Command::new("dd")
+                .arg(format!("if={}", input.display()))
+                .arg(format!("of={}", target.display()))
+                .args(["bs=4M", "conv=notrunc,fsync", "status=none"])
+                .arg(format!("seek={}", i * 256))
+                .status()
+                .context("running dd")?;
+            if !status.success() {
+                bail!("dd failed: {status}");
+            }
+        }
+        dd_s.push(start.elapsed().as_secs_f64());
+        std::fs::remove_file(&target)?;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (install, dd) = (median(&mut install_s), median(&mut dd_s));
+    println!("    install {install:.2}s (median of 3: write, read back, ESP, GRUB), dd {dd:.2}s");
+    println!("RESULT install_s {install:.2} s");
+    println!("RESULT install_vs_dd {:.2} ratio", install / dd);
+    use std::os::unix::fs::MetadataExt;
+    let qcow2 = std::fs::metadata(&artifacts.qcow2)?.len();
+    let raw = std::fs::metadata(&artifacts.disk)?;
+    println!("RESULT image_qcow2_mib {:.1} MiB", mib(qcow2));
+    println!(
+        "RESULT image_raw_allocated_mib {:.1} MiB",
+        mib(raw.blocks() * 512)
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// The longest stretch without an SSH answer while `during` runs: the
+/// machine's downtime, from its last answer to its first one after.
+fn downtime(ssh: &qemu_tests::ssh::Ssh, during: impl FnOnce() -> Result<()>) -> Result<f64> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (ssh, stop) = (ssh.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if ssh.run("true").is_ok_and(|o| o.status.success()) {
+                    answers.push(Instant::now());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            answers
+        })
+    };
+    let result = during();
+    // One more answer after `during`: the new system is up.
+    ssh.wait(std::time::Duration::from_secs(600))?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let answers = poller
+        .join()
+        .map_err(|_| anyhow::anyhow!("the SSH poller panicked"))?;
+    result?;
+    Ok(answers
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .fold(0.0, f64::max))
+}
+
+/// `cargo xtask bench upgrade`: an installed machine upgrades to the
+/// `next` test image from a registry on the host. Reports the time from
+/// `berth os upgrade` to the commit, and the downtime (last SSH answer of the
+/// old system to the first of the new) against a plain `berth reboot`.
+pub fn bench_upgrade() -> Result<()> {
+    use qemu_tests::{Boot, Config, Vm};
+    use std::time::{Duration, Instant};
+    let artifacts = build()?;
+    let images = test_os_images(&artifacts)?;
+    let scratch = tempfile_dir()?.join("bench-upgrade");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let registry = qemu_tests::registry::Registry::start(&scratch)?;
+    let next = registry.push(&images.join("next.tar"), "berth/os", "next")?;
+    let port = qemu_tests::free_port()?;
+    let ssh = qemu_tests::ssh::Ssh::new(&scratch, port, "berth")?;
+    let disk = scratch.join("vm.qcow2");
+    qemu_tests::overlay(&artifacts.qcow2, &disk, 6 << 30)?;
+    let seed = scratch.join("seed.iso");
+    qemu_tests::nocloud_seed(
+        &seed,
+        &format!(
+            "#cloud-config\nssh_authorized_keys:\n  - {}\n",
+            ssh.public_key()
+        ),
+        "instance-id: bench-upgrade\n",
+    )?;
+    let config = Config::new("bench-upgrade", Boot::Disk)
+        .drive(&disk, false)
+        .drive(&seed, true)
+        .forward(port, 22)
+        .watchdog()
+        .reboots();
+    let timeout = Duration::from_secs(600);
+    let mut vm = Vm::start(&config)?;
+    vm.expect(qemu_tests::READY_MARKER, timeout)?;
+    ssh.wait(timeout)?;
+
+    println!("==> a plain reboot");
+    let reboot = downtime(&ssh, || {
+        let _ = ssh.run("sudo berth reboot");
+        vm.expect(qemu_tests::READY_MARKER, timeout)?;
+        Ok(())
+    })?;
+    println!("    downtime {reboot:.1}s");
+
+    println!("==> berth os upgrade {next}");
+    let start = Instant::now();
+    let mut to_commit = 0.0;
+    let upgrade = downtime(&ssh, || {
+        let out = ssh.run(&format!("sudo berth os upgrade --insecure {next}"))?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        if !String::from_utf8_lossy(&out.stdout).contains("on trial") {
+            bail!("the upgrade did not reboot into its trial: {said}");
+        }
+        vm.expect("is healthy and committed", timeout)?;
+        to_commit = start.elapsed().as_secs_f64();
+        Ok(())
+    })?;
+    println!("    {to_commit:.1}s from `berth os upgrade` to the commit, downtime {upgrade:.1}s");
+    println!("RESULT upgrade_to_commit_s {to_commit:.1} s");
+    println!("RESULT upgrade_downtime_s {upgrade:.1} s");
+    println!("RESULT reboot_downtime_s {reboot:.1} s");
+    println!(
+        "RESULT upgrade_downtime_vs_reboot {:.2} ratio",
+        upgrade / reboot
+    );
+    drop(vm);
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
