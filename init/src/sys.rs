@@ -16,52 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-/// What to do with the machine at the end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Reboot,
-    PowerOff,
-    Halt,
-}
-
-impl Action {
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Reboot => "reboot",
-            Action::PowerOff => "poweroff",
-            Action::Halt => "halt",
-        }
-    }
-
-    /// The signal that asks PID 1 for this action, as busybox and sysvinit use them.
-    pub fn signal(self) -> i32 {
-        match self {
-            Action::Reboot => libc::SIGTERM,
-            Action::PowerOff => libc::SIGUSR2,
-            Action::Halt => libc::SIGUSR1,
-        }
-    }
-
-    /// The action a signal to PID 1 asks for: SIGTERM and SIGINT (Ctrl-Alt-Del)
-    /// reboot, SIGUSR2 and SIGPWR (power failure, from a UPS daemon) power off,
-    /// SIGUSR1 halts.
-    pub fn from_signal(sig: i32) -> Option<Action> {
-        match sig {
-            libc::SIGTERM | libc::SIGINT => Some(Action::Reboot),
-            libc::SIGUSR2 | libc::SIGPWR => Some(Action::PowerOff),
-            libc::SIGUSR1 => Some(Action::Halt),
-            _ => None,
-        }
-    }
-
-    fn reboot_cmd(self) -> libc::c_int {
-        match self {
-            Action::Reboot => libc::LINUX_REBOOT_CMD_RESTART,
-            Action::PowerOff => libc::LINUX_REBOOT_CMD_POWER_OFF,
-            Action::Halt => libc::LINUX_REBOOT_CMD_HALT,
-        }
-    }
-}
+pub use berth_sys::modules::finit_module;
+pub use berth_sys::power::Action;
+pub use berth_sys::process::reset_signal_mask;
 
 /// Result of waiting for any child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,26 +89,6 @@ pub(crate) fn cstr(s: impl AsRef<OsStr>) -> io::Result<CString> {
     CString::new(s.as_ref().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
-/// Unblocks every signal; for a child between fork and exec
-/// (`CommandExt::pre_exec`). A blocked mask survives exec, and std's
-/// `Command` does not reset it: a program started from a thread that blocks
-/// SIGTERM (PID 1 for its signalfd, berthd for sigwait) would start with
-/// SIGTERM blocked, and a service that handles SIGTERM (netconf, chronyd)
-/// would never see it and be killed after its grace period.
-pub fn reset_signal_mask() -> io::Result<()> {
-    // SAFETY: sigemptyset and sigprocmask are async-signal-safe and only touch
-    // `none`, a local.
-    unsafe {
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        check(libc::sigprocmask(
-            libc::SIG_SETMASK,
-            &none,
-            std::ptr::null_mut(),
-        ))
-    }
-}
-
 /// Writes `value` (ASCII, e.g. `b"-999"`) to `/proc/self/oom_score_adj`;
 /// whether it worked. Only async-signal-safe calls: it runs between fork and
 /// exec too.
@@ -183,37 +120,6 @@ fn check(r: libc::c_int) -> io::Result<()> {
 /// The real thing.
 #[derive(Debug, Default)]
 pub struct Linux;
-
-// finit_module(2) flag: the file is compressed and the kernel decompresses it (Linux 5.17+
-// with CONFIG_MODULE_DECOMPRESS). Not in the libc crate.
-const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
-
-/// finit_module(2): loads the module file at `path` with `params`
-/// (`name=value …`); `compressed` asks the kernel to decompress it.
-pub fn finit_module(path: &Path, params: &str, compressed: bool) -> io::Result<()> {
-    let file = File::open(path)?;
-    let params = cstr(params)?;
-    let flags = if compressed {
-        MODULE_INIT_COMPRESSED_FILE
-    } else {
-        0
-    };
-    // SAFETY: finit_module reads from a valid open fd and a NUL-terminated
-    // parameter string; both outlive the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_finit_module,
-            file.as_raw_fd(),
-            params.as_ptr(),
-            flags,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
 
 // <linux/loop.h>; the libc crate does not carry the loop ioctls.
 const LOOP_SET_FD: libc::Ioctl = 0x4C00;
@@ -757,52 +663,6 @@ mod tests {
         assert_eq!(m[0].fstype, "squashfs");
         assert_eq!(m[2].target, Path::new("/var"));
         assert_eq!(m[3].target, Path::new("/mnt/a b"));
-    }
-
-    #[test]
-    fn signals_map_to_actions() {
-        for a in [Action::Reboot, Action::PowerOff, Action::Halt] {
-            assert_eq!(Action::from_signal(a.signal()), Some(a));
-        }
-        assert_eq!(Action::from_signal(libc::SIGINT), Some(Action::Reboot));
-        assert_eq!(Action::from_signal(libc::SIGPWR), Some(Action::PowerOff));
-        assert_eq!(Action::from_signal(libc::SIGHUP), None);
-    }
-
-    /// A child started from a thread that blocks SIGTERM inherits the block
-    /// through std's `Command` (so every service did, from PID 1); with
-    /// `reset_signal_mask` it starts with nothing blocked.
-    #[test]
-    fn a_child_starts_with_no_signal_blocked() {
-        let blocked = |reset: bool| -> u64 {
-            // Its own thread: the mask is per thread and fork copies the caller's.
-            std::thread::spawn(move || {
-                // SAFETY: blocks SIGTERM in this thread only, on a local set.
-                unsafe {
-                    let mut set: libc::sigset_t = std::mem::zeroed();
-                    libc::sigemptyset(&mut set);
-                    libc::sigaddset(&mut set, libc::SIGTERM);
-                    libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-                }
-                let mut cmd = Command::new("grep");
-                cmd.args(["SigBlk:", "/proc/self/status"]);
-                if reset {
-                    // SAFETY: async-signal-safe (see reset_signal_mask).
-                    unsafe {
-                        cmd.pre_exec(reset_signal_mask);
-                    }
-                }
-                let out = cmd.output().expect("grep");
-                let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                let hex = text.trim().trim_start_matches("SigBlk:").trim().to_string();
-                u64::from_str_radix(&hex, 16).expect("SigBlk")
-            })
-            .join()
-            .expect("thread")
-        };
-        let sigterm = 1u64 << (libc::SIGTERM - 1);
-        assert_ne!(blocked(false) & sigterm, 0, "std's Command keeps the mask");
-        assert_eq!(blocked(true), 0);
     }
 }
 

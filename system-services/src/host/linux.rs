@@ -172,7 +172,7 @@ impl HostOps for Linux {
     }
 
     fn load_module(&self, path: &Path, params: &str, compressed: bool) -> io::Result<()> {
-        berth_init::sys::finit_module(path, params, compressed)
+        berth_sys::modules::finit_module(path, params, compressed)
     }
 
     fn run_command(&self, argv: &[String], timeout: Duration) -> io::Result<CommandOutput> {
@@ -195,7 +195,7 @@ impl HostOps for Linux {
         // SAFETY: `reset_signal_mask` only calls async-signal-safe functions
         // on a local set.
         unsafe {
-            command.pre_exec(berth_init::sys::reset_signal_mask);
+            command.pre_exec(berth_sys::process::reset_signal_mask);
         }
         let mut child = command.spawn()?;
         let output = Arc::new(Mutex::new(Vec::new()));
