@@ -46,6 +46,17 @@ impl Options {
 /// must exist; the file name is never followed if it is a symlink (the
 /// symlink itself is replaced).
 pub fn write(path: &Path, bytes: &[u8], options: &Options) -> io::Result<()> {
+    write_with(path, options, |f| f.write_all(bytes))
+}
+
+/// [`write`] with the content written by `fill` (a copy from another file, a
+/// serializer), into the temporary file whose owner and mode are already
+/// set; it is fsynced and renamed after `fill` returns `Ok`.
+pub fn write_with(
+    path: &Path,
+    options: &Options,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -57,7 +68,7 @@ pub fn write(path: &Path, bytes: &[u8], options: &Options) -> io::Result<()> {
         _ => Path::new("."),
     };
     let dir = open_dir(dir)?;
-    write_at(dir.as_fd(), name, bytes, options)
+    write_at_with(dir.as_fd(), name, options, fill)
 }
 
 /// Opens a directory for [`write_at`].
@@ -101,6 +112,16 @@ pub fn write_at(
     bytes: &[u8],
     options: &Options,
 ) -> io::Result<()> {
+    write_at_with(dir, name, options, |f| f.write_all(bytes))
+}
+
+/// [`write_at`] with the content written by `fill` (see [`write_with`]).
+pub fn write_at_with(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    options: &Options,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     if name.is_empty() || name.as_bytes().contains(&b'/') || name == ".." || name == "." {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -108,7 +129,7 @@ pub fn write_at(
         ));
     }
     let target = cstr(name)?;
-    let (tmp, file) = loop {
+    let (tmp, mut file) = loop {
         let tmp = cstr(&temp_name(name))?;
         // SAFETY: `tmp` is NUL-terminated and outlives the call; the result is checked.
         let fd = unsafe {
@@ -128,18 +149,21 @@ pub fn write_at(
             return Err(e);
         }
     };
-    let written = fill(&file, bytes, options).and_then(|()| {
-        // SAFETY: both names are NUL-terminated and outlive the call; the
-        // same directory descriptor on both sides keeps the rename atomic.
-        check(unsafe {
-            libc::renameat(
-                dir.as_raw_fd(),
-                tmp.as_ptr(),
-                dir.as_raw_fd(),
-                target.as_ptr(),
-            )
-        })
-    });
+    let written = prepare(&file, options)
+        .and_then(|()| fill(&mut file))
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            // SAFETY: both names are NUL-terminated and outlive the call; the
+            // same directory descriptor on both sides keeps the rename atomic.
+            check(unsafe {
+                libc::renameat(
+                    dir.as_raw_fd(),
+                    tmp.as_ptr(),
+                    dir.as_raw_fd(),
+                    target.as_ptr(),
+                )
+            })
+        });
     if let Err(e) = written {
         // SAFETY: `tmp` is NUL-terminated; removing our own temporary file.
         unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
@@ -150,7 +174,8 @@ pub fn write_at(
     check(unsafe { libc::fsync(dir.as_raw_fd()) })
 }
 
-fn fill(mut file: &File, bytes: &[u8], options: &Options) -> io::Result<()> {
+/// Owner first, then mode: chown clears set-id bits.
+fn prepare(file: &File, options: &Options) -> io::Result<()> {
     let fd = file.as_raw_fd();
     if let Some((uid, gid)) = options.owner {
         let meta = file.metadata()?;
@@ -162,9 +187,7 @@ fn fill(mut file: &File, bytes: &[u8], options: &Options) -> io::Result<()> {
     }
     // After chown, which clears set-id bits.
     // SAFETY: fchmod on a descriptor we own.
-    check(unsafe { libc::fchmod(fd, (options.mode & 0o7777) as libc::mode_t) })?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    check(unsafe { libc::fchmod(fd, (options.mode & 0o7777) as libc::mode_t) })
 }
 
 fn cstr(s: &OsStr) -> io::Result<CString> {

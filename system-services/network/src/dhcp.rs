@@ -736,18 +736,8 @@ fn jitter(d: Duration) -> Duration {
 }
 
 fn random_u32() -> u32 {
-    let mut buf = [0u8; 4];
-    // SAFETY: getrandom writes at most `buf.len()` bytes into the buffer we own.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != 4 {
-        // Only xids and jitter depend on this; time is a fine fallback.
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        return t ^ std::process::id();
-    }
-    u32::from_ne_bytes(buf)
+    // Only xids and jitter depend on this: unique is enough.
+    u32::from_ne_bytes(berth_sys::random::unique())
 }
 
 fn udp_socket(link: &str, src: Ipv4Addr) -> io::Result<UdpSocket> {
