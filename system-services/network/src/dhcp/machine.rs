@@ -4,12 +4,12 @@
 use super::*;
 
 pub(super) struct Machine {
-    config: ClientConfig,
-    events: Sender<Event>,
-    stop: Arc<AtomicBool>,
-    lease: Option<(Lease, Instant)>,
-    netlink: Option<Netlink>,
-    applied_routes: Vec<RouteSpec>,
+    pub(super) config: ClientConfig,
+    pub(super) events: Sender<Event>,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) lease: Option<(Lease, Instant)>,
+    pub(super) netlink: Option<Netlink>,
+    pub(super) applied_routes: Vec<RouteSpec>,
 }
 
 pub(super) enum Answer {
