@@ -18,3 +18,12 @@ pub mod probe;
 pub mod process;
 pub mod random;
 pub mod time;
+
+/// A libc return value as a `Result`: negative is the thread's errno.
+pub(crate) fn check(r: libc::c_int) -> std::io::Result<()> {
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

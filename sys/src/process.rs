@@ -2,6 +2,8 @@
 
 use std::io;
 
+use crate::check;
+
 /// Unblocks every signal; for a child between fork and exec
 /// (`CommandExt::pre_exec`). A blocked mask survives exec, and std's
 /// `Command` does not reset it: a program started from a thread that blocks
@@ -19,14 +21,6 @@ pub fn reset_signal_mask() -> io::Result<()> {
             &none,
             std::ptr::null_mut(),
         ))
-    }
-}
-
-fn check(r: libc::c_int) -> io::Result<()> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }
 
