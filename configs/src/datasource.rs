@@ -93,6 +93,11 @@ pub struct Dmi {
 }
 
 /// Azure's fixed chassis asset tag.
+/// Left in `/run` (relative to the root) by PID 1 when a NoCloud seed was
+/// read this boot, so berthd's datasource probe knows NoCloud answered (it is
+/// local and first in priority).
+pub const NOCLOUD_MARKER: &str = "run/berth/nocloud.seed";
+
 pub const AZURE_ASSET_TAG: &str = "7783-7084-3265-9085-8269-3286-77";
 
 impl Dmi {

@@ -416,35 +416,19 @@ fn read_optional(path: &Path) -> Result<Option<String>, Error> {
 /// new file), readable by root only: config sources can hold secrets
 /// (passwords, registry credentials, write_files contents).
 ///
-/// The data goes to a uniquely named temporary file (mode 0600) in the same
-/// directory, is fsynced, renamed over `path`, and the directory fsynced.
-/// The directory is made 0700 (created so, or tightened when it is looser).
-/// Concurrent writers never share a temporary file; a read-modify-write of
-/// the same file also needs a lock ([`Layout::lock_local`]).
+/// Written by the one atomic writer ([`berth_sys::atomic`]: a unique
+/// temporary file, mode 0600 from the start, fsynced, renamed, directory
+/// fsynced). The directory is made 0700 (created so, or tightened when it is
+/// looser). Concurrent writers never share a temporary file; a
+/// read-modify-write of the same file also needs a lock ([`Layout::lock_local`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
     let err = |source| Error::Write {
         path: path.to_path_buf(),
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     private_dir(dir).map_err(err)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("config");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)
+    berth_sys::atomic::write(path, bytes, &berth_sys::atomic::Options::private()).map_err(err)
 }
 
 /// Creates `dir` with mode 0700 (its missing parents with the usual 0755),

@@ -553,26 +553,15 @@ fn write_layer(
     ))
 }
 
-/// Seconds since the epoch as an RFC 3339 UTC timestamp, without a date library.
+/// Seconds since the epoch as an RFC 3339 UTC timestamp (the project's one
+/// calendar, [`berth_sys::time`]).
 pub fn rfc3339(epoch: u64) -> String {
-    let days = epoch / 86_400;
-    let secs = epoch % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm), for the proleptic Gregorian calendar.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
+    berth_sys::time::Timestamp(
+        i64::try_from(epoch)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000),
     )
+    .format_seconds()
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, HashingWriter};
@@ -365,14 +365,9 @@ impl Store {
     }
 
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        let mut tmp = self.temp_file()?;
-        tmp.write_all(bytes).map_err(io_err(path))?;
-        tmp.as_file().sync_all().map_err(io_err(path))?;
-        tmp.persist(path).map_err(|e| StoreError::Io {
-            path: path.to_path_buf(),
-            source: e.error,
-        })?;
-        sync_dir(path.parent().unwrap_or(Path::new(".")))
+        // The one atomic writer, 0600 as the store's temporary files are.
+        berth_sys::atomic::write(path, bytes, &berth_sys::atomic::Options::private())
+            .map_err(io_err(path))
     }
 
     /// Names `descriptor` (a manifest or index already in the store) `reference`,

@@ -16,13 +16,13 @@ use std::io::Write;
 use std::path::Path;
 
 pub mod console;
-pub mod gpt;
+// Shared with berthd and the CLI; re-exported so PID 1's stages keep their paths.
+pub use berth_sys::{gpt, probe};
 pub mod input;
 pub mod installed;
 pub mod modules;
 pub mod nocloud;
 pub mod plan;
-pub mod probe;
 pub mod shutdown;
 pub mod stage1;
 pub mod stage2;
@@ -32,7 +32,7 @@ pub mod timeline;
 pub mod trial;
 pub mod watchdog;
 
-pub use sys::Action;
+pub use berth_sys::power::{request, Action, RequestError};
 
 /// Whether this start of the `berth` binary is PID 1's: called `init` (the
 /// kernel runs `/init` from the initramfs, stage 1 execs `init`, a disk boot
@@ -48,27 +48,6 @@ pub fn is_init(argv0: &OsStr, args: usize, pid: u32) -> bool {
 /// `/usr/share/berth` (which every OS image has).
 pub fn is_stage1(root: &Path) -> bool {
     root.join("berth-stage1").exists() || !root.join("usr/share/berth").exists()
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RequestError {
-    #[error("only root may {0} the machine")]
-    NotRoot(&'static str),
-    #[error("cannot signal PID 1: {0}")]
-    Signal(std::io::Error),
-}
-
-/// `berth reboot|poweroff|halt`: asks PID 1 for an orderly shutdown.
-pub fn request(action: Action) -> Result<(), RequestError> {
-    // SAFETY: kill has no memory arguments.
-    if unsafe { libc::kill(1, action.signal()) } == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EPERM) => Err(RequestError::NotRoot(action.name())),
-        _ => Err(RequestError::Signal(e)),
-    }
 }
 
 /// A panic would abort PID 1 and panic the kernel; instead say what happened

@@ -19,9 +19,8 @@ use crate::sys::Sys;
 /// Where the seed is mounted while stage 1 reads it.
 pub const MOUNT: &str = "run/berth/nocloud";
 
-/// Left in `/run` when a seed was read this boot, so berthd's datasource
-/// probe knows NoCloud answered (it is local and first in priority).
-pub const MARKER: &str = "run/berth/nocloud.seed";
+/// Left in `/run` when a seed was read this boot (see the constant's own note).
+pub const MARKER: &str = berth_configs::datasource::NOCLOUD_MARKER;
 
 /// Beyond this a file is not a cloud-config (the config parser's own limit).
 const MAX_FILE: u64 = 4 << 20;

@@ -47,26 +47,7 @@ pub const TYPE_BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
 pub const TYPE_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 pub const TYPE_LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 
-/// A GUID as GPT stores it (the first three fields little-endian).
-pub fn guid_bytes(text: &str) -> [u8; 16] {
-    let hex: Vec<u8> = text
-        .bytes()
-        .filter(u8::is_ascii_hexdigit)
-        .map(|c| match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => c - b'A' + 10,
-        })
-        .collect();
-    let mut raw = [0u8; 16];
-    for (i, pair) in hex.chunks(2).take(16).enumerate() {
-        raw[i] = pair[0] << 4 | pair.get(1).copied().unwrap_or(0);
-    }
-    [
-        raw[3], raw[2], raw[1], raw[0], raw[5], raw[4], raw[7], raw[6], raw[8], raw[9], raw[10],
-        raw[11], raw[12], raw[13], raw[14], raw[15],
-    ]
-}
+pub use berth_sys::gpt::{guid_bytes, random_guid};
 
 /// One partition: its byte range on the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,26 +138,6 @@ impl Layout {
     pub fn bios_boot(&self) -> Part {
         self.parts()[0]
     }
-}
-
-/// A random version-4 GUID, in GPT byte order (the partition tables'
-/// disk and partition GUIDs, here and in PID 1's state disk).
-pub fn random_guid() -> [u8; 16] {
-    let mut g = [0u8; 16];
-    // SAFETY: getrandom writes at most 16 bytes into `g`.
-    let n = unsafe { libc::getrandom(g.as_mut_ptr().cast(), g.len(), 0) };
-    if n != 16 {
-        // No entropy this early is not a reason to fail; uniqueness is all GPT
-        // needs, and time plus pid is unique enough for one disk.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        g = (t ^ u128::from(std::process::id())).to_le_bytes();
-    }
-    g[7] = (g[7] & 0x0F) | 0x40;
-    g[8] = (g[8] & 0x3F) | 0x80;
-    g
 }
 
 /// Writes the GPT of `layout` (primary and backup) and a protective MBR that

@@ -321,10 +321,10 @@ fn unattended_install(
             }
             let action = match install.then.unwrap_or(InstallThen::Poweroff) {
                 InstallThen::Stay => return,
-                InstallThen::Reboot => berth_init::Action::Reboot,
-                InstallThen::Poweroff => berth_init::Action::PowerOff,
+                InstallThen::Reboot => berth_sys::power::Action::Reboot,
+                InstallThen::Poweroff => berth_sys::power::Action::PowerOff,
             };
-            if let Err(e) = berth_init::request(action) {
+            if let Err(e) = berth_sys::power::request(action) {
                 log::error!("berth.install: cannot {}: {e}", action.name());
             }
         });

@@ -443,7 +443,7 @@ pub mod openstack {
 /// OpenStack's `openstack/latest/` tree; mounted read-only, read, unmounted.
 pub mod configdrive {
     use super::*;
-    use berth_init::probe;
+    use berth_sys::probe;
 
     pub const LABEL: &str = "config-2";
 
@@ -997,7 +997,7 @@ pub struct Probe {
 
 /// The marker stage 1 leaves when it read a NoCloud seed this boot.
 pub fn nocloud_marker(root: &Path) -> PathBuf {
-    root.join(berth_init::nocloud::MARKER)
+    root.join(berth_configs::datasource::NOCLOUD_MARKER)
 }
 
 impl Probe {

@@ -1473,9 +1473,7 @@ impl Manager {
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| {
                 let text = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
-                let tmp = path.with_extension("json.tmp");
-                std::fs::write(&tmp, text)?;
-                std::fs::rename(&tmp, &path)
+                berth_sys::atomic::write(&path, &text, &berth_sys::atomic::Options::mode(0o644))
             });
         if let Err(e) = result {
             log::warn!("{name}: cannot save its state to {}: {e}", path.display());

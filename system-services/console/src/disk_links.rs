@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use berth_init::probe::{self, BlockDev};
+use berth_sys::probe::{self, BlockDev};
 
 /// The kinds of links, each a directory under `/dev/disk`.
 const KINDS: [&str; 3] = ["by-label", "by-partlabel", "by-uuid"];

@@ -5,8 +5,8 @@
 //! twice changes nothing.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,24 +74,8 @@ pub fn write_if_changed(
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(err)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.berth-tmp"));
-    let written = (|| {
-        // Created 0600 whatever the umask, then given its real attributes.
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        set_attributes(&tmp, attrs)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+    let options = berth_sys::atomic::Options::mode(attrs.mode).owner(attrs.uid, attrs.gid);
+    let written = berth_sys::atomic::write(path, bytes, &options);
     written.map_err(err)?;
     Ok(Outcome::Written)
 }

@@ -83,21 +83,16 @@ pub fn write_if_changed(path: &Path, content: &str) -> Result<bool, WriteError> 
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let tmp = path.with_extension("berth-tmp");
-    std::fs::write(&tmp, content).map_err(err)?;
-    match std::fs::rename(&tmp, path) {
+    let options = berth_sys::atomic::Options::mode(0o644);
+    match berth_sys::atomic::write(path, content.as_bytes(), &options) {
         Ok(()) => Ok(true),
         // resolv.conf is often a bind mount (in containers), where rename
         // fails with EBUSY: write it in place instead.
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-            let _ = std::fs::remove_file(&tmp);
             std::fs::write(path, content).map_err(err)?;
             Ok(true)
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(err(e))
-        }
+        Err(e) => Err(err(e)),
     }
 }
 

@@ -8,11 +8,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Component, Path};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustix::fs::{AtFlags, Mode, OFlags, CWD};
+use rustix::fs::{Mode, OFlags, CWD};
 
 use super::{CommandOutput, FileWrite, HostOps, MountCall};
 use crate::runtime::Exit;
@@ -47,8 +46,6 @@ fn open_dir(dir: &OwnedFd, name: &std::ffi::OsStr) -> io::Result<OwnedFd> {
         other => Ok(other?),
     }
 }
-
-static TEMP: AtomicU64 = AtomicU64::new(0);
 
 impl HostOps for Linux {
     fn write_file(&self, root: &Path, rel: &Path, file: &FileWrite) -> io::Result<()> {
@@ -92,43 +89,9 @@ impl HostOps for Linux {
             }
         }
         content.extend_from_slice(&file.data);
-        let mut tmp = std::ffi::OsString::from(".");
-        tmp.push(&name);
-        tmp.push(format!(
-            ".berth-{}-{}",
-            std::process::id(),
-            TEMP.fetch_add(1, Ordering::Relaxed)
-        ));
-        let fd = rustix::fs::openat(
-            &dir,
-            &tmp,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
-        let written = (|| -> io::Result<()> {
-            let st = rustix::fs::fstat(&fd)?;
-            if (st.st_uid, st.st_gid) != (file.uid, file.gid) {
-                rustix::fs::fchown(
-                    &fd,
-                    Some(rustix::fs::Uid::from_raw(file.uid)),
-                    Some(rustix::fs::Gid::from_raw(file.gid)),
-                )?;
-            }
-            // After chown, which clears set-id bits.
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(file.mode & 0o7777))?;
-            let mut f = File::from(fd);
-            f.write_all(&content)?;
-            f.sync_all()?;
-            rustix::fs::renameat(&dir, &tmp, &dir, &name)?;
-            Ok(())
-        })();
-        if let Err(e) = written {
-            let _ = rustix::fs::unlinkat(&dir, &tmp, AtFlags::empty());
-            return Err(e);
-        }
-        // The rename itself survives a crash once the directory is synced.
-        rustix::fs::fsync(&dir)?;
-        Ok(())
+        let options = berth_sys::atomic::Options::mode(file.mode).owner(file.uid, file.gid);
+        use std::os::fd::AsFd;
+        berth_sys::atomic::write_at(dir.as_fd(), &name, &content, &options)
     }
 
     fn write_sysctl(&self, path: &Path, value: &str) -> io::Result<()> {
@@ -172,7 +135,7 @@ impl HostOps for Linux {
     }
 
     fn load_module(&self, path: &Path, params: &str, compressed: bool) -> io::Result<()> {
-        berth_init::sys::finit_module(path, params, compressed)
+        berth_sys::modules::finit_module(path, params, compressed)
     }
 
     fn run_command(&self, argv: &[String], timeout: Duration) -> io::Result<CommandOutput> {
@@ -195,7 +158,7 @@ impl HostOps for Linux {
         // SAFETY: `reset_signal_mask` only calls async-signal-safe functions
         // on a local set.
         unsafe {
-            command.pre_exec(berth_init::sys::reset_signal_mask);
+            command.pre_exec(berth_sys::process::reset_signal_mask);
         }
         let mut child = command.spawn()?;
         let output = Arc::new(Mutex::new(Vec::new()));

@@ -126,8 +126,7 @@ impl HostPaths {
         let root = root.into();
         HostPaths {
             proc_sys: root.join("proc/sys"),
-            modules: berth_init::modules::kernel_release()
-                .map(|r| root.join("lib/modules").join(r)),
+            modules: berth_sys::modules::kernel_release().map(|r| root.join("lib/modules").join(r)),
             dev: root.join("dev"),
             sys_block: root.join("sys/class/block"),
             state: run_dir.join("host"),

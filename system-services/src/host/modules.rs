@@ -1,6 +1,6 @@
 //! `berth.modules`: `"name"` or `"name param=value …"`, loaded with
 //! finit_module(2) — no modprobe — dependencies first, through the same
-//! `modules.dep` resolver and loader PID 1 uses (`berth_init::modules`).
+//! `modules.dep` resolver and loader PID 1 uses (`berth_sys::modules`).
 //! The parameters go to the named module only.
 
 use std::path::Path;
@@ -67,7 +67,7 @@ pub(crate) fn apply(
 fn load(ops: &dyn HostOps, dir: &Path, name: &str, params: &str) -> Result<String, String> {
     let wanted = [name.to_string()];
     let with = [(name.to_string(), params.to_string())];
-    let report = berth_init::modules::load_with(dir, Some(&wanted), &with, |path, c, args| {
+    let report = berth_sys::modules::load_with(dir, Some(&wanted), &with, |path, c, args| {
         ops.load_module(path, args, c)
     })
     .map_err(|e| format!("{}: {e}", dir.join("modules.dep").display()))?;
@@ -77,7 +77,7 @@ fn load(ops: &dyn HostOps, dir: &Path, name: &str, params: &str) -> Result<Strin
     if report
         .missing
         .iter()
-        .any(|m| *m == berth_init::modules::normalize(name))
+        .any(|m| *m == berth_sys::modules::normalize(name))
     {
         return Err(format!(
             "no module `{name}` in {}",
@@ -161,7 +161,7 @@ mod tests {
                     path,
                     params,
                     compressed,
-                } => (berth_init::modules::module_name(&path), params, compressed),
+                } => (berth_sys::modules::module_name(&path), params, compressed),
                 other => panic!("{other:?}"),
             })
             .collect();

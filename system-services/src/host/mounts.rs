@@ -266,11 +266,11 @@ pub fn resolve_device(paths: &HostPaths, device: &str) -> Result<PathBuf, String
     if link.exists() {
         return Ok(link);
     }
-    let devices = berth_init::probe::block_devices(&paths.sys_block, &paths.dev);
+    let devices = berth_sys::probe::block_devices(&paths.sys_block, &paths.dev);
     let found = if kind == "label" {
-        berth_init::probe::find_ext(&devices, Some(value), None)
+        berth_sys::probe::find_ext(&devices, Some(value), None)
     } else {
-        berth_init::probe::find_ext(&devices, None, Some(&value.to_ascii_lowercase()))
+        berth_sys::probe::find_ext(&devices, None, Some(&value.to_ascii_lowercase()))
     };
     found.map(|d| d.node).ok_or_else(|| {
         format!(

@@ -122,13 +122,12 @@ pub fn link_listed(root: &Path, listed: &[String], dir: &Path) -> Vec<Problem> {
             if std::fs::hard_link(&source, &dest).is_ok() {
                 return Ok(());
             }
-            let tmp = dir.join(format!(".{}.partial", name.to_string_lossy()));
-            std::fs::copy(&source, &tmp)?;
-            std::fs::File::options()
-                .write(true)
-                .open(&tmp)?
-                .set_modified(meta.modified()?)?;
-            std::fs::rename(&tmp, &dest)
+            let options = berth_sys::atomic::Options::mode(meta.mode() & 0o7777);
+            berth_sys::atomic::write_with(&dest, &options, |f| {
+                std::io::copy(&mut std::fs::File::open(&source)?, f)?;
+                // The copy's time is the source's: the next pass sees it unchanged.
+                f.set_modified(meta.modified()?)
+            })
         })();
         if let Err(e) = result {
             problems.push(Problem::new(field, e.to_string()));

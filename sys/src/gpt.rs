@@ -64,6 +64,37 @@ pub fn check_blank(disk: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// A GUID as GPT stores it (the first three fields little-endian).
+pub fn guid_bytes(text: &str) -> [u8; 16] {
+    let hex: Vec<u8> = text
+        .bytes()
+        .filter(u8::is_ascii_hexdigit)
+        .map(|c| match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => c - b'A' + 10,
+        })
+        .collect();
+    let mut raw = [0u8; 16];
+    for (i, pair) in hex.chunks(2).take(16).enumerate() {
+        raw[i] = pair[0] << 4 | pair.get(1).copied().unwrap_or(0);
+    }
+    [
+        raw[3], raw[2], raw[1], raw[0], raw[5], raw[4], raw[7], raw[6], raw[8], raw[9], raw[10],
+        raw[11], raw[12], raw[13], raw[14], raw[15],
+    ]
+}
+
+/// A random version-4 GUID, in GPT byte order (the partition tables'
+/// disk and partition GUIDs, here and in PID 1's state disk).
+pub fn random_guid() -> [u8; 16] {
+    // Uniqueness is all GPT needs (see `random::unique`).
+    let mut g: [u8; 16] = crate::random::unique();
+    g[7] = (g[7] & 0x0F) | 0x40;
+    g[8] = (g[8] & 0x3F) | 0x80;
+    g
+}
+
 /// Linux filesystem data, 0FC63DAF-8483-4772-8E79-3D69D8477DE4, in GPT byte order.
 const LINUX_FS: [u8; 16] = [
     0xAF, 0x3D, 0xC6, 0x0F, 0x83, 0x84, 0x72, 0x47, 0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D, 0xE4,
@@ -175,14 +206,14 @@ pub fn write_gpt(disk: &Path, sector: u64) -> Result<(), Error> {
 
     let mut entries = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
     entries[0..16].copy_from_slice(&LINUX_FS);
-    entries[16..32].copy_from_slice(&berth_iso::disk::random_guid());
+    entries[16..32].copy_from_slice(&random_guid());
     entries[32..40].copy_from_slice(&first.to_le_bytes());
     entries[40..48].copy_from_slice(&last.to_le_bytes());
     for (i, unit) in PART_NAME.encode_utf16().enumerate() {
         entries[56 + 2 * i..58 + 2 * i].copy_from_slice(&unit.to_le_bytes());
     }
     let entries_crc = crc32(&entries);
-    let disk_guid = berth_iso::disk::random_guid();
+    let disk_guid = random_guid();
 
     let header = |current: u64, backup: u64, entries_lba: u64| {
         let mut h = vec![0u8; sector as usize];

@@ -1,0 +1,740 @@
+//! Kernel modules from `modules.dep`, dependencies first, with finit_module.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// A parsed `modules.dep`: module name → (path, direct dependencies' paths).
+#[derive(Debug, Default)]
+pub struct ModuleDep {
+    /// In file order, so "load everything" is deterministic.
+    names: Vec<String>,
+    entries: HashMap<String, (PathBuf, Vec<PathBuf>)>,
+}
+
+/// `kernel/fs/ext4/ext4.ko.xz` → `ext4`; dashes and underscores are the same
+/// thing to the kernel, so names are kept with underscores.
+pub fn module_name(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy())
+        .unwrap_or_default();
+    let stem = file.split(".ko").next().unwrap_or(&file);
+    stem.replace('-', "_")
+}
+
+pub fn normalize(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+impl ModuleDep {
+    pub fn parse(text: &str) -> ModuleDep {
+        let mut dep = ModuleDep::default();
+        for line in text.lines() {
+            let Some((module, deps)) = line.split_once(':') else {
+                continue;
+            };
+            let path = PathBuf::from(module.trim());
+            let name = module_name(&path);
+            let deps = deps.split_whitespace().map(PathBuf::from).collect();
+            if dep.entries.insert(name.clone(), (path, deps)).is_none() {
+                dep.names.push(name);
+            }
+        }
+        dep
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The files to load for `wanted`, each after everything it depends on and
+    /// each once; names `modules.dep` does not know come back apart.
+    pub fn resolve(&self, wanted: &[String]) -> (Vec<PathBuf>, Vec<String>) {
+        let mut order = Vec::new();
+        let mut missing = Vec::new();
+        let mut done = HashSet::new();
+        for name in wanted {
+            let name = normalize(name);
+            if self.entries.contains_key(&name) {
+                self.visit(&name, &mut done, &mut order);
+            } else {
+                missing.push(name);
+            }
+        }
+        (order, missing)
+    }
+
+    fn visit(&self, name: &str, done: &mut HashSet<String>, order: &mut Vec<PathBuf>) {
+        // Marked before recursing: a (broken) cyclic modules.dep must not recurse forever.
+        if !done.insert(name.to_string()) {
+            return;
+        }
+        let Some((path, deps)) = self.entries.get(name) else {
+            return;
+        };
+        for dep in deps {
+            let dep_name = module_name(dep);
+            if self.entries.contains_key(&dep_name) {
+                self.visit(&dep_name, done, order);
+            } else if !order.contains(dep) {
+                // A dependency without a line of its own (a trimmed file): load it by path.
+                order.push(dep.clone());
+            }
+        }
+        order.push(path.clone());
+    }
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> Option<String> {
+    // SAFETY: utsname is plain data; zeroed is a valid value for it.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = uts
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8(bytes).ok()
+}
+
+/// What loading came to.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub loaded: usize,
+    pub already: usize,
+    /// Loaded but found no hardware (ENODEV).
+    pub absent: usize,
+    /// `(module, why)`, for the warning.
+    pub failed: Vec<(String, String)>,
+    pub missing: Vec<String>,
+}
+
+/// Loads `wanted` (or every module `modules.dep` lists, when `None`) from
+/// `dir` (`/lib/modules/<release>`) through any loader (PID 1's goes through
+/// its `Sys`, berthd's `berth.modules` passes parameters): `load(path, compressed, params)` is called for each file,
+/// dependencies first; `params` are those given in `params` for the module
+/// named there (by its [`normalize`]d name), empty for every other file.
+pub fn load_with(
+    dir: &Path,
+    wanted: Option<&[String]>,
+    params: &[(String, String)],
+    mut load: impl FnMut(&Path, bool, &str) -> io::Result<()>,
+) -> io::Result<Report> {
+    let text = std::fs::read_to_string(dir.join("modules.dep"))?;
+    let dep = ModuleDep::parse(&text);
+    let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+    let builtin: HashSet<String> = builtin.lines().map(|l| module_name(Path::new(l))).collect();
+    let all;
+    let wanted = match wanted {
+        Some(w) => w,
+        None => {
+            all = dep.names().to_vec();
+            &all
+        }
+    };
+    let (files, missing) = dep.resolve(wanted);
+    let mut report = Report {
+        missing: missing
+            .into_iter()
+            .filter(|m| !builtin.contains(m))
+            .collect(),
+        ..Report::default()
+    };
+    for rel in files {
+        let path = dir.join(&rel);
+        let name = module_name(&rel);
+        let file = rel.to_string_lossy();
+        let compressed = [".xz", ".zst", ".gz"].iter().any(|e| file.ends_with(e));
+        let args = params
+            .iter()
+            .find(|(n, _)| normalize(n) == name)
+            .map_or("", |(_, p)| p.as_str());
+        match load(&path, compressed, args) {
+            Ok(()) => {
+                log::debug!("loaded module {name}");
+                report.loaded += 1;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => report.already += 1,
+            // The module's init found nothing to drive (crc32c_intel on a CPU
+            // without SSE 4.2, a controller that is not there): not a problem.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::ENXIO)) => {
+                log::debug!("module {name}: no such device");
+                report.absent += 1;
+            }
+            Err(e) => {
+                let why = match e.raw_os_error() {
+                    Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) if compressed => format!(
+                        "{e} (this kernel cannot decompress modules: ship them uncompressed)"
+                    ),
+                    _ => e.to_string(),
+                };
+                report.failed.push((name, why));
+            }
+        }
+    }
+    Ok(report)
+}
+
+// finit_module(2) flag: the file is compressed and the kernel decompresses it (Linux 5.17+
+// with CONFIG_MODULE_DECOMPRESS). Not in the libc crate.
+const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
+
+/// finit_module(2): loads the module file at `path` with `params`
+/// (`name=value …`); `compressed` asks the kernel to decompress it.
+pub fn finit_module(path: &Path, params: &str, compressed: bool) -> io::Result<()> {
+    let file = File::open(path)?;
+    let params = CString::new(params.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in module parameters"))?;
+    let flags = if compressed {
+        MODULE_INIT_COMPRESSED_FILE
+    } else {
+        0
+    };
+    // SAFETY: finit_module reads from a valid open fd and a NUL-terminated
+    // parameter string; both outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            params.as_ptr(),
+            flags,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Logs a report: one debug line on success, a warning per problem.
+pub fn log_report(what: &str, report: &Report) {
+    log::debug!(
+        "{what}: {} modules loaded, {} already there",
+        report.loaded,
+        report.already
+    );
+    for (name, why) in &report.failed {
+        log::warn!("module {name}: {why}");
+    }
+    for name in &report.missing {
+        log::warn!("module {name} not found");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEP: &str = "\
+kernel/fs/ext4/ext4.ko.xz: kernel/lib/crc16.ko.xz kernel/fs/mbcache.ko.xz kernel/fs/jbd2/jbd2.ko.xz kernel/crypto/crc32c_generic.ko.xz
+kernel/fs/mbcache.ko.xz:
+kernel/fs/jbd2/jbd2.ko.xz: kernel/crypto/crc32c_generic.ko.xz
+kernel/lib/crc16.ko.xz:
+kernel/crypto/crc32c_generic.ko.xz:
+kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio_ring.ko.xz kernel/drivers/virtio/virtio.ko.xz
+kernel/drivers/virtio/virtio_ring.ko.xz: kernel/drivers/virtio/virtio.ko.xz
+kernel/drivers/virtio/virtio.ko.xz:
+kernel/drivers/usb/storage/usb-storage.ko: kernel/drivers/scsi/scsi_mod.ko
+kernel/drivers/scsi/scsi_mod.ko:
+";
+
+    fn names(order: &[PathBuf]) -> Vec<String> {
+        order.iter().map(|p| module_name(p)).collect()
+    }
+
+    #[test]
+    fn dependencies_come_first_and_once() {
+        let dep = ModuleDep::parse(DEP);
+        let (order, missing) = dep.resolve(&["ext4".into(), "jbd2".into(), "virtio_blk".into()]);
+        assert!(missing.is_empty());
+        let n = names(&order);
+        assert_eq!(
+            n,
+            [
+                "crc16",
+                "mbcache",
+                "crc32c_generic",
+                "jbd2",
+                "ext4",
+                "virtio",
+                "virtio_ring",
+                "virtio_blk"
+            ]
+        );
+        let pos = |m: &str| n.iter().position(|x| x == m).expect(m);
+        assert!(pos("crc32c_generic") < pos("jbd2"));
+        assert!(pos("virtio") < pos("virtio_ring"));
+    }
+
+    #[test]
+    fn dashes_and_unknown_names() {
+        let dep = ModuleDep::parse(DEP);
+        let (order, missing) = dep.resolve(&["usb_storage".into(), "nosuch".into()]);
+        assert_eq!(names(&order), ["scsi_mod", "usb_storage"]);
+        assert_eq!(missing, ["nosuch"]);
+    }
+
+    #[test]
+    fn loads_everything_in_order_and_reports_failures() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("modules.dep"), DEP).expect("write");
+        std::fs::write(
+            dir.path().join("modules.builtin"),
+            "kernel/drivers/block/loop.ko\n",
+        )
+        .expect("write");
+        let fails = [
+            ("crc16.ko.xz", libc::EEXIST),
+            ("scsi_mod.ko", libc::ENOENT),
+            ("virtio_blk.ko.xz", libc::ENODEV),
+        ];
+        let mut calls = Vec::new();
+        let mut record = |path: &Path, compressed: bool, _: &str| {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            calls.push(format!(
+                "{}{}",
+                path.display(),
+                if compressed { " compressed" } else { "" }
+            ));
+            match fails.iter().find(|(f, _)| *f == name) {
+                Some((_, errno)) => Err(io::Error::from_raw_os_error(*errno)),
+                None => Ok(()),
+            }
+        };
+        let report = load_with(dir.path(), None, &[], &mut record).expect("load");
+        assert_eq!(report.loaded, 7);
+        assert_eq!(report.already, 1);
+        assert_eq!(report.absent, 1);
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!(report.failed[0].0, "scsi_mod");
+        let first = &calls[0];
+        assert!(
+            first.ends_with("kernel/lib/crc16.ko.xz compressed"),
+            "{first}"
+        );
+        assert!(calls
+            .iter()
+            .any(|c| c.ends_with("usb-storage.ko") && !c.contains("compressed")));
+
+        let wanted = ["loop".to_string(), "isofs".to_string()];
+        let report = load_with(dir.path(), Some(&wanted), &[], |_, _, _| Ok(())).expect("load");
+        assert_eq!(report.missing, ["isofs"], "loop is built in");
+    }
+
+    #[test]
+    fn parameters_go_to_the_named_module_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("modules.dep"), DEP).expect("write");
+        let mut seen = Vec::new();
+        let params = [("usb-storage".to_string(), "delay_use=1".to_string())];
+        let wanted = ["usb-storage".to_string()];
+        let report = load_with(dir.path(), Some(&wanted), &params, |path, _, args| {
+            seen.push((module_name(path), args.to_string()));
+            Ok(())
+        })
+        .expect("load");
+        assert_eq!(report.loaded, 2);
+        assert_eq!(
+            seen,
+            [
+                ("scsi_mod".to_string(), String::new()),
+                ("usb_storage".to_string(), "delay_use=1".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn release_is_known() {
+        assert!(kernel_release().is_some_and(|r| !r.is_empty()));
+    }
+}
+
+/// Modules for the devices that are present, as udev's coldplug finds them:
+/// every `modalias` file under `sysfs_devices` matched against the
+/// `modules.alias` patterns in `dir`. NIC drivers (virtio_net, e1000…) are not
+/// in the initramfs, so without this the network would never come up.
+pub fn for_present_devices(dir: &Path, sysfs_devices: &Path) -> Vec<String> {
+    let aliases = std::fs::read_to_string(dir.join("modules.alias")).unwrap_or_default();
+    let aliases = parse_aliases(&aliases);
+    let mut found = Vec::new();
+    collect_modaliases(sysfs_devices, 0, &mut found);
+    let mut wanted: Vec<String> = Vec::new();
+    for modalias in &found {
+        for (pattern, module) in &aliases {
+            if modalias.starts_with(literal_prefix(pattern))
+                && glob_match(pattern.as_bytes(), modalias.as_bytes())
+                && !wanted.contains(module)
+            {
+                wanted.push(module.clone());
+            }
+        }
+    }
+    wanted
+}
+
+/// The modules an alias names (`net-pf-16-proto-12-family-nftables`,
+/// `fs-overlay`, a modalias), from `modules.alias` in `dir`; a plain module
+/// name stands for itself.
+pub fn resolve_alias(dir: &Path, name: &str) -> Vec<String> {
+    let aliases = std::fs::read_to_string(dir.join("modules.alias")).unwrap_or_default();
+    let mut out: Vec<String> = parse_aliases(&aliases)
+        .into_iter()
+        .filter(|(pattern, _)| {
+            name.starts_with(literal_prefix(pattern))
+                && glob_match(pattern.as_bytes(), name.as_bytes())
+        })
+        .map(|(_, module)| module)
+        .collect();
+    out.dedup();
+    if out.is_empty() {
+        out.push(normalize(name));
+    }
+    out
+}
+
+/// `modprobe [-q] [-v] [-a] [--] NAME|ALIAS [PARAM=VALUE…]`, for the kernel's
+/// on-demand loading (it runs `/sbin/modprobe -q -- ALIAS` when netfilter,
+/// a filesystem or a protocol is first used) and for programs in system
+/// containers that call modprobe (dockerd). Returns the exit code.
+/// `options MODULE PARAM=VALUE…` lines of the `*.conf` files in `conf_dir`
+/// (`/etc/modprobe.d`), by normalized module name.
+pub fn modprobe_options(conf_dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(conf_dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() == Some("options") {
+                if let Some(module) = words.next() {
+                    let params: Vec<&str> = words.collect();
+                    out.push((normalize(module), params.join(" ")));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn modprobe(
+    dir: &Path,
+    conf_dir: &Path,
+    args: &[String],
+    mut load: impl FnMut(&Path, bool, &str) -> io::Result<()>,
+) -> i32 {
+    let mut quiet = false;
+    let mut all = false;
+    let mut words = Vec::new();
+    let mut options_done = false;
+    for a in args {
+        match a.as_str() {
+            "--" if !options_done => options_done = true,
+            "-q" | "--quiet" if !options_done => quiet = true,
+            "-a" | "--all" if !options_done => all = true,
+            // Verbosity and "use the config" flags change nothing here.
+            "-v" | "--verbose" | "-b" | "--use-blacklist" | "-s" | "--syslog" if !options_done => {}
+            other if other.starts_with('-') && !options_done => {
+                if !quiet {
+                    eprintln!("modprobe: option {other} is not supported");
+                }
+                return 1;
+            }
+            other => words.push(other.to_string()),
+        }
+    }
+    let Some(first) = words.first() else {
+        if !quiet {
+            eprintln!("modprobe: no module named");
+        }
+        return 1;
+    };
+    // Without -a, what follows the name are its parameters.
+    let (names, params): (Vec<&String>, Vec<(String, String)>) = if all {
+        (words.iter().collect(), Vec::new())
+    } else {
+        let params = words[1..].join(" ");
+        (vec![first], vec![(first.clone(), params)])
+    };
+    let configured = modprobe_options(conf_dir);
+    let mut status = 0;
+    for name in names {
+        let wanted = resolve_alias(dir, name);
+        // modprobe.d's options first, then the command line's.
+        let params: Vec<(String, String)> = wanted
+            .iter()
+            .map(|w| {
+                let mut p: Vec<String> = configured
+                    .iter()
+                    .filter(|(m, _)| m == w)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                p.extend(
+                    params
+                        .iter()
+                        .filter(|(n, p)| n == name && !p.is_empty())
+                        .map(|(_, p)| p.clone()),
+                );
+                (w.clone(), p.join(" "))
+            })
+            .collect();
+        match load_with(dir, Some(&wanted), &params, &mut load) {
+            Ok(r) if r.failed.is_empty() && r.missing.is_empty() => {}
+            Ok(r) => {
+                status = 1;
+                if !quiet {
+                    for (m, why) in &r.failed {
+                        eprintln!("modprobe: {m}: {why}");
+                    }
+                    for m in &r.missing {
+                        eprintln!("modprobe: module {m} not found in {}", dir.display());
+                    }
+                }
+            }
+            Err(e) => {
+                status = 1;
+                if !quiet {
+                    eprintln!("modprobe: {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+    status
+}
+
+/// `alias PATTERN MODULE` lines.
+fn parse_aliases(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("alias"))
+                .then(|| Some((words.next()?.to_string(), normalize(words.next()?))))
+                .flatten()
+        })
+        .collect()
+}
+
+/// The part of a pattern before its first wildcard: a cheap filter before the glob.
+fn literal_prefix(pattern: &str) -> &str {
+    let end = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+    &pattern[..end]
+}
+
+/// sysfs is a tree of symlinks back into itself; only real directories are
+/// walked, and not too deep.
+fn collect_modaliases(dir: &Path, depth: usize, out: &mut Vec<String>) {
+    if depth > 24 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            collect_modaliases(&entry.path(), depth + 1, out);
+        } else if kind.is_file() && entry.file_name() == "modalias" {
+            if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                let text = text.trim();
+                if !text.is_empty() && !out.iter().any(|m| m == text) {
+                    out.push(text.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Shell-style glob as modules.alias uses it: `*`, `?` and `[...]` classes.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                backtrack = Some((p, t));
+                p += 1;
+                continue;
+            }
+            Some(b'?') => {
+                p += 1;
+                t += 1;
+                continue;
+            }
+            Some(b'[') => {
+                if let Some((matched, next)) = class_match(&pattern[p..], text[t]) {
+                    if matched {
+                        p += next;
+                        t += 1;
+                        continue;
+                    }
+                }
+            }
+            Some(&c) if c == text[t] => {
+                p += 1;
+                t += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match backtrack {
+            Some((star, at)) => {
+                p = star + 1;
+                t = at + 1;
+                backtrack = Some((star, at + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Whether `c` is in the class at the start of `pattern` (`[abc]`, `[a-z]`,
+/// `[!x]`), and the class's length; `None` for an unterminated class.
+fn class_match(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = matches!(pattern.get(i), Some(b'!') | Some(b'^'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while let Some(&b) = pattern.get(i) {
+        if b == b']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        if pattern.get(i + 1) == Some(&b'-') && pattern.get(i + 2).is_some_and(|&e| e != b']') {
+            let end = pattern[i + 2];
+            matched |= (b..=end).contains(&c);
+            i += 3;
+        } else {
+            matched |= b == c;
+            i += 1;
+        }
+        first = false;
+    }
+    None
+}
+
+#[cfg(test)]
+mod coldplug_tests {
+    #[test]
+    fn modprobe_resolves_the_kernels_aliases_and_loads_dependencies_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("modules.dep"),
+            "kernel/net/netfilter/nf_tables.ko: kernel/lib/libcrc32c.ko\n\
+             kernel/lib/libcrc32c.ko:\n\
+             kernel/fs/overlayfs/overlay.ko:\n",
+        )
+        .expect("dep");
+        std::fs::write(
+            dir.path().join("modules.alias"),
+            "alias net-pf-16-proto-12-family-nftables nf_tables\nalias fs-overlay overlay\n",
+        )
+        .expect("alias");
+        let run = |args: &[&str]| {
+            let mut loaded = Vec::new();
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let code = modprobe(
+                dir.path(),
+                &dir.path().join("modprobe.d"),
+                &args,
+                |path, _, params| {
+                    loaded.push(format!("{} {params}", module_name(path)));
+                    Ok(())
+                },
+            );
+            (code, loaded)
+        };
+        let (code, loaded) = run(&["-q", "--", "net-pf-16-proto-12-family-nftables"]);
+        assert_eq!(code, 0);
+        assert_eq!(loaded, ["libcrc32c ", "nf_tables "]);
+        let (code, loaded) = run(&["overlay", "redirect_dir=on"]);
+        assert_eq!(
+            (code, loaded),
+            (0, vec!["overlay redirect_dir=on".to_string()])
+        );
+        let (code, loaded) = run(&["-a", "fs-overlay", "nf_tables"]);
+        assert_eq!(code, 0);
+        assert_eq!(loaded, ["overlay ", "libcrc32c ", "nf_tables "]);
+        assert_eq!(run(&["-q", "no-such-thing"]).0, 1);
+        // modprobe.d options come first, the command line's after them.
+        std::fs::create_dir(dir.path().join("modprobe.d")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("modprobe.d/berth.conf"),
+            "# comment\noptions overlay metacopy=off\n",
+        )
+        .expect("conf");
+        let (_, loaded) = run(&["fs-overlay"]);
+        assert_eq!(loaded, ["overlay metacopy=off"]);
+        let (_, loaded) = run(&["overlay", "redirect_dir=on"]);
+        assert_eq!(loaded, ["overlay metacopy=off redirect_dir=on"]);
+        assert_eq!(run(&["--remove", "overlay"]).0, 1);
+    }
+
+    use super::*;
+
+    #[test]
+    fn globs_match_like_modprobe() {
+        let virtio = "virtio:d00000001v*";
+        assert!(glob_match(virtio.as_bytes(), b"virtio:d00000001v00001AF4"));
+        assert!(!glob_match(virtio.as_bytes(), b"virtio:d00000002v00001AF4"));
+        let e1000 = "pci:v00008086d0000100Esv*sd*bc*sc*i*";
+        assert!(glob_match(
+            e1000.as_bytes(),
+            b"pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00"
+        ));
+        assert!(glob_match(b"acpi*:PNP0C0[CE]:*", b"acpi:PNP0C0C:"));
+        assert!(!glob_match(b"acpi*:PNP0C0[CE]:*", b"acpi:PNP0C0D:"));
+        assert!(glob_match(b"a[!b]c", b"axc") && !glob_match(b"a[!b]c", b"abc"));
+        assert!(glob_match(b"x?z", b"xyz") && !glob_match(b"x?z", b"xz"));
+    }
+
+    #[test]
+    fn present_devices_pick_their_drivers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("modules.alias"),
+            "# Aliases extracted from modules themselves.\n\
+             alias virtio:d00000001v* virtio_net\n\
+             alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
+             alias virtio:d00000002v* virtio_blk\n",
+        )
+        .expect("aliases");
+        let devices = dir
+            .path()
+            .join("sys/devices/pci0000:00/0000:00:03.0/virtio0");
+        std::fs::create_dir_all(&devices).expect("devices");
+        std::fs::write(devices.join("modalias"), "virtio:d00000001v00001AF4\n").expect("modalias");
+        std::fs::write(
+            devices.parent().expect("parent").join("modalias"),
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n",
+        )
+        .expect("modalias");
+        let wanted = for_present_devices(dir.path(), &dir.path().join("sys/devices"));
+        assert_eq!(wanted, ["virtio_net"]);
+    }
+}

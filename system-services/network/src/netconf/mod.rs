@@ -1,0 +1,302 @@
+//! The netconf loop: plan, apply what changed, run DHCP clients, write
+//! resolv.conf, the hostname, readiness and the state `berth network status`
+//! reads; again on every tick (hotplug), on SIGHUP and when a config file changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, SystemTime};
+
+use berth_configs::model::CloudConfig;
+use berth_configs::sources::Layout;
+use ipnet::IpNet;
+
+use crate::dhcp::{Client, ClientConfig, Event, Lease};
+use crate::dns;
+use crate::netlink::{Address, Link, Netlink, Owner, Route, RouteSpec};
+use crate::plan::{plan, CurrentLink, LinkPlan, Plan, VirtualKind};
+use crate::status::{State, STATE_FILE};
+use crate::Error;
+
+/// Where the config comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// Every source of a Berth system under this root (`/` on a machine):
+    /// defaults, OEM, user-data, local changes, kernel command line.
+    Layout(PathBuf),
+    /// One cloud-config file on its own, without the built-in defaults (tests,
+    /// or a config rendered by berthd).
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: ConfigSource,
+    /// Holds `ready` and `state.json` (`/run/berth/network`).
+    pub run_dir: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub hostname_file: PathBuf,
+    pub hosts_file: PathBuf,
+    /// Set the kernel hostname (off in tests that share the host's UTS namespace).
+    pub set_kernel_hostname: bool,
+    /// How often links are re-read for hotplug and config files checked.
+    pub tick: Duration,
+}
+
+impl Options {
+    /// Production paths, with `/etc` files under `etc`.
+    pub fn new(config: ConfigSource, etc: &Path) -> Options {
+        Options {
+            config,
+            run_dir: PathBuf::from("/run/berth/network"),
+            resolv_conf: etc.join("resolv.conf"),
+            hostname_file: etc.join("hostname"),
+            hosts_file: etc.join("hosts"),
+            set_kernel_hostname: true,
+            tick: Duration::from_secs(1),
+        }
+    }
+
+    pub fn ready_file(&self) -> PathBuf {
+        self.run_dir.join("ready")
+    }
+
+    /// What netconf waits for while it is not ready, one line; the `file:`
+    /// healthcheck of `ready` shows it (see `berth ps`).
+    pub fn waiting_file(&self) -> PathBuf {
+        self.run_dir.join("ready.waiting")
+    }
+}
+
+/// Stop and reload requests, set from signal handlers or by a caller.
+#[derive(Debug, Default)]
+pub struct Signals {
+    pub stop: AtomicBool,
+    pub reload: AtomicBool,
+}
+
+static SIGNALS: Signals = Signals {
+    stop: AtomicBool::new(false),
+    reload: AtomicBool::new(false),
+};
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    // Only atomic stores: async-signal-safe.
+    if signal == libc::SIGHUP {
+        SIGNALS.reload.store(true, Ordering::SeqCst);
+    } else {
+        SIGNALS.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Signals {
+    /// SIGTERM/SIGINT stop netconf (releasing leases), SIGHUP reloads the config;
+    /// all three are unblocked too. Call it before any thread is started.
+    pub fn install() -> Result<&'static Signals, Error> {
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            // SAFETY: a zeroed sigaction is valid; the handler only does atomic stores.
+            let rc = unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as *const () as usize;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigaction(signal, &action, std::ptr::null_mut())
+            };
+            if rc != 0 {
+                return Err(Error::Signals(std::io::Error::last_os_error()));
+            }
+        }
+        // A handler is not enough: a signal blocked in the mask netconf was
+        // started with (a mask survives exec) would stay pending for good,
+        // and as PID 1 of its container only SIGKILL would end it.
+        // SAFETY: sigemptyset/sigaddset fill a local set that
+        // pthread_sigmask only reads.
+        let rc = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::sigaddset(&mut set, signal);
+            }
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(Error::Signals(std::io::Error::from_raw_os_error(rc)));
+        }
+        Ok(&SIGNALS)
+    }
+}
+
+struct Loaded {
+    config: CloudConfig,
+    stamps: Vec<Option<SystemTime>>,
+}
+
+fn source_paths(source: &ConfigSource) -> Vec<PathBuf> {
+    match source {
+        ConfigSource::File(p) => vec![p.clone()],
+        ConfigSource::Layout(root) => {
+            let l = Layout::new(root);
+            vec![l.oem(), l.user_data(), l.local()]
+        }
+    }
+}
+
+fn stamps(source: &ConfigSource) -> Vec<Option<SystemTime>> {
+    source_paths(source)
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+fn load(source: &ConfigSource) -> Result<Loaded, Error> {
+    let stamps = stamps(source);
+    let loaded = match source {
+        ConfigSource::Layout(root) => Layout::new(root).load()?,
+        ConfigSource::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let doc =
+                berth_configs::parse_document(&berth_configs::sources::source_name(path), &text);
+            if !doc.is_valid() {
+                let detail = doc
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.is_error())
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(Error::InvalidConfig {
+                    path: path.clone(),
+                    detail,
+                });
+            }
+            berth_configs::load(vec![doc])
+        }
+    };
+    for d in &loaded.diagnostics {
+        log::warn!("{d}");
+    }
+    Ok(Loaded {
+        config: loaded.config,
+        stamps,
+    })
+}
+
+/// What netconf has done to one link, so a change is applied as a difference.
+#[derive(Debug, Clone)]
+struct Applied {
+    index: u32,
+    plan: LinkPlan,
+    routes: Vec<RouteSpec>,
+}
+
+struct Netconf<'a> {
+    options: &'a Options,
+    nl: Netlink,
+    config: CloudConfig,
+    applied: BTreeMap<String, Applied>,
+    /// Links netconf created, and as what.
+    managed: BTreeMap<String, VirtualKind>,
+    clients: BTreeMap<String, (u32, Client)>,
+    leases: BTreeMap<String, Lease>,
+    events: std::sync::mpsc::Sender<Event>,
+    ready: bool,
+    /// What readiness waited for at the last tick.
+    gaps: Vec<String>,
+    last_plan: Plan,
+    /// The last failure per link, so a failure retried every tick is logged once.
+    failures: BTreeMap<String, String>,
+}
+
+/// Runs netconf until `signals.stop` is set; leases are released on the way out.
+pub fn run(options: &Options, signals: &Signals) -> Result<(), Error> {
+    let loaded = load(&options.config)?;
+    let mut stamps = loaded.stamps;
+    let (tx, rx) = channel();
+    let mut nc = Netconf {
+        options,
+        nl: Netlink::new()?,
+        config: loaded.config,
+        applied: BTreeMap::new(),
+        managed: previous_managed(options),
+        clients: BTreeMap::new(),
+        leases: BTreeMap::new(),
+        events: tx,
+        ready: false,
+        gaps: Vec::new(),
+        last_plan: Plan::default(),
+        failures: BTreeMap::new(),
+    };
+    // A ready file left by an earlier run must not make the service look healthy.
+    let _ = std::fs::remove_file(options.ready_file());
+    let _ = std::fs::remove_file(options.waiting_file());
+    log::info!("netconf started");
+    while !signals.stop.load(Ordering::SeqCst) {
+        let now = stamps_now(&options.config);
+        if signals.reload.swap(false, Ordering::SeqCst) || now != stamps {
+            stamps = now;
+            match load(&options.config) {
+                Ok(l) => {
+                    log::info!("config changed; applying");
+                    nc.config = l.config;
+                }
+                // Keep running on the last good config.
+                Err(e) => log::error!("{e}; keeping the current network config"),
+            }
+        }
+        if let Err(e) = nc.tick() {
+            log::warn!("{e}");
+        }
+        nc.wait_events(&rx, options.tick);
+    }
+    log::info!("netconf stopping");
+    nc.shutdown();
+    Ok(())
+}
+
+fn stamps_now(source: &ConfigSource) -> Vec<Option<SystemTime>> {
+    stamps(source)
+}
+
+fn previous_managed(options: &Options) -> BTreeMap<String, VirtualKind> {
+    match State::read(&options.run_dir.join(STATE_FILE)) {
+        Ok(state) => state.managed,
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+fn current_links(links: &[Link]) -> Vec<CurrentLink> {
+    links
+        .iter()
+        .map(|l| CurrentLink {
+            name: l.name.clone(),
+            mac: l.mac,
+            loopback: l.loopback,
+        })
+        .collect()
+}
+
+fn matches_kind(link: &Link, kind: &VirtualKind, links: &[Link]) -> bool {
+    match kind {
+        VirtualKind::Bond { .. } => link.kind.as_deref() == Some("bond"),
+        VirtualKind::Bridge => link.kind.as_deref() == Some("bridge"),
+        VirtualKind::Vlan { parent, id } => {
+            link.kind.as_deref() == Some("vlan")
+                && link.vlan_id == Some(*id)
+                && links
+                    .iter()
+                    .any(|p| Some(p.index) == link.parent && &p.name == parent)
+        }
+    }
+}
+
+mod apply;
+mod readiness;
+
+use readiness::*;
+
+#[cfg(test)]
+mod tests;
