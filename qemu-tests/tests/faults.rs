@@ -339,7 +339,29 @@ fn full_state_keeps_berthd_and_the_console_working(vm: &Vm, ssh: &Ssh) {
     assert_eq!(service(vm, ssh, "ticker")["state"], "running");
     ok(vm, ssh, "sudo berth logs -n 1 berthd");
     assert_eq!(ok(vm, ssh, "echo still here").trim(), "still here");
+    // The console hears that the ticker's log cannot be written (its lines
+    // are dropped and counted, never blocking the service)...
+    wait_until(
+        vm,
+        "the console hears of the full disk",
+        Duration::from_secs(60),
+        || {
+            vm.transcript().lines().any(|l| {
+                l.contains("berthd: logs: ticker:") && l.contains("No space left on device")
+            })
+        },
+    );
     ok(vm, ssh, "sudo rm /opt/fill");
+    // ...and that it is written again once there is room.
+    wait_until(
+        vm,
+        "the ticker's log is written again",
+        Duration::from_secs(60),
+        || {
+            vm.transcript()
+                .contains("berthd: logs: ticker: writing again")
+        },
+    );
     assert_eq!(
         ok(vm, ssh, "sudo berth config get hostname").trim(),
         "faults-good",

@@ -445,3 +445,101 @@ fn tick_after(t: Timestamp) -> Timestamp {
         std::hint::spin_loop();
     }
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Result<SmallDisk> {
+        let dir = tempfile::tempdir()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()?;
+        if !status.success() {
+            return Err(format!("mount tmpfs: {status}").into());
+        }
+        Ok(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A full disk: the service's oldest rotated files make room for its newest
+/// lines; with none left, lines are dropped and counted; once there is room
+/// again, writing resumes by itself.
+#[test]
+fn a_full_disk_recycles_rotated_files_drops_what_it_must_and_recovers() -> Result {
+    if !rustix::process::geteuid().is_root() {
+        berth_testkit::skip!("mounting a small tmpfs needs root (cargo xtask test runs as root)");
+        return Ok(());
+    }
+    let disk = SmallDisk::mount("256k")?;
+    let writer = LogWriter::open(&small(disk.0.path(), 16 << 10, 3), "svc")?;
+    let rotated = |n: usize| disk.0.path().join(format!("svc.log.{n}"));
+    let line = "x".repeat(200);
+    while !rotated(3).exists() {
+        writer.write_text(Stream::Stdout, format!("{line}\n").as_bytes());
+    }
+    // Everything else on the disk: a filler up to the last byte.
+    let filler = disk.0.path().join("filler");
+    let mut f = File::create(&filler)?;
+    while f.write_all(&[0u8; 4096]).is_ok() {}
+    drop(f);
+
+    // The live file's last page may still take a line or two.
+    let mut last = String::new();
+    for i in 0..100 {
+        last = format!("after the disk filled {i}");
+        writer.write_text(Stream::Stdout, format!("{last}\n").as_bytes());
+        if !rotated(3).exists() {
+            break;
+        }
+    }
+    let stats = writer.stats();
+    assert_eq!(stats.dropped_lines, 0, "{stats:?}");
+    assert!(
+        !rotated(3).exists(),
+        "the oldest rotated file is still there"
+    );
+    let live = fs::read_to_string(disk.0.path().join("svc.log"))?;
+    assert!(live.contains(&last), "{live}");
+
+    // As it rotates, it keeps recycling its own files: nothing is dropped.
+    for i in 0..500 {
+        writer.write_text(Stream::Stdout, format!("{line} {i}\n").as_bytes());
+    }
+    let stats = writer.stats();
+    assert_eq!(stats.dropped_lines, 0, "{stats:?}");
+    assert!(stats.rotations > 3, "{stats:?}");
+
+    // A log with no rotated files to give up drops its lines, and counts them.
+    let other = LogWriter::open(&small(disk.0.path(), 16 << 10, 3), "other")?;
+    for i in 0..100 {
+        other.write_text(Stream::Stdout, format!("{line} {i}\n").as_bytes());
+    }
+    let stats = other.stats();
+    assert!(stats.dropped_lines > 0, "{stats:?}");
+    assert!(
+        stats
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("No space left")),
+        "{stats:?}"
+    );
+
+    // Room again: both write again by themselves.
+    fs::remove_file(&filler)?;
+    let dropped = other.stats().dropped_lines;
+    other.write_text(Stream::Stdout, b"room again\n");
+    assert_eq!(other.stats().dropped_lines, dropped);
+    let live = fs::read_to_string(disk.0.path().join("other.log"))?;
+    assert!(live.contains("room again"), "{live}");
+    Ok(())
+}

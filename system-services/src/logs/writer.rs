@@ -85,6 +85,10 @@ pub(super) struct Inner {
     buf: Vec<u8>,
     buf_lines: u64,
     stats: WriterStats,
+    /// While writes fail: `dropped_lines` when they began to.
+    failing_since: Option<u64>,
+    /// When the console last heard that a full disk recycles this log.
+    recycled_notice: Option<std::time::Instant>,
 }
 
 /// The log of one service. Clones share the file, so stdout and stderr (and
@@ -126,6 +130,8 @@ impl LogWriter {
                 buf: Vec::new(),
                 buf_lines: 0,
                 stats: WriterStats::default(),
+                failing_since: None,
+                recycled_notice: None,
             })),
         })
     }
@@ -171,6 +177,7 @@ impl LogWriter {
         let prefix = &prefix[..berth_sys::time::TIMESTAMP_LEN + 2 + name.len()];
 
         let mut inner = self.lock();
+        let mut notices = Vec::new();
         let mut start = 0;
         for &end in &batch.ends {
             let line = &batch.data[start..end];
@@ -178,7 +185,7 @@ impl LogWriter {
             let len = (prefix.len() + line.len() + 1) as u64;
             let pending = inner.size + inner.buf.len() as u64;
             if pending > 0 && pending + len > inner.config.max_file_size {
-                inner.flush();
+                notices.extend(inner.flush());
                 inner.rotate();
             }
             inner.buf.extend_from_slice(prefix);
@@ -186,7 +193,13 @@ impl LogWriter {
             inner.buf.push(b'\n');
             inner.buf_lines += 1;
         }
-        inner.flush();
+        notices.extend(inner.flush());
+        drop(inner);
+        for notice in notices {
+            // On berthd's stderr, which is the console: the log files may be
+            // what cannot be written, and berthd's own log is one of them.
+            eprintln!("berthd: logs: {notice}");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -205,9 +218,11 @@ pub(super) fn open_append(path: &Path) -> io::Result<File> {
 }
 
 impl Inner {
-    fn flush(&mut self) {
+    /// Writes the buffer out. Returns what the console should hear when
+    /// writing starts to fail or works again.
+    fn flush(&mut self) -> Option<String> {
         if self.buf.is_empty() {
-            return;
+            return None;
         }
         if self.file.is_none() {
             // The last rotation could not reopen the file; try again.
@@ -219,26 +234,85 @@ impl Inner {
                 Err(e) => self.fail(e),
             }
         }
-        let result = match &mut self.file {
-            Some(f) => f.write_all(&self.buf),
-            None => Ok(()),
+        let mut freed = 0;
+        let result = loop {
+            let Some(f) = &mut self.file else {
+                break Err(None);
+            };
+            let start = self.size;
+            match f.write_all(&self.buf) {
+                Ok(()) => break Ok(()),
+                Err(e) => {
+                    // Part may have been written; the file knows how much.
+                    self.size = f.metadata().map(|m| m.len()).unwrap_or(self.size);
+                    let written = self.size.saturating_sub(start) as usize;
+                    self.buf.drain(..written.min(self.buf.len()));
+                    // A full disk: this service's oldest rotated file goes
+                    // first, so its newest lines still land.
+                    if e.raw_os_error() == Some(libc::ENOSPC) && self.remove_oldest_rotated() {
+                        freed += 1;
+                        continue;
+                    }
+                    break Err(Some(e));
+                }
+            }
         };
-        match (&self.file, result) {
-            (Some(_), Ok(())) => {
+        let mut notice = None;
+        match result {
+            Ok(()) => {
                 self.size += self.buf.len() as u64;
                 self.stats.lines += self.buf_lines;
                 self.stats.bytes += self.buf.len() as u64;
+                if let Some(since) = self.failing_since.take() {
+                    notice = Some(format!(
+                        "{}: writing again; {} lines were dropped",
+                        self.service,
+                        self.stats.dropped_lines - since
+                    ));
+                }
             }
-            (Some(f), Err(e)) => {
-                // Part may have been written; the file knows how much.
-                self.size = f.metadata().map(|m| m.len()).unwrap_or(self.size);
+            Err(e) => {
+                if let Some(e) = e {
+                    self.fail(e);
+                }
+                if self.failing_since.is_none() {
+                    self.failing_since = Some(self.stats.dropped_lines);
+                    notice = Some(format!(
+                        "{}: {}; its lines are dropped until it can be written",
+                        self.service,
+                        self.stats.last_error.as_deref().unwrap_or("cannot write")
+                    ));
+                }
                 self.stats.dropped_lines += self.buf_lines;
-                self.fail(e);
             }
-            (None, _) => self.stats.dropped_lines += self.buf_lines,
+        }
+        // A log that rotates on a full disk recycles its own files all the
+        // time: say so once a minute, not once a file.
+        let quiet = self
+            .recycled_notice
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+        if freed > 0 && !quiet {
+            self.recycled_notice = Some(std::time::Instant::now());
+            let freed = format!(
+                "{}: the disk is full; its oldest rotated log files make room for its new lines",
+                self.service
+            );
+            notice = Some(match notice {
+                Some(n) => format!("{freed}; {n}"),
+                None => freed,
+            });
         }
         self.buf.clear();
         self.buf_lines = 0;
+        notice
+    }
+
+    /// Removes this service's oldest rotated file; false when it has none.
+    fn remove_oldest_rotated(&mut self) -> bool {
+        (1..=self.config.max_files)
+            .rev()
+            .map(|n| rotated_path(&self.config.dir, &self.service, n))
+            .any(|p| fs::remove_file(p).is_ok())
     }
 
     fn fail(&mut self, e: io::Error) {
