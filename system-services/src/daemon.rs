@@ -13,7 +13,7 @@ use berth_configs::model::{LogLevel, Service};
 use berth_configs::{Layout, Loaded};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::api::{self, Api, Control};
+use crate::api::{self, Api, Control, ReloadError};
 use crate::host::{self, HostOps, HostPaths, Stage};
 use crate::logs::{self, LogConfig, LogDir, Logger};
 use crate::runtime::{ImageLayers, Runtime, Youki, YoukiConfig};
@@ -561,10 +561,20 @@ impl DaemonControl {
 }
 
 impl Control for DaemonControl {
-    fn reload(&self) -> Result<ReconcileReport, String> {
+    fn reload(&self) -> Result<ReconcileReport, ReloadError> {
         let (config, messages) = load_config(&self.source);
         for (level, m) in &messages {
             log::log!(*level, "config: {m}");
+        }
+        // At boot a bad source is left out so that the machine comes up; on
+        // a reload the running config is better than a part of the new one.
+        let findings: Vec<String> = messages
+            .iter()
+            .filter(|(level, _)| *level == log::Level::Error)
+            .map(|(_, m)| m.clone())
+            .collect();
+        if !findings.is_empty() {
+            return Err(ReloadError::Invalid { findings });
         }
         if let Some(paths) = &self.host {
             apply_host(&host::Linux, paths, &config.host, Stage::Reload);
@@ -573,10 +583,7 @@ impl Control for DaemonControl {
         if let Some(paths) = &self.host {
             merge_daemon_json(&paths.root, &config.engine_settings);
         }
-        let report = self
-            .supervisor
-            .reconcile(config.services)
-            .map_err(|e| e.to_string())?;
+        let report = self.supervisor.reconcile(config.services)?;
         let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
         if *engine != config.engine {
             log::info!("user engine: {} → {}", *engine, config.engine);

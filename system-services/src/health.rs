@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use berth_configs::forms::Command;
 use berth_configs::model::Healthcheck;
-use serde::{Deserialize, Serialize};
 
 use crate::runtime::Runtime;
 
@@ -102,25 +101,7 @@ impl Settings {
     }
 }
 
-/// A service's health, as `berth ps` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    /// No verdict yet.
-    Starting,
-    Healthy,
-    Unhealthy,
-}
-
-impl std::fmt::Display for Health {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Health::Starting => "starting",
-            Health::Healthy => "healthy",
-            Health::Unhealthy => "unhealthy",
-        })
-    }
-}
+pub use berth_api::Health;
 
 /// Turns check results into a [`Health`] the way Docker does: one success is
 /// healthy; `retries` failures in a row, not counting the start period, unhealthy.

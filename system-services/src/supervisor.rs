@@ -161,66 +161,7 @@ pub enum SupervisorError {
     Spawn(#[source] std::io::Error),
 }
 
-/// Where a service is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Waiting for its dependencies (or blocked by them: see `error`).
-    Waiting,
-    Starting,
-    Running,
-    Stopping,
-    /// Exited; restarts after the backoff delay.
-    Restarting,
-    /// Exited and stays so (restart policy, or a oneshot that completed).
-    Exited,
-    /// Stopped on request.
-    Stopped,
-    /// Gave up: could not start, or `on-failure:N` used up.
-    Failed,
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        f.write_str(&s)
-    }
-}
-
-/// One service as `GET /v1/services` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServiceStatus {
-    pub name: String,
-    #[serde(default)]
-    pub image: Option<String>,
-    pub state: Phase,
-    /// `None` when the service has no healthcheck.
-    #[serde(default)]
-    pub health: Option<Health>,
-    /// Ready: healthy, or running when it has no healthcheck (a oneshot: completed).
-    pub ready: bool,
-    #[serde(default)]
-    pub pid: Option<i32>,
-    pub restarts: u32,
-    /// Seconds since its current container started.
-    #[serde(default)]
-    pub uptime: Option<f64>,
-    /// The last exit: the code, or 128 + signal; -1 when unknown (adopted).
-    #[serde(default)]
-    pub exit_code: Option<i32>,
-    /// Why it failed, is blocked, or what its last healthcheck said.
-    #[serde(default)]
-    pub error: Option<String>,
-    pub oneshot: bool,
-    pub restart: String,
-    /// Adopted from a previous berthd (its output is captured again; its exit
-    /// status will go to PID 1, so `exit_code` shows -1).
-    #[serde(default)]
-    pub adopted: bool,
-}
+pub use berth_api::{Phase, ReconcileReport, ServiceStatus};
 
 /// What the API reads: published by the manager after every event.
 #[derive(Debug, Clone, Default)]
@@ -235,16 +176,6 @@ impl Snapshot {
     pub fn service(&self, name: &str) -> Option<&ServiceStatus> {
         self.services.iter().find(|s| s.name == name)
     }
-}
-
-/// What [`Supervisor::reconcile`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReconcileReport {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    /// Changed, or recreated with a changed dependency (`restart: true`).
-    pub recreated: Vec<String>,
-    pub unchanged: Vec<String>,
 }
 
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use berth_configs::forms::Command;
 use berth_configs::model::{RestartPolicy, Service};
-use berthd::api::{serve_with, Api, Control, Limits};
+use berthd::api::{serve_with, Api, Control, Limits, ReloadError};
 use berthd::logs::{LogConfig, LogDir};
 use berthd::runtime::{ImageLayers, Recording, Runtime};
 use berthd::supervisor::{FixedImages, Options, Phase, ReconcileReport, ServiceStatus, Supervisor};
@@ -26,18 +26,21 @@ struct FakeControl {
 }
 
 impl Control for FakeControl {
-    fn reload(&self) -> Result<ReconcileReport, String> {
+    fn reload(&self) -> Result<ReconcileReport, ReloadError> {
         self.reloads.fetch_add(1, Ordering::SeqCst);
-        let services = self
-            .next
+        let next = self.next.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(services) = next else {
+            return Err(ReloadError::Invalid {
+                findings: vec!["local.yml:3: the config has an error at line 3".into()],
+            });
+        };
+        let sup = self
+            .supervisor
             .lock()
-            .map_err(|e| e.to_string())?
-            .take()
-            .ok_or("the config has an error at line 3")?;
-        let sup = self.supervisor.lock().map_err(|e| e.to_string())?.clone();
-        sup.ok_or("no supervisor")?
-            .reconcile(services)
-            .map_err(|e| e.to_string())
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .expect("a supervisor");
+        Ok(sup.reconcile(services)?)
     }
 
     fn shutdown(&self) {
@@ -285,12 +288,28 @@ fn logs_tail_since_and_follow() {
 #[test]
 fn reload_and_shutdown_go_to_the_daemon() {
     let env = env(rustix::process::geteuid().as_raw());
+    // An invalid config is the client's to fix: 400, with what is wrong.
     let (status, body) = request(&env.socket, "POST", "/v1/config/reload");
-    assert_eq!(status, 500);
-    assert!(json(&body)["error"]
+    assert_eq!(status, 400, "{body}");
+    let answer = json(&body);
+    assert!(answer["error"]
         .as_str()
         .unwrap_or_default()
-        .contains("line 3"));
+        .contains("the config is invalid"));
+    assert_eq!(
+        answer["findings"],
+        serde_json::json!(["local.yml:3: the config has an error at line 3"])
+    );
+    // A dependency cycle is a config error too.
+    let mut a = service();
+    a.depends_on = [("b".to_string(), Default::default())].into_iter().collect();
+    let mut b = service();
+    b.depends_on = [("a".to_string(), Default::default())].into_iter().collect();
+    *env.control.next.lock().expect("lock") =
+        Some([("a".to_string(), a), ("b".to_string(), b)].into_iter().collect());
+    let (status, body) = request(&env.socket, "POST", "/v1/config/reload");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("cycle") || body.contains("depend"), "{body}");
     let mut changed = service();
     changed.command = Some(Command::Shell("sleep 2000".into()));
     *env.control.next.lock().expect("lock") = Some(
@@ -304,7 +323,7 @@ fn reload_and_shutdown_go_to_the_daemon() {
     assert_eq!(report["recreated"], serde_json::json!(["ntp"]));
     assert_eq!(report["removed"], serde_json::json!(["web"]));
     assert_eq!(report["added"], serde_json::json!(["new"]));
-    assert_eq!(env.control.reloads.load(Ordering::SeqCst), 2);
+    assert_eq!(env.control.reloads.load(Ordering::SeqCst), 3);
     let (status, _) = request(&env.socket, "POST", "/v1/shutdown");
     assert_eq!(status, 202);
     assert_eq!(env.control.shutdowns.load(Ordering::SeqCst), 1);
