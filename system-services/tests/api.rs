@@ -119,44 +119,15 @@ fn env_with(allowed_uid: u32, limits: Limits) -> Env {
     }
 }
 
-/// (status, body) of one request; chunked bodies are decoded.
+/// (status, body) of one request through berth-api's client; chunked bodies
+/// are decoded.
 fn request(socket: &Path, method: &str, path: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).expect("connect");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: berthd\r\nContent-Length: 0\r\n\r\n"
-    )
-    .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
+    let answer = berth_api::Client::new(socket)
+        .request(method, path)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = answer.status();
+    let body = answer.bytes().expect("the body");
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn json(body: &str) -> serde_json::Value {
