@@ -202,7 +202,11 @@ impl Client {
 
     /// `start`, `stop` or `restart`; answers the service's status after it.
     pub fn act(&self, name: &str, action: Action) -> Result<ServiceStatus, ClientError> {
-        self.post(&format!("/v1/services/{}/{}", escape(name), action.as_str()))
+        self.post(&format!(
+            "/v1/services/{}/{}",
+            escape(name),
+            action.as_str()
+        ))
     }
 
     pub fn timeline(&self) -> Result<Timeline, ClientError> {

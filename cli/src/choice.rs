@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use berth_api::ServiceStatus;
 use berth_configs::choice::{canonical, Slot};
 use berth_configs::Layout;
-use berth_api::ServiceStatus;
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]

@@ -147,10 +147,7 @@ pub fn ps_table(services: &[ServiceStatus]) -> String {
     .collect::<Vec<_>>()];
     for s in services {
         let state = match (s.state, s.exit_code) {
-            (
-                berth_api::Phase::Exited | berth_api::Phase::Restarting,
-                Some(c),
-            ) => {
+            (berth_api::Phase::Exited | berth_api::Phase::Restarting, Some(c)) => {
                 format!("{} ({c})", s.state)
             }
             _ => s.state.to_string(),

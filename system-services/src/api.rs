@@ -582,7 +582,10 @@ fn route(api: &Api, req: &Request, stream: &mut UnixStream) -> io::Result<()> {
                     stream,
                     400,
                     &ErrorBody {
-                        error: ReloadError::Invalid { findings: Vec::new() }.to_string(),
+                        error: ReloadError::Invalid {
+                            findings: Vec::new(),
+                        }
+                        .to_string(),
                         findings,
                     },
                 ),

@@ -273,11 +273,18 @@ fn reload_and_shutdown_go_to_the_daemon() {
     );
     // A dependency cycle is a config error too.
     let mut a = service();
-    a.depends_on = [("b".to_string(), Default::default())].into_iter().collect();
+    a.depends_on = [("b".to_string(), Default::default())]
+        .into_iter()
+        .collect();
     let mut b = service();
-    b.depends_on = [("a".to_string(), Default::default())].into_iter().collect();
-    *env.control.next.lock().expect("lock") =
-        Some([("a".to_string(), a), ("b".to_string(), b)].into_iter().collect());
+    b.depends_on = [("a".to_string(), Default::default())]
+        .into_iter()
+        .collect();
+    *env.control.next.lock().expect("lock") = Some(
+        [("a".to_string(), a), ("b".to_string(), b)]
+            .into_iter()
+            .collect(),
+    );
     let (status, body) = request(&env.socket, "POST", "/v1/config/reload");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("cycle") || body.contains("depend"), "{body}");

@@ -35,7 +35,10 @@ fn error_answers_carry_berthds_message_and_findings() {
     let e = Client::new(&sock).reload().expect_err("400");
     assert_eq!(e.status(), Some(400));
     assert_eq!(e.to_string(), "the config is invalid\n  a.yml:3: x");
-    assert!(t.join().expect("server").starts_with("POST /v1/config/reload "));
+    assert!(t
+        .join()
+        .expect("server")
+        .starts_with("POST /v1/config/reload "));
 }
 
 #[test]
