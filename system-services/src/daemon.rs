@@ -17,7 +17,7 @@ use crate::api::{self, Api, Control, ReloadError};
 use crate::host::{self, HostOps, HostPaths, Stage};
 use crate::logs::{self, LogConfig, LogDir, Logger};
 use crate::runtime::{ImageLayers, Runtime, Youki, YoukiConfig};
-use crate::supervisor::{self, Images, ReconcileReport, StoreImages, Supervisor};
+use crate::supervisor::{self, ImageError, Images, ReconcileReport, StoreImages, Supervisor};
 
 mod config;
 use config::load_config;
@@ -331,11 +331,14 @@ fn apply_host(ops: &dyn HostOps, paths: &HostPaths, settings: &host::Settings, s
 }
 
 /// Used when the image store cannot be opened: every start says why.
-struct NoImages(String);
+struct NoImages(Arc<berth_images::StoreError>);
 
 impl Images for NoImages {
-    fn layers(&self, reference: &str) -> Result<ImageLayers, String> {
-        Err(format!("image `{reference}`: {}", self.0))
+    fn layers(&self, reference: &str) -> Result<ImageLayers, ImageError> {
+        Err(ImageError::NoStore {
+            reference: reference.to_string(),
+            source: Arc::clone(&self.0),
+        })
     }
 }
 
@@ -356,7 +359,7 @@ fn open_images(options: &Options) -> LayeredImages {
             Ok(store) => Box::new(StoreImages::new(store)),
             Err(e) => {
                 log::error!("image store {}: {e}", root.display());
-                Box::new(NoImages(format!("the image store cannot be opened: {e}")))
+                Box::new(NoImages(Arc::new(e)))
             }
         };
         stores.push((root.clone(), images));
@@ -365,15 +368,15 @@ fn open_images(options: &Options) -> LayeredImages {
 }
 
 impl Images for LayeredImages {
-    fn layers(&self, reference: &str) -> Result<ImageLayers, String> {
+    fn layers(&self, reference: &str) -> Result<ImageLayers, ImageError> {
         let mut errors = Vec::new();
         for (root, images) in &self.stores {
             match images.layers(reference) {
                 Ok(layers) => return Ok(layers),
-                Err(e) => errors.push(format!("{}: {e}", root.display())),
+                Err(e) => errors.push((root.clone(), e)),
             }
         }
-        Err(errors.join("; "))
+        Err(ImageError::Nowhere(errors))
     }
 }
 

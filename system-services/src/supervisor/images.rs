@@ -2,10 +2,32 @@
 
 use super::*;
 
+/// Why a service's image is not there to run.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The store does not hold it, or cannot unpack it.
+    #[error("image `{reference}`: {source}")]
+    Store {
+        reference: String,
+        #[source]
+        source: berth_images::StoreError,
+    },
+    /// The store itself could not be opened (every start says why).
+    #[error("image `{reference}`: the image store cannot be opened: {source}")]
+    NoStore {
+        reference: String,
+        #[source]
+        source: Arc<berth_images::StoreError>,
+    },
+    /// No store had it: what each (by its root) said.
+    #[error("{}", .0.iter().map(|(root, e)| format!("{}: {e}", root.display())).collect::<Vec<_>>().join("; "))]
+    Nowhere(Vec<(PathBuf, ImageError)>),
+}
+
 /// Where service images come from.
 pub trait Images: Send + Sync {
     /// The unpacked layers and config of `reference`.
-    fn layers(&self, reference: &str) -> Result<ImageLayers, String>;
+    fn layers(&self, reference: &str) -> Result<ImageLayers, ImageError>;
 }
 
 /// Images from Berth's OCI store, layers unpacked on first use.
@@ -21,11 +43,12 @@ impl StoreImages {
 }
 
 impl Images for StoreImages {
-    fn layers(&self, reference: &str) -> Result<ImageLayers, String> {
-        let image = self
-            .store
-            .resolve(reference)
-            .map_err(|e| format!("image `{reference}`: {e}"))?;
+    fn layers(&self, reference: &str) -> Result<ImageLayers, ImageError> {
+        let store_error = |source| ImageError::Store {
+            reference: reference.to_string(),
+            source,
+        };
+        let image = self.store.resolve(reference).map_err(store_error)?;
         let layers = self
             .store
             .unpack_image(
@@ -33,7 +56,7 @@ impl Images for StoreImages {
                 &berth_images::unpack::Limits::default(),
                 &berth_images::progress::Quiet,
             )
-            .map_err(|e| format!("image `{reference}`: {e}"))?;
+            .map_err(store_error)?;
         Ok(ImageLayers {
             layers,
             config: image.config.config.clone(),
@@ -46,7 +69,7 @@ impl Images for StoreImages {
 pub struct FixedImages(pub ImageLayers);
 
 impl Images for FixedImages {
-    fn layers(&self, _: &str) -> Result<ImageLayers, String> {
+    fn layers(&self, _: &str) -> Result<ImageLayers, ImageError> {
         Ok(self.0.clone())
     }
 }

@@ -307,7 +307,7 @@ impl Manager {
         Some(PathBuf::from(format!("/proc/{pid}/ns/net")))
     }
 
-    pub(super) fn launched(&mut self, name: &str, gen: u64, result: Result<Launched, String>) {
+    pub(super) fn launched(&mut self, name: &str, gen: u64, result: Result<Launched, LaunchError>) {
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
@@ -318,7 +318,7 @@ impl Manager {
             Ok(l) => l,
             Err(e) => {
                 log::error!("{name}: {e}");
-                self.start_failed(name, e);
+                self.start_failed(name, e.to_string());
                 return;
             }
         };
@@ -434,7 +434,7 @@ impl Manager {
         }
     }
 
-    pub(super) fn health(&mut self, name: &str, gen: u64, result: Result<(), String>) {
+    pub(super) fn health(&mut self, name: &str, gen: u64, result: Result<(), health::CheckError>) {
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
@@ -663,32 +663,42 @@ impl Manager {
     }
 }
 
+/// Why a service's container did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("the service has no image")]
+    NoImage,
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// Its log file cannot be opened, or its output not captured.
+    #[error(transparent)]
+    Log(#[from] crate::logs::LogError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+}
+
 /// The starter thread's work: image, container, log capture, start.
 pub(super) fn launch(
     runtime: &dyn Runtime,
     images: &dyn Images,
     logs: &LogDir,
     mut config: ContainerConfig,
-) -> Result<Launched, String> {
+) -> Result<Launched, LaunchError> {
     let name = config.id.clone();
-    let reference = config
-        .service
-        .image
-        .clone()
-        .ok_or_else(|| "the service has no image".to_string())?;
+    let reference = config.service.image.clone().ok_or(LaunchError::NoImage)?;
     config.image = images.layers(&reference)?;
-    let writer = logs.writer(&name).map_err(|e| e.to_string())?;
-    let created = runtime.create(&config).map_err(|e| e.to_string())?;
+    let writer = logs.writer(&name)?;
+    let created = runtime.create(&config)?;
     let created_at = timeline::since_boot();
     let capture = logs::spawn_capture(writer.clone(), created.stdout, Stream::Stdout)
         .and_then(|_| logs::spawn_capture(writer, created.stderr, Stream::Stderr));
     if let Err(e) = capture {
         let _ = runtime.delete(&name);
-        return Err(e.to_string());
+        return Err(e.into());
     }
     if let Err(e) = runtime.start(&name) {
         let _ = runtime.delete(&name);
-        return Err(e.to_string());
+        return Err(e.into());
     }
     Ok(Launched {
         pid: created.pid,

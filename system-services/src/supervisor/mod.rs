@@ -48,7 +48,8 @@ mod stopping;
 
 #[cfg(test)]
 use adoption::Saved;
-pub use images::{FixedImages, Images, StoreImages};
+pub use images::{FixedImages, ImageError, Images, StoreImages};
+pub use manager::LaunchError;
 use manager::*;
 use stopping::*;
 
@@ -186,7 +187,7 @@ enum Event {
     Launched {
         name: String,
         gen: u64,
-        result: Result<Launched, String>,
+        result: Result<Launched, LaunchError>,
     },
     Exited {
         name: String,
@@ -196,7 +197,7 @@ enum Event {
     Health {
         name: String,
         gen: u64,
-        result: Result<(), String>,
+        result: Result<(), health::CheckError>,
     },
     Command(Command, Reply),
 }
