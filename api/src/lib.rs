@@ -7,6 +7,7 @@
 //! it and is a static binary.
 
 pub mod client;
+pub mod testing;
 pub mod types;
 
 pub use client::{Client, ClientError, Response, Timeouts};

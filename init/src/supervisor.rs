@@ -597,8 +597,6 @@ pub fn run(sys: &mut dyn Sys, main: Main, socket: &Path, trial: Option<Trial>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::os::unix::net::UnixListener;
 
     #[test]
     fn backoff_doubles_caps_and_resets() {
@@ -614,14 +612,7 @@ mod tests {
     ) -> (tempfile::TempDir, PathBuf, std::thread::JoinHandle<String>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("berth.sock");
-        let listener = UnixListener::bind(&sock).expect("bind");
-        let t = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().expect("accept");
-            let mut req = [0u8; 256];
-            let n = s.read(&mut req).expect("read");
-            s.write_all(reply).expect("write");
-            String::from_utf8_lossy(&req[..n]).into_owned()
-        });
+        let t = berth_api::testing::answer_once(&sock, reply).expect("listen");
         (dir, sock, t)
     }
 

@@ -1,18 +1,11 @@
 use super::*;
 use std::os::unix::net::UnixListener;
 
-/// A server that answers one connection with `reply` and hands back the request.
+/// A berthd that answers one connection with `reply` and hands back the request.
 fn serve(reply: &'static [u8]) -> (tempfile::TempDir, PathBuf, std::thread::JoinHandle<String>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("berth.sock");
-    let listener = UnixListener::bind(&sock).expect("bind");
-    let t = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept");
-        let mut req = [0u8; 512];
-        let n = s.read(&mut req).expect("read");
-        s.write_all(reply).expect("write");
-        String::from_utf8_lossy(&req[..n]).into_owned()
-    });
+    let t = crate::testing::answer_once(&sock, reply).expect("listen");
     (dir, sock, t)
 }
 
