@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use berth_configs::forms::Command;
 use berth_configs::model::Service;
-use berthd::runtime::{
-    ContainerConfig, Exit, ImageLayers, Runtime, Signal, Status, Youki, YoukiConfig,
-};
+use berthd::runtime::{ContainerConfig, Exit, ImageLayers, Runtime, Signal, Status, Youki};
 
 type Result<T = ()> = std::result::Result<T, String>;
 type Case = (&'static str, fn(&Env) -> Result);
@@ -70,18 +68,7 @@ fn main() {
         Err(e) => panic!("tempdir: {e}"),
     };
     let berth_binary = std::fs::canonicalize("/proc/self/exe").ok();
-    let runtime = match Youki::new(YoukiConfig {
-        root: dir.path().join("run"),
-        volumes_dir: dir.path().join("volumes"),
-        berth_binary,
-    }) {
-        Ok(r) => r,
-        Err(e) => panic!("runtime: {e}"),
-    };
-    let image = match common::busybox_image() {
-        Ok(i) => i,
-        Err(e) => panic!("busybox image: {e}"),
-    };
+    let (runtime, image) = common::runtime_and_image(dir.path(), berth_binary);
     let env = Env {
         runtime,
         image,

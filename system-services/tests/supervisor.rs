@@ -18,7 +18,7 @@ use berth_configs::forms::{Command, Duration as D};
 use berth_configs::model::{Condition, Dependency, Healthcheck, RestartPolicy, Service};
 use berthd::health::Health;
 use berthd::logs::{LogConfig, LogDir, Query};
-use berthd::runtime::{ImageLayers, Runtime, Youki, YoukiConfig};
+use berthd::runtime::{ImageLayers, Runtime, Youki};
 use berthd::supervisor::{Backoff, FixedImages, Options, Phase, Snapshot, Supervisor};
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -43,18 +43,8 @@ fn main() {
         Err(e) => panic!("tempdir: {e}"),
     };
     // Before any thread: fork the forker.
-    let runtime = match Youki::new(YoukiConfig {
-        root: dir.path().join("run"),
-        volumes_dir: dir.path().join("volumes"),
-        berth_binary: None,
-    }) {
-        Ok(r) => Arc::new(r),
-        Err(e) => panic!("runtime: {e}"),
-    };
-    let image = match common::busybox_image() {
-        Ok(i) => i,
-        Err(e) => panic!("busybox image: {e}"),
-    };
+    let (runtime, image) = common::runtime_and_image(dir.path(), None);
+    let runtime = Arc::new(runtime);
     let env = Env {
         runtime,
         image,

@@ -10,7 +10,7 @@ use berth_images::progress::Quiet;
 use berth_images::recipe::{build, LoadedRecipe};
 use berth_images::unpack::Limits;
 use berth_images::Store;
-use berthd::runtime::ImageLayers;
+use berthd::runtime::{ImageLayers, Youki, YoukiConfig};
 
 /// The busybox recipe image, built (or found cached) and unpacked with the
 /// store's own unpacker: (store, reference, layers). The store is kept in the
@@ -39,4 +39,18 @@ pub fn busybox() -> Result<(PathBuf, String, ImageLayers), String> {
 /// [`busybox`]'s layers alone.
 pub fn busybox_image() -> Result<ImageLayers, String> {
     busybox().map(|(_, _, layers)| layers)
+}
+
+/// The runtime with its state under `dir` (its forker forked now: call this
+/// before any thread exists), then the busybox image; either failing fails
+/// the test binary.
+pub fn runtime_and_image(dir: &Path, berth_binary: Option<PathBuf>) -> (Youki, ImageLayers) {
+    let runtime = Youki::new(YoukiConfig {
+        root: dir.join("run"),
+        volumes_dir: dir.join("volumes"),
+        berth_binary,
+    })
+    .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let image = busybox_image().unwrap_or_else(|e| panic!("busybox image: {e}"));
+    (runtime, image)
 }
