@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use berth_api::ServiceStatus;
 use berth_configs::choice::{canonical, Slot};
 use berth_configs::Layout;
-use berthd::supervisor::ServiceStatus;
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
@@ -186,7 +186,8 @@ fn wait_ready(socket: &Path, service: &str, limit: Duration) -> Result<()> {
     let start = Instant::now();
     let mut said = String::new();
     loop {
-        let services: Vec<ServiceStatus> = crate::service::get_json(socket, "/v1/services")
+        let services: Vec<ServiceStatus> = crate::service::client(socket)
+            .services()
             .context("asking berthd how the switch goes")?;
         let status = services.iter().find(|s| s.name == service);
         if status.is_some_and(|s| s.ready) {

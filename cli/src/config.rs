@@ -292,28 +292,14 @@ pub(crate) fn apply(root: &Path, socket: &Path) -> Result<()> {
         }
         return Ok(());
     }
-    let body = crate::service::send(socket, "POST", "/v1/config/reload")?.body()?;
-    let report: serde_json::Value =
-        serde_json::from_str(&body).with_context(|| format!("berthd answered {body}"))?;
-    let list = |key: &str| -> String {
-        report[key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
-    };
-    for (key, what) in [
-        ("added", "started"),
-        ("recreated", "recreated"),
-        ("removed", "stopped"),
+    let report = crate::service::client(socket).reload()?;
+    for (names, what) in [
+        (&report.added, "started"),
+        (&report.recreated, "recreated"),
+        (&report.removed, "stopped"),
     ] {
-        let names = list(key);
         if !names.is_empty() {
-            println!("berthd: {what} {names}");
+            println!("berthd: {what} {}", names.join(", "));
         }
     }
     Ok(())

@@ -2,17 +2,16 @@
 //! of berthd's API (docs/api.md) on its unix socket.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use berthd::supervisor::ServiceStatus;
-use berthd::timeline::Timeline;
+use berth_api::client::{Action, LogQuery};
+use berth_api::{Client, ServiceStatus, Timeline};
 use clap::{Args, Subcommand, ValueEnum};
 
-pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
+pub const DEFAULT_SOCKET: &str = berth_api::SOCKET;
 
 #[derive(Debug, Args)]
 pub struct SocketArg {
@@ -100,133 +99,9 @@ pub struct BootTimeArgs {
     svg: Option<PathBuf>,
 }
 
-// ---------------------------------------------------------------------------
-// A minimal HTTP/1.1 client over the unix socket.
-
-pub(crate) struct Response {
-    status: u16,
-    chunked: bool,
-    reader: BufReader<UnixStream>,
-}
-
-fn connect(socket: &Path) -> anyhow::Result<UnixStream> {
-    UnixStream::connect(socket).map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                "permission denied: the berthd API is for root only; try sudo".to_string()
-            }
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                "is berthd running?".to_string()
-            }
-            _ => e.to_string(),
-        };
-        anyhow::anyhow!("cannot reach berthd at {}: {hint}", socket.display())
-    })
-}
-
-pub(crate) fn send(socket: &Path, method: &str, path: &str) -> anyhow::Result<Response> {
-    let mut stream = connect(socket)?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: berthd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .context("sending the request to berthd")?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .context("reading berthd's answer")?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("berthd answered something that is not HTTP: {line:?}"))?;
-    let mut chunked = false;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 {
-            break;
-        }
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = header.split_once(':') {
-            if k.eq_ignore_ascii_case("transfer-encoding")
-                && v.trim().eq_ignore_ascii_case("chunked")
-            {
-                chunked = true;
-            }
-        }
-    }
-    Ok(Response {
-        status,
-        chunked,
-        reader,
-    })
-}
-
-impl Response {
-    /// The whole body; an error status becomes an error with berthd's message.
-    pub(crate) fn body(mut self) -> anyhow::Result<String> {
-        let mut body = String::new();
-        if self.chunked {
-            self.stream(|chunk| {
-                body.push_str(chunk);
-                Ok(())
-            })?;
-        } else {
-            self.reader.read_to_string(&mut body)?;
-        }
-        if self.status >= 400 {
-            let message = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(String::from))
-                .unwrap_or(body);
-            bail!("{message}");
-        }
-        Ok(body)
-    }
-
-    /// Hands each chunk of a chunked body to `f` as it arrives.
-    fn stream(&mut self, mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
-        loop {
-            let mut size = String::new();
-            if self.reader.read_line(&mut size)? == 0 {
-                return Ok(());
-            }
-            let n = usize::from_str_radix(size.trim(), 16)
-                .with_context(|| format!("bad chunk size {size:?} from berthd"))?;
-            if n == 0 {
-                return Ok(());
-            }
-            let mut data = vec![0u8; n + 2];
-            self.reader.read_exact(&mut data)?;
-            data.truncate(n);
-            f(&String::from_utf8_lossy(&data))?;
-        }
-    }
-}
-
-pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
-    socket: &Path,
-    path: &str,
-) -> anyhow::Result<T> {
-    let body = send(socket, "GET", path)?.body()?;
-    serde_json::from_str(&body).with_context(|| format!("berthd's answer to {path}"))
-}
-
-/// Query-string escaping for the few characters that matter here.
-fn escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+/// berthd's API at `socket` (the one client, in `berth-api`).
+pub(crate) fn client(socket: &Path) -> Client {
+    Client::new(socket)
 }
 
 // ---------------------------------------------------------------------------
@@ -272,10 +147,7 @@ pub fn ps_table(services: &[ServiceStatus]) -> String {
     .collect::<Vec<_>>()];
     for s in services {
         let state = match (s.state, s.exit_code) {
-            (
-                berthd::supervisor::Phase::Exited | berthd::supervisor::Phase::Restarting,
-                Some(c),
-            ) => {
+            (berth_api::Phase::Exited | berth_api::Phase::Restarting, Some(c)) => {
                 format!("{} ({c})", s.state)
             }
             _ => s.state.to_string(),
@@ -300,48 +172,29 @@ pub fn ps_table(services: &[ServiceStatus]) -> String {
 }
 
 pub fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
-    let socket = &args.socket.socket;
+    let client = client(&args.socket.socket);
     match args.output {
-        Format::Json => {
-            let body = send(socket, "GET", "/v1/services")?.body()?;
-            print!("{body}");
-        }
-        Format::Table => {
-            let services: Vec<ServiceStatus> = get_json(socket, "/v1/services")?;
-            print!("{}", ps_table(&services));
-        }
+        // berthd's own JSON, as it wrote it.
+        Format::Json => print!("{}", client.request("GET", "/v1/services")?.text()?),
+        Format::Table => print!("{}", ps_table(&client.services()?)),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let mut path = format!("/v1/services/{}/logs?", escape(&args.service));
-    if let Some(n) = args.tail {
-        let _ = write!(path, "tail={n}&");
-    }
-    if let Some(s) = &args.since {
-        let _ = write!(path, "since={}&", escape(s));
-    }
-    if args.follow {
-        path.push_str("follow=1");
-    }
-    let mut response = send(
-        &args.socket.socket,
-        "GET",
-        path.trim_end_matches(['&', '?']),
-    )?;
+    let query = LogQuery {
+        tail: args.tail,
+        since: args.since,
+        follow: args.follow,
+    };
     let stdout = std::io::stdout();
-    if response.status < 400 && response.chunked {
-        response.stream(|chunk| {
+    client(&args.socket.socket)
+        .logs(&args.service, &query)?
+        .chunks(|chunk| {
             let mut out = stdout.lock();
-            out.write_all(chunk.as_bytes())?;
-            out.flush()?;
-            Ok(())
+            out.write_all(chunk)?;
+            out.flush()
         })?;
-    } else {
-        let body = response.body()?;
-        stdout.lock().write_all(body.as_bytes())?;
-    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -351,26 +204,18 @@ pub fn service(cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
         ServiceCommand::Enable(args) => return include(args, true),
         ServiceCommand::Disable(args) => return include(args, false),
         ServiceCommand::Inspect(args) => {
-            let body = send(
-                &args.socket.socket,
-                "GET",
-                &format!("/v1/services/{}", escape(&args.name)),
-            )?
-            .body()?;
-            print!("{body}");
+            let path = format!("/v1/services/{}", berth_api::client::escape(&args.name));
+            print!(
+                "{}",
+                client(&args.socket.socket).request("GET", &path)?.text()?
+            );
             return Ok(ExitCode::SUCCESS);
         }
-        ServiceCommand::Start(a) => (a, "start"),
-        ServiceCommand::Stop(a) => (a, "stop"),
-        ServiceCommand::Restart(a) => (a, "restart"),
+        ServiceCommand::Start(a) => (a, Action::Start),
+        ServiceCommand::Stop(a) => (a, Action::Stop),
+        ServiceCommand::Restart(a) => (a, Action::Restart),
     };
-    let body = send(
-        &args.socket.socket,
-        "POST",
-        &format!("/v1/services/{}/{action}", escape(&args.name)),
-    )?
-    .body()?;
-    let status: ServiceStatus = serde_json::from_str(&body).context("berthd's answer")?;
+    let status = client(&args.socket.socket).act(&args.name, action)?;
     let mut line = format!("{}: {}", status.name, status.state);
     if let Some(pid) = status.pid {
         let _ = write!(line, " (pid {pid})");
@@ -503,7 +348,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 pub fn boot_time(args: BootTimeArgs) -> anyhow::Result<ExitCode> {
-    let t: Timeline = get_json(&args.socket.socket, "/v1/timeline")?;
+    let t: Timeline = client(&args.socket.socket).timeline()?;
     print!("{}", boot_time_table(&t));
     if let Some(path) = &args.svg {
         std::fs::write(path, boot_time_svg(&t))
@@ -566,7 +411,7 @@ fn include(args: IncludeArgs, on: bool) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berthd::timeline::Entry;
+    use berth_api::Entry;
 
     #[test]
     fn boot_time_renders_as_table_and_chart() {
@@ -603,6 +448,5 @@ mod tests {
         assert_eq!(human_duration(5.2), "5s");
         assert_eq!(human_duration(125.0), "2m5s");
         assert_eq!(human_duration(7300.0), "2h1m");
-        assert_eq!(escape("2026-11-23 08:40"), "2026-11-23%2008:40");
     }
 }

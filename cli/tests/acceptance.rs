@@ -31,19 +31,12 @@ fn num(v: &Value) -> f64 {
 
 #[test]
 fn eight_services_start_behave_and_stop_as_declared() {
-    if !is_root() {
-        berth_testkit::skip!("berthd runs real containers, which needs root");
+    let Some((dir, store, image)) = root_test("berth-acceptance-") else {
         return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("berth-acceptance-")
-        .tempdir()
-        .expect("tempdir");
-    let (store, image) = busybox();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
+    };
+    let config = write_config(
+        dir.path(),
+        &format!(
             r#"#cloud-config
 berth:
   services:
@@ -102,8 +95,7 @@ berth:
             side = looping("acc-side"),
             limits = looping("acc-limits"),
         ),
-    )
-    .expect("config");
+    );
     let mut daemon = Daemon::start(dir.path(), &store, &config);
 
     // Everything long-running comes up; the dependency chain is respected.
@@ -285,19 +277,12 @@ berth:
 
 #[test]
 fn a_killed_service_process_restarts_per_policy_with_backoff() {
-    if !is_root() {
-        berth_testkit::skip!("berthd runs real containers, which needs root");
+    let Some((dir, store, image)) = root_test("berth-kill-") else {
         return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("berth-kill-")
-        .tempdir()
-        .expect("tempdir");
-    let (store, image) = busybox();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
+    };
+    let config = write_config(
+        dir.path(),
+        &format!(
             r#"#cloud-config
 berth:
   services:
@@ -318,8 +303,7 @@ berth:
             onfail = looping("kill-onfail"),
             no = looping("kill-no"),
         ),
-    )
-    .expect("config");
+    );
     let daemon = Daemon::start(dir.path(), &store, &config);
     let running = |name: &str| {
         let s = daemon.service(name);

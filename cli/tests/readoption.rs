@@ -81,10 +81,9 @@ fn sigkilled_berthd_readopts_its_containers_and_logs_continue() {
         .tempdir()
         .expect("tempdir");
     let (store, image) = busybox();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = write_config(
+        dir.path(),
+        &format!(
             r#"#cloud-config
 berth:
   services:
@@ -108,8 +107,7 @@ berth:
         interval: 200ms
 "#
         ),
-    )
-    .expect("config");
+    );
     let mut first = Daemon::start(dir.path(), &store, &config);
     let running = |d: &Daemon, name: &str| -> Option<i32> {
         let s = d.service(name);

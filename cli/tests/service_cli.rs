@@ -2,94 +2,25 @@
 //! the test (root: it runs real containers) with temp dirs for the socket,
 //! logs, run dir, and an image store holding the busybox test image.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+mod common;
 
-use berth_images::recipe::{build, LoadedRecipe};
-use berth_images::Store;
+use std::process::Command;
+use std::time::Duration;
 
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+use common::{berth, root_test, stdout, text, write_config, Daemon, BERTH};
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn berth(socket: &Path, args: &[&str]) -> Output {
-    Command::new(BERTH)
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .expect("run berth")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(o.status.success(), "{}", text(o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// How long the services here get to reach a state.
+const WITHIN: Duration = Duration::from_secs(60);
 
 #[test]
 fn ps_logs_service_and_boot_time_against_a_real_daemon() {
-    if !rustix::process::geteuid().is_root() {
-        berth_testkit::skip!("berthd runs real containers, which needs root");
+    let Some((dir, store_dir, image)) = root_test("berth-cli-service-") else {
         return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("berth-cli-service-")
-        .tempdir()
-        .expect("tempdir");
-    // The busybox image, built once and cached like berthd's own tests do.
-    let recipe_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/recipes/busybox.yml");
-    let recipe = LoadedRecipe::load(&recipe_path).expect("recipe");
-    let store_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("berthd-runtime-images");
-    let store = Store::open(&store_dir).expect("store");
-    let built = build(&store, &recipe, 1_700_000_000).expect("busybox image");
-    let image = built.reference.clone();
+    };
 
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = write_config(
+        dir.path(),
+        &format!(
             r#"#cloud-config
 berth:
   services:
@@ -113,30 +44,11 @@ berth:
       restart: on-failure:2
 "#
         ),
-    )
-    .expect("config");
-    let socket = dir.path().join("berth.sock");
-    let child = Command::new(BERTH)
-        .arg("daemon")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--run-dir")
-        .arg(dir.path().join("run"))
-        .arg("--log-dir")
-        .arg(dir.path().join("log"))
-        .arg("--images")
-        .arg(&store_dir)
-        .arg("--volumes")
-        .arg(dir.path().join("volumes"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--quiet")
-        .spawn()
-        .expect("start berth daemon");
-    let daemon = Daemon { child, socket };
+    );
+    let mut daemon = Daemon::start(dir.path(), &store_dir, &config);
     let socket = daemon.socket.clone();
 
-    wait_until("cli-web healthy", || {
+    common::wait_until("cli-web healthy", WITHIN, || {
         let o = berth(&socket, &["ps", "-o", "json"]);
         o.status.success()
             && serde_json::from_slice::<serde_json::Value>(&o.stdout)
@@ -149,7 +61,7 @@ berth:
                 })
                 .unwrap_or(false)
     });
-    wait_until("cli-crash to give up", || {
+    common::wait_until("cli-crash to give up", WITHIN, || {
         stdout(&berth(&socket, &["ps"])).contains("gave up after 2")
     });
     let ps = stdout(&berth(&socket, &["ps"]));
@@ -235,19 +147,7 @@ berth:
         text(&gone)
     );
 
-    let mut daemon = daemon;
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(daemon.child.id().to_string())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = daemon.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "berthd did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = daemon.stop(Duration::from_secs(30));
     assert!(status.success(), "berthd exited with {status:?}");
     assert!(!socket.exists(), "the socket is removed on exit");
 }

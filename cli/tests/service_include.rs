@@ -78,6 +78,30 @@ fn enable_and_disable_a_catalogue_service_on_a_running_daemon() {
         "a refused enable writes nothing"
     );
 
+    // A local.yml broken by hand: the reload is refused (400) with what is
+    // wrong, and the running services stay as they are.
+    let good = std::fs::read_to_string(config_dir.join("local.yml")).expect("local");
+    std::fs::write(
+        config_dir.join("local.yml"),
+        format!("{good}    ticker:\n      restart: sometimes\n"),
+    )
+    .expect("broken local config");
+    let refused = berth_api::Client::new(&daemon.socket)
+        .reload()
+        .expect_err("an invalid config is refused");
+    assert_eq!(refused.status(), Some(400), "{refused}");
+    let message = refused.to_string();
+    assert!(
+        message.contains("the config is invalid") && message.contains("local.yml"),
+        "{message}"
+    );
+    assert!(message.contains("ticker"), "{message}");
+    assert!(daemon
+        .ps()
+        .iter()
+        .any(|s| s["name"] == "ticker" && s["state"] == "running"));
+    std::fs::write(config_dir.join("local.yml"), &good).expect("local config");
+
     let disabled = stdout(&daemon.berth(&["service", "disable", "--root", r, "ticker"]));
     assert!(disabled.contains("berthd: stopped ticker"), "{disabled}");
     assert!(daemon.ps().iter().all(|s| s["name"] != "ticker"));

@@ -4,14 +4,15 @@
 //! the power button into an orderly shutdown. It never returns.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::FromRawFd;
 use std::os::unix::io::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use berth_api::{Phase, ServiceStatus};
 
 use crate::input;
 use crate::shutdown::{self, Timeouts};
@@ -20,7 +21,7 @@ use crate::trial::Trial;
 use crate::watchdog::Watchdog;
 
 /// berthd's API socket.
-pub const SOCKET: &str = "/run/berth/berth.sock";
+pub const SOCKET: &str = berth_api::SOCKET;
 
 /// What PID 1 keeps running.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,54 +153,42 @@ pub enum Api {
     Settled(String, Vec<String>),
 }
 
-/// Asks berthd for `GET /v1/services` on its socket.
+/// Asks berthd for `GET /v1/services` on its socket, through berth-api's
+/// client with short timeouts: PID 1 must not hang on a wedged berthd.
 pub fn api_status(socket: &Path) -> Api {
-    let Ok(mut s) = UnixStream::connect(socket) else {
-        return Api::Down;
-    };
-    // PID 1 must not hang on a wedged berthd.
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(b"GET /v1/services HTTP/1.1\r\nHost: berthd\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return Api::Down;
+    let client = berth_api::Client::new(socket).with_timeouts(berth_api::Timeouts {
+        connect: Duration::from_secs(1),
+        read: Some(Duration::from_secs(1)),
+        write: Some(Duration::from_secs(1)),
+    });
+    match client.services() {
+        Ok(services) => settled(&services),
+        // berthd answers but the list is not what this PID 1 knows; do not hold the boot on it.
+        Err(berth_api::ClientError::Decode { .. }) => {
+            Api::Settled("service list not understood".into(), Vec::new())
+        }
+        Err(_) => Api::Down,
     }
-    let mut response = Vec::new();
-    // One request per connection: read to EOF, bounded.
-    let _ = s.take(4 << 20).read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return Api::Down;
-    };
-    let mut status = head.split_whitespace();
-    if !(status.next().is_some_and(|v| v.starts_with("HTTP/1.")) && status.next() == Some("200")) {
-        return Api::Down;
-    }
-    settled(body)
 }
 
-/// Whether every service in a `GET /v1/services` body has come to rest: ready,
-/// or in a state it will not leave by itself soon (exited, stopped, failed,
+/// Whether every service in berthd's list has come to rest: ready, or in a
+/// state it will not leave by itself soon (exited, stopped, failed,
 /// restarting after a failure, waiting on dependencies that can never be met).
-pub fn settled(body: &str) -> Api {
-    let Ok(serde_json::Value::Array(services)) = serde_json::from_str(body.trim()) else {
-        // berthd answers but the list is not what this PID 1 knows; do not hold the boot on it.
-        return Api::Settled("service list not understood".into(), Vec::new());
-    };
+pub fn settled(services: &[ServiceStatus]) -> Api {
     let mut ready = Vec::new();
     let mut other = Vec::new();
     let mut pending = Vec::new();
     let mut failing = Vec::new();
-    for s in &services {
-        let name = s["name"].as_str().unwrap_or("?").to_string();
-        let state = s["state"].as_str().unwrap_or("unknown");
-        let resting = matches!(state, "exited" | "stopped" | "failed" | "restarting")
-            || (state == "waiting" && !s["error"].is_null());
-        if s["ready"].as_bool() == Some(true) {
-            ready.push(name);
+    for s in services {
+        let (name, state) = (&s.name, s.state);
+        let resting = matches!(
+            state,
+            Phase::Exited | Phase::Stopped | Phase::Failed | Phase::Restarting
+        ) || (state == Phase::Waiting && s.error.is_some());
+        if s.ready {
+            ready.push(name.clone());
         } else if resting {
-            if state != "exited" && state != "stopped" {
+            if !matches!(state, Phase::Exited | Phase::Stopped) {
                 failing.push(format!("{name} {state}"));
             }
             other.push(format!("{name} {state}"));
@@ -608,7 +597,6 @@ pub fn run(sys: &mut dyn Sys, main: Main, socket: &Path, trial: Option<Trial>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::net::UnixListener;
 
     #[test]
     fn backoff_doubles_caps_and_resets() {
@@ -624,14 +612,7 @@ mod tests {
     ) -> (tempfile::TempDir, PathBuf, std::thread::JoinHandle<String>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("berth.sock");
-        let listener = UnixListener::bind(&sock).expect("bind");
-        let t = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().expect("accept");
-            let mut req = [0u8; 256];
-            let n = s.read(&mut req).expect("read");
-            s.write_all(reply).expect("write");
-            String::from_utf8_lossy(&req[..n]).into_owned()
-        });
+        let t = berth_api::testing::answer_once(&sock, reply).expect("listen");
         (dir, sock, t)
     }
 
@@ -651,41 +632,64 @@ mod tests {
         assert_eq!(api_status(&sock), Api::Down);
         t.join().expect("server");
 
+        // A list this PID 1 does not know does not hold the boot.
+        let (_d, sock, t) = serve(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n<html>");
+        assert_eq!(
+            api_status(&sock),
+            Api::Settled("service list not understood".into(), Vec::new())
+        );
+        t.join().expect("server");
+
         assert_eq!(api_status(Path::new("/nonexistent/berth.sock")), Api::Down);
+    }
+
+    /// A service as berthd lists it: `name`, `state`, ready or not, why not.
+    fn svc(name: &str, state: Phase, ready: bool, error: Option<&str>) -> ServiceStatus {
+        ServiceStatus {
+            name: name.into(),
+            image: None,
+            state,
+            health: None,
+            ready,
+            pid: None,
+            restarts: 0,
+            uptime: None,
+            exit_code: None,
+            error: error.map(String::from),
+            oneshot: false,
+            restart: "no".into(),
+            adopted: false,
+        }
     }
 
     #[test]
     fn settles_when_every_service_is_at_rest() {
-        let body = r#"[
-            {"name": "console", "state": "running", "ready": true, "error": null},
-            {"name": "docker", "state": "starting", "ready": false, "error": null},
-            {"name": "network", "state": "running", "ready": false, "health": "starting", "error": null},
-            {"name": "ntp", "state": "waiting", "ready": false, "error": null}
-        ]"#;
+        let services = [
+            svc("console", Phase::Running, true, None),
+            svc("docker", Phase::Starting, false, None),
+            svc("network", Phase::Running, false, None),
+            svc("ntp", Phase::Waiting, false, None),
+        ];
         assert_eq!(
-            settled(body),
+            settled(&services),
             Api::Settling(vec![
                 "docker starting".into(),
                 "network running".into(),
                 "ntp waiting".into()
             ])
         );
-        let body = r#"[
-            {"name": "console", "state": "running", "ready": true, "error": null},
-            {"name": "docker", "state": "failed", "ready": false, "error": "no image"},
-            {"name": "init-disk", "state": "exited", "ready": true, "oneshot": true},
-            {"name": "web", "state": "waiting", "ready": false, "error": "needs docker"}
-        ]"#;
+        let services = [
+            svc("console", Phase::Running, true, None),
+            svc("docker", Phase::Failed, false, Some("no image")),
+            svc("init-disk", Phase::Exited, true, None),
+            svc("web", Phase::Waiting, false, Some("needs docker")),
+        ];
         assert_eq!(
-            settled(body),
+            settled(&services),
             Api::Settled(
                 "2 ready: console, init-disk; not ready: docker failed, web waiting".into(),
                 vec!["docker failed".into(), "web waiting".into()]
             )
-        );
-        assert_eq!(
-            settled("<html>"),
-            Api::Settled("service list not understood".into(), Vec::new())
         );
     }
 

@@ -17,9 +17,10 @@
 //!
 //! Its own `main` (`harness = false`): the forker is forked before any thread.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -27,11 +28,7 @@ use std::time::{Duration, Instant};
 
 use berth_configs::forms::Command as Cmd;
 use berth_configs::model::{RestartPolicy, Service};
-use berth_images::progress::Quiet;
-use berth_images::recipe::{build, LoadedRecipe};
 use berth_images::rootfs::RootfsPlan;
-use berth_images::unpack::Limits;
-use berth_images::Store;
 use berthd::logs::{LogConfig, LogDir};
 use berthd::runtime::spec::{self, ImageInfo, SpecContext};
 use berthd::runtime::{ContainerConfig, ImageLayers, Runtime, Youki, YoukiConfig};
@@ -67,7 +64,7 @@ fn run() -> Result {
         })
         .map_err(|e| e.to_string())?,
     );
-    let (store_dir, reference, image) = busybox()?;
+    let (store_dir, reference, image) = common::busybox()?;
 
     runtime_vs_runc(&runtime, &image, dir.path())?;
     if std::env::var_os("BERTH_BENCH_QUICK").is_some() {
@@ -77,30 +74,6 @@ fn run() -> Result {
     drop(runtime);
     berthd_rss(&store_dir, &reference, dir.path())?;
     Ok(())
-}
-
-/// The busybox recipe image, built (or found cached) and unpacked:
-/// (store, reference, layers).
-fn busybox() -> Result<(PathBuf, String, ImageLayers)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let recipe = LoadedRecipe::load(&root.join("../images/recipes/busybox.yml"))
-        .map_err(|e| e.to_string())?;
-    // The same cached store as berthd's and the CLI's tests.
-    let store_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("berthd-runtime-images");
-    let store = Store::open(&store_dir).map_err(|e| e.to_string())?;
-    let built = build(&store, &recipe, 1_700_000_000).map_err(|e| e.to_string())?;
-    let image = store.resolve(&built.reference).map_err(|e| e.to_string())?;
-    let layers = store
-        .unpack_image(&image, &Limits::default(), &Quiet)
-        .map_err(|e| format!("unpack: {e}"))?;
-    Ok((
-        store_dir,
-        built.reference,
-        ImageLayers {
-            layers,
-            config: image.config.config.clone(),
-        },
-    ))
 }
 
 fn true_service() -> Service {
@@ -346,23 +319,9 @@ fn children_named(pid: u32, name: &str) -> Vec<u32> {
 
 /// `GET /v1/services` on berthd's socket: how many services run.
 fn running_services(socket: &Path) -> usize {
-    let Ok(mut s) = UnixStream::connect(socket) else {
-        return 0;
-    };
-    if s.write_all(b"GET /v1/services HTTP/1.1\r\nHost: berthd\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return 0;
-    }
-    let mut answer = String::new();
-    if s.read_to_string(&mut answer).is_err() {
-        return 0;
-    }
-    let Some((_, body)) = answer.split_once("\r\n\r\n") else {
-        return 0;
-    };
-    serde_json::from_str::<Vec<serde_json::Value>>(body)
-        .map(|v| v.iter().filter(|s| s["state"] == "running").count())
+    berth_api::Client::new(socket)
+        .services()
+        .map(|v| v.iter().filter(|s| s.state == Phase::Running).count())
         .unwrap_or(0)
 }
 
@@ -394,22 +353,10 @@ fn berthd_rss(store: &Path, reference: &str, dir: &Path) -> Result {
     std::fs::create_dir_all(&daemon_dir).map_err(|e| e.to_string())?;
     let config_path = daemon_dir.join("config.yml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
-    let socket = daemon_dir.join("berth.sock");
-    let mut child = Command::new(&berth)
-        .arg("daemon")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--run-dir")
-        .arg(daemon_dir.join("run"))
-        .arg("--log-dir")
-        .arg(daemon_dir.join("log"))
-        .arg("--images")
-        .arg(store)
-        .arg("--volumes")
-        .arg(daemon_dir.join("volumes"))
+    let socket = berth_testkit::daemon_socket(&daemon_dir);
+    let mut child = berth_testkit::daemon_command(&berth, &daemon_dir, store)
         .arg("--config")
         .arg(&config_path)
-        .arg("--quiet")
         .spawn()
         .map_err(|e| format!("{}: {e}", berth.display()))?;
     let pid = child.id();

@@ -2,9 +2,9 @@
 //! mode 0600), for root only (checked with SO_PEERCRED, refused with a 403 that
 //! says why). Endpoints are versioned under `/v1`; `docs/api.md` lists them.
 //!
-//! A small hand-written server rather than an HTTP stack: the requests are
+//! A small server on `httparse` rather than an HTTP stack: the requests are
 //! tiny, one per connection (`Connection: close`), and the static binary
-//! stays small. Each connection gets a thread with a small stack; log
+//! stays small. The types it answers with are `berth-api`'s. Each connection gets a thread with a small stack; log
 //! following streams with chunked transfer encoding until the client leaves.
 //!
 //! A request that would tie a connection up is refused ([`Limits`]): a head
@@ -14,7 +14,7 @@
 //! has its own thread, so none of this delays other clients.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use berth_api::{ErrorBody, ShuttingDown, Version};
 use serde::Serialize;
 
 use crate::logs::{self, LogDir, Query, Timestamp};
@@ -62,10 +63,20 @@ pub enum ApiError {
     Spawn(#[source] io::Error),
 }
 
+/// Why a config reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The config has errors (400, with each finding).
+    #[error("the config is invalid; nothing was changed (fix it and reload again)")]
+    Invalid { findings: Vec<String> },
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+}
+
 /// What the API asks of the daemon around it.
 pub trait Control: Send + Sync {
     /// Loads the config again and applies it (`POST /v1/config/reload`).
-    fn reload(&self) -> Result<ReconcileReport, String>;
+    fn reload(&self) -> Result<ReconcileReport, ReloadError>;
     /// Begins an orderly shutdown (`POST /v1/shutdown`); returns at once.
     fn shutdown(&self);
 }
@@ -204,15 +215,8 @@ struct Request {
     query: BTreeMap<String, String>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody {
-    error: String,
-}
-
 fn error_body(message: impl Into<String>) -> ErrorBody {
-    ErrorBody {
-        error: message.into(),
-    }
+    ErrorBody::new(message)
 }
 
 fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
@@ -332,72 +336,83 @@ pub fn fuzz_request(data: &[u8]) {
     let _ = parse_request(data, &Limits::default());
 }
 
+/// Headers a request may have (past it: 431, like a head too long).
+const MAX_HEADERS: usize = 64;
+
 /// The request head and the body it announces, within `limits`.
-fn parse_request<R: Read>(input: R, limits: &Limits) -> Result<Option<Request>, Refusal> {
-    let mut reader = BufReader::new(input).take(limits.head);
-    // A line cut off by the head limit is a refusal; by the client, malformed.
-    let cut_short = |reader: &io::Take<BufReader<R>>| {
-        if reader.limit() == 0 {
-            Refusal::HeadTooLarge
-        } else {
-            Refusal::Malformed("the request head is cut short".into())
-        }
-    };
-    let mut line = String::new();
-    if reader.read_line(&mut line).map_err(Refusal::from_io)? == 0 {
-        return Ok(None);
-    }
-    if !line.ends_with('\n') {
-        return Err(cut_short(&reader));
-    }
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Refusal::Malformed("malformed request line".into()));
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err(Refusal::Malformed(format!("unsupported version {version}")));
-    }
-    let mut content_length: u64 = 0;
+fn parse_request<R: Read>(mut input: R, limits: &Limits) -> Result<Option<Request>, Refusal> {
+    let head_limit = usize::try_from(limits.head).unwrap_or(usize::MAX);
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    const CHUNK: usize = 2048;
+    let mut chunk = [0u8; CHUNK];
     loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).map_err(Refusal::from_io)?;
-        if !header.ends_with('\n') {
-            return Err(cut_short(&reader));
+        let room = head_limit.saturating_sub(buf.len());
+        if room == 0 {
+            return Err(Refusal::HeadTooLarge);
         }
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
+        let n = input
+            .read(&mut chunk[..room.min(CHUNK)])
+            .map_err(Refusal::from_io)?;
+        if n == 0 {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            return Err(Refusal::Malformed("the request head is cut short".into()));
         }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                content_length = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| Refusal::Malformed("bad Content-Length".into()))?;
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let head_len = match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => continue,
+            Err(httparse::Error::TooManyHeaders) => return Err(Refusal::HeadTooLarge),
+            Err(httparse::Error::Version) => {
+                return Err(Refusal::Malformed("unsupported HTTP version".into()))
+            }
+            Err(e) => return Err(Refusal::Malformed(format!("malformed request: {e}"))),
+        };
+        let (Some(method), Some(target)) = (req.method, req.path) else {
+            return Err(Refusal::Malformed("malformed request line".into()));
+        };
+        let mut content_length: u64 = 0;
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                content_length = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| Refusal::Malformed("bad Content-Length".into()))?;
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                // No endpoint takes a body, and a length this server did not
+                // check is how requests get smuggled.
+                return Err(Refusal::Malformed(
+                    "Transfer-Encoding is not taken (no endpoint has a body)".into(),
+                ));
             }
         }
-    }
-    if content_length > limits.body {
-        return Err(Refusal::BodyTooLarge(content_length));
-    }
-    // Bodies mean nothing to any endpoint; read the announced bytes (no
-    // more) so the client is not cut off.
-    let mut reader = reader.into_inner();
-    let read = io::copy(&mut (&mut reader).take(content_length), &mut io::sink())
+        if content_length > limits.body {
+            return Err(Refusal::BodyTooLarge(content_length));
+        }
+        // Bodies mean nothing to any endpoint; read the announced bytes (no
+        // more) so the client is not cut off. Some may have come with the head.
+        let have = ((buf.len() - head_len) as u64).min(content_length);
+        let read = io::copy(
+            &mut (&mut input).take(content_length - have),
+            &mut io::sink(),
+        )
         .map_err(Refusal::from_io)?;
-    if read < content_length {
-        return Err(Refusal::Malformed("the body is cut short".into()));
+        if have + read < content_length {
+            return Err(Refusal::Malformed("the body is cut short".into()));
+        }
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, parse_query(q)),
+            None => (target, BTreeMap::new()),
+        };
+        return Ok(Some(Request {
+            method: method.to_string(),
+            path: percent_decode(path),
+            query,
+        }));
     }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, parse_query(q)),
-        None => (target, BTreeMap::new()),
-    };
-    Ok(Some(Request {
-        method: method.to_string(),
-        path: percent_decode(path),
-        query,
-    }))
 }
 
 fn parse_query(q: &str) -> BTreeMap<String, String> {
@@ -487,6 +502,8 @@ fn respond_json<T: Serialize>(stream: &mut UnixStream, status: u16, value: &T) -
 fn supervisor_error(stream: &mut UnixStream, e: &SupervisorError) -> io::Result<()> {
     let status = match e {
         SupervisorError::UnknownService { .. } => 404,
+        // A dependency cycle or an unknown dependency: the config is wrong.
+        SupervisorError::Graph(_) => 400,
         SupervisorError::ShuttingDown | SupervisorError::Busy => 409,
         SupervisorError::Gone => 503,
         _ => 500,
@@ -516,7 +533,10 @@ fn route(api: &Api, req: &Request, stream: &mut UnixStream) -> io::Result<()> {
         ["v1", "version"] => respond_json(
             stream,
             200,
-            &serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "api": "v1"}),
+            &Version {
+                version: env!("CARGO_PKG_VERSION").into(),
+                api: "v1".into(),
+            },
         ),
         ["v1", "services"] => match method {
             "GET" => respond_json(stream, 200, &api.supervisor.services()),
@@ -558,13 +578,30 @@ fn route(api: &Api, req: &Request, stream: &mut UnixStream) -> io::Result<()> {
         ["v1", "config", "reload"] => match method {
             "POST" => match api.control.reload() {
                 Ok(report) => respond_json(stream, 200, &report),
-                Err(e) => respond_json(stream, 500, &error_body(e)),
+                Err(ReloadError::Invalid { findings }) => respond_json(
+                    stream,
+                    400,
+                    &ErrorBody {
+                        error: ReloadError::Invalid {
+                            findings: Vec::new(),
+                        }
+                        .to_string(),
+                        findings,
+                    },
+                ),
+                Err(ReloadError::Supervisor(e)) => supervisor_error(stream, &e),
             },
             _ => not_allowed(stream, "POST"),
         },
         ["v1", "shutdown"] => match method {
             "POST" => {
-                respond_json(stream, 202, &serde_json::json!({"shutting_down": true}))?;
+                respond_json(
+                    stream,
+                    202,
+                    &ShuttingDown {
+                        shutting_down: true,
+                    },
+                )?;
                 api.control.shutdown();
                 Ok(())
             }
@@ -691,16 +728,4 @@ fn peer_closed(stream: &UnixStream) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queries_are_decoded() {
-        let q = parse_query("tail=10&since=2026-11-23%2008%3A40&follow");
-        assert_eq!(q.get("tail").map(String::as_str), Some("10"));
-        assert_eq!(q.get("since").map(String::as_str), Some("2026-11-23 08:40"));
-        assert_eq!(q.get("follow").map(String::as_str), Some(""));
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz+x"), "%zz x");
-    }
-}
+mod tests;

@@ -13,11 +13,14 @@ use berth_configs::model::{LogLevel, Service};
 use berth_configs::{Layout, Loaded};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::api::{self, Api, Control};
+use crate::api::{self, Api, Control, ReloadError};
 use crate::host::{self, HostOps, HostPaths, Stage};
 use crate::logs::{self, LogConfig, LogDir, Logger};
 use crate::runtime::{ImageLayers, Runtime, Youki, YoukiConfig};
-use crate::supervisor::{self, Images, ReconcileReport, StoreImages, Supervisor};
+use crate::supervisor::{self, ImageError, Images, ReconcileReport, StoreImages, Supervisor};
+
+mod config;
+use config::load_config;
 
 /// Where the config comes from.
 #[derive(Debug, Clone)]
@@ -95,148 +98,6 @@ pub enum DaemonError {
     Supervisor(#[from] supervisor::SupervisorError),
     #[error(transparent)]
     Api(#[from] api::ApiError),
-}
-
-/// What berthd takes from the config.
-struct Config {
-    services: BTreeMap<String, Service>,
-    environment: BTreeMap<String, String>,
-    level: log::LevelFilter,
-    host: host::Settings,
-    /// The user engine's service name (`berth.engine.name`).
-    engine: String,
-    /// `berth.engine.preload`: archives to load into it.
-    preload: Vec<String>,
-    /// `berth.engine.swarm`: the swarm it initialises or joins.
-    swarm: berth_configs::model::Swarm,
-    /// `berth.install`: the live system installs itself at boot.
-    install: berth_configs::model::Install,
-    /// `berth.datasources`, as the config said before this boot's probe.
-    datasources: Vec<String>,
-    /// dockerd's `daemon.json` settings from `berth.engine`, merged into the
-    /// host's file once `write_files` has written it ([`merge_daemon_json`]).
-    engine_settings: serde_json::Map<String, serde_json::Value>,
-}
-
-fn level(l: Option<LogLevel>) -> log::LevelFilter {
-    match l {
-        Some(LogLevel::Error) => log::LevelFilter::Error,
-        Some(LogLevel::Warn) => log::LevelFilter::Warn,
-        Some(LogLevel::Debug) => log::LevelFilter::Debug,
-        Some(LogLevel::Trace) => log::LevelFilter::Trace,
-        Some(LogLevel::Info) | None => log::LevelFilter::Info,
-    }
-}
-
-/// Loads the config; never fails: unreadable or invalid sources are reported
-/// (in berthd's log) and left out, and with nothing usable the defaults apply.
-fn load_config(source: &ConfigSource) -> (Config, Vec<(log::Level, String)>) {
-    let mut messages = Vec::new();
-    let loaded: Loaded = match source {
-        ConfigSource::Layout(root) => match Layout::new(root).load() {
-            Ok(l) => l,
-            Err(e) => {
-                messages.push((
-                    log::Level::Error,
-                    format!("{e}; running on the built-in defaults"),
-                ));
-                berth_configs::load(vec![berth_configs::defaults()])
-            }
-        },
-        ConfigSource::Files(paths) => {
-            let mut docs = Vec::new();
-            for path in paths {
-                match std::fs::read_to_string(path) {
-                    Ok(text) => docs.push(berth_configs::parse_document(
-                        &berth_configs::sources::source_name(path),
-                        &text,
-                    )),
-                    Err(e) => messages.push((
-                        log::Level::Error,
-                        format!("cannot read {}: {e}", path.display()),
-                    )),
-                }
-            }
-            berth_configs::load(docs)
-        }
-    };
-    messages.extend(
-        loaded
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error() || d.severity == berth_configs::Severity::Warning)
-            .map(|d| {
-                let level = if d.is_error() {
-                    log::Level::Error
-                } else {
-                    log::Level::Warn
-                };
-                (level, d.to_string())
-            }),
-    );
-    let host = host::Settings::from_config(&loaded.config);
-    let berth = loaded.config.berth;
-    let environment: BTreeMap<String, String> = berth
-        .environment
-        .0
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
-    let engine = berth
-        .engine
-        .name
-        .as_deref()
-        .map(|n| berth_configs::choice::canonical(berth_configs::choice::Slot::Engine, n))
-        .unwrap_or_else(|| berth_configs::choice::Slot::Engine.built_in().into());
-    let mut services = berth.services;
-    let mut engine_settings = serde_json::Map::new();
-    // `berth.engine.args`, its daemon settings and `.environment` go to the
-    // engine's daemon; the settings are dockerd's flags, so only docker's.
-    if let Some(service) = services.get_mut(&engine) {
-        let flags = if engine == "docker" {
-            engine_settings = berth.engine.daemon_json(&berth.registries);
-            berth.engine.dockerd_flags()
-        } else {
-            if berth.engine.has_docker_settings() {
-                messages.push((
-                    log::Level::Warn,
-                    format!("berth.engine: registry_mirror, storage_driver, log_driver, log_opts and tls are docker's settings; the engine `{engine}` does not take them"),
-                ));
-            }
-            berth.engine.args.clone()
-        };
-        if !flags.is_empty() {
-            let mut argv = service
-                .command
-                .as_ref()
-                .map(|c| c.argv())
-                .unwrap_or_default();
-            argv.extend(flags);
-            service.command = Some(berth_configs::forms::Command::Exec(argv));
-        }
-        for (k, v) in berth.engine.environment.0.iter() {
-            if let Some(v) = v {
-                service
-                    .environment
-                    .0
-                    .entry(k.clone())
-                    .or_insert(Some(v.clone()));
-            }
-        }
-    }
-    let config = Config {
-        services: with_environment(services, &environment),
-        environment,
-        level: level(berth.log.level),
-        host,
-        engine,
-        engine_settings,
-        preload: berth.engine.preload,
-        swarm: berth.engine.swarm,
-        install: berth.install,
-        datasources: berth.datasources,
-    };
-    (config, messages)
 }
 
 /// A user-data `#!` script as a command for the console container: its
@@ -470,11 +331,14 @@ fn apply_host(ops: &dyn HostOps, paths: &HostPaths, settings: &host::Settings, s
 }
 
 /// Used when the image store cannot be opened: every start says why.
-struct NoImages(String);
+struct NoImages(Arc<berth_images::StoreError>);
 
 impl Images for NoImages {
-    fn layers(&self, reference: &str) -> Result<ImageLayers, String> {
-        Err(format!("image `{reference}`: {}", self.0))
+    fn layers(&self, reference: &str) -> Result<ImageLayers, ImageError> {
+        Err(ImageError::NoStore {
+            reference: reference.to_string(),
+            source: Arc::clone(&self.0),
+        })
     }
 }
 
@@ -495,7 +359,7 @@ fn open_images(options: &Options) -> LayeredImages {
             Ok(store) => Box::new(StoreImages::new(store)),
             Err(e) => {
                 log::error!("image store {}: {e}", root.display());
-                Box::new(NoImages(format!("the image store cannot be opened: {e}")))
+                Box::new(NoImages(Arc::new(e)))
             }
         };
         stores.push((root.clone(), images));
@@ -504,15 +368,15 @@ fn open_images(options: &Options) -> LayeredImages {
 }
 
 impl Images for LayeredImages {
-    fn layers(&self, reference: &str) -> Result<ImageLayers, String> {
+    fn layers(&self, reference: &str) -> Result<ImageLayers, ImageError> {
         let mut errors = Vec::new();
         for (root, images) in &self.stores {
             match images.layers(reference) {
                 Ok(layers) => return Ok(layers),
-                Err(e) => errors.push(format!("{}: {e}", root.display())),
+                Err(e) => errors.push((root.clone(), e)),
             }
         }
-        Err(errors.join("; "))
+        Err(ImageError::Nowhere(errors))
     }
 }
 
@@ -561,10 +425,20 @@ impl DaemonControl {
 }
 
 impl Control for DaemonControl {
-    fn reload(&self) -> Result<ReconcileReport, String> {
+    fn reload(&self) -> Result<ReconcileReport, ReloadError> {
         let (config, messages) = load_config(&self.source);
         for (level, m) in &messages {
             log::log!(*level, "config: {m}");
+        }
+        // At boot a bad source is left out so that the machine comes up; on
+        // a reload the running config is better than a part of the new one.
+        let findings: Vec<String> = messages
+            .iter()
+            .filter(|(level, _)| *level == log::Level::Error)
+            .map(|(_, m)| m.clone())
+            .collect();
+        if !findings.is_empty() {
+            return Err(ReloadError::Invalid { findings });
         }
         if let Some(paths) = &self.host {
             apply_host(&host::Linux, paths, &config.host, Stage::Reload);
@@ -573,10 +447,7 @@ impl Control for DaemonControl {
         if let Some(paths) = &self.host {
             merge_daemon_json(&paths.root, &config.engine_settings);
         }
-        let report = self
-            .supervisor
-            .reconcile(config.services)
-            .map_err(|e| e.to_string())?;
+        let report = self.supervisor.reconcile(config.services)?;
         let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
         if *engine != config.engine {
             log::info!("user engine: {} → {}", *engine, config.engine);
@@ -819,133 +690,4 @@ fn limit_malloc_arenas() {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use berth_configs::forms::KeyValues;
-
-    #[test]
-    fn berth_environment_goes_below_each_services_own() {
-        let mut services = BTreeMap::new();
-        services.insert(
-            "a".to_string(),
-            Service {
-                environment: KeyValues(
-                    [
-                        ("OWN".to_string(), Some("a".to_string())),
-                        ("SHARED".to_string(), Some("service".to_string())),
-                        ("UNSET".to_string(), None),
-                    ]
-                    .into(),
-                ),
-                ..Service::default()
-            },
-        );
-        services.insert("b".to_string(), Service::default());
-        let env: BTreeMap<String, String> = [
-            ("SHARED".to_string(), "berth".to_string()),
-            ("UNSET".to_string(), "berth".to_string()),
-        ]
-        .into();
-        let out = with_environment(services, &env);
-        let a = &out["a"].environment;
-        assert_eq!(a.get("OWN"), Some("a"));
-        assert_eq!(a.get("SHARED"), Some("service"), "the service's own wins");
-        assert_eq!(a.get("UNSET"), Some("berth"), "as the spec layers it");
-        assert_eq!(out["b"].environment.get("SHARED"), Some("berth"));
-    }
-
-    #[test]
-    fn engine_args_and_environment_reach_the_engine_daemon() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("config.yml");
-        std::fs::write(
-            &file,
-            "#cloud-config\nberth:\n  engine:\n    args: [--debug]\n    environment:\n      HTTP_PROXY: http://proxy:3128\n  services:\n    docker:\n      image: berth/docker:latest\n      command: [--host=unix:///run/docker/docker.sock]\n",
-        )
-        .expect("write");
-        let (config, messages) = load_config(&ConfigSource::Files(vec![file]));
-        assert!(
-            messages.iter().all(|(l, _)| *l > log::Level::Error),
-            "{messages:?}"
-        );
-        let docker = &config.services["docker"];
-        assert_eq!(
-            docker.command.as_ref().map(|c| c.argv()),
-            Some(vec![
-                "--host=unix:///run/docker/docker.sock".to_string(),
-                "--debug".to_string()
-            ])
-        );
-        assert_eq!(
-            docker.environment.get("HTTP_PROXY"),
-            Some("http://proxy:3128")
-        );
-        assert_eq!(config.engine, "docker");
-    }
-
-    #[test]
-    fn engine_settings_are_merged_into_daemon_json() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("config.yml");
-        std::fs::write(
-            &file,
-            "#cloud-config\nrancher:\n  docker:\n    insecure_registry: [a.example:5000]\n    registry_mirror: http://mirror.example\n    storage_driver: overlay2\n    tls: true\nberth:\n  services:\n    docker:\n      image: berth/docker:latest\n      command: [--host=unix:///run/docker/docker.sock]\n",
-        )
-        .expect("write");
-        let (config, _) = load_config(&ConfigSource::Files(vec![file]));
-        let argv = config.services["docker"]
-            .command
-            .as_ref()
-            .expect("command")
-            .argv();
-        assert!(argv.contains(&"--tlsverify".to_string()), "{argv:?}");
-        let root = tempfile::tempdir().expect("tempdir");
-        // No file yet: it is made.
-        merge_daemon_json(root.path(), &config.engine_settings);
-        let path = root.path().join(DAEMON_JSON);
-        let read = || -> serde_json::Value {
-            serde_json::from_slice(&std::fs::read(&path).expect("daemon.json")).expect("json")
-        };
-        assert_eq!(
-            read(),
-            serde_json::json!({
-                "insecure-registries": ["a.example:5000"],
-                "registry-mirrors": ["http://mirror.example"],
-                "storage-driver": "overlay2",
-            })
-        );
-        // The user's file: lists joined, its own values kept, merged once.
-        std::fs::write(
-            &path,
-            r#"{"insecure-registries": ["b.example:5000"], "storage-driver": "vfs", "debug": true}"#,
-        )
-        .expect("daemon.json");
-        for _ in 0..2 {
-            merge_daemon_json(root.path(), &config.engine_settings);
-        }
-        assert_eq!(
-            read(),
-            serde_json::json!({
-                "insecure-registries": ["b.example:5000", "a.example:5000"],
-                "registry-mirrors": ["http://mirror.example"],
-                "storage-driver": "vfs",
-                "debug": true,
-            })
-        );
-    }
-
-    #[test]
-    fn host_settings_only_on_the_systems_own_config() {
-        let mut options = Options::default();
-        assert_eq!(host_root(&options), Some(PathBuf::from("/")));
-        options.config = ConfigSource::Files(vec![PathBuf::from("/tmp/x.yml")]);
-        assert_eq!(host_root(&options), None, "tests with config files");
-        options.config = ConfigSource::Layout(PathBuf::from("/tmp/root"));
-        assert_eq!(host_root(&options), None);
-        options.host = HostSettings::Root(PathBuf::from("/tmp/root"));
-        assert_eq!(host_root(&options), Some(PathBuf::from("/tmp/root")));
-        options.config = ConfigSource::Layout(PathBuf::from("/"));
-        options.host = HostSettings::Off;
-        assert_eq!(host_root(&options), None);
-    }
-}
+mod tests;

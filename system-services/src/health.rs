@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use berth_configs::forms::Command;
 use berth_configs::model::Healthcheck;
-use serde::{Deserialize, Serialize};
 
 use crate::runtime::Runtime;
 
@@ -102,25 +101,7 @@ impl Settings {
     }
 }
 
-/// A service's health, as `berth ps` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    /// No verdict yet.
-    Starting,
-    Healthy,
-    Unhealthy,
-}
-
-impl std::fmt::Display for Health {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Health::Starting => "starting",
-            Health::Healthy => "healthy",
-            Health::Unhealthy => "unhealthy",
-        })
-    }
-}
+pub use berth_api::Health;
 
 /// Turns check results into a [`Health`] the way Docker does: one success is
 /// healthy; `retries` failures in a row, not counting the start period, unhealthy.
@@ -166,6 +147,45 @@ impl Tracker {
     }
 }
 
+/// Why a healthcheck failed, as `berth ps` shows it.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// `file:PATH` is not there (yet); `waiting` is what the service says it
+    /// waits for, from `PATH.waiting`.
+    #[error("{path}: {source}{}", waiting.as_ref().map(|w| format!("; waiting for {w}")).unwrap_or_default())]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+        waiting: Option<String>,
+    },
+    #[error("the container's network namespace: {0}")]
+    NetNs(#[source] std::io::Error),
+    #[error("joining the container's network namespace: {0}")]
+    JoinNetNs(#[source] std::io::Error),
+    #[error("tcp:{port}: {source}")]
+    Tcp {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the check: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("the check panicked")]
+    Panicked,
+    #[error(transparent)]
+    Exec(#[from] crate::runtime::RuntimeError),
+    /// The command ran and failed: its status and the start of its output.
+    #[error("{command}: {status}: {output}")]
+    Failed {
+        command: String,
+        status: crate::runtime::Exit,
+        output: String,
+    },
+    #[error("{command}: timed out after {timeout:?}")]
+    TimedOut { command: String, timeout: Duration },
+}
+
 /// Runs `check` once for container `id` whose init is `pid`.
 pub fn run_check(
     check: &Check,
@@ -173,30 +193,39 @@ pub fn run_check(
     id: &str,
     pid: i32,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), CheckError> {
     match check {
         Check::None => Ok(()),
         Check::File(path) => {
             // The container's root as its init sees it, through procfs.
             let p = format!("/proc/{pid}/root/{}", path.trim_start_matches('/'));
-            std::fs::symlink_metadata(&p).map(|_| ()).map_err(|e| {
-                // A service may say why the file is not there yet in
-                // `PATH.waiting` (netconf: which interface, address or route).
-                match std::fs::read_to_string(format!("{p}.waiting")) {
-                    Ok(why) if !why.trim().is_empty() => {
-                        format!("{path}: {e}; waiting for {}", why.trim())
-                    }
-                    _ => format!("{path}: {e}"),
-                }
-            })
+            std::fs::symlink_metadata(&p)
+                .map(|_| ())
+                .map_err(|source| CheckError::File {
+                    path: path.clone(),
+                    source,
+                    // A service may say why the file is not there yet in
+                    // `PATH.waiting` (netconf: which interface, address or route).
+                    waiting: std::fs::read_to_string(format!("{p}.waiting"))
+                        .ok()
+                        .map(|why| why.trim().to_string())
+                        .filter(|why| !why.is_empty()),
+                })
         }
         Check::Tcp(port) => tcp_in_netns(pid, *port, timeout),
         Check::Exec(argv) => {
-            let out = runtime.exec(id, argv, timeout).map_err(|e| e.to_string())?;
+            let out = runtime.exec(id, argv, timeout)?;
             match out.exit {
                 Some(e) if e.success() => Ok(()),
-                Some(e) => Err(format!("{}: {e}: {}", argv.join(" "), out.output.trim())),
-                None => Err(format!("{}: timed out after {timeout:?}", argv.join(" "))),
+                Some(status) => Err(CheckError::Failed {
+                    command: argv.join(" "),
+                    status,
+                    output: out.output.trim().to_string(),
+                }),
+                None => Err(CheckError::TimedOut {
+                    command: argv.join(" "),
+                    timeout,
+                }),
             }
         }
     }
@@ -205,9 +234,8 @@ pub fn run_check(
 /// Connects to localhost:`port` from inside the network namespace of `pid`. A
 /// network namespace belongs to a thread, so a short-lived thread joins it and
 /// nothing else in berthd is affected.
-fn tcp_in_netns(pid: i32, port: u16, timeout: Duration) -> Result<(), String> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-        .map_err(|e| format!("the container's network namespace: {e}"))?;
+fn tcp_in_netns(pid: i32, port: u16, timeout: Duration) -> Result<(), CheckError> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(CheckError::NetNs)?;
     let worker = std::thread::Builder::new()
         .name("health tcp".into())
         .stack_size(64 << 10)
@@ -215,10 +243,7 @@ fn tcp_in_netns(pid: i32, port: u16, timeout: Duration) -> Result<(), String> {
             // SAFETY: setns with an open namespace descriptor changes only this
             // thread's network namespace; the thread ends right after the check.
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!(
-                    "joining the container's network namespace: {}",
-                    std::io::Error::last_os_error()
-                ));
+                return Err(CheckError::JoinNetNs(std::io::Error::last_os_error()));
             }
             let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             match TcpStream::connect_timeout(&v4, timeout) {
@@ -227,14 +252,12 @@ fn tcp_in_netns(pid: i32, port: u16, timeout: Duration) -> Result<(), String> {
                     let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
                     TcpStream::connect_timeout(&v6, timeout)
                         .map(|_| ())
-                        .map_err(|_| format!("tcp:{port}: {e4}"))
+                        .map_err(|_| CheckError::Tcp { port, source: e4 })
                 }
             }
         })
-        .map_err(|e| format!("starting the check: {e}"))?;
-    worker
-        .join()
-        .unwrap_or_else(|_| Err("the check panicked".into()))
+        .map_err(CheckError::Spawn)?;
+    worker.join().unwrap_or(Err(CheckError::Panicked))
 }
 
 /// Runs `check` in a thread of its own until `stop` is set, reporting each
@@ -246,7 +269,7 @@ pub fn spawn(
     id: String,
     pid: i32,
     stop: Arc<AtomicBool>,
-    report: impl Fn(Result<(), String>) + Send + 'static,
+    report: impl Fn(Result<(), CheckError>) + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("health {id}"))
@@ -359,10 +382,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ready");
         let check = Check::File(path.display().to_string());
-        let err = run_check(&check, &rt, "x", me, Duration::from_secs(1)).expect_err("missing");
+        let err = run_check(&check, &rt, "x", me, Duration::from_secs(1))
+            .expect_err("missing")
+            .to_string();
         assert!(!err.contains("waiting for"), "{err}");
         std::fs::write(dir.path().join("ready.waiting"), "eth0: a DHCP lease\n").expect("write");
-        let err = run_check(&check, &rt, "x", me, Duration::from_secs(1)).expect_err("missing");
+        let err = run_check(&check, &rt, "x", me, Duration::from_secs(1))
+            .expect_err("missing")
+            .to_string();
         assert!(err.ends_with("; waiting for eth0: a DHCP lease"), "{err}");
         std::fs::write(&path, "").expect("write");
         assert!(run_check(&check, &rt, "x", me, Duration::from_secs(1)).is_ok());

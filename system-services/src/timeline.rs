@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 /// Time since the kernel booted, counting suspend (CLOCK_BOOTTIME); falls back
 /// to `/proc/uptime` and then to zero, since a timeline is never worth failing for.
 pub fn since_boot() -> Duration {
@@ -34,30 +32,7 @@ pub fn secs(d: Duration) -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
-/// One service's most recent run. Times are seconds since boot.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    pub service: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exited: Option<f64>,
-    #[serde(default)]
-    pub restarts: u32,
-}
-
-/// `GET /v1/timeline`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Timeline {
-    /// When berthd itself started, seconds since boot.
-    pub berthd_started: f64,
-    /// Services that have started at least once, in the order they were created.
-    pub services: Vec<Entry>,
-}
+pub use berth_api::{Entry, Timeline};
 
 #[cfg(test)]
 mod tests {
@@ -77,18 +52,5 @@ mod tests {
             .parse()
             .expect("number");
         assert!((secs(b) - uptime).abs() < 2.0, "{b:?} vs {uptime}");
-    }
-
-    #[test]
-    fn entries_leave_out_what_did_not_happen() {
-        let e = Entry {
-            service: "ntp".into(),
-            created: Some(1.5),
-            ..Default::default()
-        };
-        let json = serde_json::to_string(&e).expect("json");
-        assert_eq!(json, r#"{"service":"ntp","created":1.5,"restarts":0}"#);
-        let back: Entry = serde_json::from_str(&json).expect("parse");
-        assert_eq!(back, e);
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use berth_configs::forms::Command;
 use berth_configs::model::{RestartPolicy, Service};
-use berthd::api::{serve_with, Api, Control, Limits};
+use berthd::api::{serve_with, Api, Control, Limits, ReloadError};
 use berthd::logs::{LogConfig, LogDir};
 use berthd::runtime::{ImageLayers, Recording, Runtime};
 use berthd::supervisor::{FixedImages, Options, Phase, ReconcileReport, ServiceStatus, Supervisor};
@@ -26,18 +26,21 @@ struct FakeControl {
 }
 
 impl Control for FakeControl {
-    fn reload(&self) -> Result<ReconcileReport, String> {
+    fn reload(&self) -> Result<ReconcileReport, ReloadError> {
         self.reloads.fetch_add(1, Ordering::SeqCst);
-        let services = self
-            .next
+        let next = self.next.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(services) = next else {
+            return Err(ReloadError::Invalid {
+                findings: vec!["local.yml:3: the config has an error at line 3".into()],
+            });
+        };
+        let sup = self
+            .supervisor
             .lock()
-            .map_err(|e| e.to_string())?
-            .take()
-            .ok_or("the config has an error at line 3")?;
-        let sup = self.supervisor.lock().map_err(|e| e.to_string())?.clone();
-        sup.ok_or("no supervisor")?
-            .reconcile(services)
-            .map_err(|e| e.to_string())
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .expect("a supervisor");
+        Ok(sup.reconcile(services)?)
     }
 
     fn shutdown(&self) {
@@ -116,44 +119,15 @@ fn env_with(allowed_uid: u32, limits: Limits) -> Env {
     }
 }
 
-/// (status, body) of one request; chunked bodies are decoded.
+/// (status, body) of one request through berth-api's client; chunked bodies
+/// are decoded.
 fn request(socket: &Path, method: &str, path: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).expect("connect");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: berthd\r\nContent-Length: 0\r\n\r\n"
-    )
-    .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
+    let answer = berth_api::Client::new(socket)
+        .request(method, path)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = answer.status();
+    let body = answer.bytes().expect("the body");
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn json(body: &str) -> serde_json::Value {
@@ -285,12 +259,35 @@ fn logs_tail_since_and_follow() {
 #[test]
 fn reload_and_shutdown_go_to_the_daemon() {
     let env = env(rustix::process::geteuid().as_raw());
+    // An invalid config is the client's to fix: 400, with what is wrong.
     let (status, body) = request(&env.socket, "POST", "/v1/config/reload");
-    assert_eq!(status, 500);
-    assert!(json(&body)["error"]
+    assert_eq!(status, 400, "{body}");
+    let answer = json(&body);
+    assert!(answer["error"]
         .as_str()
         .unwrap_or_default()
-        .contains("line 3"));
+        .contains("the config is invalid"));
+    assert_eq!(
+        answer["findings"],
+        serde_json::json!(["local.yml:3: the config has an error at line 3"])
+    );
+    // A dependency cycle is a config error too.
+    let mut a = service();
+    a.depends_on = [("b".to_string(), Default::default())]
+        .into_iter()
+        .collect();
+    let mut b = service();
+    b.depends_on = [("a".to_string(), Default::default())]
+        .into_iter()
+        .collect();
+    *env.control.next.lock().expect("lock") = Some(
+        [("a".to_string(), a), ("b".to_string(), b)]
+            .into_iter()
+            .collect(),
+    );
+    let (status, body) = request(&env.socket, "POST", "/v1/config/reload");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("cycle") || body.contains("depend"), "{body}");
     let mut changed = service();
     changed.command = Some(Command::Shell("sleep 2000".into()));
     *env.control.next.lock().expect("lock") = Some(
@@ -304,7 +301,7 @@ fn reload_and_shutdown_go_to_the_daemon() {
     assert_eq!(report["recreated"], serde_json::json!(["ntp"]));
     assert_eq!(report["removed"], serde_json::json!(["web"]));
     assert_eq!(report["added"], serde_json::json!(["new"]));
-    assert_eq!(env.control.reloads.load(Ordering::SeqCst), 2);
+    assert_eq!(env.control.reloads.load(Ordering::SeqCst), 3);
     let (status, _) = request(&env.socket, "POST", "/v1/shutdown");
     assert_eq!(status, 202);
     assert_eq!(env.control.shutdowns.load(Ordering::SeqCst), 1);

@@ -5,6 +5,8 @@
 //! while the process is single-threaded, which libtest's threads would spoil.
 //! The cases then run one after another; any failure fails the whole binary.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -12,13 +14,7 @@ use std::time::{Duration, Instant};
 
 use berth_configs::forms::Command;
 use berth_configs::model::Service;
-use berth_images::progress::Quiet;
-use berth_images::recipe::{build, LoadedRecipe};
-use berth_images::unpack::Limits;
-use berth_images::Store;
-use berthd::runtime::{
-    ContainerConfig, Exit, ImageLayers, Runtime, Signal, Status, Youki, YoukiConfig,
-};
+use berthd::runtime::{ContainerConfig, Exit, ImageLayers, Runtime, Signal, Status, Youki};
 
 type Result<T = ()> = std::result::Result<T, String>;
 type Case = (&'static str, fn(&Env) -> Result);
@@ -72,18 +68,7 @@ fn main() {
         Err(e) => panic!("tempdir: {e}"),
     };
     let berth_binary = std::fs::canonicalize("/proc/self/exe").ok();
-    let runtime = match Youki::new(YoukiConfig {
-        root: dir.path().join("run"),
-        volumes_dir: dir.path().join("volumes"),
-        berth_binary,
-    }) {
-        Ok(r) => r,
-        Err(e) => panic!("runtime: {e}"),
-    };
-    let image = match busybox_image() {
-        Ok(i) => i,
-        Err(e) => panic!("busybox image: {e}"),
-    };
+    let (runtime, image) = common::runtime_and_image(dir.path(), berth_binary);
     let env = Env {
         runtime,
         image,
@@ -163,25 +148,6 @@ fn main() {
         std::process::exit(1);
     }
     println!("\nall {} runtime cases passed", cases.len());
-}
-
-/// Builds (or finds cached) the busybox recipe image and unpacks its layers
-/// with the store's own unpacker.
-fn busybox_image() -> Result<ImageLayers> {
-    let recipe_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/recipes/busybox.yml");
-    let recipe = LoadedRecipe::load(&recipe_path).map_err(|e| e.to_string())?;
-    // Kept in the target dir so reruns reuse the build (the recipe code caches by hash).
-    let store_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("berthd-runtime-images");
-    let store = Store::open(&store_dir).map_err(|e| e.to_string())?;
-    let built = build(&store, &recipe, 1_700_000_000).map_err(|e| e.to_string())?;
-    let image = store.resolve(&built.reference).map_err(|e| e.to_string())?;
-    let layers = store
-        .unpack_image(&image, &Limits::default(), &Quiet)
-        .map_err(|e| format!("unpack: {e}"))?;
-    Ok(ImageLayers {
-        layers,
-        config: image.config.config.clone(),
-    })
 }
 
 fn config(env: &Env, id: &str, service: Service) -> ContainerConfig {

@@ -7,6 +7,8 @@
 //! Like `tests/runtime.rs`, this test has its own `main` (`harness = false`):
 //! the forker must be forked while the process is single-threaded.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,13 +16,9 @@ use std::time::{Duration, Instant};
 
 use berth_configs::forms::{Command, Duration as D};
 use berth_configs::model::{Condition, Dependency, Healthcheck, RestartPolicy, Service};
-use berth_images::progress::Quiet;
-use berth_images::recipe::{build, LoadedRecipe};
-use berth_images::unpack::Limits;
-use berth_images::Store;
 use berthd::health::Health;
 use berthd::logs::{LogConfig, LogDir, Query};
-use berthd::runtime::{ImageLayers, Runtime, Youki, YoukiConfig};
+use berthd::runtime::{ImageLayers, Runtime, Youki};
 use berthd::supervisor::{Backoff, FixedImages, Options, Phase, Snapshot, Supervisor};
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -45,18 +43,8 @@ fn main() {
         Err(e) => panic!("tempdir: {e}"),
     };
     // Before any thread: fork the forker.
-    let runtime = match Youki::new(YoukiConfig {
-        root: dir.path().join("run"),
-        volumes_dir: dir.path().join("volumes"),
-        berth_binary: None,
-    }) {
-        Ok(r) => Arc::new(r),
-        Err(e) => panic!("runtime: {e}"),
-    };
-    let image = match busybox_image() {
-        Ok(i) => i,
-        Err(e) => panic!("busybox image: {e}"),
-    };
+    let (runtime, image) = common::runtime_and_image(dir.path(), None);
+    let runtime = Arc::new(runtime);
     let env = Env {
         runtime,
         image,
@@ -103,22 +91,6 @@ fn main() {
         std::process::exit(1);
     }
     println!("\nall {} supervisor cases passed", cases.len());
-}
-
-fn busybox_image() -> Result<ImageLayers> {
-    let recipe_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/recipes/busybox.yml");
-    let recipe = LoadedRecipe::load(&recipe_path).map_err(|e| e.to_string())?;
-    let store_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("berthd-runtime-images");
-    let store = Store::open(&store_dir).map_err(|e| e.to_string())?;
-    let built = build(&store, &recipe, 1_700_000_000).map_err(|e| e.to_string())?;
-    let image = store.resolve(&built.reference).map_err(|e| e.to_string())?;
-    let layers = store
-        .unpack_image(&image, &Limits::default(), &Quiet)
-        .map_err(|e| format!("unpack: {e}"))?;
-    Ok(ImageLayers {
-        layers,
-        config: image.config.config.clone(),
-    })
 }
 
 fn sh(script: &str, restart: Option<RestartPolicy>) -> Service {

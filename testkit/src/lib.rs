@@ -19,6 +19,10 @@
 //! the test binary's (`netns::bond_of_two_veths`); tests with their own `main`
 //! (`harness = false`) are named by their binary alone.
 
+pub mod daemon;
+
+pub use daemon::{daemon_command, daemon_socket};
+
 use std::fmt;
 use std::io::Write;
 

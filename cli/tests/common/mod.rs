@@ -5,8 +5,6 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
@@ -29,6 +27,29 @@ pub fn busybox() -> (PathBuf, String) {
     let store = Store::open(&store_dir).expect("store");
     let built = build(&store, &recipe, 1_700_000_000).expect("busybox image");
     (store_dir, built.reference)
+}
+
+/// What a test that runs real containers starts from: a temp dir named
+/// `PREFIX…`, and the busybox image's (store, reference). `None`, recorded as
+/// a skip, when not root; the test then returns.
+pub fn root_test(prefix: &str) -> Option<(tempfile::TempDir, PathBuf, String)> {
+    if !is_root() {
+        berth_testkit::skip!("berthd runs real containers, which needs root");
+        return None;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir");
+    let (store, image) = busybox();
+    Some((dir, store, image))
+}
+
+/// Writes `text` as `DIR/config.yml` and returns its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let config = dir.join("config.yml");
+    std::fs::write(&config, text).expect("config");
+    config
 }
 
 /// A `berth daemon` with everything under one directory.
@@ -55,22 +76,10 @@ impl Daemon {
     }
 
     fn start_with(dir: &Path, store: &Path, flag: &str, config: &Path) -> Daemon {
-        let socket = dir.join("berth.sock");
-        let child = Command::new(BERTH)
-            .arg("daemon")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--run-dir")
-            .arg(dir.join("run"))
-            .arg("--log-dir")
-            .arg(dir.join("log"))
-            .arg("--images")
-            .arg(store)
-            .arg("--volumes")
-            .arg(dir.join("volumes"))
+        let socket = berth_testkit::daemon_socket(dir);
+        let child = berth_testkit::daemon_command(Path::new(BERTH), dir, store)
             .arg(flag)
             .arg(config)
-            .arg("--quiet")
             .spawn()
             .expect("start berth daemon");
         let daemon = Daemon {
@@ -110,17 +119,9 @@ impl Daemon {
 
     /// `GET path` on the API (the CLI has no command for the raw timeline).
     pub fn get(&self, path: &str) -> serde_json::Value {
-        let mut s = UnixStream::connect(&self.socket).expect("connect");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: berthd\r\nConnection: close\r\n\r\n"
-        )
-        .expect("request");
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).expect("answer");
-        let (head, body) = answer.split_once("\r\n\r\n").expect("http answer");
-        assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
-        serde_json::from_str(body).expect("json body")
+        berth_api::Client::new(&self.socket)
+            .get(path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     /// The service's log as `berth logs` prints it.
