@@ -1,0 +1,379 @@
+//! Stage 1, in the initramfs: find the OS image and the state partition,
+//! assemble the real root under `/sysroot`, and switch to it.
+//!
+//! Every path is under `root` (`/` on a real boot) so the whole sequence runs in
+//! tests against a temporary directory and a [`Recording`](crate::sys::Recording).
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::modules;
+use crate::nocloud;
+use crate::plan::{self, BootPlan, Source};
+use crate::probe::{self, BlockDev};
+use crate::sys::Sys;
+
+mod assemble;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use assemble::{assemble, copy_tree};
+pub use state::{mkfs_ext4, mount_state, State};
+
+pub(super) const NOSUID: libc::c_ulong = libc::MS_NOSUID;
+pub(super) const NODEV: libc::c_ulong = libc::MS_NODEV;
+pub(super) const NOEXEC: libc::c_ulong = libc::MS_NOEXEC;
+
+/// Where the new root is assembled, under the initramfs root.
+pub const NEWROOT: &str = "sysroot";
+/// Where the ISO stays mounted (moved into the new root with `/run`).
+pub const ISO_MOUNT: &str = "run/berth/iso";
+/// Where the state filesystem is mounted (moved along with `/run`).
+pub const STATE_MOUNT: &str = "run/berth/state";
+/// What stage 2 runs.
+pub const BERTH: &str = "usr/bin/berth";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot mount {what} on {}: {source}", target.display())]
+    Mount {
+        what: String,
+        target: PathBuf,
+        source: io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("no ISO labelled {label} appeared within {}s (block devices seen: {seen}); raise the wait with berth.wait=SECS", wait.as_secs())]
+    NoIso {
+        label: &'static str,
+        wait: Duration,
+        seen: String,
+    },
+    #[error("no partition named {name} appeared within {}s (block devices seen: {seen})", wait.as_secs())]
+    NoSlot {
+        name: String,
+        wait: Duration,
+        seen: String,
+    },
+    #[error("cannot attach {} to a loop device: {source}", file.display())]
+    Loop { file: PathBuf, source: io::Error },
+    #[error("no state device ({dev}) was found and berth.state.required is set")]
+    StateRequired { dev: String },
+    #[error("the OS image has no {}: it is not a Berth root", path.display())]
+    NotBerth { path: PathBuf },
+    #[error("switch_root failed at {step}: {source}")]
+    SwitchRoot {
+        step: &'static str,
+        source: io::Error,
+    },
+}
+
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn mount(
+    sys: &mut dyn Sys,
+    what: &str,
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), Error> {
+    sys.mount(source, target, fstype, flags, data)
+        .map_err(|source| Error::Mount {
+            what: what.to_string(),
+            target: target.to_path_buf(),
+            source,
+        })
+}
+
+pub(super) fn mkdir(path: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(path).map_err(io_err(path))
+}
+
+/// `/proc`, `/sys`, `/dev` and `/run`. Already mounted (EBUSY) is fine: a kernel
+/// with devtmpfs automount, or stage 1 run a second time.
+pub fn early_mounts(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
+    for (fstype, dir, flags, data) in [
+        ("proc", "proc", NOSUID | NODEV | NOEXEC, ""),
+        ("sysfs", "sys", NOSUID | NODEV | NOEXEC, ""),
+        ("devtmpfs", "dev", NOSUID, "mode=0755"),
+        ("tmpfs", "run", NOSUID | NODEV, "mode=0755"),
+    ] {
+        let target = root.join(dir);
+        mkdir(&target)?;
+        match sys.mount(fstype, &target, fstype, flags, data) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            other => other.map_err(|source| Error::Mount {
+                what: fstype.into(),
+                target: target.clone(),
+                source,
+            })?,
+        }
+    }
+    Ok(())
+}
+
+/// Loads every module the initramfs carries (it only carries what reaching the
+/// root needs); a problem with one is a warning.
+pub fn load_modules(sys: &mut dyn Sys, root: &Path) {
+    let Some(release) = modules::kernel_release() else {
+        log::warn!("cannot tell the kernel release; no modules loaded");
+        return;
+    };
+    let dir = root.join("lib/modules").join(&release);
+    match modules::load(sys, &dir, None) {
+        Ok(report) => modules::log_report("initramfs", &report),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            log::debug!(
+                "no {}/modules.dep: everything needed is built in",
+                dir.display()
+            )
+        }
+        Err(e) => log::warn!("{}: {e}", dir.display()),
+    }
+}
+
+pub(super) fn devices(root: &Path) -> Vec<BlockDev> {
+    probe::block_devices(&root.join("sys/class/block"), &root.join("dev"))
+}
+
+pub(super) fn seen(root: &Path) -> String {
+    let names: Vec<String> = devices(root).into_iter().map(|d| d.name).collect();
+    if names.is_empty() {
+        "none — is the storage driver in the initramfs?".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Mounts the OS image read-only at `root/sysroot`.
+pub fn mount_image(sys: &mut dyn Sys, root: &Path, plan: &BootPlan) -> Result<(), Error> {
+    let newroot = root.join(NEWROOT);
+    mkdir(&newroot)?;
+    match &plan.source {
+        Source::Iso => {
+            let iso = probe::wait_for(
+                plan.wait,
+                || probe::find_iso(&devices(root), plan::ISO_LABEL),
+                || {
+                    log::info!(
+                        "waiting up to {}s for {}",
+                        plan.wait.as_secs(),
+                        plan::ISO_LABEL
+                    )
+                },
+            )
+            .ok_or_else(|| Error::NoIso {
+                label: plan::ISO_LABEL,
+                wait: plan.wait,
+                seen: seen(root),
+            })?;
+            log::info!("boot medium {} on {}", plan::ISO_LABEL, iso.node.display());
+            let mnt = root.join(ISO_MOUNT);
+            mkdir(&mnt)?;
+            mount(
+                sys,
+                "the ISO",
+                &iso.node.to_string_lossy(),
+                &mnt,
+                "iso9660",
+                libc::MS_RDONLY | NOSUID | NODEV,
+                "",
+            )?;
+            let squashfs = mnt.join("berth/rootfs.squashfs");
+            let dev = sys
+                .attach_loop(&squashfs, &root.join("dev"))
+                .map_err(|source| Error::Loop {
+                    file: squashfs.clone(),
+                    source,
+                })?;
+            // `dev` (the open loop device) lives until after the mount.
+            mount(
+                sys,
+                "rootfs.squashfs",
+                &dev.node.to_string_lossy(),
+                &newroot,
+                "squashfs",
+                libc::MS_RDONLY,
+                "",
+            )
+        }
+        Source::Slot(slot) => {
+            let name = format!("BERTH_{slot}");
+            let part = probe::wait_for(
+                plan.wait,
+                || probe::find_partname(&devices(root), &name),
+                || log::info!("waiting up to {}s for {name}", plan.wait.as_secs()),
+            )
+            .ok_or_else(|| Error::NoSlot {
+                name: name.clone(),
+                wait: plan.wait,
+                seen: seen(root),
+            })?;
+            log::info!("OS image: slot {slot} on {}", part.node.display());
+            mount(
+                sys,
+                &name,
+                &part.node.to_string_lossy(),
+                &newroot,
+                "squashfs",
+                libc::MS_RDONLY,
+                "",
+            )
+        }
+    }
+}
+
+/// Removes everything under `dir` on the same filesystem, except `keep`;
+/// mount points (other filesystems) are left alone. This is how switch_root
+/// frees the initramfs's memory.
+pub fn remove_same_fs(dir: &Path, keep: &Path) -> io::Result<()> {
+    let dev = std::fs::symlink_metadata(dir)?.dev();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path == keep {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.dev() != dev {
+            continue;
+        }
+        if meta.is_dir() {
+            remove_same_fs(&path, keep)?;
+            // Not empty when a mount point sits inside: leave it.
+            let _ = std::fs::remove_dir(&path);
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    Ok(())
+}
+
+/// The initramfs is ramfs or tmpfs; only then may its contents be deleted.
+pub(super) fn is_ram_root(root: &Path) -> bool {
+    let Ok(c) = crate::sys::cstr(root) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data, valid zeroed.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid path and `st` a writable statfs.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    matches!(st.f_type as i64, RAMFS_MAGIC | TMPFS_MAGIC)
+}
+
+/// Moves the new root onto `/`, chroots into it and execs stage 2. Only
+/// returns on failure.
+pub fn switch_root(sys: &mut dyn Sys, root: &Path, free_initramfs: bool) -> Error {
+    let newroot = root.join(NEWROOT);
+    if free_initramfs {
+        if let Err(e) = remove_same_fs(root, &newroot) {
+            log::warn!("could not free the initramfs: {e}");
+        }
+    }
+    let step = |step, r: io::Result<()>| r.map_err(|source| Error::SwitchRoot { step, source });
+    let result = (|| {
+        step("chdir", sys.chdir(&newroot))?;
+        step("move", sys.mount(".", root, "", libc::MS_MOVE, ""))?;
+        step("chroot", sys.chroot(Path::new(".")))?;
+        step("chdir /", sys.chdir(Path::new("/")))
+    })();
+    if let Err(e) = result {
+        return e;
+    }
+    let e = sys.exec(&Path::new("/").join(BERTH), "init");
+    Error::SwitchRoot {
+        step: "exec /usr/bin/berth",
+        source: e,
+    }
+}
+
+/// Stage 1 start to finish. Returns only on failure.
+pub fn run(sys: &mut dyn Sys, root: &Path) -> Error {
+    match prepare(sys, root) {
+        Ok(()) => {}
+        Err(e) => return e,
+    }
+    crate::timeline::mark(&root.join("run"), "stage1_end");
+    switch_root(sys, root, is_ram_root(root))
+}
+
+/// Everything up to the switch: mounts, plan, modules, image, state, assembly.
+pub fn prepare(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
+    early_mounts(sys, root)?;
+    crate::console::ensure_console_fds();
+    crate::console::reopen_kmsg();
+    log::info!("stage 1");
+    crate::timeline::mark(&root.join("run"), "stage1_start");
+    let cmdline = std::fs::read_to_string(root.join("proc/cmdline")).unwrap_or_default();
+    let plan = plan::plan(&cmdline);
+    crate::console::set_verbose(plan.debug);
+    for p in &plan.problems {
+        log::warn!("kernel command line: {p}");
+    }
+    load_modules(sys, root);
+    // A trial boot is watched from here on: whatever of the new OS image
+    // hangs, the machine resets and GRUB falls back (see crate::watchdog).
+    if root == Path::new("/") && berth_iso::slots::from_cmdline(&cmdline).is_some_and(|(_, t)| t) {
+        if let Some(dog) = crate::watchdog::open_present(root) {
+            dog.hand_over();
+        }
+    }
+    mount_image(sys, root, &plan)?;
+    // The seed is looked for once, after the boot medium: by then the storage
+    // drivers have found what is attached at boot.
+    let seed = nocloud::read(sys, root, &devices(root));
+    if let Some(seed) = &seed {
+        // berthd's datasource probe: NoCloud answered this boot (local, first).
+        let marker = root.join(nocloud::MARKER);
+        let written = marker
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&marker, seed.device.to_string_lossy().as_bytes()));
+        if let Err(e) = written {
+            log::warn!("{}: {e}", marker.display());
+        }
+    }
+    let plan = match seed.as_ref().and_then(|s| s.user_data.as_deref()) {
+        Some(text) => {
+            let doc = berth_configs::parse_document(&std::sync::Arc::from(USER_DATA), text);
+            let with_seed = plan::plan_with(&cmdline, vec![doc]);
+            for p in with_seed
+                .problems
+                .iter()
+                .filter(|p| !plan.problems.contains(p))
+            {
+                log::warn!("{p}");
+            }
+            with_seed
+        }
+        None => plan,
+    };
+    log::debug!("boot plan: {plan:?}");
+    mount_state(sys, root, &plan)?;
+    assemble(sys, root)?;
+    if let Some(seed) = &seed {
+        if let Err(e) = nocloud::cache(seed, &root.join(NEWROOT)) {
+            log::error!("cannot keep the NoCloud seed on the state partition: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// How stage 1 names the seed's user-data in its messages.
+pub(super) const USER_DATA: &str = "NoCloud user-data";
