@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_configs::forms::Command;
 use berth_configs::model::{RestartPolicy, Service};
@@ -304,6 +304,13 @@ fn reload_and_shutdown_go_to_the_daemon() {
     assert_eq!(env.control.reloads.load(Ordering::SeqCst), 3);
     let (status, _) = request(&env.socket, "POST", "/v1/shutdown");
     assert_eq!(status, 202);
+    // 202 comes first; the shutdown is begun right after it.
+    let asked = Instant::now();
+    while env.control.shutdowns.load(Ordering::SeqCst) == 0
+        && asked.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(env.control.shutdowns.load(Ordering::SeqCst), 1);
     env.sup.shutdown().expect("shutdown");
     let (status, body) = request(&env.socket, "POST", "/v1/services/ntp/start");
