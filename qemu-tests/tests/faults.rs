@@ -339,29 +339,35 @@ fn full_state_keeps_berthd_and_the_console_working(vm: &Vm, ssh: &Ssh) {
     assert_eq!(service(vm, ssh, "ticker")["state"], "running");
     ok(vm, ssh, "sudo berth logs -n 1 berthd");
     assert_eq!(ok(vm, ssh, "echo still here").trim(), "still here");
-    // The console hears that the ticker's log cannot be written (its lines
-    // are dropped and counted, never blocking the service)...
+    // The console hears which logs cannot be written (their lines are dropped
+    // and counted, never blocking the service; which log is first depends on
+    // how much room each file's last block had)...
+    let failed_log = |transcript: &str| {
+        transcript.lines().find_map(|l| {
+            let rest = l.split_once("berthd: logs: ")?.1;
+            let (service, what) = rest.split_once(": ")?;
+            what.contains("No space left on device")
+                .then(|| service.to_string())
+        })
+    };
     wait_until(
         vm,
         "the console hears of the full disk",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || {
-            vm.transcript().lines().any(|l| {
-                l.contains("berthd: logs: ticker:") && l.contains("No space left on device")
-            })
+            // A login is a few lines in the console's log.
+            let _ = ssh.run("true");
+            failed_log(&vm.transcript()).is_some()
         },
     );
+    let service = failed_log(&vm.transcript()).unwrap_or_default();
     ok(vm, ssh, "sudo rm /opt/fill");
     // ...and that it is written again once there is room.
-    wait_until(
-        vm,
-        "the ticker's log is written again",
-        Duration::from_secs(60),
-        || {
-            vm.transcript()
-                .contains("berthd: logs: ticker: writing again")
-        },
-    );
+    let again = format!("berthd: logs: {service}: writing again");
+    wait_until(vm, &format!("`{again}`"), Duration::from_secs(120), || {
+        let _ = ssh.run("true");
+        vm.transcript().contains(&again)
+    });
     assert_eq!(
         ok(vm, ssh, "sudo berth config get hostname").trim(),
         "faults-good",
