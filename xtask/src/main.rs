@@ -203,8 +203,16 @@ fn build_berth() -> Result<PathBuf> {
     let out_dir = target_dir().join("berth");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out = out_dir.join("berth");
-    std::fs::copy(&built, &out)
-        .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+    // The OS artifacts are fingerprinted by their inputs' mtimes: copy only a
+    // binary that changed, or every build would rebuild the whole OS.
+    let unchanged = match (std::fs::read(&built), std::fs::read(&out)) {
+        (Ok(new), Ok(old)) => new == old,
+        _ => false,
+    };
+    if !unchanged {
+        std::fs::copy(&built, &out)
+            .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+    }
     let size = std::fs::metadata(&out)?.len();
     host::check_static(&out)?;
     println!(
