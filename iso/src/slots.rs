@@ -270,7 +270,14 @@ pub fn render_env(vars: &BTreeMap<String, String>) -> Result<Vec<u8>> {
     }
     let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let block = crate::bootloader::grubenv(&pairs);
-    let content = block.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    // Measured before the block is padded (or cut) to 1024 bytes: an entry
+    // longer than the block would otherwise be cut silently (found by the
+    // `grubenv` fuzz target).
+    let content = "# GRUB Environment Block\n".len()
+        + pairs
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>();
     if content > ENV_CONTENT_MAX || block.len() != 1024 {
         return Err(Error::Disk(format!(
             "the GRUB environment would be {content} bytes; at most {ENV_CONTENT_MAX} are written in one sector"
@@ -466,6 +473,9 @@ mod tests {
         assert_eq!(parse_env(&block), vars);
         let huge = env(&[("x", &"y".repeat(600))]);
         assert!(render_env(&huge).is_err());
+        // Longer than the whole block: refused, not cut to fit.
+        let longer = env(&[("x", &"y".repeat(1100))]);
+        assert!(render_env(&longer).is_err());
     }
 
     #[test]
