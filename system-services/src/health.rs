@@ -277,11 +277,7 @@ pub fn spawn(
         .spawn(move || {
             let mut healthy_once = false;
             loop {
-                let wait = if healthy_once {
-                    settings.interval
-                } else {
-                    settings.start_interval
-                };
+                let wait = wait_before_check(&check, &settings, healthy_once);
                 if !nap(wait, &stop) {
                     return;
                 }
@@ -293,6 +289,24 @@ pub fn spawn(
                 report(result);
             }
         })
+}
+
+/// How often berthd's own checks (`file:`, `tcp:`) run until their first
+/// success. They cost a `stat` or a connect and no process in the container,
+/// and a service that depends on this one being healthy (ntp and docker on the
+/// network) starts only then, so every poll saved is boot time.
+pub const OWN_CHECK_START_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The pause before the next check: `interval` once the service has been
+/// healthy, `start_interval` until then — shortened for berthd's own checks.
+pub fn wait_before_check(check: &Check, settings: &Settings, healthy_once: bool) -> Duration {
+    if healthy_once {
+        settings.interval
+    } else if matches!(check, Check::File(_) | Check::Tcp(_)) {
+        settings.start_interval.min(OWN_CHECK_START_INTERVAL)
+    } else {
+        settings.start_interval
+    }
 }
 
 /// Sleeps `d` in small steps; false as soon as `stop` is set.
@@ -352,6 +366,28 @@ mod tests {
         let mut off = hc(Command::Shell("true".into()));
         off.disable = true;
         assert_eq!(Check::from_healthcheck(&off), None);
+    }
+
+    #[test]
+    fn berthds_own_checks_poll_fast_until_the_first_success() {
+        let mut h = Healthcheck::default();
+        h.interval = Some(D(Duration::from_secs(5)));
+        let s = Settings::from_healthcheck(&h);
+        let file = Check::File("/run/ready".into());
+        let exec = Check::Exec(vec!["true".into()]);
+        assert_eq!(
+            wait_before_check(&file, &s, false),
+            OWN_CHECK_START_INTERVAL
+        );
+        assert_eq!(
+            wait_before_check(&Check::Tcp(22), &s, false),
+            OWN_CHECK_START_INTERVAL
+        );
+        // A check that runs a process in the container keeps compose's pace.
+        assert_eq!(wait_before_check(&exec, &s, false), Duration::from_secs(1));
+        // Once healthy, every kind runs at its interval.
+        assert_eq!(wait_before_check(&file, &s, true), Duration::from_secs(5));
+        assert_eq!(wait_before_check(&exec, &s, true), Duration::from_secs(5));
     }
 
     #[test]

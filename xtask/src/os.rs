@@ -77,8 +77,29 @@ pub fn build() -> Result<Artifacts> {
     report(&initrd, "zstd")?;
 
     progress("GRUB for installed disks (grub-mkimage: boot.img, core.img, BOOTX64.EFI)");
-    let boot_images =
-        berth_iso::bootloader::build(&out.join("boot")).context("making GRUB's images")?;
+    // grub-mkimage writes new files each time, and their mtimes are inputs of
+    // the rootfs: made only when GRUB or the code that makes them changed.
+    let boot_dir = out.join("boot");
+    let boot_images = berth_iso::bootloader::Images::in_dir(&boot_dir);
+    let grub_fp = fingerprint(
+        &[
+            Path::new("/usr/bin/grub-mkimage"),
+            Path::new("/usr/lib/grub/i386-pc/boot.img"),
+            Path::new("/usr/lib/grub/x86_64-efi/linux.mod"),
+            &workspace_root().join("iso/src/bootloader.rs"),
+            &workspace_root().join("iso/src/disk.rs"),
+        ],
+        &[],
+    )?;
+    let boot_images = if stale(&boot_images.efi, &grub_fp)
+        || !boot_images.all().iter().all(|p| p.exists())
+    {
+        let made = berth_iso::bootloader::build(&boot_dir).context("making GRUB's images")?;
+        record(&made.efi, &grub_fp)?;
+        made
+    } else {
+        boot_images
+    };
     for image in boot_images.all() {
         report(image, "GRUB")?;
     }

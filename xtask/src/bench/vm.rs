@@ -129,12 +129,25 @@ pub fn bench_boot() -> Result<()> {
         }
         Err(e) => println!("    no breakdown: {e}"),
     }
+    // The same timeline drawn (`berth boot-time --svg`), kept beside the
+    // other bench output; it is generated, so it is never committed.
+    let svg_out = out_dir().join("bench").join("boot-time.svg");
+    match ssh.check("sudo berth boot-time --svg /run/boot-time.svg >/dev/null && sudo cat /run/boot-time.svg") {
+        Ok(svg) => {
+            std::fs::create_dir_all(svg_out.parent().context("bench dir")?)?;
+            std::fs::write(&svg_out, svg)?;
+            println!("    the boot drawn: {}", svg_out.display());
+        }
+        Err(e) => println!("    no boot-time chart: {e}"),
+    }
+    let no_engine_used = idle_used_mib(&ssh)?;
     // Shutdown: `berth poweroff` typed in the console → QEMU gone.
     let shutdown = poweroff(&ssh, &mut vm, timeout)?;
     println!("    `berth poweroff` took {shutdown:.2}s");
     drop(vm);
     println!("RESULT boot_init_handover {:.2} s", handover.as_secs_f64());
     println!("RESULT boot_ready {:.2} s", ready.as_secs_f64());
+    println!("RESULT memory_used_idle_no_engine {no_engine_used} MiB");
 
     // The smallest memory that still reaches ready, halving from 256 MiB.
     println!(
