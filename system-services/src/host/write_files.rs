@@ -201,7 +201,7 @@ fn write(
     let field = |f: &str| format!("{entry}.{f}");
     let rel = resolve_in(root, &file.path, allowed).map_err(|e| Problem::new(field("path"), e))?;
     let data = berth_configs::validate::decode(file.encoding, &file.content)
-        .map_err(|e| Problem::new(field("content"), e))?;
+        .map_err(|e| Problem::new(field("content"), e.to_string()))?;
     let (uid, gid) = match file.owner.as_deref() {
         None => (0, 0),
         Some(owner) => owner_ids(root, owner).unwrap_or_else(|e| {
