@@ -46,7 +46,7 @@ pub enum ClientError {
         source: io::Error,
     },
     #[error("berthd answered something that is not HTTP: {0}")]
-    Malformed(String),
+    Malformed(#[from] Malformed),
     /// berthd answered with an error status; `message` is what it said.
     #[error("{message}{}", findings.iter().map(|f| format!("\n  {f}")).collect::<String>())]
     Api {
@@ -59,6 +59,36 @@ pub enum ClientError {
         path: String,
         source: serde_json::Error,
     },
+}
+
+/// What is wrong with berthd's answer. Heads are shown as received (lossily
+/// decoded, quoted), so a stranger on the socket shows who it is.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    #[error("no answer (berthd closed the connection)")]
+    NoAnswer,
+    #[error("the head is cut short: {0:?}")]
+    HeadEnds(String),
+    #[error("the head is over 16 KiB")]
+    HeadTooLong,
+    #[error("{0:?} is cut short")]
+    HeadPartial(String),
+    #[error("{source}: {head:?}")]
+    Head {
+        head: String,
+        #[source]
+        source: httparse::Error,
+    },
+    #[error("{0:?}")]
+    NoStatus(String),
+    #[error("Content-Length {0:?} is not a number")]
+    ContentLength(String),
+    #[error("an answer of {0} bytes is over 64 MiB")]
+    BodyTooLarge(u64),
+    #[error("the answer to {path} is cut short ({got} of {want} bytes)")]
+    BodyCutShort { path: String, got: usize, want: u64 },
+    #[error("bad chunk size {0:?}")]
+    ChunkSize(String),
 }
 
 fn connect_hint(e: &io::Error) -> String {
@@ -160,7 +190,7 @@ impl Client {
         let mut reader = BufReader::new(stream);
         let head = read_head(&mut reader).map_err(|e| match e {
             HeadError::Io(source) => self.io("reading berthd's answer")(source),
-            HeadError::Malformed(m) => ClientError::Malformed(m),
+            HeadError::Malformed(m) => m.into(),
         })?;
         Ok(Response {
             path: path.to_string(),
@@ -352,7 +382,7 @@ struct Head {
 
 enum HeadError {
     Io(io::Error),
-    Malformed(String),
+    Malformed(Malformed),
 }
 
 fn read_head(reader: &mut BufReader<UnixStream>) -> Result<Head, HeadError> {
@@ -368,31 +398,36 @@ fn read_head(reader: &mut BufReader<UnixStream>) -> Result<Head, HeadError> {
             .map_err(HeadError::Io)?;
         if n == 0 {
             return Err(HeadError::Malformed(if raw.is_empty() {
-                "no answer (berthd closed the connection)".into()
+                Malformed::NoAnswer
             } else {
-                format!("the head is cut short: {:?}", String::from_utf8_lossy(&raw))
+                Malformed::HeadEnds(String::from_utf8_lossy(&raw).into_owned())
             }));
         }
         if raw[before..] == *b"\r\n" || raw[before..] == *b"\n" {
             break;
         }
         if raw.len() >= MAX_HEAD {
-            return Err(HeadError::Malformed("the head is over 16 KiB".into()));
+            return Err(HeadError::Malformed(Malformed::HeadTooLong));
         }
     }
     parse_head(&raw).map_err(HeadError::Malformed)
 }
 
-fn parse_head(raw: &[u8]) -> Result<Head, String> {
+fn parse_head(raw: &[u8]) -> Result<Head, Malformed> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
-    let shown = || format!("{:?}", String::from_utf8_lossy(raw));
+    let shown = || String::from_utf8_lossy(raw).into_owned();
     match response.parse(raw) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(format!("{} is cut short", shown())),
-        Err(e) => return Err(format!("{e}: {}", shown())),
+        Ok(httparse::Status::Partial) => return Err(Malformed::HeadPartial(shown())),
+        Err(source) => {
+            return Err(Malformed::Head {
+                head: shown(),
+                source,
+            })
+        }
     }
-    let status = response.code.ok_or_else(shown)?;
+    let status = response.code.ok_or_else(|| Malformed::NoStatus(shown()))?;
     let mut head = Head {
         status,
         length: None,
@@ -404,7 +439,7 @@ fn parse_head(raw: &[u8]) -> Result<Head, String> {
             head.length = Some(
                 value
                     .parse()
-                    .map_err(|_| format!("Content-Length {value:?} is not a number"))?,
+                    .map_err(|_| Malformed::ContentLength(value.to_string()))?,
             );
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = value.eq_ignore_ascii_case("chunked");
@@ -471,20 +506,19 @@ impl Response {
             }
             BodyKind::Length(n) => {
                 if n > MAX_BODY {
-                    return Err(ClientError::Malformed(format!(
-                        "an answer of {n} bytes is over 64 MiB"
-                    )));
+                    return Err(Malformed::BodyTooLarge(n).into());
                 }
                 (&mut self.reader)
                     .take(n)
                     .read_to_end(&mut body)
                     .map_err(|e| self.err("reading berthd's answer", e))?;
                 if (body.len() as u64) < n {
-                    return Err(ClientError::Malformed(format!(
-                        "the answer to {} is cut short ({} of {n} bytes)",
-                        self.path,
-                        body.len()
-                    )));
+                    return Err(Malformed::BodyCutShort {
+                        path: self.path.clone(),
+                        got: body.len(),
+                        want: n,
+                    }
+                    .into());
                 }
             }
             BodyKind::ToEnd => {
@@ -540,8 +574,8 @@ impl Response {
                 return Ok(());
             }
             let len = size.trim().split(';').next().unwrap_or("");
-            let len = usize::from_str_radix(len, 16)
-                .map_err(|_| ClientError::Malformed(format!("bad chunk size {size:?}")))?;
+            let len =
+                usize::from_str_radix(len, 16).map_err(|_| Malformed::ChunkSize(size.clone()))?;
             if len == 0 {
                 return Ok(());
             }

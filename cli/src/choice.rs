@@ -135,9 +135,7 @@ fn list(slot: Slot, layout: &Layout) -> Result<ExitCode> {
 fn choose(slot: Slot, args: NamedChoiceArgs, now: bool) -> Result<ExitCode> {
     let layout = Layout::new(&args.common.root);
     let name = canonical(slot, &args.name);
-    layout
-        .choice_document(slot, &name)
-        .map_err(anyhow::Error::msg)?;
+    layout.choice_document(slot, &name)?;
     let key = format!("berth.{}.name", slot.key());
     let code = crate::config::set_key(&layout, &key, &name)?;
     if code != ExitCode::SUCCESS {

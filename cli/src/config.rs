@@ -219,7 +219,7 @@ fn load_system(layout: &Layout) -> Result<berth_configs::Loaded> {
 }
 
 fn get(layout: &Layout, key: &str, origin: bool, output: Format) -> Result<ExitCode> {
-    let path = keypath::split(key).map_err(anyhow::Error::msg)?;
+    let path = keypath::split(key)?;
     let loaded = load_system(layout)?;
     let Some(node) = keypath::lookup(&loaded.tree, &path) else {
         eprintln!("berth config get: `{key}` is not set");
@@ -261,7 +261,7 @@ fn get(layout: &Layout, key: &str, origin: bool, output: Format) -> Result<ExitC
 
 /// `berth config set`, also used by `berth service enable|disable`.
 pub(crate) fn set_key(layout: &Layout, key: &str, value: &str) -> Result<ExitCode> {
-    let path = keypath::split(key).map_err(anyhow::Error::msg)?;
+    let path = keypath::split(key)?;
     let source: Arc<str> = Arc::from("<value>");
     let value_node = match node::parse(&source, value, &Limits::default()) {
         Ok(n) if value.trim().is_empty() => Node::null(n.origin),
@@ -271,7 +271,7 @@ pub(crate) fn set_key(layout: &Layout, key: &str, value: &str) -> Result<ExitCod
     // Held from reading local.yml to writing it back: a concurrent change waits.
     let lock = layout.lock_local()?;
     let mut local = local_tree(layout)?;
-    keypath::set(&mut local, &path, value_node).map_err(anyhow::Error::msg)?;
+    keypath::set(&mut local, &path, value_node)?;
     commit_local(layout, &local, &lock)
 }
 

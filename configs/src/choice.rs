@@ -17,6 +17,38 @@ use crate::node::Node;
 use crate::sources::{source_name, Layout};
 use crate::{parse_compose, parse_document, Document};
 
+/// Why a choice's catalogue file cannot be used. `slot` is the slot's key
+/// (`console`, `engine`).
+#[derive(Debug, thiserror::Error)]
+pub enum ChoiceError {
+    #[error("`{name}` is not a {slot} name; there are: {known}")]
+    BadName {
+        slot: &'static str,
+        name: String,
+        known: String,
+    },
+    #[error("there is no {slot} `{name}`; there are: {known}")]
+    Unknown {
+        slot: &'static str,
+        name: String,
+        known: String,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is invalid: {first}", path.display())]
+    Invalid { path: PathBuf, first: String },
+    #[error("{} must declare exactly one service, `{want}` (it declares: {})", path.display(), declared.join(", "))]
+    NotOneService {
+        path: PathBuf,
+        want: String,
+        declared: Vec<String>,
+    },
+}
+
 /// What is chosen: the console or the user engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
@@ -83,7 +115,7 @@ impl Layout {
 
     /// The catalogue file of choice `name`, checked: it parses and declares
     /// exactly the one service the choice runs as. `Ok(None)` for the built-in.
-    pub fn choice_document(&self, slot: Slot, name: &str) -> Result<Option<Document>, String> {
+    pub fn choice_document(&self, slot: Slot, name: &str) -> Result<Option<Document>, ChoiceError> {
         if name == slot.built_in() {
             return Ok(None);
         }
@@ -94,23 +126,23 @@ impl Layout {
             && !name.starts_with('.');
         let known = || self.choices(slot).join(", ");
         if !valid {
-            return Err(format!(
-                "`{name}` is not a {} name; there are: {}",
-                slot.key(),
-                known()
-            ));
+            return Err(ChoiceError::BadName {
+                slot: slot.key(),
+                name: name.to_string(),
+                known: known(),
+            });
         }
         let path = self.choices_dir(slot).join(format!("{name}.yml"));
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(format!(
-                    "there is no {} `{name}`; there are: {}",
-                    slot.key(),
-                    known()
-                ))
+                return Err(ChoiceError::Unknown {
+                    slot: slot.key(),
+                    name: name.to_string(),
+                    known: known(),
+                })
             }
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(ChoiceError::Read { path, source }),
         };
         let doc = parse_compose(&source_name(&path), &text);
         if !doc.is_valid() {
@@ -120,7 +152,7 @@ impl Layout {
                 .find(|d| d.is_error())
                 .map(|d| d.to_string())
                 .unwrap_or_default();
-            return Err(format!("{} is invalid: {first}", path.display()));
+            return Err(ChoiceError::Invalid { path, first });
         }
         let want = slot.service(name);
         let declared: Vec<String> = doc
@@ -134,11 +166,11 @@ impl Layout {
             .map(|e| e.key.clone())
             .collect();
         if declared != [want.clone()] {
-            return Err(format!(
-                "{} must declare exactly one service, `{want}` (it declares: {})",
-                path.display(),
-                declared.join(", ")
-            ));
+            return Err(ChoiceError::NotOneService {
+                path,
+                want,
+                declared,
+            });
         }
         Ok(Some(doc))
     }

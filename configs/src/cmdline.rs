@@ -109,9 +109,11 @@ pub fn parse(cmdline: &str) -> Cmdline {
                         let name: Arc<str> = Arc::from(EMBEDDED_SOURCE);
                         embedded = Some(crate::parse_document(&name, &text));
                     }
-                    Err(e) => {
-                        diagnostics.push(Diagnostic::error(Some(value_origin), key.clone(), e))
-                    }
+                    Err(e) => diagnostics.push(Diagnostic::error(
+                        Some(value_origin),
+                        key.clone(),
+                        e.to_string(),
+                    )),
                 }
             }
             ("berth", "cloud_config_url") => {
@@ -132,7 +134,11 @@ pub fn parse(cmdline: &str) -> Cmdline {
                 let segments = match keypath::split(&rest) {
                     Ok(s) => s,
                     Err(e) => {
-                        diagnostics.push(Diagnostic::error(Some(key_origin), key.clone(), e));
+                        diagnostics.push(Diagnostic::error(
+                            Some(key_origin),
+                            key.clone(),
+                            e.to_string(),
+                        ));
                         continue;
                     }
                 };
@@ -183,12 +189,21 @@ fn is_true(v: &str) -> bool {
     !matches!(v, "0" | "false" | "no" | "off")
 }
 
-fn decode_cloud_config(value: &str) -> Result<String, String> {
+/// Why `berth.cloud_config=` holds no config; the text is the diagnostic's.
+#[derive(Debug, thiserror::Error)]
+enum CloudConfigError {
+    #[error("berth.cloud_config is not valid base64: {0}")]
+    Base64(#[source] base64::DecodeError),
+    #[error("berth.cloud_config does not decode to UTF-8 text")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
+}
+
+fn decode_cloud_config(value: &str) -> Result<String, CloudConfigError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(value.trim())
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(value.trim()))
-        .map_err(|e| format!("berth.cloud_config is not valid base64: {e}"))?;
-    String::from_utf8(bytes).map_err(|_| "berth.cloud_config does not decode to UTF-8 text".into())
+        .map_err(CloudConfigError::Base64)?;
+    String::from_utf8(bytes).map_err(CloudConfigError::NotUtf8)
 }
 
 /// A value is YAML on one line; its positions are shifted to where it sits on the command line.

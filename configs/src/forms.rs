@@ -279,24 +279,32 @@ impl JsonSchema for StringList {
     }
 }
 
+/// Why a value's text is not a file mode or a duration; the text is the
+/// type error shown at the value's file, line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormError {
+    #[error("`{0}` is not an octal file mode (write it like \"0644\")")]
+    NotOctal(String),
+    #[error("`{0}` is larger than the largest file mode, 07777")]
+    ModeTooLarge(String),
+    #[error("`{0}` is not a duration (write it like 30s, 1m30s or 500ms)")]
+    NotDuration(String),
+}
+
 /// A Unix file mode, written in octal as cloud-init does: `"0644"`, `0644`, `'600'`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileMode(pub u32);
 
 impl FileMode {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, FormError> {
         let digits = text.trim();
         let digits = digits.strip_prefix("0o").unwrap_or(digits);
         if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-            return Err(format!(
-                "`{text}` is not an octal file mode (write it like \"0644\")"
-            ));
+            return Err(FormError::NotOctal(text.to_string()));
         }
         match u32::from_str_radix(digits, 8) {
             Ok(mode) if mode <= 0o7777 => Ok(FileMode(mode)),
-            _ => Err(format!(
-                "`{text}` is larger than the largest file mode, 07777"
-            )),
+            _ => Err(FormError::ModeTooLarge(text.to_string())),
         }
     }
 }
@@ -335,8 +343,8 @@ impl JsonSchema for FileMode {
 pub struct Duration(pub std::time::Duration);
 
 impl Duration {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("`{text}` is not a duration (write it like 30s, 1m30s or 500ms)");
+    pub fn parse(text: &str) -> Result<Self, FormError> {
+        let bad = || FormError::NotDuration(text.to_string());
         let text = text.trim();
         if let Ok(secs) = text.parse::<u64>() {
             return Ok(Duration(std::time::Duration::from_secs(secs)));

@@ -24,8 +24,34 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "mounts",
 ];
 
-/// Splits a dotted path into keys. Returns an error message for a malformed path.
-pub fn split(path: &str) -> Result<Vec<String>, String> {
+/// Why a key path cannot be split or set. The texts are what `berth config get/set`
+/// and the kernel command line's diagnostics show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyPathError {
+    #[error("unterminated quote in key `{0}`")]
+    UnterminatedQuote(String),
+    #[error("empty segment in key `{0}`")]
+    EmptySegment(String),
+    #[error("key `{0}` ends with a dot")]
+    TrailingDot(String),
+    #[error("expected `.` after a quoted segment in `{0}`")]
+    AfterQuote(String),
+    #[error("empty key")]
+    Empty,
+    #[error("`{list}` is a list of {len}; `{key}` is not an index in it")]
+    NotAnIndexUnder {
+        list: String,
+        len: usize,
+        key: String,
+    },
+    #[error("`{key}` is not an index in a list of {len}")]
+    NotAnIndex { key: String, len: usize },
+    #[error("cannot set a key inside a scalar value")]
+    InsideScalar,
+}
+
+/// Splits a dotted path into keys.
+pub fn split(path: &str) -> Result<Vec<String>, KeyPathError> {
     let mut segments = Vec::new();
     let mut rest = path;
     while !rest.is_empty() {
@@ -40,25 +66,25 @@ pub fn split(path: &str) -> Result<Vec<String>, String> {
         let (segment, tail) = if let Some(quoted) = rest.strip_prefix('"') {
             let end = quoted
                 .find('"')
-                .ok_or_else(|| format!("unterminated quote in key `{path}`"))?;
+                .ok_or_else(|| KeyPathError::UnterminatedQuote(path.to_string()))?;
             (quoted[..end].to_string(), &quoted[end + 1..])
         } else {
             let end = rest.find('.').unwrap_or(rest.len());
             (rest[..end].to_string(), &rest[end..])
         };
         if segment.is_empty() {
-            return Err(format!("empty segment in key `{path}`"));
+            return Err(KeyPathError::EmptySegment(path.to_string()));
         }
         segments.push(segment);
         rest = match tail.strip_prefix('.') {
-            Some("") => return Err(format!("key `{path}` ends with a dot")),
+            Some("") => return Err(KeyPathError::TrailingDot(path.to_string())),
             Some(t) => t,
             None if tail.is_empty() => tail,
-            None => return Err(format!("expected `.` after a quoted segment in `{path}`")),
+            None => return Err(KeyPathError::AfterQuote(path.to_string())),
         };
     }
     if segments.is_empty() {
-        return Err("empty key".into());
+        return Err(KeyPathError::Empty);
     }
     Ok(segments)
 }
@@ -118,9 +144,9 @@ pub fn build(path: &[String], value: Node) -> Node {
 
 /// Sets `path` in `tree` to `value`, creating mappings on the way; a null value
 /// removes the key. Numeric segments index existing list items.
-pub fn set(tree: &mut Node, path: &[String], value: Node) -> Result<(), String> {
+pub fn set(tree: &mut Node, path: &[String], value: Node) -> Result<(), KeyPathError> {
     let Some((last, parents)) = path.split_last() else {
-        return Err("empty key".into());
+        return Err(KeyPathError::Empty);
     };
     let mut node = tree;
     for (depth, key) in parents.iter().enumerate() {
@@ -148,14 +174,13 @@ pub fn set(tree: &mut Node, path: &[String], value: Node) -> Result<(), String> 
                 key.parse::<usize>()
                     .ok()
                     .and_then(|i| items.get_mut(i))
-                    .ok_or_else(|| {
-                        format!(
-                            "`{}` is a list of {len}; `{key}` is not an index in it",
-                            path[..depth].join(".")
-                        )
+                    .ok_or_else(|| KeyPathError::NotAnIndexUnder {
+                        list: path[..depth].join("."),
+                        len,
+                        key: key.clone(),
                     })?
             }
-            _ => unreachable_scalar()?,
+            _ => return Err(KeyPathError::InsideScalar),
         };
     }
     match &mut node.value {
@@ -165,7 +190,10 @@ pub fn set(tree: &mut Node, path: &[String], value: Node) -> Result<(), String> 
                 .parse::<usize>()
                 .ok()
                 .filter(|i| *i < len)
-                .ok_or_else(|| format!("`{last}` is not an index in a list of {len}"))?;
+                .ok_or_else(|| KeyPathError::NotAnIndex {
+                    key: last.clone(),
+                    len,
+                })?;
             if matches!(value.value, Value::Null) {
                 items.remove(i);
             } else {
@@ -192,10 +220,6 @@ pub fn set(tree: &mut Node, path: &[String], value: Node) -> Result<(), String> 
         }
     }
     Ok(())
-}
-
-fn unreachable_scalar<T>() -> Result<T, String> {
-    Err("cannot set a key inside a scalar value".into())
 }
 
 /// Removes the node at `path`; false when there is none.

@@ -319,8 +319,24 @@ pub enum RestartPolicy {
     OnFailure(Option<u32>),
 }
 
+/// Why a `restart:` value is not a policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestartPolicyError {
+    #[error("`{count}` in `{policy}` is not a retry count")]
+    RetryCount {
+        count: String,
+        policy: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error(
+        "`{0}` is not a restart policy; use no, always, unless-stopped, on-failure or on-failure:N"
+    )]
+    Unknown(String),
+}
+
 impl RestartPolicy {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, RestartPolicyError> {
         match text {
             "no" | "false" | "never" => Ok(RestartPolicy::No),
             "always" => Ok(RestartPolicy::Always),
@@ -330,10 +346,12 @@ impl RestartPolicy {
                 Some(n) => n
                     .parse()
                     .map(|n| RestartPolicy::OnFailure(Some(n)))
-                    .map_err(|_| format!("`{n}` in `{other}` is not a retry count")),
-                None => Err(format!(
-                    "`{other}` is not a restart policy; use no, always, unless-stopped, on-failure or on-failure:N"
-                )),
+                    .map_err(|source| RestartPolicyError::RetryCount {
+                        count: n.to_string(),
+                        policy: other.to_string(),
+                        source,
+                    }),
+                None => Err(RestartPolicyError::Unknown(other.to_string())),
             },
         }
     }

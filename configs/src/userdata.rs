@@ -115,17 +115,28 @@ fn decode_into(bytes: &[u8], name: &str, depth: usize, out: &mut Decoded) {
     }
 }
 
-fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
+/// Why a part is ignored as a whole; the text follows the part's name in
+/// [`Decoded::ignored`].
+#[derive(Debug, thiserror::Error)]
+enum PartError {
+    #[error("bad gzip: {0}")]
+    Gzip(#[source] std::io::Error),
+    #[error("more than {} MiB once decompressed", MAX_DECODED >> 20)]
+    TooLarge,
+    #[error("a multipart message with no boundary")]
+    NoBoundary,
+    #[error("a multipart message with no part delimited by `{0}`")]
+    NoParts(String),
+}
+
+fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, PartError> {
     let mut inner = Vec::new();
     flate2::read::MultiGzDecoder::new(bytes)
         .take(MAX_DECODED as u64 + 1)
         .read_to_end(&mut inner)
-        .map_err(|e| format!("bad gzip: {e}"))?;
+        .map_err(PartError::Gzip)?;
     if inner.len() > MAX_DECODED {
-        return Err(format!(
-            "more than {} MiB once decompressed",
-            MAX_DECODED >> 20
-        ));
+        return Err(PartError::TooLarge);
     }
     Ok(inner)
 }
@@ -179,11 +190,11 @@ fn is_mime(bytes: &[u8]) -> bool {
     header(&h, "content-type").is_some_and(|t| t.to_ascii_lowercase().starts_with("multipart/"))
 }
 
-fn multipart(bytes: &[u8], depth: usize, out: &mut Decoded) -> Result<(), String> {
+fn multipart(bytes: &[u8], depth: usize, out: &mut Decoded) -> Result<(), PartError> {
     let (head, body) = split_entity(bytes);
     let h = headers(&String::from_utf8_lossy(head));
     let ctype = header(&h, "content-type").unwrap_or_default();
-    let boundary = param(ctype, "boundary").ok_or("a multipart message with no boundary")?;
+    let boundary = param(ctype, "boundary").ok_or(PartError::NoBoundary)?;
     let delimiter = format!("--{boundary}");
     let body = String::from_utf8_lossy(body).into_owned();
     let mut sections = body.split(delimiter.as_str());
@@ -276,9 +287,7 @@ fn multipart(bytes: &[u8], depth: usize, out: &mut Decoded) -> Result<(), String
         }
     }
     if index == 0 {
-        return Err(format!(
-            "a multipart message with no part delimited by `{delimiter}`"
-        ));
+        return Err(PartError::NoParts(delimiter));
     }
     Ok(())
 }

@@ -213,8 +213,8 @@ fn every_key_family_parses() {
     assert!(c.write_files[1].append);
     let gz = &c.write_files[2];
     assert_eq!(
-        berth_configs::validate::decode(gz.encoding, &gz.content).as_deref(),
-        Ok(&b"hello\n"[..])
+        berth_configs::validate::decode(gz.encoding, &gz.content).expect("decodes"),
+        b"hello\n"
     );
     assert_eq!(c.runcmd[0], Command::Shell("echo hi".into()));
     assert_eq!(
@@ -703,8 +703,8 @@ fn binary_content_without_encoding_is_base64() {
     let file = &c.write_files[0];
     assert_eq!(file.encoding, Some(Encoding::Base64));
     assert_eq!(
-        berth_configs::validate::decode(file.encoding, &file.content).as_deref(),
-        Ok(&b"hello\n"[..])
+        berth_configs::validate::decode(file.encoding, &file.content).expect("decodes"),
+        b"hello\n"
     );
 }
 

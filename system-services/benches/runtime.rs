@@ -37,7 +37,8 @@ use berthd::supervisor::{FixedImages, Options, Phase, Supervisor};
 const ITERATIONS: usize = 100;
 const WARMUP: usize = 3;
 
-type Result<T = ()> = std::result::Result<T, String>;
+/// A bench step's failure, printed once by `main`: no caller tells kinds apart.
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() {
     if !rustix::process::geteuid().is_root() {
@@ -56,14 +57,11 @@ fn run() -> Result {
         .tempdir()
         .map_err(|e| format!("tempdir: {e}"))?;
     // Before any thread: the forker.
-    let runtime = Arc::new(
-        Youki::new(YoukiConfig {
-            root: dir.path().join("run"),
-            volumes_dir: dir.path().join("volumes"),
-            berth_binary: None,
-        })
-        .map_err(|e| e.to_string())?,
-    );
+    let runtime = Arc::new(Youki::new(YoukiConfig {
+        root: dir.path().join("run"),
+        volumes_dir: dir.path().join("volumes"),
+        berth_binary: None,
+    })?);
     let (store_dir, reference, image) = common::busybox()?;
 
     runtime_vs_runc(&runtime, &image, dir.path())?;
@@ -97,21 +95,20 @@ fn ms(d: Duration) -> f64 {
 fn berth_once(runtime: &Youki, config: &ContainerConfig) -> Result<[Duration; 4]> {
     let id = config.id.as_str();
     let t = Instant::now();
-    let created = runtime.create(config).map_err(|e| e.to_string())?;
+    let created = runtime.create(config)?;
     let t_create = t.elapsed();
     // Nobody reads /bin/true's (empty) output; the FIFOs never need a reader.
     drop((created.stdout, created.stderr));
-    runtime.start(id).map_err(|e| e.to_string())?;
+    runtime.start(id)?;
     let t_start = t.elapsed();
     let exit = runtime
-        .wait_timeout(id, Duration::from_secs(30))
-        .map_err(|e| e.to_string())?
+        .wait_timeout(id, Duration::from_secs(30))?
         .ok_or("/bin/true did not exit")?;
     let t_wait = t.elapsed();
-    runtime.delete(id).map_err(|e| e.to_string())?;
+    runtime.delete(id)?;
     let t_delete = t.elapsed();
     if !exit.success() {
-        return Err(format!("berth: /bin/true: {exit}"));
+        return Err(format!("berth: /bin/true: {exit}").into());
     }
     Ok([
         t_create,
@@ -136,7 +133,7 @@ fn runc_once(runc_root: &Path, bundle: &Path, id: &str) -> Result<Duration> {
         .map_err(|e| format!("runc: {e} (install Debian's runc package)"))?;
     let elapsed = t.elapsed();
     if !status.success() {
-        return Err(format!("runc run: {status}"));
+        return Err(format!("runc run: {status}").into());
     }
     Ok(elapsed)
 }
@@ -145,7 +142,7 @@ fn runc_once(runc_root: &Path, bundle: &Path, id: &str) -> Result<Duration> {
 fn runc_bundle(image: &ImageLayers, dir: &Path) -> Result<PathBuf> {
     let bundle = dir.join("runc-bundle");
     let rootfs = bundle.join("rootfs");
-    std::fs::create_dir_all(&rootfs).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&rootfs)?;
     RootfsPlan::new(&image.layers, &bundle, false)
         .and_then(|plan| plan.mount(&rootfs))
         .map_err(|e| format!("runc bundle root: {e}"))?;
@@ -160,10 +157,9 @@ fn runc_bundle(image: &ImageLayers, dir: &Path) -> Result<PathBuf> {
         cgroup_namespace: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
         ..SpecContext::default()
     };
-    let spec =
-        spec::generate("bench-runc", &true_service(), &info, &ctx).map_err(|e| e.to_string())?;
-    let text = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
-    std::fs::write(bundle.join("config.json"), text).map_err(|e| e.to_string())?;
+    let spec = spec::generate("bench-runc", &true_service(), &info, &ctx)?;
+    let text = serde_json::to_vec_pretty(&spec)?;
+    std::fs::write(bundle.join("config.json"), text)?;
     Ok(bundle)
 }
 
@@ -213,7 +209,7 @@ fn runtime_vs_runc(runtime: &Youki, image: &ImageLayers, dir: &Path) -> Result {
             ms(w),
             ms(d)
         );
-        Ok::<_, String>((median(berth), median(runc), iterations))
+        Ok::<_, Box<dyn std::error::Error>>((median(berth), median(runc), iterations))
     })();
     let _ = rustix::mount::unmount(bundle.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
     let (berth, runc, iterations) = result?;
@@ -255,8 +251,7 @@ fn start_50_services(runtime: &Arc<Youki>, image: &ImageLayers, dir: &Path) -> R
         logs,
         Options::new(dir.join("run")),
         services,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let up = supervisor.wait_for(Duration::from_secs(300), |s| {
         s.services.len() == 50 && s.services.iter().all(|x| x.state == Phase::Running)
     });
@@ -271,10 +266,11 @@ fn start_50_services(runtime: &Arc<Youki>, image: &ImageLayers, dir: &Path) -> R
                 .filter(|s| s.state != Phase::Running)
                 .map(|s| format!("{} {} {:?}", s.name, s.state, s.error))
                 .collect::<Vec<_>>()
-        ));
+        )
+        .into());
     }
     let t = Instant::now();
-    supervisor.shutdown().map_err(|e| e.to_string())?;
+    supervisor.shutdown()?;
     let stopped = t.elapsed();
     println!(
         "50 independent services: running after {:.2} s, stopped in {:.2} s",
@@ -350,9 +346,9 @@ fn berthd_rss(store: &Path, reference: &str, dir: &Path) -> Result {
         ));
     }
     let daemon_dir = dir.join("daemon");
-    std::fs::create_dir_all(&daemon_dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&daemon_dir)?;
     let config_path = daemon_dir.join("config.yml");
-    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    std::fs::write(&config_path, config)?;
     let socket = berth_testkit::daemon_socket(&daemon_dir);
     let mut child = berth_testkit::daemon_command(&berth, &daemon_dir, store)
         .arg("--config")
@@ -382,8 +378,7 @@ fn berthd_rss(store: &Path, reference: &str, dir: &Path) -> Result {
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid as i32).ok_or("bad pid")?,
         rustix::process::Signal::TERM,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let _ = child.wait();
     if !up {
         return Err("berthd did not run 10 services within 2 minutes".into());

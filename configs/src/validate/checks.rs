@@ -44,7 +44,51 @@ pub(super) const BOND_MODES: &[&str] = &[
     "6",
 ];
 
-pub fn check_hostname(name: &str) -> Result<(), String> {
+/// Why a single value is not acceptable. Each becomes a finding located at the
+/// value's file, line and column; the text is the finding's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("`{0}` is not a valid hostname (letters, digits and `-`, dot-separated labels of at most 63)")]
+    Hostname(String),
+    /// The key's first 40 characters (the rest may be long, or a secret's).
+    #[error("`{0}` is not an SSH public key (`TYPE BASE64 [comment]`); it will be skipped")]
+    SshKey(String),
+    #[error("`{0}` needs a prefix length, like `{0}/24`")]
+    NoPrefixLength(String),
+    #[error("`{0}` is not an address in CIDR form (like 10.0.0.5/24 or fd00::5/64)")]
+    Cidr(String),
+    #[error("`{0}` needs a port, like tcp:8080")]
+    HealthcheckPort(String),
+    #[error("`{0}` needs an absolute path, like file:/run/ready")]
+    HealthcheckPath(String),
+    #[error("the healthcheck test is empty")]
+    EmptyHealthcheck,
+    #[error("`{0}` needs a command after it")]
+    HealthcheckCommand(String),
+    #[error("a healthcheck list starts with CMD, CMD-SHELL or NONE")]
+    HealthcheckForm,
+    #[error("`{0}` is not a port (1-65535)")]
+    Port(String),
+    #[error("not an IP address or host name: {0}")]
+    Host(#[source] Box<ValueError>),
+    #[error("takes no port (overlay traffic uses UDP 4789)")]
+    PortNotTaken,
+    #[error("not an IP address or an interface name")]
+    AddressOrInterface,
+}
+
+/// Why a `write_files` entry's content does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("content is not valid base64: {0}")]
+    Base64(#[source] base64::DecodeError),
+    #[error("content is not valid gzip: {0}")]
+    Gzip(#[source] std::io::Error),
+    #[error("write_files decode to more than {} MiB in all; the limit keeps boot memory bounded", MAX_DECODED_FILES >> 20)]
+    TooLarge,
+}
+
+pub fn check_hostname(name: &str) -> Result<(), ValueError> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -59,9 +103,7 @@ pub fn check_hostname(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "`{name}` is not a valid hostname (letters, digits and `-`, dot-separated labels of at most 63)"
-        ))
+        Err(ValueError::Hostname(name.to_string()))
     }
 }
 
@@ -89,7 +131,7 @@ pub fn valid_service_name(name: &str) -> bool {
 }
 
 /// An authorized_keys line: optional options, then a key type and base64 blob.
-pub fn check_ssh_key(line: &str) -> Result<(), String> {
+pub fn check_ssh_key(line: &str) -> Result<(), ValueError> {
     const TYPES: &[&str] = &[
         "ssh-ed25519",
         "ssh-rsa",
@@ -111,23 +153,20 @@ pub fn check_ssh_key(line: &str) -> Result<(), String> {
     if found {
         Ok(())
     } else {
-        let shown: String = line.chars().take(40).collect();
-        Err(format!(
-            "`{shown}` is not an SSH public key (`TYPE BASE64 [comment]`); it will be skipped"
-        ))
+        Err(ValueError::SshKey(line.chars().take(40).collect()))
     }
 }
 
-pub(super) fn check_cidr(addr: &str) -> Result<(), String> {
+pub(super) fn check_cidr(addr: &str) -> Result<(), ValueError> {
     if !addr.contains('/') {
-        return Err(format!("`{addr}` needs a prefix length, like `{addr}/24`"));
+        return Err(ValueError::NoPrefixLength(addr.to_string()));
     }
-    addr.parse::<IpNet>().map(|_| ()).map_err(|_| {
-        format!("`{addr}` is not an address in CIDR form (like 10.0.0.5/24 or fd00::5/64)")
-    })
+    addr.parse::<IpNet>()
+        .map(|_| ())
+        .map_err(|_| ValueError::Cidr(addr.to_string()))
 }
 
-pub(super) fn check_healthcheck(test: &crate::forms::Command) -> Result<(), String> {
+pub(super) fn check_healthcheck(test: &crate::forms::Command) -> Result<(), ValueError> {
     use crate::forms::Command;
     match test {
         Command::Shell(s) => {
@@ -136,17 +175,15 @@ pub(super) fn check_healthcheck(test: &crate::forms::Command) -> Result<(), Stri
                     .ok()
                     .filter(|p| *p > 0)
                     .map(|_| ())
-                    .ok_or_else(|| format!("`{s}` needs a port, like tcp:8080"))
+                    .ok_or_else(|| ValueError::HealthcheckPort(s.clone()))
             } else if let Some(path) = s.strip_prefix("file:") {
                 if path.starts_with('/') {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "`{s}` needs an absolute path, like file:/run/ready"
-                    ))
+                    Err(ValueError::HealthcheckPath(s.clone()))
                 }
             } else if s.trim().is_empty() {
-                Err("the healthcheck test is empty".into())
+                Err(ValueError::EmptyHealthcheck)
             } else {
                 Ok(())
             }
@@ -154,16 +191,14 @@ pub(super) fn check_healthcheck(test: &crate::forms::Command) -> Result<(), Stri
         Command::Exec(args) => match args.first().map(String::as_str) {
             Some("NONE") => Ok(()),
             Some("CMD") | Some("CMD-SHELL") if args.len() >= 2 => Ok(()),
-            Some("CMD") | Some("CMD-SHELL") => {
-                Err(format!("`{}` needs a command after it", args[0]))
-            }
-            _ => Err("a healthcheck list starts with CMD, CMD-SHELL or NONE".into()),
+            Some("CMD") | Some("CMD-SHELL") => Err(ValueError::HealthcheckCommand(args[0].clone())),
+            _ => Err(ValueError::HealthcheckForm),
         },
     }
 }
 
 /// The bytes a `write_files` entry writes.
-pub fn decode(encoding: Option<Encoding>, content: &str) -> Result<Vec<u8>, String> {
+pub fn decode(encoding: Option<Encoding>, content: &str) -> Result<Vec<u8>, ContentError> {
     decode_with_limit(encoding, content, MAX_DECODED_FILES)
 }
 
@@ -172,22 +207,22 @@ pub fn decode_with_limit(
     encoding: Option<Encoding>,
     content: &str,
     limit: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ContentError> {
     use base64::Engine as _;
     use std::io::Read;
     let b64 = |s: &str| {
         let cleaned: String = s.split_whitespace().collect();
         base64::engine::general_purpose::STANDARD
             .decode(cleaned)
-            .map_err(|e| format!("content is not valid base64: {e}"))
+            .map_err(ContentError::Base64)
     };
     let gunzip = |bytes: Vec<u8>| {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
             .take(limit as u64 + 1)
             .read_to_end(&mut out)
-            .map_err(|e| format!("content is not valid gzip: {e}"))?;
-        Ok::<_, String>(out)
+            .map_err(ContentError::Gzip)?;
+        Ok::<_, ContentError>(out)
     };
     let bytes = match encoding {
         None | Some(Encoding::Plain) => content.as_bytes().to_vec(),
@@ -197,10 +232,7 @@ pub fn decode_with_limit(
         Some(Encoding::Gzip) => gunzip(b64(content)?)?,
     };
     if bytes.len() > limit {
-        return Err(format!(
-            "write_files decode to more than {} MiB in all; the limit keeps boot memory bounded",
-            MAX_DECODED_FILES >> 20
-        ));
+        return Err(ContentError::TooLarge);
     }
     Ok(bytes)
 }

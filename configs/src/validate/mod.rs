@@ -20,7 +20,10 @@ pub use crate::compose::{parse_bytes, CAPABILITIES};
 use checks::{
     check_cidr, check_healthcheck, valid_user_name, BOND_MODES, DATASOURCES, RANCHER_DATASOURCES,
 };
-pub use checks::{check_hostname, check_ssh_key, decode, decode_with_limit, valid_service_name};
+pub use checks::{
+    check_hostname, check_ssh_key, decode, decode_with_limit, valid_service_name, ContentError,
+    ValueError,
+};
 
 /// Label naming services this one starts after: `io.berth.after: a,b`.
 pub const AFTER_LABEL: &str = "io.berth.after";
@@ -135,7 +138,7 @@ impl Validator<'_> {
     fn hostname(&mut self, config: &CloudConfig) {
         if let Some(name) = &config.hostname {
             if let Err(e) = check_hostname(name) {
-                self.error(&["hostname"], e);
+                self.error(&["hostname"], e.to_string());
             }
         }
     }
@@ -143,7 +146,7 @@ impl Validator<'_> {
     fn users(&mut self, config: &CloudConfig) {
         for (i, key) in config.ssh_authorized_keys.iter().enumerate() {
             if let Err(e) = check_ssh_key(key) {
-                self.warn(&["ssh_authorized_keys", &i.to_string()], e);
+                self.warn(&["ssh_authorized_keys", &i.to_string()], e.to_string());
             }
         }
         let mut seen = BTreeSet::new();
@@ -167,7 +170,10 @@ impl Validator<'_> {
             }
             for (k, key) in user.ssh_authorized_keys.iter().enumerate() {
                 if let Err(e) = check_ssh_key(key) {
-                    self.warn(&["users", &index, "ssh_authorized_keys", &k.to_string()], e);
+                    self.warn(
+                        &["users", &index, "ssh_authorized_keys", &k.to_string()],
+                        e.to_string(),
+                    );
                 }
             }
         }
@@ -190,7 +196,7 @@ impl Validator<'_> {
             }
             match decode_with_limit(file.encoding, &file.content, budget) {
                 Ok(bytes) => budget -= bytes.len(),
-                Err(e) => self.error(&["write_files", &index, "content"], e),
+                Err(e) => self.error(&["write_files", &index, "content"], e.to_string()),
             }
             if let Some(container) = &file.container {
                 if !config.berth.services.contains_key(container) {
@@ -458,7 +464,7 @@ fn is_swarm_token(token: &str) -> bool {
 
 /// A manager's address: an IP address or a host name, optionally `:port`
 /// (`[v6]:port` for IPv6 with a port).
-fn check_host_port(value: &str) -> Result<(), String> {
+fn check_host_port(value: &str) -> Result<(), ValueError> {
     if value.parse::<IpAddr>().is_ok() || value.parse::<std::net::SocketAddr>().is_ok() {
         return Ok(());
     }
@@ -469,21 +475,21 @@ fn check_host_port(value: &str) -> Result<(), String> {
     if let Some(port) = port {
         match port.parse::<u16>() {
             Ok(p) if p > 0 => {}
-            _ => return Err(format!("`{port}` is not a port (1-65535)")),
+            _ => return Err(ValueError::Port(port.to_string())),
         }
     }
     if host.parse::<IpAddr>().is_ok() {
         return Ok(());
     }
-    check_hostname(host).map_err(|e| format!("not an IP address or host name: {e}"))
+    check_hostname(host).map_err(|e| ValueError::Host(Box::new(e)))
 }
 
 /// An advertise, listen or data-path address as docker takes it: an IP
 /// address or an interface name, with `:port` where `port_ok`.
-fn check_swarm_addr(value: &str, port_ok: bool) -> Result<(), String> {
+fn check_swarm_addr(value: &str, port_ok: bool) -> Result<(), ValueError> {
     let (addr, port) = match value.parse::<std::net::SocketAddr>() {
         Ok(_) if port_ok => return Ok(()),
-        Ok(_) => return Err("takes no port (overlay traffic uses UDP 4789)".into()),
+        Ok(_) => return Err(ValueError::PortNotTaken),
         Err(_) => match value.rsplit_once(':') {
             Some((a, p)) if !a.contains(':') => (a, Some(p)),
             _ => (value, None),
@@ -491,11 +497,11 @@ fn check_swarm_addr(value: &str, port_ok: bool) -> Result<(), String> {
     };
     if let Some(port) = port {
         if !port_ok {
-            return Err("takes no port (overlay traffic uses UDP 4789)".into());
+            return Err(ValueError::PortNotTaken);
         }
         match port.parse::<u16>() {
             Ok(p) if p > 0 => {}
-            _ => return Err(format!("`{port}` is not a port (1-65535)")),
+            _ => return Err(ValueError::Port(port.to_string())),
         }
     }
     if addr.parse::<IpAddr>().is_ok() {
@@ -510,7 +516,7 @@ fn check_swarm_addr(value: &str, port_ok: bool) -> Result<(), String> {
     if is_ifname {
         Ok(())
     } else {
-        Err("not an IP address or an interface name".into())
+        Err(ValueError::AddressOrInterface)
     }
 }
 

@@ -65,14 +65,14 @@ impl Validator<'_> {
         }
         if let Some(a) = &iface.address {
             if let Err(e) = check_cidr(a) {
-                self.error(&p("address"), e);
+                self.error(&p("address"), e.to_string());
             }
         }
         for (i, a) in iface.addresses.iter().enumerate() {
             if let Err(e) = check_cidr(a) {
                 self.error(
                     &[&iface_path[..], &["addresses", &i.to_string()]].concat(),
-                    e,
+                    e.to_string(),
                 );
             }
         }

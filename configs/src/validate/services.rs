@@ -124,7 +124,10 @@ impl Validator<'_> {
         if let Some(hc) = &s.healthcheck {
             if let Some(test) = &hc.test {
                 if let Err(e) = check_healthcheck(test) {
-                    self.error(&[&service_path[..], &["healthcheck", "test"]].concat(), e);
+                    self.error(
+                        &[&service_path[..], &["healthcheck", "test"]].concat(),
+                        e.to_string(),
+                    );
                 }
             } else if !hc.disable {
                 self.error(

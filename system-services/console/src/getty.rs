@@ -169,15 +169,35 @@ pub fn gettys(root: &Path, autologin: &[String], user: &str) -> (Vec<Getty>, Vec
     (run, skipped)
 }
 
+/// Why a console gets no getty; the text follows the console's name.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error("cannot open {}: {source}", device.display())]
+    Open {
+        device: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a working terminal: {source}", device.display())]
+    NotATerminal {
+        device: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Whether `device` is a terminal that answers: it opens (without becoming our
 /// controlling terminal) and has terminal attributes.
-fn usable(device: &Path) -> Result<(), String> {
+fn usable(device: &Path) -> Result<(), Unusable> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(device)
-        .map_err(|e| format!("cannot open {}: {e}", device.display()))?;
+        .map_err(|source| Unusable::Open {
+            device: device.to_path_buf(),
+            source,
+        })?;
     // SAFETY: the fd is open for the duration of the call (`file` owns it) and
     // `termios` is a plain C struct that tcgetattr fills in.
     let ok = unsafe {
@@ -187,11 +207,12 @@ fn usable(device: &Path) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{} is not a working terminal: {}",
-            device.display(),
-            std::io::Error::last_os_error()
-        ))
+        // errno before anything else can change it.
+        let source = std::io::Error::last_os_error();
+        Err(Unusable::NotATerminal {
+            device: device.to_path_buf(),
+            source,
+        })
     }
 }
 

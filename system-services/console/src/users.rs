@@ -174,8 +174,21 @@ fn password(user: &User) -> Password {
     }
 }
 
+/// Why a `users` entry is skipped; the text follows the entry in the warning.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum UserError {
+    #[error("not a valid user name (letters, digits, `_`, `-`, `.`; starting with a letter or `_`; at most 32)")]
+    Name,
+    #[error("`{0}` contains `:` or a line break")]
+    Separator(&'static str),
+    #[error("`{0}` is not an absolute path")]
+    RelativePath(&'static str),
+    #[error("group {0:?} is not a valid group name")]
+    Group(String),
+}
+
 /// A name `useradd` would take, and fields that cannot break the database format.
-fn check_user(user: &User) -> Result<(), String> {
+fn check_user(user: &User) -> Result<(), UserError> {
     let name = &user.name;
     let valid_name = !name.is_empty()
         && name.len() <= 32
@@ -188,7 +201,7 @@ fn check_user(user: &User) -> Result<(), String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if !valid_name {
-        return Err("not a valid user name (letters, digits, `_`, `-`, `.`; starting with a letter or `_`; at most 32)".into());
+        return Err(UserError::Name);
     }
     let fields = [
         ("gecos", &user.gecos),
@@ -203,7 +216,7 @@ fn check_user(user: &User) -> Result<(), String> {
             .as_deref()
             .is_some_and(|v| v.contains([':', '\n', '\r']))
         {
-            return Err(format!("`{key}` contains `:` or a line break"));
+            return Err(UserError::Separator(key));
         }
     }
     for key in ["shell", "homedir"] {
@@ -213,7 +226,7 @@ fn check_user(user: &User) -> Result<(), String> {
             &user.homedir
         };
         if value.as_deref().is_some_and(|v| !v.starts_with('/')) {
-            return Err(format!("`{key}` is not an absolute path"));
+            return Err(UserError::RelativePath(key));
         }
     }
     if let Some(bad) = user
@@ -222,7 +235,7 @@ fn check_user(user: &User) -> Result<(), String> {
         .into_iter()
         .find(|g| g.contains([':', '\n', ' ']))
     {
-        return Err(format!("group {bad:?} is not a valid group name"));
+        return Err(UserError::Group(bad));
     }
     Ok(())
 }

@@ -1,6 +1,29 @@
 use super::*;
 use berth_network::dhcp::{Client, ClientConfig, Event};
-use berth_network::netlink::Netlink;
+use berth_network::netlink::{Netlink, NetlinkError};
+
+/// Why the probe has no network of its own.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("no Ethernet interface")]
+    NoEthernet,
+    #[error("{link}: cannot bring it up: {source}")]
+    LinkUp {
+        link: String,
+        #[source]
+        source: NetlinkError,
+    },
+    #[error("{link}: cannot start DHCP: {source}")]
+    Dhcp {
+        link: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{link}: no DHCP lease within {wait:?}")]
+    NoLease { link: String, wait: Duration },
+}
 
 /// A lease held for the probe; released when dropped.
 #[derive(Debug)]
@@ -33,10 +56,10 @@ impl Drop for Temporary {
 
 /// Uses the network as it is when an interface has an IPv4 address;
 /// otherwise brings up the first Ethernet interface and takes a lease on it.
-pub fn temporary_lease(wait: &Duration) -> Result<Temporary, String> {
-    let mut nl = Netlink::new().map_err(|e| e.to_string())?;
-    let links = nl.links().map_err(|e| e.to_string())?;
-    let addresses = nl.addresses().map_err(|e| e.to_string())?;
+pub fn temporary_lease(wait: &Duration) -> Result<Temporary, LeaseError> {
+    let mut nl = Netlink::new()?;
+    let links = nl.links()?;
+    let addresses = nl.addresses()?;
     let has_v4 = |index: u32| {
         addresses
             .iter()
@@ -55,9 +78,12 @@ pub fn temporary_lease(wait: &Duration) -> Result<Temporary, String> {
     let link = links
         .iter()
         .find(|l| !l.loopback && l.mac.is_some() && l.kind.is_none())
-        .ok_or("no Ethernet interface")?;
+        .ok_or(LeaseError::NoEthernet)?;
     nl.set_link(link.index, Some(true), None, None)
-        .map_err(|e| format!("{}: cannot bring it up: {e}", link.name))?;
+        .map_err(|source| LeaseError::LinkUp {
+            link: link.name.clone(),
+            source,
+        })?;
     let (tx, rx) = mpsc::channel();
     let client = Client::spawn(
         ClientConfig {
@@ -70,7 +96,10 @@ pub fn temporary_lease(wait: &Duration) -> Result<Temporary, String> {
         },
         tx,
     )
-    .map_err(|e| format!("{}: cannot start DHCP: {e}", link.name))?;
+    .map_err(|source| LeaseError::Dhcp {
+        link: link.name.clone(),
+        source,
+    })?;
     let deadline = Instant::now() + *wait;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
@@ -91,5 +120,8 @@ pub fn temporary_lease(wait: &Duration) -> Result<Temporary, String> {
         }
     }
     client.stop();
-    Err(format!("{}: no DHCP lease within {wait:?}", link.name))
+    Err(LeaseError::NoLease {
+        link: link.name.clone(),
+        wait: *wait,
+    })
 }

@@ -20,7 +20,9 @@ pub(crate) fn apply(
         return;
     }
     if let Err(e) = berth_configs::validate::check_hostname(name) {
-        report.problems.push(Problem::new("hostname", e));
+        report
+            .problems
+            .push(Problem::new("hostname", e.to_string()));
         return;
     }
     let mut ok = true;

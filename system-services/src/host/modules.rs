@@ -3,7 +3,7 @@
 //! `modules.dep` resolver and loader PID 1 uses (`berth_sys::modules`).
 //! The parameters go to the named module only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{fingerprint, Applied, HostOps, HostPaths, Problem, Report};
 
@@ -58,31 +58,53 @@ pub(crate) fn apply(
                 report.done(format!("{field}: {line}"));
                 applied.modules.push(fingerprint(entry));
             }
-            Err(e) => report.problems.push(Problem::new(field, e)),
+            Err(e) => report.problems.push(Problem::new(field, e.to_string())),
         }
     }
 }
 
+/// Why a `berth.modules` entry is not loaded; the text is the entry's problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    #[error("{}: {source}", modules_dep.display())]
+    ModulesDep {
+        modules_dep: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `why` is what the loader reported for that file.
+    #[error("loading {module}: {why}")]
+    Load { module: String, why: String },
+    #[error("no module `{name}` in {}", modules_dep.display())]
+    Missing { name: String, modules_dep: PathBuf },
+}
+
 /// Loads one module and what it needs; what happened, or why not.
-fn load(ops: &dyn HostOps, dir: &Path, name: &str, params: &str) -> Result<String, String> {
+fn load(ops: &dyn HostOps, dir: &Path, name: &str, params: &str) -> Result<String, ModuleError> {
     let wanted = [name.to_string()];
     let with = [(name.to_string(), params.to_string())];
     let report = berth_sys::modules::load_with(dir, Some(&wanted), &with, |path, c, args| {
         ops.load_module(path, args, c)
     })
-    .map_err(|e| format!("{}: {e}", dir.join("modules.dep").display()))?;
+    .map_err(|source| ModuleError::ModulesDep {
+        modules_dep: dir.join("modules.dep"),
+        source,
+    })?;
     if let Some((module, why)) = report.failed.first() {
-        return Err(format!("loading {module}: {why}"));
+        return Err(ModuleError::Load {
+            module: module.clone(),
+            why: why.clone(),
+        });
     }
     if report
         .missing
         .iter()
         .any(|m| *m == berth_sys::modules::normalize(name))
     {
-        return Err(format!(
-            "no module `{name}` in {}",
-            dir.join("modules.dep").display()
-        ));
+        return Err(ModuleError::Missing {
+            name: name.to_string(),
+            modules_dep: dir.join("modules.dep"),
+        });
     }
     let total = report.loaded + report.already + report.absent;
     Ok(if total == 0 {

@@ -49,15 +49,69 @@ const VIRTUAL: &[&str] = &[
 /// Filesystems `auto` tries, in order.
 const AUTO: &[&str] = &["ext4", "xfs", "btrfs", "vfat"];
 
-pub fn parse(fields: &[Scalar]) -> Result<Plan, String> {
+/// Why a `mounts` entry is not one; the text is the entry's problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("a mount has 1 to 6 fields (device, mountpoint, type, options, dump, pass), not {0}")]
+    FieldCount(usize),
+    #[error("the device is empty")]
+    EmptyDevice,
+    #[error("swap priority `{0}` is not a number")]
+    SwapPriority(String),
+    #[error("mount point `{0}` is not an absolute path")]
+    RelativeMountPoint(String),
+}
+
+/// Why an entry was not mounted or swapped on.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    #[error("swapon {}: {source}", device.display())]
+    Swapon {
+        device: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Each filesystem type tried, with what mount(2) said to it.
+    #[error("mounting {device} on {mountpoint}: {}", attempts(.tried))]
+    Mount {
+        device: String,
+        mountpoint: String,
+        tried: Vec<(String, std::io::Error)>,
+    },
+    #[error("no device with {kind} `{value}` ({looked_at} devices looked at; labels and UUIDs are read from ext filesystems)")]
+    NoDevice {
+        kind: &'static str,
+        value: String,
+        looked_at: usize,
+    },
+    #[error("`{0}` is not host:/export")]
+    NotNfsExport(String),
+    #[error("resolving {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} has no address")]
+    NoAddress(String),
+}
+
+fn attempts(tried: &[(String, std::io::Error)]) -> String {
+    tried
+        .iter()
+        .map(|(fstype, e)| format!("{fstype}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub fn parse(fields: &[Scalar]) -> Result<Plan, EntryError> {
     if fields.is_empty() || fields.len() > 6 {
-        return Err(format!(
-            "a mount has 1 to 6 fields (device, mountpoint, type, options, dump, pass), not {}",
-            fields.len()
-        ));
+        return Err(EntryError::FieldCount(fields.len()));
     }
     let field = |i: usize| fields.get(i).map(|s| s.0.trim()).filter(|s| !s.is_empty());
-    let device = field(0).ok_or("the device is empty")?;
+    let device = field(0).ok_or(EntryError::EmptyDevice)?;
     let mountpoint = field(1);
     let fstype = field(2).unwrap_or("auto");
     let options = field(3).unwrap_or("defaults,nofail");
@@ -69,7 +123,7 @@ pub fn parse(fields: &[Scalar]) -> Result<Plan, String> {
             if let Some(p) = opt.strip_prefix("pri=") {
                 let p: i32 = p
                     .parse()
-                    .map_err(|_| format!("swap priority `{p}` is not a number"))?;
+                    .map_err(|_| EntryError::SwapPriority(p.to_string()))?;
                 flags |= SWAP_FLAG_PREFER | (p & SWAP_FLAG_PRIO_MASK);
             } else if opt == "discard" || opt.starts_with("discard=") {
                 flags |= SWAP_FLAG_DISCARD;
@@ -84,9 +138,7 @@ pub fn parse(fields: &[Scalar]) -> Result<Plan, String> {
         return Ok(Plan::Skip(format!("{device} has no mount point")));
     };
     if !mountpoint.starts_with('/') {
-        return Err(format!(
-            "mount point `{mountpoint}` is not an absolute path"
-        ));
+        return Err(EntryError::RelativeMountPoint(mountpoint.to_string()));
     }
     if has(options, "noauto") {
         return Ok(Plan::Skip(format!("{mountpoint} is `noauto`")));
@@ -180,19 +232,21 @@ pub(crate) fn apply(
             continue;
         }
         let field = format!("mounts[{i}]");
-        let result = parse(fields).and_then(|plan| run(ops, paths, &plan));
+        let result = parse(fields)
+            .map_err(MountError::from)
+            .and_then(|plan| run(ops, paths, &plan));
         match result {
             Ok(line) => {
                 report.done(format!("{field}: {line}"));
                 now.push(print);
             }
-            Err(e) => report.problems.push(Problem::new(field, e)),
+            Err(e) => report.problems.push(Problem::new(field, e.to_string())),
         }
     }
     applied.mounts = now;
 }
 
-fn run(ops: &dyn HostOps, paths: &HostPaths, plan: &Plan) -> Result<String, String> {
+fn run(ops: &dyn HostOps, paths: &HostPaths, plan: &Plan) -> Result<String, MountError> {
     match plan {
         Plan::Skip(why) => Ok(format!("skipped: {why}")),
         Plan::Swap { device, flags } => {
@@ -202,7 +256,10 @@ fn run(ops: &dyn HostOps, paths: &HostPaths, plan: &Plan) -> Result<String, Stri
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                     Ok(format!("swap on {} already on", dev.display()))
                 }
-                Err(e) => Err(format!("swapon {}: {e}", dev.display())),
+                Err(source) => Err(MountError::Swapon {
+                    device: dev,
+                    source,
+                }),
             }
         }
         Plan::Mount {
@@ -230,7 +287,7 @@ fn run(ops: &dyn HostOps, paths: &HostPaths, plan: &Plan) -> Result<String, Stri
             } else {
                 vec![fstype.as_str()]
             };
-            let mut errors = Vec::new();
+            let mut tried = Vec::new();
             for t in types {
                 let call = MountCall {
                     source: source.clone(),
@@ -241,19 +298,20 @@ fn run(ops: &dyn HostOps, paths: &HostPaths, plan: &Plan) -> Result<String, Stri
                 };
                 match ops.mount(&call) {
                     Ok(()) => return Ok(format!("mounted {source} ({t}) on {mountpoint}")),
-                    Err(e) => errors.push(format!("{t}: {e}")),
+                    Err(e) => tried.push((t.to_string(), e)),
                 }
             }
-            Err(format!(
-                "mounting {source} on {mountpoint}: {}",
-                errors.join("; ")
-            ))
+            Err(MountError::Mount {
+                device: source,
+                mountpoint: mountpoint.clone(),
+                tried,
+            })
         }
     }
 }
 
 /// `LABEL=`/`UUID=` → a device node; other devices as they are.
-pub fn resolve_device(paths: &HostPaths, device: &str) -> Result<PathBuf, String> {
+pub fn resolve_device(paths: &HostPaths, device: &str) -> Result<PathBuf, MountError> {
     let (kind, dir, value) = if let Some(l) = device.strip_prefix("LABEL=") {
         ("label", "by-label", l)
     } else if let Some(u) = device.strip_prefix("UUID=") {
@@ -272,29 +330,31 @@ pub fn resolve_device(paths: &HostPaths, device: &str) -> Result<PathBuf, String
     } else {
         berth_sys::probe::find_ext(&devices, None, Some(&value.to_ascii_lowercase()))
     };
-    found.map(|d| d.node).ok_or_else(|| {
-        format!(
-            "no device with {kind} `{value}` ({} devices looked at; labels and UUIDs are read from ext filesystems)",
-            devices.len()
-        )
+    found.map(|d| d.node).ok_or_else(|| MountError::NoDevice {
+        kind,
+        value: value.to_string(),
+        looked_at: devices.len(),
     })
 }
 
 /// The kernel's NFS client wants the server's address (`addr=`), which
 /// mount.nfs normally looks up; do that here.
-fn nfs_address(source: &str, data: &mut String) -> Result<(), String> {
+fn nfs_address(source: &str, data: &mut String) -> Result<(), MountError> {
     if data.split(',').any(|o| o.starts_with("addr=")) {
         return Ok(());
     }
     let host = match source.rsplit_once(":/") {
         Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
-        None => return Err(format!("`{source}` is not host:/export")),
+        None => return Err(MountError::NotNfsExport(source.to_string())),
     };
     let addr = (host, 2049)
         .to_socket_addrs()
-        .map_err(|e| format!("resolving {host}: {e}"))?
+        .map_err(|source| MountError::Resolve {
+            host: host.to_string(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("{host} has no address"))?;
+        .ok_or_else(|| MountError::NoAddress(host.to_string()))?;
     if !data.is_empty() {
         data.push(',');
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use berth_configs::model::Swarm;
 
 use crate::logs::{LogDir, LogWriter, Stream};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, RuntimeError};
 use crate::supervisor::Supervisor;
 
 /// How long one docker command may take (`swarm join` waits up to 20 s for
@@ -44,10 +44,29 @@ pub struct Ran {
     pub output: String,
 }
 
+/// Why a docker command could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// `command` is docker's subcommand only: the rest may hold the token.
+    #[error("`docker {command}` was killed after {} s", after.as_secs())]
+    Killed { command: String, after: Duration },
+}
+
+/// Why the engine's swarm state is unknown.
+#[derive(Debug, thiserror::Error)]
+enum StateError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("the engine does not answer: {0}")]
+    NoAnswer(String),
+}
+
 /// Runs `docker ARGS…` against the engine.
 pub trait Docker {
     /// `Err`: the command could not run at all (no container, killed).
-    fn docker(&mut self, args: &[String]) -> Result<Ran, String>;
+    fn docker(&mut self, args: &[String]) -> Result<Ran, DockerError>;
 }
 
 /// The docker CLI inside the engine's container.
@@ -66,23 +85,19 @@ impl std::fmt::Debug for EngineCli<'_> {
 }
 
 impl Docker for EngineCli<'_> {
-    fn docker(&mut self, args: &[String]) -> Result<Ran, String> {
+    fn docker(&mut self, args: &[String]) -> Result<Ran, DockerError> {
         // The engine's socket is not at docker's default path (as in preload).
         let mut argv: Vec<String> = ["docker", "--host", "unix:///run/docker/docker.sock"]
             .iter()
             .map(|s| s.to_string())
             .collect();
         argv.extend(args.iter().cloned());
-        let out = self
-            .runtime
-            .exec(self.service, &argv, TIMEOUT)
-            .map_err(|e| e.to_string())?;
+        let out = self.runtime.exec(self.service, &argv, TIMEOUT)?;
         match out.exit {
-            None => Err(format!(
-                "`docker {}` was killed after {} s",
-                args.first().map(String::as_str).unwrap_or_default(),
-                TIMEOUT.as_secs()
-            )),
+            None => Err(DockerError::Killed {
+                command: args.first().cloned().unwrap_or_default(),
+                after: TIMEOUT,
+            }),
             Some(exit) => Ok(Ran {
                 success: exit.success(),
                 output: out.output.trim().to_string(),
@@ -133,14 +148,14 @@ fn args(list: &[&str]) -> Vec<String> {
 
 /// The engine's swarm state: `inactive`, `pending`, `active`, `locked` or
 /// `error`, with its node ID and whether it is a manager.
-fn swarm_state(docker: &mut dyn Docker) -> Result<(String, String, bool), String> {
+fn swarm_state(docker: &mut dyn Docker) -> Result<(String, String, bool), StateError> {
     let ran = docker.docker(&args(&[
         "info",
         "--format",
         "{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}} {{.Swarm.ControlAvailable}}",
     ]))?;
     if !ran.success {
-        return Err(format!("the engine does not answer: {}", ran.output));
+        return Err(StateError::NoAnswer(ran.output));
     }
     // `docker info` may print warnings on stderr after the line asked for.
     let line = ran.output.lines().next().unwrap_or_default();
@@ -177,7 +192,7 @@ fn label_self(docker: &mut dyn Docker, swarm: &Swarm, node: &str) -> Option<Stri
 pub fn step(docker: &mut dyn Docker, swarm: &Swarm, progress: &mut Progress) -> Outcome {
     let (state, node, manager) = match swarm_state(docker) {
         Ok(s) => s,
-        Err(e) => return Outcome::Retry(e),
+        Err(e) => return Outcome::Retry(e.to_string()),
     };
     match state.as_str() {
         "active" => {
@@ -260,7 +275,7 @@ pub fn step(docker: &mut dyn Docker, swarm: &Swarm, progress: &mut Progress) -> 
         )),
         Err(e) => Outcome::Retry(format!(
             "docker swarm join {manager}: {}",
-            e.replace(token, "<token>")
+            e.to_string().replace(token, "<token>")
         )),
     }
 }
@@ -331,7 +346,7 @@ mod tests {
     /// Answers scripted in order, and what was asked.
     #[derive(Default)]
     struct Script {
-        answers: VecDeque<Result<Ran, String>>,
+        answers: VecDeque<Result<Ran, DockerError>>,
         asked: Vec<String>,
     }
 
@@ -346,11 +361,13 @@ mod tests {
     }
 
     impl Docker for Script {
-        fn docker(&mut self, args: &[String]) -> Result<Ran, String> {
+        fn docker(&mut self, args: &[String]) -> Result<Ran, DockerError> {
             self.asked.push(args.join(" "));
-            self.answers
-                .pop_front()
-                .unwrap_or_else(|| Err("nothing scripted".into()))
+            self.answers.pop_front().unwrap_or_else(|| {
+                Err(DockerError::Runtime(RuntimeError::Unknown {
+                    id: "nothing scripted".into(),
+                }))
+            })
         }
     }
 

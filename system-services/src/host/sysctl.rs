@@ -27,7 +27,7 @@ pub(crate) fn apply(
         let files = match files(&paths.proc_sys, key) {
             Ok(f) => f,
             Err(e) => {
-                report.problems.push(Problem::new(field, e));
+                report.problems.push(Problem::new(field, e.to_string()));
                 continue;
             }
         };
@@ -55,8 +55,17 @@ pub(crate) fn apply(
     }
 }
 
+/// Why a sysctl key names no file below `/proc/sys`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("`{0}` is not a sysctl name")]
+    NotAName(String),
+    #[error("`{0}` matches no kernel parameter")]
+    NoMatch(String),
+}
+
 /// The relative path of `key` below `/proc/sys`.
-pub fn key_path(key: &str) -> Result<PathBuf, String> {
+pub fn key_path(key: &str) -> Result<PathBuf, KeyError> {
     let parts: Vec<&str> = if key.contains('/') {
         key.split('/').collect()
     } else {
@@ -66,14 +75,14 @@ pub fn key_path(key: &str) -> Result<PathBuf, String> {
         .iter()
         .any(|p| p.is_empty() || *p == ".." || *p == ".")
     {
-        return Err(format!("`{key}` is not a sysctl name"));
+        return Err(KeyError::NotAName(key.to_string()));
     }
     Ok(parts.iter().collect())
 }
 
 /// The files `key` names below `proc_sys`; `*` components expanded against
 /// what is there.
-pub fn files(proc_sys: &Path, key: &str) -> Result<Vec<PathBuf>, String> {
+pub fn files(proc_sys: &Path, key: &str) -> Result<Vec<PathBuf>, KeyError> {
     let rel = key_path(key)?;
     let mut found = vec![proc_sys.to_path_buf()];
     for part in rel.iter() {
@@ -94,7 +103,7 @@ pub fn files(proc_sys: &Path, key: &str) -> Result<Vec<PathBuf>, String> {
         }
     }
     if found.is_empty() {
-        return Err(format!("`{key}` matches no kernel parameter"));
+        return Err(KeyError::NoMatch(key.to_string()));
     }
     Ok(found)
 }

@@ -199,9 +199,10 @@ fn write(
     report: &mut Report,
 ) -> Result<(), Problem> {
     let field = |f: &str| format!("{entry}.{f}");
-    let rel = resolve_in(root, &file.path, allowed).map_err(|e| Problem::new(field("path"), e))?;
+    let rel = resolve_in(root, &file.path, allowed)
+        .map_err(|e| Problem::new(field("path"), e.to_string()))?;
     let data = berth_configs::validate::decode(file.encoding, &file.content)
-        .map_err(|e| Problem::new(field("content"), e))?;
+        .map_err(|e| Problem::new(field("content"), e.to_string()))?;
     let (uid, gid) = match file.owner.as_deref() {
         None => (0, 0),
         Some(owner) => owner_ids(root, owner).unwrap_or_else(|e| {
@@ -244,30 +245,77 @@ fn write(
     Ok(())
 }
 
+/// Why a `write_files` path cannot be written; the text is the entry's problem.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("`{0}` is not an absolute path")]
+    NotAbsolute(String),
+    #[error("`{path}`{why}")]
+    Refused { path: String, why: Refused },
+    #[error("`{path}` leads through a symlink to /{}{why}", resolved.display())]
+    RefusedThroughSymlink {
+        path: String,
+        resolved: PathBuf,
+        why: Refused,
+    },
+    #[error("empty path")]
+    Empty,
+    #[error("/{}: too many levels of symlinks", .0.display())]
+    TooManySymlinks(PathBuf),
+    #[error("/{}: {source}", at.display())]
+    ReadLink {
+        at: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("/{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+}
+
+/// Why a path is not one a root takes; the text follows the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(" is outside /etc, /var, /home, /opt, /srv, /mnt and /media; the rest of the OS is a read-only image{}", if *directory { " (and that is a directory)" } else { "" })]
+    OutsideHost { directory: bool },
+    #[error(" is not a file a container can hold (/proc, /sys and /dev are the kernel's)")]
+    KernelsInContainer,
+}
+
+/// Why an `owner:` has no ids in the root.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OwnerError {
+    #[error("no user `{0}` in /etc/passwd")]
+    NoUser(String),
+    #[error("no group `{0}` in /etc/group")]
+    NoGroup(String),
+}
+
 /// `path` as a path relative to `root` whose parent directories are real
 /// directories (or do not exist yet), checked to be below [`ALLOWED`] both
 /// as written and after following symlinks inside the root.
-pub fn resolve(root: &Path, path: &str) -> Result<PathBuf, String> {
+pub fn resolve(root: &Path, path: &str) -> Result<PathBuf, PathError> {
     resolve_in(root, path, Allowed::Host)
 }
 
 /// [`resolve`] for a root that takes `allowed` paths.
-pub fn resolve_in(root: &Path, path: &str, allowed: Allowed) -> Result<PathBuf, String> {
+pub fn resolve_in(root: &Path, path: &str, allowed: Allowed) -> Result<PathBuf, PathError> {
     if !path.starts_with('/') {
-        return Err(format!("`{path}` is not an absolute path"));
+        return Err(PathError::NotAbsolute(path.to_string()));
     }
     let lexical = normalize(Path::new(path));
-    check_allowed(&lexical, allowed).map_err(|why| format!("`{path}`{why}"))?;
+    check_allowed(&lexical, allowed).map_err(|why| PathError::Refused {
+        path: path.to_string(),
+        why,
+    })?;
     let resolved = follow_parents(root, &lexical)?;
     let parts: Vec<String> = resolved
         .iter()
         .map(|c| c.to_string_lossy().into_owned())
         .collect();
-    check_allowed(&parts, allowed).map_err(|why| {
-        format!(
-            "`{path}` leads through a symlink to /{}{why}",
-            resolved.display()
-        )
+    check_allowed(&parts, allowed).map_err(|why| PathError::RefusedThroughSymlink {
+        path: path.to_string(),
+        resolved: resolved.clone(),
+        why,
     })?;
     Ok(resolved)
 }
@@ -287,29 +335,22 @@ fn normalize(path: &Path) -> Vec<String> {
     out
 }
 
-fn check_allowed(components: &[String], allowed: Allowed) -> Result<(), String> {
+fn check_allowed(components: &[String], allowed: Allowed) -> Result<(), Refused> {
     let top = components.first().map(String::as_str).unwrap_or("");
     match allowed {
         Allowed::Host if components.len() >= 2 && ALLOWED.contains(&top) => Ok(()),
-        Allowed::Host => Err(format!(
-            " is outside /etc, /var, /home, /opt, /srv, /mnt and /media; the rest of the OS is a read-only image{}",
-            if components.len() < 2 && ALLOWED.contains(&top) {
-                " (and that is a directory)"
-            } else {
-                ""
-            }
-        )),
-        Allowed::Container if !components.is_empty() && !NOT_IN_CONTAINERS.contains(&top) => {
-            Ok(())
-        }
-        Allowed::Container => Err(" is not a file a container can hold (/proc, /sys and /dev are the kernel's)".into()),
+        Allowed::Host => Err(Refused::OutsideHost {
+            directory: components.len() < 2 && ALLOWED.contains(&top),
+        }),
+        Allowed::Container if !components.is_empty() && !NOT_IN_CONTAINERS.contains(&top) => Ok(()),
+        Allowed::Container => Err(Refused::KernelsInContainer),
     }
 }
 
 /// Resolves symlinks in every component but the last, as if `root` were `/`.
-fn follow_parents(root: &Path, components: &[String]) -> Result<PathBuf, String> {
+fn follow_parents(root: &Path, components: &[String]) -> Result<PathBuf, PathError> {
     let Some((last, parents)) = components.split_last() else {
-        return Err("empty path".into());
+        return Err(PathError::Empty);
     };
     let mut todo: Vec<String> = parents.iter().rev().cloned().collect();
     let mut done: Vec<String> = Vec::new();
@@ -327,10 +368,13 @@ fn follow_parents(root: &Path, components: &[String]) -> Result<PathBuf, String>
             Ok(meta) if meta.file_type().is_symlink() => {
                 links += 1;
                 if links > MAX_SYMLINKS {
-                    return Err(format!("/{}: too many levels of symlinks", here.display()));
+                    return Err(PathError::TooManySymlinks(here));
                 }
-                let target = std::fs::read_link(root.join(&here))
-                    .map_err(|e| format!("/{}: {e}", here.display()))?;
+                let target =
+                    std::fs::read_link(root.join(&here)).map_err(|source| PathError::ReadLink {
+                        at: here.clone(),
+                        source,
+                    })?;
                 if target.is_absolute() {
                     done.clear();
                 }
@@ -345,7 +389,7 @@ fn follow_parents(root: &Path, components: &[String]) -> Result<PathBuf, String>
                 todo.extend(parts.into_iter().rev());
             }
             Ok(meta) if !meta.is_dir() => {
-                return Err(format!("/{} is not a directory", here.display()));
+                return Err(PathError::NotADirectory(here));
             }
             // A directory, or missing (it will be created).
             _ => done.push(name),
@@ -357,7 +401,7 @@ fn follow_parents(root: &Path, components: &[String]) -> Result<PathBuf, String>
 
 /// `user[:group]` → ids, by name from the root's `/etc/passwd` and
 /// `/etc/group` or as numbers. A user alone gets its primary group.
-pub fn owner_ids(root: &Path, owner: &str) -> Result<(u32, u32), String> {
+pub fn owner_ids(root: &Path, owner: &str) -> Result<(u32, u32), OwnerError> {
     let (user, group) = match owner.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (owner, None),
@@ -373,7 +417,7 @@ pub fn owner_ids(root: &Path, owner: &str) -> Result<(u32, u32), String> {
         ),
         Err(_) => match passwd_entries(&passwd).find(|(n, _, _)| *n == user) {
             Some((_, Some(uid), Some(gid))) => (uid, gid),
-            _ => return Err(format!("no user `{user}` in /etc/passwd")),
+            _ => return Err(OwnerError::NoUser(user.to_string())),
         },
     };
     let gid = match group {
@@ -387,7 +431,7 @@ pub fn owner_ids(root: &Path, owner: &str) -> Result<(u32, u32), String> {
                     .map(|l| l.split(':').collect::<Vec<_>>())
                     .find(|f| f.first() == Some(&g))
                     .and_then(|f| f.get(2)?.parse().ok())
-                    .ok_or_else(|| format!("no group `{g}` in /etc/group"))?
+                    .ok_or_else(|| OwnerError::NoGroup(g.to_string()))?
             }
         },
     };
