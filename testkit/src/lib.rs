@@ -20,6 +20,7 @@
 //! (`harness = false`) are named by their binary alone.
 
 pub mod daemon;
+pub mod http;
 
 pub use daemon::{daemon_command, daemon_socket};
 
