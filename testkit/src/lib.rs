@@ -21,6 +21,7 @@
 
 pub mod daemon;
 pub mod http;
+pub mod skopeo;
 
 pub use daemon::{daemon_command, daemon_socket};
 
