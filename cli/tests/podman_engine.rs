@@ -91,33 +91,14 @@ fn config_from_catalogue(dir: &Path) -> String {
 /// the way the QEMU tests make theirs.
 fn busybox_archive(dir: &Path) -> PathBuf {
     let (store, image) = busybox();
-    let gzipped = dir.join("busybox-gzip");
-    let out = dir.join("busybox.tar");
-    // A skopeo that fails fails the test, with its own words.
-    let skopeo = |args: &[String]| {
-        let run = Command::new("skopeo")
-            .args(["copy", "--quiet"])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run skopeo: {e}"));
-        assert!(
-            run.status.success(),
-            "skopeo copy {args:?}: {}: {}",
-            run.status,
-            String::from_utf8_lossy(&run.stderr)
-        );
-    };
-    skopeo(&[
-        "--dest-compress-format".into(),
-        "gzip".into(),
-        format!("oci:{}:{image}", store.join("images").display()),
-        format!("oci:{}:busybox", gzipped.display()),
-    ]);
-    skopeo(&[
-        format!("oci:{}:busybox", gzipped.display()),
-        format!("docker-archive:{}:busybox:latest", out.display()),
-    ]);
-    out
+    berth_testkit::skopeo::busybox_archive(
+        &store,
+        &image,
+        dir,
+        berth_testkit::skopeo::Archive::Docker {
+            tag: "busybox:latest",
+        },
+    )
 }
 
 /// One HTTP/1.0 request on the engine's socket (1.0: the answer is not

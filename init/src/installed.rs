@@ -12,7 +12,8 @@ use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use berth_iso::disk::{ESP_NAME, STATE_NAME};
+use berth_iso::disk::ESP_NAME;
+use berth_sys::gpt::STATE_NAME;
 
 use crate::probe::{self, BlockDev};
 use crate::stage1::{self, Error};
@@ -93,23 +94,51 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path, devices: &[BlockDev]) -> Option<P
     Some(prepared)
 }
 
+/// Why [`BERTH_STATE`](STATE_NAME) could not grow with its disk.
+#[derive(Debug, thiserror::Error)]
+pub enum GrowError {
+    #[error("{}: {source}", disk.display())]
+    Disk { disk: PathBuf, source: io::Error },
+    #[error("{}: {source}", disk.display())]
+    Table {
+        disk: PathBuf,
+        source: berth_sys::gpt::Error,
+    },
+    #[error("telling the kernel that partition {number} of {} grew: {source}", disk.display())]
+    Kernel {
+        disk: PathBuf,
+        number: u32,
+        source: io::Error,
+    },
+}
+
 /// The GPT first (backup header moved to the new end), then the kernel's
-/// view of the partition.
-fn grow(sys: &mut dyn Sys, disk: &Path, number: u32) -> Result<Option<u64>, String> {
+/// view of the partition. Returns its new size in bytes when it grew.
+fn grow(sys: &mut dyn Sys, disk: &Path, number: u32) -> Result<Option<u64>, GrowError> {
+    let disk_err = |source| GrowError::Disk {
+        disk: disk.to_path_buf(),
+        source,
+    };
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(disk)
-        .map_err(|e| format!("{}: {e}", disk.display()))?;
-    let Some(part) =
-        berth_iso::disk::grow_last(&mut file, STATE_NAME).map_err(|e| e.to_string())?
-    else {
+        .map_err(disk_err)?;
+    let grown =
+        berth_sys::gpt::grow_last(&mut file, STATE_NAME).map_err(|source| GrowError::Table {
+            disk: disk.to_path_buf(),
+            source,
+        })?;
+    let Some(part) = grown else {
         return Ok(None);
     };
-    file.sync_all()
-        .map_err(|e| format!("{}: {e}", disk.display()))?;
+    file.sync_all().map_err(disk_err)?;
     sys.resize_partition(disk, number, part.start, part.bytes)
-        .map_err(|e| format!("telling the kernel: {e}"))?;
+        .map_err(|source| GrowError::Kernel {
+            disk: disk.to_path_buf(),
+            number,
+            source,
+        })?;
     Ok(Some(part.bytes))
 }
 

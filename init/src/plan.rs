@@ -9,8 +9,8 @@ use berth_configs::{cmdline, defaults, load, Document, Severity};
 /// How long stage 1 waits for the boot medium without `berth.wait=`.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
-/// The filesystem label of the state partition.
-pub const STATE_LABEL: &str = "BERTH_STATE";
+/// The filesystem label of the state partition: its partition name too.
+pub const STATE_LABEL: &str = berth_sys::gpt::STATE_NAME;
 
 /// The volume label of the live ISO.
 pub const ISO_LABEL: &str = "BERTH_ISO";

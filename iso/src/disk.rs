@@ -38,16 +38,11 @@ const GPT_TAIL_BYTES: u64 = 33 * 512;
 /// The partitions, in order (their numbers are index + 1).
 pub const NAMES: [&str; 5] = ["BIOS boot", ESP_NAME, "BERTH_A", "BERTH_B", STATE_NAME];
 pub const ESP_NAME: &str = "BERTH_EFI";
-pub const STATE_NAME: &str = "BERTH_STATE";
+pub use berth_sys::gpt::STATE_NAME;
 /// The ESP's FAT volume label (what GRUB searches for).
 pub const ESP_LABEL: &str = "BERTH_EFI";
 
-/// GPT partition type GUIDs, as text.
-pub const TYPE_BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
-pub const TYPE_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-pub const TYPE_LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
-
-pub use berth_sys::gpt::{guid_bytes, random_guid};
+pub use berth_sys::gpt::{guid_bytes, TYPE_BIOS_BOOT, TYPE_ESP, TYPE_LINUX};
 
 /// One partition: its byte range on the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,63 +138,18 @@ impl Layout {
 /// Writes the GPT of `layout` (primary and backup) and a protective MBR that
 /// keeps bytes 0..440 (the boot code) as they are.
 pub fn write_gpt<D: Read + Write + Seek>(disk: &mut D, layout: &Layout) -> Result<()> {
-    let gpt_err = |e: gptman::Error| Error::Disk(format!("writing the partition table: {e}"));
-    let mut gpt = gptman::GPT::new_from(disk, layout.sector, random_guid()).map_err(gpt_err)?;
-    for part in layout.parts() {
-        gpt[part.number] = gptman::GPTPartitionEntry {
-            partition_type_guid: guid_bytes(part.type_guid),
-            unique_partition_guid: random_guid(),
-            starting_lba: part.start / layout.sector,
-            ending_lba: part.end() / layout.sector - 1,
-            attribute_bits: 0,
-            partition_name: part.name.into(),
-        };
-    }
-    gpt.write_into(disk).map_err(gpt_err)?;
-    gptman::GPT::write_protective_mbr_into(disk, layout.sector).map_err(gpt_err)?;
-    Ok(())
-}
-
-/// Reads the GPT of `disk` (its own sector size tried first).
-pub fn read_gpt<D: Read + Seek>(disk: &mut D) -> Result<gptman::GPT> {
-    gptman::GPT::find_from(disk)
-        .map_err(|e| Error::Disk(format!("reading the partition table: {e}")))
-}
-
-/// Grows the last partition of `disk`, if it is `name`, to the end of the
-/// disk (moving the backup GPT there). Returns the new size in bytes when
-/// it grew; `None` when there was nothing to grow (less than 1 MiB).
-pub fn grow_last<D: Read + Write + Seek>(disk: &mut D, name: &str) -> Result<Option<Part>> {
-    let gpt_err = |e: gptman::Error| Error::Disk(format!("growing {name}: {e}"));
-    let mut gpt = read_gpt(disk)?;
-    let sector = gpt.sector_size;
-    gpt.header.update_from(disk, sector).map_err(gpt_err)?;
-    let Some((number, entry)) = gpt
+    let partitions: Vec<berth_sys::gpt::Partition> = layout
+        .parts()
         .iter()
-        .filter(|(_, e)| e.is_used())
-        .max_by_key(|(_, e)| e.ending_lba)
-        .map(|(n, e)| (n, e.clone()))
-    else {
-        return Ok(None);
-    };
-    if entry.partition_name.as_str() != name {
-        return Ok(None);
-    }
-    let last = gpt.header.last_usable_lba;
-    let align = MIB / sector;
-    let end = (last + 1) / align * align;
-    if end <= entry.ending_lba + 1 + align {
-        return Ok(None);
-    }
-    gpt[number].ending_lba = end - 1;
-    gpt.write_into(disk).map_err(gpt_err)?;
-    Ok(Some(Part {
-        number,
-        name: STATE_NAME,
-        start: entry.starting_lba * sector,
-        bytes: (end - entry.starting_lba) * sector,
-        type_guid: TYPE_LINUX,
-    }))
+        .map(|part| berth_sys::gpt::Partition {
+            number: part.number,
+            name: part.name.to_string(),
+            type_guid: guid_bytes(part.type_guid),
+            start: part.start,
+            bytes: part.bytes,
+        })
+        .collect();
+    Ok(berth_sys::gpt::write_gpt(disk, layout.sector, &partitions)?)
 }
 
 /// A byte range of a file or device, as a file of its own (a partition).
@@ -495,6 +445,7 @@ fn sha256_of(reader: &mut dyn Read) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_sys::gpt::{grow_last, read_gpt};
 
     #[test]
     fn guids_are_stored_mixed_endian() {
@@ -541,12 +492,13 @@ mod tests {
         let mut f = &file;
         write_gpt(&mut f, &layout).expect("gpt");
         let gpt = read_gpt(&mut f).expect("read");
-        let names: Vec<String> = gpt
-            .iter()
-            .filter(|(_, e)| e.is_used())
-            .map(|(_, e)| e.partition_name.as_str().to_string())
-            .collect();
+        let names: Vec<&str> = gpt.partitions.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, NAMES);
+        for (read, part) in gpt.partitions.iter().zip(layout.parts()) {
+            assert_eq!(read.number, part.number);
+            assert_eq!(read.type_guid, guid_bytes(part.type_guid));
+            assert_eq!((read.start, read.bytes), (part.start, part.bytes));
+        }
         // Nothing to grow on the disk it was made for.
         assert!(grow_last(&mut f, STATE_NAME).expect("grow").is_none());
         file.set_len(MIN_DISK_BYTES + (2 << 30))
@@ -557,9 +509,9 @@ mod tests {
         assert_eq!(grown.start, layout.parts()[4].start);
         assert!(grown.bytes >= layout.parts()[4].bytes + (2 << 30) - MIB);
         let again = read_gpt(&mut f).expect("read again");
-        assert_eq!(again[5].ending_lba * 512 + 512, grown.end());
+        assert_eq!(again.partitions[4], grown);
         // The slots are untouched.
-        assert_eq!(again[3].starting_lba * 512, layout.slot('A').start);
+        assert_eq!(again.partitions[2].start, layout.slot('A').start);
     }
 
     #[test]
@@ -640,7 +592,7 @@ mod tests {
         assert_eq!(read("boot/grub/grubenv").len(), 1024);
         let mut f = &file;
         let gpt = read_gpt(&mut f).expect("gpt");
-        assert_eq!(gpt[2].partition_name.as_str(), ESP_NAME);
+        assert_eq!(gpt.partitions[1].name, ESP_NAME);
         // A disk too small is refused before anything is written.
         assert!(write(&file, MIN_DISK_BYTES - MIB, &payload, &Quiet).is_err());
     }

@@ -52,6 +52,8 @@ pub enum Error {
     Cpio { name: String, reason: &'static str },
     #[error("{0}")]
     Disk(String),
+    #[error(transparent)]
+    Gpt(#[from] berth_sys::gpt::Error),
     #[error("staging image {reference}: {source}")]
     Image {
         reference: String,

@@ -78,16 +78,15 @@ impl Installed {
     /// Reads the partitions of `disk` from its GPT.
     pub fn open(disk: &Path) -> Result<Installed> {
         let mut file = File::open(disk).map_err(crate::io_err(disk))?;
-        let gpt = crate::disk::read_gpt(&mut file)?;
-        let sector = gpt.sector_size;
+        let table = berth_sys::gpt::read_gpt(&mut file)?;
         let find = |name: &'static str, type_guid: &'static str| -> Result<Part> {
-            gpt.iter()
-                .find(|(_, e)| e.is_used() && e.partition_name.as_str() == name)
-                .map(|(number, e)| Part {
-                    number,
+            table
+                .find(name)
+                .map(|p| Part {
+                    number: p.number,
                     name,
-                    start: e.starting_lba * sector,
-                    bytes: (e.ending_lba + 1 - e.starting_lba) * sector,
+                    start: p.start,
+                    bytes: p.bytes,
                     type_guid,
                 })
                 .ok_or_else(|| Error::Disk(format!("{} has no {name} partition", disk.display())))

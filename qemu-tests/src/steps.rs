@@ -92,15 +92,7 @@ pub fn poweroff(mut vm: Vm, ssh: &Ssh) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// How a test hands the busybox image to an engine.
-#[derive(Debug, Clone, Copy)]
-pub enum Archive<'a> {
-    /// A `docker load` archive tagged `tag` with gzip layers: docker 20.10
-    /// reads neither zstd layers nor OCI archives.
-    Docker { tag: &'a str },
-    /// An oci-archive, as `berth` and podman load it.
-    Oci,
-}
+pub use berth_testkit::skopeo::Archive;
 
 /// The busybox image the build made (in `BERTH_IMAGE_STORE`), written into
 /// `dir` as `archive` says. A skopeo that fails fails the test, with its
@@ -108,49 +100,7 @@ pub enum Archive<'a> {
 pub fn busybox_archive(dir: &Path, archive: Archive) -> PathBuf {
     let store = std::env::var_os("BERTH_IMAGE_STORE")
         .expect("BERTH_IMAGE_STORE names the built image store (`cargo xtask test` sets it)");
-    let built = format!(
-        "oci:{}:berth/busybox:latest",
-        Path::new(&store).join("images").display()
-    );
-    let skopeo = |args: &[String]| {
-        let run = std::process::Command::new("skopeo")
-            .args(["copy", "--quiet"])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run skopeo: {e}"));
-        assert!(
-            run.status.success(),
-            "skopeo copy {args:?}: {}: {}",
-            run.status,
-            String::from_utf8_lossy(&run.stderr)
-        );
-    };
-    match archive {
-        Archive::Docker { tag } => {
-            let gzipped = dir.join("busybox-gzip");
-            let out = dir.join(format!("{}.tar", tag.replace(['/', ':'], "-")));
-            let gzipped_ref = format!("oci:{}:busybox", gzipped.display());
-            skopeo(&[
-                "--dest-compress-format".into(),
-                "gzip".into(),
-                built,
-                gzipped_ref.clone(),
-            ]);
-            skopeo(&[
-                gzipped_ref,
-                format!("docker-archive:{}:{tag}", out.display()),
-            ]);
-            out
-        }
-        Archive::Oci => {
-            let out = dir.join("busybox-oci.tar");
-            skopeo(&[
-                built,
-                format!("oci-archive:{}:busybox:latest", out.display()),
-            ]);
-            out
-        }
-    }
+    berth_testkit::skopeo::busybox_archive(Path::new(&store), "berth/busybox:latest", dir, archive)
 }
 
 /// `docker load`s an archive from [`busybox_archive`] over SSH.

@@ -6,7 +6,9 @@
 //! planted under the temporary name is refused, not followed); its owner and
 //! mode are set before any byte is written, it is fsynced, renamed over the
 //! target with renameat(2) in the same directory, and the directory is
-//! fsynced so that the rename itself survives a crash.
+//! fsynced so that the rename itself survives a crash. A file that only has
+//! to outlive its writer, not the machine (on tmpfs), skips both fsyncs
+//! ([`Options::durable`]): it is still replaced atomically.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -25,12 +27,20 @@ pub struct Options {
     pub mode: u32,
     /// `(uid, gid)`, or `None` for the writer's own.
     pub owner: Option<(u32, u32)>,
+    /// Whether the file and its directory are fsynced, so that the new file
+    /// survives a crash of the machine (the default). Without, readers still
+    /// see the old file or the new one, never a mix.
+    pub durable: bool,
 }
 
 impl Options {
-    /// A file with `mode`, owned by the writer.
+    /// A durable file with `mode`, owned by the writer.
     pub fn mode(mode: u32) -> Options {
-        Options { mode, owner: None }
+        Options {
+            mode,
+            owner: None,
+            durable: true,
+        }
     }
 
     /// Readable by the owner only (0600): secrets, config sources.
@@ -40,6 +50,13 @@ impl Options {
 
     pub fn owner(mut self, uid: u32, gid: u32) -> Options {
         self.owner = Some((uid, gid));
+        self
+    }
+
+    /// A file that only has to outlive its writer (on tmpfs, or rebuilt
+    /// after a reboot): no fsync of it or its directory.
+    pub fn not_durable(mut self) -> Options {
+        self.durable = false;
         self
     }
 }
@@ -153,7 +170,13 @@ pub fn write_at_with(
     };
     let written = prepare(&file, options)
         .and_then(|()| fill(&mut file))
-        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            if options.durable {
+                file.sync_all()
+            } else {
+                Ok(())
+            }
+        })
         .and_then(|()| {
             // SAFETY: both names are NUL-terminated and outlive the call; the
             // same directory descriptor on both sides keeps the rename atomic.
@@ -170,6 +193,9 @@ pub fn write_at_with(
         // SAFETY: `tmp` is NUL-terminated; removing our own temporary file.
         unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
         return Err(e);
+    }
+    if !options.durable {
+        return Ok(());
     }
     // The rename itself survives a crash once the directory is synced.
     // SAFETY: fsync on a descriptor we borrow for the call.
@@ -244,24 +270,59 @@ mod tests {
             .is_symlink());
     }
 
-    #[test]
-    fn concurrent_writers_never_share_a_temporary_file() {
+    /// Concurrent writers and a reader: the reader sees one whole file or
+    /// another, durable or not.
+    fn writers_and_a_reader_never_see_a_torn_file(options: Options) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
+        write(&path, &[0xFF; 4096], &options).expect("first write");
         std::thread::scope(|s| {
             for i in 0..8u8 {
                 let path = &path;
                 s.spawn(move || {
                     for _ in 0..50 {
-                        write(path, &[i; 4096], &Options::private()).expect("write");
+                        write(path, &[i; 4096], &options).expect("write");
                     }
                 });
             }
+            let path = &path;
+            s.spawn(move || {
+                for _ in 0..400 {
+                    let data = std::fs::read(path).expect("read");
+                    assert_eq!(data.len(), 4096, "a partial file");
+                    assert!(data.iter().all(|&b| b == data[0]), "a torn write");
+                }
+            });
         });
         let data = std::fs::read(&path).expect("read");
         assert_eq!(data.len(), 4096);
         assert!(data.iter().all(|&b| b == data[0]), "a torn write");
         assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn concurrent_writers_never_share_a_temporary_file() {
+        writers_and_a_reader_never_see_a_torn_file(Options::private());
+    }
+
+    #[test]
+    fn a_file_that_need_not_be_durable_is_still_replaced_atomically() {
+        let options = Options::mode(0o644).not_durable();
+        assert!(!options.durable && Options::mode(0o644).durable);
+        writers_and_a_reader_never_see_a_torn_file(options);
+        // A fill that fails leaves the old file as it was, and no temporary.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        write(&path, b"old", &options).expect("write");
+        let failed = write_with(&path, &options, |f| {
+            f.write_all(b"half")?;
+            Err(io::Error::other("the serializer failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&path).expect("read"), b"old");
+        assert!(leftovers(dir.path()).is_empty());
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o644);
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Making a blank disk into a state disk: one GPT partition named and later
-//! labelled `BERTH_STATE`. Written here rather than with sfdisk because the
-//! format is small and the initramfs should not need util-linux.
-//!
-//! The one rule that matters: a disk is only ever written when its first MiB
+//! GUID partition tables: the one reader and writer of them, for the
+//! installed disk's five partitions (`berth_iso::disk::Layout`) and for the
+//! one-partition state disk PID 1 makes of a blank disk. Built on `gptman`
+//! (pure Rust, no util-linux in the initramfs); what is Berth's is here: the
+//! order of the writes, the 1 MiB alignment, the protective MBR's boot code,
+//! and the rule that a disk is only ever made a state disk when its first MiB
 //! is all zero ([`check_blank`]). Partition tables, filesystem superblocks,
 //! LVM and RAID headers all live there, so a disk holding anything is refused.
 
@@ -16,8 +17,18 @@ pub const BLANK_CHECK_BYTES: u64 = 1 << 20;
 /// Smaller disks are refused: a state partition needs room for images.
 pub const MIN_DISK_BYTES: u64 = 64 << 20;
 
-/// The GPT partition name of the state partition.
-pub const PART_NAME: &str = "BERTH_STATE";
+/// The state partition's GPT name, on an installed disk and on a state disk
+/// alike (its ext4 filesystem carries the same label).
+pub const STATE_NAME: &str = "BERTH_STATE";
+
+/// GPT partition type GUIDs, as text ([`guid_bytes`] makes them bytes).
+pub const TYPE_BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
+pub const TYPE_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+pub const TYPE_LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+
+/// Partitions start and end on 1 MiB boundaries, as every partitioning tool
+/// places them.
+const ALIGN_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,6 +40,50 @@ pub enum Error {
     NotBlank { disk: PathBuf, offset: u64 },
     #[error("{} is only {size} bytes; a state disk needs at least {MIN_DISK_BYTES}", disk.display())]
     TooSmall { disk: PathBuf, size: u64 },
+    /// Neither the primary nor the backup table is valid.
+    #[error("reading the partition table: {}", chain(.0))]
+    ReadTable(#[source] gptman::Error),
+    #[error("writing the partition table: {}", chain(.0))]
+    WriteTable(#[source] gptman::Error),
+    #[error("partition {number} ({name}) cannot be written: {reason}")]
+    BadPartition {
+        number: u32,
+        name: String,
+        reason: &'static str,
+    },
+    #[error("growing {name}: {}", chain(source))]
+    Grow { name: String, source: gptman::Error },
+}
+
+/// One partition: its entry number (1-based), name, type and byte range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub number: u32,
+    pub name: String,
+    /// In GPT byte order ([`guid_bytes`]).
+    pub type_guid: [u8; 16],
+    pub start: u64,
+    pub bytes: u64,
+}
+
+impl Partition {
+    pub fn end(&self) -> u64 {
+        self.start + self.bytes
+    }
+}
+
+/// A disk's partition table as read: its sector size and the entries in use,
+/// in entry order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub sector: u64,
+    pub partitions: Vec<Partition>,
+}
+
+impl Table {
+    pub fn find(&self, name: &str) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.name == name)
+    }
 }
 
 /// Refuses any disk whose first MiB is not all zero (or that is too small).
@@ -95,41 +150,6 @@ pub fn random_guid() -> [u8; 16] {
     g
 }
 
-/// Linux filesystem data, 0FC63DAF-8483-4772-8E79-3D69D8477DE4, in GPT byte order.
-const LINUX_FS: [u8; 16] = [
-    0xAF, 0x3D, 0xC6, 0x0F, 0x83, 0x84, 0x72, 0x47, 0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D, 0xE4,
-];
-
-const ENTRIES: u32 = 128;
-const ENTRY_SIZE: u32 = 128;
-
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// The partition's first and last sector for a disk of `size` bytes.
-pub fn partition_range(size: u64, sector: u64) -> (u64, u64) {
-    let sectors = size / sector;
-    let table = u64::from(ENTRIES * ENTRY_SIZE).div_ceil(sector);
-    let last_usable = sectors - 2 - table;
-    // 1 MiB alignment, as every partitioning tool does.
-    let align = (1 << 20) / sector;
-    let first = align;
-    let last = ((last_usable + 1) / align) * align - 1;
-    (first, last)
-}
-
 /// The protective MBR's boot code. A BIOS that tries this disk (disk before
 /// CD in its boot order) loads sector 0 at 0000:7C00 and jumps there because
 /// of the 0x55AA signature; all-zero code would then run off into memory and
@@ -167,29 +187,105 @@ pub const MBR_BOOT_CODE: &[u8] = &[
 /// What [`MBR_BOOT_CODE`] prints, NUL-terminated, right after the code.
 pub const MBR_MESSAGE: &[u8] = b"Berth state disk, not bootable: trying the next boot device\r\n\0";
 
-/// Sector 0 of a GPT disk: the boot code above, then one protective
-/// partition (type 0xEE) covering `sectors - 1` sectors from LBA 1, and the
-/// 0x55AA signature.
-pub fn protective_mbr(sectors: u64, sector_size: u64) -> Vec<u8> {
-    let mut mbr = vec![0u8; sector_size as usize];
-    mbr[..MBR_BOOT_CODE.len()].copy_from_slice(MBR_BOOT_CODE);
-    let msg_at = MBR_BOOT_CODE.len();
-    mbr[msg_at..msg_at + MBR_MESSAGE.len()].copy_from_slice(MBR_MESSAGE);
-    let p = &mut mbr[446..462];
-    p[1..4].copy_from_slice(&[0x00, 0x02, 0x00]);
-    p[4] = 0xEE;
-    p[5..8].copy_from_slice(&[0xFF, 0xFF, 0xFF]);
-    p[8..12].copy_from_slice(&1u32.to_le_bytes());
-    let covered = u32::try_from(sectors - 1).unwrap_or(u32::MAX);
-    p[12..16].copy_from_slice(&covered.to_le_bytes());
-    mbr[510] = 0x55;
-    mbr[511] = 0xAA;
-    mbr
+/// `gptman`'s error with its sources: its I/O variant says only "generic
+/// I/O error" and keeps what went wrong in its source.
+fn chain(e: &gptman::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text += &format!(": {s}");
+        source = s.source();
+    }
+    text
 }
 
-/// Writes a protective MBR, primary and backup GPT with one Linux partition
-/// spanning the disk. `sector` is the logical sector size (512 or 4096).
-pub fn write_gpt(disk: &Path, sector: u64) -> Result<(), Error> {
+/// Where the last partition may end (exclusive, in sectors): the end of the
+/// usable area between the tables, rounded down to the alignment.
+fn aligned_end(last_usable_lba: u64, sector: u64) -> u64 {
+    let align = ALIGN_BYTES / sector;
+    (last_usable_lba + 1) / align * align
+}
+
+/// Reads the GPT of `disk`: the primary table, or the backup when the
+/// primary is damaged; 512-byte sectors tried first, then 4096.
+pub fn read_gpt<D: Read + Seek + ?Sized>(disk: &mut D) -> Result<Table, Error> {
+    let gpt = gptman::GPT::find_from(disk).map_err(Error::ReadTable)?;
+    let sector = gpt.sector_size;
+    let partitions = gpt
+        .iter()
+        .filter(|(_, e)| e.is_used())
+        .map(|(number, e)| {
+            // The table is read from disks Berth did not write: an entry that
+            // ends before it starts, or past any disk, is refused, not wrapped.
+            let bytes = e
+                .ending_lba
+                .checked_add(1)
+                .and_then(|end| end.checked_sub(e.starting_lba))
+                .and_then(|n| n.checked_mul(sector));
+            let start = e.starting_lba.checked_mul(sector);
+            match (start, bytes) {
+                (Some(start), Some(bytes)) if start.checked_add(bytes).is_some() => Ok(Partition {
+                    number,
+                    name: e.partition_name.as_str().to_string(),
+                    type_guid: e.partition_type_guid,
+                    start,
+                    bytes,
+                }),
+                _ => Err(Error::ReadTable(gptman::Error::InvalidPartitionBoundaries)),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Table { sector, partitions })
+}
+
+/// Writes a new GPT holding `partitions` (each at its entry number, on
+/// `sector` boundaries) and its protective MBR, keeping bytes 0..446 of
+/// sector 0 (boot code) as they are. The backup table goes first and the
+/// protective MBR's signature last: a write cut short leaves no valid primary
+/// table, or one no reader takes without its protective MBR.
+pub fn write_gpt<D: Read + Write + Seek>(
+    disk: &mut D,
+    sector: u64,
+    partitions: &[Partition],
+) -> Result<(), Error> {
+    let mut gpt = gptman::GPT::new_from(disk, sector, random_guid()).map_err(Error::WriteTable)?;
+    let entries = gpt.header.number_of_partition_entries;
+    for p in partitions {
+        let bad = |reason| Error::BadPartition {
+            number: p.number,
+            name: p.name.clone(),
+            reason,
+        };
+        if p.number == 0 || p.number > entries {
+            return Err(bad("its number is not that of an entry"));
+        }
+        if p.bytes == 0 || p.start % sector != 0 || p.bytes % sector != 0 {
+            return Err(bad("it is empty or not on sector boundaries"));
+        }
+        gpt[p.number] = gptman::GPTPartitionEntry {
+            partition_type_guid: p.type_guid,
+            unique_partition_guid: random_guid(),
+            starting_lba: p.start / sector,
+            ending_lba: p.end() / sector - 1,
+            attribute_bits: 0,
+            partition_name: p.name.as_str().into(),
+        };
+    }
+    // gptman writes the header it holds first and the other copy second, so
+    // it is handed the backup's view of the table.
+    let header = &mut gpt.header;
+    std::mem::swap(&mut header.primary_lba, &mut header.backup_lba);
+    header.partition_entry_lba = header.last_usable_lba + 1;
+    gpt.write_into(disk).map_err(Error::WriteTable)?;
+    gptman::GPT::write_protective_mbr_into(disk, sector).map_err(Error::WriteTable)?;
+    Ok(())
+}
+
+/// Makes `disk` a state disk: [`MBR_BOOT_CODE`] and one Linux partition
+/// named [`STATE_NAME`] from 1 MiB to the last whole MiB before the backup
+/// table. `sector` is the logical sector size (512 or 4096). The caller has
+/// checked the disk blank ([`check_blank`]).
+pub fn write_state_disk(disk: &Path, sector: u64) -> Result<(), Error> {
     let write_err = |source| Error::Write {
         disk: disk.to_path_buf(),
         source,
@@ -200,58 +296,68 @@ pub fn write_gpt(disk: &Path, sector: u64) -> Result<(), Error> {
         .open(disk)
         .map_err(write_err)?;
     let size = f.seek(SeekFrom::End(0)).map_err(write_err)?;
-    let sectors = size / sector;
-    let table_sectors = u64::from(ENTRIES * ENTRY_SIZE).div_ceil(sector);
-    let (first, last) = partition_range(size, sector);
-
-    let mut entries = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
-    entries[0..16].copy_from_slice(&LINUX_FS);
-    entries[16..32].copy_from_slice(&random_guid());
-    entries[32..40].copy_from_slice(&first.to_le_bytes());
-    entries[40..48].copy_from_slice(&last.to_le_bytes());
-    for (i, unit) in PART_NAME.encode_utf16().enumerate() {
-        entries[56 + 2 * i..58 + 2 * i].copy_from_slice(&unit.to_le_bytes());
+    if size < MIN_DISK_BYTES {
+        return Err(Error::TooSmall {
+            disk: disk.to_path_buf(),
+            size,
+        });
     }
-    let entries_crc = crc32(&entries);
-    let disk_guid = random_guid();
-
-    let header = |current: u64, backup: u64, entries_lba: u64| {
-        let mut h = vec![0u8; sector as usize];
-        h[0..8].copy_from_slice(b"EFI PART");
-        h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
-        h[12..16].copy_from_slice(&92u32.to_le_bytes());
-        h[24..32].copy_from_slice(&current.to_le_bytes());
-        h[32..40].copy_from_slice(&backup.to_le_bytes());
-        h[40..48].copy_from_slice(&(2 + table_sectors).to_le_bytes());
-        h[48..56].copy_from_slice(&(sectors - 2 - table_sectors).to_le_bytes());
-        h[56..72].copy_from_slice(&disk_guid);
-        h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
-        h[80..84].copy_from_slice(&ENTRIES.to_le_bytes());
-        h[84..88].copy_from_slice(&ENTRY_SIZE.to_le_bytes());
-        h[88..92].copy_from_slice(&entries_crc.to_le_bytes());
-        let crc = crc32(&h[0..92]);
-        h[16..20].copy_from_slice(&crc.to_le_bytes());
-        h
+    let usable = gptman::GPTHeader::new_from(&mut f, sector, [0; 16]).map_err(Error::WriteTable)?;
+    let end = aligned_end(usable.last_usable_lba, sector) * sector;
+    let state = Partition {
+        number: 1,
+        name: STATE_NAME.to_string(),
+        type_guid: guid_bytes(TYPE_LINUX),
+        start: ALIGN_BYTES,
+        bytes: end - ALIGN_BYTES,
     };
-
-    let mbr = protective_mbr(sectors, sector);
-
-    let mut put = |lba: u64, data: &[u8]| -> io::Result<()> {
-        f.seek(SeekFrom::Start(lba * sector))?;
-        f.write_all(data)
-    };
-    // Backup first, primary last: a crash midway leaves no valid primary header,
-    // so the disk still reads as not partitioned rather than half-made.
-    put(sectors - 1 - table_sectors, &entries).map_err(write_err)?;
-    put(
-        sectors - 1,
-        &header(sectors - 1, 1, sectors - 1 - table_sectors),
-    )
-    .map_err(write_err)?;
-    put(2, &entries).map_err(write_err)?;
-    put(0, &mbr).map_err(write_err)?;
-    put(1, &header(1, sectors - 1, 2)).map_err(write_err)?;
+    f.seek(SeekFrom::Start(0)).map_err(write_err)?;
+    f.write_all(&[MBR_BOOT_CODE, MBR_MESSAGE].concat())
+        .map_err(write_err)?;
+    write_gpt(&mut f, sector, &[state])?;
     f.sync_all().map_err(write_err)
+}
+
+/// Grows the last partition of `disk`, if it is `name`, to the last whole
+/// MiB before the end of the disk (moving the backup GPT there). Returns the
+/// partition as it now is when it grew; `None` when there was nothing to
+/// grow (less than 1 MiB).
+pub fn grow_last<D: Read + Write + Seek>(
+    disk: &mut D,
+    name: &str,
+) -> Result<Option<Partition>, Error> {
+    let gpt_err = |source| Error::Grow {
+        name: name.to_string(),
+        source,
+    };
+    let mut gpt = gptman::GPT::find_from(disk).map_err(Error::ReadTable)?;
+    let sector = gpt.sector_size;
+    gpt.header.update_from(disk, sector).map_err(gpt_err)?;
+    let Some((number, entry)) = gpt
+        .iter()
+        .filter(|(_, e)| e.is_used())
+        .max_by_key(|(_, e)| e.ending_lba)
+        .map(|(n, e)| (n, e.clone()))
+    else {
+        return Ok(None);
+    };
+    if entry.partition_name.as_str() != name {
+        return Ok(None);
+    }
+    let end = aligned_end(gpt.header.last_usable_lba, sector);
+    let align = ALIGN_BYTES / sector;
+    if end <= entry.ending_lba.saturating_add(1 + align) {
+        return Ok(None);
+    }
+    gpt[number].ending_lba = end - 1;
+    gpt.write_into(disk).map_err(gpt_err)?;
+    Ok(Some(Partition {
+        number,
+        name: name.to_string(),
+        type_guid: entry.partition_type_guid,
+        start: entry.starting_lba * sector,
+        bytes: (end - entry.starting_lba) * sector,
+    }))
 }
 
 /// The node of a disk's first partition (`vda` → `vda1`, `nvme0n1` → `nvme0n1p1`).
@@ -275,11 +381,6 @@ mod tests {
             .and_then(|f| f.set_len(size))
             .expect("image");
         p
-    }
-
-    #[test]
-    fn crc32_known_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 
     #[test]
@@ -320,20 +421,29 @@ mod tests {
     fn writes_a_table_other_tools_accept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let disk = image(dir.path(), 100 << 20);
-        write_gpt(&disk, 512).expect("gpt");
+        write_state_disk(&disk, 512).expect("gpt");
         let data = std::fs::read(&disk).expect("read");
         assert_eq!(&data[512..520], b"EFI PART");
         let end = data.len() - 512;
         assert_eq!(&data[end..end + 8], b"EFI PART");
-        let (first, last) = partition_range(100 << 20, 512);
-        assert_eq!(first, 2048);
-        assert_eq!((last + 1) % 2048, 0);
+        let table = read_gpt(&mut File::open(&disk).expect("open")).expect("read back");
+        assert_eq!(table.sector, 512);
+        let [state] = table.partitions.as_slice() else {
+            panic!("{table:?}");
+        };
+        assert_eq!((state.number, state.name.as_str()), (1, STATE_NAME));
+        assert_eq!(state.type_guid, guid_bytes(TYPE_LINUX));
+        // 1 MiB alignment at both ends, up to the last whole MiB before the
+        // backup table (33 sectors at the end).
+        assert_eq!(state.start, 1 << 20);
+        assert_eq!(state.end(), 99 << 20);
         assert!(
             check_blank(&disk).is_err(),
             "a partitioned disk is not blank"
         );
 
         // fdisk (util-linux) checks both headers' CRCs and the entry array.
+        let first = state.start / 512;
         let Ok(out) = Command::new("fdisk").arg("-l").arg(&disk).output() else {
             berth_testkit::skip!("fdisk is not installed (util-linux): no cross-check");
             return;
@@ -351,13 +461,119 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_state_disk_with_4096_byte_sectors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = image(dir.path(), 100 << 20);
+        write_state_disk(&disk, 4096).expect("gpt");
+        let table = read_gpt(&mut File::open(&disk).expect("open")).expect("read back");
+        assert_eq!(table.sector, 4096);
+        let state = table.find(STATE_NAME).expect("state");
+        assert_eq!((state.start, state.end()), (1 << 20, 99 << 20));
+    }
+
+    /// The backup table is whole on its own: a disk whose primary header
+    /// is damaged reads the same from the backup.
+    #[test]
+    fn the_backup_table_stands_in_for_the_primary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = image(dir.path(), 100 << 20);
+        let parts: Vec<Partition> = [
+            (1, "one", TYPE_ESP, 1u64, 2u64),
+            (3, "three", TYPE_LINUX, 3, 90),
+        ]
+        .into_iter()
+        .map(|(number, name, t, start, end)| Partition {
+            number,
+            name: name.to_string(),
+            type_guid: guid_bytes(t),
+            start: start << 20,
+            bytes: (end - start) << 20,
+        })
+        .collect();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk)
+            .expect("open");
+        write_gpt(&mut f, 512, &parts).expect("gpt");
+        let table = read_gpt(&mut f).expect("read");
+        assert_eq!(table.partitions, parts);
+        f.seek(SeekFrom::Start(512)).expect("seek");
+        f.write_all(&[0u8; 512]).expect("damage the primary header");
+        assert_eq!(read_gpt(&mut f).expect("read the backup").partitions, parts);
+    }
+
+    #[test]
+    fn partitions_that_cannot_be_entries_are_refused() {
+        let mut disk = io::Cursor::new(vec![0u8; 8 << 20]);
+        let part = |number, start, bytes| Partition {
+            number,
+            name: "x".into(),
+            type_guid: guid_bytes(TYPE_LINUX),
+            start,
+            bytes,
+        };
+        for bad in [
+            part(0, 1 << 20, 1 << 20),
+            part(129, 1 << 20, 1 << 20),
+            part(1, 1000, 1 << 20),
+            part(1, 1 << 20, 0),
+        ] {
+            assert!(
+                matches!(
+                    write_gpt(&mut disk, 512, std::slice::from_ref(&bad)),
+                    Err(Error::BadPartition { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        // Overlapping partitions are gptman's to refuse.
+        let overlap = [part(1, 1 << 20, 2 << 20), part(2, 2 << 20, 1 << 20)];
+        assert!(matches!(
+            write_gpt(&mut disk, 512, &overlap),
+            Err(Error::WriteTable(_))
+        ));
+        assert!(disk.get_ref().iter().all(|b| *b == 0), "nothing written");
+    }
+
+    #[test]
+    fn the_last_partition_grows_with_its_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = image(dir.path(), 100 << 20);
+        write_state_disk(&disk, 512).expect("gpt");
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk)
+            .expect("open");
+        assert_eq!(grow_last(&mut f, STATE_NAME).expect("grow"), None);
+        f.set_len(200 << 20).expect("grow the disk");
+        assert_eq!(grow_last(&mut f, "OTHER").expect("not ours"), None);
+        let grown = grow_last(&mut f, STATE_NAME)
+            .expect("grow")
+            .expect("it grew");
+        assert_eq!((grown.start, grown.end()), (1 << 20, 199 << 20));
+        assert_eq!(read_gpt(&mut f).expect("read").partitions, [grown]);
+    }
+
     /// The boot code's jumps and message address agree with where the bytes
     /// are, and it ends in `int 18h`; the QEMU tests boot a BIOS through it.
     #[test]
     fn the_protective_mbr_hands_back_to_the_bios() {
-        let mbr = protective_mbr(204_800, 512);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = image(dir.path(), 100 << 20);
+        write_state_disk(&disk, 512).expect("gpt");
+        let mut mbr = vec![0u8; 512];
+        File::open(&disk)
+            .and_then(|mut f| f.read_exact(&mut mbr))
+            .expect("read");
         assert_eq!(&mbr[510..], &[0x55, 0xAA]);
-        assert_eq!(mbr[446 + 4], 0xEE);
+        let entry = &mbr[446..462];
+        assert_eq!(entry[4], 0xEE);
+        assert_eq!(&entry[8..12], &1u32.to_le_bytes());
+        assert_eq!(&entry[12..16], &((100u32 << 11) - 1).to_le_bytes());
+        assert!(mbr[462..510].iter().all(|b| *b == 0), "one MBR partition");
         let code = MBR_BOOT_CODE;
         // mov si, imm16 points at the message, which follows the code.
         assert_eq!(code[0x0B], 0xBE);

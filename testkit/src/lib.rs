@@ -20,6 +20,8 @@
 //! (`harness = false`) are named by their binary alone.
 
 pub mod daemon;
+pub mod http;
+pub mod skopeo;
 
 pub use daemon::{daemon_command, daemon_socket};
 

@@ -64,6 +64,8 @@ pub enum Error {
     StateRequired { dev: String },
     #[error("the OS image has no {}: it is not a Berth root", path.display())]
     NotBerth { path: PathBuf },
+    #[error(transparent)]
+    Gpt(#[from] berth_sys::gpt::Error),
     #[error("switch_root failed at {step}: {source}")]
     SwitchRoot {
         step: &'static str,

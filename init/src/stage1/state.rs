@@ -103,10 +103,7 @@ pub(super) fn format(sys: &mut dyn Sys, root: &Path, disk: &Path) -> Result<Path
     .and_then(|s| s.trim().parse::<u64>().ok())
     .filter(|s| *s == 512 || *s == 4096)
     .unwrap_or(512);
-    gpt::write_gpt(disk, sector).map_err(|e| Error::Io {
-        path: disk.to_path_buf(),
-        source: io::Error::other(e.to_string()),
-    })?;
+    gpt::write_state_disk(disk, sector)?;
     sys.reread_partitions(disk).map_err(io_err(disk))?;
     let part = gpt::first_partition(disk);
     let appeared = probe::wait_for(

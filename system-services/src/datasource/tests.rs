@@ -1,92 +1,17 @@
 //! Every protocol against small HTTP servers on 127.0.0.1.
 
 use super::*;
+use berth_testkit::http::{not_found, ok, Answer, Seen, Server};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-/// What the test server saw of one request.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>);
-
-/// A small HTTP/1.1 server (one request per connection) answering with
-/// `handler`; returns its base URL and the requests it saw.
-fn serve(
-    handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static,
-) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&seen);
-    let handler = Arc::new(handler);
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let handler = Arc::clone(&handler);
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-                let mut first = String::new();
-                if reader.read_line(&mut first).is_err() || first.is_empty() {
-                    return;
-                }
-                let mut parts = first.split_whitespace();
-                let method = parts.next().unwrap_or_default().to_string();
-                let path = parts.next().unwrap_or_default().to_string();
-                let mut headers = HashMap::new();
-                loop {
-                    let mut l = String::new();
-                    if reader.read_line(&mut l).is_err() || l.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = l.split_once(':') {
-                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                    }
-                }
-                let len: usize = headers
-                    .get("content-length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0u8; len];
-                let _ = reader.read_exact(&mut body);
-                let req = Seen {
-                    method,
-                    path,
-                    headers,
-                    body,
-                };
-                log.lock().expect("lock").push(req.clone());
-                let (status, extra, body) = handler(&req);
-                let mut conn = conn;
-                let mut head = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
-                    body.len()
-                );
-                for (k, v) in extra {
-                    head.push_str(&format!("{k}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = conn.write_all(head.as_bytes());
-                let _ = conn.write_all(&body);
-            });
-        }
-    });
-    (format!("http://{addr}"), seen)
-}
-
-fn ok(body: &str) -> Answer {
-    (200, vec![], body.as_bytes().to_vec())
-}
-
-fn not_found() -> Answer {
-    (404, vec![], b"not found".to_vec())
+/// The tests' HTTP server answering with `handler`: its base URL, and the
+/// server for the requests it saw.
+fn serve(handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> (String, Server) {
+    let server = Server::start(handler).expect("serve");
+    (server.url(), server)
 }
 
 fn options(base: &str) -> Options {
@@ -109,7 +34,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// An IMDSv2-only service: every GET needs a token it handed out, and a
 /// token is good for `uses` requests (then it has "expired").
-fn imds(uses: usize, user_data: Option<Vec<u8>>) -> (String, Arc<Mutex<Vec<Seen>>>) {
+fn imds(uses: usize, user_data: Option<Vec<u8>>) -> (String, Server) {
     let tokens: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     serve(move |req| {
         let mut tokens = tokens.lock().expect("lock");
@@ -122,7 +47,7 @@ fn imds(uses: usize, user_data: Option<Vec<u8>>) -> (String, Arc<Mutex<Vec<Seen>
             }
             let t = format!("tok{}", tokens.len());
             tokens.insert(t.clone(), uses);
-            return ok(&t);
+            return ok(t);
         }
         match req
             .headers
@@ -158,7 +83,7 @@ fn ec2_imdsv2_reads_meta_data_and_gzipped_user_data() {
         decoded.cloud_configs,
         ["#cloud-config\nhostname: from-ud\n"]
     );
-    let seen = seen.lock().expect("lock");
+    let seen = seen.seen();
     assert_eq!(seen[0].method, "PUT");
     assert!(seen[1..]
         .iter()
@@ -172,12 +97,7 @@ fn ec2_takes_a_new_token_when_one_expires_and_404_is_no_user_data() {
     let inst = ec2::fetch(&options(&base)).expect("fetch");
     assert_eq!(inst.user_data, None);
     assert_eq!(inst.public_keys.len(), 1);
-    let puts = seen
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter(|r| r.method == "PUT")
-        .count();
+    let puts = seen.seen().iter().filter(|r| r.method == "PUT").count();
     assert!(puts >= 3, "{puts} token requests");
 }
 
@@ -204,14 +124,14 @@ fn gce_needs_the_flavor_header_both_ways() {
         if req.headers.get("metadata-flavor").map(String::as_str) != Some("Google") {
             return (
                 403,
-                vec![("Metadata-Flavor", "Google".into())],
+                vec![("Metadata-Flavor".into(), "Google".into())],
                 b"missing flavor".to_vec(),
             );
         }
         let g = |body: &str| {
             (
                 200,
-                vec![("Metadata-Flavor", "Google".to_string())],
+                vec![("Metadata-Flavor".into(), "Google".to_string())],
                 body.as_bytes().to_vec(),
             )
         };
@@ -225,7 +145,11 @@ fn gce_needs_the_flavor_header_both_ways() {
             "/computeMetadata/v1/instance/attributes/user-data" => {
                 g("#cloud-config\nruncmd: [true]\n")
             }
-            _ => (404, vec![("Metadata-Flavor", "Google".into())], vec![]),
+            _ => (
+                404,
+                vec![("Metadata-Flavor".into(), "Google".into())],
+                vec![],
+            ),
         }
     });
     let inst = gce::fetch(&options(&base)).expect("fetch");
@@ -292,7 +216,7 @@ fn azure_reports_ready_for_the_goal_state() {
     }
     });
     azure::report_ready(&options(&base)).expect("ready");
-    let seen = seen.lock().expect("lock");
+    let seen = seen.seen();
     let post = seen.iter().find(|r| r.method == "POST").expect("a report");
     let body = String::from_utf8_lossy(&post.body);
     assert!(
@@ -316,7 +240,7 @@ fn huge_and_malformed_answers_are_refused_with_the_url() {
     let big = "x".repeat(MAX_META + 10);
     let (base, _) = serve(move |req| match req.path.as_str() {
         "/metadata/v1.json" => ok("{not json"),
-        "/openstack/latest/meta_data.json" => ok(&big),
+        "/openstack/latest/meta_data.json" => ok(big.as_str()),
         _ => not_found(),
     });
     let err = digitalocean::fetch(&options(&base)).expect_err("malformed");

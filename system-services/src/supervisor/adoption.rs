@@ -48,7 +48,10 @@ impl Manager {
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| {
                 let text = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
-                berth_sys::atomic::write(&path, &text, &berth_sys::atomic::Options::mode(0o644))
+                // The run dir is tmpfs: the state only has to outlive a berthd
+                // restart, so the fsyncs would buy nothing but latency.
+                let options = berth_sys::atomic::Options::mode(0o644).not_durable();
+                berth_sys::atomic::write(&path, &text, &options)
             });
         if let Err(e) = result {
             log::warn!("{name}: cannot save its state to {}: {e}", path.display());
