@@ -370,8 +370,10 @@ mod tests {
 
     #[test]
     fn berthds_own_checks_poll_fast_until_the_first_success() {
-        let mut h = Healthcheck::default();
-        h.interval = Some(D(Duration::from_secs(5)));
+        let h = Healthcheck {
+            interval: Some(D(Duration::from_secs(5))),
+            ..Default::default()
+        };
         let s = Settings::from_healthcheck(&h);
         let file = Check::File("/run/ready".into());
         let exec = Check::Exec(vec!["true".into()]);

@@ -91,15 +91,14 @@ pub fn build() -> Result<Artifacts> {
         ],
         &[],
     )?;
-    let boot_images = if stale(&boot_images.efi, &grub_fp)
-        || !boot_images.all().iter().all(|p| p.exists())
-    {
-        let made = berth_iso::bootloader::build(&boot_dir).context("making GRUB's images")?;
-        record(&made.efi, &grub_fp)?;
-        made
-    } else {
-        boot_images
-    };
+    let boot_images =
+        if stale(&boot_images.efi, &grub_fp) || !boot_images.all().iter().all(|p| p.exists()) {
+            let made = berth_iso::bootloader::build(&boot_dir).context("making GRUB's images")?;
+            record(&made.efi, &grub_fp)?;
+            made
+        } else {
+            boot_images
+        };
     for image in boot_images.all() {
         report(image, "GRUB")?;
     }

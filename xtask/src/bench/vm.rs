@@ -132,7 +132,9 @@ pub fn bench_boot() -> Result<()> {
     // The same timeline drawn (`berth boot-time --svg`), kept beside the
     // other bench output; it is generated, so it is never committed.
     let svg_out = out_dir().join("bench").join("boot-time.svg");
-    match ssh.check("sudo berth boot-time --svg /run/boot-time.svg >/dev/null && sudo cat /run/boot-time.svg") {
+    match ssh.check(
+        "sudo berth boot-time --svg /run/boot-time.svg >/dev/null && sudo cat /run/boot-time.svg",
+    ) {
         Ok(svg) => {
             std::fs::create_dir_all(svg_out.parent().context("bench dir")?)?;
             std::fs::write(&svg_out, svg)?;
