@@ -1,11 +1,10 @@
 //! Test images pushed to a registry with skopeo.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
 use berth_images::archive::{self, single_layer_config};
-use berth_images::oci::{self, Descriptor, Manifest};
+use berth_images::oci::{self, Descriptor};
 use berth_images::Store;
 
 /// Builds an image of one file per layer in a scratch store and pushes it with skopeo.
@@ -31,18 +30,9 @@ pub fn push_image(dir: &Path, target: &str, files: &[(&str, Vec<u8>)]) -> Store 
     }
     let mut config = single_layer_config(diff_ids[0].clone());
     config.rootfs.diff_ids = diff_ids;
-    let config = store.put_json(oci::OCI_CONFIG, &config).expect("config");
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(oci::OCI_MANIFEST.into()),
-        config,
-        layers,
-        extra: BTreeMap::new(),
-    };
-    let descriptor = store
-        .put_json(oci::OCI_MANIFEST, &manifest)
-        .expect("manifest");
-    store.tag("test/img:1", &descriptor).expect("tag");
+    store
+        .put_image("test/img:1", &config, layers)
+        .expect("image");
     let archive_path = dir.join("img.tar");
     archive::export(&store, "test/img:1", &archive_path).expect("export");
     let out = Command::new("skopeo")
