@@ -209,9 +209,7 @@ fn plural(n: usize) -> &'static str {
 /// Loads the system's config, telling stderr about sources that were left out.
 fn load_system(layout: &Layout) -> Result<berth_configs::Loaded> {
     let loaded = layout.load()?;
-    for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
-        eprintln!("{d}");
-    }
+    print_errors(&loaded.diagnostics);
     for source in &loaded.rejected {
         eprintln!("note: `{source}` has errors and is left out of the config");
     }

@@ -30,11 +30,16 @@ fn pull(root: &Path, config_root: &Path, reference: &str) -> Command {
 #[test]
 fn a_pull_killed_midway_completes_when_run_again() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let registry = support::registry::start_registry(dir.path());
-    let reference = format!("127.0.0.1:{}/test/big:1", registry.port);
+    let registry =
+        berth_testkit::registry::Registry::start(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     // Incompressible, so the pull takes long enough to be interrupted.
     let content = support::push::noise(128 << 20);
-    support::push::push_image(dir.path(), &reference, &[("big", content.clone())]);
+    let (reference, _) = support::push::push_image(
+        dir.path(),
+        &registry,
+        "test/big:1",
+        &[("big", content.clone())],
+    );
 
     let root = dir.path().join("store");
     let config_root = dir.path().join("config-root");

@@ -125,6 +125,16 @@ pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
     diagnostics.iter().any(Diagnostic::is_error)
 }
 
+/// Each error rendered as a line (`source:line:col: error: path: message`),
+/// warnings and notes left out.
+pub fn error_messages(diagnostics: &[Diagnostic]) -> Vec<String> {
+    diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// The closest candidate to `word`, when one is close enough to be a likely typo.
 pub fn did_you_mean<'a>(
     word: &str,
@@ -155,5 +165,19 @@ mod tests {
         let src: Arc<str> = Arc::from("user-data");
         let d = Diagnostic::error(Some(Origin::new(&src, 3, 5)), "hostname", "bad");
         assert_eq!(d.to_string(), "user-data:3:5: error: hostname: bad");
+    }
+
+    #[test]
+    fn error_messages_leave_out_warnings_and_notes() {
+        let src: Arc<str> = Arc::from("user-data");
+        let diagnostics = [
+            Diagnostic::warning(Some(Origin::new(&src, 1, 1)), "runcmd", "odd"),
+            Diagnostic::error(Some(Origin::new(&src, 2, 3)), "hostname", "bad"),
+            Diagnostic::note(None, "", "by the way"),
+        ];
+        assert_eq!(
+            error_messages(&diagnostics),
+            ["user-data:2:3: error: hostname: bad"]
+        );
     }
 }

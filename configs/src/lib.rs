@@ -56,6 +56,11 @@ impl Document {
     pub fn is_valid(&self) -> bool {
         self.tree.is_some() && !diag::has_errors(&self.diagnostics)
     }
+
+    /// This document's errors, one rendered line each.
+    pub fn error_messages(&self) -> Vec<String> {
+        diag::error_messages(&self.diagnostics)
+    }
 }
 
 /// Parses and checks one document on its own: syntax, types, unknown keys.
@@ -272,6 +277,13 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
     /// Sources left out because they had errors.
     pub rejected: Vec<Arc<str>>,
+}
+
+impl Loaded {
+    /// Every error found while loading, one rendered line each.
+    pub fn error_messages(&self) -> Vec<String> {
+        diag::error_messages(&self.diagnostics)
+    }
 }
 
 /// Merges `documents` (earliest first; later win) into one validated config.

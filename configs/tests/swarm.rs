@@ -12,12 +12,7 @@ fn findings(user_data: &str) -> Vec<String> {
         defaults(),
         parse_document(&"user-data".into(), user_data),
     ]);
-    loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.to_string())
-        .collect()
+    loaded.error_messages()
 }
 
 fn swarm(body: &str) -> String {

@@ -145,15 +145,13 @@ fn main() {
 /// Median times of (berth pull, skopeo copy) from a loopback registry.
 fn bench_pull(store: &Store) -> (Duration, Duration) {
     let dir = tempfile::tempdir_in("/var/tmp").expect("scratch");
-    let registry = support::registry::start_registry(dir.path());
-    let reference = format!("127.0.0.1:{}/berth/docker:latest", registry.port);
+    let registry =
+        berth_testkit::registry::Registry::start(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let archive_path = dir.path().join("docker.tar");
     archive::export(store, IMAGE, &archive_path).expect("export");
-    run(Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false"])
-        .arg(format!("oci-archive:{}", archive_path.display()))
-        .arg(format!("docker://{reference}"))
-        .stdout(Stdio::null()));
+    let reference = registry
+        .push(&archive_path, "berth/docker:latest")
+        .unwrap_or_else(|e| panic!("{e}"));
     let options = PullOptions {
         insecure: vec![format!("127.0.0.1:{}", registry.port)],
         credentials: None,

@@ -420,7 +420,7 @@ pub fn export(store: &Store, reference: &str, path: &Path) -> Result<(), Archive
     Ok(())
 }
 
-/// The image config for a new single-layer image (used by the recipe builder and tests).
+/// The image config for a new single-layer image (the recipe and OS image builders, tests).
 pub fn single_layer_config(diff_id: Digest) -> ImageConfig {
     ImageConfig {
         architecture: "amd64".into(),

@@ -11,8 +11,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
+use crate::archive::single_layer_config;
 use crate::archive::ArchiveError;
-use crate::oci::{self, ImageConfig, LayerCompression, Manifest, RootFs, RunConfig};
+use crate::oci::{self, ImageConfig, LayerCompression, RunConfig};
 use crate::store::{Store, StoreError};
 use crate::Digest;
 
@@ -96,29 +97,13 @@ pub fn build(
     );
     labels.insert("org.opencontainers.image.version".into(), version.into());
     let config = ImageConfig {
-        architecture: "amd64".into(),
-        os: "linux".into(),
-        created: None,
         config: RunConfig {
             labels: Some(labels),
             ..RunConfig::default()
         },
-        rootfs: RootFs {
-            kind: "layers".into(),
-            diff_ids: vec![diff_id],
-        },
-        extra: BTreeMap::new(),
+        ..single_layer_config(diff_id)
     };
-    let config = store.put_json(oci::OCI_CONFIG, &config)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(oci::OCI_MANIFEST.into()),
-        config,
-        layers: vec![layer],
-        extra: BTreeMap::new(),
-    };
-    let descriptor = store.put_json(oci::OCI_MANIFEST, &manifest)?;
-    store.tag(reference, &descriptor)?;
+    store.put_image(reference, &config, vec![layer])?;
     inspect(store, reference)
 }
 
@@ -260,23 +245,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path().join("store")).expect("store");
         let (digest, size) = store.put_blob(&b"not a tar"[..], None, None).expect("blob");
-        let config = store
-            .put_json(
-                oci::OCI_CONFIG,
-                &crate::archive::single_layer_config(digest.clone()),
-            )
-            .expect("config");
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(oci::OCI_MANIFEST.into()),
-            config,
-            layers: vec![oci::Descriptor::new(oci::OCI_LAYER, digest, size)],
-            extra: BTreeMap::new(),
-        };
-        let d = store
-            .put_json(oci::OCI_MANIFEST, &manifest)
-            .expect("manifest");
-        store.tag("app:1", &d).expect("tag");
+        let layer = oci::Descriptor::new(oci::OCI_LAYER, digest.clone(), size);
+        store
+            .put_image("app:1", &single_layer_config(digest), vec![layer])
+            .expect("image");
         let e = inspect(&store, "app:1").expect_err("not os");
         assert!(e.to_string().contains(VERSION_LABEL), "{e}");
     }

@@ -14,8 +14,9 @@ use std::process::Command;
 
 use serde::Deserialize;
 
+use crate::archive::single_layer_config;
 use crate::digest::{Digest, HashingWriter};
-use crate::oci::{self, Descriptor, ImageConfig, Manifest, RootFs, RunConfig};
+use crate::oci::{self, Descriptor, ImageConfig, RunConfig};
 use crate::store::{Store, StoreError};
 
 /// Bump when the builder's output changes, so cached images are rebuilt.
@@ -278,8 +279,6 @@ pub fn build(store: &Store, loaded: &LoadedRecipe, epoch: u64) -> Result<Built, 
         );
     }
     let config = ImageConfig {
-        architecture: "amd64".into(),
-        os: "linux".into(),
         created: Some(rfc3339(epoch)),
         config: RunConfig {
             entrypoint: recipe.config.entrypoint.clone(),
@@ -294,22 +293,9 @@ pub fn build(store: &Store, loaded: &LoadedRecipe, epoch: u64) -> Result<Built, 
             labels: Some(labels),
             extra: BTreeMap::new(),
         },
-        rootfs: RootFs {
-            kind: "layers".into(),
-            diff_ids: vec![diff_id],
-        },
-        extra: BTreeMap::new(),
+        ..single_layer_config(diff_id)
     };
-    let config = store.put_json(oci::OCI_CONFIG, &config)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(oci::OCI_MANIFEST.into()),
-        config,
-        layers: vec![layer],
-        extra: BTreeMap::new(),
-    };
-    let descriptor = store.put_json(oci::OCI_MANIFEST, &manifest)?;
-    store.tag(&reference, &descriptor)?;
+    store.put_image(&reference, &config, vec![layer])?;
     Ok(Built {
         reference,
         cached: false,

@@ -16,7 +16,7 @@
 //! shared lock) meanwhile; [`Store::prune`] takes it exclusively, so it never
 //! removes a blob or temporary file a writer is still going to name.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -388,6 +388,27 @@ impl Store {
         named.annotations.insert(oci::REF_NAME.to_string(), name);
         index.manifests.push(named);
         self.write_index(&index)
+    }
+
+    /// Stores `config` and a manifest naming it and `layers` (blobs already in
+    /// the store, in order), and names the new image `reference`.
+    pub fn put_image(
+        &self,
+        reference: &str,
+        config: &ImageConfig,
+        layers: Vec<Descriptor>,
+    ) -> Result<Descriptor, StoreError> {
+        let config = self.put_json(oci::OCI_CONFIG, config)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(oci::OCI_MANIFEST.into()),
+            config,
+            layers,
+            extra: BTreeMap::new(),
+        };
+        let descriptor = self.put_json(oci::OCI_MANIFEST, &manifest)?;
+        self.tag(reference, &descriptor)?;
+        Ok(descriptor)
     }
 
     /// The image named `reference`, resolved to its linux/amd64 manifest.

@@ -5,16 +5,22 @@ use std::path::{Path, PathBuf};
 
 use berth_images::pull::{pull, PullError, PullOptions, Quiet};
 use berth_images::Store;
+use berth_testkit::registry::Registry;
 
 mod support;
 use support::push::push_image;
-use support::registry::{free_port, start_registry};
 
-/// Builds a two-layer image in a scratch store and pushes it with skopeo.
-fn push_test_image(dir: &Path, target: &str) -> Store {
+fn start_registry(dir: &Path) -> Registry {
+    Registry::start(dir).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Builds a two-layer image in a scratch store and pushes it as `test/img:1`;
+/// returns the reference to pull and the store it was built in.
+fn push_test_image(dir: &Path, registry: &Registry) -> (String, Store) {
     push_image(
         dir,
-        target,
+        registry,
+        "test/img:1",
         &[("etc/one", b"1".to_vec()), ("etc/two", b"2".to_vec())],
     )
 }
@@ -32,8 +38,7 @@ fn options(port: u16) -> PullOptions {
 fn pull_from_a_local_registry_verifies_and_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = start_registry(dir.path());
-    let reference = format!("127.0.0.1:{}/test/img:1", registry.port);
-    let source = push_test_image(dir.path(), &reference);
+    let (reference, source) = push_test_image(dir.path(), &registry);
     let expected = source.resolve("test/img:1").expect("source image");
 
     let store = Store::open(dir.path().join("store")).expect("open");
@@ -81,10 +86,8 @@ fn pull_from_a_local_registry_verifies_and_resumes() {
 fn a_corrupt_blob_in_the_registry_is_rejected_and_nothing_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = start_registry(dir.path());
-    let reference = format!("127.0.0.1:{}/test/img:1", registry.port);
-    let source = push_test_image(dir.path(), &reference);
+    let (reference, _) = push_test_image(dir.path(), &registry);
     // skopeo may recompress layers on push, so find the registry's largest blob: a layer.
-    let _ = source;
     let mut blobs = Vec::new();
     collect_files(&registry.data.join("docker/registry/v2/blobs"), &mut blobs);
     let blob = blobs
@@ -115,7 +118,7 @@ fn missing_images_and_unreachable_registries_are_one_clear_line() {
     assert!(matches!(err, PullError::NotFound { .. }), "{err:?}");
     assert!(err.to_string().contains("no/such"), "{err}");
 
-    let port = free_port();
+    let port = berth_testkit::free_port().expect("port");
     let err = pull(
         &store,
         &format!("127.0.0.1:{port}/x:1"),

@@ -313,12 +313,7 @@ mod tests {
             cache(&seed, root.path()).expect("cache");
             let loaded = layout.load().expect("load");
             assert_eq!(loaded.config.hostname.as_deref(), Some("good"), "{bad}");
-            let errors: Vec<String> = loaded
-                .diagnostics
-                .iter()
-                .filter(|d| d.is_error())
-                .map(|d| d.to_string())
-                .collect();
+            let errors = loaded.error_messages();
             assert!(
                 errors.iter().any(|e| e.contains("user-data.yml:")),
                 "{errors:?}"

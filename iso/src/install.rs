@@ -233,12 +233,7 @@ pub fn config_files(source: Option<&str>, live_config: &Path) -> Result<Vec<(Str
     };
     let doc = berth_configs::parse_document(&source.into(), &String::from_utf8_lossy(&text));
     let loaded = berth_configs::load(vec![berth_configs::defaults(), doc]);
-    let errors: Vec<String> = loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.to_string())
-        .collect();
+    let errors = loaded.error_messages();
     if !errors.is_empty() {
         return Err(Error::Disk(format!(
             "{source} is not a valid cloud-config; nothing was written:\n{}",

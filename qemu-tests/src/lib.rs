@@ -64,6 +64,8 @@ pub enum Error {
     },
     #[error("`{command}` failed: {stderr}")]
     Command { command: String, stderr: String },
+    #[error(transparent)]
+    Registry(#[from] berth_testkit::registry::Error),
     #[error(
         "{vm}: no `{pattern}` on the console after {waited:?}\n{}",
         fence(transcript)

@@ -9,13 +9,7 @@ use crate::{io_err, run_checked, Error, Result};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).
 pub fn free_port() -> Result<u16> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err(Path::new("127.0.0.1:0")))?;
-    let port = listener
-        .local_addr()
-        .map_err(io_err(Path::new("127.0.0.1:0")))?
-        .port();
-    Ok(port)
+    berth_testkit::free_port().map_err(io_err(Path::new("127.0.0.1:0")))
 }
 
 /// The command a `guestfwd` runs to carry one guest connection to

@@ -6,8 +6,8 @@
 //! `/etc/rc.local`, compose and the usual tools in the console.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use qemu_tests::ssh::Ssh;
 use qemu_tests::steps::{boot_ready, eventually, ok};
@@ -28,16 +28,8 @@ fn run(program: &str, args: &[&str]) {
 /// Debian's docker-registry on 127.0.0.1 (10.0.2.2 from the VM) behind TLS
 /// with a certificate from a CA the test makes; stopped when dropped.
 struct TlsRegistry {
-    child: Child,
-    port: u16,
+    registry: berth_testkit::registry::Registry,
     ca: String,
-}
-
-impl Drop for TlsRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl TlsRegistry {
@@ -101,32 +93,16 @@ impl TlsRegistry {
                 &path("registry.pem"),
             ],
         );
-        let port = qemu_tests::free_port().expect("port");
-        let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
-                path("registry-data"),
-                path("registry.pem"),
-                path("registry.key")
-            ),
+        let registry = berth_testkit::registry::Registry::start_tls(
+            dir,
+            berth_testkit::registry::Tls {
+                certificate: &dir.join("registry.pem"),
+                key: &dir.join("registry.key"),
+            },
         )
-        .expect("registry config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed by `cargo xtask test`");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        .unwrap_or_else(|e| panic!("{e}"));
         let ca = std::fs::read_to_string(dir.join("ca.pem")).expect("ca.pem");
-        TlsRegistry { child, port, ca }
+        TlsRegistry { registry, ca }
     }
 
     /// Pushes the busybox test image (gzip layers and a Docker v2 manifest,
@@ -135,7 +111,8 @@ impl TlsRegistry {
         let store = std::env::var_os("BERTH_IMAGE_STORE")
             .expect("BERTH_IMAGE_STORE names the built image store (`cargo xtask test` sets it)");
         // Recompressed first (the store's layers are zstd), then converted.
-        let gzipped = std::env::temp_dir().join(format!("berth-busybox-gzip-{}", self.port));
+        let gzipped =
+            std::env::temp_dir().join(format!("berth-busybox-gzip-{}", self.registry.port));
         run(
             "skopeo",
             &[
@@ -159,7 +136,10 @@ impl TlsRegistry {
                 "--format",
                 "v2s2",
                 &format!("oci:{}:busybox", gzipped.display()),
-                &format!("docker://127.0.0.1:{}/test/busybox:latest", self.port),
+                &format!(
+                    "docker://127.0.0.1:{}/test/busybox:latest",
+                    self.registry.port
+                ),
             ],
         );
         let _ = std::fs::remove_dir_all(&gzipped);
@@ -215,7 +195,7 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = TlsRegistry::start(dir.path());
     registry.push_busybox();
-    let image = format!("10.0.2.2:{}/test/busybox:latest", registry.port);
+    let image = format!("10.0.2.2:{}/test/busybox:latest", registry.registry.port);
 
     let port = qemu_tests::free_port().expect("port");
     let ssh = Ssh::new(dir.path(), port, "berth").expect("ssh key");

@@ -17,8 +17,19 @@ use std::io::{self, Write};
 use crate::check;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A file that could not be written, named: [`write`] and friends return bare
+/// `io::Error`s, and callers that write several files say which one failed
+/// with this.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
 
 /// How the new file is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,12 +32,7 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 fn settings(yaml: &str) -> host::Settings {
     let doc = berth_configs::parse_document(&"host-test.yml".into(), yaml);
     let loaded = berth_configs::load(vec![doc]);
-    let errors: Vec<String> = loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.to_string())
-        .collect();
+    let errors = loaded.error_messages();
     assert!(errors.is_empty(), "{errors:?}");
     host::Settings::from_config(&loaded.config)
 }

@@ -21,6 +21,7 @@
 
 pub mod daemon;
 pub mod http;
+pub mod registry;
 pub mod skopeo;
 
 pub use daemon::{daemon_command, daemon_socket};
@@ -156,6 +157,13 @@ macro_rules! unsupported_here {
     ($($arg:tt)*) => {
         $crate::record($crate::Kind::Unsupported, module_path!(), format_args!($($arg)*))
     };
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Every record in a skip log's text, in order; other lines are ignored.

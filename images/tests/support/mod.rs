@@ -3,4 +3,3 @@
 #![allow(dead_code)]
 
 pub mod push;
-pub mod registry;

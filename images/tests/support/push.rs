@@ -1,15 +1,20 @@
 //! Test images pushed to a registry with skopeo.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use berth_images::archive::{self, single_layer_config};
-use berth_images::oci::{self, Descriptor, Manifest};
+use berth_images::oci::{self, Descriptor};
 use berth_images::Store;
+use berth_testkit::registry::Registry;
 
-/// Builds an image of one file per layer in a scratch store and pushes it with skopeo.
-pub fn push_image(dir: &Path, target: &str, files: &[(&str, Vec<u8>)]) -> Store {
+/// Builds an image of one file per layer in a scratch store and pushes it to
+/// `registry` as `name`; returns the reference it is pulled by and the store.
+pub fn push_image(
+    dir: &Path,
+    registry: &Registry,
+    name: &str,
+    files: &[(&str, Vec<u8>)],
+) -> (String, Store) {
     let store = Store::open(dir.join("source")).expect("open");
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
@@ -31,32 +36,15 @@ pub fn push_image(dir: &Path, target: &str, files: &[(&str, Vec<u8>)]) -> Store 
     }
     let mut config = single_layer_config(diff_ids[0].clone());
     config.rootfs.diff_ids = diff_ids;
-    let config = store.put_json(oci::OCI_CONFIG, &config).expect("config");
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(oci::OCI_MANIFEST.into()),
-        config,
-        layers,
-        extra: BTreeMap::new(),
-    };
-    let descriptor = store
-        .put_json(oci::OCI_MANIFEST, &manifest)
-        .expect("manifest");
-    store.tag("test/img:1", &descriptor).expect("tag");
+    store
+        .put_image("test/img:1", &config, layers)
+        .expect("image");
     let archive_path = dir.join("img.tar");
     archive::export(&store, "test/img:1", &archive_path).expect("export");
-    let out = Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false"])
-        .arg(format!("oci-archive:{}", archive_path.display()))
-        .arg(format!("docker://{target}"))
-        .output()
-        .expect("skopeo is installed by `cargo xtask test`");
-    assert!(
-        out.status.success(),
-        "skopeo push: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    store
+    let reference = registry
+        .push(&archive_path, name)
+        .unwrap_or_else(|e| panic!("{e}"));
+    (reference, store)
 }
 
 /// Incompressible bytes, quickly: a pull of them takes long enough to interrupt.

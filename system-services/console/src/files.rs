@@ -7,15 +7,9 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write {}: {source}", path.display())]
-pub struct WriteError {
-    pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
-}
+pub use berth_sys::atomic::WriteError;
 
 /// Mode and owner a written file gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -212,34 +212,17 @@ pub fn with_block(current: &str, keys: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounts::Password;
-    use crate::users::Spec;
     use std::os::unix::fs::MetadataExt;
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGiKGJkGGO83ljwz91J8TGTWCfaGeOWb1feeyqXgCOtd alice@example";
 
     fn user(root: &Path, keys: &[&str]) -> Created {
         let meta = fs::metadata(root).expect("root");
-        Created {
-            spec: Spec {
-                name: "alice".into(),
-                uid: None,
-                gecos: None,
-                primary_group: None,
-                groups: Vec::new(),
-                shell: None,
-                home: None,
-                create_home: true,
-                system: false,
-                password: Password::Disabled,
-                sudo: Vec::new(),
-                keys: keys.iter().map(|k| k.to_string()).enumerate().collect(),
-            },
-            uid: meta.uid(),
-            gid: meta.gid(),
-            home: "/home/alice".into(),
-            shell: "/bin/sh".into(),
-        }
+        let mut user = Created::plain("alice");
+        user.spec.keys = keys.iter().map(|k| k.to_string()).enumerate().collect();
+        user.uid = meta.uid();
+        user.gid = meta.gid();
+        user
     }
 
     #[test]

@@ -57,30 +57,11 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounts::Password;
-    use crate::users::Spec;
 
     fn user(name: &str, sudo: &[&str]) -> Created {
-        Created {
-            spec: Spec {
-                name: name.into(),
-                uid: None,
-                gecos: None,
-                primary_group: None,
-                groups: Vec::new(),
-                shell: None,
-                home: None,
-                create_home: true,
-                system: false,
-                password: Password::Disabled,
-                sudo: sudo.iter().map(|s| s.to_string()).collect(),
-                keys: Vec::new(),
-            },
-            uid: 1000,
-            gid: 1000,
-            home: format!("/home/{name}"),
-            shell: "/bin/sh".into(),
-        }
+        let mut user = Created::plain(name);
+        user.spec.sudo = sudo.iter().map(|s| s.to_string()).collect();
+        user
     }
 
     #[test]

@@ -65,6 +65,34 @@ pub struct Created {
     pub shell: String,
 }
 
+#[cfg(test)]
+impl Created {
+    /// A plain user `name` (uid and gid 1000, `/home/NAME`, `/bin/sh`, no
+    /// password, keys or sudo rules) for tests to adjust.
+    pub(crate) fn plain(name: &str) -> Created {
+        Created {
+            spec: Spec {
+                name: name.into(),
+                uid: None,
+                gecos: None,
+                primary_group: None,
+                groups: Vec::new(),
+                shell: None,
+                home: None,
+                create_home: true,
+                system: false,
+                password: Password::Disabled,
+                sudo: Vec::new(),
+                keys: Vec::new(),
+            },
+            uid: 1000,
+            gid: 1000,
+            home: format!("/home/{name}"),
+            shell: "/bin/sh".into(),
+        }
+    }
+}
+
 /// The users `config` asks for, `berth` first. Entries that cannot be made
 /// (bad names, `:` or line breaks in fields) are left out with a warning.
 pub fn specs(config: &CloudConfig, warnings: &mut Warnings) -> Vec<Spec> {

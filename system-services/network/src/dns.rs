@@ -3,22 +3,16 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use berth_configs::model::Dns;
 
 use crate::dhcp::Lease;
 
+pub use berth_sys::atomic::WriteError;
+
 /// resolv.conf caps nameservers at three (MAXNS); more are ignored by libc.
 const MAX_NAMESERVERS: usize = 3;
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write {}: {source}", path.display())]
-pub struct WriteError {
-    pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
-}
 
 /// The nameservers and search domains in effect: the config's, then the
 /// leases' (by interface name), or only the config's when `dns.override` is set

@@ -419,12 +419,7 @@ mod tests {
     fn settings(yaml: &str) -> Settings {
         let doc = berth_configs::parse_document(&"test.yml".into(), yaml);
         let loaded = berth_configs::load(vec![doc]);
-        let errors: Vec<String> = loaded
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| d.to_string())
-            .collect();
+        let errors = loaded.error_messages();
         assert!(errors.is_empty(), "{errors:?}");
         Settings::from_config(&loaded.config)
     }

@@ -307,39 +307,54 @@ fn status_word(status: libcontainer::container::ContainerStatus) -> String {
     .into()
 }
 
-fn handle(state_root: &Path, request: Request, fds: Vec<OwnedFd>) -> Response {
+fn fail(e: &dyn std::error::Error) -> Response {
+    Response::Error {
+        message: error_chain(e),
+    }
+}
+
+/// A builder for a process of container `id` (its first, or one exec'd in
+/// it, as a healthcheck): stdout and stderr are the client's (the first two
+/// of `fds`), stdin is /dev/null, and it runs under the container's seccomp
+/// filter.
+fn process_builder(
+    state_root: &Path,
+    id: String,
+    fds: Vec<OwnedFd>,
+    request: &str,
+) -> Result<libcontainer::container::builder::ContainerBuilder, Response> {
     use libcontainer::container::builder::ContainerBuilder;
-    use libcontainer::container::Container;
     use libcontainer::syscall::syscall::SyscallType;
 
-    let fail = |e: &dyn std::error::Error| Response::Error {
-        message: error_chain(e),
+    let mut fds = fds.into_iter();
+    let (Some(stdout), Some(stderr)) = (fds.next(), fds.next()) else {
+        return Err(Response::Error {
+            message: format!("{request} needs the stdout and stderr descriptors"),
+        });
     };
+    let stdin = std::fs::File::open("/dev/null").map_err(|e| fail(&e))?;
+    let builder = ContainerBuilder::new(id, SyscallType::Linux)
+        .validate_id()
+        .and_then(|b| b.with_root_path(state_root))
+        .map_err(|e| fail(&e))?;
+    Ok(builder
+        .with_stdin(OwnedFd::from(stdin))
+        .with_stdout(stdout)
+        .with_stderr(stderr)
+        .with_executor(super::seccomp::SeccompExecutor))
+}
+
+fn handle(state_root: &Path, request: Request, fds: Vec<OwnedFd>) -> Response {
+    use libcontainer::container::Container;
+
     let load = |id: &str| Container::load(state_root.join(id));
     match request {
         Request::Create { id, bundle } => {
-            let mut fds = fds.into_iter();
-            let (Some(stdout), Some(stderr)) = (fds.next(), fds.next()) else {
-                return Response::Error {
-                    message: "create needs the stdout and stderr descriptors".into(),
-                };
-            };
-            let stdin = match std::fs::File::open("/dev/null") {
-                Ok(f) => OwnedFd::from(f),
-                Err(e) => return fail(&e),
-            };
-            let builder = match ContainerBuilder::new(id, SyscallType::Linux)
-                .validate_id()
-                .and_then(|b| b.with_root_path(state_root))
-            {
+            let builder = match process_builder(state_root, id, fds, "create") {
                 Ok(b) => b,
-                Err(e) => return fail(&e),
+                Err(response) => return response,
             };
             let built = builder
-                .with_stdin(stdin)
-                .with_stdout(stdout)
-                .with_stderr(stderr)
-                .with_executor(super::seccomp::SeccompExecutor)
                 .as_init(bundle)
                 .with_systemd(false)
                 .with_detach(true)
@@ -389,29 +404,11 @@ fn handle(state_root: &Path, request: Request, fds: Vec<OwnedFd>) -> Response {
             }
         }
         Request::Exec { id, args } => {
-            let mut fds = fds.into_iter();
-            let (Some(stdout), Some(stderr)) = (fds.next(), fds.next()) else {
-                return Response::Error {
-                    message: "exec needs the stdout and stderr descriptors".into(),
-                };
-            };
-            let stdin = match std::fs::File::open("/dev/null") {
-                Ok(f) => OwnedFd::from(f),
-                Err(e) => return fail(&e),
-            };
-            let builder = match ContainerBuilder::new(id, SyscallType::Linux)
-                .validate_id()
-                .and_then(|b| b.with_root_path(state_root))
-            {
+            let builder = match process_builder(state_root, id, fds, "exec") {
                 Ok(b) => b,
-                Err(e) => return fail(&e),
+                Err(response) => return response,
             };
             let built = builder
-                .with_stdin(stdin)
-                .with_stdout(stdout)
-                .with_stderr(stderr)
-                // An exec'd process (a healthcheck) gets the container's filter too.
-                .with_executor(super::seccomp::SeccompExecutor)
                 .as_tenant()
                 .with_container_args(args)
                 .with_detach(true)

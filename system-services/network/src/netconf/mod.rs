@@ -161,13 +161,7 @@ fn load(source: &ConfigSource) -> Result<Loaded, Error> {
             let doc =
                 berth_configs::parse_document(&berth_configs::sources::source_name(path), &text);
             if !doc.is_valid() {
-                let detail = doc
-                    .diagnostics
-                    .iter()
-                    .filter(|d| d.is_error())
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let detail = doc.error_messages().join("; ");
                 return Err(Error::InvalidConfig {
                     path: path.clone(),
                     detail,
