@@ -154,6 +154,12 @@ berth:
     for name in ["acc-db", "acc-web", "acc-side", "acc-limits"] {
         let pid = pid_of(name);
         assert!(alive(pid), "{name}: pid {pid} is not running");
+        // berthd reports the pid once the container is started; the init's
+        // exec of `sh` may still be under way, so wait for it to happen.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while comm(pid).as_deref() != Some("sh") && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert_eq!(comm(pid).as_deref(), Some("sh"), "{name}: pid {pid}");
         let members = cgroup_pids(name);
         assert!(members.contains(&pid), "{name}: {pid} not in {members:?}");
