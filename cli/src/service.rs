@@ -227,7 +227,19 @@ pub fn service(cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn boot_time_table(t: &Timeline) -> String {
+/// PID 1's milestones, `name seconds` lines that it appends to `init-times`
+/// beside berthd's socket (stage 1 and 2, and the ready line); a line that does
+/// not read as one is skipped, since a chart is never worth failing for.
+pub fn init_milestones(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, secs) = l.split_once(' ')?;
+            Some((name.to_string(), secs.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+pub fn boot_time_table(t: &Timeline, milestones: &[(String, f64)]) -> String {
     let f = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{s:.3}s"));
     let mut rows = vec![[
         "SERVICE",
@@ -262,18 +274,26 @@ pub fn boot_time_table(t: &Timeline) -> String {
     if let Some(last) = t.services.iter().filter_map(|e| e.ready).reduce(f64::max) {
         let _ = writeln!(out, "last service ready at {last:.3}s");
     }
+    if !milestones.is_empty() {
+        let marks: Vec<String> = milestones
+            .iter()
+            .map(|(name, at)| format!("{name} {at:.3}s"))
+            .collect();
+        let _ = writeln!(out, "PID 1: {}", marks.join(", "));
+    }
     out
 }
 
 /// A Gantt chart like `systemd-analyze plot`: a row per service, created →
 /// started (light), started → ready (medium), then running until it exited
 /// or the end of the chart (dark).
-pub fn boot_time_svg(t: &Timeline) -> String {
+pub fn boot_time_svg(t: &Timeline, milestones: &[(String, f64)]) -> String {
     let end = t
         .services
         .iter()
         .flat_map(|e| [e.created, e.started, e.ready, e.exited])
         .flatten()
+        .chain(milestones.iter().map(|(_, at)| *at))
         .fold(t.berthd_started, f64::max)
         + 0.5;
     let (left, row, label) = (10.0, 22.0, 160.0);
@@ -337,6 +357,18 @@ pub fn boot_time_svg(t: &Timeline) -> String {
             None => bar(&mut svg, y, started, stop, "#e8915a"),
         }
     }
+    // PID 1's milestones as labelled lines across the chart (the ready line
+    // among them: where a boot ends for whoever waits for it).
+    for (i, (name, at)) in milestones.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{0:.1}" y1="20" x2="{0:.1}" y2="{1:.1}" stroke="#3a6ea5" stroke-dasharray="4 3"/><text x="{0:.1}" y="{2:.1}" fill="#3a6ea5" font-size="10">{3}</text>"##,
+            x(*at),
+            height - 10.0,
+            height - 12.0 - 10.0 * (i % 2) as f64,
+            xml_escape(name)
+        );
+    }
     svg.push_str("</svg>\n");
     svg
 }
@@ -349,9 +381,16 @@ fn xml_escape(s: &str) -> String {
 
 pub fn boot_time(args: BootTimeArgs) -> anyhow::Result<ExitCode> {
     let t: Timeline = client(&args.socket.socket).timeline()?;
-    print!("{}", boot_time_table(&t));
+    let milestones = args
+        .socket
+        .socket
+        .parent()
+        .and_then(|run| std::fs::read_to_string(run.join("init-times")).ok())
+        .map(|text| init_milestones(&text))
+        .unwrap_or_default();
+    print!("{}", boot_time_table(&t, &milestones));
     if let Some(path) = &args.svg {
-        std::fs::write(path, boot_time_svg(&t))
+        std::fs::write(path, boot_time_svg(&t, &milestones))
             .with_context(|| format!("writing {}", path.display()))?;
         println!("chart written to {}", path.display());
     }
@@ -432,13 +471,26 @@ mod tests {
                 },
             ],
         };
-        let text = boot_time_table(&t);
+        let milestones = init_milestones("stage1_start 0.900\nbroken\nready 2.700\n");
+        assert_eq!(
+            milestones,
+            vec![
+                ("stage1_start".to_string(), 0.9),
+                ("ready".to_string(), 2.7)
+            ]
+        );
+        let text = boot_time_table(&t, &milestones);
         assert!(
             text.contains("network  1.500s   1.600s   2.500s  -       1.000s"),
             "{text}"
         );
         assert!(text.contains("last service ready at 2.500s"));
-        let svg = boot_time_svg(&t);
+        assert!(
+            text.contains("PID 1: stage1_start 0.900s, ready 2.700s"),
+            "{text}"
+        );
+        let svg = boot_time_svg(&t, &milestones);
+        assert!(svg.contains(">ready</text>"), "{svg}");
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("a&lt;b") && svg.matches("<rect").count() >= 5);
     }
