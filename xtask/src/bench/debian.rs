@@ -181,7 +181,7 @@ pub fn build(dir: &Path, kernel_package: &str) -> Result<Image> {
 pub struct Figures {
     /// QEMU start → the engine marker on the console.
     pub engine_ready: Duration,
-    /// `free -m` "used" once idle, the engine running.
+    /// Memory in use once idle, the engine running (`idle_used_mib`).
     pub memory_used_idle_mib: u64,
     /// `docker run --rm busybox true`, timed inside the guest.
     pub first_container: Duration,
