@@ -202,6 +202,30 @@ pub fn ready_line(setup: &Setup) -> String {
     )
 }
 
+/// Where console-init says the console is ready (its SSH server accepts
+/// connections), relative to the console's root: the default consoles'
+/// healthcheck is `file:/run/berth-console.ready`, so the machine's ready line
+/// waits for a login to be possible. In the container's own /run, so a
+/// restarted console starts without it.
+pub const READY_FILE: &str = "run/berth-console.ready";
+
+/// Writes [`READY_FILE`] under `root` holding the ready line.
+pub fn mark_ready(root: &Path, line: &str) -> Result<(), berth_sys::atomic::WriteError> {
+    let path = root.join(READY_FILE);
+    // On tmpfs, and only for this run of the container: no fsync needed.
+    let options = berth_sys::atomic::Options::mode(0o644).not_durable();
+    let write = || {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        berth_sys::atomic::write(&path, format!("{line}\n").as_bytes(), &options)
+    };
+    write().map_err(|source| berth_sys::atomic::WriteError {
+        path: path.clone(),
+        source,
+    })
+}
+
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
 pub fn listening(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -238,7 +262,12 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
         programs,
         report,
         || listening(port),
-        |report| report.line(ready),
+        |report| {
+            if let Err(e) = mark_ready(&options.root, &ready) {
+                report.line(format!("warning: {e}"));
+            }
+            report.line(ready)
+        },
         |report| {
             if last_scan.is_none_or(|t| t.elapsed() >= DISK_SCAN) {
                 last_scan = Some(std::time::Instant::now());
