@@ -64,7 +64,9 @@ fn ssh_logs_in_with_the_configs_keys_and_password_login_is_refused() {
     berth_console::mark_ready(&root, &berth_console::ready_line(&setup)).expect("ready file");
     assert_eq!(
         std::fs::read_to_string(root.join(berth_console::READY_FILE)).ok(),
-        Some(format!("ready (sshd on port {port}, users: berth, alice)\n"))
+        Some(format!(
+            "ready (sshd on port {port}, users: berth, alice)\n"
+        ))
     );
     // Running it again changes nothing, host keys included.
     let host_key = root.join("var/lib/berth/ssh/ssh_host_ed25519_key.pub");
