@@ -276,6 +276,7 @@ pub fn spawn(
         .stack_size(128 << 10)
         .spawn(move || {
             let mut healthy_once = false;
+            let mut last_report = Instant::now();
             loop {
                 let wait = wait_before_check(&check, &settings, healthy_once);
                 if !nap(wait, &stop) {
@@ -286,7 +287,10 @@ pub fn spawn(
                     return;
                 }
                 healthy_once |= result.is_ok();
-                report(result);
+                if counts(&result, &settings, last_report.elapsed()) {
+                    last_report = Instant::now();
+                    report(result);
+                }
             }
         })
 }
@@ -307,6 +311,15 @@ pub fn wait_before_check(check: &Check, settings: &Settings, healthy_once: bool)
     } else {
         settings.start_interval
     }
+}
+
+/// Whether a check's result is reported. A success always is; a failure only
+/// when `start_interval` has passed since the last report, so the fast polls
+/// of berthd's own checks find a success sooner without counting failures
+/// faster than compose's pace (`retries` failures in a row make a service
+/// unhealthy: at 100 ms that would be a third of a second).
+pub fn counts(result: &Result<(), CheckError>, settings: &Settings, since_last: Duration) -> bool {
+    result.is_ok() || since_last >= settings.start_interval.min(settings.interval)
 }
 
 /// Sleeps `d` in small steps; false as soon as `stop` is set.
@@ -390,6 +403,28 @@ mod tests {
         // Once healthy, every kind runs at its interval.
         assert_eq!(wait_before_check(&file, &s, true), Duration::from_secs(5));
         assert_eq!(wait_before_check(&exec, &s, true), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn fast_polls_report_successes_at_once_and_failures_at_compose_pace() {
+        let h = Healthcheck {
+            interval: Some(D(Duration::from_secs(5))),
+            ..Default::default()
+        };
+        let s = Settings::from_healthcheck(&h);
+        let missing = || {
+            Err(CheckError::File {
+                path: "/run/ready".into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                waiting: None,
+            })
+        };
+        let quick = OWN_CHECK_START_INTERVAL;
+        assert!(counts(&Ok(()), &s, quick));
+        assert!(!counts(&missing(), &s, quick));
+        assert!(counts(&missing(), &s, s.start_interval));
+        // Once healthy the checks run at `interval`; each failure counts.
+        assert!(counts(&missing(), &s, s.interval));
     }
 
     #[test]
