@@ -276,9 +276,12 @@ pub fn spawn(
         .stack_size(128 << 10)
         .spawn(move || {
             let mut healthy_once = false;
-            let mut last_report = Instant::now();
             loop {
-                let wait = wait_before_check(&check, &settings, healthy_once);
+                let wait = if healthy_once {
+                    settings.interval
+                } else {
+                    settings.start_interval
+                };
                 if !nap(wait, &stop) {
                     return;
                 }
@@ -287,39 +290,9 @@ pub fn spawn(
                     return;
                 }
                 healthy_once |= result.is_ok();
-                if counts(&result, &settings, last_report.elapsed()) {
-                    last_report = Instant::now();
-                    report(result);
-                }
+                report(result);
             }
         })
-}
-
-/// How often berthd's own checks (`file:`, `tcp:`) run until their first
-/// success. They cost a `stat` or a connect and no process in the container,
-/// and a service that depends on this one being healthy (ntp and docker on the
-/// network) starts only then, so every poll saved is boot time.
-pub const OWN_CHECK_START_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The pause before the next check: `interval` once the service has been
-/// healthy, `start_interval` until then — shortened for berthd's own checks.
-pub fn wait_before_check(check: &Check, settings: &Settings, healthy_once: bool) -> Duration {
-    if healthy_once {
-        settings.interval
-    } else if matches!(check, Check::File(_) | Check::Tcp(_)) {
-        settings.start_interval.min(OWN_CHECK_START_INTERVAL)
-    } else {
-        settings.start_interval
-    }
-}
-
-/// Whether a check's result is reported. A success always is; a failure only
-/// when `start_interval` has passed since the last report, so the fast polls
-/// of berthd's own checks find a success sooner without counting failures
-/// faster than compose's pace (`retries` failures in a row make a service
-/// unhealthy: at 100 ms that would be a third of a second).
-pub fn counts(result: &Result<(), CheckError>, settings: &Settings, since_last: Duration) -> bool {
-    result.is_ok() || since_last >= settings.start_interval.min(settings.interval)
 }
 
 /// Sleeps `d` in small steps; false as soon as `stop` is set.
@@ -379,52 +352,6 @@ mod tests {
         let mut off = hc(Command::Shell("true".into()));
         off.disable = true;
         assert_eq!(Check::from_healthcheck(&off), None);
-    }
-
-    #[test]
-    fn berthds_own_checks_poll_fast_until_the_first_success() {
-        let h = Healthcheck {
-            interval: Some(D(Duration::from_secs(5))),
-            ..Default::default()
-        };
-        let s = Settings::from_healthcheck(&h);
-        let file = Check::File("/run/ready".into());
-        let exec = Check::Exec(vec!["true".into()]);
-        assert_eq!(
-            wait_before_check(&file, &s, false),
-            OWN_CHECK_START_INTERVAL
-        );
-        assert_eq!(
-            wait_before_check(&Check::Tcp(22), &s, false),
-            OWN_CHECK_START_INTERVAL
-        );
-        // A check that runs a process in the container keeps compose's pace.
-        assert_eq!(wait_before_check(&exec, &s, false), Duration::from_secs(1));
-        // Once healthy, every kind runs at its interval.
-        assert_eq!(wait_before_check(&file, &s, true), Duration::from_secs(5));
-        assert_eq!(wait_before_check(&exec, &s, true), Duration::from_secs(5));
-    }
-
-    #[test]
-    fn fast_polls_report_successes_at_once_and_failures_at_compose_pace() {
-        let h = Healthcheck {
-            interval: Some(D(Duration::from_secs(5))),
-            ..Default::default()
-        };
-        let s = Settings::from_healthcheck(&h);
-        let missing = || {
-            Err(CheckError::File {
-                path: "/run/ready".into(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                waiting: None,
-            })
-        };
-        let quick = OWN_CHECK_START_INTERVAL;
-        assert!(counts(&Ok(()), &s, quick));
-        assert!(!counts(&missing(), &s, quick));
-        assert!(counts(&missing(), &s, s.start_interval));
-        // Once healthy the checks run at `interval`; each failure counts.
-        assert!(counts(&missing(), &s, s.interval));
     }
 
     #[test]

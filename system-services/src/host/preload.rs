@@ -23,6 +23,8 @@ pub const DIR: &str = "/var/lib/berth/preload";
 const LOADED: &str = ".loaded";
 /// How long one `docker load` may take.
 const TIMEOUT: Duration = Duration::from_secs(1800);
+/// Loads tried per boot when the engine dies under them.
+const ATTEMPTS: u32 = 3;
 /// How long to wait for the engine to be ready.
 const WAIT: Duration = Duration::from_secs(1800);
 
@@ -149,7 +151,16 @@ pub fn load_pending(
         let field = format!("preload {}", archive.display());
         let argv = load_argv(engine, &archive);
         let problem = match runtime.exec(engine, &argv, TIMEOUT) {
-            Err(e) => Some(e.to_string()),
+            // The engine's container is not running (it stopped under the
+            // load): nothing is known of the archive; it stays pending.
+            Err(e) => {
+                log::warn!("{field}: {e}; tried again when {engine} is up");
+                continue;
+            }
+            Ok(out) if out.exit == Some(crate::runtime::Exit::Signal(libc::SIGKILL)) => {
+                log::warn!("{field}: the load was killed with {engine}'s container; tried again when {engine} is up");
+                continue;
+            }
             Ok(out) => {
                 log.write_text(
                     Stream::Stdout,
@@ -200,9 +211,30 @@ pub fn spawn(
         return;
     }
     let service = engine.clone();
+    let waiter = Arc::clone(&supervisor);
     super::when_ready(supervisor, logs, service, "preload", WAIT, move |log| {
-        for p in load_pending(&*runtime, &engine, &dir, log) {
-            log::error!("{p}");
+        // An engine that dies under the first load (and is restarted by its
+        // policy) leaves archives pending: try again once it is up, a few times.
+        for attempt in 1..=ATTEMPTS {
+            // The engine process the loads go to; up again means ready as another.
+            let before = waiter.service(&engine).and_then(|s| s.pid);
+            for p in load_pending(&*runtime, &engine, &dir, log) {
+                log::error!("{p}");
+            }
+            if pending(&dir).is_empty() || attempt == ATTEMPTS {
+                break;
+            }
+            let again = |s: &crate::supervisor::Snapshot| {
+                s.service(&engine)
+                    .is_some_and(|c| c.ready && c.pid != before)
+            };
+            if !waiter.wait_for(WAIT, again) {
+                log::error!(
+                    "preload: {engine} was not up again within {} min",
+                    WAIT.as_secs() / 60
+                );
+                break;
+            }
         }
     });
 }
@@ -210,6 +242,21 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_archive_stays_pending_when_the_engine_is_not_there_to_load_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().join("docker");
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("app.tar"), b"one").expect("write");
+        let logs = crate::logs::LogDir::new(crate::logs::LogConfig::new(dir.path().join("logs")));
+        let log = logs.writer("docker").expect("log");
+        // No `docker` container runs in the recording runtime: exec fails.
+        let runtime = crate::runtime::recording::Recording::new();
+        let problems = load_pending(&runtime, "docker", &d, &log);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(pending(&d), [d.join("app.tar")], "recorded as if loaded");
+    }
 
     #[test]
     fn archives_load_once_and_again_when_replaced() {
