@@ -84,7 +84,18 @@ pub fn run(berthd_available: bool) -> ! {
             &dir,
             Path::new("/sys/devices"),
         ));
-        match modules::load(&mut sys, &dir, Some(&wanted)) {
+        // What stage 1 loaded is in /sys/module already: not read again (a
+        // module file is read and its signature checked before the kernel
+        // finds it is a duplicate).
+        let loaded = |name: &str| Path::new("/sys/module").join(name).exists();
+        let result = modules::load_with(&dir, Some(&wanted), &[], |path, compressed, _| {
+            if loaded(&modules::module_name(path)) {
+                return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            sys.load_module(path, compressed)
+        });
+        crate::timeline::mark(Path::new("/run"), "stage2_modules");
+        match result {
             Ok(r) => {
                 for (name, why) in &r.failed {
                     log::warn!("module {name}: {why}");

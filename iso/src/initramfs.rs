@@ -86,6 +86,15 @@ pub fn build(berth: &Path, kernel: &Kernel, index: &ModuleIndex) -> Result<Initr
         0o644,
         index.trimmed_dep(&closure).into_bytes(),
     )?;
+    // Stage 1 loads the drivers of the devices present, matched by their
+    // modaliases, and filesystems by `fs-TYPE` (init/src/stage1/drivers.rs).
+    let aliases = kernel.modules_dir.join("modules.alias");
+    let aliases = std::fs::read_to_string(&aliases).map_err(io_err(&aliases))?;
+    archive.file(
+        &format!("{kdir}/modules.alias"),
+        0o644,
+        crate::modules::trimmed_alias(&aliases, &closure).into_bytes(),
+    )?;
     // Lets stage 1 tell "built in" from "missing" without a warning.
     for extra in ["modules.builtin", "modules.builtin.modinfo"] {
         let src = kernel.modules_dir.join(extra);

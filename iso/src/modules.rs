@@ -255,6 +255,25 @@ impl ModuleIndex {
     }
 }
 
+/// The `alias PATTERN MODULE` lines of a `modules.alias` text whose module
+/// is in `closure`: what the initramfs needs to match devices and `fs-TYPE`.
+pub fn trimmed_alias(text: &str, closure: &Closure) -> String {
+    let carried: BTreeSet<&str> = closure.load_order.iter().map(String::as_str).collect();
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("alias"), Some(_), Some(module), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            if carried.contains(canonical(module).as_str()) {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +369,17 @@ kernel/net/unrelated.ko:
         assert_eq!(
             again.load_order.iter().collect::<BTreeSet<_>>(),
             c.load_order.iter().collect::<BTreeSet<_>>()
+        );
+    }
+
+    #[test]
+    fn trimmed_alias_keeps_only_carried_modules() {
+        let i = index();
+        let c = i.closure(&["ext4"]).expect("closure");
+        let text = "# comment\nalias fs-ext4 ext4\nalias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\nalias crc32c crc32c_generic\n";
+        assert_eq!(
+            trimmed_alias(text, &c),
+            "alias fs-ext4 ext4\nalias crc32c crc32c_generic\n"
         );
     }
 

@@ -20,6 +20,11 @@ pub fn baseline_append() -> String {
 /// the machine (`cargo xtask test` runs the test files side by side).
 pub const SLOTS_ENV: &str = "BERTH_QEMU_SLOTS";
 
+/// A file each VM appends one line to when it ends: the test file, the VM,
+/// how long it waited for a slot and how long it ran (tab-separated seconds).
+/// `cargo xtask test` sums them, so the suite says where its time goes.
+pub const TIMES_ENV: &str = "BERTH_QEMU_TIMES";
+
 /// One of [`MAX_VMS`] places for a running VM: an exclusive `flock` on one of
 /// the lock files in [`SLOTS_ENV`]'s directory, so the limit holds across
 /// threads and processes alike, and a test that dies frees its slot.
@@ -96,6 +101,8 @@ pub struct Vm {
     stdin: Option<ChildStdin>,
     console: Arc<Console>,
     started: Instant,
+    /// How long [`Vm::start`] waited for a slot.
+    waited: Duration,
     _scratch: tempfile::TempDir,
     _slot: Slot,
 }
@@ -104,7 +111,9 @@ impl Vm {
     /// Starts QEMU with the serial console on a pipe. Waits for a free slot
     /// first (at most [`MAX_VMS`] at once).
     pub fn start(config: &Config) -> Result<Vm> {
+        let asked = Instant::now();
         let slot = Slot::take()?;
+        let waited = asked.elapsed();
         let scratch = tempfile::Builder::new()
             .prefix("berth-qemu-")
             .tempdir()
@@ -158,6 +167,7 @@ impl Vm {
             child,
             console,
             started,
+            waited,
             _scratch: scratch,
             _slot: slot,
         })
@@ -309,6 +319,7 @@ impl Drop for Vm {
         // Kill first: a failed expect must not leave QEMU burning a core.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        record_time(&self.name, self.waited, self.started.elapsed());
         if std::thread::panicking() {
             eprintln!(
                 "{}: console transcript\n{}",
@@ -316,6 +327,36 @@ impl Drop for Vm {
                 fence(&self.transcript())
             );
         }
+    }
+}
+
+/// Appends this VM's line to [`TIMES_ENV`]'s file, if it is set. One short
+/// `O_APPEND` write, so lines from concurrent processes do not interleave.
+fn record_time(vm: &str, waited: Duration, ran: Duration) {
+    let Some(path) = std::env::var_os(TIMES_ENV) else {
+        return;
+    };
+    // The test binary is `NAME-HASH`; the file is NAME.
+    let file = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|stem| match stem.rsplit_once('-') {
+            Some((name, _hash)) => name.to_string(),
+            None => stem,
+        })
+        .unwrap_or_default();
+    let line = format!(
+        "{file}\t{vm}\t{:.1}\t{:.1}\n",
+        waited.as_secs_f64(),
+        ran.as_secs_f64()
+    );
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("{}: {e}", std::path::Path::new(&path).display());
     }
 }
 

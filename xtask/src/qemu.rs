@@ -52,10 +52,12 @@ pub fn run_tests(artifacts: &Artifacts, only: &[String]) -> Result<()> {
         }
         binaries.retain(|b| only.contains(&b.name));
     }
-    let env = environment(artifacts)?;
     let logs = out_dir().join("qemu-logs");
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let times = logs.join("vm-times.tsv");
+    let mut env = environment(artifacts)?;
+    env.push((qemu_tests::TIMES_ENV, times.clone()));
 
     let (alone, together): (Vec<_>, Vec<_>) = binaries
         .into_iter()
@@ -77,6 +79,7 @@ pub fn run_tests(artifacts: &Artifacts, only: &[String]) -> Result<()> {
             failed.push(name.as_str());
         }
     }
+    print_vm_times(&times);
     if !failed.is_empty() {
         bail!(
             "QEMU tests failed: {} (their output is above and in {})",
@@ -89,6 +92,43 @@ pub fn run_tests(artifacts: &Artifacts, only: &[String]) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Where the VM time went, per test file: each VM's seconds in a slot (what
+/// the stage costs, at [`qemu_tests::MAX_VMS`] at once) and waiting for one.
+fn print_vm_times(times: &std::path::Path) {
+    let Ok(text) = std::fs::read_to_string(times) else {
+        return;
+    };
+    // file -> (VMs, seconds waited, seconds run)
+    let mut per_file: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [file, _vm, waited, ran] = fields[..] else {
+            continue;
+        };
+        let (Ok(waited), Ok(ran)) = (waited.parse::<f64>(), ran.parse::<f64>()) else {
+            continue;
+        };
+        let entry = per_file.entry(file).or_default();
+        entry.0 += 1;
+        entry.1 += waited;
+        entry.2 += ran;
+    }
+    let mut rows: Vec<_> = per_file.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
+    println!("==> VM time per file (boots, seconds in a slot, seconds waiting for one):");
+    let mut total = 0.0;
+    for (file, (vms, waited, ran)) in rows {
+        println!("    {file:<12} {vms:>3} VMs {ran:>7.0}s run {waited:>7.0}s waited");
+        total += ran;
+    }
+    println!(
+        "    all files: {total:.0} VM-seconds, {:.0}s of slot time at {} at once ({})",
+        total / qemu_tests::MAX_VMS as f64,
+        qemu_tests::MAX_VMS,
+        times.display()
+    );
 }
 
 /// Builds the test binaries and finds them in cargo's JSON messages.

@@ -9,18 +9,19 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::modules;
 use crate::nocloud;
 use crate::plan::{self, BootPlan, Source};
 use crate::probe::{self, BlockDev};
 use crate::sys::Sys;
 
 mod assemble;
+mod drivers;
 mod state;
 #[cfg(test)]
 mod tests;
 
 pub use assemble::{assemble, copy_tree};
+pub use drivers::Drivers;
 pub use state::{mkfs_ext4, mount_state, State};
 
 pub(super) const NOSUID: libc::c_ulong = libc::MS_NOSUID;
@@ -125,26 +126,6 @@ pub fn early_mounts(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Loads every module the initramfs carries (it only carries what reaching the
-/// root needs); a problem with one is a warning.
-pub fn load_modules(sys: &mut dyn Sys, root: &Path) {
-    let Some(release) = modules::kernel_release() else {
-        log::warn!("cannot tell the kernel release; no modules loaded");
-        return;
-    };
-    let dir = root.join("lib/modules").join(&release);
-    match modules::load(sys, &dir, None) {
-        Ok(report) => modules::log_report("initramfs", &report),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            log::debug!(
-                "no {}/modules.dep: everything needed is built in",
-                dir.display()
-            )
-        }
-        Err(e) => log::warn!("{}: {e}", dir.display()),
-    }
-}
-
 pub(super) fn devices(root: &Path) -> Vec<BlockDev> {
     probe::block_devices(&root.join("sys/class/block"), &root.join("dev"))
 }
@@ -159,14 +140,25 @@ pub(super) fn seen(root: &Path) -> String {
 }
 
 /// Mounts the OS image read-only at `root/sysroot`.
-pub fn mount_image(sys: &mut dyn Sys, root: &Path, plan: &BootPlan) -> Result<(), Error> {
+pub fn mount_image(
+    sys: &mut dyn Sys,
+    root: &Path,
+    plan: &BootPlan,
+    drivers: &mut Drivers,
+) -> Result<(), Error> {
     let newroot = root.join(NEWROOT);
     mkdir(&newroot)?;
     match &plan.source {
         Source::Iso => {
-            let iso = probe::wait_for(
+            let found = probe::wait_for(
                 plan.wait,
-                || probe::find_iso(&devices(root), plan::ISO_LABEL),
+                || {
+                    let found = probe::find_iso(&devices(root), plan::ISO_LABEL);
+                    if found.is_none() {
+                        drivers.while_waiting(sys);
+                    }
+                    found
+                },
                 || {
                     log::info!(
                         "waiting up to {}s for {}",
@@ -174,13 +166,15 @@ pub fn mount_image(sys: &mut dyn Sys, root: &Path, plan: &BootPlan) -> Result<()
                         plan::ISO_LABEL
                     )
                 },
-            )
-            .ok_or_else(|| Error::NoIso {
+            );
+            drivers.done_waiting();
+            let iso = found.ok_or_else(|| Error::NoIso {
                 label: plan::ISO_LABEL,
                 wait: plan.wait,
                 seen: seen(root),
             })?;
             log::info!("boot medium {} on {}", plan::ISO_LABEL, iso.node.display());
+            drivers.filesystem(sys, root, "iso9660");
             let mnt = root.join(ISO_MOUNT);
             mkdir(&mnt)?;
             mount(
@@ -193,6 +187,8 @@ pub fn mount_image(sys: &mut dyn Sys, root: &Path, plan: &BootPlan) -> Result<()
                 "",
             )?;
             let squashfs = mnt.join("berth/rootfs.squashfs");
+            drivers.modules(sys, &["loop"]);
+            drivers.filesystem(sys, root, "squashfs");
             let dev = sys
                 .attach_loop(&squashfs, &root.join("dev"))
                 .map_err(|source| Error::Loop {
@@ -212,17 +208,25 @@ pub fn mount_image(sys: &mut dyn Sys, root: &Path, plan: &BootPlan) -> Result<()
         }
         Source::Slot(slot) => {
             let name = format!("BERTH_{slot}");
-            let part = probe::wait_for(
+            let found = probe::wait_for(
                 plan.wait,
-                || probe::find_partname(&devices(root), &name),
+                || {
+                    let found = probe::find_partname(&devices(root), &name);
+                    if found.is_none() {
+                        drivers.while_waiting(sys);
+                    }
+                    found
+                },
                 || log::info!("waiting up to {}s for {name}", plan.wait.as_secs()),
-            )
-            .ok_or_else(|| Error::NoSlot {
+            );
+            drivers.done_waiting();
+            let part = found.ok_or_else(|| Error::NoSlot {
                 name: name.clone(),
                 wait: plan.wait,
                 seen: seen(root),
             })?;
             log::info!("OS image: slot {slot} on {}", part.node.display());
+            drivers.filesystem(sys, root, "squashfs");
             mount(
                 sys,
                 &name,
@@ -328,7 +332,9 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     for p in &plan.problems {
         log::warn!("kernel command line: {p}");
     }
-    load_modules(sys, root);
+    let mut drivers = Drivers::new(root);
+    drivers.coldplug(sys);
+    crate::timeline::mark(&root.join("run"), "stage1_drivers");
     // A trial boot is watched from here on: whatever of the new OS image
     // hangs, the machine resets and GRUB falls back (see crate::watchdog).
     if root == Path::new("/") && berth_iso::slots::from_cmdline(&cmdline).is_some_and(|(_, t)| t) {
@@ -336,10 +342,15 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
             dog.hand_over();
         }
     }
-    mount_image(sys, root, &plan)?;
+    mount_image(sys, root, &plan, &mut drivers)?;
+    crate::timeline::mark(&root.join("run"), "stage1_image");
     // The seed is looked for once, after the boot medium: by then the storage
     // drivers have found what is attached at boot.
-    let seed = nocloud::read(sys, root, &devices(root));
+    let devs = devices(root);
+    if let Some((_, fstype)) = nocloud::find(&devs) {
+        drivers.filesystem(sys, root, fstype);
+    }
+    let seed = nocloud::read(sys, root, &devs);
     if let Some(seed) = &seed {
         // berthd's datasource probe: NoCloud answered this boot (local, first).
         let marker = root.join(nocloud::MARKER);
@@ -367,7 +378,9 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
         None => plan,
     };
     log::debug!("boot plan: {plan:?}");
-    mount_state(sys, root, &plan)?;
+    crate::timeline::mark(&root.join("run"), "stage1_seed");
+    mount_state(sys, root, &plan, &mut drivers)?;
+    crate::timeline::mark(&root.join("run"), "stage1_state");
     assemble(sys, root)?;
     if let Some(seed) = &seed {
         if let Err(e) = nocloud::cache(seed, &root.join(NEWROOT)) {

@@ -178,7 +178,12 @@ pub fn mkfs_ext4(sys: &mut dyn Sys, root: &Path, part: &Path) -> Result<(), Erro
 }
 
 /// Finds, makes or fakes the state filesystem and mounts it at `root/run/berth/state`.
-pub fn mount_state(sys: &mut dyn Sys, root: &Path, plan: &BootPlan) -> Result<State, Error> {
+pub fn mount_state(
+    sys: &mut dyn Sys,
+    root: &Path,
+    plan: &BootPlan,
+    drivers: &mut Drivers,
+) -> Result<State, Error> {
     let target = root.join(STATE_MOUNT);
     mkdir(&target)?;
     // An installed disk's state partition: grown with its disk, formatted
@@ -205,6 +210,7 @@ pub fn mount_state(sys: &mut dyn Sys, root: &Path, plan: &BootPlan) -> Result<St
         }
     }
     if let Some(State::Disk(dev) | State::Formatted(dev)) = &found {
+        drivers.filesystem(sys, root, &plan.state.fstype);
         match sys.mount(
             &dev.to_string_lossy(),
             &target,
@@ -219,6 +225,8 @@ pub fn mount_state(sys: &mut dyn Sys, root: &Path, plan: &BootPlan) -> Result<St
                         crate::installed::grow_filesystem(sys, dev, &target, bytes);
                     }
                     if p.formatted {
+                        // The installer's cloud-config waits on the ESP.
+                        drivers.filesystem(sys, root, "vfat");
                         match crate::installed::take_install_config(
                             sys,
                             root,

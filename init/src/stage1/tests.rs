@@ -7,6 +7,11 @@ fn plan(cmdline: &str) -> BootPlan {
     crate::plan::plan(cmdline)
 }
 
+/// Drivers that load nothing: the initramfs of a kernel with everything built in.
+fn no_drivers(root: &Path) -> Drivers {
+    Drivers::in_dir(None, root)
+}
+
 fn fake_root() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let nr = dir.path().join(NEWROOT);
@@ -90,7 +95,13 @@ fn no_iso_is_an_error_that_names_what_was_seen() {
     let root = fake_root();
     add_disk(root.path(), "vda", 1 << 20);
     let mut sys = Recording::default();
-    let e = mount_image(&mut sys, root.path(), &plan("berth.wait=0")).expect_err("no iso");
+    let e = mount_image(
+        &mut sys,
+        root.path(),
+        &plan("berth.wait=0"),
+        &mut no_drivers(root.path()),
+    )
+    .expect_err("no iso");
     let text = e.to_string();
     assert!(text.contains("BERTH_ISO") && text.contains("vda"), "{text}");
 }
@@ -107,7 +118,13 @@ fn iso_then_loop_then_squashfs() {
     img[p + 40..p + 72].copy_from_slice(format!("{:<32}", "BERTH_ISO").as_bytes());
     std::fs::write(&node, img).expect("write");
     let mut sys = Recording::default();
-    mount_image(&mut sys, root.path(), &plan("")).expect("image");
+    mount_image(
+        &mut sys,
+        root.path(),
+        &plan(""),
+        &mut no_drivers(root.path()),
+    )
+    .expect("image");
     assert_eq!(
         rel(root.path(), &sys.calls),
         [
@@ -130,13 +147,24 @@ fn slot_partition_by_name() {
     .expect("w");
     std::fs::write(sysdir.join("size"), "1000").expect("w");
     let mut sys = Recording::default();
-    mount_image(&mut sys, root.path(), &plan("berth.slot=b")).expect("image");
+    mount_image(
+        &mut sys,
+        root.path(),
+        &plan("berth.slot=b"),
+        &mut no_drivers(root.path()),
+    )
+    .expect("image");
     assert_eq!(
         rel(root.path(), &sys.calls),
         ["mount /dev/vda2 /sysroot squashfs [ro] "]
     );
-    let e =
-        mount_image(&mut sys, root.path(), &plan("berth.slot=A berth.wait=0")).expect_err("no A");
+    let e = mount_image(
+        &mut sys,
+        root.path(),
+        &plan("berth.slot=A berth.wait=0"),
+        &mut no_drivers(root.path()),
+    )
+    .expect_err("no A");
     assert!(e.to_string().contains("BERTH_A"));
 }
 
@@ -144,7 +172,13 @@ fn slot_partition_by_name() {
 fn state_falls_back_to_ram_and_says_so() {
     let root = fake_root();
     let mut sys = Recording::default();
-    let s = mount_state(&mut sys, root.path(), &plan("berth.state.wait=false")).expect("state");
+    let s = mount_state(
+        &mut sys,
+        root.path(),
+        &plan("berth.state.wait=false"),
+        &mut no_drivers(root.path()),
+    )
+    .expect("state");
     assert_eq!(s, State::Ram);
     assert_eq!(
         rel(root.path(), &sys.calls),
@@ -154,6 +188,7 @@ fn state_falls_back_to_ram_and_says_so() {
         &mut sys,
         root.path(),
         &plan("berth.state.wait=false berth.state.required=true"),
+        &mut no_drivers(root.path()),
     )
     .expect_err("required");
     assert!(matches!(e, Error::StateRequired { .. }));
@@ -177,6 +212,7 @@ fn autoformat_refuses_a_disk_with_data() {
         &mut sys,
         root.path(),
         &plan("berth.state.wait=false berth.state.autoformat=/dev/vda"),
+        &mut no_drivers(root.path()),
     )
     .expect("state");
     assert_eq!(s, State::Ram);
@@ -199,6 +235,7 @@ fn autoformat_partitions_and_formats_a_blank_disk() {
         &mut sys,
         root.path(),
         &plan("berth.state.wait=false berth.state.autoformat=/dev/vda"),
+        &mut no_drivers(root.path()),
     )
     .expect("state");
     assert_eq!(s, State::Formatted(root.path().join("dev/vda1")));

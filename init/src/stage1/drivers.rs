@@ -1,0 +1,335 @@
+//! Which kernel modules stage 1 loads. The initramfs carries drivers for
+//! every kind of machine (SATA, NVMe, USB, virtio, IDE…) and the filesystems a
+//! boot may mount; loading all of them cost seconds under emulation, most of
+//! it for hardware the machine does not have. So stage 1 loads:
+//!
+//! - the drivers of the devices present, by matching their `modalias` against
+//!   the initramfs's `modules.alias`, as udev's coldplug does;
+//! - again while it waits for a device, because a controller's driver makes
+//!   new devices appear (a SATA disk, a USB stick) that need drivers of their
+//!   own;
+//! - a filesystem's module just before it is first mounted (`fs-TYPE`, the
+//!   alias the kernel itself asks for), and the loop driver before the ISO's
+//!   root is attached;
+//! - everything it carries, as a last resort, when the device it waits for has
+//!   not appeared within [`EVERYTHING_AFTER`]: a driver the aliases do not name
+//!   must not make a machine unbootable.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::modules;
+use crate::sys::Sys;
+
+/// How long a wait for a device goes on with the matched drivers only.
+pub const EVERYTHING_AFTER: Duration = Duration::from_secs(3);
+
+/// What a filesystem needs besides its own module: FAT's code page and
+/// character sets, which the kernel would ask a `modprobe` for, and the
+/// initramfs has none.
+const ALSO: &[(&str, &[&str])] = &[(
+    "vfat",
+    &["nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8"],
+)];
+
+#[derive(Debug)]
+pub struct Drivers {
+    /// `lib/modules/<release>` in the initramfs; `None` when it carries no
+    /// modules (a kernel with everything built in).
+    dir: Option<PathBuf>,
+    sysfs_devices: PathBuf,
+    /// Modules this boot has loaded or tried, so none is read twice.
+    tried: HashSet<String>,
+    everything: bool,
+    everything_after: Duration,
+    /// When the current wait for a device began.
+    waiting_since: Option<Instant>,
+}
+
+impl Drivers {
+    pub fn new(root: &Path) -> Drivers {
+        let dir = match modules::kernel_release() {
+            Some(release) => Some(root.join("lib/modules").join(release)),
+            None => {
+                log::warn!("cannot tell the kernel release; no modules loaded");
+                None
+            }
+        };
+        Drivers::in_dir(dir, root)
+    }
+
+    /// `dir` is the modules directory; tests give their own.
+    pub fn in_dir(dir: Option<PathBuf>, root: &Path) -> Drivers {
+        let dir = dir.filter(|d| {
+            let found = d.join("modules.dep").exists();
+            if !found {
+                log::debug!(
+                    "no {}/modules.dep: everything needed is built in",
+                    d.display()
+                );
+            }
+            found
+        });
+        Drivers {
+            dir,
+            sysfs_devices: root.join("sys/devices"),
+            tried: HashSet::new(),
+            everything: false,
+            everything_after: EVERYTHING_AFTER,
+            waiting_since: None,
+        }
+    }
+
+    /// A shorter (or longer) wait before [`Drivers::everything`].
+    pub fn everything_after(mut self, wait: Duration) -> Drivers {
+        self.everything_after = wait;
+        self
+    }
+
+    /// Loads the drivers of the devices that have none yet; repeats while a
+    /// round of loading makes new devices appear (virtio's PCI transport
+    /// before its block devices, SCSI hosts before their disks).
+    pub fn coldplug(&mut self, sys: &mut dyn Sys) {
+        let Some(dir) = self.dir.clone() else {
+            return;
+        };
+        for _ in 0..4 {
+            let wanted: Vec<String> = modules::for_present_devices(&dir, &self.sysfs_devices)
+                .into_iter()
+                .filter(|m| !self.tried.contains(m))
+                .collect();
+            if wanted.is_empty() {
+                return;
+            }
+            self.load(sys, &dir, Some(&wanted), "devices");
+        }
+    }
+
+    /// What mounting a `fstype` filesystem needs, if it is not registered.
+    pub fn filesystem(&mut self, sys: &mut dyn Sys, root: &Path, fstype: &str) {
+        let Some(dir) = self.dir.clone() else {
+            return;
+        };
+        let registered = std::fs::read_to_string(root.join("proc/filesystems")).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some(fstype))
+        });
+        if registered {
+            return;
+        }
+        let also = ALSO
+            .iter()
+            .filter(|(fs, _)| *fs == fstype)
+            .flat_map(|(_, modules)| modules.iter().map(|m| m.to_string()));
+        let wanted: Vec<String> = modules::resolve_alias(&dir, &format!("fs-{fstype}"))
+            .into_iter()
+            .chain(also)
+            .filter(|m| !self.tried.contains(m))
+            .collect();
+        if !wanted.is_empty() {
+            self.load(sys, &dir, Some(&wanted), fstype);
+        }
+    }
+
+    /// Named modules (the loop driver), each once.
+    pub fn modules(&mut self, sys: &mut dyn Sys, names: &[&str]) {
+        let Some(dir) = self.dir.clone() else {
+            return;
+        };
+        let wanted: Vec<String> = names
+            .iter()
+            .map(|n| modules::normalize(n))
+            .filter(|m| !self.tried.contains(m))
+            .collect();
+        if !wanted.is_empty() {
+            self.load(sys, &dir, Some(&wanted), "initramfs");
+        }
+    }
+
+    /// One poll of a wait for a device: new devices' drivers, and everything
+    /// once the wait has gone on for [`EVERYTHING_AFTER`].
+    pub fn while_waiting(&mut self, sys: &mut dyn Sys) {
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        self.coldplug(sys);
+        if !self.everything && since.elapsed() >= self.everything_after {
+            self.everything(sys);
+        }
+    }
+
+    /// The wait is over (found or given up).
+    pub fn done_waiting(&mut self) {
+        self.waiting_since = None;
+    }
+
+    /// Every module the initramfs carries.
+    pub fn everything(&mut self, sys: &mut dyn Sys) {
+        self.everything = true;
+        let Some(dir) = self.dir.clone() else {
+            return;
+        };
+        log::info!("loading every driver the initramfs carries");
+        self.load(sys, &dir, None, "initramfs");
+    }
+
+    fn load(&mut self, sys: &mut dyn Sys, dir: &Path, wanted: Option<&[String]>, what: &str) {
+        let tried = &mut self.tried;
+        let result = modules::load_with(dir, wanted, &[], |path, compressed, _| {
+            // A dependency shared with an earlier round: already in the kernel
+            // (or failed there), not read again.
+            if !tried.insert(modules::module_name(path)) {
+                return Err(io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            sys.load_module(path, compressed)
+        });
+        if let Some(wanted) = wanted {
+            // Names without a file of their own (built in, or absent) are
+            // tried too: asking again would give the same answer.
+            tried.extend(wanted.iter().cloned());
+        }
+        match result {
+            Ok(report) => modules::log_report(what, &report),
+            Err(e) => log::warn!("{}: {e}", dir.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::Recording;
+
+    const DEP: &str = "\
+kernel/drivers/virtio/virtio.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio.ko
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko
+kernel/drivers/usb/core/usbcore.ko:
+kernel/lib/crc16.ko:
+kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko
+kernel/drivers/block/loop.ko:
+kernel/fs/fat/vfat.ko:
+kernel/fs/nls/nls_cp437.ko:
+kernel/fs/nls/nls_ascii.ko:
+kernel/fs/nls/nls_iso8859-1.ko:
+kernel/fs/nls/nls_utf8.ko:
+";
+
+    const ALIAS: &str = "\
+alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
+alias virtio:d00000002v* virtio_blk
+alias pci:v*d*sv*sd*bc0Csc03i30* usbcore
+alias fs-ext4 ext4
+alias fs-vfat vfat
+";
+
+    /// A root with the modules above, a virtio PCI device in sysfs and
+    /// iso9660 registered.
+    fn root() -> (tempfile::TempDir, Drivers) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("lib/modules/6.1");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("modules.dep"), DEP).expect("dep");
+        std::fs::write(dir.join("modules.alias"), ALIAS).expect("alias");
+        let pci = root.path().join("sys/devices/pci0000:00/0000:00:04.0");
+        std::fs::create_dir_all(&pci).expect("mkdir");
+        std::fs::write(
+            pci.join("modalias"),
+            "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n",
+        )
+        .expect("modalias");
+        std::fs::create_dir_all(root.path().join("proc")).expect("proc");
+        std::fs::write(
+            root.path().join("proc/filesystems"),
+            "nodev\ttmpfs\n\tiso9660\n",
+        )
+        .expect("filesystems");
+        let drivers = Drivers::in_dir(Some(dir), root.path());
+        (root, drivers)
+    }
+
+    /// The module files loaded since the last call, by name.
+    fn loaded(sys: &mut Recording) -> Vec<String> {
+        let names = sys
+            .calls
+            .iter()
+            .filter_map(|c| c.strip_prefix("load "))
+            .map(|p| modules::module_name(Path::new(p)))
+            .collect();
+        sys.calls.clear();
+        names
+    }
+
+    #[test]
+    fn only_the_drivers_of_present_devices_and_of_what_they_make_appear() {
+        let (root, mut drivers) = root();
+        let mut sys = Recording::default();
+        drivers.coldplug(&mut sys);
+        assert_eq!(loaded(&mut sys), ["virtio", "virtio_pci"], "no USB driver");
+        // virtio_pci found a block device on the virtio bus.
+        let blk = root
+            .path()
+            .join("sys/devices/pci0000:00/0000:00:04.0/virtio1");
+        std::fs::create_dir_all(&blk).expect("mkdir");
+        std::fs::write(blk.join("modalias"), "virtio:d00000002v00001AF4\n").expect("modalias");
+        drivers.while_waiting(&mut sys);
+        assert_eq!(
+            loaded(&mut sys),
+            ["virtio_blk"],
+            "virtio is not read a second time"
+        );
+        drivers.coldplug(&mut sys);
+        assert!(loaded(&mut sys).is_empty());
+    }
+
+    #[test]
+    fn a_filesystem_is_loaded_when_first_mounted_unless_it_is_registered() {
+        let (root, mut drivers) = root();
+        let mut sys = Recording::default();
+        drivers.filesystem(&mut sys, root.path(), "iso9660");
+        assert!(loaded(&mut sys).is_empty(), "registered");
+        drivers.filesystem(&mut sys, root.path(), "ext4");
+        assert_eq!(loaded(&mut sys), ["crc16", "ext4"]);
+        drivers.filesystem(&mut sys, root.path(), "ext4");
+        assert!(loaded(&mut sys).is_empty(), "tried once");
+        drivers.filesystem(&mut sys, root.path(), "vfat");
+        assert_eq!(
+            loaded(&mut sys),
+            [
+                "vfat",
+                "nls_cp437",
+                "nls_ascii",
+                "nls_iso8859_1",
+                "nls_utf8"
+            ]
+        );
+        drivers.modules(&mut sys, &["loop"]);
+        assert_eq!(loaded(&mut sys), ["loop"]);
+    }
+
+    #[test]
+    fn a_long_wait_loads_everything_carried_once() {
+        let (_root, drivers) = root();
+        let mut drivers = drivers.everything_after(Duration::ZERO);
+        let mut sys = Recording::default();
+        drivers.coldplug(&mut sys);
+        loaded(&mut sys);
+        drivers.while_waiting(&mut sys);
+        let all = loaded(&mut sys);
+        assert!(all.contains(&"usbcore".to_string()), "{all:?}");
+        assert!(!all.contains(&"virtio".to_string()), "{all:?}");
+        drivers.while_waiting(&mut sys);
+        assert!(loaded(&mut sys).is_empty());
+    }
+
+    #[test]
+    fn a_kernel_without_modules_loads_nothing() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut drivers = Drivers::in_dir(Some(root.path().join("lib/modules/6.1")), root.path());
+        let mut sys = Recording::default();
+        drivers.coldplug(&mut sys);
+        drivers.filesystem(&mut sys, root.path(), "ext4");
+        drivers.everything(&mut sys);
+        assert!(sys.calls.is_empty());
+    }
+}
