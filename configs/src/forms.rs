@@ -161,6 +161,19 @@ impl Command {
     }
 }
 
+/// Berth's `http:SOCKET PATH` healthcheck (what follows `http:`): an HTTP GET
+/// of PATH on the unix socket SOCKET, both absolute; `None` when either is
+/// not. PATH defaults to `/`.
+pub fn http_check(rest: &str) -> Option<(String, String)> {
+    let mut words = rest.split_whitespace();
+    let socket = words.next().filter(|s| s.starts_with('/'))?;
+    let path = words.next().unwrap_or("/");
+    if !path.starts_with('/') || words.next().is_some() {
+        return None;
+    }
+    Some((socket.to_string(), path.to_string()))
+}
+
 struct CommandVisitor;
 
 impl<'de> Visitor<'de> for CommandVisitor {

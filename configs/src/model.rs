@@ -399,7 +399,8 @@ pub enum Condition {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Healthcheck {
-    /// `["CMD", args…]`, `["CMD-SHELL", "cmd"]`, a shell string, `tcp:PORT` or `file:PATH`.
+    /// `["CMD", args…]`, `["CMD-SHELL", "cmd"]`, a shell string, `tcp:PORT`,
+    /// `file:PATH` or `http:SOCKET PATH`.
     pub test: Option<Command>,
     pub interval: Option<Duration>,
     pub timeout: Option<Duration>,

@@ -1,9 +1,10 @@
 //! Healthchecks: compose's `healthcheck.test` run inside the container
 //! (`CMD`, `CMD-SHELL`, a shell string) through [`Runtime::exec`], and Berth's
-//! `tcp:PORT` (a connection to localhost in the container's network namespace)
-//! and `file:PATH` (a path in the container's root; while it is missing, the
-//! service may say why in `PATH.waiting`) checked by berthd itself, which costs
-//! no process in the container.
+//! `tcp:PORT` (a connection to localhost in the container's network namespace),
+//! `file:PATH` (a path in the container's root; while it is missing, the
+//! service may say why in `PATH.waiting`) and `http:SOCKET PATH` (a 2xx answer
+//! to a GET on a unix socket in the container's root) checked by berthd
+//! itself, which costs no process in the container.
 //!
 //! A thread per running container runs the checks ([`spawn`]); the supervisor
 //! turns results into a status with a [`Tracker`] (retries, start period).
@@ -29,6 +30,10 @@ pub enum Check {
     Tcp(u16),
     /// This absolute path exists inside the container.
     File(String),
+    /// A GET of `path` on the unix socket `socket` (inside the container)
+    /// answers 2xx: an API that serves, where a socket file can be there
+    /// long before (dockerd's, podman's).
+    Http { socket: String, path: String },
     /// `["NONE"]`: declared but switched off; the service counts as healthy.
     None,
 }
@@ -46,6 +51,9 @@ impl Check {
                     port.trim().parse().ok().map(Check::Tcp)
                 } else if let Some(path) = s.strip_prefix("file:") {
                     Some(Check::File(path.trim().to_string()))
+                } else if let Some(rest) = s.strip_prefix("http:") {
+                    berth_configs::forms::http_check(rest)
+                        .map(|(socket, path)| Check::Http { socket, path })
                 } else {
                     Some(Check::Exec(vec!["/bin/sh".into(), "-c".into(), s.into()]))
                 }
@@ -169,6 +177,12 @@ pub enum CheckError {
         #[source]
         source: std::io::Error,
     },
+    #[error("http:{socket} {path}: {why}")]
+    Http {
+        socket: String,
+        path: String,
+        why: String,
+    },
     #[error("starting the check: {0}")]
     Spawn(#[source] std::io::Error),
     #[error("the check panicked")]
@@ -213,6 +227,7 @@ pub fn run_check(
                 })
         }
         Check::Tcp(port) => tcp_in_netns(pid, *port, timeout),
+        Check::Http { socket, path } => http_get(pid, socket, path, timeout),
         Check::Exec(argv) => {
             let out = runtime.exec(id, argv, timeout)?;
             match out.exit {
@@ -258,6 +273,36 @@ fn tcp_in_netns(pid: i32, port: u16, timeout: Duration) -> Result<(), CheckError
         })
         .map_err(CheckError::Spawn)?;
     worker.join().unwrap_or(Err(CheckError::Panicked))
+}
+
+/// GETs `path` on the unix socket `socket` in the root of `pid`'s container.
+/// An API that has made its socket but does not serve yet answers once it
+/// does, within `timeout`.
+fn http_get(pid: i32, socket: &str, path: &str, timeout: Duration) -> Result<(), CheckError> {
+    use berth_api::client::{Client, ClientError, Timeouts};
+    let failed = |why: String| CheckError::Http {
+        socket: socket.to_string(),
+        path: path.to_string(),
+        why,
+    };
+    let client = Client::new(format!(
+        "/proc/{pid}/root/{}",
+        socket.trim_start_matches('/')
+    ))
+    .with_timeouts(Timeouts {
+        connect: timeout,
+        read: Some(timeout),
+        write: Some(timeout),
+    });
+    match client.request("GET", path) {
+        Ok(answer) if (200..300).contains(&answer.status()) => Ok(()),
+        Ok(answer) => Err(failed(format!("answered {}", answer.status()))),
+        // The client's own messages speak of berthd: say what happened.
+        Err(ClientError::Connect { source, .. } | ClientError::Io { source, .. }) => {
+            Err(failed(source.to_string()))
+        }
+        Err(e) => Err(failed(e.to_string())),
+    }
 }
 
 /// Runs `check` in a thread of its own until `stop` is set, reporting each
@@ -346,6 +391,15 @@ mod tests {
             Some(Check::File("/run/ready".into()))
         );
         assert_eq!(
+            Check::from_healthcheck(&hc(Command::Shell(
+                "http:/run/docker/docker.sock /_ping".into()
+            ))),
+            Some(Check::Http {
+                socket: "/run/docker/docker.sock".into(),
+                path: "/_ping".into()
+            })
+        );
+        assert_eq!(
             Check::from_healthcheck(&hc(exec(&["NONE"]))),
             Some(Check::None)
         );
@@ -400,5 +454,76 @@ mod tests {
         assert!(run_check(&tcp, &rt, "x", me, Duration::from_secs(1)).is_ok());
         drop(listener);
         assert!(run_check(&tcp, &rt, "x", me, Duration::from_secs(1)).is_err());
+    }
+
+    /// Serves one connection on `listener` after `delay`: reads the request
+    /// head and answers `status`.
+    fn answer_once(
+        listener: std::os::unix::net::UnixListener,
+        delay: Duration,
+        status: &'static str,
+    ) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            std::thread::sleep(delay);
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = std::io::BufReader::new(stream);
+            let mut first = String::new();
+            reader.read_line(&mut first).expect("request");
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("head");
+                if line.trim().is_empty() {
+                    break;
+                }
+            }
+            write!(
+                reader.get_mut(),
+                "HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nOK"
+            )
+            .expect("answer");
+            first
+        })
+    }
+
+    #[test]
+    fn an_http_check_waits_for_an_api_that_listens_before_it_serves() {
+        let me = std::process::id() as i32;
+        let rt = crate::runtime::Recording::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("api.sock");
+        let check = Check::Http {
+            socket: socket.display().to_string(),
+            path: "/_ping".into(),
+        };
+        let err = run_check(&check, &rt, "x", me, Duration::from_secs(1))
+            .expect_err("no socket")
+            .to_string();
+        assert!(
+            err.starts_with(&format!("http:{} /_ping: ", socket.display())),
+            "{err}"
+        );
+
+        // Listening, but serving only a moment later: still healthy.
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let server = answer_once(listener, Duration::from_millis(300), "200 OK");
+        run_check(&check, &rt, "x", me, Duration::from_secs(5)).expect("healthy");
+        assert_eq!(server.join().expect("server"), "GET /_ping HTTP/1.1\r\n");
+
+        std::fs::remove_file(&socket).expect("rm");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let server = answer_once(listener, Duration::ZERO, "404 Not Found");
+        let err = run_check(&check, &rt, "x", me, Duration::from_secs(5))
+            .expect_err("404")
+            .to_string();
+        assert!(err.ends_with("answered 404"), "{err}");
+        server.join().expect("server");
+
+        // A socket nobody answers on fails within the timeout.
+        std::fs::remove_file(&socket).expect("rm");
+        let _silent = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let started = Instant::now();
+        assert!(run_check(&check, &rt, "x", me, Duration::from_millis(500)).is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

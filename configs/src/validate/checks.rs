@@ -61,6 +61,8 @@ pub enum ValueError {
     HealthcheckPort(String),
     #[error("`{0}` needs an absolute path, like file:/run/ready")]
     HealthcheckPath(String),
+    #[error("`{0}` needs a socket and a path, like http:/run/docker/docker.sock /_ping")]
+    HealthcheckHttp(String),
     #[error("the healthcheck test is empty")]
     EmptyHealthcheck,
     #[error("`{0}` needs a command after it")]
@@ -182,6 +184,10 @@ pub(super) fn check_healthcheck(test: &crate::forms::Command) -> Result<(), Valu
                 } else {
                     Err(ValueError::HealthcheckPath(s.clone()))
                 }
+            } else if let Some(rest) = s.strip_prefix("http:") {
+                crate::forms::http_check(rest)
+                    .map(|_| ())
+                    .ok_or_else(|| ValueError::HealthcheckHttp(s.clone()))
             } else if s.trim().is_empty() {
                 Err(ValueError::EmptyHealthcheck)
             } else {
@@ -235,4 +241,39 @@ pub fn decode_with_limit(
         return Err(ContentError::TooLarge);
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forms::Command;
+
+    #[test]
+    fn berths_own_healthcheck_forms_are_checked() {
+        let shell = |s: &str| check_healthcheck(&Command::Shell(s.into()));
+        assert!(shell("tcp:8080").is_ok());
+        assert!(shell("file:/run/ready").is_ok());
+        assert!(shell("http:/run/docker/docker.sock /_ping").is_ok());
+        assert!(shell("http:/run/api.sock").is_ok(), "GET / by default");
+        assert!(matches!(
+            shell("tcp:0"),
+            Err(ValueError::HealthcheckPort(_))
+        ));
+        assert!(matches!(
+            shell("file:ready"),
+            Err(ValueError::HealthcheckPath(_))
+        ));
+        for bad in [
+            "http:run/docker.sock /_ping",
+            "http:/run/docker.sock _ping",
+            "http:/run/docker.sock /a /b",
+            "http:",
+        ] {
+            let e = shell(bad).expect_err(bad);
+            assert!(
+                e.to_string().contains("needs a socket and a path"),
+                "{bad}: {e}"
+            );
+        }
+    }
 }
