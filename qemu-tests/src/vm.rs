@@ -25,6 +25,10 @@ pub const SLOTS_ENV: &str = "BERTH_QEMU_SLOTS";
 /// `cargo xtask test` sums them, so the suite says where its time goes.
 pub const TIMES_ENV: &str = "BERTH_QEMU_TIMES";
 
+/// This test process's place when VMs wait for a slot: lower goes first
+/// (0-255; 50 when unset).
+pub const PRIORITY_ENV: &str = "BERTH_QEMU_PRIORITY";
+
 /// One of [`MAX_VMS`] places for a running VM: an exclusive `flock` on one of
 /// the lock files in [`SLOTS_ENV`]'s directory, so the limit holds across
 /// threads and processes alike, and a test that dies frees its slot.
@@ -33,26 +37,103 @@ struct Slot {
     _lock: std::fs::File,
 }
 
+/// The slot priority of this test process (lower goes first), from
+/// [`PRIORITY_ENV`]; 50 when unset.
+fn priority() -> u8 {
+    std::env::var(PRIORITY_ENV)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(50)
+}
+
+/// A place in the queue for a slot: a file named by priority and time, held
+/// with a `flock` while its owner waits. A file nobody holds is a waiter that
+/// died, and is removed.
+struct Ticket {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Ticket {
+    fn take(queue: &Path) -> Result<Ticket> {
+        std::fs::create_dir_all(queue).map_err(io_err(queue))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() };
+        let path = queue.join(format!("{:03}-{nanos:024}-{tid}", priority()));
+        let file = std::fs::File::create(&path).map_err(io_err(&path))?;
+        lock_exclusive(&file, true);
+        Ok(Ticket { path, _lock: file })
+    }
+
+    /// Whether a live ticket sorts before this one.
+    fn behind_another(&self, queue: &Path) -> bool {
+        let Ok(entries) = std::fs::read_dir(queue) else {
+            return false;
+        };
+        let mine = self.path.file_name().unwrap_or_default();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.as_os_str() >= mine {
+                continue;
+            }
+            match std::fs::File::open(entry.path()) {
+                // Lockable: its owner is gone.
+                Ok(f) if lock_exclusive(&f, false) => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+                Ok(_) => return true,
+                Err(_) => {}
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `flock(LOCK_EX)`, blocking or not; whether it was taken.
+fn lock_exclusive(file: &std::fs::File, block: bool) -> bool {
+    use std::os::fd::AsRawFd;
+    let flags = if block {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    // SAFETY: flock on a descriptor the caller owns; the lock goes with it.
+    unsafe { libc::flock(file.as_raw_fd(), flags) == 0 }
+}
+
 impl Slot {
+    /// Waits for a free slot. Waiters queue by [`PRIORITY_ENV`], then by
+    /// arrival: `cargo xtask test` puts the files with the longest chains of
+    /// boots first, so they are not left to run alone at the end.
     fn take() -> Result<Slot> {
-        use std::os::fd::AsRawFd;
         let dir = std::env::var_os(SLOTS_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| std::env::temp_dir().join("berth-qemu-slots"));
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let queue = dir.join("queue");
+        let ticket = Ticket::take(&queue)?;
         loop {
-            for n in 0..MAX_VMS {
-                let path = dir.join(format!("slot-{n}"));
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                // SAFETY: flock on a descriptor this function owns; the lock
-                // goes with the descriptor when the Slot is dropped.
-                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                    return Ok(Slot { _lock: file });
+            if !ticket.behind_another(&queue) {
+                for n in 0..MAX_VMS {
+                    let path = dir.join(format!("slot-{n}"));
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(&path)
+                        .map_err(io_err(&path))?;
+                    if lock_exclusive(&file, false) {
+                        return Ok(Slot { _lock: file });
+                    }
                 }
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -380,4 +461,31 @@ pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         return Some(0);
     }
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn a_waiter_queues_behind_a_live_ticket_of_higher_priority_and_not_a_dead_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = dir.path().join("queue");
+        let mine = Ticket::take(&queue).expect("ticket");
+        // Priority 0 sorts before this process's (50 unless set).
+        let first = queue.join("000-0-1");
+        let held = std::fs::File::create(&first).expect("ticket");
+        assert!(lock_exclusive(&held, false));
+        assert!(mine.behind_another(&queue));
+        // Its owner died: the lock is gone, and so is the ticket.
+        drop(held);
+        assert!(!mine.behind_another(&queue));
+        assert!(!first.exists());
+        // A later arrival of the same priority waits behind this one.
+        let later = Ticket::take(&queue).expect("ticket");
+        assert!(later.behind_another(&queue));
+        assert!(!mine.behind_another(&queue));
+        drop(mine);
+        assert!(!later.behind_another(&queue));
+    }
 }
