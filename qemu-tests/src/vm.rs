@@ -417,27 +417,14 @@ fn record_time(vm: &str, waited: Duration, ran: Duration) {
     let Some(path) = std::env::var_os(TIMES_ENV) else {
         return;
     };
-    // The test binary is `NAME-HASH`; the file is NAME.
-    let file = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .map(|stem| match stem.rsplit_once('-') {
-            Some((name, _hash)) => name.to_string(),
-            None => stem,
-        })
-        .unwrap_or_default();
+    let file = berth_testkit::binary_name().unwrap_or_default();
     let line = format!(
         "{file}\t{vm}\t{:.1}\t{:.1}\n",
         waited.as_secs_f64(),
         ran.as_secs_f64()
     );
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(line.as_bytes()));
-    if let Err(e) = written {
-        eprintln!("{}: {e}", std::path::Path::new(&path).display());
+    if let Err(e) = berth_testkit::append_line(Path::new(&path), &line) {
+        eprintln!("{}: {e}", Path::new(&path).display());
     }
 }
 

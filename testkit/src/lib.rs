@@ -89,7 +89,7 @@ impl Record {
 }
 
 /// The test binary's name (`console` for `target/debug/deps/console-0123abcd`).
-fn binary_name() -> Option<String> {
+pub fn binary_name() -> Option<String> {
     let exe = std::env::current_exe().ok()?;
     let stem = exe.file_stem()?.to_str()?;
     let name = match stem.rsplit_once('-') {
@@ -97,6 +97,16 @@ fn binary_name() -> Option<String> {
         _ => stem,
     };
     Some(name.to_string())
+}
+
+/// Appends `line` to the file at `path` in one `O_APPEND` write, so lines
+/// from parallel tests and test binaries do not interleave.
+pub fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
 }
 
 /// The name of the running test: `binary::thread-name`, or the test binary
@@ -127,14 +137,7 @@ pub fn record(kind: Kind, module_path: &str, reason: fmt::Arguments<'_>) {
     // Straight to fd 2: `eprintln!` would be captured, and hidden, by libtest.
     let _ = std::io::stderr().write_all(line.as_bytes());
     if let Some(path) = std::env::var_os(LOG_ENV) {
-        // O_APPEND, one write per line: lines from parallel tests and test
-        // binaries do not interleave.
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = written {
+        if let Err(e) = append_line(std::path::Path::new(&path), &line) {
             // A skip that cannot be counted must not pass silently.
             panic!("cannot record the skip in {}: {e}", path.to_string_lossy());
         }
