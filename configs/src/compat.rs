@@ -80,7 +80,6 @@ pub const CLOUD_INIT_UNSUPPORTED: &[&str] = &[
     "ssh",
     "ssh_deletekeys",
     "ssh_fp_console_blacklist",
-    "ssh_genkeytypes",
     "ssh_import_id",
     "ssh_key_console_blacklist",
     "ssh_keys",

@@ -17,6 +17,7 @@ const SCALAR_MAPS: &[&str] = &["sysctl", "environment", "labels", "bond_opts"];
 pub const TOP_LEVEL_KEYS: &[&str] = &[
     "hostname",
     "ssh_authorized_keys",
+    "ssh_genkeytypes",
     "users",
     "write_files",
     "runcmd",

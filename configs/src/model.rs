@@ -23,6 +23,10 @@ pub struct CloudConfig {
     pub hostname: Option<String>,
     /// SSH public keys for the default user `berth`.
     pub ssh_authorized_keys: Vec<String>,
+    /// The SSH host key types the console makes when the machine has none of
+    /// that type yet (cloud-init's key): `ed25519`, `ecdsa`, `rsa`. Default
+    /// `[ed25519, ecdsa]`; keys the machine already has are always offered.
+    pub ssh_genkeytypes: Option<Vec<String>>,
     /// Users to create in the console. A plain string names a user with defaults.
     #[schemars(schema_with = "users_schema")]
     pub users: Vec<User>,
@@ -680,6 +684,37 @@ impl Engine {
 #[serde(default, deny_unknown_fields)]
 pub struct Ntp {
     pub servers: Vec<String>,
+}
+
+/// The SSH host key types the console's servers offer, in the order offered.
+pub const SSH_HOST_KEY_TYPES: &[&str] = &["ed25519", "ecdsa", "rsa"];
+/// The types made on a new machine when `ssh_genkeytypes` is not set. Every
+/// SSH client of the last decade speaks ECDSA or Ed25519; a 3072-bit RSA key
+/// costs seconds of a first boot (10 s on one emulated CPU), so it is made
+/// only when asked for.
+pub const DEFAULT_SSH_GENKEYTYPES: &[&str] = &["ed25519", "ecdsa"];
+/// Types cloud-init knows that OpenSSH 9 no longer offers: accepted, not made.
+pub const RETIRED_SSH_KEY_TYPES: &[&str] = &["dsa"];
+
+impl CloudConfig {
+    /// The host key types to make when missing: `ssh_genkeytypes`'s known
+    /// types in offer order, else the default. Never empty, so the SSH server
+    /// always has a key: an empty or all-unknown list still makes Ed25519.
+    pub fn ssh_key_types_to_make(&self) -> Vec<&'static str> {
+        let Some(asked) = &self.ssh_genkeytypes else {
+            return DEFAULT_SSH_GENKEYTYPES.to_vec();
+        };
+        let types: Vec<&'static str> = SSH_HOST_KEY_TYPES
+            .iter()
+            .copied()
+            .filter(|t| asked.iter().any(|a| a == t))
+            .collect();
+        if types.is_empty() {
+            vec![SSH_HOST_KEY_TYPES[0]]
+        } else {
+            types
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]

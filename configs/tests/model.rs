@@ -315,6 +315,36 @@ fn unsupported_cloud_init_keys_warn() {
 }
 
 #[test]
+fn ssh_genkeytypes_chooses_the_host_keys_made() {
+    let default = load_ok("#cloud-config\n").config;
+    assert_eq!(default.ssh_key_types_to_make(), ["ed25519", "ecdsa"]);
+    let asked = load_ok("#cloud-config\nssh_genkeytypes: [rsa, dsa, ed25519]\n");
+    assert_eq!(asked.config.ssh_key_types_to_make(), ["ed25519", "rsa"]);
+
+    let found = findings("#cloud-config\nssh_genkeytypes: [rsa, dsa, ed2559]\n");
+    assert!(
+        found.iter().all(|d| d.severity == Severity::Warning),
+        "{found:#?}"
+    );
+    let texts: Vec<String> = found.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        texts,
+        [
+            "user-data:2:24: warning: ssh_genkeytypes[1]: `dsa` host keys are not made: OpenSSH 9 no longer offers them",
+            "user-data:2:29: warning: ssh_genkeytypes[2]: `ed2559` is not a host key type and is ignored; use ed25519, ecdsa, rsa (did you mean `ed25519`?)",
+        ]
+    );
+
+    let none = findings("#cloud-config\nssh_genkeytypes: []\n");
+    assert_eq!(none.len(), 1, "{none:#?}");
+    assert!(none[0]
+        .to_string()
+        .contains("ed25519 is made so that SSH works"));
+    let empty = load_ok("#cloud-config\nssh_genkeytypes: []\n").config;
+    assert_eq!(empty.ssh_key_types_to_make(), ["ed25519"]);
+}
+
+#[test]
 fn wrong_types_are_errors_and_all_are_reported() {
     assert_error(
         "#cloud-config\nberth:\n  ssh:\n    port: twenty\n",

@@ -149,6 +149,7 @@ impl Validator<'_> {
                 self.warn(&["ssh_authorized_keys", &i.to_string()], e.to_string());
             }
         }
+        self.ssh_genkeytypes(config);
         let mut seen = BTreeSet::new();
         for (i, user) in config.users.iter().enumerate() {
             let index = i.to_string();
@@ -176,6 +177,47 @@ impl Validator<'_> {
                     );
                 }
             }
+        }
+    }
+
+    fn ssh_genkeytypes(&mut self, config: &CloudConfig) {
+        use crate::model::{RETIRED_SSH_KEY_TYPES, SSH_HOST_KEY_TYPES};
+        let Some(types) = &config.ssh_genkeytypes else {
+            return;
+        };
+        for (i, kind) in types.iter().enumerate() {
+            let path = ["ssh_genkeytypes", &i.to_string()];
+            if SSH_HOST_KEY_TYPES.contains(&kind.as_str()) {
+                continue;
+            }
+            if RETIRED_SSH_KEY_TYPES.contains(&kind.as_str()) {
+                self.warn(
+                    &path,
+                    format!("`{kind}` host keys are not made: OpenSSH 9 no longer offers them"),
+                );
+                continue;
+            }
+            let mut msg = format!(
+                "`{kind}` is not a host key type and is ignored; use {}",
+                SSH_HOST_KEY_TYPES.join(", ")
+            );
+            if let Some(near) = crate::diag::did_you_mean(kind, SSH_HOST_KEY_TYPES.iter().copied())
+            {
+                msg.push_str(&format!(" (did you mean `{near}`?)"));
+            }
+            self.warn(&path, msg);
+        }
+        if !types
+            .iter()
+            .any(|t| SSH_HOST_KEY_TYPES.contains(&t.as_str()))
+        {
+            self.warn(
+                &["ssh_genkeytypes"],
+                format!(
+                    "names no host key type Berth makes; {} is made so that SSH works",
+                    SSH_HOST_KEY_TYPES[0]
+                ),
+            );
         }
     }
 

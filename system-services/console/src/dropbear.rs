@@ -78,16 +78,14 @@ impl SshServer {
         );
         match self {
             SshServer::OpenSsh => {
-                sshd::write_config(root, settings)?;
-                sshd::ensure_host_keys(&key_dir, &options.ssh_keygen)?;
+                sshd::ensure_host_keys(&key_dir, &options.ssh_keygen, &settings.new_key_types)?;
+                let offered = sshd::present_key_types(&key_dir);
+                sshd::write_config(root, settings, &offered)?;
                 sshd::ensure_privsep_dir(root)?;
-                Ok(sshd::HOST_KEY_TYPES
-                    .iter()
-                    .map(|kind| settings.host_key_dir.join(format!("ssh_host_{kind}_key")))
-                    .collect())
+                Ok(offered.iter().map(|kind| settings.host_key(kind)).collect())
             }
             SshServer::Dropbear => {
-                let kinds = ensure_host_keys(&key_dir, options, warnings)?;
+                let kinds = ensure_host_keys(&key_dir, &settings.new_key_types, options, warnings)?;
                 Ok(kinds
                     .iter()
                     .map(|kind| key_path(&settings.host_key_dir, kind))
@@ -139,13 +137,15 @@ pub fn key_path(host_key_dir: &Path, kind: &str) -> PathBuf {
 }
 
 /// For each host key type: makes the OpenSSH key in `dir` if it is missing
-/// (with dropbearkey, exported), then converts it into Dropbear's format in
-/// `dir/dropbear`, replacing the copy there only if it changed. A key that
+/// and one of `new_kinds` (with dropbearkey, exported), then converts each
+/// OpenSSH key there into Dropbear's format in `dir/dropbear`, replacing the
+/// copy there only if it changed. A key that
 /// does not convert (a damaged file on the state partition) is left out with
 /// a warning, as sshd would skip it; the others still serve. Returns the
 /// types converted.
 pub fn ensure_host_keys(
     dir: &Path,
+    new_kinds: &[&str],
     options: &Options,
     warnings: &mut Warnings,
 ) -> Result<Vec<&'static str>, SshdError> {
@@ -156,6 +156,9 @@ pub fn ensure_host_keys(
     for kind in sshd::HOST_KEY_TYPES {
         let openssh = dir.join(format!("ssh_host_{kind}_key"));
         if !openssh.exists() {
+            if !new_kinds.contains(kind) {
+                continue;
+            }
             make_openssh_key(dir, kind, options)?;
         }
         let target = key_path(dir, kind);
@@ -276,6 +279,7 @@ mod tests {
             port: 2222,
             password_authentication,
             host_key_dir: PathBuf::from(sshd::HOST_KEY_DIR),
+            new_key_types: sshd::HOST_KEY_TYPES.to_vec(),
         }
     }
 
@@ -393,12 +397,13 @@ mod tests {
         let Some(options) = tools() else { return };
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = dir.path().join("ssh");
-        if let Err(e) = sshd::ensure_host_keys(&keys, &options.ssh_keygen) {
+        if let Err(e) = sshd::ensure_host_keys(&keys, &options.ssh_keygen, sshd::HOST_KEY_TYPES) {
             berth_testkit::skip!("{e} (not root)");
             return;
         }
         let mut warnings = Warnings::default();
-        let kinds = ensure_host_keys(&keys, &options, &mut warnings).expect("convert");
+        let kinds = ensure_host_keys(&keys, sshd::HOST_KEY_TYPES, &options, &mut warnings)
+            .expect("convert");
         assert_eq!(kinds, sshd::HOST_KEY_TYPES);
         assert!(warnings.0.is_empty(), "{warnings:?}");
         for kind in sshd::HOST_KEY_TYPES {
@@ -411,11 +416,11 @@ mod tests {
         // A new OpenSSH key replaces the converted one; an unchanged one is left alone.
         let ed25519 = keys.join("ssh_host_ed25519_key");
         std::fs::remove_file(&ed25519).expect("rm");
-        sshd::ensure_host_keys(&keys, &options.ssh_keygen).expect("new key");
+        sshd::ensure_host_keys(&keys, &options.ssh_keygen, sshd::HOST_KEY_TYPES).expect("new key");
         let rsa_before = std::fs::metadata(key_path(&keys, "rsa"))
             .and_then(|m| m.modified())
             .expect("rsa");
-        ensure_host_keys(&keys, &options, &mut warnings).expect("again");
+        ensure_host_keys(&keys, sshd::HOST_KEY_TYPES, &options, &mut warnings).expect("again");
         assert_eq!(
             dropbear_public(&key_path(&keys, "ed25519")),
             fingerprint(&ed25519)
@@ -428,7 +433,8 @@ mod tests {
         );
         // A damaged key is left out, not fatal.
         std::fs::write(keys.join("ssh_host_ecdsa_key"), "garbage\n").expect("damage");
-        let kinds = ensure_host_keys(&keys, &options, &mut warnings).expect("damaged");
+        let kinds = ensure_host_keys(&keys, sshd::HOST_KEY_TYPES, &options, &mut warnings)
+            .expect("damaged");
         assert_eq!(kinds, ["ed25519", "rsa"]);
         assert_eq!(warnings.0.len(), 1, "{warnings:?}");
         assert!(
@@ -438,12 +444,35 @@ mod tests {
     }
 
     #[test]
+    fn only_the_asked_types_are_made_and_every_present_key_is_offered() {
+        let Some(options) = tools() else { return };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = dir.path().join("ssh");
+        let mut warnings = Warnings::default();
+        let kinds = match ensure_host_keys(&keys, &["ed25519"], &options, &mut warnings) {
+            Ok(kinds) => kinds,
+            Err(SshdError::Write(e)) => {
+                berth_testkit::skip!("{e} (not root)");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(kinds, ["ed25519"]);
+        assert_eq!(sshd::present_key_types(&keys), ["ed25519"]);
+        // An ECDSA key made by the other console is offered too.
+        sshd::ensure_host_keys(&keys, &options.ssh_keygen, &["ecdsa"]).expect("ecdsa");
+        let kinds = ensure_host_keys(&keys, &["ed25519"], &options, &mut warnings).expect("again");
+        assert_eq!(kinds, ["ed25519", "ecdsa"]);
+        assert!(warnings.0.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
     fn without_openssh_keys_dropbear_makes_them_in_openssh_format() {
         let Some(options) = tools() else { return };
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = dir.path().join("ssh");
         let mut warnings = Warnings::default();
-        let kinds = match ensure_host_keys(&keys, &options, &mut warnings) {
+        let kinds = match ensure_host_keys(&keys, sshd::HOST_KEY_TYPES, &options, &mut warnings) {
             Ok(kinds) => kinds,
             Err(SshdError::Write(e)) => {
                 berth_testkit::skip!("{e} (not root)");
@@ -473,8 +502,10 @@ mod tests {
         let names = std::fs::read_dir(&keys).expect("dir").count();
         assert_eq!(names, 7);
         // sshd's own check finds nothing to make.
-        assert!(sshd::ensure_host_keys(&keys, &options.ssh_keygen)
-            .expect("sshd keys")
-            .is_empty());
+        assert!(
+            sshd::ensure_host_keys(&keys, &options.ssh_keygen, sshd::HOST_KEY_TYPES)
+                .expect("sshd keys")
+                .is_empty()
+        );
     }
 }

@@ -16,8 +16,8 @@ pub const HOST_KEY_DIR: &str = "/var/lib/berth/ssh";
 pub const DROP_IN: &str = "etc/ssh/sshd_config.d/berth.conf";
 pub const MAIN_CONFIG: &str = "etc/ssh/sshd_config";
 pub const PRIVSEP_DIR: &str = "run/sshd";
-/// The host key types `ssh-keygen -A` makes, in the order sshd offers them.
-pub const HOST_KEY_TYPES: &[&str] = &["ed25519", "ecdsa", "rsa"];
+/// The host key types the servers offer when the machine has them, in order.
+pub const HOST_KEY_TYPES: &[&str] = berth_configs::model::SSH_HOST_KEY_TYPES;
 pub const DEFAULT_PORT: u16 = 22;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,8 @@ pub struct Settings {
     pub password_authentication: bool,
     /// The host key directory as sshd sees it.
     pub host_key_dir: PathBuf,
+    /// The host key types made when missing (`ssh_genkeytypes`).
+    pub new_key_types: Vec<&'static str>,
 }
 
 impl Settings {
@@ -65,7 +67,13 @@ impl Settings {
             port: config.berth.ssh.port.unwrap_or(DEFAULT_PORT),
             password_authentication: config.berth.ssh.password_authentication.unwrap_or(false),
             host_key_dir: PathBuf::from(HOST_KEY_DIR),
+            new_key_types: config.ssh_key_types_to_make(),
         }
+    }
+
+    /// Where sshd finds its `kind` host key.
+    pub fn host_key(&self, kind: &str) -> PathBuf {
+        self.host_key_dir.join(format!("ssh_host_{kind}_key"))
     }
 }
 
@@ -77,16 +85,16 @@ fn yes_no(value: bool) -> &'static str {
     }
 }
 
-/// The drop-in. It also works as a whole `sshd_config` (`sshd -f`).
-pub fn render(settings: &Settings) -> String {
+/// The drop-in, offering the host keys of `offered` types. It also works as a
+/// whole `sshd_config` (`sshd -f`).
+pub fn render(settings: &Settings, offered: &[&str]) -> String {
     let mut text = String::from(
         "# Written by berth console-init from the cloud-config (berth.ssh);\n\
          # changes here are lost when the console starts again.\n",
     );
     text.push_str(&format!("Port {}\n", settings.port));
-    for kind in HOST_KEY_TYPES {
-        let path = settings.host_key_dir.join(format!("ssh_host_{kind}_key"));
-        text.push_str(&format!("HostKey {}\n", path.display()));
+    for kind in offered {
+        text.push_str(&format!("HostKey {}\n", settings.host_key(kind).display()));
     }
     text.push_str(&format!(
         "PermitRootLogin no\n\
@@ -108,8 +116,12 @@ pub fn render(settings: &Settings) -> String {
 }
 
 /// Writes the drop-in, or a whole `sshd_config` if the image has none to include it.
-pub fn write_config(root: &Path, settings: &Settings) -> Result<Outcome, WriteError> {
-    let rendered = render(settings);
+pub fn write_config(
+    root: &Path,
+    settings: &Settings,
+    offered: &[&str],
+) -> Result<Outcome, WriteError> {
+    let rendered = render(settings, offered);
     let main = root.join(MAIN_CONFIG);
     if main.exists() {
         files::write_if_changed(
@@ -123,14 +135,19 @@ pub fn write_config(root: &Path, settings: &Settings) -> Result<Outcome, WriteEr
     }
 }
 
-/// Makes each missing host key in `dir` (the path under the root) with
-/// `ssh-keygen`; existing keys are never touched. Each key is generated under
-/// a temporary name and renamed into place, public half first, so an
-/// interrupted run never leaves a half-written key that would be kept.
-pub fn ensure_host_keys(dir: &Path, ssh_keygen: &Path) -> Result<Vec<PathBuf>, SshdError> {
+/// Makes each missing host key of the `kinds` in `dir` (the path under the
+/// root) with `ssh-keygen`; existing keys are never touched. Each key is
+/// generated under a temporary name and renamed into place, public half
+/// first, so an interrupted run never leaves a half-written key that would be
+/// kept.
+pub fn ensure_host_keys(
+    dir: &Path,
+    ssh_keygen: &Path,
+    kinds: &[&str],
+) -> Result<Vec<PathBuf>, SshdError> {
     files::ensure_dir(dir, Attributes::root(0o755))?;
     let mut made = Vec::new();
-    for kind in HOST_KEY_TYPES {
+    for kind in kinds {
         let key = dir.join(format!("ssh_host_{kind}_key"));
         if key.exists() {
             continue;
@@ -160,6 +177,17 @@ pub fn ensure_host_keys(dir: &Path, ssh_keygen: &Path) -> Result<Vec<PathBuf>, S
         made.push(key);
     }
     Ok(made)
+}
+
+/// The host key types `dir` has a key of, in offer order: every key the
+/// machine has is offered, whatever `ssh_genkeytypes` says now, so a client
+/// that knows the machine by an older key still recognises it.
+pub fn present_key_types(dir: &Path) -> Vec<&'static str> {
+    HOST_KEY_TYPES
+        .iter()
+        .copied()
+        .filter(|kind| dir.join(format!("ssh_host_{kind}_key")).exists())
+        .collect()
 }
 
 /// Runs a key tool (`ssh-keygen`, `dropbearkey`, `dropbearconvert`) making
@@ -216,7 +244,7 @@ mod tests {
     #[test]
     fn renders_the_defaults() {
         let settings = Settings::from_config(&berth_configs::CloudConfig::default());
-        let text = render(&settings);
+        let text = render(&settings, &["ed25519", "ecdsa"]);
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
             lines,
@@ -224,7 +252,6 @@ mod tests {
                 "Port 22",
                 "HostKey /var/lib/berth/ssh/ssh_host_ed25519_key",
                 "HostKey /var/lib/berth/ssh/ssh_host_ecdsa_key",
-                "HostKey /var/lib/berth/ssh/ssh_host_rsa_key",
                 "PermitRootLogin no",
                 "PubkeyAuthentication yes",
                 "AuthorizedKeysFile .ssh/authorized_keys",
@@ -242,7 +269,8 @@ mod tests {
         let mut config = berth_configs::CloudConfig::default();
         config.berth.ssh.port = Some(2222);
         config.berth.ssh.password_authentication = Some(true);
-        let text = render(&Settings::from_config(&config));
+        let text = render(&Settings::from_config(&config), &["rsa"]);
+        assert!(text.contains("\nHostKey /var/lib/berth/ssh/ssh_host_rsa_key\nPermitRootLogin"));
         assert!(text.contains("\nPort 2222\n"));
         assert!(text.contains("\nPasswordAuthentication yes\n"));
     }
@@ -251,7 +279,7 @@ mod tests {
     fn a_drop_in_beside_debians_config_else_a_whole_config() {
         let dir = tempfile::tempdir().expect("temp dir");
         let settings = Settings::from_config(&berth_configs::CloudConfig::default());
-        if write_config(dir.path(), &settings).is_err() {
+        if write_config(dir.path(), &settings, HOST_KEY_TYPES).is_err() {
             berth_testkit::skip!("cannot chown to root (not root)");
             return;
         }
@@ -262,9 +290,9 @@ mod tests {
             "Include /etc/ssh/sshd_config.d/*.conf\n",
         )
         .expect("main");
-        write_config(dir.path(), &settings).expect("drop-in");
+        write_config(dir.path(), &settings, HOST_KEY_TYPES).expect("drop-in");
         let drop_in = std::fs::read_to_string(dir.path().join(DROP_IN)).unwrap_or_default();
-        assert_eq!(drop_in, render(&settings));
+        assert_eq!(drop_in, render(&settings, HOST_KEY_TYPES));
     }
 
     #[test]
@@ -276,7 +304,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = dir.path().join("var/lib/berth/ssh");
-        let made = match ensure_host_keys(&keys, keygen) {
+        let made = match ensure_host_keys(&keys, keygen, &["ed25519", "ecdsa"]) {
             Ok(made) => made,
             Err(SshdError::Write(e)) => {
                 berth_testkit::skip!("{e} (not root)");
@@ -284,12 +312,12 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(made.len(), 3);
-        for kind in HOST_KEY_TYPES {
-            assert!(keys.join(format!("ssh_host_{kind}_key.pub")).exists());
-        }
+        assert_eq!(made.len(), 2);
+        assert_eq!(present_key_types(&keys), ["ed25519", "ecdsa"]);
         let before = std::fs::read(keys.join("ssh_host_ed25519_key")).expect("key");
-        assert!(ensure_host_keys(&keys, keygen).expect("again").is_empty());
+        assert!(ensure_host_keys(&keys, keygen, &["ed25519"])
+            .expect("again")
+            .is_empty());
         assert_eq!(
             std::fs::read(keys.join("ssh_host_ed25519_key")).ok(),
             Some(before)
@@ -298,6 +326,6 @@ mod tests {
             .expect("dir")
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .collect();
-        assert_eq!(names.len(), 6, "{names:?}");
+        assert_eq!(names.len(), 4, "{names:?}");
     }
 }

@@ -81,7 +81,14 @@ fn dropbear_serves_the_machines_host_keys_and_the_configs_users() {
 
     // The Debian console ran before: its OpenSSH host keys are on the state partition.
     let keys = root.join("var/lib/berth/ssh");
-    sshd::ensure_host_keys(&keys, Path::new("/usr/bin/ssh-keygen")).expect("openssh keys");
+    // Made with every type, RSA too: a key the machine has is offered even
+    // though the default `ssh_genkeytypes` would not make it.
+    sshd::ensure_host_keys(
+        &keys,
+        Path::new("/usr/bin/ssh-keygen"),
+        sshd::HOST_KEY_TYPES,
+    )
+    .expect("openssh keys");
     let mut openssh_public = String::new();
     for kind in sshd::HOST_KEY_TYPES {
         openssh_public += &std::fs::read_to_string(keys.join(format!("ssh_host_{kind}_key.pub")))

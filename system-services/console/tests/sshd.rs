@@ -68,6 +68,12 @@ fn ssh_logs_in_with_the_configs_keys_and_password_login_is_refused() {
             "ready (sshd on port {port}, users: berth, alice)\n"
         ))
     );
+    // A new machine gets Ed25519 and ECDSA host keys, not the slow RSA one.
+    assert_eq!(
+        sshd::present_key_types(&root.join("var/lib/berth/ssh")),
+        ["ed25519", "ecdsa"]
+    );
+    assert_eq!(setup.host_keys.len(), 2, "{:?}", setup.host_keys);
     // Running it again changes nothing, host keys included.
     let host_key = root.join("var/lib/berth/ssh/ssh_host_ed25519_key.pub");
     let host_key_before = std::fs::read_to_string(&host_key).expect("host key");
@@ -85,7 +91,7 @@ fn ssh_logs_in_with_the_configs_keys_and_password_login_is_refused() {
         &sshd_config,
         format!(
             "{}ListenAddress 127.0.0.1\nPidFile none\n",
-            sshd::render(&settings)
+            sshd::render(&settings, &sshd::present_key_types(&settings.host_key_dir))
         ),
     )
     .expect("sshd_config");
