@@ -142,6 +142,13 @@ fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
     let next = push(&registry, &next_archive, "next");
 
     let mut vm = m.boot();
+    // An ordinary boot arms the watchdog too, once stage 2's drivers are in
+    // (they load beside berthd: stage2::spawn_coldplug).
+    assert!(
+        vm.transcript().contains("hardware watchdog armed"),
+        "{}",
+        berth_lines(&vm.transcript())
+    );
     let v1 = ok(&vm, &m.ssh, "berth os version -o json");
     let v1: serde_json::Value = serde_json::from_str(&v1).expect("json");
     assert_eq!(v1["booted_from"], "A", "{v1}");
