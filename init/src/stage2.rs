@@ -74,7 +74,39 @@ pub fn run(berthd_available: bool) -> ! {
     // immediate hard reset.
     // SAFETY: reboot(CAD_OFF) has no memory arguments and only sets a flag.
     unsafe { libc::reboot(libc::LINUX_REBOOT_CMD_CAD_OFF) };
-    let coldplug = spawn_coldplug();
+    // The power button's drivers, if they are modules (missing is fine: built in).
+    if let Some(release) = modules::kernel_release() {
+        let dir = Path::new("/lib/modules").join(release);
+        // Plus the drivers of the hardware that is there (NICs above all): the
+        // initramfs carried only what reaching the root needed.
+        let mut wanted = vec!["button".to_string(), "evdev".to_string()];
+        wanted.extend(modules::for_present_devices(
+            &dir,
+            Path::new("/sys/devices"),
+        ));
+        // What stage 1 loaded is in /sys/module already: not read again (a
+        // module file is read and its signature checked before the kernel
+        // finds it is a duplicate).
+        let loaded = |name: &str| Path::new("/sys/module").join(name).exists();
+        let result = modules::load_with(&dir, Some(&wanted), &[], |path, compressed, _| {
+            if loaded(&modules::module_name(path)) {
+                return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            sys.load_module(path, compressed)
+        });
+        crate::timeline::mark(Path::new("/run"), "stage2_modules");
+        match result {
+            Ok(r) => {
+                for (name, why) in &r.failed {
+                    log::warn!("module {name}: {why}");
+                }
+                for name in &r.missing {
+                    log::debug!("module {name} not found (built in?)");
+                }
+            }
+            Err(e) => log::debug!("{}: {e}", dir.display()),
+        }
+    }
     let main = choose_main(
         plan.rescue,
         berthd_available,
@@ -85,79 +117,7 @@ pub fn run(berthd_available: bool) -> ! {
         supervisor::announce_ready(" (berthd not present in this build)");
     }
     let trial = crate::trial::begin(Path::new("/"), &cmdline);
-    supervisor::run(
-        &mut sys,
-        main,
-        Path::new(supervisor::SOCKET),
-        trial,
-        coldplug,
-    )
-}
-
-/// Loads the drivers of the hardware stage 1 did not need (NICs, the
-/// watchdog, the power button, input devices) in a child process, so that
-/// berthd starts while the kernel checks and sets them up: on one emulated
-/// CPU that took 0.9 s on the way to every service, a floppy controller's
-/// probe among it. Nothing berthd starts waits for them: netconf takes links
-/// as they appear, PID 1's loop scans for power buttons for a while and opens
-/// a watchdog once this child is reaped. Returns the child's pid, or `None`
-/// when the drivers were loaded here because fork failed.
-fn spawn_coldplug() -> Option<libc::pid_t> {
-    // SAFETY: PID 1 is one thread here (its loop has not started and it
-    // starts no threads), so the child may run any code; it ends with _exit
-    // and never returns into the caller.
-    match unsafe { libc::fork() } {
-        0 => {
-            coldplug(&mut crate::sys::Linux);
-            // SAFETY: ends the child without running the parent's exit handlers.
-            unsafe { libc::_exit(0) }
-        }
-        pid if pid > 0 => Some(pid),
-        _ => {
-            log::warn!(
-                "cannot fork the driver loader: {}; loading drivers before berthd",
-                std::io::Error::last_os_error()
-            );
-            coldplug(&mut crate::sys::Linux);
-            None
-        }
-    }
-}
-
-/// Loads the power button's drivers (missing is fine: built in) and those of
-/// the devices present that have none yet.
-fn coldplug(sys: &mut dyn Sys) {
-    let Some(release) = modules::kernel_release() else {
-        return;
-    };
-    let dir = Path::new("/lib/modules").join(release);
-    let mut wanted = vec!["button".to_string(), "evdev".to_string()];
-    wanted.extend(modules::for_present_devices(
-        &dir,
-        Path::new("/sys/devices"),
-    ));
-    // What stage 1 loaded is in /sys/module already: not read again (a
-    // module file is read and its signature checked before the kernel
-    // finds it is a duplicate).
-    let loaded = |name: &str| Path::new("/sys/module").join(name).exists();
-    let result = modules::load_with(&dir, Some(&wanted), &[], |path, compressed, _| {
-        if loaded(&modules::module_name(path)) {
-            return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
-        }
-        sys.load_module(path, compressed)
-    });
-    crate::timeline::mark(Path::new("/run"), "stage2_modules");
-    match result {
-        Ok(r) => {
-            for (name, why) in &r.failed {
-                log::warn!("module {name}: {why}");
-            }
-            for name in &r.missing {
-                log::debug!("module {name} not found (built in?)");
-            }
-        }
-        Err(e) => log::debug!("{}: {e}", dir.display()),
-    }
+    supervisor::run(&mut sys, main, Path::new(supervisor::SOCKET), trial)
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ pub fn emergency(reason: &str) -> ! {
             Main::Nothing
         }
     };
-    run(&mut crate::sys::Linux, main, Path::new(SOCKET), None, None)
+    run(&mut crate::sys::Linux, main, Path::new(SOCKET), None)
 }
 
 fn block_signals() -> io::Result<File> {
@@ -273,8 +273,6 @@ struct Loop {
     watchdog: Option<Watchdog>,
     trial: Option<Trial>,
     next_trial_status: Instant,
-    /// Stage 2's driver loader, while it runs (see `stage2::spawn_coldplug`).
-    coldplug: Option<i32>,
 }
 
 /// berthd's `oom_score_adj`: the OOM killer takes any container before the
@@ -373,14 +371,6 @@ impl Loop {
                 return;
             }
             if self.trial.as_mut().is_some_and(|t| t.reaped(pid, status)) {
-                continue;
-            }
-            if self.coldplug == Some(pid) {
-                self.coldplug = None;
-                // Its drivers may have made the watchdog's device node.
-                if self.watchdog.is_none() {
-                    self.watchdog = crate::watchdog::open_present(Path::new("/"));
-                }
                 continue;
             }
             if Some(pid) != self.pid {
@@ -504,13 +494,7 @@ impl Loop {
 }
 
 /// The loop. Never returns. `trial` is a trial boot to commit or fail.
-pub fn run(
-    sys: &mut dyn Sys,
-    main: Main,
-    socket: &Path,
-    trial: Option<Trial>,
-    coldplug: Option<i32>,
-) -> ! {
+pub fn run(sys: &mut dyn Sys, main: Main, socket: &Path, trial: Option<Trial>) -> ! {
     if !crate::sys::set_oom_score_adj(INIT_OOM_SCORE_ADJ) {
         log::warn!("cannot set PID 1's oom_score_adj");
     }
@@ -542,7 +526,6 @@ pub fn run(
         watchdog: Watchdog::inherit().or_else(|| crate::watchdog::open_present(Path::new("/"))),
         trial,
         next_trial_status: now,
-        coldplug,
     };
     loop {
         let now = Instant::now();
