@@ -146,8 +146,8 @@ fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
     let next = push(&registry, &next_archive, "next");
 
     let mut vm = m.boot();
-    // An ordinary boot arms the watchdog too, once stage 2's drivers are in
-    // (they load beside berthd: stage2::spawn_coldplug).
+    // An ordinary boot arms the watchdog too: stage 2 opens it once it has
+    // loaded the drivers of the devices present.
     assert!(
         vm.transcript().contains("hardware watchdog armed"),
         "{}",

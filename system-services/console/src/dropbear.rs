@@ -139,10 +139,9 @@ pub fn key_path(host_key_dir: &Path, kind: &str) -> PathBuf {
 /// For each host key type: makes the OpenSSH key in `dir` if it is missing
 /// and one of `new_kinds` (with dropbearkey, exported), then converts each
 /// OpenSSH key there into Dropbear's format in `dir/dropbear`, replacing the
-/// copy there only if it changed. A key that
-/// does not convert (a damaged file on the state partition) is left out with
-/// a warning, as sshd would skip it; the others still serve. Returns the
-/// types converted.
+/// copy there only if it changed. A key that does not convert (a damaged
+/// file on the state partition) is left out with a warning, as sshd would
+/// skip it; the others still serve. Returns the types converted.
 pub fn ensure_host_keys(
     dir: &Path,
     new_kinds: &[&str],
