@@ -18,18 +18,11 @@ use std::time::{Duration, Instant};
 use qemu_tests::metadata::{self, Answer, Server};
 use qemu_tests::ssh::Ssh;
 use qemu_tests::steps::{boot_ready, ok, poweroff, GIB};
-use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm};
+// Each cloud's user-data ends with `no_engine!()`: these tests are about
+// where the config comes from, not the engine.
+use qemu_tests::{berth_lines, no_engine, Artifacts, Boot, Config, Vm};
 
 const METADATA: &str = "169.254.169.254:80";
-
-/// Appended to each cloud's user-data: these tests are about where the
-/// config comes from, and without the docker engine each boot is ready half a
-/// minute of emulated CPU sooner.
-macro_rules! no_engine {
-    () => {
-        "berth:\n  services:\n    docker: null\n"
-    };
-}
 
 /// A VM on a cloud-like network: 169.254.0.0/16, isolated, SSH forwarded,
 /// the metadata address relayed to `metadata_port` on the host.

@@ -32,6 +32,12 @@ fn cloud_config(hostname: &str, key: &str) -> String {
     format!("#cloud-config\nhostname: {hostname}\nssh_authorized_keys:\n  - {key}\n")
 }
 
+/// The same without the docker engine, for the machines here that never run a
+/// container (the cloud image's and the live system's).
+fn cloud_config_no_engine(hostname: &str, key: &str) -> String {
+    cloud_config(hostname, key) + qemu_tests::no_engine!()
+}
+
 #[test]
 fn the_cloud_image_boots_under_bios_and_uefi_and_grows_with_its_volume() {
     const TEST: &str = "the_cloud_image_boots_under_bios_and_uefi_and_grows_with_its_volume";
@@ -47,7 +53,7 @@ fn the_cloud_image_boots_under_bios_and_uefi_and_grows_with_its_volume() {
     let seed = dir.path().join("seed.iso");
     qemu_tests::nocloud_seed(
         &seed,
-        &cloud_config("berth-cloud", ssh.public_key()),
+        &cloud_config_no_engine("berth-cloud", ssh.public_key()),
         "instance-id: cloud-1\n",
     )
     .expect("seed");
@@ -113,7 +119,7 @@ fn berth_install_over_ssh_refuses_what_it_must_and_the_disk_boots_alone() {
     let seed = dir.path().join("seed.iso");
     qemu_tests::nocloud_seed(
         &seed,
-        &cloud_config("berth-live", ssh.public_key()),
+        &cloud_config_no_engine("berth-live", ssh.public_key()),
         "instance-id: live-1\n",
     )
     .expect("seed");

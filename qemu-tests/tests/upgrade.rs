@@ -360,13 +360,24 @@ fn power_cuts_during_upgrades_always_leave_a_machine_that_boots() {
     let seed = std::env::var("BERTH_CUT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x9E37_79B9_7F4A_7C15u64);
+        // A new seed each run: five cuts a run, at moments that differ from
+        // run to run, cover more of the upgrade over the runs than the same
+        // ten every time. The seed is printed, so a failure can be repeated.
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x9E37_79B9_7F4A_7C15)
+                | 1
+        });
     eprintln!("kill moments from seed {seed} (BERTH_CUT_SEED repeats them)");
     let mut moments = Moments(seed);
     let cuts: u64 = std::env::var("BERTH_CUTS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+        // One of each kind (three anywhere, one after arming, one in the
+        // trial); BERTH_CUTS=10 for two rounds.
+        .unwrap_or(5);
 
     let mut vm = m.boot();
     for cut in 0..cuts {

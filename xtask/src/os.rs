@@ -282,7 +282,7 @@ pub fn test_os_images(artifacts: &Artifacts) -> Result<PathBuf> {
         let archive = dir.join(format!("{name}.tar"));
         let fp = fingerprint(
             &[&artifacts.vmlinuz, &artifacts.initrd, &artifacts.rootfs],
-            &[&version, "test-os-3"],
+            &[&version, "test-os-4"],
         )?;
         if !stale(&archive, &fp) {
             continue;
@@ -321,18 +321,22 @@ pub fn test_os_images(artifacts: &Artifacts) -> Result<PathBuf> {
             .iter()
             .map(|p| format!("{p} f 644 0 0 cat {}", os_release.display()))
             .collect();
-        match name {
-            "hang" => {
-                let hang = work.join("hang.sh");
-                std::fs::write(
-                    &hang,
-                    "#!/usr/bin/sh\necho 'berth test image: PID 1 hangs here' >/dev/console\nwhile :; do sleep 3600; done\n",
-                )?;
-                excludes.push("usr/bin/berth".into());
-                pseudo.push(format!("usr/bin/berth f 755 0 0 cat {}", hang.display()));
-            }
-            "unhealthy" => excludes.push("usr/share/berth/layers".into()),
-            _ => {}
+        if name == "hang" {
+            let hang = work.join("hang.sh");
+            std::fs::write(
+                &hang,
+                "#!/usr/bin/sh\necho 'berth test image: PID 1 hangs here' >/dev/console\nwhile :; do sleep 3600; done\n",
+            )?;
+            excludes.push("usr/bin/berth".into());
+            pseudo.push(format!("usr/bin/berth f 755 0 0 cat {}", hang.display()));
+        }
+        // Only `next` runs its services. The others fail before berthd (the
+        // panic in the kernel, the hang in place of stage 2) or because no
+        // service can start (unhealthy): without the system images' layers
+        // they are a quarter of the size, and each test upgrade to them
+        // pulls and writes 120 MiB less under emulation.
+        if name != "next" {
+            excludes.push("usr/share/berth/layers".into());
         }
         let rootfs = work.join("rootfs.squashfs");
         let mut cmd = std::process::Command::new("mksquashfs");

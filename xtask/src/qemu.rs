@@ -24,7 +24,7 @@ const ALONE: &[&str] = &["cluster"];
 
 /// The files that boot the longest chains of VMs one after another, first
 /// when VMs wait for a slot (`qemu_tests::PRIORITY_ENV`). Left to compete,
-/// `upgrade` (ten power cuts, each a boot) waited half an hour for slots and
+/// `upgrade` (power cuts, each a boot) waited half an hour for slots and
 /// then ran alone at the end. Longest first; files not named come after.
 const FIRST: &[&str] = &["upgrade", "install", "faults", "dockerhost", "console"];
 
