@@ -147,7 +147,13 @@ fn test_steps() -> Result<()> {
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
     )?;
-    step(
+    // The system images must build from their recipes (from a clean cache in
+    // CI), before the tests: the privileged tests that run a system image (the
+    // podman engine's) need it. mmdebstrap spends much of its time waiting on
+    // downloads and dpkg, so the images build while clippy and the test
+    // binaries compile, on the same two cores.
+    let built_images = std::thread::spawn(|| images(None).map(|_| ()));
+    let compiled = step(
         "cargo clippy",
         cargo().args([
             "clippy",
@@ -157,11 +163,18 @@ fn test_steps() -> Result<()> {
             "-D",
             "warnings",
         ]),
-    )?;
-    // The system images must build from their recipes (from a clean cache in
-    // CI); built first, so that the privileged tests that run a system image
-    // (the podman engine's) find it.
-    images(None)?;
+    )
+    .and_then(|()| {
+        step(
+            "cargo test --no-run",
+            cargo().args(["test", "--workspace", "--exclude", "qemu-tests", "--no-run"]),
+        )
+    });
+    let built_images = built_images
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("building the system images panicked")));
+    compiled?;
+    built_images?;
     // The QEMU tests run last, once the OS is built (os::qemu_tests); here
     // they would only skip for want of the artifacts.
     step(
