@@ -166,18 +166,17 @@ impl Installed {
         let part = *self.slot(slot);
         let file = self.open_rw()?;
         let what = format!("rootfs → {}", part.name);
-        let (written, expected) =
-            crate::disk::copy_stream_into(&file, rootfs, size, &part, &what, progress)?;
+        let copied = crate::disk::copy_stream_into(&file, rootfs, size, &part, &what, progress)?;
         progress.step(&format!("reading {} back", part.name));
-        let back = crate::disk::read_back(&file, part.start, written)
+        let back = crate::disk::read_back(&file, part.start, copied.bytes)
             .map_err(|e| Error::Disk(format!("reading {} back: {e}", part.name)))?;
-        if back != expected {
+        if back != copied.crc32 {
             return Err(Error::Disk(format!(
-                "{} reads back as sha256 {back}, the image's rootfs is {expected}",
-                part.name
+                "{} reads back as CRC-32 {back:08x}, {:08x} was written: the disk did not keep what was written",
+                part.name, copied.crc32
             )));
         }
-        Ok(expected)
+        Ok(copied.sha256)
     }
 
     /// Writes a slot's kernel and initrd on the ESP and reads them back.
