@@ -362,7 +362,8 @@ fn power_cuts_during_upgrades_always_leave_a_machine_that_boots() {
         .and_then(|s| s.parse().ok())
         // A new seed each run: five cuts a run, at moments that differ from
         // run to run, cover more of the upgrade over the runs than the same
-        // ten every time. The seed is printed, so a failure can be repeated.
+        // ten every time. The seed is printed, so a failure can be repeated;
+        // `| 1` because xorshift never leaves a zero state.
         .unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
