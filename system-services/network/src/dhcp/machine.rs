@@ -56,7 +56,7 @@ impl Machine {
         ciaddr: Ipv4Addr,
         broadcast: bool,
     ) -> Message {
-        let mut msg = Message::default();
+        let mut msg = blank_message(xid);
         msg.set_opcode(Opcode::BootRequest)
             .set_xid(xid)
             .set_chaddr(&self.config.mac)
@@ -478,6 +478,20 @@ pub(super) fn jitter(d: Duration) -> Duration {
     // Up to 10 % more, so interfaces and machines do not retry in lockstep.
     let extra = u64::from(random_u32() % 100) * d.as_millis() as u64 / 1000;
     d + Duration::from_millis(extra)
+}
+
+/// An empty BOOTREQUEST with `xid`, decoded from its wire form. dhcproto's
+/// own constructors draw an xid from `rand`, whose getrandom(2) waits for the
+/// kernel's pool: at boot under QEMU (no RDRAND, no virtio-rng) that held
+/// the first DISCOVER back by more than a second.
+pub(super) fn blank_message(xid: u32) -> Message {
+    // op, htype (Ethernet), hlen, hops, xid, then zeros up to the magic cookie.
+    let mut wire = [0u8; 241];
+    wire[..4].copy_from_slice(&[1, 1, 6, 0]);
+    wire[4..8].copy_from_slice(&xid.to_be_bytes());
+    wire[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    wire[240] = 255; // the end option
+    Message::decode(&mut Decoder::new(&wire)).expect("a fixed, valid BOOTREQUEST")
 }
 
 pub(super) fn random_u32() -> u32 {

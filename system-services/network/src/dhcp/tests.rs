@@ -176,3 +176,19 @@ fn classless_routes_win_over_router() {
     let m = ack(vec![DhcpOption::MessageType(MessageType::Ack)]);
     assert!(Lease::from_ack(&m, None).is_none());
 }
+
+#[test]
+fn a_blank_message_is_dhcprotos_default_with_our_xid() {
+    let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    let mut ours = machine::blank_message(0xdead_beef);
+    ours.set_chaddr(&mac);
+    let mut theirs = Message::default();
+    theirs.set_xid(0xdead_beef).set_chaddr(&mac);
+    assert_eq!(ours, theirs);
+    let encode = |m: &Message| {
+        let mut buf = Vec::new();
+        m.encode(&mut Encoder::new(&mut buf)).expect("encode");
+        buf
+    };
+    assert_eq!(encode(&ours), encode(&theirs));
+}
