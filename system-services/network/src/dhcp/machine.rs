@@ -57,10 +57,7 @@ impl Machine {
         broadcast: bool,
     ) -> Message {
         let mut msg = blank_message(xid);
-        msg.set_opcode(Opcode::BootRequest)
-            .set_xid(xid)
-            .set_chaddr(&self.config.mac)
-            .set_ciaddr(ciaddr);
+        msg.set_chaddr(&self.config.mac).set_ciaddr(ciaddr);
         if broadcast {
             // Ask for broadcast answers: without an address we cannot take unicast.
             msg.set_flags(Flags::default().set_broadcast());
@@ -483,7 +480,7 @@ pub(super) fn jitter(d: Duration) -> Duration {
 /// An empty BOOTREQUEST with `xid`, decoded from its wire form. dhcproto's
 /// own constructors draw an xid from `rand`, whose getrandom(2) waits for the
 /// kernel's pool: at boot under QEMU (no RDRAND, no virtio-rng) that held
-/// the first DISCOVER back by more than a second.
+/// the first DISCOVER back by about a second.
 pub(super) fn blank_message(xid: u32) -> Message {
     // op, htype (Ethernet), hlen, hops, xid, then zeros up to the magic cookie.
     let mut wire = [0u8; 241];
