@@ -29,6 +29,9 @@ pub const BOOT_MODULES: &[&str] = &[
     // arms one in stage 1 (init/src/watchdog.rs)
     "i6300esb",
     "iTCO_wdt",
+    // a hypervisor's entropy device, so the kernel's random pool is ready
+    // seconds sooner where the CPU has no RDRAND (QEMU's default CPU)
+    "virtio_rng",
     // disks
     "virtio_blk",
     "virtio_scsi",

@@ -156,6 +156,11 @@ pub fn mkfs_ext4(sys: &mut dyn Sys, root: &Path, part: &Path) -> Result<(), Erro
             "-q",
             // The disk was checked blank just now; -F only skips the prompt.
             "-F",
+            // No discard of the whole partition first: a blank disk has
+            // nothing to free, and on large cloud volumes (EBS, PD) and SSDs
+            // that pass takes seconds to minutes of the first boot.
+            "-E",
+            "nodiscard",
             "-L",
             plan::STATE_LABEL,
             &in_root.to_string_lossy(),

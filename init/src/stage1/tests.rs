@@ -246,7 +246,7 @@ fn autoformat_partitions_and_formats_a_blank_disk() {
             "mount /dev /sysroot/dev  [bind,rec] ",
             "mount /proc /sysroot/proc  [bind,rec] ",
             "mount /sys /sysroot/sys  [bind,rec] ",
-            "chroot-run /sysroot /usr/sbin/mkfs.ext4 -q -F -L BERTH_STATE /dev/vda1",
+            "chroot-run /sysroot /usr/sbin/mkfs.ext4 -q -F -E nodiscard -L BERTH_STATE /dev/vda1",
             "umount /sysroot/sys detach",
             "umount /sysroot/proc detach",
             "umount /sysroot/dev detach",
