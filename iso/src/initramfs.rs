@@ -65,10 +65,10 @@ pub struct Initramfs {
     pub modules: Closure,
 }
 
-/// The initramfs for `kernel` with `berth` as `/init`.
-pub fn build(berth: &Path, kernel: &Kernel, index: &ModuleIndex) -> Result<Initramfs> {
+/// The initramfs for `kernel` with `init` (stage 1's binary) as `/init`.
+pub fn build(init: &Path, kernel: &Kernel, index: &ModuleIndex) -> Result<Initramfs> {
     let mut archive = Archive::new();
-    let init = std::fs::read(berth).map_err(io_err(berth))?;
+    let init = std::fs::read(init).map_err(io_err(init))?;
     archive.file("init", 0o755, init)?;
     skeleton(&mut archive)?;
 

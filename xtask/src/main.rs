@@ -197,25 +197,51 @@ fn test_steps() -> Result<()> {
     qemu::run_tests(&artifacts, &[])
 }
 
+/// The static binaries the OS is made of, under `target/berth/`.
+#[derive(Debug)]
+pub struct Binaries {
+    /// `berth`: the CLI, berthd and PID 1 (stage 2) in one.
+    pub berth: PathBuf,
+    /// The initramfs's `/init`: stage 1 alone, a sixth of `berth`'s size, so
+    /// the initramfs is smaller to load and to unpack into RAM.
+    pub initramfs_init: PathBuf,
+}
+
 /// Builds the static `berth` binary and copies it to `target/berth/berth`.
 fn build_berth() -> Result<PathBuf> {
+    Ok(build_binaries()?.berth)
+}
+
+/// Builds the static binaries (musl) and copies them to `target/berth/`.
+fn build_binaries() -> Result<Binaries> {
     host::ensure()?;
     step(
-        "build static berth (musl)",
+        "build static berth and the initramfs's init (musl)",
         cargo().args([
             "build",
             "--release",
             "--locked",
             "-p",
             "berth-cli",
+            "-p",
+            "berth-init",
+            "--bins",
             "--target",
             MUSL_TARGET,
         ]),
     )?;
-    let built = target_dir().join(MUSL_TARGET).join("release/berth");
+    Ok(Binaries {
+        berth: place_static("berth")?,
+        initramfs_init: place_static("berth-initramfs")?,
+    })
+}
+
+/// Copies the static binary `name` of the musl build to `target/berth/name`.
+fn place_static(name: &str) -> Result<PathBuf> {
+    let built = target_dir().join(MUSL_TARGET).join("release").join(name);
     let out_dir = target_dir().join("berth");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let out = out_dir.join("berth");
+    let out = out_dir.join(name);
     // The OS artifacts are fingerprinted by their inputs' mtimes: copy only a
     // binary that changed, or every build would rebuild the whole OS.
     let unchanged = match (std::fs::read(&built), std::fs::read(&out)) {

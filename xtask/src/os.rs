@@ -35,7 +35,8 @@ const BUSYBOX: &str = "/bin/busybox";
 /// Builds everything stale; prints each artifact's size.
 pub fn build() -> Result<Artifacts> {
     let total = Instant::now();
-    let berth = crate::build_berth()?;
+    let binaries = crate::build_binaries()?;
+    let berth = binaries.berth;
     crate::images(None)?;
     let out = out_dir();
 
@@ -55,7 +56,7 @@ pub fn build() -> Result<Artifacts> {
     let initrd = out.join("initrd");
     let modules = initramfs::BOOT_MODULES.join(",");
     let fp = fingerprint(
-        &[&berth, &vmlinuz],
+        &[&binaries.initramfs_init, &vmlinuz],
         &[
             &kernel.package,
             &modules,
@@ -64,7 +65,7 @@ pub fn build() -> Result<Artifacts> {
     )?;
     if stale(&initrd, &fp) {
         let index = ModuleIndex::load(&kernel.modules_dir)?;
-        let built = initramfs::build(&berth, &kernel, &index)?;
+        let built = initramfs::build(&binaries.initramfs_init, &kernel, &index)?;
         write_atomic(&initrd, &built.compressed)?;
         record(&initrd, &fp)?;
         println!(
