@@ -53,12 +53,14 @@ pub(super) fn find_state_dev(root: &Path, plan: &BootPlan) -> Option<PathBuf> {
         DevSpec::Path(p) => Some(under(root, p)).filter(|p| p.exists()),
     };
     // The boot medium has already appeared, so the disks have been probed; a
-    // default search waits only a moment. A device the user named is waited for
-    // as long as the medium was (`berth.state.wait=false` turns that off).
+    // default search waits only a moment, and only where a disk can still be
+    // on its way. A device the user named is waited for as long as the medium
+    // was (`berth.state.wait=false` turns that off).
     let default = plan.state.dev == DevSpec::Label(plan::STATE_LABEL.into());
     let wait = match (plan.state.wait, default) {
         (false, _) => Duration::ZERO,
-        (true, true) => Duration::from_secs(1),
+        (true, true) if late_disks_possible(root) => Duration::from_secs(1),
+        (true, true) => Duration::ZERO,
         (true, false) => plan.wait,
     };
     probe::wait_for(wait, look, || {
@@ -66,6 +68,21 @@ pub(super) fn find_state_dev(root: &Path, plan: &BootPlan) -> Option<PathBuf> {
             log::info!("waiting for the state device {:?}", plan.state.dev)
         }
     })
+}
+
+/// Whether a disk may still appear after stage 1's drivers are loaded.
+///
+/// Loading a module returns once the probes it started have finished (the
+/// kernel waits for a module's async work before `finit_module` returns), so
+/// disks behind SATA/IDE, SCSI and virtio controllers are all there by now.
+/// Three kinds of controller find theirs later, from work queues of their own:
+/// NVMe (namespaces are scanned after the controller's reset), USB (hub
+/// enumeration, then usb-storage's settle delay) and MMC/SD.
+fn late_disks_possible(root: &Path) -> bool {
+    let any_in = |dir: &str| {
+        std::fs::read_dir(root.join(dir)).is_ok_and(|mut entries| entries.next().is_some())
+    };
+    any_in("sys/class/nvme") || any_in("sys/bus/usb/devices") || any_in("sys/class/mmc_host")
 }
 
 /// Formats the first blank disk among `berth.state.autoformat` as the state
