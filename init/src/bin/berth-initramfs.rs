@@ -1,5 +1,5 @@
 //! The initramfs's `/init`: PID 1's stage 1 without the rest of `berth`
-//! (berthd, the CLI, images, TLS), 1.6 MiB instead of 10. Stage 1 ends by
+//! (berthd, the CLI, images, TLS), 1.5 MiB instead of 9.5. Stage 1 ends by
 //! exec'ing the new root's `berth` as `init`, which runs stage 2.
 
 fn main() {

@@ -78,7 +78,7 @@ pub(super) fn find_state_dev(root: &Path, plan: &BootPlan) -> Option<PathBuf> {
 /// Three kinds of controller find theirs later, from work queues of their own:
 /// NVMe (namespaces are scanned after the controller's reset), USB (hub
 /// enumeration, then usb-storage's settle delay) and MMC/SD.
-fn late_disks_possible(root: &Path) -> bool {
+pub(super) fn late_disks_possible(root: &Path) -> bool {
     let any_in = |dir: &str| {
         std::fs::read_dir(root.join(dir)).is_ok_and(|mut entries| entries.next().is_some())
     };

@@ -337,3 +337,24 @@ fn switch_root_frees_the_initramfs_and_execs_stage_2() {
         "the new root is kept"
     );
 }
+
+#[test]
+fn only_nvme_usb_and_mmc_controllers_make_the_state_search_wait() {
+    let root = fake_root();
+    // The fake root has block devices and SCSI hosts' classes, nothing late.
+    std::fs::create_dir_all(root.path().join("sys/class/scsi_host/host0")).expect("scsi");
+    assert!(!late_disks_possible(root.path()));
+    for dir in [
+        "sys/class/nvme/nvme0",
+        "sys/bus/usb/devices/usb1",
+        "sys/class/mmc_host/mmc0",
+    ] {
+        let root = fake_root();
+        // An empty class directory (the driver loaded, no controller) is not one.
+        let class = root.path().join(dir);
+        std::fs::create_dir_all(class.parent().expect("parent")).expect("class");
+        assert!(!late_disks_possible(root.path()), "{dir} without a device");
+        std::fs::create_dir_all(&class).expect("device");
+        assert!(late_disks_possible(root.path()), "{dir}");
+    }
+}
