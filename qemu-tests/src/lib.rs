@@ -104,8 +104,17 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A transcript for a failure message. Berth's own lines and the last lines
+/// come first: CI shows the head and the tail of a long output, and the
+/// middle of a whole transcript is where a hang's last words would be lost.
 fn fence(transcript: &str) -> String {
-    format!("----- console transcript -----\n{transcript}\n----- end of transcript -----")
+    const LAST: usize = 40;
+    let last_of = |lines: Vec<&str>| lines[lines.len().saturating_sub(LAST)..].join("\n");
+    let own = last_of(berth_lines(transcript).lines().collect());
+    let tail = last_of(transcript.lines().collect());
+    format!(
+        "----- Berth's last {LAST} lines -----\n{own}\n----- the console's last {LAST} lines -----\n{tail}\n----- console transcript -----\n{transcript}\n----- end of transcript -----"
+    )
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
