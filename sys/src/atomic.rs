@@ -101,6 +101,35 @@ pub fn write_with(
     write_at_with(dir.as_fd(), name, options, fill)
 }
 
+/// Renames `from` over `to` in the same directory so that the move survives
+/// a crash, for a file another program wrote (ssh-keygen does not fsync its
+/// keys): `from` is fsynced before the rename and the directory after. A
+/// rename that reaches the disk before the data leaves an empty file under
+/// the final name after a power cut.
+pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
+    File::open(from)?.sync_all()?;
+    std::fs::rename(from, to)?;
+    sync_parent(to)
+}
+
+/// Flushes what was written to the filesystem holding `path` (syncfs(2)):
+/// for a tree built file by file, before the [`rename_durable`] that makes
+/// it visible.
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    let dir = File::open(path)?;
+    // SAFETY: syncfs on a descriptor we own for the call.
+    check(unsafe { libc::syncfs(dir.as_raw_fd()) })
+}
+
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // SAFETY: fsync on a descriptor we own for the call.
+    check(unsafe { libc::fsync(open_dir(dir)?.as_raw_fd()) })
+}
+
 /// Opens a directory for [`write_at`].
 pub fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
     let c = cstr(dir.as_os_str())?;

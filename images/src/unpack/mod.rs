@@ -198,8 +198,15 @@ pub fn unpack_layer(
             actual: actual_digest,
         });
     }
+    // The files reach the disk before the layer's name does: a rename that
+    // lands first leaves, after a power cut, a layer of empty files that is
+    // taken for a whole one (syncfs: one call for thousands of files).
+    berth_sys::atomic::sync_filesystem(staging.path()).map_err(|source| UnpackError::Io {
+        path: staging.path().to_path_buf(),
+        source,
+    })?;
     let staged = staging.keep();
-    match std::fs::rename(&staged, dest) {
+    match berth_sys::atomic::rename_durable(&staged, dest) {
         Ok(()) => Ok(report),
         Err(_) if dest.is_dir() => {
             let _ = std::fs::remove_dir_all(&staged);

@@ -154,7 +154,7 @@ pub fn ensure_host_keys(
     let mut kinds = Vec::new();
     for kind in sshd::HOST_KEY_TYPES {
         let openssh = dir.join(format!("ssh_host_{kind}_key"));
-        if !openssh.exists() {
+        if !sshd::has_key(&openssh) {
             if !new_kinds.contains(kind) {
                 continue;
             }

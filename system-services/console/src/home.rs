@@ -45,8 +45,8 @@ pub enum HomeError {
 }
 
 /// Creates the user's home (0750, owned by the user) seeded from `/etc/skel`,
-/// unless it already exists. Built under a temporary name and renamed into
-/// place, so an interrupted copy is never taken for a finished home.
+/// unless it already exists. Built under a temporary name, synced and renamed
+/// into place, so an interrupted copy is never taken for a finished home.
 pub fn ensure_home(root: &Path, user: &Created) -> Result<Outcome, HomeError> {
     let home = in_root(root, &user.home);
     if fs::symlink_metadata(&home).is_ok() {
@@ -71,7 +71,10 @@ pub fn ensure_home(root: &Path, user: &Created) -> Result<Outcome, HomeError> {
         gid: user.gid,
     };
     files::ensure_dir(&staging, attrs)?;
-    fs::rename(&staging, &home).map_err(create)?;
+    // The copies reach the disk before the home's name does: a power cut
+    // soon after the first boot otherwise left an empty `.bashrc`.
+    berth_sys::atomic::sync_filesystem(&staging).map_err(create)?;
+    berth_sys::atomic::rename_durable(&staging, &home).map_err(create)?;
     Ok(Outcome::Written)
 }
 

@@ -149,7 +149,7 @@ pub fn ensure_host_keys(
     let mut made = Vec::new();
     for kind in kinds {
         let key = dir.join(format!("ssh_host_{kind}_key"));
-        if key.exists() {
+        if has_key(&key) {
             continue;
         }
         let tmp = dir.join(format!(".ssh_host_{kind}_key.berth-tmp"));
@@ -186,8 +186,15 @@ pub fn present_key_types(dir: &Path) -> Vec<&'static str> {
     HOST_KEY_TYPES
         .iter()
         .copied()
-        .filter(|kind| dir.join(format!("ssh_host_{kind}_key")).exists())
+        .filter(|kind| has_key(&dir.join(format!("ssh_host_{kind}_key"))))
         .collect()
+}
+
+/// Whether `key` holds a key. An empty file is none: what a power cut left
+/// of a key written by an older Berth that did not sync it, which sshd
+/// refuses, so it is made again.
+pub(crate) fn has_key(key: &Path) -> bool {
+    std::fs::metadata(key).is_ok_and(|m| m.len() > 0)
 }
 
 /// Runs a key tool (`ssh-keygen`, `dropbearkey`, `dropbearconvert`) making
@@ -217,6 +224,9 @@ pub(crate) fn run_tool(
 
 /// Moves a key pair made under temporary names into place, public half first:
 /// a key is kept once its private half exists, so that half must come last.
+/// Each half reaches the disk before its new name does: the key tools do not
+/// fsync, and a power cut in the minute after the first boot otherwise left
+/// empty keys that sshd refuses.
 pub(crate) fn install_pair(
     tmp_pub: &Path,
     public: &Path,
@@ -224,7 +234,7 @@ pub(crate) fn install_pair(
     key: &Path,
 ) -> Result<(), SshdError> {
     for (from, to) in [(tmp_pub, public), (tmp, key)] {
-        std::fs::rename(from, to).map_err(|source| SshdError::Rename {
+        berth_sys::atomic::rename_durable(from, to).map_err(|source| SshdError::Rename {
             path: to.to_path_buf(),
             source,
         })?;
@@ -327,5 +337,13 @@ mod tests {
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .collect();
         assert_eq!(names.len(), 4, "{names:?}");
+
+        // What a power cut left of a key an older Berth did not sync.
+        std::fs::write(keys.join("ssh_host_ecdsa_key"), b"").expect("empty key");
+        assert_eq!(present_key_types(&keys), ["ed25519"]);
+        let made = ensure_host_keys(&keys, keygen, &["ed25519", "ecdsa"]).expect("remade");
+        assert_eq!(made, [keys.join("ssh_host_ecdsa_key")]);
+        let remade = std::fs::read_to_string(keys.join("ssh_host_ecdsa_key")).expect("key");
+        assert!(remade.contains("PRIVATE KEY"), "{remade}");
     }
 }
