@@ -198,10 +198,14 @@ fn convert(openssh: &Path, target: &Path, options: &Options) -> Result<Outcome, 
     )?)
 }
 
-/// Makes the OpenSSH-format `ssh_host_<kind>_key` (and `.pub`) in `dir` with
-/// dropbearkey: generated, exported with dropbearconvert, and renamed into
-/// place public half first, as [`sshd::ensure_host_keys`] does.
+/// Makes the OpenSSH-format `ssh_host_<kind>_key` (and `.pub`) in `dir`:
+/// Ed25519 and ECDSA in this process ([`sshd::write_new_key`]), RSA with
+/// dropbearkey, exported with dropbearconvert, and renamed into place public
+/// half first, as [`sshd::ensure_host_keys`] does.
 fn make_openssh_key(dir: &Path, kind: &str, options: &Options) -> Result<(), SshdError> {
+    if sshd::write_new_key(dir, kind)? {
+        return Ok(());
+    }
     let key = dir.join(format!("ssh_host_{kind}_key"));
     let generated = dir.join(format!(".dropbear_{kind}_host_key.berth-tmp"));
     let tmp = dir.join(format!(".ssh_host_{kind}_key.berth-tmp"));

@@ -46,6 +46,8 @@ pub enum SshdError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot make {}: {why}", path.display())]
+    Generate { path: PathBuf, why: String },
     #[error(transparent)]
     Write(#[from] WriteError),
 }
@@ -136,10 +138,11 @@ pub fn write_config(
 }
 
 /// Makes each missing host key of the `kinds` in `dir` (the path under the
-/// root) with `ssh-keygen`; existing keys are never touched. Each key is
-/// generated under a temporary name and renamed into place, public half
-/// first, so an interrupted run never leaves a half-written key that would be
-/// kept.
+/// root); existing keys are never touched. Ed25519 and ECDSA keys are made
+/// here ([`write_new_key`]), RSA keys (made only when asked for) with
+/// `ssh-keygen`. Either way the public half is in place first and each half
+/// is whole on the disk before its name, so an interrupted run never leaves
+/// a half-written key that would be kept.
 pub fn ensure_host_keys(
     dir: &Path,
     ssh_keygen: &Path,
@@ -150,6 +153,10 @@ pub fn ensure_host_keys(
     for kind in kinds {
         let key = dir.join(format!("ssh_host_{kind}_key"));
         if has_key(&key) {
+            continue;
+        }
+        if write_new_key(dir, kind)? {
+            made.push(key);
             continue;
         }
         let tmp = dir.join(format!(".ssh_host_{kind}_key.berth-tmp"));
@@ -188,6 +195,48 @@ pub fn present_key_types(dir: &Path) -> Vec<&'static str> {
         .copied()
         .filter(|kind| has_key(&dir.join(format!("ssh_host_{kind}_key"))))
         .collect()
+}
+
+/// Makes `dir/ssh_host_<kind>_key` and its `.pub` in OpenSSH's formats, in
+/// this process, when `kind` is `ed25519` or `ecdsa` (P-256, ssh-keygen's
+/// default size); `false` for a kind made by a key tool. A run of ssh-keygen
+/// costs ~0.6 s of an emulated CPU, nearly all of it OpenSSL starting, on
+/// every live boot and every first boot; the keys themselves take
+/// microseconds. The public half is written first: a key is kept once its
+/// private half exists.
+pub(crate) fn write_new_key(dir: &Path, kind: &str) -> Result<bool, SshdError> {
+    use ssh_key::{Algorithm, EcdsaCurve, LineEnding, PrivateKey};
+    let algorithm = match kind {
+        "ed25519" => Algorithm::Ed25519,
+        "ecdsa" => Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        },
+        _ => return Ok(false),
+    };
+    let key = dir.join(format!("ssh_host_{kind}_key"));
+    let failed = |why: ssh_key::Error| SshdError::Generate {
+        path: key.clone(),
+        why: why.to_string(),
+    };
+    let private = PrivateKey::random(&mut rand_core::OsRng, algorithm).map_err(failed)?;
+    let private_text = private.to_openssh(LineEnding::LF).map_err(failed)?;
+    let public_text = private.public_key().to_openssh().map_err(failed)?;
+    let public = dir.join(format!("ssh_host_{kind}_key.pub"));
+    for (path, text, mode) in [
+        (&public, format!("{public_text}\n"), 0o644),
+        (&key, private_text.to_string(), 0o600),
+    ] {
+        berth_sys::atomic::write(
+            path,
+            text.as_bytes(),
+            &berth_sys::atomic::Options::mode(mode),
+        )
+        .map_err(|source| WriteError {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(true)
 }
 
 /// Whether `key` holds a key. An empty file is none: what a power cut left
@@ -324,6 +373,26 @@ mod tests {
         };
         assert_eq!(made.len(), 2);
         assert_eq!(present_key_types(&keys), ["ed25519", "ecdsa"]);
+        // OpenSSH reads the keys made in-process, and each .pub is its key's.
+        for kind in ["ed25519", "ecdsa"] {
+            let key = keys.join(format!("ssh_host_{kind}_key"));
+            let derived = std::process::Command::new(keygen)
+                .arg("-y")
+                .arg("-f")
+                .arg(&key)
+                .output()
+                .expect("ssh-keygen -y");
+            assert!(derived.status.success(), "{kind}: {derived:?}");
+            let public = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
+            let fields = |t: &str| t.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            assert_eq!(
+                fields(&String::from_utf8_lossy(&derived.stdout)),
+                fields(&public)
+            );
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{kind}");
+        }
         let before = std::fs::read(keys.join("ssh_host_ed25519_key")).expect("key");
         assert!(ensure_host_keys(&keys, keygen, &["ed25519"])
             .expect("again")
