@@ -279,7 +279,8 @@ impl Store {
             path: target.clone(),
             source: e.error,
         })?;
-        sync_dir(&self.blobs_dir())?;
+        let blobs = self.blobs_dir();
+        berth_sys::atomic::sync_dir(&blobs).map_err(io_err(&blobs))?;
         Ok((digest, size))
     }
 
@@ -636,12 +637,5 @@ fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, StoreError> {
     std::fs::read_dir(dir)
         .map_err(io_err(dir))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(io_err(dir))
-}
-
-/// A rename is durable only once its directory is synced.
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
         .map_err(io_err(dir))
 }

@@ -41,6 +41,70 @@ pub fn mounts(sys: &mut dyn Sys, root: &Path) {
     }
 }
 
+/// Where the drivers are (paths in `modules.dep`) that nothing before the
+/// ready line uses: input devices (the power button's `evdev` is asked for
+/// by name), sound, graphics, video capture, sensors, memory-error
+/// reporting, SMBus, floppy disks and QEMU's firmware interface. On one CPU
+/// every driver loaded before berthd delays the ready line, and these only
+/// probe their hardware (a PS/2 mouse's probe runs on for most of a second
+/// under emulation); they are loaded once the line is out.
+const AFTER_READY: &[&str] = &[
+    "kernel/drivers/input/",
+    "kernel/sound/",
+    "kernel/drivers/gpu/",
+    "kernel/drivers/media/",
+    "kernel/drivers/hwmon/",
+    "kernel/drivers/edac/",
+    "kernel/drivers/i2c/",
+    "kernel/drivers/block/floppy.ko",
+    "kernel/drivers/firmware/qemu_fw_cfg.ko",
+];
+
+/// `present` (module names) split into what stage 2 loads before berthd
+/// and what waits for the ready line ([`AFTER_READY`]). A name
+/// `modules.dep` does not know stays in the first part, to be reported.
+pub fn split_after_ready(dir: &Path, present: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let text = std::fs::read_to_string(dir.join("modules.dep")).unwrap_or_default();
+    let dep = modules::ModuleDep::parse(&text);
+    present.into_iter().partition(|name| {
+        !dep.path(name).is_some_and(|path| {
+            let path = path.to_string_lossy();
+            AFTER_READY.iter().any(|prefix| path.starts_with(prefix))
+        })
+    })
+}
+
+/// Loads `wanted` from `dir`, skipping what is in the kernel already (a
+/// module file is read and its signature checked before the kernel finds
+/// it is a duplicate).
+fn load_present(
+    sys: &mut dyn Sys,
+    dir: &Path,
+    wanted: &[String],
+) -> std::io::Result<modules::Report> {
+    let loaded = |name: &str| Path::new("/sys/module").join(name).exists();
+    modules::load_with(dir, Some(wanted), &[], |path, compressed, _| {
+        if loaded(&modules::module_name(path)) {
+            return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        sys.load_module(path, compressed)
+    })
+}
+
+fn log_result(when: &str, dir: &Path, result: std::io::Result<modules::Report>) {
+    match result {
+        Ok(r) => {
+            for (name, why) in &r.failed {
+                log::warn!("module {name} ({when}): {why}");
+            }
+            for name in &r.missing {
+                log::debug!("module {name} not found (built in?)");
+            }
+        }
+        Err(e) => log::debug!("{}: {e}", dir.display()),
+    }
+}
+
 /// What stage 2 runs, from the boot switches and whether this build has berthd.
 pub fn choose_main(rescue: bool, berthd_available: bool, berth: PathBuf) -> Main {
     if rescue {
@@ -75,36 +139,24 @@ pub fn run(berthd_available: bool) -> ! {
     // SAFETY: reboot(CAD_OFF) has no memory arguments and only sets a flag.
     unsafe { libc::reboot(libc::LINUX_REBOOT_CMD_CAD_OFF) };
     // The power button's drivers, if they are modules (missing is fine: built in).
+    let mut after_ready = None;
     if let Some(release) = modules::kernel_release() {
         let dir = Path::new("/lib/modules").join(release);
         // Plus the drivers of the hardware that is there (NICs above all): the
         // initramfs carried only what reaching the root needed.
         let mut wanted = vec!["button".to_string(), "evdev".to_string()];
-        wanted.extend(modules::for_present_devices(
-            &dir,
-            Path::new("/sys/devices"),
-        ));
-        // What stage 1 loaded is in /sys/module already: not read again (a
-        // module file is read and its signature checked before the kernel
-        // finds it is a duplicate).
-        let loaded = |name: &str| Path::new("/sys/module").join(name).exists();
-        let result = modules::load_with(&dir, Some(&wanted), &[], |path, compressed, _| {
-            if loaded(&modules::module_name(path)) {
-                return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
-            }
-            sys.load_module(path, compressed)
-        });
+        let present = modules::for_present_devices(&dir, Path::new("/sys"));
+        let (now, later) = split_after_ready(&dir, present);
+        wanted.extend(now);
+        let result = load_present(&mut sys, &dir, &wanted);
         crate::timeline::mark(Path::new("/run"), "stage2_modules");
-        match result {
-            Ok(r) => {
-                for (name, why) in &r.failed {
-                    log::warn!("module {name}: {why}");
-                }
-                for name in &r.missing {
-                    log::debug!("module {name} not found (built in?)");
-                }
-            }
-            Err(e) => log::debug!("{}: {e}", dir.display()),
+        log_result("stage 2", &dir, result);
+        if !later.is_empty() {
+            after_ready = Some(Box::new(move || {
+                let result = load_present(&mut crate::sys::Linux, &dir, &later);
+                crate::timeline::mark(Path::new("/run"), "modules_after_ready");
+                log_result("after the ready line", &dir, result);
+            }) as supervisor::AfterReady);
         }
     }
     let main = choose_main(
@@ -117,13 +169,49 @@ pub fn run(berthd_available: bool) -> ! {
         supervisor::announce_ready(" (berthd not present in this build)");
     }
     let trial = crate::trial::begin(Path::new("/"), &cmdline);
-    supervisor::run(&mut sys, main, Path::new(supervisor::SOCKET), trial)
+    supervisor::run(
+        &mut sys,
+        main,
+        Path::new(supervisor::SOCKET),
+        trial,
+        after_ready,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sys::Recording;
+
+    #[test]
+    fn drivers_no_service_needs_wait_for_the_ready_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("modules.dep"),
+            "kernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko\n\
+             kernel/net/core/failover.ko:\n\
+             kernel/drivers/input/mouse/psmouse.ko:\n\
+             kernel/drivers/input/misc/pcspkr.ko:\n\
+             kernel/drivers/block/floppy.ko:\n\
+             kernel/drivers/firmware/qemu_fw_cfg.ko:\n\
+             kernel/drivers/ata/ata_piix.ko:\n",
+        )
+        .expect("dep");
+        let present = [
+            "psmouse",
+            "virtio_net",
+            "pcspkr",
+            "floppy",
+            "ata_piix",
+            "qemu_fw_cfg",
+            "not_there",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (now, later) = split_after_ready(dir.path(), present);
+        assert_eq!(now, ["virtio_net", "ata_piix", "not_there"]);
+        assert_eq!(later, ["psmouse", "pcspkr", "floppy", "qemu_fw_cfg"]);
+    }
 
     #[test]
     fn api_mounts_in_order() {

@@ -90,7 +90,7 @@ pub fn emergency(reason: &str) -> ! {
             Main::Nothing
         }
     };
-    run(&mut crate::sys::Linux, main, Path::new(SOCKET), None)
+    run(&mut crate::sys::Linux, main, Path::new(SOCKET), None, None)
 }
 
 fn block_signals() -> io::Result<File> {
@@ -273,7 +273,18 @@ struct Loop {
     watchdog: Option<Watchdog>,
     trial: Option<Trial>,
     next_trial_status: Instant,
+    after_ready: Option<AfterReady>,
+    /// When the work kept for after the ready line starts anyway, should the
+    /// line not come (a service that never gets ready).
+    after_ready_by: Instant,
 }
+
+/// Work kept for after the ready line (drivers no service needs), run on a
+/// thread of PID 1 once the line is out.
+pub type AfterReady = Box<dyn FnOnce() + Send>;
+
+/// How long into stage 2 the work kept for after the ready line waits for it at most.
+const AFTER_READY_AT_THE_LATEST: Duration = Duration::from_secs(60);
 
 /// berthd's `oom_score_adj`: the OOM killer takes any container before the
 /// manager that would restart it (services get 0 unless they say otherwise;
@@ -453,6 +464,9 @@ impl Loop {
         if let Some(w) = &self.watchdog {
             next = next.min(w.due());
         }
+        if self.after_ready.is_some() {
+            next = next.min(self.after_ready_by);
+        }
         if let Some(t) = &self.trial {
             if let Some(wake) = t.wake() {
                 next = next.min(wake);
@@ -475,6 +489,23 @@ pub fn announce_ready(note: &str) {
 }
 
 impl Loop {
+    /// Starts the work kept for after the ready line once the line is out
+    /// (or [`AFTER_READY_AT_THE_LATEST`] has passed), on a thread of its own.
+    fn start_after_ready(&mut self, now: Instant) {
+        if !matches!(self.ready, Ready::Done) && now < self.after_ready_by {
+            return;
+        }
+        let Some(work) = self.after_ready.take() else {
+            return;
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("after-ready".into())
+            .spawn(work)
+        {
+            log::warn!("cannot start loading the drivers kept for after the ready line: {e}");
+        }
+    }
+
     /// Feeds the watchdog and moves a trial boot on; a failed trial asks
     /// for a reboot.
     fn tend(&mut self, now: Instant) -> Option<Action> {
@@ -494,7 +525,13 @@ impl Loop {
 }
 
 /// The loop. Never returns. `trial` is a trial boot to commit or fail.
-pub fn run(sys: &mut dyn Sys, main: Main, socket: &Path, trial: Option<Trial>) -> ! {
+pub fn run(
+    sys: &mut dyn Sys,
+    main: Main,
+    socket: &Path,
+    trial: Option<Trial>,
+    after_ready: Option<AfterReady>,
+) -> ! {
     if !crate::sys::set_oom_score_adj(INIT_OOM_SCORE_ADJ) {
         log::warn!("cannot set PID 1's oom_score_adj");
     }
@@ -526,6 +563,8 @@ pub fn run(sys: &mut dyn Sys, main: Main, socket: &Path, trial: Option<Trial>) -
         watchdog: Watchdog::inherit().or_else(|| crate::watchdog::open_present(Path::new("/"))),
         trial,
         next_trial_status: now,
+        after_ready,
+        after_ready_by: now + AFTER_READY_AT_THE_LATEST,
     };
     loop {
         let now = Instant::now();
@@ -534,6 +573,7 @@ pub fn run(sys: &mut dyn Sys, main: Main, socket: &Path, trial: Option<Trial>) -
             l.start_main(now);
         }
         l.check_ready(now);
+        l.start_after_ready(now);
         l.scan_buttons(now);
 
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(1 + l.buttons.len());

@@ -109,7 +109,10 @@ pub fn write_with(
 pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
     File::open(from)?.sync_all()?;
     std::fs::rename(from, to)?;
-    sync_parent(to)
+    sync_dir(match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    })
 }
 
 /// Flushes what was written to the filesystem holding `path` (syncfs(2)):
@@ -121,11 +124,9 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     check(unsafe { libc::syncfs(dir.as_raw_fd()) })
 }
 
-fn sync_parent(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+/// fsyncs the directory `dir`: a rename or a new name in it survives a
+/// crash only once it is synced.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     // SAFETY: fsync on a descriptor we own for the call.
     check(unsafe { libc::fsync(open_dir(dir)?.as_raw_fd()) })
 }

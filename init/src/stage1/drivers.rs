@@ -39,7 +39,8 @@ pub struct Drivers {
     /// `lib/modules/<release>` in the initramfs; `None` when it carries no
     /// modules (a kernel with everything built in).
     dir: Option<PathBuf>,
-    sysfs_devices: PathBuf,
+    /// `/sys`, where the devices and their buses are listed.
+    sysfs: PathBuf,
     /// Modules this boot has loaded or tried, so none is read twice.
     tried: HashSet<String>,
     everything: bool,
@@ -74,7 +75,7 @@ impl Drivers {
         });
         Drivers {
             dir,
-            sysfs_devices: root.join("sys/devices"),
+            sysfs: root.join("sys"),
             tried: HashSet::new(),
             everything: false,
             everything_after: EVERYTHING_AFTER,
@@ -96,7 +97,7 @@ impl Drivers {
             return;
         };
         for _ in 0..4 {
-            let wanted: Vec<String> = modules::for_present_devices(&dir, &self.sysfs_devices)
+            let wanted: Vec<String> = modules::for_present_devices(&dir, &self.sysfs)
                 .into_iter()
                 .filter(|m| !self.tried.contains(m))
                 .collect();
@@ -238,6 +239,7 @@ alias fs-vfat vfat
             "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n",
         )
         .expect("modalias");
+        on_bus(root.path(), "pci", &pci);
         std::fs::create_dir_all(root.path().join("proc")).expect("proc");
         std::fs::write(
             root.path().join("proc/filesystems"),
@@ -246,6 +248,14 @@ alias fs-vfat vfat
         .expect("filesystems");
         let drivers = Drivers::in_dir(Some(dir), root.path());
         (root, drivers)
+    }
+
+    /// Lists `device` on `bus` in the root's sysfs, as the kernel does.
+    fn on_bus(root: &Path, bus: &str, device: &Path) {
+        let devices = root.join("sys/bus").join(bus).join("devices");
+        std::fs::create_dir_all(&devices).expect("bus");
+        let name = device.file_name().expect("device name");
+        std::os::unix::fs::symlink(device, devices.join(name)).expect("link");
     }
 
     /// The module files loaded since the last call, by name.
@@ -272,6 +282,7 @@ alias fs-vfat vfat
             .join("sys/devices/pci0000:00/0000:00:04.0/virtio1");
         std::fs::create_dir_all(&blk).expect("mkdir");
         std::fs::write(blk.join("modalias"), "virtio:d00000002v00001AF4\n").expect("modalias");
+        on_bus(root.path(), "virtio", &blk);
         drivers.while_waiting(&mut sys);
         assert_eq!(
             loaded(&mut sys),
