@@ -297,9 +297,17 @@ pub struct Service {
     /// Memory limit: bytes, or with a unit (`512m`, `1g`).
     pub mem_limit: Option<ByteSize>,
     pub cpus: Option<f64>,
+    /// The service's share of the CPU when services compete for it (compose's
+    /// `cpu_shares`: 1024 is the usual weight, 2–262144). A cgroup weight,
+    /// not a limit: an idle CPU is still all the service's.
+    pub cpu_shares: Option<u64>,
     pub pids_limit: Option<i64>,
     pub oom_score_adj: Option<i32>,
 }
+
+/// The range of compose's `cpu_shares` (cgroup v1's `cpu.shares`).
+pub const CPU_SHARES_MIN: u64 = 2;
+pub const CPU_SHARES_MAX: u64 = 262_144;
 
 impl Service {
     /// Whether `security_opt` turns the default seccomp profile off.

@@ -126,6 +126,7 @@ berth:
       stop_grace_period: 20s
       mem_limit: 256m
       cpus: 0.5
+      cpu_shares: 512
       pids_limit: 100
       oom_score_adj: -500
     setup:
@@ -237,6 +238,7 @@ fn every_key_family_parses() {
     assert_eq!(web.labels.get("io.berth.after"), Some("ntp"));
     assert_eq!(web.tmpfs.0, ["/run", "/tmp"]);
     assert_eq!(web.cpus, Some(0.5));
+    assert_eq!(web.cpu_shares, Some(512));
     assert_eq!(web.oom_score_adj, Some(-500));
     let hc = web.healthcheck.as_ref().expect("healthcheck");
     assert_eq!(hc.start_period.map(|d| d.0.as_secs()), Some(90));
@@ -512,6 +514,7 @@ fn compose_fields_are_parsed_where_written() {
         ("devices: [/dev/kvm:/dev/kvm:rwx]", 17, "permissions are letters from `rwm`", "devices"),
         ("devices: [kvm]", 17, "the host device must be under /dev", "devices"),
         ("mem_limit: lots", 18, "`lots` is not a size", "mem_limit"),
+        ("cpu_shares: 1", 19, "`1` is not a CPU share: it is from 2 to 262144", "cpu_shares"),
         ("cap_drop: [NET_RAWW]", 18, "did you mean `NET_RAW`?", "cap_drop"),
     ] {
         let text = service(field);

@@ -129,6 +129,22 @@ berth:
         ok(&vm, &ssh, &format!("sudo cat {cgroup}/pids.max")).trim(),
         "40"
     );
+    // The built-in `cpu_shares: 128` (merged under this config's limits),
+    // as cgroup v2's weight: runc's mapping puts 128 shares at 21, the
+    // default 1024 at 100.
+    assert_eq!(
+        ok(&vm, &ssh, &format!("sudo cat {cgroup}/cpu.weight")).trim(),
+        "21"
+    );
+    assert_eq!(
+        ok(
+            &vm,
+            &ssh,
+            "sudo cat /proc/1/root/sys/fs/cgroup/berth/console/cpu.weight"
+        )
+        .trim(),
+        "100"
+    );
     // What can hold secrets is root's: an unprivileged shell in the console
     // cannot read the cached user-data or what berthd applied, and the
     // applied state holds hashes, not the files' contents.

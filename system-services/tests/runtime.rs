@@ -472,6 +472,7 @@ fn sigterm_stops_a_sleep_and_the_cgroup_goes_with_delete(env: &Env) -> Result {
                 // Not PID 1 of its own namespace, so SIGTERM's default action applies.
                 pid: Some("host".into()),
                 pids_limit: Some(64),
+                cpu_shares: Some(128),
                 ..Service::default()
             },
         ))
@@ -498,6 +499,19 @@ fn sigterm_stops_a_sleep_and_the_cgroup_goes_with_delete(env: &Env) -> Result {
         // pids.max is in the v1 pids hierarchy's directory and in v2's alike.
         let max = std::fs::read_to_string(cgroup.join("pids.max")).unwrap_or_default();
         check(max.trim() == "64", || format!("pids.max {max:?}"))?;
+        // The CPU share: v1's cpu.shares, or the weight runc's mapping gives on v2.
+        let (file, want) = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            (cgroup.join("cpu.weight"), "21")
+        } else {
+            (
+                PathBuf::from(format!("/sys/fs/cgroup/cpu/berth/{id}/cpu.shares")),
+                "128",
+            )
+        };
+        let share = std::fs::read_to_string(&file).unwrap_or_default();
+        check(share.trim() == want, || {
+            format!("{}: {share:?}", file.display())
+        })?;
         check(
             env.runtime
                 .try_wait(id)

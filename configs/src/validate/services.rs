@@ -144,6 +144,18 @@ impl Validator<'_> {
                 );
             }
         }
+        if let Some(shares) = s.cpu_shares {
+            if !(crate::model::CPU_SHARES_MIN..=crate::model::CPU_SHARES_MAX).contains(&shares) {
+                self.error(
+                    &p("cpu_shares"),
+                    format!(
+                        "`{shares}` is not a CPU share: it is from {} to {} (1024 is the usual weight)",
+                        crate::model::CPU_SHARES_MIN,
+                        crate::model::CPU_SHARES_MAX
+                    ),
+                );
+            }
+        }
         if let Some(adj) = s.oom_score_adj {
             if !(-1000..=1000).contains(&adj) {
                 self.error(

@@ -89,6 +89,8 @@ pub enum SpecError {
     MemLimit { service: String, value: u64 },
     #[error("service `{service}`: cpus `{value}` must be a positive number")]
     Cpus { service: String, value: f64 },
+    #[error("service `{service}`: cpu_shares `{value}` is not from 2 to 262144")]
+    CpuShares { service: String, value: u64 },
     #[error("service `{service}`: network_mode `{mode}`: {reason}")]
     NetworkMode {
         service: String,
@@ -466,6 +468,7 @@ pub fn generate(
         memory.set_limit(Some(bytes));
         resources.set_memory(Some(memory));
     }
+    let mut cpu = LinuxCpu::default();
     if let Some(cpus) = service.cpus {
         if !(cpus > 0.0 && cpus.is_finite() && cpus < 1e6) {
             return Err(SpecError::Cpus {
@@ -474,9 +477,23 @@ pub fn generate(
             });
         }
         const PERIOD: u64 = 100_000;
-        let mut cpu = LinuxCpu::default();
         cpu.set_period(Some(PERIOD));
         cpu.set_quota(Some(((cpus * PERIOD as f64).round() as i64).max(1000)));
+    }
+    if let Some(shares) = service.cpu_shares {
+        if !(berth_configs::model::CPU_SHARES_MIN..=berth_configs::model::CPU_SHARES_MAX)
+            .contains(&shares)
+        {
+            return Err(SpecError::CpuShares {
+                service: name.into(),
+                value: shares,
+            });
+        }
+        // cgroup v2 has a weight instead; libcontainer converts as runc does,
+        // so a share means what it means to `docker run --cpu-shares`.
+        cpu.set_shares(Some(shares));
+    }
+    if service.cpus.is_some() || service.cpu_shares.is_some() {
         resources.set_cpu(Some(cpu));
     }
     if let Some(limit) = service.pids_limit {

@@ -627,6 +627,7 @@ fn limits_and_oom_score() {
     let spec = gen(&Service {
         mem_limit: Some(ByteSize(512 << 20)),
         cpus: Some(1.5),
+        cpu_shares: Some(256),
         pids_limit: Some(100),
         oom_score_adj: Some(-500),
         ..svc()
@@ -635,6 +636,14 @@ fn limits_and_oom_score() {
     assert_eq!(r.memory().as_ref().and_then(|m| m.limit()), Some(512 << 20));
     let cpu = r.cpu().as_ref().expect("cpu");
     assert_eq!((cpu.quota(), cpu.period()), (Some(150_000), Some(100_000)));
+    assert_eq!(cpu.shares(), Some(256));
+    let shares_only = gen(&Service {
+        cpu_shares: Some(128),
+        ..svc()
+    });
+    let cpu = resources(&shares_only).cpu().clone().expect("cpu");
+    assert_eq!((cpu.shares(), cpu.quota()), (Some(128), None));
+    assert!(resources(&gen(&svc())).cpu().is_none(), "no CPU settings");
     assert_eq!(r.pids().as_ref().map(|p| p.limit()), Some(100));
     assert_eq!(
         spec.process().as_ref().and_then(|p| p.oom_score_adj()),
@@ -679,6 +688,18 @@ fn limits_and_oom_score() {
             &ctx()
         ),
         Err(SpecError::Cpus { .. })
+    ));
+    assert!(matches!(
+        generate(
+            "web",
+            &Service {
+                cpu_shares: Some(1),
+                ..svc()
+            },
+            &ImageInfo::default(),
+            &ctx()
+        ),
+        Err(SpecError::CpuShares { .. })
     ));
 }
 
