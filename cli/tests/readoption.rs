@@ -183,13 +183,16 @@ berth:
         ("ra-quiet", before.1, "ra-quiet-marker"),
     ] {
         let members = cgroup_pids(name);
-        let shells: Vec<i32> = members
-            .iter()
-            .copied()
+        let shells: Vec<i32> = outermost(&members)
+            .into_iter()
             .filter(|p| comm(*p).as_deref() == Some("sh"))
             .collect();
         assert_eq!(shells, [pid], "{name}: cgroup members {members:?}");
-        assert_eq!(processes_with(marker), [pid], "{name}: one process runs it");
+        assert_eq!(
+            outermost(&processes_with(marker)),
+            [pid],
+            "{name}: one process runs it"
+        );
     }
     let containers: Vec<_> = std::fs::read_dir(dir.path().join("run/containers"))
         .expect("containers dir")

@@ -236,6 +236,23 @@ pub fn comm(pid: i32) -> Option<String> {
         .map(|c| c.trim().to_string())
 }
 
+/// The parent of a process (`None` once it is gone).
+pub fn parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The processes of `pids` whose parent is not among them. A shell's child
+/// between its fork and its exec (a loop's `sleep`) still has the shell's
+/// name and command line, and is not a second copy of the shell.
+pub fn outermost(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|p| parent(*p).is_none_or(|pp| !pids.contains(&pp)))
+        .collect()
+}
+
 /// Whether `pid` is a live process (not gone, not a zombie).
 pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
