@@ -13,6 +13,7 @@ pub mod cpio;
 pub mod disk;
 pub mod esp;
 pub mod grub;
+pub mod hardlink;
 pub mod initramfs;
 pub mod install;
 pub mod iso;

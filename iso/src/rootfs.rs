@@ -152,6 +152,8 @@ pub struct Report {
     pub modules: usize,
     pub images: Vec<String>,
     pub layers: usize,
+    /// Identical files across the layers, made one inode.
+    pub shared: crate::hardlink::Shared,
 }
 
 /// Fills `staging` (emptied first) with the root file system.
@@ -222,6 +224,8 @@ pub fn stage(spec: &Spec<'_>, staging: &Path) -> Result<Report> {
         let (images, layers) = stage_images(store, &staging.join("usr/share/berth"))?;
         report.images = images;
         report.layers = layers;
+        report.shared =
+            crate::hardlink::link_identical_files(&staging.join("usr/share/berth/layers"))?;
     }
     Ok(report)
 }

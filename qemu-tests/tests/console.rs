@@ -145,6 +145,20 @@ berth:
         .trim(),
         "100"
     );
+    // The system images' identical files are one inode in the root
+    // (iso/src/hardlink.rs): libc is in the console, console-busybox,
+    // docker, podman and ntp images, and every container maps the same pages.
+    let libc = ok(
+        &vm,
+        &ssh,
+        "sudo sh -c 'stat -c \"%i %h\" /proc/1/root/usr/share/berth/layers/*/lib/x86_64-linux-gnu/libc.so.6'",
+    );
+    let copies: Vec<&str> = libc.lines().collect();
+    assert_eq!(copies.len(), 5, "libc in the system images:\n{libc}");
+    assert!(
+        copies.iter().all(|line| *line == copies[0]) && copies[0].ends_with(" 5"),
+        "libc is not one inode with five names across the system images:\n{libc}"
+    );
     // What can hold secrets is root's: an unprivileged shell in the console
     // cannot read the cached user-data or what berthd applied, and the
     // applied state holds hashes, not the files' contents.

@@ -154,11 +154,14 @@ pub fn build() -> Result<Artifacts> {
         )
         .context("staging the root file system")?;
         println!(
-            "    staged in {:.0}s: {} modules, images {} ({} layers, pre-unpacked)",
+            "    staged in {:.0}s: {} modules, images {} ({} layers, pre-unpacked; \
+             {} identical files ({} MiB) made one inode each)",
             start.elapsed().as_secs_f64(),
             staged.modules,
             staged.images.join(", "),
-            staged.layers
+            staged.layers,
+            staged.shared.files,
+            staged.shared.bytes / (1024 * 1024)
         );
         let start = Instant::now();
         rootfs::mksquashfs(&staging, &rootfs_out).context("mksquashfs")?;
