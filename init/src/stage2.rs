@@ -63,9 +63,10 @@ const AFTER_READY: &[&str] = &[
 /// `present` (module names) split into what stage 2 loads before berthd
 /// and what waits for the ready line ([`AFTER_READY`]). A name
 /// `modules.dep` does not know stays in the first part, to be reported.
-pub fn split_after_ready(dir: &Path, present: Vec<String>) -> (Vec<String>, Vec<String>) {
-    let text = std::fs::read_to_string(dir.join("modules.dep")).unwrap_or_default();
-    let dep = modules::ModuleDep::parse(&text);
+pub fn split_after_ready(
+    dep: &modules::ModuleDep,
+    present: Vec<String>,
+) -> (Vec<String>, Vec<String>) {
     present.into_iter().partition(|name| {
         !dep.path(name).is_some_and(|path| {
             let path = path.to_string_lossy();
@@ -80,10 +81,11 @@ pub fn split_after_ready(dir: &Path, present: Vec<String>) -> (Vec<String>, Vec<
 fn load_present(
     sys: &mut dyn Sys,
     dir: &Path,
+    dep: &modules::ModuleDep,
     wanted: &[String],
-) -> std::io::Result<modules::Report> {
+) -> modules::Report {
     let loaded = |name: &str| Path::new("/sys/module").join(name).exists();
-    modules::load_with(dir, Some(wanted), &[], |path, compressed, _| {
+    modules::load_from(dir, dep, Some(wanted), &[], |path, compressed, _| {
         if loaded(&modules::module_name(path)) {
             return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
         }
@@ -91,17 +93,12 @@ fn load_present(
     })
 }
 
-fn log_result(when: &str, dir: &Path, result: std::io::Result<modules::Report>) {
-    match result {
-        Ok(r) => {
-            for (name, why) in &r.failed {
-                log::warn!("module {name} ({when}): {why}");
-            }
-            for name in &r.missing {
-                log::debug!("module {name} not found (built in?)");
-            }
-        }
-        Err(e) => log::debug!("{}: {e}", dir.display()),
+fn log_report(when: &str, report: &modules::Report) {
+    for (name, why) in &report.failed {
+        log::warn!("module {name} ({when}): {why}");
+    }
+    for name in &report.missing {
+        log::debug!("module {name} not found (built in?)");
     }
 }
 
@@ -145,18 +142,23 @@ pub fn run(berthd_available: bool) -> ! {
         // Plus the drivers of the hardware that is there (NICs above all): the
         // initramfs carried only what reaching the root needed.
         let mut wanted = vec!["button".to_string(), "evdev".to_string()];
-        let present = modules::for_present_devices(&dir, Path::new("/sys"));
-        let (now, later) = split_after_ready(&dir, present);
-        wanted.extend(now);
-        let result = load_present(&mut sys, &dir, &wanted);
-        crate::timeline::mark(Path::new("/run"), "stage2_modules");
-        log_result("stage 2", &dir, result);
-        if !later.is_empty() {
-            after_ready = Some(Box::new(move || {
-                let result = load_present(&mut crate::sys::Linux, &dir, &later);
-                crate::timeline::mark(Path::new("/run"), "modules_after_ready");
-                log_result("after the ready line", &dir, result);
-            }) as supervisor::AfterReady);
+        match modules::ModuleDep::read(&dir) {
+            Ok(dep) => {
+                let present = modules::for_present_devices(&dir, Path::new("/sys"));
+                let (now, later) = split_after_ready(&dep, present);
+                wanted.extend(now);
+                let report = load_present(&mut sys, &dir, &dep, &wanted);
+                crate::timeline::mark(Path::new("/run"), "stage2_modules");
+                log_report("stage 2", &report);
+                if !later.is_empty() {
+                    after_ready = Some(Box::new(move || {
+                        let report = load_present(&mut crate::sys::Linux, &dir, &dep, &later);
+                        crate::timeline::mark(Path::new("/run"), "modules_after_ready");
+                        log_report("after the ready line", &report);
+                    }) as supervisor::AfterReady);
+                }
+            }
+            Err(e) => log::debug!("{}/modules.dep: {e}", dir.display()),
         }
     }
     let main = choose_main(
@@ -185,9 +187,7 @@ mod tests {
 
     #[test]
     fn drivers_no_service_needs_wait_for_the_ready_line() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            dir.path().join("modules.dep"),
+        let dep = modules::ModuleDep::parse(
             "kernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko\n\
              kernel/net/core/failover.ko:\n\
              kernel/drivers/input/mouse/psmouse.ko:\n\
@@ -195,8 +195,7 @@ mod tests {
              kernel/drivers/block/floppy.ko:\n\
              kernel/drivers/firmware/qemu_fw_cfg.ko:\n\
              kernel/drivers/ata/ata_piix.ko:\n",
-        )
-        .expect("dep");
+        );
         let present = [
             "psmouse",
             "virtio_net",
@@ -208,7 +207,7 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        let (now, later) = split_after_ready(dir.path(), present);
+        let (now, later) = split_after_ready(&dep, present);
         assert_eq!(now, ["virtio_net", "ata_piix", "not_there"]);
         assert_eq!(later, ["psmouse", "pcspkr", "floppy", "qemu_fw_cfg"]);
     }

@@ -31,6 +31,13 @@ pub fn normalize(name: &str) -> String {
 }
 
 impl ModuleDep {
+    /// `dir/modules.dep` (`dir` is `/lib/modules/<release>`), parsed.
+    pub fn read(dir: &Path) -> io::Result<ModuleDep> {
+        Ok(ModuleDep::parse(&std::fs::read_to_string(
+            dir.join("modules.dep"),
+        )?))
+    }
+
     pub fn parse(text: &str) -> ModuleDep {
         let mut dep = ModuleDep::default();
         for line in text.lines() {
@@ -138,10 +145,20 @@ pub fn load_with(
     dir: &Path,
     wanted: Option<&[String]>,
     params: &[(String, String)],
-    mut load: impl FnMut(&Path, bool, &str) -> io::Result<()>,
+    load: impl FnMut(&Path, bool, &str) -> io::Result<()>,
 ) -> io::Result<Report> {
-    let text = std::fs::read_to_string(dir.join("modules.dep"))?;
-    let dep = ModuleDep::parse(&text);
+    let dep = ModuleDep::read(dir)?;
+    Ok(load_from(dir, &dep, wanted, params, load))
+}
+
+/// [`load_with`] for a caller that has parsed `dir`'s `modules.dep` already.
+pub fn load_from(
+    dir: &Path,
+    dep: &ModuleDep,
+    wanted: Option<&[String]>,
+    params: &[(String, String)],
+    mut load: impl FnMut(&Path, bool, &str) -> io::Result<()>,
+) -> Report {
     let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
     let builtin: HashSet<String> = builtin.lines().map(|l| module_name(Path::new(l))).collect();
     let all;
@@ -197,7 +214,7 @@ pub fn load_with(
             }
         }
     }
-    Ok(report)
+    report
 }
 
 // finit_module(2) flag: the file is compressed and the kernel decompresses it (Linux 5.17+
