@@ -141,7 +141,11 @@ pub fn run(berthd_available: bool) -> ! {
         let dir = Path::new("/lib/modules").join(release);
         // Plus the drivers of the hardware that is there (NICs above all): the
         // initramfs carried only what reaching the root needed.
-        let mut wanted = vec!["button".to_string(), "evdev".to_string()];
+        // overlayfs, which every container's root is: left to the kernel's
+        // request at berthd's first mount, it costs a `/sbin/modprobe` run
+        // that parses modules.alias and modules.dep again (in the first
+        // container's start).
+        let mut wanted = ["button", "evdev", "overlay"].map(String::from).to_vec();
         match modules::ModuleDep::read(&dir) {
             Ok(dep) => {
                 let present = modules::for_present_devices(&dir, Path::new("/sys"));
