@@ -15,3 +15,9 @@ pub use types::*;
 
 /// berthd's API socket on a running system.
 pub const SOCKET: &str = "/run/berth/berth.sock";
+
+/// The environment variable through which PID 1 gives berthd the write end of
+/// a pipe: berthd writes a byte to it whenever its API would answer
+/// `GET /v1/services` differently in a service's phase, readiness or error,
+/// so PID 1 asks again at once instead of at its next poll.
+pub const NOTIFY_FD_ENV: &str = "BERTH_NOTIFY_FD";

@@ -151,3 +151,98 @@ berth:
     assert!(status.success(), "berthd exited with {status:?}");
     assert!(!socket.exists(), "the socket is removed on exit");
 }
+
+/// PID 1 hands berthd the write end of a pipe (`BERTH_NOTIFY_FD`) and asks
+/// the API again whenever a byte arrives. Here the test is PID 1: once the
+/// service waits on a gate the test holds, it asks only when told, so a
+/// change berthd did not announce leaves it waiting.
+#[test]
+fn berthd_writes_to_the_notify_pipe_when_a_service_gets_ready() {
+    use std::os::unix::process::CommandExt;
+
+    let Some((dir, store_dir, image)) = root_test("berth-cli-notify-") else {
+        return;
+    };
+    let gate = dir.path().join("gate");
+    std::fs::create_dir(&gate).expect("gate dir");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"#cloud-config
+berth:
+  services:
+    notify-web:
+      image: {image}
+      command: ["/bin/sh", "-c", "until [ -e /gate/open ]; do sleep 0.05; done; touch /tmp/ready; exec sleep 1000"]
+      volumes:
+        - {gate}:/gate:ro
+      healthcheck:
+        test: file:/tmp/ready
+        interval: 100ms
+"#,
+            gate = gate.display()
+        ),
+    );
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    let made = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    assert_eq!(made, 0, "pipe2: {}", std::io::Error::last_os_error());
+    let (read_end, write_end) = (fds[0], fds[1]);
+    let mut daemon = Daemon::start_prepared(dir.path(), &store_dir, &config, |c| {
+        c.env(berth_api::NOTIFY_FD_ENV, write_end.to_string());
+        // SAFETY: fcntl is async-signal-safe and touches only the child's
+        // descriptor table.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::fcntl(write_end, libc::F_SETFD, 0) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    });
+    // SAFETY: the test owns `write_end`; the daemon has its own copy now.
+    unsafe { libc::close(write_end) };
+    let wait_for_notice = |what: &str| {
+        let mut poll = libc::pollfd {
+            fd: read_end,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut poll, 1, 60_000) };
+        assert!(n == 1, "no notice from berthd within 60 s ({what})");
+        let mut buf = [0u8; 64];
+        // SAFETY: `buf` is valid for 64 bytes; the pipe is non-blocking.
+        while unsafe { libc::read(read_end, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    };
+
+    // The API's start is the first notice; then the service runs, waiting.
+    wait_for_notice("the API's start");
+    common::wait_until("notify-web running", WITHIN, || {
+        daemon.service("notify-web")["state"] == "running"
+    });
+    let mut buf = [0u8; 64];
+    // SAFETY: `buf` is valid for 64 bytes; the pipe is non-blocking.
+    while unsafe { libc::read(read_end, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    assert_eq!(daemon.service("notify-web")["ready"], false);
+
+    // From here the test asks only after a notice: readiness that came
+    // without one would leave it waiting until the 60 s run out.
+    std::fs::write(gate.join("open"), b"").expect("open the gate");
+    let mut notices = 0;
+    loop {
+        wait_for_notice(&format!(
+            "notify-web getting ready, after {notices} notices"
+        ));
+        notices += 1;
+        if daemon.service("notify-web")["ready"] == true {
+            break;
+        }
+    }
+    let status = daemon.stop(Duration::from_secs(30));
+    assert!(status.success(), "berthd exited with {status:?}");
+    // SAFETY: the test owns `read_end`.
+    unsafe { libc::close(read_end) };
+}

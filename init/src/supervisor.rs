@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -277,7 +277,19 @@ struct Loop {
     /// When the work kept for after the ready line starts anyway, should the
     /// line not come (a service that never gets ready).
     after_ready_by: Instant,
+    /// The read end of the pipe berthd writes a byte to when a service's
+    /// phase or readiness changes ([`berth_api::NOTIFY_FD_ENV`]).
+    notify: Option<OwnedFd>,
+    /// How many times that pipe woke PID 1 before the ready line.
+    notices: u32,
 }
+
+/// How often PID 1 asks berthd whether the boot is ready when berthd does
+/// not tell it of changes (the pipe could not be made, or it broke).
+const READY_POLL: Duration = Duration::from_millis(200);
+/// How often it asks when berthd does: a byte on the pipe that never came
+/// would otherwise hold the ready line.
+const READY_POLL_NOTIFIED: Duration = Duration::from_secs(1);
 
 /// Work kept for after the ready line (drivers no service needs), run on a
 /// thread of PID 1 once the line is out.
@@ -293,11 +305,27 @@ const AFTER_READY_AT_THE_LATEST: Duration = Duration::from_secs(60);
 pub const BERTHD_OOM_SCORE_ADJ: &[u8] = b"-999";
 pub const INIT_OOM_SCORE_ADJ: &[u8] = b"-1000";
 
-fn spawn(main: &Main) -> io::Result<i32> {
+/// Starts `main`; berthd gets `notify` (the write end of PID 1's pipe) as
+/// its [`berth_api::NOTIFY_FD_ENV`].
+fn spawn(main: &Main, notify: Option<&OwnedFd>) -> io::Result<i32> {
     let mut cmd = match main {
         Main::Berthd(program) => {
             let mut c = Command::new(program);
             c.arg("daemon").stdin(Stdio::null());
+            if let Some(fd) = notify.map(AsRawFd::as_raw_fd) {
+                c.env(berth_api::NOTIFY_FD_ENV, fd.to_string());
+                // SAFETY: fcntl is async-signal-safe and changes only the
+                // child's descriptor table: the write end survives its exec.
+                unsafe {
+                    c.pre_exec(move || {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) == 0 {
+                            Ok(())
+                        } else {
+                            Err(io::Error::last_os_error())
+                        }
+                    });
+                }
+            }
             c
         }
         Main::Shell(busybox) => {
@@ -355,7 +383,25 @@ impl Loop {
 
     fn start_main(&mut self, now: Instant) {
         self.restart_at = None;
-        match spawn(&self.main) {
+        // A new pipe for each berthd: the last one's write end went with it.
+        self.notify = None;
+        let write_end = match self.main {
+            Main::Berthd(_) => match notify_pipe() {
+                Ok((read, write)) => {
+                    self.notify = Some(read);
+                    Some(write)
+                }
+                Err(e) => {
+                    log::warn!(
+                        "cannot make berthd's notify pipe: {e}; asking it every {READY_POLL:?}"
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        // PID 1 keeps only the read end: its copy of the write end closes here.
+        match spawn(&self.main, write_end.as_ref()) {
             Ok(pid) => {
                 log::debug!("{} started as pid {pid}", self.name());
                 self.pid = Some(pid);
@@ -414,6 +460,12 @@ impl Loop {
         };
         if let Api::Settled(summary, _) = &status {
             announce_ready(&format!(" (services: {summary})"));
+            if self.notices > 0 {
+                log::info!(
+                    "berthd told PID 1 of service changes {} times before the ready line",
+                    self.notices
+                );
+            }
             self.ready = Ready::Done;
         } else if now >= next_note {
             match status {
@@ -456,7 +508,12 @@ impl Loop {
             next = next.min(t);
         }
         if matches!(self.ready, Ready::Pending { .. }) {
-            next = next.min(now + Duration::from_millis(200));
+            let poll = if self.notify.is_some() {
+                READY_POLL_NOTIFIED
+            } else {
+                READY_POLL
+            };
+            next = next.min(now + poll);
         }
         if self.buttons.is_empty() && now <= self.rescan_buttons_until {
             next = next.min(self.next_button_scan);
@@ -477,6 +534,35 @@ impl Loop {
         }
         let ms = next.saturating_duration_since(now).as_millis();
         libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+    }
+}
+
+/// A close-on-exec, non-blocking pipe: (read end, write end).
+fn notify_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both are new descriptors owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads what berthd wrote to the notify pipe. False when the pipe is done
+/// with (berthd and every copy of its write end are gone) or broken.
+fn drain(read_end: &OwnedFd) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+        let n = unsafe { libc::read(read_end.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            0 => return false,
+            n if n > 0 => continue,
+            _ => match io::Error::last_os_error().kind() {
+                io::ErrorKind::Interrupted => continue,
+                kind => return kind == io::ErrorKind::WouldBlock,
+            },
+        }
     }
 }
 
@@ -565,6 +651,8 @@ pub fn run(
         next_trial_status: now,
         after_ready,
         after_ready_by: now + AFTER_READY_AT_THE_LATEST,
+        notify: None,
+        notices: 0,
     };
     loop {
         let now = Instant::now();
@@ -587,6 +675,13 @@ pub fn run(
         for b in &l.buttons {
             fds.push(libc::pollfd {
                 fd: b.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if let Some(n) = &l.notify {
+            fds.push(libc::pollfd {
+                fd: n.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             });
@@ -614,6 +709,20 @@ pub fn run(
                     action = Some(Action::PowerOff);
                 }
             }
+            // The next turn of the loop asks berthd (`check_ready`).
+            let notified = l
+                .notify
+                .as_ref()
+                .and_then(|_| fds.last())
+                .map(|p| p.revents);
+            if notified.is_some_and(|r| r != 0) {
+                if matches!(l.ready, Ready::Pending { .. }) {
+                    l.notices = l.notices.saturating_add(1);
+                }
+                if !l.notify.as_ref().is_some_and(drain) {
+                    l.notify = None;
+                }
+            }
         }
         if let Some(action) = action {
             l.buttons.clear();
@@ -637,6 +746,22 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_notify_pipe_is_drained_until_berthd_is_gone() {
+        let (read, write) = notify_pipe().expect("pipe");
+        for _ in 0..3 {
+            // SAFETY: one byte from a valid buffer to an open descriptor.
+            assert_eq!(
+                unsafe { libc::write(write.as_raw_fd(), b"!".as_ptr().cast(), 1) },
+                1
+            );
+        }
+        assert!(drain(&read), "bytes read, pipe still open");
+        assert!(drain(&read), "nothing to read, pipe still open");
+        drop(write);
+        assert!(!drain(&read), "every write end closed");
+    }
 
     #[test]
     fn backoff_doubles_caps_and_resets() {

@@ -90,6 +90,14 @@ fn iso_boots(firmware: Firmware, test: &str) {
     // The ready line's summary is whole once PID 1's next line has arrived.
     vm.expect("PID 1 resident memory", Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
+    // berthd told PID 1 of its services' changes through the notify pipe
+    // (PID 1 logs how often, once the line is out); without it the line
+    // waits for PID 1's slow poll.
+    vm.expect(
+        "berthd told PID 1 of service changes",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{test}: {e}"));
     let transcript = vm.transcript();
     // Kernel messages may interleave with PID 1's line, so look at the whole
     // transcript for its summary rather than one line.

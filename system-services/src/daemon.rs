@@ -20,6 +20,7 @@ use crate::runtime::{ImageLayers, Runtime, Youki, YoukiConfig};
 use crate::supervisor::{self, ImageError, Images, ReconcileReport, StoreImages, Supervisor};
 
 mod config;
+mod notify;
 use config::load_config;
 
 /// Where the config comes from.
@@ -490,6 +491,9 @@ impl Control for DaemonControl {
 /// service in reverse dependency order. Call it before this process starts any thread.
 pub fn run(options: Options) -> Result<(), DaemonError> {
     limit_malloc_arenas();
+    // PID 1's pipe, taken (and its variable dropped) while nothing else runs.
+    let notifier = notify::Notifier::from_env();
+    std::env::remove_var(berth_api::NOTIFY_FD_ENV);
     // 1. The forker, while there is one thread.
     let runtime = Arc::new(Youki::new(YoukiConfig {
         root: options.run_dir.clone(),
@@ -651,6 +655,11 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         },
     )?;
     log::info!("API listening on {}", options.socket.display());
+    if let Some(notifier) = notifier {
+        if let Err(e) = notifier.spawn(Arc::clone(&supervisor)) {
+            log::warn!("cannot start telling PID 1 of changes: {e}");
+        }
+    }
 
     loop {
         match signals.wait() {

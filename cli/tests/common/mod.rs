@@ -75,13 +75,33 @@ impl Daemon {
         Daemon::start_with(dir, store, "--root", root)
     }
 
+    /// Like [`Daemon::start`], with `prepare` applied to the command first
+    /// (an environment variable, a descriptor to pass).
+    pub fn start_prepared(
+        dir: &Path,
+        store: &Path,
+        config: &Path,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Daemon {
+        Daemon::start_with_prepared(dir, store, "--config", config, prepare)
+    }
+
     fn start_with(dir: &Path, store: &Path, flag: &str, config: &Path) -> Daemon {
+        Daemon::start_with_prepared(dir, store, flag, config, |_| {})
+    }
+
+    fn start_with_prepared(
+        dir: &Path,
+        store: &Path,
+        flag: &str,
+        config: &Path,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let socket = berth_testkit::daemon_socket(dir);
-        let child = berth_testkit::daemon_command(Path::new(BERTH), dir, store)
-            .arg(flag)
-            .arg(config)
-            .spawn()
-            .expect("start berth daemon");
+        let mut command = berth_testkit::daemon_command(Path::new(BERTH), dir, store);
+        command.arg(flag).arg(config);
+        prepare(&mut command);
+        let child = command.spawn().expect("start berth daemon");
         let daemon = Daemon {
             child,
             dir: dir.to_path_buf(),
