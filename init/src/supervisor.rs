@@ -752,10 +752,8 @@ mod tests {
         let (read, write) = notify_pipe().expect("pipe");
         for _ in 0..3 {
             // SAFETY: one byte from a valid buffer to an open descriptor.
-            assert_eq!(
-                unsafe { libc::write(write.as_raw_fd(), b"!".as_ptr().cast(), 1) },
-                1
-            );
+            let written = unsafe { libc::write(write.as_raw_fd(), b"!".as_ptr().cast(), 1) };
+            assert_eq!(written, 1);
         }
         assert!(drain(&read), "bytes read, pipe still open");
         assert!(drain(&read), "nothing to read, pipe still open");
@@ -810,21 +808,7 @@ mod tests {
 
     /// A service as berthd lists it: `name`, `state`, ready or not, why not.
     fn svc(name: &str, state: Phase, ready: bool, error: Option<&str>) -> ServiceStatus {
-        ServiceStatus {
-            name: name.into(),
-            image: None,
-            state,
-            health: None,
-            ready,
-            pid: None,
-            restarts: 0,
-            uptime: None,
-            exit_code: None,
-            error: error.map(String::from),
-            oneshot: false,
-            restart: "no".into(),
-            adopted: false,
-        }
+        berth_api::testing::service_status(name, state, ready, error)
     }
 
     #[test]

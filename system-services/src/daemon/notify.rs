@@ -105,21 +105,10 @@ mod tests {
     use berth_api::ServiceStatus;
 
     fn status(name: &str, state: Phase, ready: bool) -> ServiceStatus {
-        ServiceStatus {
-            name: name.into(),
-            image: None,
-            state,
-            health: None,
-            ready,
-            pid: Some(10),
-            restarts: 0,
-            uptime: Some(1.0),
-            exit_code: None,
-            error: None,
-            oneshot: false,
-            restart: "always".into(),
-            adopted: false,
-        }
+        let mut s = berth_api::testing::service_status(name, state, ready, None);
+        s.pid = Some(10);
+        s.uptime = Some(1.0);
+        s
     }
 
     fn snapshot(services: Vec<ServiceStatus>) -> Snapshot {
