@@ -125,6 +125,7 @@ impl SshServer {
         Program {
             name: self.name().into(),
             argv,
+            after_ready: false,
         }
     }
 }

@@ -97,6 +97,7 @@ impl Getty {
         Program {
             name: format!("getty {}", self.tty),
             argv,
+            after_ready: true,
         }
     }
 }

@@ -35,7 +35,7 @@ pub mod users;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_configs::CloudConfig;
 
@@ -226,10 +226,35 @@ pub fn mark_ready(root: &Path, line: &str) -> Result<(), berth_sys::atomic::Writ
     })
 }
 
-/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+/// Whether a TCP socket listens on `port` in this network namespace: what
+/// makes a connection to it succeed. Read from `/proc/net/tcp{,6}` rather
+/// than by connecting, since each connection makes sshd start a session
+/// process (a re-exec loading its libraries again) that would compete with
+/// the boot for the CPU; a connection is the answer only without procfs.
 pub fn listening(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+    let tables: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .collect();
+    if tables.is_empty() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        return TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok();
+    }
+    tables.iter().any(|table| table_listens(table, port))
+}
+
+/// Whether a `/proc/net/tcp` or `tcp6` table has a socket listening on
+/// `port`: a line whose local address ends in `:<port in hex>` and whose
+/// state is `0A` (`TCP_LISTEN`).
+pub fn table_listens(table: &str, port: u16) -> bool {
+    let wanted = format!("{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1);
+        let state = fields.nth(1);
+        local.and_then(|l| l.rsplit_once(':')).map(|(_, p)| p) == Some(wanted.as_str())
+            && state == Some("0A")
+    })
 }
 
 /// Loads the config from the sources under `root`; rejected sources are warnings.
@@ -248,8 +273,10 @@ pub fn load_config(root: &Path, report: &mut dyn Report) -> Result<CloudConfig, 
 const DISK_SCAN: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
+    let started = Instant::now();
     let config = load_config(&options.root, report)?;
     let setup = setup(&config, options)?;
+    let set_up = started.elapsed();
     for warning in &setup.warnings.0 {
         report.line(format!("warning: {warning}"));
     }
@@ -266,7 +293,14 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
             if let Err(e) = mark_ready(&options.root, &ready) {
                 report.line(format!("warning: {e}"));
             }
-            report.line(ready)
+            report.line(ready);
+            // Where the console's start went, for `berth logs console`.
+            report.line(format!(
+                "ready {:.2}s after console-init started: setup {:.2}s, then the SSH server {:.2}s",
+                started.elapsed().as_secs_f64(),
+                set_up.as_secs_f64(),
+                (started.elapsed() - set_up).as_secs_f64()
+            ))
         },
         |report| {
             if last_scan.is_none_or(|t| t.elapsed() >= DISK_SCAN) {
@@ -278,4 +312,31 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
         },
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_listens_only_for_a_listening_socket_on_the_port() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+            \x20  0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1600 1\n\
+            \x20  1: 0100007F:1F90 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 1700 1\n";
+        assert!(table_listens(table, 22));
+        // Connected (state 01), not listening.
+        assert!(!table_listens(table, 8080));
+        // The remote side's port is not the local one.
+        assert!(!table_listens(table, 0xD2F0));
+        assert!(!table_listens("", 22));
+    }
+
+    #[test]
+    fn a_bound_listener_is_seen_and_a_closed_one_is_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert!(listening(port));
+        drop(listener);
+        assert!(!listening(port));
+    }
 }

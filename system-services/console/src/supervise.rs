@@ -20,6 +20,10 @@ pub const RESTART_DELAY: Duration = Duration::from_secs(1);
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often the loop wakes without a signal (restarts, readiness probes).
 const TICK: Duration = Duration::from_millis(100);
+/// When programs that wait for readiness start anyway, counted from the
+/// supervisor's start: a login prompt must come even when the SSH server
+/// never does, since it is how a bad config gets fixed.
+pub const AFTER_READY_FALLBACK: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
@@ -35,6 +39,11 @@ pub struct Program {
     /// What log lines call it (`sshd`, `getty ttyS0`).
     pub name: String,
     pub argv: Vec<String>,
+    /// Started once `ready` first answers (or [`AFTER_READY_FALLBACK`] after
+    /// the supervisor's start, if it has not by then), not at once. The login
+    /// prompts wait for the SSH server: on a busy boot CPU they would only
+    /// slow the start that the machine's ready line waits for.
+    pub after_ready: bool,
 }
 
 #[derive(Debug)]
@@ -148,7 +157,9 @@ fn kill(pid: libc::pid_t, signal: i32) {
 }
 
 /// Runs `programs` until SIGTERM or SIGINT. `ready` is asked every tick until it
-/// answers `true` once; `on_ready` is then called once; `tick` every tick.
+/// answers `true` once; `on_ready` is then called once, and the programs that
+/// wait for readiness are started. `tick` is called every tick from then on
+/// (or from [`AFTER_READY_FALLBACK`] on, like those programs).
 pub fn run(
     programs: Vec<Program>,
     report: &mut dyn Report,
@@ -158,18 +169,34 @@ pub fn run(
 ) -> Result<(), SuperviseError> {
     let signals = block_signals()?;
     set_subreaper()?;
-    let now = Instant::now();
+    let started = Instant::now();
+    let fallback = started + AFTER_READY_FALLBACK;
     let mut slots: Vec<Slot> = programs
         .into_iter()
         .map(|program| Slot {
+            start_at: Some(if program.after_ready {
+                fallback
+            } else {
+                started
+            }),
             program,
             pid: None,
-            start_at: Some(now),
         })
         .collect();
     let mut on_ready = Some(on_ready);
     let stop_signal = loop {
         let now = Instant::now();
+        if on_ready.is_some() && ready() {
+            if let Some(f) = on_ready.take() {
+                f(report);
+            }
+            for slot in slots.iter_mut().filter(|s| s.program.after_ready) {
+                // Not yet started for the first time: now, not at the fallback.
+                if slot.start_at == Some(fallback) {
+                    slot.start_at = Some(now);
+                }
+            }
+        }
         for slot in slots
             .iter_mut()
             .filter(|s| s.start_at.is_some_and(|t| t <= now))
@@ -186,12 +213,9 @@ pub fn run(
                 }
             }
         }
-        if on_ready.is_some() && ready() {
-            if let Some(f) = on_ready.take() {
-                f(report);
-            }
+        if on_ready.is_none() || now >= fallback {
+            tick(report);
         }
-        tick(report);
         let signal = wait_signal(&signals, TICK);
         for (pid, status) in reap() {
             if let Some(slot) = slots.iter_mut().find(|s| s.pid == Some(pid)) {

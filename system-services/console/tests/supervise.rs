@@ -1,6 +1,7 @@
 //! The supervisor as a process: programs that exit are restarted after a
-//! second, orphans are reaped, readiness is reported once, and SIGTERM stops
-//! every child and ends the supervisor cleanly.
+//! second, orphans are reaped, readiness is reported once, a program that
+//! waits for readiness starts after it, and SIGTERM stops every child and
+//! ends the supervisor cleanly.
 //!
 //! The test runs itself again with `BERTH_SUPERVISE_CHILD` set to be the
 //! supervisor (which must be single-threaded), and watches it from outside.
@@ -26,6 +27,7 @@ fn program(name: &str, script: &str) -> Program {
     Program {
         name: name.into(),
         argv: vec!["sh".into(), "-c".into(), script.into()],
+        after_ready: false,
     }
 }
 
@@ -36,6 +38,11 @@ fn supervisor() -> ExitCode {
         program("steady", "echo steady pid $$ >&2; exec sleep 1000"),
         // Leaves an orphan behind every time it runs; the subreaper inherits it.
         program("orphans", "(sleep 0.2) & exit 0"),
+        // Like a login prompt: started once ready, long before the fallback.
+        Program {
+            after_ready: true,
+            ..program("late", "echo late started >&2; exec sleep 1000")
+        },
     ];
     let started = Instant::now();
     let ready = || started.elapsed() > Duration::from_millis(300);
@@ -101,6 +108,7 @@ fn main() -> ExitCode {
     while seen(&lines, "flaky exited with status 3; restarting it in 1s") < 2
         || seen(&lines, "console-init: ready") < 1
         || seen(&lines, "steady pid") < 1
+        || seen(&lines, "late started") < 1
     {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => lines.push(line),
@@ -161,6 +169,17 @@ fn main() -> ExitCode {
     }
     if count("stopping (SIGTERM)") != 1 {
         failures.push("no `stopping (SIGTERM)` line".into());
+    }
+    let position = |needle: &str| lines.iter().position(|l| l.contains(needle));
+    match (position("console-init: ready"), position("late started")) {
+        (Some(ready), Some(late)) if late < ready => {
+            failures.push("late started before the supervisor was ready".into())
+        }
+        (_, None) => failures.push("late never started".into()),
+        _ => {}
+    }
+    if count("late started") != 1 {
+        failures.push("late was restarted".into());
     }
     if count("steady pid") != 1 {
         failures.push("steady was restarted, or never ran".into());
