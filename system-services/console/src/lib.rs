@@ -295,11 +295,12 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
             }
             report.line(ready);
             // Where the console's start went, for `berth logs console`.
+            let total = started.elapsed();
             report.line(format!(
                 "ready {:.2}s after console-init started: setup {:.2}s, then the SSH server {:.2}s",
-                started.elapsed().as_secs_f64(),
+                total.as_secs_f64(),
                 set_up.as_secs_f64(),
-                (started.elapsed() - set_up).as_secs_f64()
+                (total - set_up).as_secs_f64()
             ))
         },
         |report| {
