@@ -78,10 +78,9 @@ pub fn build(init: &Path, kernel: &Kernel, index: &ModuleIndex) -> Result<Initra
         let Some(rel) = index.path_of(name) else {
             continue;
         };
-        // Copied as they are (.ko, .ko.xz, .ko.zst): the kernel's
+        // Compressed ones (.ko.xz, .ko.zst) stay so: the kernel's
         // finit_module decompresses what it was built to accept.
-        let src = kernel.modules_dir.join(rel);
-        let data = std::fs::read(&src).map_err(io_err(&src))?;
+        let data = crate::modules::read_for_image(&kernel.modules_dir.join(rel))?;
         archive.file(&format!("{kdir}/{rel}"), 0o644, data)?;
     }
     archive.file(

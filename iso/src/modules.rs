@@ -274,9 +274,93 @@ pub fn trimmed_alias(text: &str, closure: &Closure) -> String {
     out
 }
 
+/// The trailer the kernel's sign-file appends after a module's PKCS#7 signature.
+const SIGNATURE_MARKER: &[u8] = b"~Module signature appended~\n";
+/// `struct module_signature`, between the signature and the marker; its last
+/// four bytes are the signature's length, big-endian.
+const SIGNATURE_INFO_LEN: usize = 12;
+
+/// A module file without its appended signature (the file as it was before
+/// signing); unsigned or malformed files come back whole.
+///
+/// Why Berth ships its modules unsigned: Debian's kernel checks each signed
+/// module's SHA-256 and RSA signature as it loads it, but does not enforce
+/// the result (`CONFIG_MODULE_SIG_FORCE` is off and Berth boots without
+/// Secure Boot's lockdown), so the check only decides whether the kernel is
+/// marked tainted. Under emulation it was most of each load's time (scsi_mod
+/// 175 ms signed, 39 ms unsigned). The modules' integrity comes from the OS
+/// image they ship in, which installs and upgrades verify.
+pub fn unsigned(module: &[u8]) -> &[u8] {
+    let Some(body) = module.strip_suffix(SIGNATURE_MARKER) else {
+        return module;
+    };
+    let Some(info_at) = body.len().checked_sub(SIGNATURE_INFO_LEN) else {
+        return module;
+    };
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&body[body.len() - 4..]);
+    let signature_len = u32::from_be_bytes(len) as usize;
+    match info_at.checked_sub(signature_len) {
+        Some(end) => &module[..end],
+        None => module,
+    }
+}
+
+/// Reads the module file at `path` for an image: an uncompressed `.ko` loses
+/// its signature ([`unsigned`]); a compressed one (signed before it was
+/// compressed) is copied as it is.
+pub fn read_for_image(path: &Path) -> Result<Vec<u8>> {
+    let mut data = std::fs::read(path).map_err(io_err(path))?;
+    if path.extension().is_some_and(|e| e == "ko") {
+        let keep = unsigned(&data).len();
+        data.truncate(keep);
+    }
+    Ok(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signed(body: &[u8], signature: &[u8]) -> Vec<u8> {
+        let mut file = body.to_vec();
+        file.extend_from_slice(signature);
+        file.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0]);
+        file.extend_from_slice(&(signature.len() as u32).to_be_bytes());
+        file.extend_from_slice(SIGNATURE_MARKER);
+        file
+    }
+
+    #[test]
+    fn a_signed_module_loses_exactly_its_signature() {
+        let body = b"\x7fELF module text";
+        assert_eq!(unsigned(&signed(body, &[0xa5; 565])), body);
+        assert_eq!(unsigned(&signed(b"", &[1, 2, 3])), b"");
+    }
+
+    #[test]
+    fn unsigned_and_malformed_modules_come_back_whole() {
+        let plain = b"\x7fELF no signature here".to_vec();
+        assert_eq!(unsigned(&plain), &plain[..]);
+        // A length larger than the file: not a signature this code understands.
+        let mut lying = signed(b"\x7fELF", &[7; 4]);
+        let at = lying.len() - SIGNATURE_MARKER.len() - 4;
+        lying[at..at + 4].copy_from_slice(&1000u32.to_be_bytes());
+        assert_eq!(unsigned(&lying), &lying[..]);
+        // The marker alone, with no room for the signature's description.
+        assert_eq!(unsigned(SIGNATURE_MARKER), SIGNATURE_MARKER);
+    }
+
+    #[test]
+    fn only_an_uncompressed_module_file_is_unsigned_for_the_image() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = signed(b"\x7fELF", &[9; 16]);
+        for (name, expect) in [("a.ko", &b"\x7fELF"[..]), ("a.ko.xz", &file[..])] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &file).expect("write");
+            assert_eq!(read_for_image(&path).expect("read"), expect, "{name}");
+        }
+    }
 
     const DEP: &str = "\
 kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko

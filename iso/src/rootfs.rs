@@ -341,8 +341,9 @@ fn stage_modules(kernel: &Kernel, staging: &Path) -> Result<usize> {
         if let Some(rel) = index.path_of(name) {
             std::fs::create_dir_all(dest.join(rel).parent().unwrap_or(&dest))
                 .map_err(io_err(&dest))?;
-            let from = kernel.modules_dir.join(rel);
-            std::fs::copy(&from, dest.join(rel)).map_err(io_err(&from))?;
+            let to = dest.join(rel);
+            let data = crate::modules::read_for_image(&kernel.modules_dir.join(rel))?;
+            std::fs::write(&to, data).map_err(io_err(&to))?;
         }
     }
     for extra in [

@@ -159,6 +159,20 @@ berth:
         copies.iter().all(|line| *line == copies[0]) && copies[0].ends_with(" 5"),
         "libc is not one inode with five names across the system images:\n{libc}"
     );
+    // The modules ship without Debian's signatures (iso::modules::unsigned;
+    // docs/security.md): the kernel marks each loaded one `(E)`, from the
+    // initramfs (virtio_blk) and from the root (virtio_net, overlay) alike.
+    let modules = ok(&vm, &ssh, "cat /proc/modules");
+    for module in ["virtio_blk", "virtio_net", "overlay"] {
+        assert!(
+            modules
+                .lines()
+                .any(|l| l.starts_with(&format!("{module} "))),
+            "{module} is not loaded:\n{modules}"
+        );
+    }
+    let signed: Vec<&str> = modules.lines().filter(|l| !l.ends_with("(E)")).collect();
+    assert!(signed.is_empty(), "modules loaded signed: {signed:?}");
     // What can hold secrets is root's: an unprivileged shell in the console
     // cannot read the cached user-data or what berthd applied, and the
     // applied state holds hashes, not the files' contents.
