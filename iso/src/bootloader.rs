@@ -54,7 +54,8 @@ const COMMON_MODULES: &[&str] = &[
     "reboot",
     "gzio",
 ];
-const BIOS_MODULES: &[&str] = &["biosdisk", "minicmd"];
+/// `linux16`: grub.cfg boots the kernel with the 16-bit protocol under BIOS (grub.rs).
+const BIOS_MODULES: &[&str] = &["biosdisk", "minicmd", "linux16"];
 const EFI_MODULES: &[&str] = &["efi_gop", "all_video"];
 
 /// The config built into both images.
@@ -234,6 +235,8 @@ mod tests {
         assert!(cfg.contains("linux /$berth_slot/vmlinuz console=tty0"));
         assert!(cfg.contains("berth.slot=$berth_slot"));
         assert!(cfg.contains("initrd /$berth_slot/initrd"));
+        assert!(cfg.contains("linux16 /$berth_slot/vmlinuz console=tty0"));
+        assert!(cfg.contains("initrd16 /$berth_slot/initrd"));
         assert!(!cfg.contains("berth.console.autologin"));
     }
 
