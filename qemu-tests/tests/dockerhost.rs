@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use qemu_tests::ssh::Ssh;
-use qemu_tests::steps::{boot_ready, eventually, ok};
+use qemu_tests::steps::{boot_ready, eventually, ok, poweroff};
 use qemu_tests::{Artifacts, Boot, Config};
 
 fn run(program: &str, args: &[&str]) {
@@ -214,7 +214,7 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
             .drive(&seed, true)
             .forward(port, 22)
     };
-    let mut vm = boot_ready(&config("dockerhost"), &ssh);
+    let vm = boot_ready(&config("dockerhost"), &ssh);
 
     // The console is Berth's, with the tools people reach for.
     assert!(ok(&vm, &ssh, "cat /etc/os-release").contains("Berth"));
@@ -364,10 +364,7 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
     assert!(!ok(&vm, &ssh, "docker ps -a --format '{{.Names}}'").contains("app_"));
 
     // The data survives a reboot (the same disk, the ISO again).
-    ok(&vm, &ssh, "sudo berth poweroff");
-    vm.wait_exit(Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{e}"));
-    drop(vm);
+    poweroff(vm, &ssh);
     let vm = boot_ready(&config("dockerhost-again"), &ssh);
     for base in ["/home/berth", "/opt", "/srv"] {
         assert_eq!(

@@ -29,7 +29,12 @@ pub(super) fn find_state_dev(root: &Path, plan: &BootPlan) -> Option<PathBuf> {
     // would hold it mounted, and `berth install --force` could not reinstall
     // that disk. Naming it (`berth.state.dev=`) still works.
     let candidates = || {
-        let all = devices(root);
+        // A writable ext4 state is never on an optical disc, and opening an
+        // empty drive is slow: leave them out.
+        let all: Vec<_> = devices(root)
+            .into_iter()
+            .filter(|d| !d.is_optical())
+            .collect();
         if plan.source != Source::Iso {
             return all;
         }
