@@ -55,7 +55,8 @@ pub fn block_devices(sys_block: &Path, dev: &Path) -> Vec<BlockDev> {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
-        // Unattached loop devices and empty drives have size 0: nothing to read.
+        // Unattached loop devices and empty card readers have size 0: nothing to
+        // read (an empty optical drive reports a guess instead; see is_optical).
         if sectors == 0 {
             continue;
         }
