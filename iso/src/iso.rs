@@ -18,6 +18,31 @@ pub struct Spec<'a> {
     pub out: &'a Path,
 }
 
+/// The GRUB modules on the ISO. grub.cfg (`GrubConfig::render`) uses serial
+/// and terminal, `if [ … ]` (test), linux and linux16; grub-mkrescue's EFI
+/// image finds the ISO with search; all_video lets the kernel's EFI frame
+/// buffer take over the screen GRUB set up.
+pub const GRUB_MODULES: &[&str] = &[
+    "normal",
+    "configfile",
+    "echo",
+    "test",
+    "serial",
+    "terminal",
+    "terminfo",
+    "linux",
+    "linux16",
+    "search",
+    "search_fs_uuid",
+    "search_fs_file",
+    "search_label",
+    "iso9660",
+    "part_msdos",
+    "part_gpt",
+    "fat",
+    "all_video",
+];
+
 /// Lays out the ISO tree and runs grub-mkrescue.
 pub fn build(spec: &Spec<'_>) -> Result<()> {
     let tree = spec.work_dir;
@@ -42,6 +67,9 @@ pub fn build(spec: &Spec<'_>) -> Result<()> {
         // Smaller: xz-compressed GRUB modules, no locales, themes or fonts
         // beyond the one the serial/VGA text terminals need.
         .args(["--compress=xz", "--locales=", "--themes=", "--fonts="])
+        // Only the modules grub.cfg and grub-mkrescue's own load.cfg use,
+        // with their dependencies: 0.6 MB of GRUB instead of 2.8 MB.
+        .arg(format!("--install-modules={}", GRUB_MODULES.join(" ")))
         .arg(tree)
         // Everything after the tree goes to `xorriso -as mkisofs`.
         .args(["-volid", ISO_VOLUME_ID]))?;

@@ -151,9 +151,14 @@ impl ModuleIndex {
 
     /// Every module name whose path starts with one of `prefixes`.
     pub fn under(&self, prefixes: &[&str]) -> Vec<String> {
+        self.matching(|path| prefixes.iter().any(|p| path.starts_with(p)))
+    }
+
+    /// Every module name whose path `keep` accepts.
+    pub fn matching(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
         self.modules
             .iter()
-            .filter(|(_, (path, _))| prefixes.iter().any(|p| path.starts_with(p)))
+            .filter(|(_, (path, _))| keep(path))
             .map(|(name, _)| name.clone())
             .collect()
     }

@@ -1,5 +1,6 @@
 #!/bin/bash
-# One probe boot of Berth in QEMU (TCG, one vCPU, -m 1024, virtio-rng, no user engine),
+# One probe boot of Berth in QEMU (TCG, one vCPU, -m 1024, virtio-rng, no user engine
+# unless ENGINE=1),
 # then COMMANDS over SSH once `berth: system ready` is out; prints the ready line and
 # what the commands printed. Files go to target/berth/probe/TAG.
 #
@@ -11,6 +12,7 @@
 #   ISO, KERNEL, INITRD   default: the build in target/berth
 #   APPEND        kernel arguments added in MODE=kernel (e.g. berth.debug)
 #   EXTRA         lines added under `berth: services:` in the seed's user-data
+#   ENGINE=1      keep the user engine (docker) the default config starts
 #   QEMU_EXTRA    QEMU arguments added, e.g. "-icount shift=1,sleep=off" (see README.md)
 #   PORT          host port forwarded to the guest's SSH (default 2300)
 #   SETTLE        seconds to wait after the ready line before the commands (default 3)
@@ -29,7 +31,7 @@ ssh_authorized_keys:
   - $(cat "$KEY.pub")
 berth:
   services:
-    docker: null
+$([ -n "${ENGINE:-}" ] || echo "    docker: null")
 ${EXTRA:-}
 EOC
 printf 'instance-id: probe\nlocal-hostname: berth\n' > "$D/meta-data"

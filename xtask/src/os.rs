@@ -132,6 +132,7 @@ pub fn build() -> Result<Artifacts> {
         &[
             &kernel.package,
             &rootfs::RUNTIME_MODULE_PREFIXES.join(","),
+            &rootfs::RUNTIME_MODULE_EXCLUDED.join(","),
             version,
             &sources_of(&workspace_root().join("iso/src"))?,
             &catalogue_sources,
