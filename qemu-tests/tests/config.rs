@@ -38,6 +38,7 @@ fn is_root() -> bool {
 const CHECK_SCRIPT: &str = r#"exec > /dev/ttyS0 2>&1
 echo "check: hostname=$(hostname) greeting=$GREETING"
 echo "check: earlier boots=$(cat /data/boots 2>/dev/null | wc -l)"
+echo "check: devkmsg=$(cat /proc/sys/kernel/printk_devkmsg)"
 echo boot >> /data/boots
 sync
 echo "check: eth1 $(ip -4 -o addr show dev eth1 | awk '{print $4}')"
@@ -196,6 +197,8 @@ berth:
         "seeded-by-nocloud greeting=hello-from-nocloud"
     );
     assert_eq!(line_after(&vm, "check: earlier boots="), "0");
+    // Without berth.debug the kernel's rate limit for /dev/kmsg stays.
+    assert_eq!(line_after(&vm, "check: devkmsg="), "ratelimit");
     assert_eq!(line_after(&vm, "check: eth1"), "10.9.0.15/24");
     // The kernel loads bonding and 8021q on demand through berth's modprobe.
     assert_eq!(
@@ -231,7 +234,7 @@ berth:
 
     let config_yaml = "#cloud-config\nhostname: set-on-the-cmdline\nberth:\n  services:\n    check:\n      environment:\n        GREETING: hello-from-cmdline\n";
     let append = format!(
-        "console=ttyS0 panic=-1 berth.cloud_config={}",
+        "console=ttyS0 panic=-1 berth.debug berth.cloud_config={}",
         base64::engine::general_purpose::STANDARD.encode(config_yaml)
     );
     let config = Config::new(
@@ -254,6 +257,8 @@ berth:
         "set-on-the-cmdline greeting=hello-from-cmdline"
     );
     assert_eq!(line_after(&vm, "check: earlier boots="), "1");
+    // berth.debug: PID 1's debug lines all reach dmesg.
+    assert_eq!(line_after(&vm, "check: devkmsg="), "on");
     vm.wait_exit(SHUTDOWN_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
     drop(vm);

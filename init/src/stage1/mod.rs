@@ -329,6 +329,11 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     let cmdline = std::fs::read_to_string(root.join("proc/cmdline")).unwrap_or_default();
     let plan = plan::plan(&cmdline);
     crate::console::set_verbose(plan.debug);
+    if plan.debug {
+        // Every debug line into dmesg too: the kernel otherwise lets a writer
+        // of /dev/kmsg have ten lines in five seconds and drops the rest.
+        let _ = std::fs::write(root.join("proc/sys/kernel/printk_devkmsg"), "on\n");
+    }
     for p in &plan.problems {
         log::warn!("kernel command line: {p}");
     }

@@ -126,6 +126,7 @@ impl SshServer {
             name: self.name().into(),
             argv,
             after_ready: false,
+            env: Vec::new(),
         }
     }
 }

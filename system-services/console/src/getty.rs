@@ -98,6 +98,7 @@ impl Getty {
             name: format!("getty {}", self.tty),
             argv,
             after_ready: true,
+            env: Vec::new(),
         }
     }
 }

@@ -18,6 +18,7 @@
 //! - [`dropbear`]: OpenSSH or Dropbear: host key conversion, command lines.
 //! - [`getty`]: which consoles get a getty (agetty or busybox's), with autologin or not.
 //! - [`supervise`]: start, restart, reap, stop.
+//! - [`notify`]: the SSH server's readiness message, which wakes the supervisor.
 
 pub mod accounts;
 pub mod disk_links;
@@ -27,6 +28,7 @@ pub mod getty;
 pub mod home;
 pub mod host_files;
 pub mod keys;
+pub mod notify;
 pub mod shells;
 pub mod sshd;
 pub mod sudoers;
@@ -185,7 +187,8 @@ pub fn setup(config: &CloudConfig, options: &Options) -> Result<Setup, Error> {
     })
 }
 
-/// The programs the console keeps running.
+/// The programs the console keeps running: the SSH server first, then the
+/// login prompts.
 pub fn programs(setup: &Setup, options: &Options) -> Vec<Program> {
     let mut programs = vec![setup.server.program(&setup.sshd, &setup.host_keys, options)];
     programs.extend(setup.gettys.iter().map(|g| g.program(&options.getty)));
@@ -280,7 +283,23 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
     for warning in &setup.warnings.0 {
         report.line(format!("warning: {warning}"));
     }
-    let programs = programs(&setup, options);
+    let mut programs = programs(&setup, options);
+    // Debian's sshd says when it listens; without the socket, the tick finds it.
+    let notify = match notify::NotifySocket::bind(&options.root.join(notify::NOTIFY_SOCKET)) {
+        Ok(socket) => {
+            if let Some(server) = programs.first_mut() {
+                server.env.push((
+                    notify::NOTIFY_SOCKET_ENV.into(),
+                    socket.path().display().to_string(),
+                ));
+            }
+            Some(socket)
+        }
+        Err(e) => {
+            report.line(format!("warning: readiness socket: {e}"));
+            None
+        }
+    };
     let port = setup.sshd.port;
     let ready = ready_line(&setup);
     let mut disk_links = disk_links::DiskLinks::default();
@@ -288,7 +307,12 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
     supervise::run(
         programs,
         report,
-        || listening(port),
+        || {
+            if let Some(socket) = &notify {
+                socket.drain();
+            }
+            listening(port)
+        },
         |report| {
             if let Err(e) = mark_ready(&options.root, &ready) {
                 report.line(format!("warning: {e}"));
@@ -304,6 +328,11 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
             ))
         },
         |report| {
+            // A restarted server says it is ready again; unread, ten such
+            // messages would fill the socket and block the next sender.
+            if let Some(socket) = &notify {
+                socket.drain();
+            }
             if last_scan.is_none_or(|t| t.elapsed() >= DISK_SCAN) {
                 last_scan = Some(std::time::Instant::now());
                 if let Err(e) = disk_links.refresh(&options.root) {

@@ -44,6 +44,8 @@ pub struct Program {
     /// prompts wait for the SSH server: on a busy boot CPU they would only
     /// slow the start that the machine's ready line waits for.
     pub after_ready: bool,
+    /// Set in its environment besides what console-init has.
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -67,7 +69,14 @@ fn block_signals() -> Result<libc::sigset_t, SuperviseError> {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for signal in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SIGIO: a readiness message arrived ([`crate::notify`]).
+        for signal in [
+            libc::SIGCHLD,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGIO,
+        ] {
             libc::sigaddset(&mut set, signal);
         }
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
@@ -128,14 +137,19 @@ fn spawn(program: &Program) -> io::Result<libc::pid_t> {
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command line"))?;
     let mut command = Command::new(first);
-    command.args(rest).stdin(Stdio::null());
+    command
+        .args(rest)
+        .envs(program.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe functions: sigemptyset/sigprocmask on a local set, and
-    // setsid. The signals the supervisor blocks would stay blocked across exec
-    // (sshd would never see SIGTERM); its own session lets agetty take its tty as
-    // controlling terminal and keeps terminal signals to one program.
+    // async-signal-safe functions: signal, sigemptyset/sigprocmask on a local
+    // set, and setsid. The signals the supervisor blocks would stay blocked
+    // across exec (sshd would never see SIGTERM), and so would SIGIO's ignored
+    // disposition; its own session lets agetty take its tty as controlling
+    // terminal and keeps terminal signals to one program.
     unsafe {
         command.pre_exec(|| {
+            libc::signal(libc::SIGIO, libc::SIG_DFL);
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
@@ -228,7 +242,7 @@ pub fn run(
                 ));
             }
         }
-        // SIGHUP and SIGCHLD only wake the loop.
+        // SIGHUP, SIGCHLD and SIGIO only wake the loop.
         if let Some(s @ (libc::SIGTERM | libc::SIGINT)) = signal {
             break s;
         }

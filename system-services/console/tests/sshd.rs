@@ -98,10 +98,31 @@ fn ssh_logs_in_with_the_configs_keys_and_password_login_is_refused() {
     let known_hosts = dir.path().join("known_hosts");
     std::fs::write(&known_hosts, common::known_host(port, &host_key)).expect("known_hosts");
 
-    let argv = ["/usr/sbin/sshd", "-D", "-e", "-f"].map(String::from);
+    // Started as console-init starts it: told where to say it is ready.
+    let notify = berth_console::notify::NotifySocket::bind(&dir.path().join("notify"))
+        .expect("notify socket");
+    let notify_env = format!(
+        "{}={}",
+        berth_console::notify::NOTIFY_SOCKET_ENV,
+        notify.path().display()
+    );
+    let argv = ["env", &notify_env, "/usr/sbin/sshd", "-D", "-e", "-f"].map(String::from);
     let mut argv = argv.to_vec();
     argv.push(sshd_config.display().to_string());
     let _sshd = start_server(&root, &argv);
+    // Debian's sshd sends READY=1, and only once it listens.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !notify.drain() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sshd sent no READY=1 in 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        berth_console::listening(port),
+        "sshd said it was ready before it listened"
+    );
     wait_listening(port);
     let ed25519 = ["-o", "HostKeyAlgorithms=ssh-ed25519"];
 

@@ -28,6 +28,7 @@ fn program(name: &str, script: &str) -> Program {
         name: name.into(),
         argv: vec!["sh".into(), "-c".into(), script.into()],
         after_ready: false,
+        env: Vec::new(),
     }
 }
 
