@@ -149,11 +149,6 @@ impl ModuleIndex {
         self.builtin.contains(&canonical(name))
     }
 
-    /// Every module name whose path starts with one of `prefixes`.
-    pub fn under(&self, prefixes: &[&str]) -> Vec<String> {
-        self.matching(|path| prefixes.iter().any(|p| path.starts_with(p)))
-    }
-
     /// Every module name whose path `keep` accepts.
     pub fn matching(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
         self.modules
@@ -482,8 +477,8 @@ kernel/net/unrelated.ko:
     }
 
     #[test]
-    fn under_selects_by_path_prefix() {
-        let got = index().under(&["kernel/drivers/usb/"]);
+    fn matching_selects_by_path() {
+        let got = index().matching(|path| path.starts_with("kernel/drivers/usb/"));
         assert_eq!(got, ["usb_common", "usb_storage", "usbcore"]);
     }
 }
