@@ -266,6 +266,14 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
     ok(&vm, &ssh, &format!("sudo berth image pull {image}"));
     ok(&vm, &ssh, &format!("docker tag {image} busybox:latest"));
 
+    // Containers run under crun by default; runc is there when asked for.
+    assert!(
+        info.contains("Default Runtime: crun"),
+        "crun is the default runtime:\n{info}"
+    );
+    ok(&vm, &ssh, "docker run --rm busybox true");
+    ok(&vm, &ssh, "docker run --rm --runtime runc busybox true");
+
     // docker run -v of the user's own directories, both ways.
     for base in ["/home/berth", "/opt", "/srv"] {
         ok(
@@ -363,9 +371,32 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
     ok(&vm, &ssh, "cd ~/app && docker compose down");
     assert!(!ok(&vm, &ssh, "docker ps -a --format '{{.Names}}'").contains("app_"));
 
+    // A daemon.json that names its own default runtime wins over crun (dockerd
+    // would refuse the setting given both ways).
+    ok(
+        &vm,
+        &ssh,
+        r#"echo '{"insecure-registries": ["daemon-json.example:5000"], "default-runtime": "runc"}' | sudo tee /etc/docker/daemon.json >/dev/null && sudo berth service restart docker"#,
+    );
+    eventually(
+        &vm,
+        &ssh,
+        "docker info 2>/dev/null | grep -q 'Default Runtime: runc'",
+        Duration::from_secs(180),
+    );
+    ok(&vm, &ssh, "docker run --rm busybox true");
+
     // The data survives a reboot (the same disk, the ISO again).
     poweroff(vm, &ssh);
     let vm = boot_ready(&config("dockerhost-again"), &ssh);
+    // write_files put the config's daemon.json back: crun again.
+    assert!(eventually(
+        &vm,
+        &ssh,
+        "docker info 2>/dev/null",
+        Duration::from_secs(180)
+    )
+    .contains("Default Runtime: crun"));
     for base in ["/home/berth", "/opt", "/srv"] {
         assert_eq!(
             ok(

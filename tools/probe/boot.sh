@@ -12,6 +12,7 @@
 #   ISO, KERNEL, INITRD   default: the build in target/berth
 #   APPEND        kernel arguments added in MODE=kernel (e.g. berth.debug)
 #   EXTRA         lines added under `berth: services:` in the seed's user-data
+#   TOP           top-level lines added to the user-data (e.g. a bootcmd)
 #   ENGINE=1      keep the user engine (docker) the default config starts
 #   QEMU_EXTRA    QEMU arguments added, e.g. "-icount shift=1,sleep=off" (see README.md)
 #   PORT          host port forwarded to the guest's SSH (default 2300)
@@ -26,14 +27,19 @@ PORT=${PORT:-2300}
 D=$OUT/probe/$TAG; rm -rf "$D"; mkdir -p "$D"
 KEY=$OUT/probe/key
 [ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -f "$KEY"
+# An empty `services:` would remove every service (a null key removes what the
+# defaults set), so the key is written only with something under it.
+SERVICES=$([ -n "${ENGINE:-}" ] || echo "    docker: null")${EXTRA:+
+$EXTRA}
+[ -z "$SERVICES" ] || SERVICES="berth:
+  services:
+$SERVICES"
 cat > "$D/user-data" <<EOC
 #cloud-config
 ssh_authorized_keys:
   - $(cat "$KEY.pub")
-berth:
-  services:
-$([ -n "${ENGINE:-}" ] || echo "    docker: null")
-${EXTRA:-}
+$SERVICES
+${TOP:-}
 EOC
 printf 'instance-id: probe\nlocal-hostname: berth\n' > "$D/meta-data"
 cloud-localds "$D/seed.img" "$D/user-data" "$D/meta-data"
