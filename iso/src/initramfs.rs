@@ -147,7 +147,7 @@ fn skeleton(archive: &mut Archive) -> Result<()> {
 /// unpacks the initramfs through a buffer the size of the window, allocated
 /// while the unpacked files already fill memory. Level 19's own 8 MiB window
 /// made a 96 MiB machine run out of memory there, before `/init`; 1 MiB costs
-/// about 4% in size.
+/// about 2% in size (2.38 → 2.43 MB).
 fn compress(raw: &[u8]) -> Result<Vec<u8>> {
     let name = Path::new("<initramfs zstd>");
     let mut encoder = zstd::stream::Encoder::new(Vec::new(), 19).map_err(io_err(name))?;
