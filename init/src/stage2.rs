@@ -44,7 +44,9 @@ pub fn mounts(sys: &mut dyn Sys, root: &Path) {
 /// Where the drivers are (paths in `modules.dep`) that nothing before the
 /// ready line uses: input devices (the power button's `evdev` is asked for
 /// by name), sound, graphics, video capture, sensors, memory-error
-/// reporting, SMBus, floppy disks and QEMU's firmware interface. On one CPU
+/// reporting, SMBus, floppy disks, optical drives (stage 1 loaded their driver
+/// if the boot medium or the seed was on a disc; berthd loads it for a
+/// `mounts` entry that names one) and QEMU's firmware interface. On one CPU
 /// every driver loaded before berthd delays the ready line, and these only
 /// probe their hardware (a PS/2 mouse's probe runs on for most of a second
 /// under emulation); they are loaded once the line is out.
@@ -57,6 +59,8 @@ const AFTER_READY: &[&str] = &[
     "kernel/drivers/edac/",
     "kernel/drivers/i2c/",
     "kernel/drivers/block/floppy.ko",
+    "kernel/drivers/scsi/sr_mod.ko",
+    "kernel/drivers/cdrom/",
     "kernel/drivers/firmware/qemu_fw_cfg.ko",
 ];
 
@@ -198,6 +202,8 @@ mod tests {
              kernel/drivers/input/misc/pcspkr.ko:\n\
              kernel/drivers/block/floppy.ko:\n\
              kernel/drivers/firmware/qemu_fw_cfg.ko:\n\
+             kernel/drivers/scsi/sr_mod.ko: kernel/drivers/cdrom/cdrom.ko\n\
+             kernel/drivers/cdrom/cdrom.ko:\n\
              kernel/drivers/ata/ata_piix.ko:\n",
         );
         let present = [
@@ -205,6 +211,7 @@ mod tests {
             "virtio_net",
             "pcspkr",
             "floppy",
+            "sr_mod",
             "ata_piix",
             "qemu_fw_cfg",
             "not_there",
@@ -213,7 +220,10 @@ mod tests {
         .to_vec();
         let (now, later) = split_after_ready(&dep, present);
         assert_eq!(now, ["virtio_net", "ata_piix", "not_there"]);
-        assert_eq!(later, ["psmouse", "pcspkr", "floppy", "qemu_fw_cfg"]);
+        assert_eq!(
+            later,
+            ["psmouse", "pcspkr", "floppy", "sr_mod", "qemu_fw_cfg"]
+        );
     }
 
     #[test]

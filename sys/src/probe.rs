@@ -27,10 +27,14 @@ impl BlockDev {
     /// drive is asked, and refuses with ENOMEDIUM); its size does not tell, as
     /// the kernel reports a guessed capacity for an empty drive.
     pub fn is_optical(&self) -> bool {
-        self.name
-            .strip_prefix("sr")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        is_optical_name(&self.name)
     }
+}
+
+/// Whether `name` (a kernel name, `sr0`) is an optical drive's.
+pub fn is_optical_name(name: &str) -> bool {
+    name.strip_prefix("sr")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Every block device with a size, from `sys_block` (`/sys/class/block`).

@@ -14,6 +14,12 @@
 //! - everything it carries, as a last resort, when the device it waits for has
 //!   not appeared within [`EVERYTHING_AFTER`]: a driver the aliases do not name
 //!   must not make a machine unbootable.
+//!
+//! Optical drives' driver ([`OPTICAL`]) is held back until a search has found
+//! nothing on the disks: probing a drive costs about 0.2 s of the one emulated
+//! CPU even when it is empty (QEMU's `pc` machine always has one), and a boot
+//! whose medium and seed are on disks never reads it. Stage 2 loads it after
+//! the ready line.
 
 use std::collections::HashSet;
 use std::io;
@@ -25,6 +31,10 @@ use crate::sys::Sys;
 
 /// How long a wait for a device goes on with the matched drivers only.
 pub const EVERYTHING_AFTER: Duration = Duration::from_secs(3);
+
+/// The driver of optical drives (CD, DVD; IDE, SATA, USB and SCSI ones alike,
+/// all of them SCSI devices of type 5 to the kernel).
+pub const OPTICAL: &[&str] = &["sr_mod"];
 
 /// What a filesystem needs besides its own module: FAT's code page and
 /// character sets, which the kernel would ask a `modprobe` for, and the
@@ -44,6 +54,8 @@ pub struct Drivers {
     /// Modules this boot has loaded or tried, so none is read twice.
     tried: HashSet<String>,
     everything: bool,
+    /// [`OPTICAL`] not loaded yet, on purpose.
+    optical_held: bool,
     everything_after: Duration,
     /// When the current wait for a device began.
     waiting_since: Option<Instant>,
@@ -78,6 +90,7 @@ impl Drivers {
             sysfs: root.join("sys"),
             tried: HashSet::new(),
             everything: false,
+            optical_held: true,
             everything_after: EVERYTHING_AFTER,
             waiting_since: None,
         }
@@ -89,23 +102,38 @@ impl Drivers {
         self
     }
 
-    /// Loads the drivers of the devices that have none yet; repeats while a
-    /// round of loading makes new devices appear (virtio's PCI transport
-    /// before its block devices, SCSI hosts before their disks).
-    pub fn coldplug(&mut self, sys: &mut dyn Sys) {
+    /// Loads the drivers of the devices that have none yet (but optical
+    /// drives', see [`Drivers::optical`]); repeats while a round of loading
+    /// makes new devices appear (virtio's PCI transport before its block
+    /// devices, SCSI hosts before their disks). Whether it loaded anything.
+    pub fn coldplug(&mut self, sys: &mut dyn Sys) -> bool {
         let Some(dir) = self.dir.clone() else {
-            return;
+            return false;
         };
+        let mut loaded = false;
         for _ in 0..4 {
             let wanted: Vec<String> = modules::for_present_devices(&dir, &self.sysfs)
                 .into_iter()
                 .filter(|m| !self.tried.contains(m))
+                .filter(|m| !(self.optical_held && OPTICAL.contains(&m.as_str())))
                 .collect();
             if wanted.is_empty() {
-                return;
+                break;
             }
             self.load(sys, &dir, Some(&wanted), "devices");
+            loaded = true;
         }
+        loaded
+    }
+
+    /// Loads the optical drives' driver, if there is a drive and it was held
+    /// back: a search that found nothing on the disks looks on discs next.
+    /// Whether that made new devices possible.
+    pub fn optical(&mut self, sys: &mut dyn Sys) -> bool {
+        if !std::mem::replace(&mut self.optical_held, false) {
+            return false;
+        }
+        self.coldplug(sys)
     }
 
     /// What mounting a `fstype` filesystem needs, if it is not registered.
@@ -149,14 +177,19 @@ impl Drivers {
         }
     }
 
-    /// One poll of a wait for a device: new devices' drivers, and everything
-    /// once the wait has gone on for [`EVERYTHING_AFTER`].
-    pub fn while_waiting(&mut self, sys: &mut dyn Sys) {
+    /// One poll of a wait for a device: optical drives' driver the first
+    /// time, new devices' drivers, and everything once the wait has gone on
+    /// for [`EVERYTHING_AFTER`]. Whether it loaded anything, so the caller
+    /// can look again at once instead of after its poll interval.
+    pub fn while_waiting(&mut self, sys: &mut dyn Sys) -> bool {
         let since = *self.waiting_since.get_or_insert_with(Instant::now);
-        self.coldplug(sys);
+        let mut loaded = self.optical(sys);
+        loaded |= self.coldplug(sys);
         if !self.everything && since.elapsed() >= self.everything_after {
             self.everything(sys);
+            loaded = true;
         }
+        loaded
     }
 
     /// The wait is over (found or given up).
@@ -167,6 +200,7 @@ impl Drivers {
     /// Every module the initramfs carries.
     pub fn everything(&mut self, sys: &mut dyn Sys) {
         self.everything = true;
+        self.optical_held = false;
         let Some(dir) = self.dir.clone() else {
             return;
         };
@@ -214,6 +248,8 @@ kernel/fs/nls/nls_cp437.ko:
 kernel/fs/nls/nls_ascii.ko:
 kernel/fs/nls/nls_iso8859-1.ko:
 kernel/fs/nls/nls_utf8.ko:
+kernel/drivers/cdrom/cdrom.ko:
+kernel/drivers/scsi/sr_mod.ko: kernel/drivers/cdrom/cdrom.ko
 ";
 
     const ALIAS: &str = "\
@@ -222,6 +258,7 @@ alias virtio:d00000002v* virtio_blk
 alias pci:v*d*sv*sd*bc0Csc03i30* usbcore
 alias fs-ext4 ext4
 alias fs-vfat vfat
+alias scsi:t-0x05* sr_mod
 ";
 
     /// A root with the modules above, a virtio PCI device in sysfs and
@@ -291,6 +328,41 @@ alias fs-vfat vfat
         );
         drivers.coldplug(&mut sys);
         assert!(loaded(&mut sys).is_empty());
+    }
+
+    /// Adds an optical drive (a SCSI device of type 5) to the root's sysfs.
+    fn add_optical_drive(root: &Path) {
+        let dev = root.join("sys/devices/pci0000:00/0000:00:01.1/ata2/host1/target1:0:0/1:0:0:0");
+        std::fs::create_dir_all(&dev).expect("mkdir");
+        std::fs::write(dev.join("modalias"), "scsi:t-0x05\n").expect("modalias");
+        on_bus(root, "scsi", &dev);
+    }
+
+    #[test]
+    fn the_optical_driver_waits_until_a_search_found_nothing_on_the_disks() {
+        let (root, mut drivers) = root();
+        add_optical_drive(root.path());
+        let mut sys = Recording::default();
+        assert!(drivers.coldplug(&mut sys));
+        assert_eq!(loaded(&mut sys), ["virtio", "virtio_pci"], "no sr_mod yet");
+        assert!(!drivers.coldplug(&mut sys), "nothing new");
+        // The boot medium is not on the disks: the first poll loads the
+        // optical driver, and says so, so the search looks again at once.
+        assert!(drivers.while_waiting(&mut sys));
+        assert_eq!(loaded(&mut sys), ["cdrom", "sr_mod"]);
+        assert!(!drivers.optical(&mut sys), "once");
+        assert!(!drivers.while_waiting(&mut sys));
+        assert!(loaded(&mut sys).is_empty());
+    }
+
+    #[test]
+    fn without_an_optical_drive_there_is_nothing_to_load_for_one() {
+        let (_root, mut drivers) = root();
+        let mut sys = Recording::default();
+        drivers.coldplug(&mut sys);
+        loaded(&mut sys);
+        assert!(!drivers.optical(&mut sys));
+        assert!(sys.calls.is_empty());
     }
 
     #[test]

@@ -153,11 +153,8 @@ pub fn mount_image(
             let found = probe::wait_for(
                 plan.wait,
                 || {
-                    let found = probe::find_iso(&devices(root), plan::ISO_LABEL);
-                    if found.is_none() {
-                        drivers.while_waiting(sys);
-                    }
-                    found
+                    let look = || probe::find_iso(&devices(root), plan::ISO_LABEL);
+                    look().or_else(|| drivers.while_waiting(sys).then(look).flatten())
                 },
                 || {
                     log::info!(
@@ -211,11 +208,8 @@ pub fn mount_image(
             let found = probe::wait_for(
                 plan.wait,
                 || {
-                    let found = probe::find_partname(&devices(root), &name);
-                    if found.is_none() {
-                        drivers.while_waiting(sys);
-                    }
-                    found
+                    let look = || probe::find_partname(&devices(root), &name);
+                    look().or_else(|| drivers.while_waiting(sys).then(look).flatten())
                 },
                 || log::info!("waiting up to {}s for {name}", plan.wait.as_secs()),
             );
@@ -350,9 +344,15 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     mount_image(sys, root, &plan, &mut drivers)?;
     crate::timeline::mark(&root.join("run"), "stage1_image");
     // The seed is looked for once, after the boot medium: by then the storage
-    // drivers have found what is attached at boot.
-    let devs = devices(root);
-    if let Some((_, fstype)) = nocloud::find(&devs) {
+    // drivers have found what is attached at boot. On discs too, if the disks
+    // have none (cloud-localds's seed as a CD, the usual way).
+    let mut devs = devices(root);
+    let mut found = nocloud::find(&devs);
+    if found.is_none() && drivers.optical(sys) {
+        devs = devices(root);
+        found = nocloud::find(&devs);
+    }
+    if let Some((_, fstype)) = found {
         drivers.filesystem(sys, root, fstype);
     }
     let seed = nocloud::read(sys, root, &devs);

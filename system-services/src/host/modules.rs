@@ -80,7 +80,12 @@ pub enum ModuleError {
 }
 
 /// Loads one module and what it needs; what happened, or why not.
-fn load(ops: &dyn HostOps, dir: &Path, name: &str, params: &str) -> Result<String, ModuleError> {
+pub(crate) fn load(
+    ops: &dyn HostOps,
+    dir: &Path,
+    name: &str,
+    params: &str,
+) -> Result<String, ModuleError> {
     let wanted = [name.to_string()];
     let with = [(name.to_string(), params.to_string())];
     let report = berth_sys::modules::load_with(dir, Some(&wanted), &with, |path, c, args| {

@@ -273,6 +273,7 @@ fn run(ops: &dyn HostOps, paths: &HostPaths, plan: &Plan) -> Result<String, Moun
             let source = if VIRTUAL.contains(&fstype.as_str()) {
                 device.clone()
             } else {
+                load_optical_driver(ops, paths, device);
                 resolve_device(paths, device)?.display().to_string()
             };
             let mut data = data.clone();
@@ -307,6 +308,25 @@ fn run(ops: &dyn HostOps, paths: &HostPaths, plan: &Plan) -> Result<String, Moun
                 tried,
             })
         }
+    }
+}
+
+/// An optical drive (`/dev/sr0`) has a node once its driver is loaded, and a
+/// boot from disks loads that driver only after the ready line (a drive's
+/// probe is slow under emulation, and nothing else needs it sooner): a mount
+/// of one loads it first.
+fn load_optical_driver(ops: &dyn HostOps, paths: &HostPaths, device: &str) {
+    let Some(name) = device.strip_prefix("/dev/") else {
+        return;
+    };
+    if !berth_sys::probe::is_optical_name(name) || paths.dev.join(name).exists() {
+        return;
+    }
+    let Some(dir) = &paths.modules else {
+        return;
+    };
+    if let Err(e) = super::modules::load(ops, dir, "sr_mod", "") {
+        log::warn!("{device}: cannot load the optical drives' driver: {e}");
     }
 }
 
@@ -530,6 +550,60 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(applied.mounts.len(), 3);
+    }
+
+    #[test]
+    fn a_mount_of_an_optical_drive_loads_its_driver_first() {
+        let r = root();
+        let dir = r.paths.modules.clone().expect("modules dir");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(
+            dir.join("modules.dep"),
+            "kernel/drivers/scsi/sr_mod.ko: kernel/drivers/cdrom/cdrom.ko\n\
+             kernel/drivers/cdrom/cdrom.ko:\n",
+        )
+        .expect("dep");
+        let ops = Recording::default();
+        let mounts = vec![
+            entry(&["/dev/sr0", "/media/cdrom", "iso9660", "ro"]),
+            entry(&["/dev/vdb", "/mnt/data", "ext4"]),
+        ];
+        let mut report = Report::default();
+        let mut applied = Applied::default();
+        apply(
+            &ops,
+            &r.paths,
+            &mounts,
+            &Applied::default(),
+            &mut applied,
+            &mut report,
+        );
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let subjects: Vec<String> = ops
+            .calls()
+            .iter()
+            .map(|c| format!("{} {c:?}", c.kind()))
+            .collect();
+        assert_eq!(subjects.len(), 4, "{subjects:?}");
+        assert!(subjects[0].starts_with("module ") && subjects[0].contains("cdrom"));
+        assert!(subjects[1].starts_with("module ") && subjects[1].contains("sr_mod"));
+        assert!(subjects[2].starts_with("mount "), "{subjects:?}");
+        assert!(subjects[3].starts_with("mount "), "no driver for a disk");
+
+        // Once the node is there (the driver is loaded), nothing is loaded again.
+        std::fs::write(r.paths.dev.join("sr0"), "").expect("node");
+        let ops = Recording::default();
+        let mut report = Report::default();
+        apply(
+            &ops,
+            &r.paths,
+            &mounts[..1],
+            &Applied::default(),
+            &mut applied,
+            &mut report,
+        );
+        let kinds: Vec<&str> = ops.calls().iter().map(Call::kind).collect();
+        assert_eq!(kinds, ["mount"]);
     }
 
     #[test]
