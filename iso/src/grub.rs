@@ -57,11 +57,12 @@ impl GrubConfig {
              terminal_input serial console\n\
              terminal_output serial console\n\
              set default=normal\n\
-             # Boot at once: with the hidden style GRUB still checks for a key\n\
-             # (Esc, F4 or an entry hotkey) typed while it loads, and then shows\n\
-             # the menu with no timeout instead of booting.\n\
+             # Hidden: no menu unless Esc (or F4) is typed within the second,\n\
+             # on either terminal; then the menu stays until an entry is chosen.\n\
+             # Not 0: Debian's GRUB turns a hidden 0 into 3 s whenever an input\n\
+             # terminal cannot report Shift (a serial one never can).\n\
              set timeout_style=hidden\n\
-             set timeout=0\n\
+             set timeout=1\n\
              # panic=10: a kernel panic reboots, so boot counting can fall back.\n\
              # Under BIOS the 16-bit boot protocol (linux16): with the 32-bit one,\n\
              # GRUB moves the kernel to its load address with a byte-wise copy,\n\
@@ -140,13 +141,13 @@ mod tests {
     }
 
     #[test]
-    fn serial_and_vga_terminals_and_no_wait() {
+    fn serial_and_vga_terminals_and_a_one_second_window() {
         let cfg = GrubConfig::default().render();
         assert!(cfg.contains("serial --unit=0 --speed=115200"));
         assert!(cfg.contains("terminal_input serial console"));
         assert!(cfg.contains("terminal_output serial console"));
         assert!(cfg.contains("set timeout_style=hidden"));
-        assert!(cfg.contains("set timeout=0"));
+        assert!(cfg.contains("set timeout=1"));
         assert!(cfg.contains("set default=normal"));
     }
 

@@ -140,3 +140,46 @@ fn iso_boots_under_bios() {
 fn iso_boots_under_uefi() {
     iso_boots(Firmware::Uefi, "iso_boots_under_uefi");
 }
+
+/// The boot menu on a serial console: GRUB waits a second for Esc on either
+/// terminal, and its menu boots the entry chosen there (the debug one here,
+/// whose `berth.debug` shows on the kernel's command line). A cloud VM's
+/// serial console is often the only way to reach the rescue entry of a machine
+/// that does not come up.
+#[test]
+fn esc_on_the_serial_console_opens_the_boot_menu() {
+    let test = "esc_on_the_serial_console_opens_the_boot_menu";
+    let Some(iso) = Artifacts::get(Artifacts::ISO, test) else {
+        return;
+    };
+    let mut vm = Vm::start(&Config::new(test, Boot::Cdrom(iso))).expect("start qemu");
+    // Typed again and again from QEMU's start, as a user does: GRUB drops
+    // what came before it set up the serial port, and looks for a key during
+    // its one-second window.
+    let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
+    let menu = loop {
+        vm.send("\x1b").expect("type Esc");
+        match vm.expect("(rescue shell)", Duration::from_millis(250)) {
+            Ok(at) => break at,
+            Err(e) if std::time::Instant::now() >= deadline => panic!("no boot menu: {e}"),
+            Err(_) => {}
+        }
+    };
+    eprintln!("{test}: the menu after {:.1}s", menu.as_secs_f64());
+    // Down to the debug entry (a VT100 arrow key, as a serial terminal sends
+    // it), then Enter.
+    vm.send("\x1b[B").expect("arrow down");
+    vm.send("\r").expect("enter");
+    vm.expect("Command line:", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let line = vm
+        .transcript()
+        .lines()
+        .find(|l| l.contains("Command line:"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        line.contains("berth.debug"),
+        "the debug entry was not booted: {line}"
+    );
+}
