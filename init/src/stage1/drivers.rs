@@ -16,10 +16,10 @@
 //!   must not make a machine unbootable.
 //!
 //! Optical drives' driver ([`OPTICAL`]) is held back until a search has found
-//! nothing on the disks: probing a drive costs about 0.2 s of the one emulated
-//! CPU even when it is empty (QEMU's `pc` machine always has one), and a boot
-//! whose medium and seed are on disks never reads it. Stage 2 loads it after
-//! the ready line.
+//! nothing on the disks: probing a drive costs about 0.15 s of the one
+//! emulated CPU even when it is empty (QEMU's `pc` machine has one unless told
+//! otherwise), and a boot whose medium and seed are on disks never reads it.
+//! Stage 2 loads it after the ready line.
 
 use std::collections::HashSet;
 use std::io;
