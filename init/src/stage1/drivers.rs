@@ -183,8 +183,8 @@ impl Drivers {
     /// can look again at once instead of after its poll interval.
     pub fn while_waiting(&mut self, sys: &mut dyn Sys) -> bool {
         let since = *self.waiting_since.get_or_insert_with(Instant::now);
-        let mut loaded = self.optical(sys);
-        loaded |= self.coldplug(sys);
+        // optical() runs a coldplug round itself when it loads anything.
+        let mut loaded = self.optical(sys) || self.coldplug(sys);
         if !self.everything && since.elapsed() >= self.everything_after {
             self.everything(sys);
             loaded = true;
