@@ -188,6 +188,10 @@ fn esc_on_the_serial_console_opens_the_boot_menu() {
     vm.send("\r").expect("enter");
     vm.expect("Command line:", BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
+    // The serial port delivers the line in pieces: read it only once its end
+    // has come.
+    vm.expect("\n", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
     let line = vm
         .transcript()
         .lines()
