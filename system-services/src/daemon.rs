@@ -595,6 +595,7 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
     }
     let service_files = Arc::clone(&sup_options.files);
     let exec_runtime: Arc<dyn Runtime> = Arc::clone(&runtime) as Arc<dyn Runtime>;
+    let removals = Arc::clone(&runtime);
     let supervisor = Arc::new(Supervisor::start(
         runtime,
         images,
@@ -679,6 +680,11 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
     }
     if let Err(e) = supervisor.shutdown() {
         log::error!("stopping services: {e}");
+    }
+    // No container's root may stay mounted once berthd has gone: PID 1
+    // unmounts the state partition next.
+    if !removals.finish_removals(std::time::Duration::from_secs(10)) {
+        log::warn!("deleted containers' bundles were still being removed at exit");
     }
     server.close();
     log::info!("berthd stopped");

@@ -89,6 +89,10 @@ fn main() {
             sigterm_stops_a_sleep_and_the_cgroup_goes_with_delete,
         ),
         (
+            "what_outlives_a_host_pid_init_goes_with_delete",
+            what_outlives_a_host_pid_init_goes_with_delete,
+        ),
+        (
             "pid_1_ignores_sigterm_without_a_handler",
             pid_1_ignores_sigterm_without_a_handler,
         ),
@@ -540,7 +544,98 @@ fn sigterm_stops_a_sleep_and_the_cgroup_goes_with_delete(env: &Env) -> Result {
     })?;
     check(!env.runtime.state_dir(id).exists(), || {
         "state survived delete".into()
+    })?;
+    bundles_removed(env)
+}
+
+/// The deleted containers' bundles, which `delete` moves aside and leaves to
+/// threads, are gone once those end, their roots unmounted.
+fn bundles_removed(env: &Env) -> Result {
+    check(env.runtime.finish_removals(Duration::from_secs(10)), || {
+        "the bundles' removals did not end".into()
+    })?;
+    let removing = env.dir.join("run/removing");
+    let left: Vec<_> = std::fs::read_dir(&removing)
+        .map_err(|e| format!("{}: {e}", removing.display()))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    check(left.is_empty(), || format!("left in removing/: {left:?}"))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let root = env.dir.join("run").display().to_string();
+    check(!mountinfo.contains(&format!("{root}/removing")), || {
+        format!("a removed bundle's root is still mounted:\n{mountinfo}")
     })
+}
+
+/// A container sharing the host's pid namespace can leave processes behind
+/// when its init exits; the delete of a container Berth saw stop (which does
+/// not go through libcontainer) kills them and removes the cgroup.
+fn what_outlives_a_host_pid_init_goes_with_delete(env: &Env) -> Result {
+    let id = "orphans";
+    let cgroup = cgroup_dir(id);
+    let (out, _, exit) = {
+        let created = env
+            .runtime
+            .create(&config(
+                env,
+                id,
+                Service {
+                    command: exec(&[
+                        "sh",
+                        "-c",
+                        "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!",
+                    ]),
+                    pid: Some("host".into()),
+                    ..Service::default()
+                },
+            ))
+            .map_err(|e| e.to_string())?;
+        let result = (|| {
+            env.runtime.start(id).map_err(|e| e.to_string())?;
+            let out = read_all(&created.stdout, Duration::from_secs(30))?;
+            let exit = env
+                .runtime
+                .wait_timeout(id, Duration::from_secs(30))
+                .map_err(|e| e.to_string())?
+                .ok_or("the init did not exit")?;
+            Ok((out, String::new(), exit))
+        })();
+        match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = env.runtime.delete(id);
+                return Err(e);
+            }
+        }
+    };
+    check(exit.success(), || format!("the init: {exit:?}"))?;
+    let sleeper: i32 = out
+        .trim()
+        .parse()
+        .map_err(|e| format!("the sleep's pid {out:?}: {e}"))?;
+    wait_exec(sleeper, "sleep")?;
+    env.runtime.delete(id).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{sleeper}/stat")).is_ok_and(|stat| {
+            stat.rfind(')')
+                .is_some_and(|i| !stat[i + 1..].trim_start().starts_with('Z'))
+        })
+    };
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check(!alive(), || {
+        format!("the orphaned sleep {sleeper} survived delete")
+    })?;
+    check(!cgroup.exists(), || {
+        format!("{} survived delete", cgroup.display())
+    })?;
+    check(!env.runtime.state_dir(id).exists(), || {
+        "state survived delete".into()
+    })?;
+    bundles_removed(env)
 }
 
 fn pid_1_ignores_sigterm_without_a_handler(env: &Env) -> Result {

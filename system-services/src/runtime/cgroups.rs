@@ -109,10 +109,27 @@ pub fn clear_descendants(relative: &Path) -> io::Result<usize> {
 }
 
 fn clear_descendants_in(hierarchies: &[PathBuf], relative: &Path) -> io::Result<usize> {
+    remove_in(hierarchies, relative, false)
+}
+
+/// Kills everything in the cgroup `relative` and below it, in every
+/// hierarchy, and removes them all, deepest first: what libcontainer's delete
+/// does for a container's cgroup, for a container Berth has seen stop. Returns
+/// how many were removed.
+pub fn remove(relative: &Path) -> io::Result<usize> {
+    remove_in(&hierarchies(), relative, true)
+}
+
+fn remove_in(hierarchies: &[PathBuf], relative: &Path, itself: bool) -> io::Result<usize> {
     let relative = relative.strip_prefix("/").unwrap_or(relative);
     let mut removed = 0;
     for root in hierarchies {
-        for cgroup in descendants(&root.join(relative)) {
+        let top = root.join(relative);
+        let mut cgroups = descendants(&top);
+        if itself {
+            cgroups.push(top);
+        }
+        for cgroup in cgroups {
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
                 kill_all(&cgroup);
@@ -198,5 +215,23 @@ mod tests {
             "the service's own cgroup is libcontainer's to remove"
         );
         assert!(descendants(&service).is_empty());
+    }
+
+    #[test]
+    fn removing_a_cgroup_takes_it_and_its_descendants_in_every_hierarchy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (v1, v2) = (dir.path().join("cpu"), dir.path().join("unified"));
+        std::fs::create_dir_all(v1.join("berth/web/child")).expect("mkdir");
+        std::fs::create_dir_all(v2.join("berth/web")).expect("mkdir");
+        let removed =
+            remove_in(&[v1.clone(), v2.clone()], Path::new("/berth/web"), true).expect("remove");
+        assert_eq!(removed, 3);
+        assert!(!v1.join("berth/web").exists() && !v2.join("berth/web").exists());
+        assert!(v1.join("berth").exists(), "the parent stays");
+        // A hierarchy without the cgroup is no error.
+        assert_eq!(
+            remove_in(&[v1], Path::new("/berth/web"), true).expect("again"),
+            0
+        );
     }
 }

@@ -8,6 +8,8 @@
 //!  stdout/stderr FIFOs ── create + fds (SCM_RIGHTS) ──▶ libcontainer build(as_sibling)
 //!                       ◀──────── init pid ──────────   (init becomes berthd's child)
 //!  pidfd_open(init) ─ reap with waitid(P_PIDFD)
+//!  delete of a reaped init: cgroup rmdir, state removed (no forker round trip);
+//!  the bundle renamed into removing/, unmounted and removed on a thread
 //! ```
 //!
 //! A container's stdout and stderr are named pipes in its bundle, opened
@@ -155,7 +157,8 @@ pub trait Runtime: Send + Sync {
     /// Sends `signal` to the container's init.
     fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError>;
     /// Kills whatever still runs in the container, reaps its init, removes its cgroup,
-    /// state and root.
+    /// state and root. The id can be created again when this returns; a runtime
+    /// may finish unmounting and removing the root after that.
     fn delete(&self, id: &str) -> Result<(), RuntimeError>;
     fn state(&self, id: &str) -> Result<ContainerState, RuntimeError>;
     /// Reaps the init if it has exited; `Ok(None)` while it runs. Repeated calls
@@ -178,15 +181,15 @@ pub trait Runtime: Send + Sync {
         })
     }
 
-    /// Opens the output of container `id`, created by an earlier instance of
-    /// berthd, again (re-adoption): read ends of its stdout and stderr.
-    /// `Ok(None)` when this runtime (or the container) cannot reattach.
     /// The mounted root filesystem of container `id`, as the host sees it, if
     /// this runtime has one (where a config reload writes new `write_files`).
     fn root_of(&self, _id: &str) -> Option<PathBuf> {
         None
     }
 
+    /// Opens the output of container `id`, created by an earlier instance of
+    /// berthd, again (re-adoption): read ends of its stdout and stderr.
+    /// `Ok(None)` when this runtime (or the container) cannot reattach.
     fn reattach(&self, id: &str) -> Result<Option<Output>, RuntimeError> {
         let _ = id;
         Ok(None)
