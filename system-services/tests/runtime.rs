@@ -574,48 +574,25 @@ fn bundles_removed(env: &Env) -> Result {
 fn what_outlives_a_host_pid_init_goes_with_delete(env: &Env) -> Result {
     let id = "orphans";
     let cgroup = cgroup_dir(id);
-    let (out, _, exit) = {
-        let created = env
-            .runtime
-            .create(&config(
-                env,
-                id,
-                Service {
-                    command: exec(&[
-                        "sh",
-                        "-c",
-                        "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!",
-                    ]),
-                    pid: Some("host".into()),
-                    ..Service::default()
-                },
-            ))
-            .map_err(|e| e.to_string())?;
-        let result = (|| {
-            env.runtime.start(id).map_err(|e| e.to_string())?;
-            let out = read_all(&created.stdout, Duration::from_secs(30))?;
-            let exit = env
-                .runtime
-                .wait_timeout(id, Duration::from_secs(30))
-                .map_err(|e| e.to_string())?
-                .ok_or("the init did not exit")?;
-            Ok((out, String::new(), exit))
-        })();
-        match result {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = env.runtime.delete(id);
-                return Err(e);
-            }
-        }
-    };
+    // The sleep's output goes elsewhere, so the output ends with the init.
+    let (out, _, exit) = run(
+        env,
+        id,
+        Service {
+            command: exec(&[
+                "sh",
+                "-c",
+                "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!",
+            ]),
+            pid: Some("host".into()),
+            ..Service::default()
+        },
+    )?;
     check(exit.success(), || format!("the init: {exit:?}"))?;
     let sleeper: i32 = out
         .trim()
         .parse()
         .map_err(|e| format!("the sleep's pid {out:?}: {e}"))?;
-    wait_exec(sleeper, "sleep")?;
-    env.runtime.delete(id).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let alive = || {
         std::fs::read_to_string(format!("/proc/{sleeper}/stat")).is_ok_and(|stat| {
