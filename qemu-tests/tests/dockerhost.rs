@@ -1,6 +1,6 @@
 //! Berth as a docker host people can live on, tried as a new user does it over
 //! SSH: `docker run -v` of the user's own directories, mounts that appear
-//! after boot, `write_files` landing where users look (the console, the
+//! after boot, a disk attached after boot, `write_files` landing where users look (the console, the
 //! engine's `/etc/docker`, another service with `container:`), the engine's
 //! RancherOS keys, a private registry whose CA comes from `ca_certs`,
 //! `/etc/rc.local`, compose and the usual tools in the console.
@@ -214,7 +214,7 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
             .drive(&seed, true)
             .forward(port, 22)
     };
-    let vm = boot_ready(&config("dockerhost"), &ssh);
+    let mut vm = boot_ready(&config("dockerhost"), &ssh);
 
     // The console is Berth's, with the tools people reach for.
     assert!(ok(&vm, &ssh, "cat /etc/os-release").contains("Berth"));
@@ -355,6 +355,39 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
         "on-disk"
     );
     ok(&vm, &ssh, "sudo umount /mnt/disk");
+
+    // A disk attached while the engine runs (a cloud volume, a USB stick)
+    // reaches the engine's /dev: `docker run --device` and privileged
+    // containers see it and read what is on it.
+    let hot = dir.path().join("hot.img");
+    let mut marker = b"BERTHHOT".to_vec();
+    marker.resize(1 << 20, 0);
+    std::fs::write(&hot, &marker).expect("hot.img");
+    vm.monitor(&format!(
+        "drive_add 0 if=none,id=hot0,format=raw,file={}",
+        hot.display()
+    ))
+    .expect("drive_add");
+    vm.monitor("device_add virtio-blk-pci,drive=hot0,id=hotdisk,serial=berthhot")
+        .expect("device_add");
+    let name = eventually(
+        &vm,
+        &ssh,
+        "for d in /sys/block/vd*; do [ \"$(cat $d/serial 2>/dev/null)\" = berthhot ] && basename $d; done | grep .",
+        Duration::from_secs(60),
+    );
+    let node = format!("/dev/{}", name.trim());
+    eventually(
+        &vm,
+        &ssh,
+        &format!("docker run --rm --device {node} busybox head -c 8 {node} | grep -x BERTHHOT"),
+        Duration::from_secs(60),
+    );
+    ok(
+        &vm,
+        &ssh,
+        &format!("docker run --rm --privileged busybox test -b {node}"),
+    );
 
     // Compose: two services up, then down.
     ok(

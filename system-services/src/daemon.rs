@@ -629,6 +629,9 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
             config.engine.clone(),
             &config.swarm,
         );
+        // Disks attached later (and other new device nodes): into the
+        // privileged services' own /dev.
+        host::devices::spawn(Arc::clone(&supervisor));
     }
 
     if let (Some(paths), Some(disk)) = (&host_paths, &config.install.disk) {

@@ -2,7 +2,8 @@
 //! root, on the busybox test image: dependency order with a oneshot, a crash
 //! loop with backoff beside a steady service, a healthcheck run inside the
 //! container gating a dependent, reverse-order stop with SIGKILL after the
-//! grace period, and a reconcile that recreates only the changed service.
+//! grace period, a reconcile that recreates only the changed service, and a
+//! privileged service given a device node that appeared after it started.
 //!
 //! Like `tests/runtime.rs`, this test has its own `main` (`harness = false`):
 //! the forker must be forked while the process is single-threaded.
@@ -70,6 +71,10 @@ fn main() {
         (
             "reconcile_recreates_only_the_changed_service",
             reconcile_recreates_only_the_changed_service,
+        ),
+        (
+            "a_privileged_service_gets_the_devices_that_come_and_go",
+            a_privileged_service_gets_the_devices_that_come_and_go,
         ),
     ];
     let mut failed = Vec::new();
@@ -484,4 +489,62 @@ fn reconcile_recreates_only_the_changed_service(env: &Env) -> Result {
             "removed service still listed".into()
         })
     })
+}
+
+/// A loop device added on the host (`LOOP_CTL_ADD`, as `losetup` does when
+/// every loop device is in use) while a privileged service runs reaches its
+/// `/dev` through the uevent berthd hears; removed, it goes again.
+fn a_privileged_service_gets_the_devices_that_come_and_go(env: &Env) -> Result {
+    const LOOP_CTL_ADD: libc::c_ulong = 0x4C80;
+    const LOOP_CTL_REMOVE: libc::c_ulong = 0x4C81;
+    let mut service = sh("sleep 600", None);
+    service.privileged = true;
+    let (sup, _logs) = supervise(env, "devices", &[("dev-priv", service)])?;
+    let sup = Arc::new(sup);
+    berthd::host::devices::spawn(Arc::clone(&sup));
+    with_shutdown(&sup, || {
+        wait(&sup, "dev-priv running", 30, |s| {
+            state_is(s, "dev-priv", Phase::Running)
+        })?;
+        let pid = sup
+            .service("dev-priv")
+            .and_then(|s| s.pid)
+            .ok_or("no pid")?;
+        let control = std::fs::File::open("/dev/loop-control")
+            .map_err(|e| format!("/dev/loop-control: {e}"))?;
+        // A number no loop device has yet.
+        let number = (300..400)
+            .find(|n| !Path::new(&format!("/dev/loop{n}")).exists())
+            .ok_or("no free loop number")?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&control);
+        // SAFETY: ioctl on an open loop-control fd with an integer argument.
+        if unsafe { libc::ioctl(fd, LOOP_CTL_ADD, number) } < 0 {
+            return Err(format!(
+                "LOOP_CTL_ADD {number}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let inside = PathBuf::from(format!("/proc/{pid}/root/dev/loop{number}"));
+        let appeared = poll(Duration::from_secs(15), || inside.exists());
+        // SAFETY: as above.
+        let removed = unsafe { libc::ioctl(fd, LOOP_CTL_REMOVE, number) } >= 0;
+        check(appeared, || {
+            format!("{} did not appear in the service's /dev", inside.display())
+        })?;
+        check(removed, || format!("LOOP_CTL_REMOVE {number} failed"))?;
+        check(poll(Duration::from_secs(15), || !inside.exists()), || {
+            format!("{} stayed after the host lost it", inside.display())
+        })
+    })
+}
+
+fn poll(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
 }

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::runtime::Exit;
 
 pub mod commands;
+pub mod devices;
 pub mod hostname;
 pub mod linux;
 pub mod modules;

@@ -638,8 +638,15 @@ impl Manager {
             let key = |e: &Entry| e.created.unwrap_or(f64::MAX);
             key(&a.1).total_cmp(&key(&b.1)).then(a.0.cmp(&b.0))
         });
+        let host_devices = self
+            .services
+            .iter()
+            .filter(|(_, s)| s.def.privileged && s.phase == Phase::Running)
+            .filter_map(|(name, s)| Some((name.clone(), s.pid?)))
+            .collect();
         let mut snap = self.shared.lock();
         snap.services = services;
+        snap.host_devices = host_devices;
         snap.timeline = Timeline {
             berthd_started: timeline::secs(self.berthd_started),
             services: entries.into_iter().map(|(_, e)| e).collect(),

@@ -132,6 +132,9 @@ pub use berth_api::{Phase, ReconcileReport, ServiceStatus};
 pub struct Snapshot {
     pub services: Vec<ServiceStatus>,
     pub timeline: Timeline,
+    /// The running privileged services (name, init's pid): their `/dev` holds
+    /// the host's device nodes, kept in step by `host::devices`.
+    pub host_devices: Vec<(String, i32)>,
     /// The manager has finished (after shutdown).
     pub finished: bool,
 }

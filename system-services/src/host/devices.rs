@@ -1,0 +1,350 @@
+//! Device nodes that appear or go while privileged services run.
+//!
+//! A privileged service's `/dev` is its own tmpfs, filled with the host's
+//! device nodes when its container is made (`runtime::spec`, as Docker does).
+//! Without more, a disk attached later (a cloud volume, a USB stick, a loop
+//! device) is missing there: `docker run --device /dev/vdc` fails with "no
+//! such file or directory", and so does anything that looks for it in the
+//! engine. Berth has no udev, so berthd keeps those `/dev`s in step itself:
+//! on each kernel uevent that names a device node (and every few seconds, for
+//! a service started meanwhile) it makes the host's new nodes in every running
+//! privileged service's `/dev` and removes the ones the host lost.
+//!
+//! The nodes are made through `/proc/PID/root`. A privileged service is root
+//! on the host in every way that matters (all capabilities, every device), so
+//! a link it planted under its `/dev` gains it nothing it does not have.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::supervisor::Supervisor;
+
+/// How often the running privileged services are looked at when no uevent
+/// comes: a service started since gets what appeared while it was made.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// What is needed to make the same node elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    /// `st_mode`: the type (block or character) and the permissions.
+    pub mode: u32,
+    pub rdev: u64,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The device nodes under `dev`, by path relative to it: the same set a
+/// privileged container gets when it is made
+/// ([`host_device_nodes`](crate::runtime::spec::host_device_nodes)).
+pub fn scan(dev: &Path) -> BTreeMap<PathBuf, Node> {
+    crate::runtime::spec::host_device_nodes(dev)
+        .into_iter()
+        .filter_map(|path| {
+            let meta = std::fs::symlink_metadata(&path).ok()?;
+            let rel = path.strip_prefix(dev).ok()?.to_path_buf();
+            Some((
+                rel,
+                Node {
+                    mode: meta.mode(),
+                    rdev: meta.rdev(),
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// What one [`sync`] changed, by relative path.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<PathBuf>,
+    pub removed: Vec<PathBuf>,
+}
+
+/// Makes `dev` (a container's `/dev`) hold every node of `now` it lacks, and
+/// removes the nodes `before` had that `now` has not — only where the node
+/// there is still that device, so what the container made itself stays.
+pub fn sync(
+    dev: &Path,
+    before: &BTreeMap<PathBuf, Node>,
+    now: &BTreeMap<PathBuf, Node>,
+) -> io::Result<Changes> {
+    let mut changes = Changes::default();
+    for (rel, node) in now {
+        let path = dev.join(rel);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        make(&path, node)?;
+        changes.added.push(rel.clone());
+    }
+    for (rel, node) in before {
+        if now.contains_key(rel) {
+            continue;
+        }
+        let path = dev.join(rel);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let kind = meta.file_type();
+        if (kind.is_block_device() || kind.is_char_device()) && meta.rdev() == node.rdev {
+            std::fs::remove_file(&path)?;
+            changes.removed.push(rel.clone());
+        }
+    }
+    Ok(changes)
+}
+
+fn make(path: &Path, node: &Node) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let kind = if node.mode & libc::S_IFMT == libc::S_IFBLK {
+        rustix::fs::FileType::BlockDevice
+    } else {
+        rustix::fs::FileType::CharacterDevice
+    };
+    let perms = node.mode & 0o7777;
+    match rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        kind,
+        rustix::fs::Mode::from_raw_mode(perms),
+        node.rdev,
+    ) {
+        // Made meanwhile (console-init adds disks to the console itself).
+        Err(rustix::io::Errno::EXIST) => return Ok(()),
+        other => other?,
+    }
+    std::os::unix::fs::chown(path, Some(node.uid), Some(node.gid))?;
+    // mknod's mode went through the umask.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(perms))
+}
+
+/// Kernel uevents: a datagram each time a device is added, removed or changed.
+struct Uevents {
+    socket: std::os::fd::OwnedFd,
+}
+
+impl Uevents {
+    fn open(timeout: Duration) -> io::Result<Uevents> {
+        use nix::sys::socket::{
+            bind, setsockopt, socket, sockopt, AddressFamily, NetlinkAddr, SockFlag, SockProtocol,
+            SockType,
+        };
+        let socket = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkKObjectUEvent,
+        )?;
+        // Group 1: the kernel's own messages (there is no udev to relay them).
+        bind(socket.as_raw_fd(), &NetlinkAddr::new(0, 1))?;
+        let timeout =
+            nix::sys::time::TimeVal::new(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX), 0);
+        setsockopt(&socket, sockopt::ReceiveTimeout, &timeout)?;
+        Ok(Uevents { socket })
+    }
+
+    /// Waits up to the timeout for uevents; true if one of those that came
+    /// names a device node. Reads whatever else is queued too, so a burst of
+    /// events (a disk and its partitions) is one wake-up.
+    fn wait(&self) -> bool {
+        use nix::sys::socket::{recv, MsgFlags};
+        let mut buf = vec![0u8; 8192];
+        let mut names_a_node = false;
+        let mut flags = MsgFlags::empty();
+        loop {
+            match recv(self.socket.as_raw_fd(), &mut buf, flags) {
+                Ok(n) => {
+                    names_a_node |= buf[..n]
+                        .split(|b| *b == 0)
+                        .any(|field| field.starts_with(b"DEVNAME="));
+                    flags = MsgFlags::MSG_DONTWAIT;
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                // EAGAIN: the timeout, or nothing more queued. ENOBUFS: the
+                // kernel dropped messages; a rescan sees what they said.
+                Err(nix::errno::Errno::ENOBUFS) => names_a_node = true,
+                Err(_) => return names_a_node,
+            }
+        }
+    }
+}
+
+/// Keeps the `/dev` of every running privileged service in step with the
+/// host's, on a thread of its own, for as long as berthd runs.
+pub fn spawn(supervisor: Arc<Supervisor>) {
+    let uevents = match Uevents::open(RECHECK) {
+        Ok(u) => u,
+        Err(e) => {
+            log::warn!(
+                "device nodes that appear later will not reach privileged services: uevent socket: {e}"
+            );
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("host-devices".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            let dev = Path::new("/dev");
+            let mut host = scan(dev);
+            let mut seen: BTreeSet<i32> = BTreeSet::new();
+            loop {
+                let changed = uevents.wait();
+                let snapshot = supervisor.snapshot();
+                if snapshot.finished {
+                    return;
+                }
+                let now = if changed { scan(dev) } else { host.clone() };
+                for (name, pid) in &snapshot.host_devices {
+                    // A service seen before needs only what changed; one
+                    // started since may lack what appeared while it was made.
+                    if now == host && seen.contains(pid) {
+                        continue;
+                    }
+                    let container_dev = PathBuf::from(format!("/proc/{pid}/root/dev"));
+                    match sync(&container_dev, &host, &now) {
+                        Ok(c) if c.added.is_empty() && c.removed.is_empty() => {}
+                        Ok(c) => log::info!(
+                            "{name}: device nodes added {:?}, removed {:?}",
+                            c.added,
+                            c.removed
+                        ),
+                        // It may have stopped meanwhile.
+                        Err(e) => log::debug!("{name}: device nodes: {e}"),
+                    }
+                }
+                seen = snapshot.host_devices.iter().map(|(_, pid)| *pid).collect();
+                host = now;
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the device-node thread: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_root() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    /// A host `/dev` with a character node and a block node in a subdirectory.
+    fn host_dev(dir: &Path) -> PathBuf {
+        let dev = dir.join("host");
+        std::fs::create_dir_all(dev.join("input")).expect("mkdir");
+        make(
+            &dev.join("null2"),
+            &Node {
+                mode: libc::S_IFCHR | 0o666,
+                rdev: libc::makedev(1, 3),
+                uid: 0,
+                gid: 0,
+            },
+        )
+        .expect("mknod");
+        make(
+            &dev.join("input/disk9"),
+            &Node {
+                mode: libc::S_IFBLK | 0o640,
+                rdev: libc::makedev(7, 200),
+                uid: 0,
+                gid: 6,
+            },
+        )
+        .expect("mknod");
+        dev
+    }
+
+    #[test]
+    fn new_nodes_are_made_and_gone_ones_removed_but_not_the_containers_own() {
+        if !is_root() {
+            berth_testkit::skip!("making device nodes needs CAP_MKNOD (run as root)");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = host_dev(dir.path());
+        let container = dir.path().join("container");
+        std::fs::create_dir_all(&container).expect("mkdir");
+        // The container's own: a node the host never had, and a file where
+        // the host has a node.
+        make(
+            &container.join("mine"),
+            &Node {
+                mode: libc::S_IFCHR | 0o600,
+                rdev: libc::makedev(1, 5),
+                uid: 0,
+                gid: 0,
+            },
+        )
+        .expect("mknod");
+
+        let empty = BTreeMap::new();
+        let first = scan(&host);
+        assert_eq!(
+            first.keys().cloned().collect::<Vec<_>>(),
+            [PathBuf::from("input/disk9"), PathBuf::from("null2")]
+        );
+        let changes = sync(&container, &empty, &first).expect("sync");
+        assert_eq!(changes.added.len(), 2);
+        let made = std::fs::symlink_metadata(container.join("input/disk9")).expect("made");
+        assert!(made.file_type().is_block_device());
+        assert_eq!(made.rdev(), libc::makedev(7, 200));
+        assert_eq!(made.mode() & 0o7777, 0o640);
+        assert_eq!(made.gid(), 6);
+        assert_eq!(scan(&container).len(), 3, "the two and its own");
+
+        // Again: nothing to do.
+        assert_eq!(
+            sync(&container, &first, &first).expect("sync"),
+            Changes::default()
+        );
+
+        // The host loses disk9; the container's own node stays.
+        std::fs::remove_file(host.join("input/disk9")).expect("rm");
+        let second = scan(&host);
+        let changes = sync(&container, &first, &second).expect("sync");
+        assert_eq!(changes.removed, [PathBuf::from("input/disk9")]);
+        assert!(container.join("mine").exists());
+        assert!(container.join("null2").exists());
+    }
+
+    #[test]
+    fn a_node_that_is_another_device_now_is_not_removed() {
+        if !is_root() {
+            berth_testkit::skip!("making device nodes needs CAP_MKNOD (run as root)");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = host_dev(dir.path());
+        let container = dir.path().join("container");
+        let before = scan(&host);
+        sync(&container, &BTreeMap::new(), &before).expect("sync");
+        // The container put another device at that path.
+        std::fs::remove_file(container.join("null2")).expect("rm");
+        make(
+            &container.join("null2"),
+            &Node {
+                mode: libc::S_IFCHR | 0o600,
+                rdev: libc::makedev(1, 8),
+                uid: 0,
+                gid: 0,
+            },
+        )
+        .expect("mknod");
+        std::fs::remove_file(host.join("null2")).expect("rm");
+        let changes = sync(&container, &before, &scan(&host)).expect("sync");
+        assert!(changes.removed.is_empty(), "{changes:?}");
+        assert!(container.join("null2").exists());
+    }
+}
