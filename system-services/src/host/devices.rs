@@ -169,10 +169,18 @@ impl Uevents {
                     flags = MsgFlags::MSG_DONTWAIT;
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
-                // EAGAIN: the timeout, or nothing more queued. ENOBUFS: the
-                // kernel dropped messages; a rescan sees what they said.
+                // ENOBUFS: the kernel dropped messages; a rescan sees what
+                // they said.
                 Err(nix::errno::Errno::ENOBUFS) => names_a_node = true,
-                Err(_) => return names_a_node,
+                // The timeout, or nothing more queued.
+                Err(nix::errno::Errno::EAGAIN) => return names_a_node,
+                // Not expected of a netlink socket; without the pause a
+                // socket that fails at once would keep this thread busy.
+                Err(e) => {
+                    log::debug!("uevent socket: {e}");
+                    std::thread::sleep(RECHECK);
+                    return true;
+                }
             }
         }
     }
