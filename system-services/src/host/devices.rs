@@ -243,32 +243,31 @@ pub fn spawn(supervisor: Arc<Supervisor>) {
 mod tests {
     use super::*;
 
-    fn is_root() -> bool {
-        rustix::process::geteuid().is_root()
+    /// Whether this test can make device nodes; says why not when it cannot.
+    fn can_mknod() -> bool {
+        let root = rustix::process::geteuid().is_root();
+        if !root {
+            berth_testkit::skip!("making device nodes needs CAP_MKNOD (run as root)");
+        }
+        root
+    }
+
+    fn node(kind: u32, perms: u32, (major, minor): (u32, u32), gid: u32) -> Node {
+        Node {
+            mode: kind | perms,
+            rdev: libc::makedev(major, minor),
+            uid: 0,
+            gid,
+        }
     }
 
     /// A host `/dev` with a character node and a block node in a subdirectory.
     fn host_dev(dir: &Path) -> PathBuf {
         let dev = dir.join("host");
-        std::fs::create_dir_all(dev.join("input")).expect("mkdir");
-        make(
-            &dev.join("null2"),
-            &Node {
-                mode: libc::S_IFCHR | 0o666,
-                rdev: libc::makedev(1, 3),
-                uid: 0,
-                gid: 0,
-            },
-        )
-        .expect("mknod");
+        make(&dev.join("null2"), &node(libc::S_IFCHR, 0o666, (1, 3), 0)).expect("mknod");
         make(
             &dev.join("input/disk9"),
-            &Node {
-                mode: libc::S_IFBLK | 0o640,
-                rdev: libc::makedev(7, 200),
-                uid: 0,
-                gid: 6,
-            },
+            &node(libc::S_IFBLK, 0o640, (7, 200), 6),
         )
         .expect("mknod");
         dev
@@ -276,34 +275,25 @@ mod tests {
 
     #[test]
     fn new_nodes_are_made_and_gone_ones_removed_but_not_the_containers_own() {
-        if !is_root() {
-            berth_testkit::skip!("making device nodes needs CAP_MKNOD (run as root)");
+        if !can_mknod() {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let host = host_dev(dir.path());
         let container = dir.path().join("container");
-        std::fs::create_dir_all(&container).expect("mkdir");
-        // The container's own: a node the host never had, and a file where
-        // the host has a node.
+        // The container's own: a node the host never had.
         make(
             &container.join("mine"),
-            &Node {
-                mode: libc::S_IFCHR | 0o600,
-                rdev: libc::makedev(1, 5),
-                uid: 0,
-                gid: 0,
-            },
+            &node(libc::S_IFCHR, 0o600, (1, 5), 0),
         )
         .expect("mknod");
 
-        let empty = BTreeMap::new();
         let first = scan(&host);
         assert_eq!(
             first.keys().cloned().collect::<Vec<_>>(),
             [PathBuf::from("input/disk9"), PathBuf::from("null2")]
         );
-        let changes = sync(&container, &empty, &first).expect("sync");
+        let changes = sync(&container, &BTreeMap::new(), &first).expect("sync");
         assert_eq!(changes.added.len(), 2);
         let made = std::fs::symlink_metadata(container.join("input/disk9")).expect("made");
         assert!(made.file_type().is_block_device());
@@ -320,8 +310,7 @@ mod tests {
 
         // The host loses disk9; the container's own node stays.
         std::fs::remove_file(host.join("input/disk9")).expect("rm");
-        let second = scan(&host);
-        let changes = sync(&container, &first, &second).expect("sync");
+        let changes = sync(&container, &first, &scan(&host)).expect("sync");
         assert_eq!(changes.removed, [PathBuf::from("input/disk9")]);
         assert!(container.join("mine").exists());
         assert!(container.join("null2").exists());
@@ -329,8 +318,7 @@ mod tests {
 
     #[test]
     fn a_node_that_is_another_device_now_is_not_removed() {
-        if !is_root() {
-            berth_testkit::skip!("making device nodes needs CAP_MKNOD (run as root)");
+        if !can_mknod() {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -342,12 +330,7 @@ mod tests {
         std::fs::remove_file(container.join("null2")).expect("rm");
         make(
             &container.join("null2"),
-            &Node {
-                mode: libc::S_IFCHR | 0o600,
-                rdev: libc::makedev(1, 8),
-                uid: 0,
-                gid: 0,
-            },
+            &node(libc::S_IFCHR, 0o600, (1, 8), 0),
         )
         .expect("mknod");
         std::fs::remove_file(host.join("null2")).expect("rm");
