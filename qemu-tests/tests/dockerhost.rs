@@ -1,7 +1,8 @@
 //! Berth as a docker host people can live on, tried as a new user does it over
 //! SSH: `docker run -v` of the user's own directories, mounts that appear
-//! after boot, a disk attached after boot, `write_files` landing where users look (the console, the
-//! engine's `/etc/docker`, another service with `container:`), the engine's
+//! after boot, a disk attached after boot, `write_files` landing where users
+//! look (the console, the engine's `/etc/docker`, another service with
+//! `container:`), the engine's
 //! RancherOS keys, a private registry whose CA comes from `ca_certs`,
 //! `/etc/rc.local`, compose and the usual tools in the console.
 

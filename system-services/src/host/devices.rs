@@ -60,29 +60,33 @@ pub fn scan(dev: &Path) -> BTreeMap<PathBuf, Node> {
         .collect()
 }
 
-/// What one [`sync`] changed, by relative path.
+/// What one [`sync`] changed, by relative path, and what it could not.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub added: Vec<PathBuf>,
     pub removed: Vec<PathBuf>,
+    pub failed: Vec<(PathBuf, String)>,
 }
 
 /// Makes `dev` (a container's `/dev`) hold every node of `now` it lacks, and
 /// removes the nodes `before` had that `now` has not — only where the node
-/// there is still that device, so what the container made itself stays.
+/// there is still that device, so what the container made itself stays. A
+/// node that cannot be made or removed does not stop the others.
 pub fn sync(
     dev: &Path,
     before: &BTreeMap<PathBuf, Node>,
     now: &BTreeMap<PathBuf, Node>,
-) -> io::Result<Changes> {
+) -> Changes {
     let mut changes = Changes::default();
     for (rel, node) in now {
         let path = dev.join(rel);
         if std::fs::symlink_metadata(&path).is_ok() {
             continue;
         }
-        make(&path, node)?;
-        changes.added.push(rel.clone());
+        match make(&path, node) {
+            Ok(()) => changes.added.push(rel.clone()),
+            Err(e) => changes.failed.push((rel.clone(), e.to_string())),
+        }
     }
     for (rel, node) in before {
         if now.contains_key(rel) {
@@ -94,11 +98,13 @@ pub fn sync(
         };
         let kind = meta.file_type();
         if (kind.is_block_device() || kind.is_char_device()) && meta.rdev() == node.rdev {
-            std::fs::remove_file(&path)?;
-            changes.removed.push(rel.clone());
+            match std::fs::remove_file(&path) {
+                Ok(()) => changes.removed.push(rel.clone()),
+                Err(e) => changes.failed.push((rel.clone(), e.to_string())),
+            }
         }
     }
-    Ok(changes)
+    changes
 }
 
 fn make(path: &Path, node: &Node) -> io::Result<()> {
@@ -219,15 +225,21 @@ pub fn spawn(supervisor: Arc<Supervisor>) {
                         continue;
                     }
                     let container_dev = PathBuf::from(format!("/proc/{pid}/root/dev"));
-                    match sync(&container_dev, &host, &now) {
-                        Ok(c) if c.added.is_empty() && c.removed.is_empty() => {}
-                        Ok(c) => log::info!(
+                    let c = sync(&container_dev, &host, &now);
+                    if !c.added.is_empty() || !c.removed.is_empty() {
+                        log::info!(
                             "{name}: device nodes added {:?}, removed {:?}",
                             c.added,
                             c.removed
-                        ),
-                        // It may have stopped meanwhile.
-                        Err(e) => log::debug!("{name}: device nodes: {e}"),
+                        );
+                    }
+                    // Every node fails when the service has just stopped.
+                    if let Some((rel, e)) = c.failed.first() {
+                        log::debug!(
+                            "{name}: {} device node(s) not made or removed, {}: {e}",
+                            c.failed.len(),
+                            rel.display()
+                        );
                     }
                 }
                 seen = snapshot.host_devices.iter().map(|(_, pid)| *pid).collect();
@@ -293,7 +305,7 @@ mod tests {
             first.keys().cloned().collect::<Vec<_>>(),
             [PathBuf::from("input/disk9"), PathBuf::from("null2")]
         );
-        let changes = sync(&container, &BTreeMap::new(), &first).expect("sync");
+        let changes = sync(&container, &BTreeMap::new(), &first);
         assert_eq!(changes.added.len(), 2);
         let made = std::fs::symlink_metadata(container.join("input/disk9")).expect("made");
         assert!(made.file_type().is_block_device());
@@ -303,17 +315,31 @@ mod tests {
         assert_eq!(scan(&container).len(), 3, "the two and its own");
 
         // Again: nothing to do.
-        assert_eq!(
-            sync(&container, &first, &first).expect("sync"),
-            Changes::default()
-        );
+        assert_eq!(sync(&container, &first, &first), Changes::default());
 
         // The host loses disk9; the container's own node stays.
         std::fs::remove_file(host.join("input/disk9")).expect("rm");
-        let changes = sync(&container, &first, &scan(&host)).expect("sync");
+        let changes = sync(&container, &first, &scan(&host));
         assert_eq!(changes.removed, [PathBuf::from("input/disk9")]);
         assert!(container.join("mine").exists());
         assert!(container.join("null2").exists());
+    }
+
+    #[test]
+    fn a_node_that_cannot_be_made_does_not_stop_the_others() {
+        if !can_mknod() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = host_dev(dir.path());
+        let container = dir.path().join("container");
+        // A file where the host has a directory: `input/disk9` cannot be made.
+        std::fs::create_dir_all(&container).expect("mkdir");
+        std::fs::write(container.join("input"), "").expect("file");
+        let changes = sync(&container, &BTreeMap::new(), &scan(&host));
+        assert_eq!(changes.added, [PathBuf::from("null2")]);
+        assert_eq!(changes.failed.len(), 1, "{changes:?}");
+        assert_eq!(changes.failed[0].0, PathBuf::from("input/disk9"));
     }
 
     #[test]
@@ -325,7 +351,7 @@ mod tests {
         let host = host_dev(dir.path());
         let container = dir.path().join("container");
         let before = scan(&host);
-        sync(&container, &BTreeMap::new(), &before).expect("sync");
+        sync(&container, &BTreeMap::new(), &before);
         // The container put another device at that path.
         std::fs::remove_file(container.join("null2")).expect("rm");
         make(
@@ -334,7 +360,7 @@ mod tests {
         )
         .expect("mknod");
         std::fs::remove_file(host.join("null2")).expect("rm");
-        let changes = sync(&container, &before, &scan(&host)).expect("sync");
+        let changes = sync(&container, &before, &scan(&host));
         assert!(changes.removed.is_empty(), "{changes:?}");
         assert!(container.join("null2").exists());
     }
