@@ -527,6 +527,11 @@ fn switch_engines_and_back(vm: &Vm, ssh: &Ssh, dir: &Path) {
         .trim(),
         "hi from podman"
     );
+    ok(
+        vm,
+        ssh,
+        "docker run --rm -v /var/run/docker.sock:/var/run/docker.sock podman-only/busybox:1 test -S /var/run/docker.sock",
+    );
 
     let out = ok(vm, ssh, "sudo berth engine switch docker");
     assert!(out.contains("`docker` is ready"), "{out}");

@@ -275,6 +275,16 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
     ok(&vm, &ssh, "docker run --rm busybox true");
     ok(&vm, &ssh, "docker run --rm --runtime runc busybox true");
 
+    // The engine's socket handed to a container the way Portainer, Traefik and CI
+    // runners are given it: a socket there, not a directory dockerd made up.
+    for path in ["/var/run/docker.sock", "/run/docker.sock"] {
+        ok(
+            &vm,
+            &ssh,
+            &format!("docker run --rm -v {path}:/var/run/docker.sock busybox test -S /var/run/docker.sock"),
+        );
+    }
+
     // docker run -v of the user's own directories, both ways.
     for base in ["/home/berth", "/opt", "/srv"] {
         ok(
