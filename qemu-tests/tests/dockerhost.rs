@@ -169,6 +169,9 @@ write_files:
     container: ntp
     content: |
       # written into the ntp service
+  - path: /tmp/berth-test/setup.sh
+    content: |
+      echo run from /tmp
   - path: /etc/rc.local
     permissions: "0755"
     content: |
@@ -285,8 +288,9 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
         );
     }
 
-    // docker run -v of the user's own directories, both ways.
-    for base in ["/home/berth", "/opt", "/srv"] {
+    // docker run -v of the user's own directories, both ways (/tmp is emptied at
+    // each boot, so the check after the reboot leaves it out).
+    for base in ["/home/berth", "/opt", "/srv", "/tmp"] {
         ok(
             &vm,
             &ssh,
@@ -313,6 +317,22 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
             "back"
         );
     }
+
+    // A write_files entry in /tmp, as cloud-init users write a script there: it is
+    // in the console and in the engine's /tmp alike.
+    assert_eq!(
+        ok(&vm, &ssh, "sh /tmp/berth-test/setup.sh").trim(),
+        "run from /tmp"
+    );
+    assert_eq!(
+        ok(
+            &vm,
+            &ssh,
+            "docker run --rm -v /tmp/berth-test:/t busybox sh /t/setup.sh"
+        )
+        .trim(),
+        "run from /tmp"
+    );
 
     // Mounts made after the engine started: the `mounts:` tmpfs, and an ext4
     // image loop-mounted by hand in the console.
@@ -441,6 +461,12 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
         Duration::from_secs(180)
     )
     .contains("Default Runtime: crun"));
+    // /tmp is in memory: what the user left there is gone, write_files' file is back.
+    ok(
+        &vm,
+        &ssh,
+        "test ! -e /tmp/site && test -f /tmp/berth-test/setup.sh",
+    );
     for base in ["/home/berth", "/opt", "/srv"] {
         assert_eq!(
             ok(

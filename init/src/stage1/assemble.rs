@@ -118,6 +118,8 @@ pub fn assemble(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     }
     // Where `write_files` and the engine's flags put the engine's own config.
     mkdir(&newroot.join("etc/docker"))?;
+    // `/tmp` is one view too (`docker run -v /tmp/work:/w` typed in the console),
+    // in memory and empty at each boot as on most distributions.
     if newroot.join("tmp").is_dir() {
         mount(
             sys,
@@ -127,6 +129,15 @@ pub fn assemble(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
             "tmpfs",
             NOSUID | NODEV,
             "mode=1777",
+        )?;
+        mount(
+            sys,
+            "/tmp shared",
+            "none",
+            &newroot.join("tmp"),
+            "",
+            libc::MS_SHARED,
+            "",
         )?;
     }
     for dir in ["dev", "proc", "sys", "run"] {

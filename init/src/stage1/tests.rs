@@ -280,6 +280,7 @@ fn assemble_seeds_etc_binds_state_and_moves_api_mounts() {
             "mount none /sysroot/media  [shared] ",
             "mount none /sysroot/var/lib/docker  [shared] ",
             "mount tmpfs /sysroot/tmp tmpfs [nosuid,nodev] mode=1777",
+            "mount none /sysroot/tmp  [shared] ",
             "mount /dev /sysroot/dev  [move] ",
             "mount /proc /sysroot/proc  [move] ",
             "mount /sys /sysroot/sys  [move] ",

@@ -6,7 +6,7 @@
 //!
 //! Where a file lands follows RancherOS ([`route`]): an entry without
 //! `container:` is written on the host (below `/etc`, `/var`, `/home`, `/opt`,
-//! `/srv`, `/mnt`, `/media` — the rest of the host is a read-only image) *and*
+//! `/srv`, `/mnt`, `/media`, `/tmp` — the rest of the host is a read-only image) *and*
 //! into the console's own filesystem, where users look; `container: NAME`
 //! writes into that system service's filesystem only. A path that a service
 //! binds from the host (the console's `/home`, the engine's `/etc/docker`) is
@@ -27,7 +27,7 @@ use super::{fingerprint, Applied, FileWrite, HostOps, HostPaths, Problem, Report
 use crate::runtime::spec::VolumeSource;
 
 /// Top-level directories `write_files` may write below on the host.
-pub const ALLOWED: &[&str] = &["etc", "var", "home", "opt", "srv", "mnt", "media"];
+pub const ALLOWED: &[&str] = &["etc", "var", "home", "opt", "srv", "mnt", "media", "tmp"];
 
 /// Top-level directories never written in a container's filesystem: the
 /// kernel's and the runtime's, mounted over whatever is there.
@@ -275,7 +275,7 @@ pub enum PathError {
 /// Why a path is not one a root takes; the text follows the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    #[error(" is outside /etc, /var, /home, /opt, /srv, /mnt and /media; the rest of the OS is a read-only image{}", if *directory { " (and that is a directory)" } else { "" })]
+    #[error(" is outside /etc, /var, /home, /opt, /srv, /mnt, /media and /tmp; the rest of the OS is a read-only image{}", if *directory { " (and that is a directory)" } else { "" })]
     OutsideHost { directory: bool },
     #[error(" is not a file a container can hold (/proc, /sys and /dev are the kernel's)")]
     KernelsInContainer,
@@ -763,6 +763,24 @@ mod tests {
         assert_eq!(routed.problems.len(), 1);
         assert_eq!(routed.problems[0].field, "write_files[5].container");
         assert!(routed.problems[0].message.contains("`nope`"));
+    }
+
+    #[test]
+    fn with_the_defaults_a_file_in_tmp_is_written_once_on_the_host_the_console_sees() {
+        // The cloud-init habit: a script written to /tmp, then run by `runcmd` in the
+        // console. The console binds the host's /tmp, so the host's copy is the one.
+        let defaults = berth_configs::load(vec![berth_configs::defaults()]);
+        let files = [entry("/tmp/setup.sh", "echo hi"), entry("/etc/motd", "hi")];
+        let routed = route(&files, &defaults.config.berth.services);
+        assert_eq!(
+            paths_of(&routed.host),
+            [(0, "/tmp/setup.sh"), (1, "/etc/motd")]
+        );
+        assert_eq!(paths_of(&routed.services["console"]), [(1, "/etc/motd")]);
+        let r = root();
+        let (calls, report) = run(r.dir.path(), &files[..1]);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(written(&calls[0]).0, Path::new("tmp/setup.sh"));
     }
 
     #[test]
