@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_configs::forms::Command;
-use berth_configs::model::Service;
+use berth_configs::model::{Service, WriteFile};
 use berthd::runtime::{ContainerConfig, Exit, ImageLayers, Runtime, Signal, Status, Youki};
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -103,6 +103,10 @@ fn main() {
         (
             "read_only_root_refuses_writes_but_tmp_works",
             read_only_root_refuses_writes_but_tmp_works,
+        ),
+        (
+            "read_only_root_takes_its_files",
+            read_only_root_takes_its_files,
         ),
         ("volumes_are_visible_inside", volumes_are_visible_inside),
         (
@@ -205,10 +209,12 @@ fn read_all(fd: &OwnedFd, timeout: Duration) -> Result<String> {
 
 /// Runs a container to completion: (stdout, stderr, exit). Deletes it afterwards.
 fn run(env: &Env, id: &str, service: Service) -> Result<(String, String, Exit)> {
-    let created = env
-        .runtime
-        .create(&config(env, id, service))
-        .map_err(|e| e.to_string())?;
+    run_config(env, &config(env, id, service))
+}
+
+fn run_config(env: &Env, config: &ContainerConfig) -> Result<(String, String, Exit)> {
+    let id = config.id.as_str();
+    let created = env.runtime.create(config).map_err(|e| e.to_string())?;
     let result = (|| {
         env.runtime.start(id).map_err(|e| e.to_string())?;
         let out = read_all(&created.stdout, Duration::from_secs(30))?;
@@ -720,6 +726,46 @@ fn read_only_root_refuses_writes_but_tmp_works(env: &Env) -> Result {
             .any(|l| l.contains(" ro,") || l.contains(" ro ")),
         || format!("root not mounted ro: {out:?}"),
     )?;
+    check(exit == Exit::Code(0), || format!("{exit}"))
+}
+
+/// A read-only service still gets its `write_files` (the `ca_certs` bundle every
+/// service gets, say), and its root stays read-only.
+fn read_only_root_takes_its_files(env: &Env) -> Result {
+    // A layer with every mount point, so that only the files can call for an
+    // upper layer.
+    let points = env.dir.join("mount-points-layer");
+    for dir in ["proc", "dev", "sys", "run", "tmp", "usr/bin"] {
+        std::fs::create_dir_all(points.join(dir)).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(points.join("usr/bin/berth"), "").map_err(|e| e.to_string())?;
+    let mut config = config(
+        env,
+        "readonly-files",
+        Service {
+            read_only: true,
+            command: Some(Command::Shell(
+                "cat /etc/berth-test/written; touch /x; echo root=$?".into(),
+            )),
+            ..Service::default()
+        },
+    );
+    config.image.layers.push(points);
+    config.files = vec![(
+        "write_files[0]".into(),
+        WriteFile {
+            path: "/etc/berth-test/written".into(),
+            content: "given\n".into(),
+            ..WriteFile::default()
+        },
+    )];
+    let (out, err, exit) = run_config(env, &config)?;
+    check(out.starts_with("given\n"), || {
+        format!("stdout {out:?} stderr {err:?}")
+    })?;
+    check(out.contains("root=1"), || {
+        format!("the root took a write: {out:?}")
+    })?;
     check(exit == Exit::Code(0), || format!("{exit}"))
 }
 

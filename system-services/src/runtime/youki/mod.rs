@@ -211,10 +211,11 @@ impl Youki {
             id: id.into(),
             source,
         };
-        if config.service.read_only {
+        if config.service.read_only && config.files.is_empty() {
             // A read-only root without an upper layer cannot take mount points the
-            // image lacks; use it when every one exists, else fall back to a
-            // writable overlay that the runtime remounts read-only.
+            // image lacks, nor the service's `write_files` (a `ca_certs` bundle);
+            // use it when it needs neither, else a writable overlay that the
+            // runtime remounts read-only.
             let plan = RootfsPlan::new(&config.image.layers, bundle, true).map_err(rootfs_err)?;
             match plan.mount(rootfs) {
                 Ok(()) => {
