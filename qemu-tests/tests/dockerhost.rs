@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use qemu_tests::ssh::Ssh;
-use qemu_tests::steps::{boot_ready, eventually, ok, poweroff};
+use qemu_tests::steps::{boot_ready, eventually, ok, poweroff, refused};
 use qemu_tests::{Artifacts, Boot, Config};
 
 fn run(program: &str, args: &[&str]) {
@@ -315,6 +315,20 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
         assert_eq!(
             ok(&vm, &ssh, &format!("cat {base}/site/written")).trim(),
             "back"
+        );
+    }
+
+    // A host path outside the user's paths is refused, not kept in the engine's
+    // own layer (memory, gone at the next boot).
+    for path in ["/data", "/var/lib/mysql"] {
+        let said = refused(
+            &vm,
+            &ssh,
+            &format!("docker run --rm -v {path}:/d busybox true"),
+        );
+        assert!(
+            said.contains(&format!("mkdir {path}: read-only file system")),
+            "{said}"
         );
     }
 
