@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use qemu_tests::ssh::Ssh;
 use qemu_tests::steps::{
-    boot_ready, busybox_archive, docker_load, expect, ok, Archive, BOOT_TIMEOUT,
+    boot_ready, busybox_archive, docker_load, expect, ok, refused, Archive, BOOT_TIMEOUT,
 };
 use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
 
@@ -532,6 +532,19 @@ fn switch_engines_and_back(vm: &Vm, ssh: &Ssh, dir: &Path) {
         ssh,
         "docker run --rm -v /var/run/docker.sock:/var/run/docker.sock podman-only/busybox:1 test -S /var/run/docker.sock",
     );
+    // podman's own filesystem is read-only: a host path outside the user's paths
+    // is refused; a network it makes is kept with its images (checked below,
+    // after a switch away and back recreates the engine's container).
+    let said = refused(
+        vm,
+        ssh,
+        "docker run --rm -v /data:/d podman-only/busybox:1 true",
+    );
+    assert!(
+        said.contains("mkdir /data: read-only file system"),
+        "{said}"
+    );
+    ok(vm, ssh, "docker network create podnet");
 
     let out = ok(vm, ssh, "sudo berth engine switch docker");
     assert!(out.contains("`docker` is ready"), "{out}");
@@ -544,6 +557,11 @@ fn switch_engines_and_back(vm: &Vm, ssh: &Ssh, dir: &Path) {
     assert!(
         images(ssh).contains("podman-only/busybox:1"),
         "podman's images were not kept"
+    );
+    let networks = ok(vm, ssh, "docker network ls --format '{{.Name}}'");
+    assert!(
+        networks.lines().any(|n| n == "podnet"),
+        "podman's network was not kept: {networks}"
     );
     ok(vm, ssh, "sudo berth engine switch docker");
 }
