@@ -318,6 +318,17 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
         );
     }
 
+    // The time zone files compose files bind from the host are there, UTC as in
+    // the console.
+    assert_eq!(
+        ok(
+            &vm,
+            &ssh,
+            "docker run --rm -v /etc/localtime:/etc/localtime:ro -v /etc/timezone:/etc/timezone:ro busybox sh -c 'cat /etc/timezone; date +%Z'"
+        ),
+        ok(&vm, &ssh, "cat /etc/timezone; date +%Z")
+    );
+
     // A host path outside the user's paths is refused, not kept in the engine's
     // own layer (memory, gone at the next boot).
     for path in ["/data", "/var/lib/mysql"] {
