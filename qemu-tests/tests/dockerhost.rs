@@ -329,6 +329,23 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
         ok(&vm, &ssh, "cat /etc/timezone; date +%Z")
     );
 
+    // The machine's id: one for the console and the engine, kept across the
+    // reboot below.
+    let machine_id = ok(&vm, &ssh, "cat /etc/machine-id").trim().to_string();
+    assert!(
+        machine_id.len() == 32 && machine_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{machine_id:?}"
+    );
+    assert_eq!(
+        ok(
+            &vm,
+            &ssh,
+            "docker run --rm -v /etc/machine-id:/etc/machine-id:ro busybox cat /etc/machine-id"
+        )
+        .trim(),
+        machine_id
+    );
+
     // A host path outside the user's paths is refused, not kept in the engine's
     // own layer (memory, gone at the next boot).
     for path in ["/data", "/var/lib/mysql"] {
@@ -486,6 +503,7 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
         Duration::from_secs(180)
     )
     .contains("Default Runtime: crun"));
+    assert_eq!(ok(&vm, &ssh, "cat /etc/machine-id").trim(), machine_id);
     // /tmp is in memory: what the user left there is gone, write_files' file is back.
     ok(
         &vm,

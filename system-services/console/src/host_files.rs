@@ -2,17 +2,18 @@
 //! live, and the user engine's socket where the docker CLI looks for it.
 //!
 //! The console has its own `/etc` (from its image), but `hosts`,
-//! `resolv.conf` and `os-release` must be the host's: netconf and berthd rewrite them by
-//! renaming a new file into place, which a bind mount of the single file
-//! would never see. So the service binds the host's whole `/etc` read-only at
+//! `resolv.conf`, `os-release` and `machine-id` must be the host's: netconf
+//! and berthd rewrite them by renaming a new file into place, which a bind
+//! mount of the single file would never see. So the service binds the host's whole `/etc` read-only at
 //! `/host/etc` and these files become symlinks into it.
 
 use std::io;
 use std::path::Path;
 
-/// The files taken from the host: name resolution, and `os-release` (the
-/// console runs on Berth, whatever distribution its image was built from).
-pub const FILES: &[&str] = &["hosts", "resolv.conf", "os-release"];
+/// The files taken from the host: name resolution, `os-release` (the
+/// console runs on Berth, whatever distribution its image was built from)
+/// and the machine's id.
+pub const FILES: &[&str] = &["hosts", "resolv.conf", "os-release", "machine-id"];
 
 /// Where the console service binds the host's `/etc`.
 pub const HOST_ETC: &str = "host/etc";

@@ -38,6 +38,7 @@ pub mod commands;
 pub mod devices;
 pub mod hostname;
 pub mod linux;
+pub mod machine_id;
 pub mod modules;
 pub mod mounts;
 pub mod preload;
@@ -228,6 +229,8 @@ impl Report {
 #[serde(default)]
 pub struct Applied {
     pub hostname: Option<String>,
+    /// The id written to `/etc/machine-id` this boot.
+    pub machine_id: Option<String>,
     pub write_files: Vec<String>,
     pub sysctl: BTreeMap<String, String>,
     pub modules: Vec<String>,
@@ -282,6 +285,7 @@ pub fn apply(ops: &dyn HostOps, paths: &HostPaths, settings: &Settings, stage: S
     let before = previous.unwrap_or_default();
 
     if stage == Stage::Boot {
+        machine_id::apply(ops, paths, &mut applied, &mut report);
         commands::bootcmd(ops, paths, &settings.bootcmd, &mut report);
     }
     modules::apply(
@@ -450,7 +454,7 @@ berth:
         let kinds: Vec<&str> = calls.iter().map(Call::kind).collect();
         assert_eq!(
             kinds,
-            ["run", "sysctl", "write", "write", "hostname", "write", "write"],
+            ["write", "write", "run", "sysctl", "write", "write", "hostname", "write", "write"],
             "{calls:?}"
         );
 
