@@ -346,6 +346,20 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
         machine_id
     );
 
+    // The host's OS and name, for the engine and for agents given them.
+    assert!(
+        info.contains("Operating System: Berth"),
+        "the engine names Berth:\n{info}"
+    );
+    assert_eq!(
+        ok(
+            &vm,
+            &ssh,
+            "docker run --rm -v /etc/os-release:/host/etc/os-release:ro -v /etc/hostname:/h:ro busybox sh -c 'grep ^NAME= /host/etc/os-release; cat /h'"
+        ),
+        "NAME=\"Berth\"\nberth-dockerhost\n"
+    );
+
     // A host path outside the user's paths is refused, not kept in the engine's
     // own layer (memory, gone at the next boot).
     for path in ["/data", "/var/lib/mysql"] {
