@@ -5,7 +5,6 @@
 //! host's (`/host/etc/machine-id`). Without a state partition the id lasts
 //! one boot, as everything else does.
 
-use std::io::Read;
 use std::path::Path;
 
 use super::{Applied, FileWrite, HostOps, HostPaths, Problem, Report};
@@ -26,16 +25,7 @@ pub(crate) fn apply(
     let kept = std::fs::read_to_string(paths.root.join(KEPT)).ok();
     let (id, new) = match kept.as_deref().map(str::trim).filter(|k| is_valid(k)) {
         Some(id) => (id.to_string(), false),
-        None => match random_id() {
-            Ok(id) => (id, true),
-            Err(e) => {
-                report.problems.push(Problem::new(
-                    "machine-id",
-                    format!("/dev/urandom: {e}; no /etc/machine-id"),
-                ));
-                return;
-            }
-        },
+        None => (random_id(), true),
     };
     let file = FileWrite {
         data: format!("{id}\n").into_bytes(),
@@ -69,12 +59,13 @@ fn is_valid(id: &str) -> bool {
 }
 
 /// 128 random bits, marked as a version 4 UUID as systemd marks its ids.
-fn random_id() -> std::io::Result<String> {
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+/// Unique is enough (the id names the machine, it guards nothing), so it
+/// never waits for the kernel's random pool this early in the boot.
+fn random_id() -> String {
+    let mut bytes: [u8; 16] = berth_sys::random::unique();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -97,19 +88,24 @@ mod tests {
             .collect()
     }
 
+    /// One boot's apply: the files written, and whether a problem was reported.
+    fn boot(paths: &HostPaths) -> (Vec<(String, String)>, bool) {
+        let ops = Recording::default();
+        let mut report = Report::default();
+        apply(&ops, paths, &mut Applied::default(), &mut report);
+        (writes(&ops.calls()), !report.problems.is_empty())
+    }
+
     #[test]
     fn a_first_boot_makes_an_id_and_keeps_it() {
         let r = root();
-        let ops = Recording::default();
-        let mut report = Report::default();
-        apply(&ops, &r.paths, &mut Applied::default(), &mut report);
-        let written = writes(&ops.calls());
+        let (written, problems) = boot(&r.paths);
+        assert!(!problems);
         assert_eq!(written.len(), 2, "{written:?}");
         assert_eq!(written[0].0, KEPT);
         assert_eq!(written[1].0, "etc/machine-id");
         assert_eq!(written[0].1, written[1].1);
         assert!(is_valid(written[0].1.trim()), "{written:?}");
-        assert!(report.problems.is_empty());
     }
 
     #[test]
@@ -118,15 +114,8 @@ mod tests {
         let kept = r.paths.root.join(KEPT);
         std::fs::create_dir_all(kept.parent().expect("parent")).expect("mkdir");
         std::fs::write(&kept, "0123456789abcdef0123456789abcdef\n").expect("write");
-        let ops = Recording::default();
-        apply(
-            &ops,
-            &r.paths,
-            &mut Applied::default(),
-            &mut Report::default(),
-        );
         assert_eq!(
-            writes(&ops.calls()),
+            boot(&r.paths).0,
             [(
                 "etc/machine-id".to_string(),
                 "0123456789abcdef0123456789abcdef\n".to_string()
@@ -134,22 +123,14 @@ mod tests {
         );
 
         std::fs::write(&kept, "not an id\n").expect("write");
-        let ops = Recording::default();
-        apply(
-            &ops,
-            &r.paths,
-            &mut Applied::default(),
-            &mut Report::default(),
-        );
-        let written = writes(&ops.calls());
+        let written = boot(&r.paths).0;
         assert_eq!(written[0].0, KEPT);
         assert_ne!(written[0].1, "not an id\n");
     }
 
     #[test]
     fn ids_are_32_hex_digits_marked_version_4() {
-        let a = random_id().expect("id");
-        let b = random_id().expect("id");
+        let (a, b) = (random_id(), random_id());
         assert!(is_valid(&a) && is_valid(&b) && a != b);
         assert_eq!(&a[12..13], "4");
         assert!(matches!(&a[16..17], "8" | "9" | "a" | "b"));

@@ -380,11 +380,14 @@ pub fn generate(
         ],
     ));
     if service.read_only {
+        // A tmpfs or a volume the service names there already makes the
+        // directory writable (the engines bind the host's /tmp).
         let explicit: Vec<&str> = service
             .tmpfs
             .0
             .iter()
             .map(|t| t.split(':').next().unwrap_or_default())
+            .chain(service.volumes.iter().map(|v| v.target.as_str()))
             .collect();
         for dir in ["/run", "/tmp"] {
             if !explicit.contains(&dir) {

@@ -404,6 +404,25 @@ fn tmpfs_and_read_only() {
     });
     assert_eq!(runs, Some(1), "an explicit /run tmpfs is not doubled");
 
+    // A volume at /tmp (the engines bind the host's) takes the tmpfs's place.
+    let bound = gen(&Service {
+        volumes: vec!["/tmp:/tmp:rslave".parse().expect("volume")],
+        read_only: true,
+        ..svc()
+    });
+    let tmps: Vec<_> = bound
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| m.destination() == Path::new("/tmp"))
+        .map(|m| m.typ().clone())
+        .collect();
+    assert_eq!(
+        tmps,
+        [Some("bind".to_string())],
+        "one mount at /tmp: the volume"
+    );
+
     let rw = gen(&svc());
     assert!(mount_at(&rw, "/tmp").is_none() && mount_at(&rw, "/run").is_none());
 }
