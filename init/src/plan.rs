@@ -66,6 +66,25 @@ pub struct BootPlan {
     pub problems: Vec<String>,
 }
 
+/// The switches stage 2 acts on (`berth.debug`, `berth.rescue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switches {
+    pub debug: bool,
+    pub rescue: bool,
+}
+
+/// The boot switches alone, from the command line. Stage 2 needs nothing
+/// else; loading the whole config as [`plan`] does (the defaults parsed and
+/// validated) is stage 1's business and berthd's, and in stage 2 it only
+/// delayed berthd's start (by about 20 ms of an emulated boot's work).
+pub fn switches(cmdline_text: &str) -> Switches {
+    let boot = cmdline::parse(cmdline_text).boot;
+    Switches {
+        debug: boot.debug,
+        rescue: boot.rescue,
+    }
+}
+
 /// Reads the boot plan from the kernel command line. Never fails: a bad key is
 /// a problem to print, and the rest of the line still counts.
 pub fn plan(cmdline_text: &str) -> BootPlan {
@@ -131,6 +150,22 @@ pub fn plan_with(cmdline_text: &str, datasource: Vec<Document>) -> BootPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switches_agree_with_the_plan() {
+        for line in [
+            "console=ttyS0 quiet",
+            "berth.debug",
+            "berth.rescue console=ttyS0",
+            "berth.debug berth.rescue berth.slot=B",
+        ] {
+            let p = plan(line);
+            let s = switches(line);
+            assert_eq!((s.debug, s.rescue), (p.debug, p.rescue), "{line}");
+        }
+        assert!(switches("berth.debug").debug);
+        assert!(switches("berth.rescue").rescue);
+    }
 
     #[test]
     fn defaults_without_berth_keys() {

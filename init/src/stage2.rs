@@ -131,8 +131,8 @@ pub fn run(berthd_available: bool) -> ! {
     crate::console::reopen_kmsg();
     crate::timeline::mark(Path::new("/run"), "stage2_start");
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let plan = plan::plan(&cmdline);
-    crate::console::set_verbose(plan.debug);
+    let switches = plan::switches(&cmdline);
+    crate::console::set_verbose(switches.debug);
     log::info!("stage 2");
     mounts(&mut sys, Path::new("/"));
     // Ctrl-Alt-Del becomes SIGINT to us (an orderly reboot) instead of an
@@ -170,7 +170,7 @@ pub fn run(berthd_available: bool) -> ! {
         }
     }
     let main = choose_main(
-        plan.rescue,
+        switches.rescue,
         berthd_available,
         PathBuf::from("/usr/bin/berth"),
     );

@@ -309,7 +309,8 @@ pub fn run(sys: &mut dyn Sys, root: &Path) -> Error {
         Ok(()) => {}
         Err(e) => return e,
     }
-    crate::timeline::mark(&root.join("run"), "stage1_end");
+    // /run is in the new root by now (assemble moved it).
+    crate::timeline::mark(&root.join(NEWROOT).join("run"), "stage1_end");
     switch_root(sys, root, is_ram_root(root))
 }
 
