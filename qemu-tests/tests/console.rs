@@ -453,6 +453,12 @@ fn switch_consoles_and_back(vm: &mut Vm, ssh: &Ssh) {
     );
     // The host's processes are visible (host pid namespace): the user container runs on.
     ok(vm, ssh, "ps | grep -q '[s]leep 100000'");
+    // Berth's own logs, read-only, as in the default console.
+    ok(
+        vm,
+        ssh,
+        "sudo grep -q berthd::daemon /var/log/berth/berthd.log",
+    );
     let refused = ssh.try_password().expect("ssh");
     assert!(
         !refused.status.success()
@@ -531,6 +537,12 @@ fn switch_engines_and_back(vm: &Vm, ssh: &Ssh, dir: &Path) {
         vm,
         ssh,
         "docker run --rm -v /var/run/docker.sock:/var/run/docker.sock podman-only/busybox:1 test -S /var/run/docker.sock",
+    );
+    // Berth's logs, for a log shipper given /var/log, as under docker.
+    ok(
+        vm,
+        ssh,
+        "docker run --rm -v /var/log:/var/log:ro podman-only/busybox:1 grep -q berthd::daemon /var/log/berth/berthd.log",
     );
     // podman's own filesystem is read-only: a host path outside the user's paths
     // is refused; a network it makes is kept with its images (checked below,

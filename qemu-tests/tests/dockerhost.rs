@@ -360,6 +360,19 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
         "NAME=\"Berth\"\nberth-dockerhost\n"
     );
 
+    // Berth's own logs, for a log shipper given /var/log (or /var/log/berth),
+    // and in the console.
+    ok(
+        &vm,
+        &ssh,
+        "sudo grep -q berthd::daemon /var/log/berth/berthd.log",
+    );
+    ok(
+        &vm,
+        &ssh,
+        "docker run --rm -v /var/log:/var/log:ro busybox grep -q berthd::daemon /var/log/berth/berthd.log",
+    );
+
     // A host path outside the user's paths is refused, not kept in the engine's
     // own layer (memory, gone at the next boot).
     for path in ["/data", "/var/lib/mysql"] {
