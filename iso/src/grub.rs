@@ -11,6 +11,18 @@ use std::fmt::Write as _;
 /// kernel messages and /dev/kmsg still reach both.
 pub const CONSOLE_ARGS: &str = "console=tty0 console=ttyS0,115200n8";
 
+/// Kernel arguments of every Berth boot, whatever loads the kernel (GRUB from
+/// the ISO or the disk, QEMU's `-kernel` in the tests and the bench).
+///
+/// `cryptomgr.notests=1`: Debian's kernel tests every crypto algorithm it
+/// registers before the first use, at boot and again for each crypto module
+/// loaded later. Under emulation that was 1.8 s of the 3.3 s from the kernel's
+/// start to `/init` (docs/benchmarks.md, "The kernel's crypto self-tests"); on
+/// hardware it is tens of milliseconds. The tests guard against a broken
+/// implementation, which the kernel's own CI already runs them for; a machine
+/// booted with `fips=1` runs them whatever this says, as FIPS requires.
+pub const KERNEL_ARGS: &str = "cryptomgr.notests=1";
+
 #[derive(Debug, Clone)]
 pub struct GrubConfig {
     /// The menu title prefix, e.g. `Berth 0.1.0`.
@@ -70,7 +82,7 @@ impl GrubConfig {
         );
         cfg.push_str(&self.preamble);
         for (id, suffix, args) in ENTRIES {
-            let mut cmdline = format!("{CONSOLE_ARGS} panic=10");
+            let mut cmdline = format!("{CONSOLE_ARGS} panic=10 {KERNEL_ARGS}");
             for extra in [*args, self.extra_args.as_str()] {
                 if !extra.is_empty() {
                     cmdline.push(' ');
@@ -138,6 +150,9 @@ mod tests {
         assert!(entry(&cfg, "debug").contains(" berth.debug"));
         assert!(entry(&cfg, "rescue").contains(" berth.rescue"));
         assert_eq!(cfg.matches("menuentry ").count(), 3);
+        for id in ["normal", "debug", "rescue"] {
+            assert_eq!(entry(&cfg, id).matches(KERNEL_ARGS).count(), 2, "{id}");
+        }
     }
 
     #[test]

@@ -307,7 +307,10 @@ fn bad_user_data_and_a_disk_with_data_still_boot() {
         Boot::Kernel {
             kernel,
             initrd,
-            append: "console=ttyS0 panic=-1 berth.state.autoformat=/dev/vda".into(),
+            append: format!(
+                "console=ttyS0 panic=-1 {} berth.state.autoformat=/dev/vda",
+                berth_iso::grub::KERNEL_ARGS
+            ),
         },
     )
     .drive(&disk, false)

@@ -272,7 +272,11 @@ fn an_unattended_install_from_the_kernel_command_line_then_the_disk_boots() {
         Boot::Kernel {
             kernel,
             initrd,
-            append: "console=ttyS0,115200n8 panic=10 berth.install.disk=/dev/vda berth.install.then=poweroff".into(),
+            append: format!(
+                "console=ttyS0,115200n8 panic=10 {} berth.install.disk=/dev/vda \
+                 berth.install.then=poweroff",
+                berth_iso::grub::KERNEL_ARGS
+            ),
         },
     )
     .drive(&target, false)

@@ -11,6 +11,8 @@
 #                 as `cargo xtask bench boot` boots
 #   ISO, KERNEL, INITRD   default: the build in target/berth
 #   APPEND        kernel arguments added in MODE=kernel (e.g. berth.debug)
+#   KERNEL_ARGS   Berth's own kernel arguments in MODE=kernel (iso/src/grub.rs KERNEL_ARGS;
+#                 KERNEL_ARGS= boots without them)
 #   EXTRA         lines added under `berth: services:` in the seed's user-data
 #   TOP           top-level lines added to the user-data (e.g. a bootcmd)
 #   ENGINE=1      keep the user engine (docker) the default config starts
@@ -50,7 +52,7 @@ case ${MODE:-iso} in
           -drive "file=$D/state.img,if=virtio,format=raw,cache=unsafe") ;;
   kernel)
     BOOT=(-kernel "${KERNEL:-$OUT/vmlinuz}" -initrd "${INITRD:-$OUT/initrd}"
-          -append "console=ttyS0 panic=-1 ${APPEND:-}"
+          -append "console=ttyS0 panic=-1 ${KERNEL_ARGS-cryptomgr.notests=1} ${APPEND:-}"
           -drive "file=$ISO,if=virtio,format=raw,readonly=on") ;;
   *) echo "MODE is iso or kernel" >&2; exit 2 ;;
 esac
