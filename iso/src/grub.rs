@@ -18,9 +18,9 @@ pub const CONSOLE_ARGS: &str = "console=tty0 console=ttyS0,115200n8";
 /// registers before the first use, at boot and again for each crypto module
 /// loaded later. Under emulation that was 1.8 s of the 3.3 s from the kernel's
 /// start to `/init` (docs/benchmarks.md, "The kernel's crypto self-tests"); on
-/// hardware it is tens of milliseconds. The tests guard against a broken
-/// implementation, which the kernel's own CI already runs them for; a machine
-/// booted with `fips=1` runs them whatever this says, as FIPS requires.
+/// hardware it is tens of milliseconds. The tests catch an implementation that
+/// computes wrong results (a bad build, a broken CPU), not an attacker; a
+/// machine booted with `fips=1` runs them whatever this says, as FIPS requires.
 pub const KERNEL_ARGS: &str = "cryptomgr.notests=1";
 
 #[derive(Debug, Clone)]
