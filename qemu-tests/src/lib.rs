@@ -23,7 +23,7 @@ pub use media::{
     superblock_is_clean,
 };
 pub use net::{free_port, relay_command, DnsNetns};
-pub use vm::{baseline_append, berth_lines, Vm, PRIORITY_ENV, SLOTS_ENV, TIMES_ENV};
+pub use vm::{baseline_append, berth_append, berth_lines, Vm, PRIORITY_ENV, SLOTS_ENV, TIMES_ENV};
 
 #[cfg(test)]
 mod tests;

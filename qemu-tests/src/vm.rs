@@ -14,6 +14,12 @@ pub fn baseline_append() -> String {
     "console=ttyS0,115200n8 panic=-1".to_string()
 }
 
+/// Berth's kernel command line for a direct kernel boot: the baseline's and
+/// Berth's own arguments, as its GRUB entries give them.
+pub fn berth_append() -> String {
+    format!("{} {}", baseline_append(), berth_iso::grub::KERNEL_ARGS)
+}
+
 // ---- VM slots --------------------------------------------------------------
 
 /// Where the slots' lock files are: one directory for every test process on

@@ -308,8 +308,8 @@ fn bad_user_data_and_a_disk_with_data_still_boot() {
             kernel,
             initrd,
             append: format!(
-                "console=ttyS0 panic=-1 {} berth.state.autoformat=/dev/vda",
-                berth_iso::grub::KERNEL_ARGS
+                "{} berth.state.autoformat=/dev/vda",
+                qemu_tests::berth_append()
             ),
         },
     )

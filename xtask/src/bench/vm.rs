@@ -77,7 +77,6 @@ pub fn bench_boot() -> Result<()> {
     // (`grub::KERNEL_ARGS`, which skip the kernel's crypto self-tests), so the
     // bare kernel also boots with them, alternately: the ratio against that
     // one is Berth's own part, with the kernel's gain taken out.
-    let berth_append = format!("console=ttyS0 panic=-1 {}", berth_iso::grub::KERNEL_ARGS);
     println!(
         "==> kernel-only baseline (direct kernel boot, busybox /init), three boots each \
          as Debian boots it and with Berth's arguments ({})",
@@ -87,14 +86,7 @@ pub fn bench_boot() -> Result<()> {
     for _ in 0..3 {
         for (append, times) in [
             (qemu_tests::baseline_append(), &mut stock),
-            (
-                format!(
-                    "{} {}",
-                    qemu_tests::baseline_append(),
-                    berth_iso::grub::KERNEL_ARGS
-                ),
-                &mut same_args,
-            ),
+            (qemu_tests::berth_append(), &mut same_args),
         ] {
             let mut vm = Vm::start(&Config::new(
                 "bench-baseline",
@@ -154,7 +146,7 @@ pub fn bench_boot() -> Result<()> {
             Boot::Kernel {
                 kernel: artifacts.vmlinuz.clone(),
                 initrd: artifacts.initrd.clone(),
-                append: berth_append.clone(),
+                append: qemu_tests::berth_append(),
             },
         )
         .memory(memory)
