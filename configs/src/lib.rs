@@ -20,6 +20,7 @@ pub mod de;
 pub mod diag;
 pub mod emit;
 pub mod forms;
+pub mod kernel_args;
 pub mod keypath;
 pub mod local;
 pub mod merge;

@@ -218,6 +218,10 @@ pub struct Berth {
     pub modules: Vec<String>,
     /// Kernel parameters, e.g. `net.ipv4.ip_forward: 1`.
     pub sysctl: BTreeMap<String, Scalar>,
+    /// Kernel command-line arguments an installed machine boots with from the
+    /// next boot on, one per entry (`cryptomgr.notests=0`); tried once before
+    /// they are kept.
+    pub kernel_args: Vec<String>,
     /// Environment passed to every system service.
     pub environment: KeyValues,
     pub ntp: Ntp,

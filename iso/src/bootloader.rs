@@ -181,8 +181,13 @@ pub fn grubenv(vars: &[(&str, &str)]) -> Vec<u8> {
 /// saved *before* the kernel loads, so a trial that panics, hangs or loses
 /// power comes back to the committed slot; and when the try cannot be saved
 /// the trial does not happen at all, rather than being retried forever.
+///
+/// The kernel arguments kept in grubenv ([`crate::kernel_args`]) come last,
+/// so that they override Berth's own (`cryptomgr.notests=0`); a trial of new
+/// ones is used up the same way before the kernel loads.
 pub fn disk_grub_cfg(version: &str, kernel_args: &str) -> String {
-    let mut args = String::from("berth.slot=$berth_slot $berth_trial");
+    let mut args =
+        String::from("berth.slot=$berth_slot $berth_trial $berth_args_trial $berth_kargs");
     if !kernel_args.is_empty() {
         args.push(' ');
         args.push_str(kernel_args);
@@ -193,7 +198,7 @@ pub fn disk_grub_cfg(version: &str, kernel_args: &str) -> String {
         initrd: "/$berth_slot/initrd".into(),
         extra_args: args,
         preamble: format!(
-            "load_env berth_default berth_try\n\
+            "load_env berth_default berth_try {committed} {next} {try_}\n\
              set berth_slot=A\n\
              if [ \"$berth_default\" = B ]; then set berth_slot=B; fi\n\
              set berth_trial=\n\
@@ -204,10 +209,23 @@ pub fn disk_grub_cfg(version: &str, kernel_args: &str) -> String {
              \x20   set berth_try=\n\
              \x20   if save_env berth_try; then\n\
              \x20       set berth_slot=$berth_next\n\
-             \x20       set berth_trial={}\n\
+             \x20       set berth_trial={trial}\n\
+             \x20   fi\n\
+             fi\n\
+             set berth_kargs=\"${committed}\"\n\
+             set berth_args_trial=\n\
+             if [ \"${try_}\" = 1 ]; then\n\
+             \x20   set {try_}=\n\
+             \x20   if save_env {try_}; then\n\
+             \x20       set berth_kargs=\"${next}\"\n\
+             \x20       set berth_args_trial={args_trial}\n\
              \x20   fi\n\
              fi\n",
-            crate::slots::TRIAL_ARG
+            trial = crate::slots::TRIAL_ARG,
+            committed = crate::kernel_args::COMMITTED,
+            next = crate::kernel_args::NEXT,
+            try_ = crate::kernel_args::TRY,
+            args_trial = crate::kernel_args::TRIAL_ARG,
         ),
     }
     .render()
@@ -238,6 +256,33 @@ mod tests {
         assert!(cfg.contains("linux16 /$berth_slot/vmlinuz console=tty0"));
         assert!(cfg.contains("initrd16 /$berth_slot/initrd"));
         assert!(!cfg.contains("berth.console.autologin"));
+    }
+
+    #[test]
+    fn the_disk_config_tries_new_kernel_arguments_once() {
+        let cfg = disk_grub_cfg("0.1.0", "");
+        assert!(cfg.contains(
+            "load_env berth_default berth_try berth_args berth_args_next berth_args_try\n"
+        ));
+        assert!(cfg.contains("set berth_kargs=\"$berth_args\"\n"));
+        let armed = cfg
+            .find("if [ \"$berth_args_try\" = 1 ]; then")
+            .expect("armed");
+        let saved = cfg.find("if save_env berth_args_try; then").expect("saved");
+        let next = cfg
+            .find("set berth_kargs=\"$berth_args_next\"")
+            .expect("next");
+        let flag = cfg
+            .find("set berth_args_trial=berth.args_trial=1")
+            .expect("flag");
+        assert!(armed < saved && saved < next && next < flag);
+        // The kept arguments come after Berth's own, in every entry.
+        for line in cfg.lines().filter(|l| l.trim_start().starts_with("linux")) {
+            let own = line.find(crate::grub::KERNEL_ARGS).expect("own");
+            let kept = line.find("$berth_args_trial $berth_kargs").expect("kept");
+            assert!(own < kept, "{line}");
+            assert!(line.ends_with("$berth_kargs"), "{line}");
+        }
     }
 
     #[test]

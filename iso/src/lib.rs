@@ -18,6 +18,7 @@ pub mod initramfs;
 pub mod install;
 pub mod iso;
 pub mod kernel;
+pub mod kernel_args;
 pub mod modules;
 pub mod rootfs;
 pub mod slots;

@@ -337,6 +337,10 @@ pub struct Records {
     /// version → why it failed.
     #[serde(default)]
     pub failed: BTreeMap<String, String>,
+    /// The kernel arguments that failed their trial last
+    /// ([`crate::kernel_args`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_args_failed: Option<crate::kernel_args::Failed>,
 }
 
 pub fn now() -> u64 {

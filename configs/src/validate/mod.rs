@@ -362,6 +362,20 @@ impl Validator<'_> {
                 );
             }
         }
+        for (i, arg) in b.kernel_args.iter().enumerate() {
+            if let Err(e) = crate::kernel_args::check_arg(arg) {
+                self.error(&["berth", "kernel_args", &i.to_string()], e);
+            }
+        }
+        if let Err(e) = crate::kernel_args::join(&b.kernel_args) {
+            if !b.kernel_args.is_empty()
+                && b.kernel_args
+                    .iter()
+                    .all(|a| crate::kernel_args::check_arg(a).is_ok())
+            {
+                self.error(&["berth", "kernel_args"], e);
+            }
+        }
         if b.ssh.port == Some(0) {
             self.error(&["berth", "ssh", "port"], "port 0 is not a port".into());
         }
