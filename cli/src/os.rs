@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use berth_iso::kernel_args;
 use berth_iso::slots::{self, Installed, Records, Status};
 
 use crate::config::Format;
@@ -140,6 +141,8 @@ fn next_boot(env: &std::collections::BTreeMap<String, String>) -> char {
 fn list(output: Format) -> Result<ExitCode> {
     let (installed, running, trial) = installed()?;
     let env = installed.read_env()?;
+    let kargs = kernel_args::Env::read(&env);
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let records = Records::load(Path::new("/"))?;
     let next = next_boot(&env);
     let default = env
@@ -171,6 +174,13 @@ fn list(output: Format) -> Result<ExitCode> {
                 serde_json::to_string_pretty(&serde_json::json!({
                     "slots": slots,
                     "failed_versions": records.failed,
+                    "kernel_args": {
+                        "committed": kargs.committed,
+                        "next": kargs.next,
+                        "armed": kargs.armed,
+                        "running_trial": kernel_args::on_trial(&cmdline),
+                        "failed": records.kernel_args_failed,
+                    },
                 }))?
             );
         }
@@ -206,9 +216,43 @@ fn list(output: Format) -> Result<ExitCode> {
                     println!("      {}: {reason}", when(r.map_or(0, |r| r.at)));
                 }
             }
+            print_kernel_args(&kargs, kernel_args::on_trial(&cmdline), &records);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `berth.kernel_args` part of `berth os list`.
+fn print_kernel_args(kargs: &kernel_args::Env, on_trial: bool, records: &Records) {
+    let shown = |a: &str| {
+        if a.is_empty() {
+            "none".to_string()
+        } else {
+            format!("`{a}`")
+        }
+    };
+    println!();
+    println!("kernel arguments (berth.kernel_args)");
+    match (&kargs.next, on_trial) {
+        (Some(next), true) => println!(
+            "  on trial now:   {} (kept once every service is ready)",
+            shown(next)
+        ),
+        _ => println!("  every boot:     {}", shown(&kargs.committed)),
+    }
+    if on_trial {
+        println!("  before:         {}", shown(&kargs.committed));
+    } else if let (Some(next), true) = (&kargs.next, kargs.armed) {
+        println!("  next boot:      {} (once, on trial)", shown(next));
+    }
+    if let Some(f) = &records.kernel_args_failed {
+        println!(
+            "  failed:         `{}` at {}: {}",
+            f.args,
+            when(f.at),
+            f.reason
+        );
+    }
 }
 
 fn when(secs: u64) -> String {

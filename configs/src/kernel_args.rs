@@ -57,7 +57,7 @@ mod tests {
         for bad in ["", "a b", "x=\"y\"", "x=$y", "a\\b", "tab\t", "é"] {
             assert!(check_arg(bad).is_err(), "{bad:?}");
         }
-        let reserved = check_arg("berth.slot=B").unwrap_err();
+        let reserved = check_arg("berth.slot=B").expect_err("reserved");
         assert!(reserved.contains("berth.slot"), "{reserved}");
         assert!(check_arg("berth.trial").is_err());
         assert!(check_arg("berth.args_trial=1").is_err());

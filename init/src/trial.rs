@@ -5,12 +5,18 @@
 //! `berth.upgrade.health_timeout`; otherwise it records why and reboots,
 //! and GRUB, whose try is used up, boots the committed slot.
 //!
+//! A boot that tries new kernel arguments (`berth.args_trial=1`,
+//! [`berth_iso::kernel_args`]) is a trial by the same measure: healthy, its
+//! arguments are kept; not, they are dropped and recorded, and it reboots
+//! with the arguments from before. One boot can try both.
+//!
 //! Every boot of an installed slot also brings the slot records up to date
 //! ([`berth_iso::slots::Records::on_boot`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use berth_iso::kernel_args;
 use berth_iso::slots::{self, Installed, Records, Status};
 
 use crate::supervisor::Api;
@@ -34,6 +40,10 @@ enum Phase {
 pub struct Trial {
     slot: char,
     version: String,
+    /// The slot itself is on trial (an upgrade or a rollback's first boot).
+    slot_trial: bool,
+    /// The kernel arguments on trial, when this boot tries new ones.
+    args: Option<String>,
     installed: Option<Installed>,
     timeout: Duration,
     deadline: Instant,
@@ -82,7 +92,8 @@ pub fn begin(root: &Path, cmdline: &str) -> Option<Trial> {
             log::error!("slot records: {e}");
         }
     }
-    if !trial {
+    let args_trial = kernel_args::on_trial(cmdline);
+    if !trial && !args_trial {
         return None;
     }
     let installed = match Installed::find(&root.join("sys/class/block"), &root.join("dev")) {
@@ -96,9 +107,23 @@ pub fn begin(root: &Path, cmdline: &str) -> Option<Trial> {
             None
         }
     };
+    let args = args_trial.then(|| {
+        installed
+            .as_ref()
+            .and_then(|i| i.read_env().ok())
+            .and_then(|env| env.get(kernel_args::NEXT).cloned())
+            .unwrap_or_default()
+    });
     let (timeout, health_check) = health_settings(root);
+    let what = match (&args, trial) {
+        (Some(a), true) => format!(
+            "trial boot of {version} in slot {slot} with the kernel arguments `{a}`: both are kept"
+        ),
+        (Some(a), false) => format!("trial boot of the kernel arguments `{a}`: they are kept"),
+        (None, _) => format!("trial boot of {version} in slot {slot}: it becomes the default"),
+    };
     log::info!(
-        "trial boot of {version} in slot {slot}: it becomes the default once every service is ready{} (within {}s)",
+        "{what} once every service is ready{} (within {}s)",
         health_check
             .as_deref()
             .map(|c| format!(" and `{c}` exits 0"))
@@ -108,6 +133,8 @@ pub fn begin(root: &Path, cmdline: &str) -> Option<Trial> {
     Some(Trial {
         slot,
         version,
+        slot_trial: trial,
+        args,
         installed,
         timeout,
         deadline: Instant::now() + timeout,
@@ -248,15 +275,29 @@ impl Trial {
             self.phase = Phase::Failed;
             return;
         };
+        let slot_trial = self.slot_trial;
         let written = installed.read_env().and_then(|mut env| {
-            env.insert("berth_default".into(), self.slot.to_string());
-            env.remove("berth_try");
+            if slot_trial {
+                env.insert("berth_default".into(), self.slot.to_string());
+                env.remove("berth_try");
+            }
+            if self.args.is_some() {
+                kernel_args::commit(&mut env);
+            }
             installed.write_env(&env)
         });
         if let Err(e) = written {
-            self.waiting_on =
-                self.fail(&format!("cannot make slot {} the default: {e}", self.slot));
+            self.waiting_on = self.fail(&format!("cannot commit this boot to grubenv: {e}"));
             self.phase = Phase::Failed;
+            return;
+        }
+        if let Some(args) = &self.args {
+            log::info!(
+                "the kernel arguments `{args}` are healthy and kept: every boot's from now on"
+            );
+        }
+        if !slot_trial {
+            self.phase = Phase::Done;
             return;
         }
         let mut records = Records::load(root).unwrap_or_default();
@@ -277,21 +318,46 @@ impl Trial {
     fn fail(&mut self, reason: &str) -> String {
         let root = Path::new("/");
         let mut records = Records::load(root).unwrap_or_default();
-        records.set(
-            self.slot,
-            &self.version,
-            Status::Failed,
-            Some(reason.to_string()),
-        );
+        if self.slot_trial {
+            records.set(
+                self.slot,
+                &self.version,
+                Status::Failed,
+                Some(reason.to_string()),
+            );
+        }
+        if let Some(args) = &self.args {
+            records.kernel_args_failed = Some(kernel_args::Failed {
+                args: args.clone(),
+                reason: reason.to_string(),
+                at: slots::now(),
+            });
+        }
+        // Records first: a cut before grubenv's write leaves a used-up trial
+        // there, which the next boot records as failed too.
         if let Err(e) = records.save(root) {
             log::error!("slot records: {e}");
         }
-        log::error!(
-            "trial boot of {} in slot {} failed: {reason}; rebooting into slot {}",
-            self.version,
-            self.slot,
-            slots::other(self.slot)
-        );
+        if let (Some(args), Some(installed)) = (&self.args, &self.installed) {
+            let dropped = installed.read_env().and_then(|mut env| {
+                kernel_args::fail(&mut env);
+                installed.write_env(&env)
+            });
+            if let Err(e) = dropped {
+                log::error!("kernel arguments `{args}`: cannot drop them from grubenv: {e}");
+            }
+            log::error!(
+                "the trial of the kernel arguments `{args}` failed: {reason}; rebooting with the ones before"
+            );
+        }
+        if self.slot_trial {
+            log::error!(
+                "trial boot of {} in slot {} failed: {reason}; rebooting into slot {}",
+                self.version,
+                self.slot,
+                slots::other(self.slot)
+            );
+        }
         self.phase = Phase::Done;
         reason.to_string()
     }

@@ -177,7 +177,7 @@ mod tests {
         let args = ["a=1".to_string(), "b".to_string()];
         assert_eq!(join(&args).as_deref(), Ok("a=1 b"));
         let long = vec!["x".repeat(60); 4];
-        let err = join(&long).unwrap_err();
+        let err = join(&long).expect_err("too long");
         assert!(err.contains("at most 200"), "{err}");
         // The largest that passes still fits one sector with everything else.
         let most = vec!["y".repeat(MAX_BYTES)];

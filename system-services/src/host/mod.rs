@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  boot:    bootcmd → berth.modules → berth.sysctl → mounts → write_files → hostname
+//!           → berth.kernel_args (armed for the next boot)
 //!           (then services start; runcmd runs in the console container once it is up)
 //!  reload:  only what changed: write_files entries, sysctl values, hostname,
 //!           new modules and mounts — never bootcmd
@@ -37,6 +38,7 @@ use crate::runtime::Exit;
 pub mod commands;
 pub mod devices;
 pub mod hostname;
+pub mod kernel_args;
 pub mod linux;
 pub mod machine_id;
 pub mod modules;
@@ -152,6 +154,7 @@ pub struct Settings {
     pub mounts: Vec<Vec<Scalar>>,
     pub sysctl: BTreeMap<String, Scalar>,
     pub modules: Vec<String>,
+    pub kernel_args: Vec<String>,
 }
 
 impl Settings {
@@ -172,6 +175,7 @@ impl Settings {
             mounts: config.mounts.clone(),
             sysctl: config.berth.sysctl.clone(),
             modules: config.berth.modules.clone(),
+            kernel_args: config.berth.kernel_args.clone(),
         }
     }
 }
@@ -235,6 +239,8 @@ pub struct Applied {
     pub sysctl: BTreeMap<String, String>,
     pub modules: Vec<String>,
     pub mounts: Vec<String>,
+    /// The kernel arguments grubenv was brought in line with.
+    pub kernel_args: Option<String>,
 }
 
 impl Applied {
@@ -327,6 +333,13 @@ pub fn apply(ops: &dyn HostOps, paths: &HostPaths, settings: &Settings, stage: S
         ops,
         paths,
         settings.hostname.as_deref(),
+        &mut applied,
+        &mut report,
+    );
+    kernel_args::apply(
+        paths,
+        &settings.kernel_args,
+        &before,
         &mut applied,
         &mut report,
     );
