@@ -52,6 +52,11 @@ struct Machine {
 
 impl Machine {
     fn new(name: &str, qcow2: &Path, engine: bool) -> Machine {
+        Machine::with(name, qcow2, engine, "")
+    }
+
+    /// `berth`: more lines of the `berth:` section, indented two spaces.
+    fn with(name: &str, qcow2: &Path, engine: bool, berth: &str) -> Machine {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = qemu_tests::free_port().expect("port");
         let ssh = Ssh::new(dir.path(), port, "berth").expect("ssh key");
@@ -61,7 +66,7 @@ impl Machine {
         qemu_tests::nocloud_seed(
             &seed,
             &format!(
-                "#cloud-config\nhostname: {name}\nssh_authorized_keys:\n  - {}\nberth:\n  upgrade:\n    health_timeout: {HEALTH_TIMEOUT_SECS}s\n    health_check: test -d /home/berth\n{}",
+                "#cloud-config\nhostname: {name}\nssh_authorized_keys:\n  - {}\nberth:\n  upgrade:\n    health_timeout: {HEALTH_TIMEOUT_SECS}s\n    health_check: test -d /home/berth\n{berth}{}",
                 ssh.public_key(),
                 if engine { "" } else { "  services:\n    docker: null\n" }
             ),
@@ -490,5 +495,123 @@ fn check_files_whole(m: &Machine, vm: &Vm) {
         vm,
         &m.ssh,
         "for f in /var/lib/berth/ssh/ssh_host_ed25519_key /var/lib/berth/ssh/ssh_host_ed25519_key.pub /home/berth/.profile; do sudo test -s $f || { echo \"$f is empty\" >&2; exit 1; }; done",
+    );
+}
+
+/// `berth.kernel_args` on an installed disk: armed by the config, tried once
+/// by GRUB, kept when that boot is healthy; an argument that stops the boot
+/// (here the kernel panics: no such `rdinit`) costs one boot, and the
+/// machine comes back by itself on the arguments from before.
+#[test]
+fn kernel_arguments_are_tried_once_then_kept_or_dropped() {
+    const TEST: &str = "kernel_arguments_are_tried_once_then_kept_or_dropped";
+    let Some(qcow2) = Artifacts::get(Artifacts::QCOW2, TEST) else {
+        return;
+    };
+    // Berth's own `cryptomgr.notests=1` comes first; the kept argument comes
+    // after it and wins, so the kernel runs its crypto self-tests again.
+    let m = Machine::with(
+        "kernel-args",
+        &qcow2,
+        false,
+        "  kernel_args: [cryptomgr.notests=0]\n",
+    );
+    let mut vm = m.boot();
+    let logs = ok(&vm, &m.ssh, "sudo berth logs berthd");
+    assert!(
+        logs.contains("the next boot tries `cryptomgr.notests=0` once"),
+        "{logs}"
+    );
+    let kargs = |vm: &Vm| m.slots(vm)["kernel_args"].clone();
+    let now = kargs(&vm);
+    assert_eq!(now["next"], "cryptomgr.notests=0", "{now}");
+    assert_eq!(now["armed"], true, "{now}");
+    assert_eq!(now["committed"], "", "{now}");
+    let text = ok(&vm, &m.ssh, "sudo berth os list");
+    assert!(
+        text.contains("next boot:      `cryptomgr.notests=0` (once, on trial)"),
+        "{text}"
+    );
+
+    // The trial: GRUB adds the argument and the trial flag, once.
+    let _ = m.ssh.run("sudo berth reboot");
+    expect(
+        &mut vm,
+        "berth.args_trial=1 cryptomgr.notests=0",
+        BOOT_TIMEOUT,
+    );
+    expect(
+        &mut vm,
+        "trial boot of the kernel arguments `cryptomgr.notests=0`",
+        BOOT_TIMEOUT,
+    );
+    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+    expect(
+        &mut vm,
+        "the kernel arguments `cryptomgr.notests=0` are healthy and kept",
+        BOOT_TIMEOUT,
+    );
+    m.wait_ssh(&vm);
+    let now = kargs(&vm);
+    assert_eq!(now["committed"], "cryptomgr.notests=0", "{now}");
+    assert_eq!(now["armed"], false, "{now}");
+    assert_eq!(now["next"], serde_json::Value::Null, "{now}");
+
+    // Kept: the next boot has it without a trial, and the kernel took it.
+    let _ = m.ssh.run("sudo berth reboot");
+    expect(&mut vm, "Kernel command line:", BOOT_TIMEOUT);
+    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+    m.wait_ssh(&vm);
+    let cmdline = ok(&vm, &m.ssh, "cat /proc/cmdline");
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    assert_eq!(words.last(), Some(&"cryptomgr.notests=0"), "{cmdline}");
+    assert!(words.contains(&"cryptomgr.notests=1"), "{cmdline}");
+    assert!(!cmdline.contains("args_trial"), "{cmdline}");
+    let dmesg = ok(&vm, &m.ssh, "sudo dmesg");
+    assert!(
+        !dmesg.contains("alg: self-tests disabled"),
+        "the later cryptomgr.notests=0 should win:\n{dmesg}"
+    );
+
+    // An argument that stops the boot: the trial panics, GRUB's try is used
+    // up, and the machine is back on the kept arguments by itself.
+    ok(
+        &vm,
+        &m.ssh,
+        "sudo berth config set berth.kernel_args '[cryptomgr.notests=0, rdinit=/no-such-init]'",
+    );
+    let now = kargs(&vm);
+    assert_eq!(
+        now["next"], "cryptomgr.notests=0 rdinit=/no-such-init",
+        "armed on the config's change: {now}"
+    );
+    let _ = m.ssh.run("sudo berth reboot");
+    expect(&mut vm, "rdinit=/no-such-init", BOOT_TIMEOUT);
+    expect(&mut vm, "Kernel panic", BOOT_TIMEOUT);
+    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+    m.wait_ssh(&vm);
+    let cmdline = ok(&vm, &m.ssh, "cat /proc/cmdline");
+    assert!(
+        cmdline.contains("cryptomgr.notests=0") && !cmdline.contains("rdinit"),
+        "{cmdline}"
+    );
+    let now = kargs(&vm);
+    assert_eq!(now["committed"], "cryptomgr.notests=0", "{now}");
+    assert_eq!(now["armed"], false, "not armed again: {now}");
+    assert_eq!(
+        now["failed"]["args"], "cryptomgr.notests=0 rdinit=/no-such-init",
+        "{now}"
+    );
+    let logs = ok(&vm, &m.ssh, "sudo berth logs berthd");
+    assert!(
+        logs.contains(
+            "berth.kernel_args: `cryptomgr.notests=0 rdinit=/no-such-init` failed their trial boot"
+        ),
+        "{logs}"
+    );
+    let text = ok(&vm, &m.ssh, "sudo berth os list");
+    assert!(
+        text.contains("failed:         `cryptomgr.notests=0 rdinit=/no-such-init`"),
+        "{text}"
     );
 }
