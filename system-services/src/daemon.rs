@@ -443,6 +443,7 @@ impl Control for DaemonControl {
         }
         if let Some(paths) = &self.host {
             apply_host(&host::Linux, paths, &config.host, Stage::Reload);
+            host::kernel_args::apply(paths, &config.host.kernel_args).log();
             self.update_service_files(config.host.write_files.services.clone());
         }
         if let Some(paths) = &self.host {
@@ -632,6 +633,8 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
         // Disks attached later (and other new device nodes): into the
         // privileged services' own /dev.
         host::devices::spawn(Arc::clone(&supervisor));
+        // For the next boot; nothing in this one waits for it.
+        host::kernel_args::spawn(paths.clone(), config.host.kernel_args.clone());
     }
 
     if let (Some(paths), Some(disk)) = (&host_paths, &config.install.disk) {

@@ -6,42 +6,56 @@
 //!
 //! Each boot also finds a trial that never reported — the boot that tried
 //! the arguments panicked, hung or lost power — and records it as failed.
+//!
+//! Nothing here changes the boot it runs in, so at boot it runs beside the
+//! services ([`spawn`]), not before them; a reload runs it at once, so that
+//! `berth config set` returns with the next boot armed. It is idempotent:
+//! grubenv is written only when it should say something else.
 
 use std::path::Path;
 
 use berth_iso::kernel_args::{self as args, Failed, Plan};
 use berth_iso::slots::{Installed, Records};
 
-use super::{Applied, HostPaths, Problem, Report};
+use super::{HostPaths, Problem, Report};
 
 const FIELD: &str = "berth.kernel_args";
 
 /// What a grub.cfg that reads kept arguments from grubenv contains.
 const GRUB_CFG: &str = "boot/grub/grub.cfg";
 
-pub(crate) fn apply(
-    paths: &HostPaths,
-    wanted: &[String],
-    before: &Applied,
-    applied: &mut Applied,
-    report: &mut Report,
-) {
+/// One reconcile at a time: the boot's and a reload's both rewrite grubenv.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Brings grubenv in line with the config's `wanted` arguments.
+pub fn apply(paths: &HostPaths, wanted: &[String]) -> Report {
+    let mut report = Report::default();
     // Validation refused a document with bad arguments before it got here.
     let Ok(wanted) = args::join(wanted) else {
-        return;
+        return report;
     };
-    if before.kernel_args.as_deref() == Some(wanted.as_str()) {
-        return;
-    }
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let cmdline = std::fs::read_to_string(paths.root.join("proc/cmdline")).unwrap_or_default();
     match reconcile(paths, &wanted, &cmdline) {
         Ok(lines) => {
             for line in lines {
                 report.done(line);
             }
-            applied.kernel_args = Some(wanted);
         }
         Err(message) => report.problems.push(Problem::new(FIELD, message)),
+    }
+    report
+}
+
+/// [`apply`] in a thread of its own, its report logged.
+pub fn spawn(paths: HostPaths, wanted: Vec<String>) {
+    let started = std::thread::Builder::new()
+        .name("kernel-args".into())
+        .spawn(move || apply(&paths, &wanted).log());
+    if let Err(e) = started {
+        log::error!("{FIELD}: cannot start its thread: {e}");
     }
 }
 
@@ -216,15 +230,7 @@ mod tests {
         std::fs::create_dir_all(paths.root.join("proc")).expect("proc");
         std::fs::write(paths.root.join("proc/cmdline"), cmdline).expect("cmdline");
         let wanted: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
-        let mut report = Report::default();
-        apply(
-            paths,
-            &wanted,
-            &Applied::default(),
-            &mut Applied::default(),
-            &mut report,
-        );
-        report
+        apply(paths, &wanted)
     }
 
     fn env(installed: &Installed) -> BTreeMap<String, String> {

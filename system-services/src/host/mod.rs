@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  boot:    bootcmd → berth.modules → berth.sysctl → mounts → write_files → hostname
-//!           → berth.kernel_args (armed for the next boot)
+//!           (berth.kernel_args, for the next boot: beside the services; see there)
 //!           (then services start; runcmd runs in the console container once it is up)
 //!  reload:  only what changed: write_files entries, sysctl values, hostname,
 //!           new modules and mounts — never bootcmd
@@ -154,6 +154,7 @@ pub struct Settings {
     pub mounts: Vec<Vec<Scalar>>,
     pub sysctl: BTreeMap<String, Scalar>,
     pub modules: Vec<String>,
+    /// Not applied by [`apply`]: [`kernel_args`] runs beside the services.
     pub kernel_args: Vec<String>,
 }
 
@@ -239,8 +240,6 @@ pub struct Applied {
     pub sysctl: BTreeMap<String, String>,
     pub modules: Vec<String>,
     pub mounts: Vec<String>,
-    /// The kernel arguments grubenv was brought in line with.
-    pub kernel_args: Option<String>,
 }
 
 impl Applied {
@@ -333,13 +332,6 @@ pub fn apply(ops: &dyn HostOps, paths: &HostPaths, settings: &Settings, stage: S
         ops,
         paths,
         settings.hostname.as_deref(),
-        &mut applied,
-        &mut report,
-    );
-    kernel_args::apply(
-        paths,
-        &settings.kernel_args,
-        &before,
         &mut applied,
         &mut report,
     );
