@@ -185,18 +185,12 @@ pub fn grubenv(vars: &[(&str, &str)]) -> Vec<u8> {
 /// The kernel arguments kept in grubenv ([`crate::kernel_args`]) come last,
 /// so that they override Berth's own (`cryptomgr.notests=0`); a trial of new
 /// ones is used up the same way before the kernel loads.
-pub fn disk_grub_cfg(version: &str, kernel_args: &str) -> String {
-    let mut args =
-        String::from("berth.slot=$berth_slot $berth_trial $berth_args_trial $berth_kargs");
-    if !kernel_args.is_empty() {
-        args.push(' ');
-        args.push_str(kernel_args);
-    }
+pub fn disk_grub_cfg(version: &str) -> String {
     crate::grub::GrubConfig {
         title: format!("Berth {version}"),
         kernel: "/$berth_slot/vmlinuz".into(),
         initrd: "/$berth_slot/initrd".into(),
-        extra_args: args,
+        extra_args: "berth.slot=$berth_slot $berth_trial $berth_args_trial $berth_kargs".into(),
         preamble: format!(
             "load_env berth_default berth_try {committed} {next} {try_}\n\
              set berth_slot=A\n\
@@ -245,7 +239,7 @@ mod tests {
 
     #[test]
     fn the_disk_config_boots_the_slot_grubenv_names() {
-        let cfg = disk_grub_cfg("0.1.0", "");
+        let cfg = disk_grub_cfg("0.1.0");
         assert!(cfg.contains("load_env berth_default berth_try"));
         assert!(cfg.contains("if save_env berth_try; then"));
         assert!(cfg.contains("set berth_trial=berth.trial=1"));
@@ -260,7 +254,7 @@ mod tests {
 
     #[test]
     fn the_disk_config_tries_new_kernel_arguments_once() {
-        let cfg = disk_grub_cfg("0.1.0", "");
+        let cfg = disk_grub_cfg("0.1.0");
         assert!(cfg.contains(
             "load_env berth_default berth_try berth_args berth_args_next berth_args_try\n"
         ));

@@ -235,8 +235,6 @@ pub struct Payload {
     /// names as in `/var/lib/berth/config`), put on the ESP for PID 1 to take
     /// onto the state partition when it makes it.
     pub config: Vec<(String, Vec<u8>)>,
-    /// Extra kernel arguments for the installed system.
-    pub kernel_args: String,
 }
 
 /// Reports progress of a long write: (what, bytes done, bytes in all).
@@ -583,7 +581,6 @@ mod tests {
                 "user-data.yml".into(),
                 b"#cloud-config\nhostname: x\n".to_vec(),
             )],
-            kernel_args: String::new(),
         };
         let file = std::fs::OpenOptions::new()
             .read(true)

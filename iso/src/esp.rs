@@ -78,8 +78,7 @@ pub fn write(disk: &File, part: &Part, payload: &Payload) -> Result<()> {
     put("EFI/BOOT/BOOTX64.EFI", &read(&payload.boot.efi)?)?;
     put(
         "boot/grub/grub.cfg",
-        crate::bootloader::disk_grub_cfg(env!("CARGO_PKG_VERSION"), &payload.kernel_args)
-            .as_bytes(),
+        crate::bootloader::disk_grub_cfg(env!("CARGO_PKG_VERSION")).as_bytes(),
     )?;
     drop(root);
     fs.unmount().map_err(fat_err("closing the volume".into()))?;

@@ -186,7 +186,6 @@ pub fn payload_from(medium: &Path, boot: Images) -> Result<Payload> {
         rootfs: medium.join(crate::ISO_ROOTFS_PATH),
         boot,
         config: Vec::new(),
-        kernel_args: String::new(),
     };
     for path in [
         payload.vmlinuz.as_path(),

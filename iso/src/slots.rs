@@ -577,7 +577,6 @@ mod tests {
             rootfs: boot.join("vmlinuz"),
             boot: crate::bootloader::Images::in_dir(&boot),
             config: Vec::new(),
-            kernel_args: String::new(),
         };
         crate::esp::write(&file, &layout.esp(), &payload).expect("esp");
         let installed = Installed::open(&disk_path).expect("open");

@@ -222,7 +222,6 @@ pub fn build() -> Result<Artifacts> {
                 rootfs: rootfs_out.clone(),
                 boot: boot_images.clone(),
                 config: Vec::new(),
-                kernel_args: String::new(),
             },
             &img_out,
             &qcow2_out,

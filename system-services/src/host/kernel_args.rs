@@ -213,7 +213,6 @@ mod tests {
             rootfs: boot.join("vmlinuz"),
             boot: berth_iso::bootloader::Images::in_dir(&boot),
             config: Vec::new(),
-            kernel_args: String::new(),
         };
         berth_iso::esp::write(&file, &layout.esp(), &payload).expect("esp");
         let part = r.join("sys/devices/virtual/block/vdz/vdz1");

@@ -433,7 +433,6 @@ pub fn bench_install() -> Result<()> {
         rootfs: artifacts.rootfs.clone(),
         boot: berth_iso::bootloader::Images::in_dir(&out_dir().join("boot")),
         config: Vec::new(),
-        kernel_args: String::new(),
     };
     let size = berth_iso::disk::MIN_DISK_BYTES;
     let mut install_s = Vec::new();
