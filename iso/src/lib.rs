@@ -22,6 +22,7 @@ pub mod kernel_args;
 pub mod modules;
 pub mod rootfs;
 pub mod slots;
+pub mod testing;
 
 /// The ISO 9660 volume id PID 1 looks for to find the live medium.
 pub const ISO_VOLUME_ID: &str = "BERTH_ISO";

@@ -555,30 +555,8 @@ mod tests {
     fn grubenv_is_rewritten_in_place_on_a_real_fat_volume() {
         let dir = tempfile::tempdir().expect("tempdir");
         let disk_path = dir.path().join("disk");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&disk_path)
-            .expect("disk");
-        file.set_len(crate::disk::MIN_DISK_BYTES).expect("size");
-        let layout = crate::disk::Layout::new(crate::disk::MIN_DISK_BYTES, 512).expect("layout");
-        let mut f = &file;
-        crate::disk::write_gpt(&mut f, &layout).expect("gpt");
-        let boot = dir.path().join("boot");
-        std::fs::create_dir(&boot).expect("boot");
-        for name in ["boot.img", "core.img", "bootx64.efi", "vmlinuz", "initrd"] {
-            std::fs::write(boot.join(name), name.as_bytes()).expect("write");
-        }
-        let payload = crate::disk::Payload {
-            vmlinuz: boot.join("vmlinuz"),
-            initrd: boot.join("initrd"),
-            rootfs: boot.join("vmlinuz"),
-            boot: crate::bootloader::Images::in_dir(&boot),
-            config: Vec::new(),
-        };
-        crate::esp::write(&file, &layout.esp(), &payload).expect("esp");
+        let (file, layout) =
+            crate::testing::installed_disk(&disk_path, &dir.path().join("boot")).expect("disk");
         let installed = Installed::open(&disk_path).expect("open");
         assert_eq!(installed.esp, layout.esp());
         assert_eq!(

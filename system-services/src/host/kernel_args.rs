@@ -189,32 +189,10 @@ mod tests {
     /// An installed disk image below the test root, found the way berthd
     /// finds the real one (sysfs and `/dev`).
     fn install(paths: &HostPaths) -> Installed {
-        use berth_iso::disk;
         let r = &paths.root;
-        let disk_path = paths.dev.join("vdz");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&disk_path)
+        std::fs::create_dir_all(&paths.dev).expect("dev");
+        berth_iso::testing::installed_disk(&paths.dev.join("vdz"), &r.join("boot-files"))
             .expect("disk");
-        file.set_len(disk::MIN_DISK_BYTES).expect("size");
-        let layout = disk::Layout::new(disk::MIN_DISK_BYTES, 512).expect("layout");
-        disk::write_gpt(&mut &file, &layout).expect("gpt");
-        let boot = r.join("boot-files");
-        std::fs::create_dir_all(&boot).expect("boot");
-        for name in ["boot.img", "core.img", "bootx64.efi", "vmlinuz", "initrd"] {
-            std::fs::write(boot.join(name), name).expect("write");
-        }
-        let payload = disk::Payload {
-            vmlinuz: boot.join("vmlinuz"),
-            initrd: boot.join("initrd"),
-            rootfs: boot.join("vmlinuz"),
-            boot: berth_iso::bootloader::Images::in_dir(&boot),
-            config: Vec::new(),
-        };
-        berth_iso::esp::write(&file, &layout.esp(), &payload).expect("esp");
         let part = r.join("sys/devices/virtual/block/vdz/vdz1");
         std::fs::create_dir_all(&part).expect("sysfs");
         std::fs::write(part.join("uevent"), "PARTNAME=BERTH_EFI\n").expect("uevent");
