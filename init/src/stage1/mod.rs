@@ -336,8 +336,11 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     drivers.coldplug(sys);
     crate::timeline::mark(&root.join("run"), "stage1_drivers");
     // A trial boot is watched from here on: whatever of the new OS image
-    // hangs, the machine resets and GRUB falls back (see crate::watchdog).
-    if root == Path::new("/") && berth_iso::slots::from_cmdline(&cmdline).is_some_and(|(_, t)| t) {
+    // (or under the new kernel arguments) hangs, the machine resets and GRUB
+    // falls back (see crate::watchdog).
+    let trial = berth_iso::slots::from_cmdline(&cmdline).is_some_and(|(_, t)| t)
+        || berth_iso::kernel_args::on_trial(&cmdline);
+    if root == Path::new("/") && trial {
         if let Some(dog) = crate::watchdog::open_present(root) {
             dog.hand_over();
         }
