@@ -44,9 +44,10 @@ pub fn mounts(sys: &mut dyn Sys, root: &Path) {
 /// Where the drivers are (paths in `modules.dep`) that nothing before the
 /// ready line uses: input devices (the power button's `evdev` is asked for
 /// by name), sound, graphics, video capture, sensors, memory-error
-/// reporting, SMBus, floppy disks, optical drives (stage 1 loaded their driver
-/// if the boot medium or the seed was on a disc; berthd loads it for a
-/// `mounts` entry that names one) and QEMU's firmware interface. On one CPU
+/// reporting, SMBus, floppy disks, optical drives and legacy IDE controllers
+/// (stage 1 loaded their drivers if the boot medium, the seed or the state
+/// was behind them; berthd loads them for a `mounts` entry whose device is
+/// not there) and QEMU's firmware interface. On one CPU
 /// every driver loaded before berthd delays the ready line, and these only
 /// probe their hardware (a PS/2 mouse's probe runs on for most of a second
 /// under emulation); they are loaded once the line is out.
@@ -61,6 +62,8 @@ const AFTER_READY: &[&str] = &[
     "kernel/drivers/block/floppy.ko",
     "kernel/drivers/scsi/sr_mod.ko",
     "kernel/drivers/cdrom/",
+    "kernel/drivers/ata/ata_piix.ko",
+    "kernel/drivers/ata/ata_generic.ko",
     "kernel/drivers/firmware/qemu_fw_cfg.ko",
 ];
 
@@ -219,10 +222,17 @@ mod tests {
         .map(String::from)
         .to_vec();
         let (now, later) = split_after_ready(&dep, present);
-        assert_eq!(now, ["virtio_net", "ata_piix", "not_there"]);
+        assert_eq!(now, ["virtio_net", "not_there"]);
         assert_eq!(
             later,
-            ["psmouse", "pcspkr", "floppy", "sr_mod", "qemu_fw_cfg"]
+            [
+                "psmouse",
+                "pcspkr",
+                "floppy",
+                "sr_mod",
+                "ata_piix",
+                "qemu_fw_cfg"
+            ]
         );
     }
 

@@ -15,11 +15,17 @@
 //!   not appeared within [`EVERYTHING_AFTER`]: a driver the aliases do not name
 //!   must not make a machine unbootable.
 //!
-//! Optical drives' driver ([`OPTICAL`]) is held back until a search has found
-//! nothing on the disks: probing a drive costs about 0.15 s of the one
-//! emulated CPU even when it is empty (QEMU's `pc` machine has one unless told
-//! otherwise), and a boot whose medium and seed are on disks never reads it.
-//! Stage 2 loads it after the ready line.
+//! Two kinds of driver are held back ([`HELD_BACK`]) until a search has
+//! found nothing where the others reach: optical drives' and the legacy IDE
+//! controllers'. QEMU's `pc` machine (and OpenStack's, and Proxmox's) has an
+//! IDE controller with a CD drive on it unless told otherwise, and a boot
+//! from virtio disks never reads either; yet probing the drive costs about
+//! 0.15 s of the one emulated CPU even when it is empty, and the controller's
+//! driver 0.2 s more, most of it libata's wait after resetting each channel,
+//! which `finit_module` sits through. A search that misses (the boot medium,
+//! the seed, the state partition) loads them and looks again; stage 2 loads
+//! them after the ready line, and berthd before a `mounts` entry whose device
+//! is not there yet.
 
 use std::collections::HashSet;
 use std::io;
@@ -32,9 +38,15 @@ use crate::sys::Sys;
 /// How long a wait for a device goes on with the matched drivers only.
 pub const EVERYTHING_AFTER: Duration = Duration::from_secs(3);
 
-/// The driver of optical drives (CD, DVD; IDE, SATA, USB and SCSI ones alike,
-/// all of them SCSI devices of type 5 to the kernel).
-pub const OPTICAL: &[&str] = &["sr_mod"];
+/// The drivers held back: optical drives' (CD, DVD; IDE, SATA, USB and SCSI
+/// ones alike, all of them SCSI devices of type 5 to the kernel) and the
+/// legacy IDE controllers' ([`IDE`]). AHCI, NVMe, virtio and USB are not.
+pub const HELD_BACK: &[&str] = &["sr_mod", "ata_piix", "ata_generic"];
+
+/// The legacy IDE controllers' drivers (PIIX, and the generic one that
+/// claims an IDE controller no other driver knows): a state partition can be
+/// behind them, never behind an optical drive.
+pub const IDE: &[&str] = &["ata_piix", "ata_generic"];
 
 /// What a filesystem needs besides its own module: FAT's code page and
 /// character sets, which the kernel would ask a `modprobe` for, and the
@@ -54,8 +66,8 @@ pub struct Drivers {
     /// Modules this boot has loaded or tried, so none is read twice.
     tried: HashSet<String>,
     everything: bool,
-    /// [`OPTICAL`] not loaded yet, on purpose.
-    optical_held: bool,
+    /// Of [`HELD_BACK`], what is not loaded yet, on purpose.
+    held: Vec<&'static str>,
     everything_after: Duration,
     /// When the current wait for a device began.
     waiting_since: Option<Instant>,
@@ -90,7 +102,7 @@ impl Drivers {
             sysfs: root.join("sys"),
             tried: HashSet::new(),
             everything: false,
-            optical_held: true,
+            held: HELD_BACK.to_vec(),
             everything_after: EVERYTHING_AFTER,
             waiting_since: None,
         }
@@ -102,8 +114,8 @@ impl Drivers {
         self
     }
 
-    /// Loads the drivers of the devices that have none yet (but optical
-    /// drives', see [`Drivers::optical`]); repeats while a round of loading
+    /// Loads the drivers of the devices that have none yet (but those held
+    /// back, see [`Drivers::release_held`]); repeats while a round of loading
     /// makes new devices appear (virtio's PCI transport before its block
     /// devices, SCSI hosts before their disks). Whether it loaded anything.
     pub fn coldplug(&mut self, sys: &mut dyn Sys) -> bool {
@@ -115,7 +127,7 @@ impl Drivers {
             let wanted: Vec<String> = modules::for_present_devices(&dir, &self.sysfs)
                 .into_iter()
                 .filter(|m| !self.tried.contains(m))
-                .filter(|m| !(self.optical_held && OPTICAL.contains(&m.as_str())))
+                .filter(|m| !self.held.contains(&m.as_str()))
                 .collect();
             if wanted.is_empty() {
                 break;
@@ -126,14 +138,23 @@ impl Drivers {
         loaded
     }
 
-    /// Loads the optical drives' driver, if there is a drive and it was held
-    /// back: a search that found nothing on the disks looks on discs next.
-    /// Whether that made new devices possible.
-    pub fn optical(&mut self, sys: &mut dyn Sys) -> bool {
-        if !std::mem::replace(&mut self.optical_held, false) {
+    /// Loads the drivers held back, for the devices present: a search that
+    /// found nothing on the other disks looks on discs and IDE disks next.
+    /// Whether that loaded anything (so new devices may be there).
+    pub fn release_held(&mut self, sys: &mut dyn Sys) -> bool {
+        if std::mem::take(&mut self.held).is_empty() {
             return false;
         }
         self.coldplug(sys)
+    }
+
+    /// Loads the IDE controllers' drivers held back ([`IDE`]), not the
+    /// optical drives': what a search for a disk that is never a disc
+    /// releases (the state partition). Whether that loaded anything.
+    pub fn release_ide(&mut self, sys: &mut dyn Sys) -> bool {
+        let before = self.held.len();
+        self.held.retain(|m| !IDE.contains(m));
+        self.held.len() != before && self.coldplug(sys)
     }
 
     /// What mounting a `fstype` filesystem needs, if it is not registered.
@@ -177,14 +198,14 @@ impl Drivers {
         }
     }
 
-    /// One poll of a wait for a device: optical drives' driver the first
+    /// One poll of a wait for a device: the drivers held back the first
     /// time, new devices' drivers, and everything once the wait has gone on
     /// for [`EVERYTHING_AFTER`]. Whether it loaded anything, so the caller
     /// can look again at once instead of after its poll interval.
     pub fn while_waiting(&mut self, sys: &mut dyn Sys) -> bool {
         let since = *self.waiting_since.get_or_insert_with(Instant::now);
-        // optical() runs a coldplug round itself when it loads anything.
-        let mut loaded = self.optical(sys) || self.coldplug(sys);
+        // release_held() runs a coldplug round itself when it loads anything.
+        let mut loaded = self.release_held(sys) || self.coldplug(sys);
         if !self.everything && since.elapsed() >= self.everything_after {
             self.everything(sys);
             loaded = true;
@@ -200,7 +221,7 @@ impl Drivers {
     /// Every module the initramfs carries.
     pub fn everything(&mut self, sys: &mut dyn Sys) {
         self.everything = true;
-        self.optical_held = false;
+        self.held.clear();
         let Some(dir) = self.dir.clone() else {
             return;
         };
@@ -250,6 +271,8 @@ kernel/fs/nls/nls_iso8859-1.ko:
 kernel/fs/nls/nls_utf8.ko:
 kernel/drivers/cdrom/cdrom.ko:
 kernel/drivers/scsi/sr_mod.ko: kernel/drivers/cdrom/cdrom.ko
+kernel/drivers/ata/libata.ko:
+kernel/drivers/ata/ata_piix.ko: kernel/drivers/ata/libata.ko
 ";
 
     const ALIAS: &str = "\
@@ -259,6 +282,7 @@ alias pci:v*d*sv*sd*bc0Csc03i30* usbcore
 alias fs-ext4 ext4
 alias fs-vfat vfat
 alias scsi:t-0x05* sr_mod
+alias pci:v00008086d00007010sv*sd*bc*sc*i* ata_piix
 ";
 
     /// A root with the modules above, a virtio PCI device in sysfs and
@@ -350,9 +374,57 @@ alias scsi:t-0x05* sr_mod
         // optical driver, and says so, so the search looks again at once.
         assert!(drivers.while_waiting(&mut sys));
         assert_eq!(loaded(&mut sys), ["cdrom", "sr_mod"]);
-        assert!(!drivers.optical(&mut sys), "once");
+        assert!(!drivers.release_held(&mut sys), "once");
         assert!(!drivers.while_waiting(&mut sys));
         assert!(loaded(&mut sys).is_empty());
+    }
+
+    /// Adds QEMU's PIIX3 IDE controller to the root's sysfs.
+    fn add_ide_controller(root: &Path) {
+        let pci = root.join("sys/devices/pci0000:00/0000:00:01.1");
+        std::fs::create_dir_all(&pci).expect("mkdir");
+        std::fs::write(
+            pci.join("modalias"),
+            "pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80\n",
+        )
+        .expect("modalias");
+        on_bus(root, "pci", &pci);
+    }
+
+    #[test]
+    fn the_ide_controller_waits_too_and_a_state_search_releases_only_it() {
+        let (root, mut drivers) = root();
+        add_ide_controller(root.path());
+        add_optical_drive(root.path());
+        let mut sys = Recording::default();
+        drivers.coldplug(&mut sys);
+        assert_eq!(
+            loaded(&mut sys),
+            ["virtio", "virtio_pci"],
+            "no ata_piix yet"
+        );
+        // The state partition is never on a disc: the optical driver stays held.
+        assert!(drivers.release_ide(&mut sys));
+        assert_eq!(loaded(&mut sys), ["libata", "ata_piix"]);
+        assert!(!drivers.release_ide(&mut sys), "once");
+        // A search for the boot medium that misses takes the rest.
+        assert!(drivers.release_held(&mut sys));
+        assert_eq!(loaded(&mut sys), ["cdrom", "sr_mod"]);
+        assert!(!drivers.release_held(&mut sys));
+    }
+
+    #[test]
+    fn a_missed_search_releases_the_ide_controller_and_the_optical_driver_together() {
+        let (root, mut drivers) = root();
+        add_ide_controller(root.path());
+        add_optical_drive(root.path());
+        let mut sys = Recording::default();
+        drivers.coldplug(&mut sys);
+        loaded(&mut sys);
+        assert!(drivers.while_waiting(&mut sys));
+        let mut now = loaded(&mut sys);
+        now.sort();
+        assert_eq!(now, ["ata_piix", "cdrom", "libata", "sr_mod"]);
     }
 
     #[test]
@@ -361,7 +433,7 @@ alias scsi:t-0x05* sr_mod
         let mut sys = Recording::default();
         drivers.coldplug(&mut sys);
         loaded(&mut sys);
-        assert!(!drivers.optical(&mut sys));
+        assert!(!drivers.release_held(&mut sys));
         assert!(sys.calls.is_empty());
     }
 

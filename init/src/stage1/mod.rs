@@ -352,7 +352,7 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     // have none (cloud-localds's seed as a CD, the usual way).
     let mut devs = devices(root);
     let mut found = nocloud::find(&devs);
-    if found.is_none() && drivers.optical(sys) {
+    if found.is_none() && drivers.release_held(sys) {
         devs = devices(root);
         found = nocloud::find(&devs);
     }

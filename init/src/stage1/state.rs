@@ -24,7 +24,13 @@ pub(super) fn under(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-pub(super) fn find_state_dev(root: &Path, plan: &BootPlan) -> Option<PathBuf> {
+/// `release` loads drivers held back that a state partition could be
+/// behind ([`Drivers::release_ide`]); whether it loaded any.
+pub(super) fn find_state_dev(
+    root: &Path,
+    plan: &BootPlan,
+    mut release: impl FnMut() -> bool,
+) -> Option<PathBuf> {
     // The live ISO does not adopt an installed disk's state by its label: it
     // would hold it mounted, and `berth install --force` could not reinstall
     // that disk. Naming it (`berth.state.dev=`) still works.
@@ -68,6 +74,16 @@ pub(super) fn find_state_dev(root: &Path, plan: &BootPlan) -> Option<PathBuf> {
         (true, true) => Duration::ZERO,
         (true, false) => plan.wait,
     };
+    if let Some(found) = look() {
+        return Some(found);
+    }
+    // Behind an IDE controller whose driver was held back (the boot medium
+    // and the seed were elsewhere): load it and look again before waiting.
+    if release() {
+        if let Some(found) = look() {
+            return Some(found);
+        }
+    }
     probe::wait_for(wait, look, || {
         if !default {
             log::info!("waiting for the state device {:?}", plan.state.dev)
@@ -219,7 +235,10 @@ pub fn mount_state(
         Source::Slot(_) => crate::installed::prepare(sys, root, &devices(root)),
         Source::Iso => None,
     };
-    let found = match (&installed, find_state_dev(root, plan)) {
+    let found = match (
+        &installed,
+        find_state_dev(root, plan, || drivers.release_ide(sys)),
+    ) {
         (Some(p), Some(dev)) if p.formatted && p.node == dev => Some(State::Formatted(dev)),
         (_, Some(dev)) => Some(State::Disk(dev)),
         (_, None) => autoformat(sys, root, plan).map(State::Formatted),

@@ -273,7 +273,7 @@ fn run(ops: &dyn HostOps, paths: &HostPaths, plan: &Plan) -> Result<String, Moun
             let source = if VIRTUAL.contains(&fstype.as_str()) {
                 device.clone()
             } else {
-                load_optical_driver(ops, paths, device);
+                load_held_drivers(ops, paths, device);
                 resolve_device(paths, device)?.display().to_string()
             };
             let mut data = data.clone();
@@ -311,23 +311,65 @@ fn run(ops: &dyn HostOps, paths: &HostPaths, plan: &Plan) -> Result<String, Moun
     }
 }
 
-/// An optical drive (`/dev/sr0`) has a node once its driver is loaded, and a
-/// boot from disks loads that driver only after the ready line (a drive's
-/// probe is slow under emulation, and nothing else needs it sooner): a mount
-/// of one loads it first.
-fn load_optical_driver(ops: &dyn HostOps, paths: &HostPaths, device: &str) {
-    let Some(name) = device.strip_prefix("/dev/") else {
-        return;
-    };
-    if !berth_sys::probe::is_optical_name(name) || paths.dev.join(name).exists() {
-        return;
-    }
+/// The legacy IDE controllers' drivers, as PID 1 holds them back.
+const IDE_DRIVERS: &[&str] = &["ata_piix", "ata_generic"];
+
+/// An optical drive (`/dev/sr0`) has a node once its driver is loaded, and so
+/// has a disk behind a legacy IDE controller; a boot from other disks loads
+/// those drivers only after the ready line (their probes are slow under
+/// emulation, and nothing else needs them sooner). A mount of a device that
+/// is not there yet loads them first.
+fn load_held_drivers(ops: &dyn HostOps, paths: &HostPaths, device: &str) {
     let Some(dir) = &paths.modules else {
         return;
     };
-    if let Err(e) = super::modules::load(ops, dir, "sr_mod", "") {
-        log::warn!("{device}: cannot load the optical drives' driver: {e}");
+    let name = device.strip_prefix("/dev/");
+    let missing = match name {
+        Some(name) => !paths.dev.join(name).exists(),
+        None => resolve_device(paths, device).is_err(),
+    };
+    if !missing {
+        return;
     }
+    if name.is_some_and(berth_sys::probe::is_optical_name) {
+        if let Err(e) = super::modules::load(ops, dir, "sr_mod", "") {
+            log::warn!("{device}: cannot load the optical drives' driver: {e}");
+        }
+        return;
+    }
+    if !ide_controller_present(&paths.root) {
+        return;
+    }
+    let wanted: Vec<String> = IDE_DRIVERS
+        .iter()
+        .filter(|d| !paths.root.join("sys/module").join(d).exists())
+        .map(|d| d.to_string())
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    // One call, so that libata, which both need, is read once.
+    let loaded = berth_sys::modules::load_with(dir, Some(&wanted), &[], |path, c, args| {
+        ops.load_module(path, args, c)
+    });
+    match loaded {
+        Ok(report) => {
+            for (name, why) in &report.failed {
+                log::warn!("{device}: cannot load {name}: {why}");
+            }
+        }
+        Err(e) => log::warn!("{device}: cannot load the IDE controllers' drivers: {e}"),
+    }
+}
+
+/// Whether a PCI IDE controller (class 0x0101) is in the machine.
+fn ide_controller_present(root: &Path) -> bool {
+    std::fs::read_dir(root.join("sys/bus/pci/devices")).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            std::fs::read_to_string(e.path().join("class"))
+                .is_ok_and(|c| c.trim().starts_with("0x0101"))
+        })
+    })
 }
 
 /// `LABEL=`/`UUID=` → a device node; other devices as they are.
@@ -550,6 +592,51 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(applied.mounts.len(), 3);
+    }
+
+    #[test]
+    fn a_mount_of_a_disk_that_is_not_there_loads_the_ide_drivers_first() {
+        let r = root();
+        let dir = r.paths.modules.clone().expect("modules dir");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(
+            dir.join("modules.dep"),
+            "kernel/drivers/ata/libata.ko:\n\
+             kernel/drivers/ata/ata_piix.ko: kernel/drivers/ata/libata.ko\n\
+             kernel/drivers/ata/ata_generic.ko: kernel/drivers/ata/libata.ko\n",
+        )
+        .expect("dep");
+        let mounts = vec![entry(&["/dev/sda1", "/mnt/old", "ext4"])];
+        let run = || {
+            let ops = Recording::default();
+            apply(
+                &ops,
+                &r.paths,
+                &mounts,
+                &Applied::default(),
+                &mut Applied::default(),
+                &mut Report::default(),
+            );
+            ops.calls()
+                .iter()
+                .filter(|c| c.kind() == "module")
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+        };
+        assert!(run().is_empty(), "no IDE controller, nothing to load");
+        let ide = r.dir.path().join("sys/devices/pci0000:00/0000:00:01.1");
+        std::fs::create_dir_all(&ide).expect("pci");
+        std::fs::write(ide.join("class"), "0x010180\n").expect("class");
+        let bus = r.dir.path().join("sys/bus/pci/devices");
+        std::fs::create_dir_all(&bus).expect("bus");
+        std::os::unix::fs::symlink(&ide, bus.join("0000:00:01.1")).expect("link");
+        let loaded = run();
+        assert_eq!(loaded.len(), 3, "{loaded:?}");
+        assert!(loaded[1].contains("ata_piix") && loaded[2].contains("ata_generic"));
+        // Loaded already (or the disk is there): nothing again.
+        std::fs::create_dir_all(r.dir.path().join("sys/module/ata_piix")).expect("m");
+        std::fs::create_dir_all(r.dir.path().join("sys/module/ata_generic")).expect("m");
+        assert!(run().is_empty());
     }
 
     #[test]
