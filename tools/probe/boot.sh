@@ -9,7 +9,10 @@
 #   MODE=iso      the ISO on IDE through GRUB (default: what `cargo xtask run` does)
 #   MODE=kernel   QEMU loads KERNEL and INITRD itself and the ISO is a virtio disk,
 #                 as `cargo xtask bench boot` boots
-#   ISO, KERNEL, INITRD   default: the build in target/berth
+#   MODE=disk     a copy-on-write overlay of QCOW2 (the disk image: SeaBIOS, GRUB from
+#                 disk), its first boot (the state partition grown and formatted), as
+#                 the bench's disk boots
+#   ISO, KERNEL, INITRD, QCOW2   default: the build in target/berth
 #   APPEND        kernel arguments added in MODE=kernel (e.g. berth.debug)
 #   KERNEL_ARGS   Berth's own kernel arguments in MODE=kernel (iso/src/grub.rs KERNEL_ARGS;
 #                 KERNEL_ARGS= boots without them)
@@ -54,7 +57,10 @@ case ${MODE:-iso} in
     BOOT=(-kernel "${KERNEL:-$OUT/vmlinuz}" -initrd "${INITRD:-$OUT/initrd}"
           -append "console=ttyS0 panic=-1 ${KERNEL_ARGS-cryptomgr.notests=1} ${APPEND:-}"
           -drive "file=$ISO,if=virtio,format=raw,readonly=on") ;;
-  *) echo "MODE is iso or kernel" >&2; exit 2 ;;
+  disk)
+    qemu-img create -q -f qcow2 -b "${QCOW2:-$OUT/berth.qcow2}" -F qcow2 "$D/disk.qcow2" 8G
+    BOOT=(-drive "file=$D/disk.qcow2,if=virtio,format=qcow2,cache=unsafe") ;;
+  *) echo "MODE is iso, kernel or disk" >&2; exit 2 ;;
 esac
 # shellcheck disable=SC2086 # QEMU_EXTRA is a list of arguments
 timeout 300 qemu-system-x86_64 -name probe -m "${MEM:-1024}" -smp 1 -accel tcg,tb-size=256 -machine pc \
