@@ -32,6 +32,8 @@ pub enum Boot {
 pub struct Drive {
     pub path: PathBuf,
     pub read_only: bool,
+    /// On the legacy IDE controller (`/dev/sdX` to the guest) instead of virtio.
+    pub ide: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +186,18 @@ impl Config {
         self.drives.push(Drive {
             path: path.into(),
             read_only,
+            ide: false,
+        });
+        self
+    }
+
+    /// A writable disk on the IDE controller's primary master, as old PCs
+    /// in IDE mode and some hypervisors' defaults attach disks.
+    pub fn ide_disk(mut self, path: impl Into<PathBuf>) -> Self {
+        self.drives.push(Drive {
+            path: path.into(),
+            read_only: false,
+            ide: true,
         });
         self
     }
@@ -319,8 +333,9 @@ impl Config {
                 "raw"
             };
             cmd.arg("-drive").arg(format!(
-                "file={},if=virtio,format={format},cache=unsafe{}",
+                "file={},if={},format={format},cache=unsafe{}",
                 drive.path.display(),
+                if drive.ide { "ide,index=0" } else { "virtio" },
                 if drive.read_only { ",readonly=on" } else { "" }
             ));
         }

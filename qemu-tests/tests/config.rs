@@ -245,10 +245,17 @@ berth:
             append,
         },
     )
-    .drive(&state, false)
+    // The state disk moves to the IDE controller, whose driver stage 1 holds
+    // back while the other disks are searched: the ISO is found on virtio and
+    // there is no seed, so the miss loads it and the state is found there.
+    .ide_disk(&state)
     .drive(&iso, true);
     let mut vm = Vm::start(&config).expect("start qemu");
-    expect(&mut vm, "was cleanly unmounted", BOOT_TIMEOUT);
+    expect(
+        &mut vm,
+        "state /dev/sda1 was cleanly unmounted",
+        BOOT_TIMEOUT,
+    );
     // The check service powers the machine off as soon as it has reported,
     // which may be before every other service has settled (no ready line).
     expect_anywhere(&mut vm, "check: powering off", BOOT_TIMEOUT);
