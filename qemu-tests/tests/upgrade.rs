@@ -500,7 +500,8 @@ fn check_files_whole(m: &Machine, vm: &Vm) {
 
 /// `berth.kernel_args` on an installed disk: armed by the config, tried once
 /// by GRUB, kept when that boot is healthy; an argument that stops the boot
-/// (here the kernel panics: no such `rdinit`) costs one boot, and the
+/// (the kernel panics: no such `rdinit`) or keeps it from coming up healthy
+/// (`berth.rescue`: a shell instead of berthd) costs one boot, and the
 /// machine comes back by itself on the arguments from before.
 #[test]
 fn kernel_arguments_are_tried_once_then_kept_or_dropped() {
@@ -614,4 +615,40 @@ fn kernel_arguments_are_tried_once_then_kept_or_dropped() {
         text.contains("failed:         `cryptomgr.notests=0 rdinit=/no-such-init`"),
         "{text}"
     );
+
+    // Arguments that boot but never come up healthy (a rescue shell instead
+    // of berthd): PID 1 gives the trial its health timeout, records why,
+    // drops them and reboots onto the kept ones.
+    ok(
+        &vm,
+        &m.ssh,
+        "sudo berth config set berth.kernel_args '[cryptomgr.notests=0, berth.rescue]'",
+    );
+    let _ = m.ssh.run("sudo berth reboot");
+    expect(
+        &mut vm,
+        "berth.args_trial=1 cryptomgr.notests=0 berth.rescue",
+        BOOT_TIMEOUT,
+    );
+    expect(
+        &mut vm,
+        "the trial of the kernel arguments `cryptomgr.notests=0 berth.rescue` failed: not healthy within",
+        BOOT_TIMEOUT + Duration::from_secs(HEALTH_TIMEOUT_SECS),
+    );
+    expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
+    m.wait_ssh(&vm);
+    let cmdline = ok(&vm, &m.ssh, "cat /proc/cmdline");
+    assert!(
+        cmdline.contains("cryptomgr.notests=0") && !cmdline.contains("berth.rescue"),
+        "{cmdline}"
+    );
+    let now = kargs(&vm);
+    assert_eq!(now["committed"], "cryptomgr.notests=0", "{now}");
+    assert_eq!(now["armed"], false, "{now}");
+    assert_eq!(
+        now["failed"]["args"], "cryptomgr.notests=0 berth.rescue",
+        "{now}"
+    );
+    let reason = now["failed"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("berthd does not answer"), "{now}");
 }
