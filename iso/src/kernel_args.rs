@@ -68,7 +68,7 @@ impl Env {
 pub enum Plan {
     /// grubenv already says what the config says.
     Nothing,
-    /// Try `0` on the next boot.
+    /// Try these on the next boot, once.
     Arm(String),
     /// No arguments: dropped at once (Berth's own arguments need no trial),
     /// with any armed trial.

@@ -31,6 +31,16 @@ impl BlockDev {
     }
 }
 
+/// The optical drives' driver (CD, DVD; IDE, SATA, USB and SCSI ones alike,
+/// all of them SCSI devices of type 5 to the kernel). PID 1 holds it back
+/// until a search needs it, and berthd loads it for a mount that names a drive.
+pub const OPTICAL_DRIVERS: &[&str] = &["sr_mod"];
+
+/// The legacy IDE controllers' drivers (PIIX, and the generic one that claims
+/// an IDE controller no other driver knows), held back the same way; a state
+/// partition or a mounted disk can be behind them, never behind a drive.
+pub const IDE_DRIVERS: &[&str] = &["ata_piix", "ata_generic"];
+
 /// Whether `name` (a kernel name, `sr0`) is an optical drive's.
 pub fn is_optical_name(name: &str) -> bool {
     name.strip_prefix("sr")

@@ -15,7 +15,8 @@
 //!   not appeared within [`EVERYTHING_AFTER`]: a driver the aliases do not name
 //!   must not make a machine unbootable.
 //!
-//! Two kinds of driver are held back ([`HELD_BACK`]) until a search has
+//! Two kinds of driver are held back (`berth_sys::probe::OPTICAL_DRIVERS`
+//! and `IDE_DRIVERS`) until a search has
 //! found nothing where the others reach: optical drives' and the legacy IDE
 //! controllers'. QEMU's `pc` machine (and OpenStack's, and Proxmox's) has an
 //! IDE controller with a CD drive on it unless told otherwise, and a boot
@@ -32,21 +33,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_sys::probe::{IDE_DRIVERS, OPTICAL_DRIVERS};
+
 use crate::modules;
 use crate::sys::Sys;
 
 /// How long a wait for a device goes on with the matched drivers only.
 pub const EVERYTHING_AFTER: Duration = Duration::from_secs(3);
-
-/// The drivers held back: optical drives' (CD, DVD; IDE, SATA, USB and SCSI
-/// ones alike, all of them SCSI devices of type 5 to the kernel) and the
-/// legacy IDE controllers' ([`IDE`]). AHCI, NVMe, virtio and USB are not.
-pub const HELD_BACK: &[&str] = &["sr_mod", "ata_piix", "ata_generic"];
-
-/// The legacy IDE controllers' drivers (PIIX, and the generic one that
-/// claims an IDE controller no other driver knows): a state partition can be
-/// behind them, never behind an optical drive.
-pub const IDE: &[&str] = &["ata_piix", "ata_generic"];
 
 /// What a filesystem needs besides its own module: FAT's code page and
 /// character sets, which the kernel would ask a `modprobe` for, and the
@@ -66,7 +59,8 @@ pub struct Drivers {
     /// Modules this boot has loaded or tried, so none is read twice.
     tried: HashSet<String>,
     everything: bool,
-    /// Of [`HELD_BACK`], what is not loaded yet, on purpose.
+    /// Of the drivers held back (optical and IDE; AHCI, NVMe, virtio and
+    /// USB never are), what is not loaded yet, on purpose.
     held: Vec<&'static str>,
     everything_after: Duration,
     /// When the current wait for a device began.
@@ -102,7 +96,7 @@ impl Drivers {
             sysfs: root.join("sys"),
             tried: HashSet::new(),
             everything: false,
-            held: HELD_BACK.to_vec(),
+            held: OPTICAL_DRIVERS.iter().chain(IDE_DRIVERS).copied().collect(),
             everything_after: EVERYTHING_AFTER,
             waiting_since: None,
         }
@@ -148,12 +142,12 @@ impl Drivers {
         self.coldplug(sys)
     }
 
-    /// Loads the IDE controllers' drivers held back ([`IDE`]), not the
+    /// Loads the IDE controllers' drivers held back ([`IDE_DRIVERS`]), not the
     /// optical drives': what a search for a disk that is never a disc
     /// releases (the state partition). Whether that loaded anything.
     pub fn release_ide(&mut self, sys: &mut dyn Sys) -> bool {
         let before = self.held.len();
-        self.held.retain(|m| !IDE.contains(m));
+        self.held.retain(|m| !IDE_DRIVERS.contains(m));
         self.held.len() != before && self.coldplug(sys)
     }
 

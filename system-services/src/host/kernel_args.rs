@@ -12,8 +12,6 @@
 //! `berth config set` returns with the next boot armed. It is idempotent:
 //! grubenv is written only when it should say something else.
 
-use std::path::Path;
-
 use berth_iso::kernel_args::{self as args, Failed, Plan};
 use berth_iso::slots::{Installed, Records};
 
@@ -21,7 +19,7 @@ use super::{HostPaths, Problem, Report};
 
 const FIELD: &str = "berth.kernel_args";
 
-/// What a grub.cfg that reads kept arguments from grubenv contains.
+/// The installed disk's GRUB config, on the ESP.
 const GRUB_CFG: &str = "boot/grub/grub.cfg";
 
 /// One reconcile at a time: the boot's and a reload's both rewrite grubenv.
@@ -79,6 +77,7 @@ fn reconcile(paths: &HostPaths, wanted: &str, cmdline: &str) -> Result<Vec<Strin
     let mut done = Vec::new();
     let mut vars_changed = false;
     let mut records_changed = false;
+    let mut refused = None;
 
     if let Some(lost) = args::unreported_trial(&mut vars, cmdline) {
         let reason = "the boot that tried them never came up (the kernel panicked, hung until \
@@ -124,42 +123,24 @@ fn reconcile(paths: &HostPaths, wanted: &str, cmdline: &str) -> Result<Vec<Strin
             Plan::Disarm => done.push(format!(
                 "{FIELD}: the trial of other arguments is called off; the config asks for the ones in use"
             )),
-            Plan::Refuse(f) => {
-                // Records first: a cut before grubenv's write finds the lost
-                // trial again on the next boot.
-                save(&records, &paths.root, records_changed)?;
-                write(&installed, &vars, vars_changed)?;
-                return Err(format!(
-                    "`{}` failed their trial boot at {} ({}); they are not tried again until \
-                     the config has asked for other arguments",
-                    f.args,
-                    berth_images::recipe::rfc3339(f.at),
-                    f.reason
-                ));
-            }
+            Plan::Refuse(f) => refused = Some(format!(
+                "`{}` failed their trial boot at {} ({}); they are not tried again until \
+                 the config has asked for other arguments",
+                f.args,
+                berth_images::recipe::rfc3339(f.at),
+                f.reason
+            )),
         }
     }
-    save(&records, &paths.root, records_changed)?;
-    write(&installed, &vars, vars_changed)?;
-    Ok(done)
-}
-
-fn save(records: &Records, root: &Path, changed: bool) -> Result<(), String> {
-    if changed {
-        records.save(root).map_err(|e| e.to_string())?;
+    // Records first: a cut before grubenv's write finds the lost trial
+    // again on the next boot.
+    if records_changed {
+        records.save(&paths.root).map_err(|e| e.to_string())?;
     }
-    Ok(())
-}
-
-fn write(
-    installed: &Installed,
-    vars: &std::collections::BTreeMap<String, String>,
-    changed: bool,
-) -> Result<(), String> {
-    if changed {
-        installed.write_env(vars).map_err(|e| e.to_string())?;
+    if vars_changed {
+        installed.write_env(&vars).map_err(|e| e.to_string())?;
     }
-    Ok(())
+    refused.map_or(Ok(done), Err)
 }
 
 /// grub.cfg is written once, by the installer: a disk installed before

@@ -311,9 +311,6 @@ fn run(ops: &dyn HostOps, paths: &HostPaths, plan: &Plan) -> Result<String, Moun
     }
 }
 
-/// The legacy IDE controllers' drivers, as PID 1 holds them back.
-const IDE_DRIVERS: &[&str] = &["ata_piix", "ata_generic"];
-
 /// An optical drive (`/dev/sr0`) has a node once its driver is loaded, and so
 /// has a disk behind a legacy IDE controller; a boot from other disks loads
 /// those drivers only after the ready line (their probes are slow under
@@ -331,16 +328,14 @@ fn load_held_drivers(ops: &dyn HostOps, paths: &HostPaths, device: &str) {
     if !missing {
         return;
     }
-    if name.is_some_and(berth_sys::probe::is_optical_name) {
-        if let Err(e) = super::modules::load(ops, dir, "sr_mod", "") {
-            log::warn!("{device}: cannot load the optical drives' driver: {e}");
-        }
+    let drivers = if name.is_some_and(berth_sys::probe::is_optical_name) {
+        berth_sys::probe::OPTICAL_DRIVERS
+    } else if ide_controller_present(&paths.root) {
+        berth_sys::probe::IDE_DRIVERS
+    } else {
         return;
-    }
-    if !ide_controller_present(&paths.root) {
-        return;
-    }
-    let wanted: Vec<String> = IDE_DRIVERS
+    };
+    let wanted: Vec<String> = drivers
         .iter()
         .filter(|d| !paths.root.join("sys/module").join(d).exists())
         .map(|d| d.to_string())
@@ -348,7 +343,7 @@ fn load_held_drivers(ops: &dyn HostOps, paths: &HostPaths, device: &str) {
     if wanted.is_empty() {
         return;
     }
-    // One call, so that libata, which both need, is read once.
+    // One call, so that a shared dependency (libata) is read once.
     let loaded = berth_sys::modules::load_with(dir, Some(&wanted), &[], |path, c, args| {
         ops.load_module(path, args, c)
     });
@@ -358,7 +353,7 @@ fn load_held_drivers(ops: &dyn HostOps, paths: &HostPaths, device: &str) {
                 log::warn!("{device}: cannot load {name}: {why}");
             }
         }
-        Err(e) => log::warn!("{device}: cannot load the IDE controllers' drivers: {e}"),
+        Err(e) => log::warn!("{device}: cannot load {}: {e}", wanted.join(", ")),
     }
 }
 
