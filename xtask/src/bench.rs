@@ -42,21 +42,34 @@ pub fn run(name: Option<&str>) -> Result<()> {
             known.join(", ")
         );
     }
+    // `cargo xtask bench` with no name runs the cargo benches; boot is slow
+    // (TCG boots) and runs only when named.
     for (bench, package, target) in selected {
-        // `cargo xtask bench` with no name runs the cargo benches; boot is
-        // slow (two TCG boots) and runs only when named.
-        let mut command = cargo();
-        command.args(["bench", "-p", package, "--bench", target]);
-        if *bench == "images" {
-            // Measured on the real docker system image, built (or cached) first.
-            crate::images(Some("docker"))?;
-            command.env("BERTH_IMAGE_STORE", crate::image_store_dir());
-        }
-        if *bench == "runtime" {
-            // Its RSS figure is the shipped binary's (static musl `berth daemon`).
-            command.env("BERTH_BINARY", crate::build_berth()?);
-        }
-        step(&format!("bench {bench}"), &mut command)?;
+        cargo_bench(bench, package, target)?;
     }
     Ok(())
+}
+
+/// Runs the cargo bench `name` of [`BENCHES`] (`cargo xtask bench boot` runs
+/// `runtime` too, so that every goal's figure comes out of one run).
+pub(crate) fn run_cargo_bench(name: &str) -> Result<()> {
+    let Some((bench, package, target)) = BENCHES.iter().find(|(n, _, _)| *n == name) else {
+        bail!("no cargo bench named `{name}`");
+    };
+    cargo_bench(bench, package, target)
+}
+
+fn cargo_bench(bench: &str, package: &str, target: &str) -> Result<()> {
+    let mut command = cargo();
+    command.args(["bench", "-p", package, "--bench", target]);
+    if bench == "images" {
+        // Measured on the real docker system image, built (or cached) first.
+        crate::images(Some("docker"))?;
+        command.env("BERTH_IMAGE_STORE", crate::image_store_dir());
+    }
+    if bench == "runtime" {
+        // Its RSS figure is the shipped binary's (static musl `berth daemon`).
+        command.env("BERTH_BINARY", crate::build_berth()?);
+    }
+    step(&format!("bench {bench}"), &mut command)
 }

@@ -61,6 +61,9 @@ pub fn bench_boot() -> Result<()> {
     use qemu_tests::{Boot, Config, Vm};
     use std::time::Duration;
     let artifacts = build()?;
+    // The runtime's figure (`runtime_vs_runc`) first, on the host while no VM
+    // runs, so that every goal's figure comes out of this one run.
+    crate::bench::run_cargo_bench("runtime")?;
     let timeout = Duration::from_secs(300);
     let scratch = tempfile_dir()?;
     let initrd = qemu_tests::baseline_initrd(&scratch)?;
@@ -211,32 +214,54 @@ pub fn bench_boot() -> Result<()> {
         "==> smallest -m that reaches `{}` and answers over SSH",
         qemu_tests::READY_MARKER
     );
-    let mut smallest = None;
-    for memory in [256u32, 128, 96, 64] {
+    let usable = |memory: u32| -> Result<bool> {
         let mut vm = berth_boot(memory, &seed, true)?;
         // Out of memory shows as an OOM panic (QEMU exits) or a boot that stalls.
-        let usable = vm
+        let reached = vm
             .expect(qemu_tests::READY_MARKER, Duration::from_secs(150))
             .map_err(anyhow::Error::from)
             .and_then(|at| {
                 let login = ssh.wait(Duration::from_secs(60))?;
                 Ok((at, login))
             });
-        match usable {
+        Ok(match reached {
             Ok((at, login)) => {
                 println!(
                     "    -m {memory}: ready after {:.2}s, an SSH login {:.2}s later",
                     at.as_secs_f64(),
                     login.as_secs_f64()
                 );
-                smallest = Some(memory);
+                true
             }
             Err(e) => {
                 let first = e.to_string().lines().next().unwrap_or_default().to_string();
                 println!("    -m {memory}: not usable ({first})");
-                break;
+                false
+            }
+        })
+    };
+    let (mut smallest, mut too_small) = (None, None);
+    for memory in [256u32, 128, 96, 64] {
+        if usable(memory)? {
+            smallest = Some(memory);
+        } else {
+            too_small = Some(memory);
+            break;
+        }
+    }
+    // Then halve the gap between the last size that worked and the first
+    // that did not, down to 16 MiB: "128" alone would hide a machine that
+    // works in 112.
+    if let (Some(mut works), Some(mut fails)) = (smallest, too_small) {
+        while works - fails > 16 {
+            let middle = (works + fails) / 2 / 16 * 16;
+            if usable(middle)? {
+                works = middle;
+            } else {
+                fails = middle;
             }
         }
+        smallest = Some(works);
     }
     if let Some(memory) = smallest {
         println!("RESULT boot_smallest_memory {memory} MiB");
