@@ -110,9 +110,14 @@ fn main() -> ExitCode {
             .map(|r| std::path::Path::new("/lib/modules").join(r))
             .unwrap_or_default();
         let conf = std::path::Path::new("/etc/modprobe.d");
-        let code = berth_init::modules::modprobe(&dir, conf, &args, |path, compressed, params| {
-            berth_init::sys::finit_module(path, params, compressed)
-        });
+        let kernel = berth_init::modules::Options::kernel(std::path::Path::new("/"));
+        let code = berth_init::modules::modprobe(
+            &dir,
+            conf,
+            &kernel,
+            &args,
+            |path, compressed, params| berth_init::sys::finit_module(path, params, compressed),
+        );
         return ExitCode::from(code as u8);
     }
     let cli = Cli::parse();

@@ -90,14 +90,21 @@ fn load_present(
     dir: &Path,
     dep: &modules::ModuleDep,
     wanted: &[String],
+    options: &modules::Options,
 ) -> modules::Report {
     let loaded = |name: &str| Path::new("/sys/module").join(name).exists();
-    modules::load_from(dir, dep, Some(wanted), &[], |path, compressed, _| {
-        if loaded(&modules::module_name(path)) {
-            return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
-        }
-        sys.load_module(path, compressed)
-    })
+    modules::load_from(
+        dir,
+        dep,
+        Some(wanted),
+        options,
+        |path, compressed, params| {
+            if loaded(&modules::module_name(path)) {
+                return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            sys.load_module(path, compressed, params)
+        },
+    )
 }
 
 fn log_report(when: &str, report: &modules::Report) {
@@ -106,6 +113,9 @@ fn log_report(when: &str, report: &modules::Report) {
     }
     for name in &report.missing {
         log::debug!("module {name} not found (built in?)");
+    }
+    for name in &report.blacklisted {
+        log::info!("module {name} ({when}) not loaded: the blacklist names it");
     }
 }
 
@@ -152,18 +162,26 @@ pub fn run(berthd_available: bool) -> ! {
         // request at berthd's first mount, it costs a `/sbin/modprobe` run
         // that parses modules.alias and modules.dep again (in the first
         // container's start).
-        let mut wanted = ["button", "evdev", "overlay"].map(String::from).to_vec();
+        // The kernel command line's parameters go to each module, and its
+        // blacklist (`modprobe.blacklist=`) keeps a driver out; overlayfs is
+        // loaded whatever it says, as no service could start without it.
+        let options = modules::Options::kernel(Path::new("/"));
+        let mut wanted = ["button", "evdev"].map(String::from).to_vec();
         match modules::ModuleDep::read(&dir) {
             Ok(dep) => {
+                let overlay = ["overlay".to_string()];
+                let report = load_present(&mut sys, &dir, &dep, &overlay, &options.named());
+                log_report("stage 2", &report);
                 let present = modules::for_present_devices(&dir, Path::new("/sys"));
                 let (now, later) = split_after_ready(&dep, present);
                 wanted.extend(now);
-                let report = load_present(&mut sys, &dir, &dep, &wanted);
+                let report = load_present(&mut sys, &dir, &dep, &wanted, &options);
                 crate::timeline::mark(Path::new("/run"), "stage2_modules");
                 log_report("stage 2", &report);
                 if !later.is_empty() {
                     after_ready = Some(Box::new(move || {
-                        let report = load_present(&mut crate::sys::Linux, &dir, &dep, &later);
+                        let report =
+                            load_present(&mut crate::sys::Linux, &dir, &dep, &later, &options);
                         crate::timeline::mark(Path::new("/run"), "modules_after_ready");
                         log_report("after the ready line", &report);
                     }) as supervisor::AfterReady);

@@ -39,6 +39,7 @@ const CHECK_SCRIPT: &str = r#"exec > /dev/ttyS0 2>&1
 echo "check: hostname=$(hostname) greeting=$GREETING"
 echo "check: earlier boots=$(cat /data/boots 2>/dev/null | wc -l)"
 echo "check: devkmsg=$(cat /proc/sys/kernel/printk_devkmsg)"
+echo "check: modules loop.max_part=$(cat /sys/module/loop/parameters/max_part) overlay.redirect_max=$(cat /sys/module/overlay/parameters/redirect_max) virtio_rng=$(test -d /sys/module/virtio_rng && echo loaded || echo absent)"
 echo boot >> /data/boots
 sync
 echo "check: eth1 $(ip -4 -o addr show dev eth1 | awk '{print $4}')"
@@ -199,6 +200,11 @@ berth:
     assert_eq!(line_after(&vm, "check: earlier boots="), "0");
     // Without berth.debug the kernel's rate limit for /dev/kmsg stays.
     assert_eq!(line_after(&vm, "check: devkmsg="), "ratelimit");
+    // The modules' own defaults (the second boot's command line sets them).
+    assert_eq!(
+        line_after(&vm, "check: modules "),
+        "loop.max_part=0 overlay.redirect_max=256 virtio_rng=loaded"
+    );
     assert_eq!(line_after(&vm, "check: eth1"), "10.9.0.15/24");
     // The kernel loads bonding and 8021q on demand through berth's modprobe.
     assert_eq!(
@@ -233,8 +239,12 @@ berth:
     assert_clean(&state, "the ACPI power button");
 
     let config_yaml = "#cloud-config\nhostname: set-on-the-cmdline\nberth:\n  services:\n    check:\n      environment:\n        GREETING: hello-from-cmdline\n";
+    // Module parameters and a blacklist on the kernel command line, as
+    // modprobe reads them: loop is loaded by stage 1, overlay by stage 2,
+    // and virtio_rng would be by either for the VM's RNG device.
     let append = format!(
-        "console=ttyS0 panic=-1 berth.debug berth.cloud_config={}",
+        "console=ttyS0 panic=-1 berth.debug loop.max_part=7 overlay.redirect_max=1000 \
+         modprobe.blacklist=virtio_rng berth.cloud_config={}",
         base64::engine::general_purpose::STANDARD.encode(config_yaml)
     );
     let config = Config::new(
@@ -266,6 +276,10 @@ berth:
     assert_eq!(line_after(&vm, "check: earlier boots="), "1");
     // berth.debug: PID 1's debug lines all reach dmesg.
     assert_eq!(line_after(&vm, "check: devkmsg="), "on");
+    assert_eq!(
+        line_after(&vm, "check: modules "),
+        "loop.max_part=7 overlay.redirect_max=1000 virtio_rng=absent"
+    );
     vm.wait_exit(SHUTDOWN_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
     drop(vm);

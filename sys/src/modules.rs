@@ -7,6 +7,9 @@ use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+mod options;
+pub use options::Options;
+
 /// A parsed `modules.dep`: module name → (path, direct dependencies' paths).
 #[derive(Debug, Default)]
 pub struct ModuleDep {
@@ -134,21 +137,24 @@ pub struct Report {
     /// `(module, why)`, for the warning.
     pub failed: Vec<(String, String)>,
     pub missing: Vec<String>,
+    /// Asked for, and not loaded: the blacklist names them.
+    pub blacklisted: Vec<String>,
 }
 
 /// Loads `wanted` (or every module `modules.dep` lists, when `None`) from
 /// `dir` (`/lib/modules/<release>`) through any loader (PID 1's goes through
-/// its `Sys`, berthd's `berth.modules` passes parameters): `load(path, compressed, params)` is called for each file,
-/// dependencies first; `params` are those given in `params` for the module
-/// named there (by its [`normalize`]d name), empty for every other file.
+/// its `Sys`): `load(path, compressed, params)` is called for each file,
+/// dependencies first, with every parameter `options` has for that module.
+/// A wanted module the blacklist in `options` names is not loaded (one that
+/// another needs still is).
 pub fn load_with(
     dir: &Path,
     wanted: Option<&[String]>,
-    params: &[(String, String)],
+    options: &Options,
     load: impl FnMut(&Path, bool, &str) -> io::Result<()>,
 ) -> io::Result<Report> {
     let dep = ModuleDep::read(dir)?;
-    Ok(load_from(dir, &dep, wanted, params, load))
+    Ok(load_from(dir, &dep, wanted, options, load))
 }
 
 /// [`load_with`] for a caller that has parsed `dir`'s `modules.dep` already.
@@ -156,7 +162,7 @@ pub fn load_from(
     dir: &Path,
     dep: &ModuleDep,
     wanted: Option<&[String]>,
-    params: &[(String, String)],
+    options: &Options,
     mut load: impl FnMut(&Path, bool, &str) -> io::Result<()>,
 ) -> Report {
     let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
@@ -169,12 +175,17 @@ pub fn load_from(
             &all
         }
     };
-    let (files, missing) = dep.resolve(wanted);
+    let (blacklisted, wanted): (Vec<String>, Vec<String>) = wanted
+        .iter()
+        .map(|w| normalize(w))
+        .partition(|w| options.is_blacklisted(w));
+    let (files, missing) = dep.resolve(&wanted);
     let mut report = Report {
         missing: missing
             .into_iter()
             .filter(|m| !builtin.contains(m))
             .collect(),
+        blacklisted,
         ..Report::default()
     };
     for rel in files {
@@ -182,12 +193,9 @@ pub fn load_from(
         let name = module_name(&rel);
         let file = rel.to_string_lossy();
         let compressed = [".xz", ".zst", ".gz"].iter().any(|e| file.ends_with(e));
-        let args = params
-            .iter()
-            .find(|(n, _)| normalize(n) == name)
-            .map_or("", |(_, p)| p.as_str());
+        let args = options.params_for(&name);
         let started = std::time::Instant::now();
-        match load(&path, compressed, args) {
+        match load(&path, compressed, &args) {
             Ok(()) => {
                 // The time says which driver a slow boot spent itself on.
                 log::debug!(
@@ -261,6 +269,9 @@ pub fn log_report(what: &str, report: &Report) {
     }
     for name in &report.missing {
         log::warn!("module {name} not found");
+    }
+    for name in &report.blacklisted {
+        log::info!("module {name} not loaded: the blacklist names it");
     }
 }
 
@@ -344,7 +355,7 @@ kernel/drivers/scsi/scsi_mod.ko:
                 None => Ok(()),
             }
         };
-        let report = load_with(dir.path(), None, &[], &mut record).expect("load");
+        let report = load_with(dir.path(), None, &Options::default(), &mut record).expect("load");
         assert_eq!(report.loaded, 7);
         assert_eq!(report.already, 1);
         assert_eq!(report.absent, 1);
@@ -360,7 +371,10 @@ kernel/drivers/scsi/scsi_mod.ko:
             .any(|c| c.ends_with("usb-storage.ko") && !c.contains("compressed")));
 
         let wanted = ["loop".to_string(), "isofs".to_string()];
-        let report = load_with(dir.path(), Some(&wanted), &[], |_, _, _| Ok(())).expect("load");
+        let report = load_with(dir.path(), Some(&wanted), &Options::default(), |_, _, _| {
+            Ok(())
+        })
+        .expect("load");
         assert_eq!(report.missing, ["isofs"], "loop is built in");
     }
 
@@ -369,9 +383,9 @@ kernel/drivers/scsi/scsi_mod.ko:
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("modules.dep"), DEP).expect("write");
         let mut seen = Vec::new();
-        let params = [("usb-storage".to_string(), "delay_use=1".to_string())];
+        let options = Options::default().with_params("usb-storage", "delay_use=1");
         let wanted = ["usb-storage".to_string()];
-        let report = load_with(dir.path(), Some(&wanted), &params, |path, _, args| {
+        let report = load_with(dir.path(), Some(&wanted), &options, |path, _, args| {
             seen.push((module_name(path), args.to_string()));
             Ok(())
         })
@@ -384,6 +398,36 @@ kernel/drivers/scsi/scsi_mod.ko:
                 ("usb_storage".to_string(), "delay_use=1".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn the_blacklist_skips_what_is_wanted_but_not_what_another_needs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("modules.dep"), DEP).expect("write");
+        let options = Options::from_cmdline(
+            "modprobe.blacklist=scsi_mod,loop sd-mod.x=1 usb_storage.delay_use=2",
+        );
+        let wanted = ["usb-storage".to_string(), "loop".to_string()];
+        let mut seen = Vec::new();
+        let report = load_with(dir.path(), Some(&wanted), &options, |path, _, args| {
+            seen.push(format!("{} {args}", module_name(path)));
+            Ok(())
+        })
+        .expect("load");
+        // scsi_mod is blacklisted, but usb-storage needs it: loaded (kmod
+        // does the same); loop is wanted and blacklisted: not loaded.
+        assert_eq!(seen, ["scsi_mod ", "usb_storage delay_use=2"]);
+        assert_eq!(report.blacklisted, ["loop"]);
+        // Everything (`None`): each module that is blacklisted and needed by
+        // none is left out.
+        let mut seen = Vec::new();
+        load_with(dir.path(), None, &options, |path, _, _| {
+            seen.push(module_name(path));
+            Ok(())
+        })
+        .expect("load");
+        assert!(seen.contains(&"scsi_mod".to_string()), "{seen:?}");
+        assert!(!seen.contains(&"loop".to_string()), "{seen:?}");
     }
 
     #[test]
@@ -438,38 +482,15 @@ pub fn resolve_alias(dir: &Path, name: &str) -> Vec<String> {
 /// `modprobe [-q] [-v] [-a] [--] NAME|ALIAS [PARAM=VALUE…]`, for the kernel's
 /// on-demand loading (it runs `/sbin/modprobe -q -- ALIAS` when netfilter,
 /// a filesystem or a protocol is first used) and for programs in system
-/// containers that call modprobe (dockerd). Returns the exit code.
-/// `options MODULE PARAM=VALUE…` lines of the `*.conf` files in `conf_dir`
-/// (`/etc/modprobe.d`), by normalized module name.
-pub fn modprobe_options(conf_dir: &Path) -> Vec<(String, String)> {
-    let Ok(entries) = std::fs::read_dir(conf_dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            if words.next() == Some("options") {
-                if let Some(module) = words.next() {
-                    let params: Vec<&str> = words.collect();
-                    out.push((normalize(module), params.join(" ")));
-                }
-            }
-        }
-    }
-    out
-}
-
+/// containers that call modprobe (dockerd). A module gets the parameters of
+/// `conf_dir` (`/etc/modprobe.d`), then the kernel command line's (`kernel`),
+/// then the command's own. An alias is not resolved to a blacklisted module;
+/// a module named outright is loaded all the same, as kmod does. Returns the
+/// exit code.
 pub fn modprobe(
     dir: &Path,
     conf_dir: &Path,
+    kernel: &Options,
     args: &[String],
     mut load: impl FnMut(&Path, bool, &str) -> io::Result<()>,
 ) -> i32 {
@@ -500,41 +521,33 @@ pub fn modprobe(
         return 1;
     };
     // Without -a, what follows the name are its parameters.
-    let (names, params): (Vec<&String>, Vec<(String, String)>) = if all {
-        (words.iter().collect(), Vec::new())
+    let (names, own): (Vec<&String>, String) = if all {
+        (words.iter().collect(), String::new())
     } else {
-        let params = words[1..].join(" ");
-        (vec![first], vec![(first.clone(), params)])
+        (vec![first], words[1..].join(" "))
     };
-    let configured = modprobe_options(conf_dir);
+    let configured = Options::from_modprobe_d(conf_dir).then(kernel.clone());
     let mut status = 0;
     for name in names {
         let wanted = resolve_alias(dir, name);
-        // modprobe.d's options first, then the command line's.
-        let params: Vec<(String, String)> = wanted
-            .iter()
-            .map(|w| {
-                let mut p: Vec<String> = configured
-                    .iter()
-                    .filter(|(m, _)| m == w)
-                    .map(|(_, p)| p.clone())
-                    .collect();
-                p.extend(
-                    params
-                        .iter()
-                        .filter(|(n, p)| n == name && !p.is_empty())
-                        .map(|(_, p)| p.clone()),
-                );
-                (w.clone(), p.join(" "))
-            })
-            .collect();
-        match load_with(dir, Some(&wanted), &params, &mut load) {
-            Ok(r) if r.failed.is_empty() && r.missing.is_empty() => {}
+        let mut options = if wanted == [normalize(name)] {
+            configured.named()
+        } else {
+            configured.clone()
+        };
+        for module in &wanted {
+            options = options.with_params(module, &own);
+        }
+        match load_with(dir, Some(&wanted), &options, &mut load) {
+            Ok(r) if r.failed.is_empty() && r.missing.is_empty() && r.blacklisted.is_empty() => {}
             Ok(r) => {
                 status = 1;
                 if !quiet {
                     for (m, why) in &r.failed {
                         eprintln!("modprobe: {m}: {why}");
+                    }
+                    for m in &r.blacklisted {
+                        eprintln!("modprobe: {m}: the blacklist names it (modprobe.d or modprobe.blacklist=)");
                     }
                     for m in &r.missing {
                         eprintln!("modprobe: module {m} not found in {}", dir.display());
@@ -699,12 +712,14 @@ mod coldplug_tests {
             "alias net-pf-16-proto-12-family-nftables nf_tables\nalias fs-overlay overlay\n",
         )
         .expect("alias");
-        let run = |args: &[&str]| {
+        let mut kernel = Options::default();
+        let run = |kernel: &Options, args: &[&str]| {
             let mut loaded = Vec::new();
             let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
             let code = modprobe(
                 dir.path(),
                 &dir.path().join("modprobe.d"),
+                kernel,
                 &args,
                 |path, _, params| {
                     loaded.push(format!("{} {params}", module_name(path)));
@@ -713,18 +728,18 @@ mod coldplug_tests {
             );
             (code, loaded)
         };
-        let (code, loaded) = run(&["-q", "--", "net-pf-16-proto-12-family-nftables"]);
+        let (code, loaded) = run(&kernel, &["-q", "--", "net-pf-16-proto-12-family-nftables"]);
         assert_eq!(code, 0);
         assert_eq!(loaded, ["libcrc32c ", "nf_tables "]);
-        let (code, loaded) = run(&["overlay", "redirect_dir=on"]);
+        let (code, loaded) = run(&kernel, &["overlay", "redirect_dir=on"]);
         assert_eq!(
             (code, loaded),
             (0, vec!["overlay redirect_dir=on".to_string()])
         );
-        let (code, loaded) = run(&["-a", "fs-overlay", "nf_tables"]);
+        let (code, loaded) = run(&kernel, &["-a", "fs-overlay", "nf_tables"]);
         assert_eq!(code, 0);
         assert_eq!(loaded, ["overlay ", "libcrc32c ", "nf_tables "]);
-        assert_eq!(run(&["-q", "no-such-thing"]).0, 1);
+        assert_eq!(run(&kernel, &["-q", "no-such-thing"]).0, 1);
         // modprobe.d options come first, the command line's after them.
         std::fs::create_dir(dir.path().join("modprobe.d")).expect("mkdir");
         std::fs::write(
@@ -732,11 +747,23 @@ mod coldplug_tests {
             "# comment\noptions overlay metacopy=off\n",
         )
         .expect("conf");
-        let (_, loaded) = run(&["fs-overlay"]);
+        let (_, loaded) = run(&kernel, &["fs-overlay"]);
         assert_eq!(loaded, ["overlay metacopy=off"]);
-        let (_, loaded) = run(&["overlay", "redirect_dir=on"]);
+        let (_, loaded) = run(&kernel, &["overlay", "redirect_dir=on"]);
         assert_eq!(loaded, ["overlay metacopy=off redirect_dir=on"]);
-        assert_eq!(run(&["--remove", "overlay"]).0, 1);
+        assert_eq!(run(&kernel, &["--remove", "overlay"]).0, 1);
+        // The kernel command line's options come after modprobe.d's; its
+        // blacklist keeps an alias from loading the module, not its name.
+        kernel = Options::from_cmdline("overlay.index=0 modprobe.blacklist=nf-tables");
+        let (_, loaded) = run(&kernel, &["overlay"]);
+        assert_eq!(loaded, ["overlay metacopy=off index=0"]);
+        let (code, loaded) = run(&kernel, &["-q", "net-pf-16-proto-12-family-nftables"]);
+        assert_eq!((code, loaded.len()), (1, 0));
+        let (code, loaded) = run(&kernel, &["nf_tables"]);
+        assert_eq!(
+            (code, loaded),
+            (0, vec!["libcrc32c ".to_string(), "nf_tables ".to_string()])
+        );
     }
 
     use super::*;

@@ -65,6 +65,11 @@ pub struct Drivers {
     everything_after: Duration,
     /// When the current wait for a device began.
     waiting_since: Option<Instant>,
+    /// The kernel command line's module parameters and blacklist: a driver
+    /// for a device is not loaded when blacklisted; what stage 1 loads by
+    /// name to reach the root (loop, filesystems) is, as kmod loads a module
+    /// named outright.
+    options: modules::Options,
 }
 
 impl Drivers {
@@ -99,6 +104,7 @@ impl Drivers {
             held: OPTICAL_DRIVERS.iter().chain(IDE_DRIVERS).copied().collect(),
             everything_after: EVERYTHING_AFTER,
             waiting_since: None,
+            options: modules::Options::kernel(root),
         }
     }
 
@@ -126,7 +132,8 @@ impl Drivers {
             if wanted.is_empty() {
                 break;
             }
-            self.load(sys, &dir, Some(&wanted), "devices");
+            let options = self.options.clone();
+            self.load(sys, &dir, Some(&wanted), &options, "devices");
             loaded = true;
         }
         loaded
@@ -173,7 +180,8 @@ impl Drivers {
             .filter(|m| !self.tried.contains(m))
             .collect();
         if !wanted.is_empty() {
-            self.load(sys, &dir, Some(&wanted), fstype);
+            let options = self.options.named();
+            self.load(sys, &dir, Some(&wanted), &options, fstype);
         }
     }
 
@@ -188,7 +196,8 @@ impl Drivers {
             .filter(|m| !self.tried.contains(m))
             .collect();
         if !wanted.is_empty() {
-            self.load(sys, &dir, Some(&wanted), "initramfs");
+            let options = self.options.named();
+            self.load(sys, &dir, Some(&wanted), &options, "initramfs");
         }
     }
 
@@ -220,18 +229,26 @@ impl Drivers {
             return;
         };
         log::info!("loading every driver the initramfs carries");
-        self.load(sys, &dir, None, "initramfs");
+        let options = self.options.clone();
+        self.load(sys, &dir, None, &options, "initramfs");
     }
 
-    fn load(&mut self, sys: &mut dyn Sys, dir: &Path, wanted: Option<&[String]>, what: &str) {
+    fn load(
+        &mut self,
+        sys: &mut dyn Sys,
+        dir: &Path,
+        wanted: Option<&[String]>,
+        options: &modules::Options,
+        what: &str,
+    ) {
         let tried = &mut self.tried;
-        let result = modules::load_with(dir, wanted, &[], |path, compressed, _| {
+        let result = modules::load_with(dir, wanted, options, |path, compressed, params| {
             // A dependency shared with an earlier round: already in the kernel
             // (or failed there), not read again.
             if !tried.insert(modules::module_name(path)) {
                 return Err(io::Error::from_raw_os_error(libc::EEXIST));
             }
-            sys.load_module(path, compressed)
+            sys.load_module(path, compressed, params)
         });
         if let Some(wanted) = wanted {
             // Names without a file of their own (built in, or absent) are
@@ -346,6 +363,39 @@ alias pci:v00008086d00007010sv*sd*bc*sc*i* ata_piix
         );
         drivers.coldplug(&mut sys);
         assert!(loaded(&mut sys).is_empty());
+    }
+
+    #[test]
+    fn the_kernel_command_line_gives_parameters_and_keeps_blacklisted_drivers_out() {
+        let (root, _) = root();
+        std::fs::write(
+            root.path().join("proc/cmdline"),
+            "console=ttyS0 virtio_pci.force_legacy=1 loop.max_part=7 vfat.x=1 \
+             modprobe.blacklist=virtio_pci,loop,vfat\n",
+        )
+        .expect("cmdline");
+        let mut drivers = Drivers::in_dir(Some(root.path().join("lib/modules/6.1")), root.path());
+        let mut sys = Recording::default();
+        // The device's driver is blacklisted: not loaded, nor virtio for it.
+        drivers.coldplug(&mut sys);
+        assert!(loaded(&mut sys).is_empty());
+        // What stage 1 needs to reach the root is loaded by name, with its
+        // parameters, whatever the blacklist says.
+        drivers.modules(&mut sys, &["loop"]);
+        drivers.filesystem(&mut sys, root.path(), "vfat");
+        let calls: Vec<&str> = sys.calls.iter().map(String::as_str).collect();
+        assert_eq!(
+            calls[0],
+            format!(
+                "load {}/lib/modules/6.1/kernel/drivers/block/loop.ko [max_part=7]",
+                root.path().display()
+            )
+        );
+        assert!(
+            calls[1].ends_with("kernel/fs/fat/vfat.ko [x=1]"),
+            "{calls:?}"
+        );
+        assert!(calls[2].ends_with("nls_cp437.ko"), "{calls:?}");
     }
 
     /// Adds an optical drive (a SCSI device of type 5) to the root's sysfs.

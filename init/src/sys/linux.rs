@@ -127,8 +127,8 @@ impl Sys for Linux {
         check(unsafe { libc::umount2(target.as_ptr(), flags) })
     }
 
-    fn load_module(&mut self, path: &Path, compressed: bool) -> io::Result<()> {
-        finit_module(path, "", compressed)
+    fn load_module(&mut self, path: &Path, compressed: bool, params: &str) -> io::Result<()> {
+        finit_module(path, params, compressed)
     }
 
     fn attach_loop(&mut self, file: &Path, dev_dir: &Path) -> io::Result<LoopDevice> {

@@ -55,7 +55,7 @@ pub trait Sys {
     ) -> io::Result<()>;
     fn umount(&mut self, target: &Path, flags: libc::c_int) -> io::Result<()>;
     /// Loads one module file; `compressed` asks the kernel to decompress it.
-    fn load_module(&mut self, path: &Path, compressed: bool) -> io::Result<()>;
+    fn load_module(&mut self, path: &Path, compressed: bool, params: &str) -> io::Result<()>;
     /// Attaches `file` read-only to a free loop device.
     fn attach_loop(&mut self, file: &Path, dev_dir: &Path) -> io::Result<LoopDevice>;
     /// Asks the kernel to read a disk's partition table again.

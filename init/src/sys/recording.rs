@@ -78,9 +78,14 @@ impl Sys for Recording {
         }
     }
 
-    fn load_module(&mut self, path: &Path, compressed: bool) -> io::Result<()> {
+    fn load_module(&mut self, path: &Path, compressed: bool, params: &str) -> io::Result<()> {
         let c = if compressed { " compressed" } else { "" };
-        self.record(format!("load {}{c}", path.display()));
+        let p = if params.is_empty() {
+            String::new()
+        } else {
+            format!(" [{params}]")
+        };
+        self.record(format!("load {}{c}{p}", path.display()));
         let p = path.to_string_lossy();
         match self.module_fails.iter().find(|(end, _)| p.ends_with(end)) {
             Some((_, errno)) => Err(io::Error::from_raw_os_error(*errno)),

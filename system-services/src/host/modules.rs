@@ -53,7 +53,7 @@ pub(crate) fn apply(
                 .push(Problem::new(field, "no module name".to_string()));
             continue;
         }
-        match load(ops, dir, &name, &params) {
+        match load(ops, dir, &paths.root, &name, &params) {
             Ok(line) => {
                 report.done(format!("{field}: {line}"));
                 applied.modules.push(fingerprint(entry));
@@ -80,15 +80,22 @@ pub enum ModuleError {
 }
 
 /// Loads one module and what it needs; what happened, or why not.
+/// The entry's parameters come first and the kernel command line's after
+/// them (`module.param=value`, which win), as modprobe orders modprobe.d's
+/// and the command line's; a module named here is loaded whatever
+/// `modprobe.blacklist=` says, as `modprobe NAME` does.
 pub(crate) fn load(
     ops: &dyn HostOps,
     dir: &Path,
+    root: &Path,
     name: &str,
     params: &str,
 ) -> Result<String, ModuleError> {
     let wanted = [name.to_string()];
-    let with = [(name.to_string(), params.to_string())];
-    let report = berth_sys::modules::load_with(dir, Some(&wanted), &with, |path, c, args| {
+    let options = berth_sys::modules::Options::default()
+        .with_params(name, params)
+        .then(berth_sys::modules::Options::kernel(root).named());
+    let report = berth_sys::modules::load_with(dir, Some(&wanted), &options, |path, c, args| {
         ops.load_module(path, args, c)
     })
     .map_err(|source| ModuleError::ModulesDep {
@@ -162,6 +169,15 @@ mod tests {
         )
         .expect("dep");
         std::fs::write(dir.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").expect("builtin");
+        // The kernel command line's parameters come after the entry's (the
+        // kernel keeps the last value), and its blacklist does not stop a
+        // module named here.
+        std::fs::create_dir_all(r.paths.root.join("proc")).expect("proc");
+        std::fs::write(
+            r.paths.root.join("proc/cmdline"),
+            "console=ttyS0 bonding.miimon=100 tls.x=1 modprobe.blacklist=bonding\n",
+        )
+        .expect("cmdline");
         let ops = Recording::default();
         ops.fail("module", "br_netfilter", libc::EPERM);
         let mut report = Report::default();
@@ -195,8 +211,8 @@ mod tests {
         assert_eq!(
             calls,
             [
-                ("tls".to_string(), String::new(), true),
-                ("bonding".into(), "mode=1".into(), true),
+                ("tls".to_string(), "x=1".to_string(), true),
+                ("bonding".into(), "mode=1 miimon=100".into(), true),
                 ("bridge".into(), String::new(), false),
                 ("br_netfilter".into(), String::new(), false),
             ]

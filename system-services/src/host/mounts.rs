@@ -344,13 +344,19 @@ fn load_held_drivers(ops: &dyn HostOps, paths: &HostPaths, device: &str) {
         return;
     }
     // One call, so that a shared dependency (libata) is read once.
-    let loaded = berth_sys::modules::load_with(dir, Some(&wanted), &[], |path, c, args| {
+    // The kernel command line's module parameters and blacklist apply, as
+    // they did to the drivers stage 1 loaded.
+    let options = berth_sys::modules::Options::kernel(&paths.root);
+    let loaded = berth_sys::modules::load_with(dir, Some(&wanted), &options, |path, c, args| {
         ops.load_module(path, args, c)
     });
     match loaded {
         Ok(report) => {
             for (name, why) in &report.failed {
                 log::warn!("{device}: cannot load {name}: {why}");
+            }
+            for name in &report.blacklisted {
+                log::warn!("{device}: not loading {name}: the kernel command line's modprobe.blacklist names it");
             }
         }
         Err(e) => log::warn!("{device}: cannot load {}: {e}", wanted.join(", ")),
