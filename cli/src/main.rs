@@ -51,7 +51,7 @@ enum Command {
     /// When each service was created, started and became ready since boot.
     BootTime(service::BootTimeArgs),
     /// Reboot: berthd stops the services in order, then filesystems are unmounted.
-    Reboot,
+    Reboot(RebootArgs),
     /// Power off, in the same order as reboot.
     Poweroff,
     /// Halt (stop without powering off), in the same order as reboot.
@@ -74,6 +74,15 @@ enum Command {
     /// The OS itself: which version runs, from which slot.
     #[command(subcommand)]
     Os(os::OsCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct RebootArgs {
+    /// Show the boot menu on the next boot (an installed disk: GRUB's entries,
+    /// debug and rescue among them, for 10 s on the serial console and the
+    /// screen), where the boot otherwise goes straight to the default entry.
+    #[arg(long)]
+    menu: bool,
 }
 
 /// Called as `berthd`: the arguments are `berth daemon`'s.
@@ -129,7 +138,14 @@ fn main() -> ExitCode {
         Command::Logs(args) => service::logs(args),
         Command::Service(cmd) => service::service(cmd),
         Command::BootTime(args) => service::boot_time(args),
-        Command::Reboot => init::run(berth_init::Action::Reboot),
+        Command::Reboot(args) => {
+            if args.menu {
+                if let Err(e) = os::ask_for_menu() {
+                    return finish(Err(e));
+                }
+            }
+            init::run(berth_init::Action::Reboot)
+        }
         Command::Poweroff => init::run(berth_init::Action::PowerOff),
         Command::Halt => init::run(berth_init::Action::Halt),
         Command::Netconf(args) => network::netconf(args),

@@ -130,6 +130,35 @@ fn installed() -> Result<(Installed, char, bool)> {
     Ok((installed, running, trial && !committed))
 }
 
+/// `berth reboot --menu`: the next boot of the installed disk shows GRUB's
+/// menu ([`berth_iso::bootloader::MENU_VAR`]).
+pub fn ask_for_menu() -> Result<()> {
+    if slots::from_cmdline(&cmdline()).is_none() {
+        bail!(
+            "this system runs from a live medium, whose boot menu opens with Esc (or F4) \
+             within the first second of the boot"
+        );
+    }
+    let (installed, _, _) = installed()?;
+    let file = std::fs::File::open(&installed.disk)
+        .with_context(|| format!("opening {}", installed.disk.display()))?;
+    let cfg = berth_iso::esp::read_file(&file, &installed.esp, "boot/grub/grub.cfg")?;
+    if !String::from_utf8_lossy(&cfg).contains(berth_iso::bootloader::MENU_VAR) {
+        bail!(
+            "this disk's GRUB config was written by an installer from before `--menu`; \
+             its menu opens with Esc (or F4) within the first second of the boot"
+        );
+    }
+    let mut env = installed.read_env()?;
+    berth_iso::bootloader::ask_for_menu(&mut env);
+    installed.write_env(&env)?;
+    println!(
+        "the next boot shows the boot menu for {}s, on the serial console and the screen",
+        berth_iso::bootloader::MENU_TIMEOUT_S
+    );
+    Ok(())
+}
+
 /// The slot GRUB boots next: the armed one, else the default.
 fn next_boot(env: &std::collections::BTreeMap<String, String>) -> char {
     env.get("berth_try")

@@ -284,6 +284,8 @@ impl Trial {
             if self.args.is_some() {
                 kernel_args::commit(&mut env);
             }
+            // Healthy: the next boot need not show GRUB's menu.
+            berth_iso::bootloader::boot_got_far(&mut env);
             installed.write_env(&env)
         });
         if let Err(e) = written {

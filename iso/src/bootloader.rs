@@ -176,6 +176,26 @@ pub fn grubenv(vars: &[(&str, &str)]) -> Vec<u8> {
     bytes
 }
 
+/// grubenv: [`BOOT_PENDING`] from GRUB's start of a boot until that boot got
+/// as far as berthd (or, on a trial, until PID 1 committed it).
+pub const BOOT_VAR: &str = "berth_boot";
+pub const BOOT_PENDING: &str = "pending";
+/// grubenv: `1` shows the menu on the next boot (`berth reboot --menu`).
+pub const MENU_VAR: &str = "berth_menu";
+/// How long the disk's menu waits, when it shows, before the default entry.
+pub const MENU_TIMEOUT_S: u32 = 10;
+
+/// This boot got far enough ([`BOOT_VAR`]): the next one goes straight to
+/// the default entry. Whether `vars` changed.
+pub fn boot_got_far(vars: &mut std::collections::BTreeMap<String, String>) -> bool {
+    vars.remove(BOOT_VAR).is_some()
+}
+
+/// The next boot shows the menu ([`MENU_VAR`]).
+pub fn ask_for_menu(vars: &mut std::collections::BTreeMap<String, String>) {
+    vars.insert(MENU_VAR.into(), "1".into());
+}
+
 /// The installed disk's grub.cfg: boots the committed slot (`berth_default`,
 /// A at first), or once the slot `berth_try` names. The try is used up and
 /// saved *before* the kernel loads, so a trial that panics, hangs or loses
@@ -185,14 +205,37 @@ pub fn grubenv(vars: &[(&str, &str)]) -> Vec<u8> {
 /// The kernel arguments kept in grubenv ([`crate::kernel_args`]) come last,
 /// so that they override Berth's own (`cryptomgr.notests=0`); a trial of new
 /// ones is used up the same way before the kernel loads.
+///
+/// The menu does not show, and nothing waits for a key, unless the boot
+/// before never got as far as berthd ([`BOOT_VAR`] still `pending`: a
+/// panic, a hang, a power cut, a disk stage 1 could not find) or the running
+/// system asked for it ([`MENU_VAR`]); then it shows on both terminals for
+/// [`MENU_TIMEOUT_S`]. A local keyboard's Shift still opens it on any boot.
+/// Ubuntu shows its menu after a failed boot the same way (`recordfail`).
 pub fn disk_grub_cfg(version: &str) -> String {
     crate::grub::GrubConfig {
         title: format!("Berth {version}"),
         kernel: "/$berth_slot/vmlinuz".into(),
         initrd: "/$berth_slot/initrd".into(),
         extra_args: "berth.slot=$berth_slot $berth_trial $berth_args_trial $berth_kargs".into(),
+        menu: crate::grub::Menu::Preamble,
         preamble: format!(
-            "load_env berth_default berth_try {committed} {next} {try_}\n\
+            "load_env berth_default berth_try {committed} {next} {try_} {boot} {menu}\n\
+             if [ \"${boot}\" = {pending} ]; then set {menu}=1; fi\n\
+             if [ \"${menu}\" = 1 ]; then\n\
+             \x20   set timeout_style=menu\n\
+             \x20   set timeout={menu_timeout}\n\
+             else\n\
+             \x20   # Hidden, 0, and only the local keyboard, whose Shift GRUB can\n\
+             \x20   # read without waiting: with a serial terminal among the inputs,\n\
+             \x20   # Debian's GRUB makes a hidden 0 into a 3 s wait for Esc.\n\
+             \x20   terminal_input console\n\
+             \x20   set timeout_style=hidden\n\
+             \x20   set timeout=0\n\
+             fi\n\
+             set {boot}={pending}\n\
+             set {menu}=\n\
+             save_env {boot} {menu}\n\
              set berth_slot=A\n\
              if [ \"$berth_default\" = B ]; then set berth_slot=B; fi\n\
              set berth_trial=\n\
@@ -220,6 +263,10 @@ pub fn disk_grub_cfg(version: &str) -> String {
             next = crate::kernel_args::NEXT,
             try_ = crate::kernel_args::TRY,
             args_trial = crate::kernel_args::TRIAL_ARG,
+            boot = BOOT_VAR,
+            pending = BOOT_PENDING,
+            menu = MENU_VAR,
+            menu_timeout = MENU_TIMEOUT_S,
         ),
     }
     .render()
@@ -253,10 +300,37 @@ mod tests {
     }
 
     #[test]
+    fn the_disk_menu_shows_only_after_a_boot_that_did_not_get_far_or_when_asked() {
+        let cfg = disk_grub_cfg("0.1.0");
+        // No one-second window on the disk: that is the live ISO's.
+        assert!(!cfg.contains("set timeout=1\n"), "{cfg}");
+        assert!(cfg.contains(" berth_boot berth_menu\n"), "{cfg}");
+        let pending = cfg
+            .find("if [ \"$berth_boot\" = pending ]; then set berth_menu=1; fi")
+            .expect("pending");
+        let asked = cfg.find("if [ \"$berth_menu\" = 1 ]; then").expect("asked");
+        let menu = cfg.find("    set timeout=10\n").expect("menu");
+        let hidden = cfg.find("    set timeout=0\n").expect("hidden");
+        let keyboard = cfg.find("    terminal_input console\n").expect("keyboard");
+        let mark = cfg.find("set berth_boot=pending\n").expect("mark");
+        let saved = cfg.find("save_env berth_boot berth_menu\n").expect("saved");
+        let slot = cfg.find("set berth_slot=A").expect("slot");
+        assert!(pending < asked && asked < menu && menu < keyboard && keyboard < hidden);
+        // The mark is saved before anything that could fail to boot.
+        assert!(hidden < mark && mark < saved && saved < slot);
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert(BOOT_VAR.to_string(), BOOT_PENDING.to_string());
+        assert!(boot_got_far(&mut vars));
+        assert!(!boot_got_far(&mut vars), "nothing to write the second time");
+        ask_for_menu(&mut vars);
+        assert_eq!(vars.get(MENU_VAR).map(String::as_str), Some("1"));
+    }
+
+    #[test]
     fn the_disk_config_tries_new_kernel_arguments_once() {
         let cfg = disk_grub_cfg("0.1.0");
         assert!(cfg.contains(
-            "load_env berth_default berth_try berth_args berth_args_next berth_args_try\n"
+            "load_env berth_default berth_try berth_args berth_args_next berth_args_try "
         ));
         assert!(cfg.contains("set berth_kargs=\"$berth_args\"\n"));
         let armed = cfg

@@ -33,6 +33,21 @@ pub struct GrubConfig {
     pub extra_args: String,
     /// GRUB commands run before the menu (the installed disk picks its slot).
     pub preamble: String,
+    /// When the menu shows ([`Menu`]).
+    pub menu: Menu,
+}
+
+/// When GRUB shows its menu instead of booting the default entry at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Menu {
+    /// Esc (or F4) within a second, on either terminal: the live ISO, where
+    /// the person at the machine may want the debug or rescue entry.
+    EscWindow,
+    /// Never unless asked, or unless the boot before did not get far: the
+    /// installed disk's preamble sets the timeout ([`crate::bootloader`]).
+    /// A second of every boot spent waiting for a key nobody types is a
+    /// second a server's restart takes longer.
+    Preamble,
 }
 
 /// What the live ISO adds to every entry: the person at the machine is logged
@@ -47,6 +62,7 @@ impl Default for GrubConfig {
             initrd: "/boot/initrd".into(),
             extra_args: LIVE_ARGS.into(),
             preamble: String::new(),
+            menu: Menu::EscWindow,
         }
     }
 }
@@ -68,14 +84,20 @@ impl GrubConfig {
              serial --unit=0 --speed=115200 --word=8 --parity=no --stop=1\n\
              terminal_input serial console\n\
              terminal_output serial console\n\
-             set default=normal\n\
-             # Hidden: no menu unless Esc (or F4) is typed within the second,\n\
-             # on either terminal; then the menu stays until an entry is chosen.\n\
-             # Not 0: Debian's GRUB turns a hidden 0 into 3 s whenever an input\n\
-             # terminal cannot report Shift (a serial one never can).\n\
-             set timeout_style=hidden\n\
-             set timeout=1\n\
-             # panic=10: a kernel panic reboots, so boot counting can fall back.\n\
+             set default=normal\n",
+        );
+        if self.menu == Menu::EscWindow {
+            cfg.push_str(
+                "# Hidden: no menu unless Esc (or F4) is typed within the second,\n\
+                 # on either terminal; then the menu stays until an entry is chosen.\n\
+                 # Not 0: Debian's GRUB turns a hidden 0 into 3 s whenever an input\n\
+                 # terminal cannot report Shift (a serial one never can).\n\
+                 set timeout_style=hidden\n\
+                 set timeout=1\n",
+            );
+        }
+        cfg.push_str(
+            "# panic=10: a kernel panic reboots, so boot counting can fall back.\n\
              # Under BIOS the 16-bit boot protocol (linux16): with the 32-bit one,\n\
              # GRUB moves the kernel to its load address with a byte-wise copy,\n\
              # about 3 s under emulation, before the kernel runs.\n",

@@ -137,6 +137,9 @@ fn version_of(archive: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// What GRUB's menu prints on the serial console while it counts down.
+const GRUB_MENU: &str = "will be executed automatically";
+
 #[test]
 fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
     const TEST: &str = "an_upgrade_boots_on_trial_commits_and_rolls_back";
@@ -577,8 +580,14 @@ fn kernel_arguments_are_tried_once_then_kept_or_dropped() {
     assert_eq!(now["armed"], false, "{now}");
     assert_eq!(now["next"], serde_json::Value::Null, "{now}");
 
+    // No boot so far failed, so GRUB never showed its menu nor waited for a key.
+    assert_eq!(vm.transcript().matches(GRUB_MENU).count(), 0);
+
     // Kept: the next boot has it without a trial, and the kernel took it.
-    let _ = m.ssh.run("sudo berth reboot");
+    // `--menu` asks GRUB for its menu on that boot, which then boots the
+    // default entry by itself.
+    let _ = m.ssh.run("sudo berth reboot --menu");
+    expect(&mut vm, GRUB_MENU, BOOT_TIMEOUT);
     expect(&mut vm, "Kernel command line:", BOOT_TIMEOUT);
     expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
     m.wait_ssh(&vm);
@@ -608,6 +617,8 @@ fn kernel_arguments_are_tried_once_then_kept_or_dropped() {
     let _ = m.ssh.run("sudo berth reboot");
     expect(&mut vm, "rdinit=/no-such-init", BOOT_TIMEOUT);
     expect(&mut vm, "Kernel panic", BOOT_TIMEOUT);
+    // That boot never got as far as berthd: this one shows GRUB's menu.
+    expect(&mut vm, GRUB_MENU, BOOT_TIMEOUT);
     expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
     back_on_the_kept_argument(&vm, "rdinit=/no-such-init");
     let logs = ok(&vm, &m.ssh, "sudo berth logs berthd");

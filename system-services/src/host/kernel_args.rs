@@ -7,6 +7,12 @@
 //! Each boot also finds a trial that never reported — the boot that tried
 //! the arguments panicked, hung or lost power — and records it as failed.
 //!
+//! It also tells GRUB that this boot got as far as berthd
+//! ([`berth_iso::bootloader::BOOT_VAR`]), so that the next boot goes straight
+//! to the default entry instead of showing the menu: the grubenv write that
+//! every boot of an installed disk makes, here because this is where berthd
+//! writes grubenv, one reconcile at a time.
+//!
 //! Nothing here changes the boot it runs in, so at boot it runs beside the
 //! services ([`spawn`]), not before them; a reload runs it at once, so that
 //! `berth config set` returns with the next boot armed. It is idempotent:
@@ -75,7 +81,11 @@ fn reconcile(paths: &HostPaths, wanted: &str, cmdline: &str) -> Result<Vec<Strin
     let mut vars = installed.read_env().map_err(|e| e.to_string())?;
     let mut records = Records::load(&paths.root).map_err(|e| e.to_string())?;
     let mut done = Vec::new();
-    let mut vars_changed = false;
+    // A trial is PID 1's to mark when it commits; a trial that fails leaves
+    // the mark, and the boot after it shows the menu.
+    let slot_trial = berth_iso::slots::from_cmdline(cmdline).is_some_and(|(_, t)| t);
+    let mut vars_changed =
+        !slot_trial && !args::on_trial(cmdline) && berth_iso::bootloader::boot_got_far(&mut vars);
     let mut records_changed = false;
     let mut refused = None;
 
@@ -274,6 +284,34 @@ mod tests {
         assert_eq!(
             env(&installed),
             pairs(&[("berth_args_next", "rdinit=/nope"), ("berth_args_try", "1")])
+        );
+    }
+
+    #[test]
+    fn a_boot_that_got_as_far_as_berthd_clears_grubs_mark_unless_it_is_a_trial() {
+        let r = root();
+        let installed = install(&r.paths);
+        let mark = |installed: &Installed| {
+            let mut vars = installed.read_env().expect("env");
+            vars.insert("berth_boot".into(), "pending".into());
+            installed.write_env(&vars).expect("grub");
+        };
+        // A trial (of a slot or of arguments) is PID 1's to mark.
+        mark(&installed);
+        run(&r.paths, &[], "berth.slot=B berth.trial=1");
+        run(&r.paths, &[], "berth.slot=A berth.args_trial=1");
+        assert_eq!(env(&installed), pairs(&[("berth_boot", "pending")]));
+        // Any other boot: cleared, so the next boot shows no menu; nothing
+        // reported, as nothing the config asked for changed.
+        let report = run(&r.paths, &[], "berth.slot=A");
+        assert_eq!(report, Report::default());
+        assert_eq!(env(&installed), BTreeMap::new());
+        // With arguments armed in the same write.
+        mark(&installed);
+        run(&r.paths, &["quiet"], "berth.slot=A");
+        assert_eq!(
+            env(&installed),
+            pairs(&[("berth_args_next", "quiet"), ("berth_args_try", "1")])
         );
     }
 
