@@ -177,9 +177,11 @@ pub fn grubenv(vars: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// grubenv: [`BOOT_PENDING`] from GRUB's start of a boot until that boot got
-/// as far as berthd (or, on a trial, until PID 1 committed it).
+/// as far as berthd (or, on a trial, until PID 1 committed it). One byte of
+/// value: grubenv's content stays within one sector with the largest kernel
+/// arguments armed ([`crate::kernel_args`]'s tests count it).
 pub const BOOT_VAR: &str = "berth_boot";
-pub const BOOT_PENDING: &str = "pending";
+pub const BOOT_PENDING: &str = "1";
 /// grubenv: `1` shows the menu on the next boot (`berth reboot --menu`).
 pub const MENU_VAR: &str = "berth_menu";
 /// How long the disk's menu waits, when it shows, before the default entry.
@@ -207,7 +209,7 @@ pub fn ask_for_menu(vars: &mut std::collections::BTreeMap<String, String>) {
 /// ones is used up the same way before the kernel loads.
 ///
 /// The menu does not show, and nothing waits for a key, unless the boot
-/// before never got as far as berthd ([`BOOT_VAR`] still `pending`: a
+/// before never got as far as berthd ([`BOOT_VAR`] still set: a
 /// panic, a hang, a power cut, a disk stage 1 could not find) or the running
 /// system asked for it ([`MENU_VAR`]); then it shows on both terminals for
 /// [`MENU_TIMEOUT_S`]. A local keyboard's Shift still opens it on any boot.
@@ -234,7 +236,7 @@ pub fn disk_grub_cfg(version: &str) -> String {
              \x20   set timeout=0\n\
              fi\n\
              set {boot}={pending}\n\
-             set {menu}=\n\
+             unset {menu}\n\
              save_env {boot} {menu}\n\
              set berth_slot=A\n\
              if [ \"$berth_default\" = B ]; then set berth_slot=B; fi\n\
@@ -306,13 +308,15 @@ mod tests {
         assert!(!cfg.contains("set timeout=1\n"), "{cfg}");
         assert!(cfg.contains(" berth_boot berth_menu\n"), "{cfg}");
         let pending = cfg
-            .find("if [ \"$berth_boot\" = pending ]; then set berth_menu=1; fi")
+            .find("if [ \"$berth_boot\" = 1 ]; then set berth_menu=1; fi")
             .expect("pending");
         let asked = cfg.find("if [ \"$berth_menu\" = 1 ]; then").expect("asked");
         let menu = cfg.find("    set timeout=10\n").expect("menu");
         let hidden = cfg.find("    set timeout=0\n").expect("hidden");
         let keyboard = cfg.find("    terminal_input console\n").expect("keyboard");
-        let mark = cfg.find("set berth_boot=pending\n").expect("mark");
+        let mark = cfg
+            .find("set berth_boot=1\nunset berth_menu\n")
+            .expect("mark");
         let saved = cfg.find("save_env berth_boot berth_menu\n").expect("saved");
         let slot = cfg.find("set berth_slot=A").expect("slot");
         assert!(pending < asked && asked < menu && menu < keyboard && keyboard < hidden);

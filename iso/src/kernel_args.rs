@@ -188,6 +188,9 @@ mod tests {
             (COMMITTED, &joined),
             (NEXT, &joined),
             (TRY, "1"),
+            // GRUB's mark of a boot under way, which berthd may find there
+            // when it arms arguments on a slot's trial boot.
+            (crate::bootloader::BOOT_VAR, crate::bootloader::BOOT_PENDING),
         ]);
         crate::slots::render_env(&block).expect("one sector");
     }

@@ -293,14 +293,14 @@ mod tests {
         let installed = install(&r.paths);
         let mark = |installed: &Installed| {
             let mut vars = installed.read_env().expect("env");
-            vars.insert("berth_boot".into(), "pending".into());
+            vars.insert("berth_boot".into(), "1".into());
             installed.write_env(&vars).expect("grub");
         };
         // A trial (of a slot or of arguments) is PID 1's to mark.
         mark(&installed);
         run(&r.paths, &[], "berth.slot=B berth.trial=1");
         run(&r.paths, &[], "berth.slot=A berth.args_trial=1");
-        assert_eq!(env(&installed), pairs(&[("berth_boot", "pending")]));
+        assert_eq!(env(&installed), pairs(&[("berth_boot", "1")]));
         // Any other boot: cleared, so the next boot shows no menu; nothing
         // reported, as nothing the config asked for changed.
         let report = run(&r.paths, &[], "berth.slot=A");
