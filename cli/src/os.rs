@@ -140,10 +140,7 @@ pub fn ask_for_menu() -> Result<()> {
         );
     }
     let (installed, _, _) = installed()?;
-    let file = std::fs::File::open(&installed.disk)
-        .with_context(|| format!("opening {}", installed.disk.display()))?;
-    let cfg = berth_iso::esp::read_file(&file, &installed.esp, "boot/grub/grub.cfg")?;
-    if !String::from_utf8_lossy(&cfg).contains(berth_iso::bootloader::MENU_VAR) {
+    if !installed.grub_cfg_reads(berth_iso::bootloader::MENU_VAR)? {
         bail!(
             "this disk's GRUB config was written by an installer from before `--menu`; \
              its menu opens with Esc (or F4) within the first second of the boot"

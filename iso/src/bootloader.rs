@@ -220,7 +220,7 @@ pub fn disk_grub_cfg(version: &str) -> String {
         kernel: "/$berth_slot/vmlinuz".into(),
         initrd: "/$berth_slot/initrd".into(),
         extra_args: "berth.slot=$berth_slot $berth_trial $berth_args_trial $berth_kargs".into(),
-        menu: crate::grub::Menu::Preamble,
+        menu: crate::grub::Menu::AfterFailedBoot,
         preamble: format!(
             "load_env berth_default berth_try {committed} {next} {try_} {boot} {menu}\n\
              if [ \"${boot}\" = {pending} ]; then set {menu}=1; fi\n\

@@ -77,7 +77,7 @@ pub fn write(disk: &File, part: &Part, payload: &Payload) -> Result<()> {
     }
     put("EFI/BOOT/BOOTX64.EFI", &read(&payload.boot.efi)?)?;
     put(
-        "boot/grub/grub.cfg",
+        crate::slots::GRUB_CFG,
         crate::bootloader::disk_grub_cfg(env!("CARGO_PKG_VERSION")).as_bytes(),
     )?;
     drop(root);

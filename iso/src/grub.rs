@@ -47,7 +47,7 @@ pub enum Menu {
     /// installed disk's preamble sets the timeout ([`crate::bootloader`]).
     /// A second of every boot spent waiting for a key nobody types is a
     /// second a server's restart takes longer.
-    Preamble,
+    AfterFailedBoot,
 }
 
 /// What the live ISO adds to every entry: the person at the machine is logged

@@ -29,6 +29,8 @@ use crate::{Error, Result};
 pub const RECORDS: &str = "var/lib/berth/os/slots.json";
 /// The grubenv path on the ESP.
 pub const GRUBENV: &str = "boot/grub/grubenv";
+/// The installed disk's GRUB config, on the ESP: written once, by the installer.
+pub const GRUB_CFG: &str = "boot/grub/grub.cfg";
 /// The kernel argument GRUB adds to a trial boot.
 pub const TRIAL_ARG: &str = "berth.trial=1";
 /// What GRUB's environment block holds at most: its first sector, so that
@@ -120,6 +122,15 @@ impl Installed {
         let file = File::open(&self.disk).map_err(crate::io_err(&self.disk))?;
         let bytes = crate::esp::read_file(&file, &self.esp, GRUBENV)?;
         Ok(parse_env(&bytes))
+    }
+
+    /// Whether the disk's grub.cfg reads the grubenv variable `var`: one
+    /// written by an installer from before `var` existed never does, and an
+    /// upgrade does not rewrite it.
+    pub fn grub_cfg_reads(&self, var: &str) -> Result<bool> {
+        let file = File::open(&self.disk).map_err(crate::io_err(&self.disk))?;
+        let cfg = crate::esp::read_file(&file, &self.esp, GRUB_CFG)?;
+        Ok(String::from_utf8_lossy(&cfg).contains(var))
     }
 
     /// Rewrites grubenv in place with `vars`.

@@ -49,6 +49,15 @@ const ALSO: &[(&str, &[&str])] = &[(
     &["nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8"],
 )];
 
+/// Whether the kernel command line's `modprobe.blacklist=` keeps a module
+/// out: a device's driver, yes; what stage 1 loads by name to reach the root
+/// (loop, filesystems), no, as kmod loads a module named outright.
+#[derive(Debug, Clone, Copy)]
+enum Blacklist {
+    Applies,
+    Ignored,
+}
+
 #[derive(Debug)]
 pub struct Drivers {
     /// `lib/modules/<release>` in the initramfs; `None` when it carries no
@@ -65,10 +74,7 @@ pub struct Drivers {
     everything_after: Duration,
     /// When the current wait for a device began.
     waiting_since: Option<Instant>,
-    /// The kernel command line's module parameters and blacklist: a driver
-    /// for a device is not loaded when blacklisted; what stage 1 loads by
-    /// name to reach the root (loop, filesystems) is, as kmod loads a module
-    /// named outright.
+    /// The kernel command line's module parameters and blacklist ([`Blacklist`]).
     options: modules::Options,
 }
 
@@ -132,8 +138,7 @@ impl Drivers {
             if wanted.is_empty() {
                 break;
             }
-            let options = self.options.clone();
-            self.load(sys, &dir, Some(&wanted), &options, "devices");
+            self.load(sys, &dir, Some(&wanted), Blacklist::Applies, "devices");
             loaded = true;
         }
         loaded
@@ -180,8 +185,7 @@ impl Drivers {
             .filter(|m| !self.tried.contains(m))
             .collect();
         if !wanted.is_empty() {
-            let options = self.options.named();
-            self.load(sys, &dir, Some(&wanted), &options, fstype);
+            self.load(sys, &dir, Some(&wanted), Blacklist::Ignored, fstype);
         }
     }
 
@@ -196,8 +200,7 @@ impl Drivers {
             .filter(|m| !self.tried.contains(m))
             .collect();
         if !wanted.is_empty() {
-            let options = self.options.named();
-            self.load(sys, &dir, Some(&wanted), &options, "initramfs");
+            self.load(sys, &dir, Some(&wanted), Blacklist::Ignored, "initramfs");
         }
     }
 
@@ -229,8 +232,7 @@ impl Drivers {
             return;
         };
         log::info!("loading every driver the initramfs carries");
-        let options = self.options.clone();
-        self.load(sys, &dir, None, &options, "initramfs");
+        self.load(sys, &dir, None, Blacklist::Applies, "initramfs");
     }
 
     fn load(
@@ -238,9 +240,17 @@ impl Drivers {
         sys: &mut dyn Sys,
         dir: &Path,
         wanted: Option<&[String]>,
-        options: &modules::Options,
+        blacklist: Blacklist,
         what: &str,
     ) {
+        let named;
+        let options = match blacklist {
+            Blacklist::Applies => &self.options,
+            Blacklist::Ignored => {
+                named = self.options.named();
+                &named
+            }
+        };
         let tried = &mut self.tried;
         let result = modules::load_with(dir, wanted, options, |path, compressed, params| {
             // A dependency shared with an earlier round: already in the kernel

@@ -19,14 +19,11 @@
 //! grubenv is written only when it should say something else.
 
 use berth_iso::kernel_args::{self as args, Failed, Plan};
-use berth_iso::slots::{Installed, Records};
+use berth_iso::slots::{Installed, Records, GRUB_CFG};
 
 use super::{HostPaths, Problem, Report};
 
 const FIELD: &str = "berth.kernel_args";
-
-/// The installed disk's GRUB config, on the ESP.
-const GRUB_CFG: &str = "boot/grub/grub.cfg";
 
 /// One reconcile at a time: the boot's and a reload's both rewrite grubenv.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -156,11 +153,10 @@ fn reconcile(paths: &HostPaths, wanted: &str, cmdline: &str) -> Result<Vec<Strin
 /// grub.cfg is written once, by the installer: a disk installed before
 /// Berth kept kernel arguments would never boot with them.
 fn check_grub_cfg(installed: &Installed) -> Result<(), String> {
-    let file = std::fs::File::open(&installed.disk)
-        .map_err(|e| format!("{}: {e}", installed.disk.display()))?;
-    let cfg =
-        berth_iso::esp::read_file(&file, &installed.esp, GRUB_CFG).map_err(|e| e.to_string())?;
-    if String::from_utf8_lossy(&cfg).contains(args::TRY) {
+    if installed
+        .grub_cfg_reads(args::TRY)
+        .map_err(|e| e.to_string())?
+    {
         Ok(())
     } else {
         Err(format!(
