@@ -69,6 +69,10 @@ fn main() {
             stop_in_reverse_order_with_sigkill_after_grace,
         ),
         (
+            "a_stop_before_the_handler_is_in_goes_again",
+            a_stop_before_the_handler_is_in_goes_again,
+        ),
+        (
             "reconcile_recreates_only_the_changed_service",
             reconcile_recreates_only_the_changed_service,
         ),
@@ -429,6 +433,31 @@ fn stop_in_reverse_order_with_sigkill_after_grace(env: &Env) -> Result {
     }
     check(!env.dir.join("run/containers/st-mid").exists(), || {
         "bundle left behind".into()
+    })
+}
+
+/// A stop that reaches a container's init before it has a handler for the
+/// signal is dropped by the kernel (a namespace's init gets only the signals
+/// it handles); berthd sends it again once the handler is in, so the service
+/// stops cleanly then, not killed at the end of its grace period.
+fn a_stop_before_the_handler_is_in_goes_again(env: &Env) -> Result {
+    let mut late = sh(
+        "sleep 1; trap 'echo term; exit 0' TERM; while true; do sleep 0.1; done",
+        Some(RestartPolicy::Always),
+    );
+    late.stop_grace_period = Some(D(Duration::from_secs(20)));
+    let (sup, logs) = supervise(env, "late", &[("late", late)])?;
+    with_shutdown(&sup, || {
+        wait(&sup, "late running", 30, |s| {
+            state_is(s, "late", Phase::Running)
+        })?;
+        let stopped = sup.stop_service("late").map_err(|e| e.to_string())?;
+        check(stopped.state == Phase::Stopped, || format!("{stopped:?}"))?;
+        check(stopped.exit_code == Some(0), || {
+            format!("not stopped by its handler: {stopped:?}")
+        })?;
+        let log = log_text(&logs, "late");
+        check(log.contains("term"), || format!("log {log:?}"))
     })
 }
 

@@ -34,6 +34,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod youki;
 
+pub use berth_sys::process::SignalFate;
 pub use forker::{Forker, ForkerError};
 pub use nix::sys::signal::Signal;
 pub use recording::Recording;
@@ -156,6 +157,12 @@ pub trait Runtime: Send + Sync {
     fn start(&self, id: &str) -> Result<(), RuntimeError>;
     /// Sends `signal` to the container's init.
     fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError>;
+    /// What `signal` comes to in the container's init now (see
+    /// [`SignalFate::Dropped`]); `None` when this runtime cannot tell.
+    fn signal_fate(&self, id: &str, signal: Signal) -> Option<SignalFate> {
+        let _ = (id, signal);
+        None
+    }
     /// Kills whatever still runs in the container, reaps its init, removes its cgroup,
     /// state and root. The id can be created again when this returns; a runtime
     /// may finish unmounting and removing the root after that.

@@ -7,7 +7,8 @@ use std::os::fd::OwnedFd;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{
-    ContainerConfig, ContainerState, Created, Exit, Runtime, RuntimeError, Signal, Status,
+    ContainerConfig, ContainerState, Created, Exit, Runtime, RuntimeError, Signal, SignalFate,
+    Status,
 };
 
 /// One call the supervisor made.
@@ -35,7 +36,8 @@ struct Fake {
     exit: Option<Exit>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
-    /// Signals other than SIGKILL leave it running (a PID 1 without handlers).
+    /// Signals other than SIGKILL leave it running (a PID 1 without handlers,
+    /// until [`Recording::install_handlers`]).
     ignores_signals: bool,
 }
 
@@ -86,6 +88,14 @@ impl Recording {
     /// Containers created with this id ignore every signal but SIGKILL.
     pub fn ignore_signals(&self, id: &str) {
         self.lock().ignoring.push(id.to_string());
+    }
+
+    /// The running container `id` installs its signal handlers now: signals
+    /// it dropped before (see [`Recording::ignore_signals`]) reach it from now on.
+    pub fn install_handlers(&self, id: &str) {
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.ignores_signals = false;
+        }
     }
 
     /// Every later `exec` in `id` (healthchecks) ends with `exit`.
@@ -228,6 +238,18 @@ impl Runtime for Recording {
             c.stderr = None;
         }
         Ok(())
+    }
+
+    fn signal_fate(&self, id: &str, _signal: Signal) -> Option<SignalFate> {
+        let state = self.lock();
+        let c = state.containers.get(id)?;
+        Some(if c.exit.is_some() {
+            SignalFate::Gone
+        } else if c.ignores_signals {
+            SignalFate::Dropped
+        } else {
+            SignalFate::Caught
+        })
     }
 
     fn delete(&self, id: &str) -> Result<(), RuntimeError> {

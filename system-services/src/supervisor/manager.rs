@@ -89,6 +89,9 @@ impl Svc {
 pub(super) enum TimerKind {
     Restart,
     Kill,
+    /// Look whether a stopping service's init, which dropped the stop
+    /// signal, handles it now ([`super::stopping::REDELIVER_POLL`]).
+    Redeliver,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -581,6 +584,27 @@ impl Manager {
             match t.kind {
                 TimerKind::Restart if svc.phase == Phase::Restarting && svc.desired_up => {
                     svc.phase = Phase::Waiting;
+                }
+                TimerKind::Redeliver if svc.phase == Phase::Stopping => {
+                    let signal = stop_signal(&svc.def);
+                    match self.runtime.signal_fate(&t.name, signal) {
+                        Some(SignalFate::Caught) => {
+                            log::info!(
+                                "{}: sending {signal} again, now that it handles it",
+                                t.name
+                            );
+                            if let Err(e) = self.runtime.kill(&t.name, signal) {
+                                log::error!("{}: {e}", t.name);
+                            }
+                        }
+                        Some(SignalFate::Dropped) => self.timers.push(Timer {
+                            at: std::cmp::Reverse(now + super::stopping::REDELIVER_POLL),
+                            name: t.name,
+                            gen: t.gen,
+                            kind: TimerKind::Redeliver,
+                        }),
+                        _ => {}
+                    }
                 }
                 TimerKind::Kill if svc.phase == Phase::Stopping => {
                     log::warn!(

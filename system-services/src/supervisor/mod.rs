@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::graph::{Graph, GraphError, State};
 use crate::health::{self, Check, Health, Settings, Tracker};
 use crate::logs::{self, LogDir, Stream};
-use crate::runtime::{ContainerConfig, Exit, ImageLayers, Runtime, Signal, Status};
+use crate::runtime::{ContainerConfig, Exit, ImageLayers, Runtime, Signal, SignalFate, Status};
 use crate::timeline::{self, Entry, Timeline};
 
 mod adoption;

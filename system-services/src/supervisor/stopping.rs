@@ -36,6 +36,13 @@ impl StopJob {
     }
 }
 
+/// How often a stopping service whose init dropped the stop signal is looked
+/// at for the handler it installs (a program started a moment ago, such as
+/// chronyd on a restart right after its start, installs it within a few
+/// hundred milliseconds): sending the signal again then stops it at once
+/// instead of at the end of its grace period, with SIGKILL.
+pub(super) const REDELIVER_POLL: Duration = Duration::from_millis(50);
+
 impl Manager {
     // ----- stopping ---------------------------------------------------------
 
@@ -55,7 +62,21 @@ impl Manager {
                 let gen = svc.gen;
                 log::info!("{name}: stopping ({signal}, SIGKILL after {grace:?})");
                 let at = match self.runtime.kill(name, signal) {
-                    Ok(()) => Instant::now() + grace,
+                    Ok(()) => {
+                        if self.runtime.signal_fate(name, signal) == Some(SignalFate::Dropped) {
+                            log::info!(
+                                "{name}: its init has no handler for {signal} yet, so the kernel \
+                                 dropped it; sending it again once it has one"
+                            );
+                            self.timers.push(Timer {
+                                at: std::cmp::Reverse(Instant::now() + REDELIVER_POLL),
+                                name: name.to_string(),
+                                gen,
+                                kind: TimerKind::Redeliver,
+                            });
+                        }
+                        Instant::now() + grace
+                    }
                     Err(e) => {
                         log::error!("{name}: {e}");
                         Instant::now()

@@ -412,6 +412,39 @@ fn shutdown_stops_independent_branches_in_parallel() {
     assert!(env.rt.containers().is_empty(), "every container deleted");
 }
 
+/// A stop that comes before the service's init has installed its handler
+/// (chronyd restarted a moment after its start) is dropped by the kernel; the
+/// signal goes again once the handler is in, so the service stops then and
+/// not at the end of its grace period, killed.
+#[test]
+fn a_stop_signal_dropped_before_the_handler_goes_again() {
+    let mut s = service(Some(RestartPolicy::Always));
+    s.stop_grace_period = Some(D(Duration::from_secs(30)));
+    let env = start(&[("ntp", s)], |rt| rt.ignore_signals("ntp"));
+    env.running("ntp");
+    let rt = Arc::clone(&env.rt);
+    let handler = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        rt.install_handlers("ntp");
+    });
+    let t = Instant::now();
+    let stopped = env.sup.stop_service("ntp").expect("stop");
+    handler.join().expect("handler thread");
+    assert_eq!(stopped.state, Phase::Stopped);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(
+        env.kills(),
+        [
+            ("ntp".to_string(), Signal::SIGTERM),
+            ("ntp".to_string(), Signal::SIGTERM)
+        ]
+    );
+    assert_eq!(
+        env.sup.service("ntp").expect("ntp").exit_code,
+        Some(128 + 15)
+    );
+}
+
 #[test]
 fn stop_start_and_restart_by_request() {
     let mut s = service(Some(RestartPolicy::Always));

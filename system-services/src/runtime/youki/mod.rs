@@ -23,7 +23,8 @@ use rustix::process::{WaitId, WaitIdOptions};
 use super::forker::{Forker, Request, Response};
 use super::spec::{self, ImageInfo, SpecContext, VolumeSource};
 use super::{
-    ContainerConfig, ContainerState, Created, Exit, Runtime, RuntimeError, Signal, Status,
+    ContainerConfig, ContainerState, Created, Exit, Runtime, RuntimeError, Signal, SignalFate,
+    Status,
 };
 
 /// Where the runtime keeps things.
@@ -485,6 +486,15 @@ impl Runtime for Youki {
             all: false,
         };
         self.call(id, "kill", &request, &[]).map(|_| ())
+    }
+
+    fn signal_fate(&self, id: &str, signal: Signal) -> Option<SignalFate> {
+        let pid = match self.tracked().get(id) {
+            Some(t) if t.exit.is_some() => return Some(SignalFate::Gone),
+            Some(t) => t.pid,
+            None => return None,
+        };
+        Some(berth_sys::process::signal_fate(pid, signal as i32))
     }
 
     fn delete(&self, id: &str) -> Result<(), RuntimeError> {
