@@ -271,6 +271,11 @@ impl Layout {
         let Some(text) = read_optional(&path)? else {
             return Ok(false);
         };
+        // Kept because it validated: the same text again (a boot with the
+        // same seed) is not validated again.
+        if read_optional(&self.user_data_good())?.as_deref() == Some(text.as_str()) {
+            return Ok(true);
+        }
         let loaded = load(self.documents()?);
         if loaded.rejected.contains(&source_name(&path)) {
             return Ok(false);
@@ -421,6 +426,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, Error> {
 /// fsynced). The directory is made 0700 (created so, or tightened when it is
 /// looser). Concurrent writers never share a temporary file; a
 /// read-modify-write of the same file also needs a lock ([`Layout::lock_local`]).
+/// A file that already holds `bytes` is left as it is: nothing is synced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let err = |source| Error::Write {
         path: path.to_path_buf(),
@@ -428,7 +434,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     private_dir(dir).map_err(err)?;
-    berth_sys::atomic::write(path, bytes, &berth_sys::atomic::Options::private()).map_err(err)
+    berth_sys::atomic::write_if_changed(path, bytes, &berth_sys::atomic::Options::private())
+        .map(|_| ())
+        .map_err(err)
 }
 
 /// Creates `dir` with mode 0700 (its missing parents with the usual 0755),

@@ -286,6 +286,49 @@ mod tests {
         assert_eq!(loaded.config.hostname.as_deref(), Some("meta"));
     }
 
+    /// A boot with the seed the last one cached writes nothing: no file is
+    /// replaced (each replacement is an fsync and a journal commit on the
+    /// state partition, in stage 1 of every boot of a machine with a seed).
+    #[test]
+    fn the_same_seed_again_is_not_written_again() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(root.path());
+        let seed = Seed {
+            device: "/dev/vdb".into(),
+            user_data: Some("#cloud-config\nhostname: a\n".into()),
+            meta_data: Some("instance-id: i-1\n".into()),
+        };
+        cache(&seed, root.path()).expect("cache");
+        let files = [
+            layout.user_data(),
+            layout.meta_data(),
+            layout.user_data_good(),
+        ];
+        let inodes = |files: &[PathBuf]| -> Vec<u64> {
+            files
+                .iter()
+                .map(|f| std::fs::metadata(f).expect("cached").ino())
+                .collect()
+        };
+        let before = inodes(&files);
+        cache(&seed, root.path()).expect("cache again");
+        assert_eq!(inodes(&files), before);
+        // A changed user-data is written, and kept as the good one.
+        let changed = Seed {
+            user_data: Some("#cloud-config\nhostname: b\n".into()),
+            ..seed
+        };
+        cache(&changed, root.path()).expect("cache a change");
+        let after = inodes(&files);
+        assert_ne!(after[0], before[0]);
+        assert_eq!(after[1], before[1], "meta-data did not change");
+        assert_eq!(
+            std::fs::read_to_string(layout.user_data_good()).expect("good"),
+            "#cloud-config\nhostname: b\n"
+        );
+    }
+
     /// Valid YAML with invalid values (a bad CIDR, an unknown service key, a
     /// `depends_on` cycle): the last good user-data stays in force, and the
     /// errors still name the new document's lines and keys.

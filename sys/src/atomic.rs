@@ -243,6 +243,50 @@ pub fn write_at_with(
     check(unsafe { libc::fsync(dir.as_raw_fd()) })
 }
 
+/// Whether [`write_if_changed`] touched the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Written,
+    Unchanged,
+}
+
+/// [`write`], unless `path` already holds exactly `bytes` with the options'
+/// mode (and owner, when they name one): then nothing is written and nothing
+/// synced, so a boot that finds a file as the last one left it costs no
+/// journal commit. A file with the right bytes and another mode or owner gets
+/// just those fixed.
+pub fn write_if_changed(path: &Path, bytes: &[u8], options: &Options) -> io::Result<Outcome> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // Not a symlink's target: `write` replaces a symlink, so one is "changed".
+    if let Ok(mut file) = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        let meta = file.metadata()?;
+        let mut current = Vec::with_capacity(bytes.len());
+        if meta.is_file()
+            && meta.len() == bytes.len() as u64
+            && file.read_to_end(&mut current).is_ok()
+            && current == bytes
+        {
+            let owner = options
+                .owner
+                .is_none_or(|owner| (meta.uid(), meta.gid()) == owner);
+            if owner && meta.mode() & 0o7777 == options.mode & 0o7777 {
+                return Ok(Outcome::Unchanged);
+            }
+            prepare(&file, options)?;
+            if options.durable {
+                file.sync_all()?;
+            }
+            return Ok(Outcome::Written);
+        }
+    }
+    write(path, bytes, options).map(|()| Outcome::Written)
+}
+
 /// Owner first, then mode: chown clears set-id bits.
 fn prepare(file: &File, options: &Options) -> io::Result<()> {
     let fd = file.as_raw_fd();
@@ -294,6 +338,56 @@ mod tests {
             "{:?}",
             leftovers(dir.path())
         );
+    }
+
+    #[test]
+    fn an_unchanged_file_is_not_written_again() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let options = Options::mode(0o640);
+        assert_eq!(
+            write_if_changed(&path, b"one", &options).expect("new"),
+            Outcome::Written
+        );
+        let inode = std::fs::metadata(&path).expect("stat").ino();
+        assert_eq!(
+            write_if_changed(&path, b"one", &options).expect("same"),
+            Outcome::Unchanged
+        );
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").ino(),
+            inode,
+            "not replaced"
+        );
+        // The same bytes with another mode: only the mode is fixed.
+        let private = Options::private();
+        assert_eq!(
+            write_if_changed(&path, b"one", &private).expect("mode"),
+            Outcome::Written
+        );
+        let meta = std::fs::metadata(&path).expect("stat");
+        assert_eq!((meta.ino(), meta.mode() & 0o7777), (inode, 0o600));
+        // Other bytes, of the same length too: replaced.
+        assert_eq!(
+            write_if_changed(&path, b"two", &private).expect("new bytes"),
+            Outcome::Written
+        );
+        assert_eq!(std::fs::read(&path).expect("read"), b"two");
+        assert_ne!(std::fs::metadata(&path).expect("stat").ino(), inode);
+        // A symlink is replaced, not followed, even to a file with the bytes.
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"two").expect("target");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        assert_eq!(
+            write_if_changed(&link, b"two", &private).expect("link"),
+            Outcome::Written
+        );
+        assert!(!std::fs::symlink_metadata(&link)
+            .expect("lstat")
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

@@ -41,12 +41,7 @@ impl Attributes {
     }
 }
 
-/// Whether a write replaced the file or found it already right.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Written,
-    Unchanged,
-}
+pub use berth_sys::atomic::Outcome;
 
 /// Replaces `path` with `bytes` atomically unless it already holds exactly
 /// that with `attrs`; a file that only needs its mode or owner fixed gets just that.
@@ -59,19 +54,10 @@ pub fn write_if_changed(
         path: path.to_path_buf(),
         source,
     };
-    if fs::read(path).is_ok_and(|current| current == bytes) {
-        if Attributes::of(path) == Some(attrs) {
-            return Ok(Outcome::Unchanged);
-        }
-        set_attributes(path, attrs).map_err(err)?;
-        return Ok(Outcome::Written);
-    }
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(err)?;
     let options = berth_sys::atomic::Options::mode(attrs.mode).owner(attrs.uid, attrs.gid);
-    let written = berth_sys::atomic::write(path, bytes, &options);
-    written.map_err(err)?;
-    Ok(Outcome::Written)
+    berth_sys::atomic::write_if_changed(path, bytes, &options).map_err(err)
 }
 
 fn set_attributes(path: &Path, attrs: Attributes) -> io::Result<()> {

@@ -67,9 +67,6 @@ pub fn render_resolv_conf(servers: &[IpAddr], search: &[String]) -> String {
 /// Writes `path` atomically (temp file + rename) when its content changes, so
 /// readers in containers never see half a file. Returns whether it changed.
 pub fn write_if_changed(path: &Path, content: &str) -> Result<bool, WriteError> {
-    if std::fs::read_to_string(path).ok().as_deref() == Some(content) {
-        return Ok(false);
-    }
     let err = |source| WriteError {
         path: path.to_path_buf(),
         source,
@@ -78,8 +75,8 @@ pub fn write_if_changed(path: &Path, content: &str) -> Result<bool, WriteError> 
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     let options = berth_sys::atomic::Options::mode(0o644);
-    match berth_sys::atomic::write(path, content.as_bytes(), &options) {
-        Ok(()) => Ok(true),
+    match berth_sys::atomic::write_if_changed(path, content.as_bytes(), &options) {
+        Ok(outcome) => Ok(outcome == berth_sys::atomic::Outcome::Written),
         // resolv.conf is often a bind mount (in containers), where rename
         // fails with EBUSY: write it in place instead.
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
