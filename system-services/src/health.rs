@@ -321,37 +321,108 @@ pub fn spawn(
         .stack_size(128 << 10)
         .spawn(move || {
             let mut healthy_once = false;
+            // Until a file check first passes, a change in the file's
+            // directory ends the wait: the service's ready file is seen as
+            // it is written, not at the next look. A look woken so that
+            // fails is not reported: failures count at the check's own pace.
+            let mut watch = match &check {
+                Check::File(path) => DirWatch::new(pid, path),
+                _ => None,
+            };
+            let mut due = Instant::now() + settings.start_interval;
             loop {
-                let wait = if healthy_once {
-                    settings.interval
-                } else {
-                    settings.start_interval
-                };
-                if !nap(wait, &stop) {
-                    return;
+                if healthy_once {
+                    // Unread events would pile up in the kernel.
+                    watch = None;
                 }
+                let Some(woke) = nap(due, &stop, watch.as_ref()) else {
+                    return;
+                };
                 let result = run_check(&check, &*runtime, &id, pid, settings.timeout);
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
+                if woke == Wake::Changed && result.is_err() {
+                    continue;
+                }
                 healthy_once |= result.is_ok();
                 report(result);
+                due = Instant::now()
+                    + if healthy_once {
+                        settings.interval
+                    } else {
+                        settings.start_interval
+                    };
             }
         })
 }
 
-/// Sleeps `d` in small steps; false as soon as `stop` is set.
-fn nap(d: Duration, stop: &AtomicBool) -> bool {
-    let end = Instant::now() + d;
+/// Why [`nap`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Due,
+    Changed,
+}
+
+/// Sleeps until `due` in small steps, or until `watch` sees a change; `None`
+/// as soon as `stop` is set.
+fn nap(due: Instant, stop: &AtomicBool, watch: Option<&DirWatch>) -> Option<Wake> {
     loop {
         if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let left = due.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Some(Wake::Due);
+        }
+        let step = left.min(Duration::from_millis(50));
+        match watch {
+            Some(w) => {
+                if w.changed_within(step) {
+                    return Some(Wake::Changed);
+                }
+            }
+            None => std::thread::sleep(step),
+        }
+    }
+}
+
+/// An inotify watch on the directory of a `file:` check's path, in the
+/// container's root.
+struct DirWatch(std::os::fd::OwnedFd);
+
+impl DirWatch {
+    /// `None` when the directory cannot be watched (not there yet): the
+    /// check then looks at its interval, as any other.
+    fn new(pid: i32, path: &str) -> Option<DirWatch> {
+        use rustix::fs::inotify;
+        let file = format!("/proc/{pid}/root/{}", path.trim_start_matches('/'));
+        let dir = std::path::Path::new(&file).parent()?;
+        let fd =
+            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
+        let events = inotify::WatchFlags::CREATE
+            | inotify::WatchFlags::MOVED_TO
+            | inotify::WatchFlags::CLOSE_WRITE
+            | inotify::WatchFlags::ATTRIB;
+        inotify::add_watch(&fd, dir, events).ok()?;
+        Some(DirWatch(fd))
+    }
+
+    /// Whether something changed in the directory within `d` (the events
+    /// read and dropped: the check itself says what is there).
+    fn changed_within(&self, d: Duration) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let timeout = Timespec {
+            tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(d.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(&self.0, PollFlags::IN)];
+        if !matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
             return false;
         }
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return true;
-        }
-        std::thread::sleep(left.min(Duration::from_millis(50)));
+        let mut buf = [0u8; 1024];
+        while matches!(rustix::io::read(&self.0, &mut buf), Ok(n) if n > 0) {}
+        true
     }
 }
 
@@ -454,6 +525,46 @@ mod tests {
         assert!(run_check(&tcp, &rt, "x", me, Duration::from_secs(1)).is_ok());
         drop(listener);
         assert!(run_check(&tcp, &rt, "x", me, Duration::from_secs(1)).is_err());
+    }
+
+    /// A `file:` check sees its file as it is written, not at its next look:
+    /// with a start interval of a minute, the report comes at once.
+    #[test]
+    fn a_file_check_wakes_when_the_file_is_written() {
+        let me = std::process::id() as i32;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ready");
+        let settings = Settings {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(1),
+            retries: 1,
+            start_period: Duration::ZERO,
+            start_interval: Duration::from_secs(60),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = spawn(
+            Check::File(path.display().to_string()),
+            settings,
+            Arc::new(crate::runtime::Recording::new()),
+            "x".into(),
+            me,
+            Arc::clone(&stop),
+            move |result| {
+                let _ = tx.send(result.is_ok());
+            },
+        )
+        .expect("spawn");
+        std::thread::sleep(Duration::from_millis(100));
+        // Written as the one atomic writer does: a temporary name, renamed.
+        berth_sys::atomic::write(&path, b"", &berth_sys::atomic::Options::mode(0o644))
+            .expect("write");
+        // The temporary file's creation wakes it too; that look fails and is
+        // not reported, so the first report is the file's.
+        let healthy = rx.recv_timeout(Duration::from_secs(10));
+        stop.store(true, Ordering::Relaxed);
+        thread.join().expect("health thread");
+        assert_eq!(healthy, Ok(true));
     }
 
     /// Serves one connection on `listener` after `delay`: reads the request
