@@ -61,9 +61,14 @@ impl Manager {
                 svc.phase = Phase::Stopping;
                 let gen = svc.gen;
                 log::info!("{name}: stopping ({signal}, SIGKILL after {grace:?})");
+                // Looked at before the signal is sent: a handler installed
+                // between the kill and a look after it would hide that this
+                // one was dropped (at worst, one installed between this look
+                // and the kill gets the signal twice).
+                let dropped = self.runtime.signal_fate(name, signal) == Some(SignalFate::Dropped);
                 let at = match self.runtime.kill(name, signal) {
                     Ok(()) => {
-                        if self.runtime.signal_fate(name, signal) == Some(SignalFate::Dropped) {
+                        if dropped {
                             log::info!(
                                 "{name}: its init has no handler for {signal} yet, so the kernel \
                                  dropped it; sending it again once it has one"
