@@ -5,6 +5,8 @@
 //!
 //! 1. Non-privileged services run under the default seccomp profile; a
 //!    crash-looping service backs off without holding up the others; a
+//!    restart right after a start stops chronyd by its own handler, though
+//!    the first SIGTERM came before it had one; a
 //!    container past its memory limit is OOM-killed and restarted by its
 //!    policy while berthd and PID 1 are shielded from the OOM killer; the
 //!    limits are in the service's cgroup (v2); berthd killed with SIGKILL is
@@ -229,6 +231,31 @@ fn seccomp_confines_the_unprivileged_services(vm: &Vm, ssh: &Ssh) {
     assert!(
         logs.contains("Operation not permitted") && logs.contains("userns refused"),
         "unshare -U was not refused in ticker: {logs}"
+    );
+}
+
+/// A restart a moment after a start: the stop reaches chronyd before it has
+/// its SIGTERM handler, and the kernel drops it (a namespace's init gets only
+/// the signals it handles). berthd sends it again once the handler is in, so
+/// chronyd stops itself rather than being killed at the end of its grace period.
+fn a_stop_right_after_a_start_is_not_lost(vm: &Vm, ssh: &Ssh) {
+    ok(
+        vm,
+        ssh,
+        "sudo berth service restart ntp && sudo berth service restart ntp",
+    );
+    let logs = ok(vm, ssh, "sudo berth logs berthd");
+    let stops: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("ntp: stopped") || l.contains("ntp: still running"))
+        .collect();
+    let last = &stops[stops.len().saturating_sub(2)..];
+    assert!(
+        last.len() == 2
+            && last
+                .iter()
+                .all(|l| l.contains("ntp: stopped (exit code 0)")),
+        "ntp was not stopped by its own handler both times: {stops:#?}"
     );
 }
 
@@ -484,6 +511,7 @@ fn faults_in_real_boots() {
     let mut vm = boot_ready(&config("faults-1"), &ssh);
     crash_loop_backs_off_and_the_rest_is_ready(&vm, &ssh);
     seccomp_confines_the_unprivileged_services(&vm, &ssh);
+    a_stop_right_after_a_start_is_not_lost(&vm, &ssh);
     oom_kill_is_restarted_and_the_managers_are_shielded(&vm, &ssh);
     berthd_killed_readopts_everything(&mut vm, &ssh);
     full_state_keeps_berthd_and_the_console_working(&vm, &ssh);
