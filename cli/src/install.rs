@@ -36,7 +36,8 @@ pub struct InstallArgs {
 }
 
 pub fn run(args: InstallArgs) -> Result<ExitCode> {
-    let mut payload = install::payload_from(&args.from, Images::shipped())?;
+    let mut payload =
+        install::payload_from(&args.from, Images::shipped(), crate::os::running_version())?;
     payload.config = install::config_files(args.config.as_deref(), &args.config_root)?;
     let progress = reporter();
     let start = Instant::now();

@@ -51,13 +51,6 @@ pub enum OsCommand {
 /// Where an upgrade keeps the image it pulls, on the state partition.
 const DOWNLOAD: &str = "/var/lib/berth/os/download";
 
-/// A value of `/etc/os-release`, unquoted.
-fn os_release(text: &str, key: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .map(|v| v.trim_matches('"').to_string())
-}
-
 /// `A`, `B`, or `live` from the kernel command line.
 fn booted_from(cmdline: &str) -> String {
     slots::from_cmdline(cmdline)
@@ -69,11 +62,8 @@ fn cmdline() -> String {
     std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
 }
 
-fn running_version() -> String {
-    let release = std::fs::read_to_string("/etc/os-release")
-        .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
-        .unwrap_or_default();
-    os_release(&release, "VERSION_ID").unwrap_or_else(|| "unknown".into())
+pub(crate) fn running_version() -> String {
+    slots::os_version(Path::new("/")).unwrap_or_else(|| "unknown".into())
 }
 
 pub fn run(cmd: OsCommand) -> Result<ExitCode> {
@@ -397,8 +387,8 @@ fn upgrade(
         Ok(())
     })
     .with_context(|| format!("writing {} into slot {target}", image.version))?;
-    disk_progress.step("writing the kernel and initrd to the EFI system partition");
-    installed.write_boot_files(target, &kernel, &initrd)?;
+    disk_progress.step("writing the kernel, initrd and version to the EFI system partition");
+    installed.write_boot_files(target, &kernel, &initrd, &image.version)?;
     records.set(target, &image.version, Status::Written, None);
     if let Some(r) = records.slots.get_mut(&target) {
         r.image = Some(source.clone());
@@ -467,7 +457,10 @@ mod tests {
     #[test]
     fn version_and_slot() {
         let release = "NAME=\"Berth\"\nVERSION_ID=\"2.0\"\n";
-        assert_eq!(os_release(release, "VERSION_ID").as_deref(), Some("2.0"));
+        assert_eq!(
+            slots::os_release_value(release, "VERSION_ID").as_deref(),
+            Some("2.0")
+        );
         assert_eq!(booted_from("console=ttyS0 berth.slot=b panic=10"), "B");
         assert_eq!(booted_from("console=ttyS0"), "live");
     }

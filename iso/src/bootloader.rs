@@ -216,7 +216,8 @@ pub fn ask_for_menu(vars: &mut std::collections::BTreeMap<String, String>) {
 /// Ubuntu shows its menu after a failed boot the same way (`recordfail`).
 pub fn disk_grub_cfg(version: &str) -> String {
     crate::grub::GrubConfig {
-        title: format!("Berth {version}"),
+        title: "Berth ".into(),
+        title_var: Some("berth_version".into()),
         kernel: "/$berth_slot/vmlinuz".into(),
         initrd: "/$berth_slot/initrd".into(),
         extra_args: "berth.slot=$berth_slot $berth_trial $berth_args_trial $berth_kargs".into(),
@@ -259,7 +260,11 @@ pub fn disk_grub_cfg(version: &str) -> String {
              \x20       set berth_kargs=\"${next}\"\n\
              \x20       set berth_args_trial={args_trial}\n\
              \x20   fi\n\
-             fi\n",
+             fi\n\
+             # The menu names the version the booted slot holds, written beside its\n\
+             # kernel; a slot written before there was such a file has none.\n\
+             set berth_version={version}\n\
+             if [ -f /$berth_slot/version.cfg ]; then source /$berth_slot/version.cfg; fi\n",
             trial = crate::slots::TRIAL_ARG,
             committed = crate::kernel_args::COMMITTED,
             next = crate::kernel_args::NEXT,
@@ -277,6 +282,28 @@ pub fn disk_grub_cfg(version: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The titles name the booted slot's version, read from the file written
+    /// beside its kernel once the slot is chosen, the writer's own when the
+    /// slot has none.
+    #[test]
+    fn the_menu_names_the_booted_slots_version() {
+        let cfg = disk_grub_cfg("0.1.0");
+        assert!(
+            cfg.contains("menuentry 'Berth '\"$berth_version\" --id normal {"),
+            "{cfg}"
+        );
+        assert!(cfg.contains("menuentry 'Berth '\"$berth_version\"' (debug)' --id debug {"));
+        let chosen = cfg.find("set berth_slot=$berth_next").expect("slot chosen");
+        let default = cfg
+            .find("set berth_version=0.1.0\n")
+            .expect("default version");
+        let source = cfg
+            .find("if [ -f /$berth_slot/version.cfg ]; then source /$berth_slot/version.cfg; fi")
+            .expect("sourced");
+        let first_entry = cfg.find("menuentry").expect("entries");
+        assert!(chosen < default && default < source && source < first_entry);
+    }
 
     #[test]
     fn grubenv_is_one_kib_padded() {

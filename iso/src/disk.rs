@@ -226,6 +226,8 @@ impl Seek for Region<'_> {
 /// What goes on the disk.
 #[derive(Debug, Clone)]
 pub struct Payload {
+    /// The OS's version, for the boot menu ([`crate::esp::slot_version_file`]).
+    pub version: String,
     pub vmlinuz: PathBuf,
     pub initrd: PathBuf,
     pub rootfs: PathBuf,
@@ -573,6 +575,7 @@ mod tests {
         std::fs::write(&boot.core_img, vec![7u8; 8192]).expect("core.img");
         std::fs::write(&boot.efi, b"MZ efi").expect("efi");
         let payload = Payload {
+            version: "1.2.3".into(),
             vmlinuz: p("vmlinuz"),
             initrd: p("initrd"),
             rootfs: p("rootfs"),
@@ -599,6 +602,7 @@ mod tests {
         let esp = written.layout.esp();
         let read = |path: &str| crate::esp::read_file(&file, &esp, path).expect(path);
         assert_eq!(read("A/vmlinuz"), b"kernel");
+        assert_eq!(read("A/version.cfg"), b"set berth_version=\"1.2.3\"\n");
         assert_eq!(read("A/initrd"), b"initrd");
         assert_eq!(read("EFI/BOOT/BOOTX64.EFI"), b"MZ efi");
         assert_eq!(

@@ -20,6 +20,29 @@ pub fn slot_files(slot: char) -> (String, String) {
     (format!("{slot}/vmlinuz"), format!("{slot}/initrd"))
 }
 
+/// Where a slot's version goes, as a GRUB script (`set berth_version="…"`)
+/// that the disk's grub.cfg sources for the menu's titles: the menu names the
+/// version each slot holds, not the one that wrote grub.cfg at install.
+pub fn slot_version_file(slot: char) -> String {
+    format!("{slot}/version.cfg")
+}
+
+/// The content of [`slot_version_file`]: the version with anything GRUB's
+/// quoting could take as code (quotes, `$`, `\\`, newlines) made `_`.
+pub fn version_cfg(version: &str) -> Vec<u8> {
+    let safe: String = version
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._+~-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("set berth_version=\"{safe}\"\n").into_bytes()
+}
+
 fn label() -> [u8; 11] {
     let mut l = [b' '; 11];
     for (i, b) in ESP_LABEL.bytes().take(11).enumerate() {
@@ -68,6 +91,7 @@ pub fn write(disk: &File, part: &Part, payload: &Payload) -> Result<()> {
     let (kernel, initrd) = slot_files('A');
     put(&kernel, &read(&payload.vmlinuz)?)?;
     put(&initrd, &read(&payload.initrd)?)?;
+    put(&slot_version_file('A'), &version_cfg(&payload.version))?;
     put(
         "boot/grub/grubenv",
         &crate::bootloader::grubenv(&[("berth_default", "A")]),

@@ -27,6 +27,9 @@ pub const KERNEL_ARGS: &str = "cryptomgr.notests=1";
 pub struct GrubConfig {
     /// The menu title prefix, e.g. `Berth 0.1.0`.
     pub title: String,
+    /// A GRUB variable whose value follows the title prefix (the installed
+    /// disk's `berth_version`, the booted slot's version).
+    pub title_var: Option<String>,
     pub kernel: String,
     pub initrd: String,
     /// Extra kernel arguments for every entry (e.g. a `berth.cloud_config=`).
@@ -58,6 +61,7 @@ impl Default for GrubConfig {
     fn default() -> Self {
         GrubConfig {
             title: "Berth".into(),
+            title_var: None,
             kernel: "/boot/vmlinuz".into(),
             initrd: "/boot/initrd".into(),
             extra_args: LIVE_ARGS.into(),
@@ -111,9 +115,16 @@ impl GrubConfig {
                     cmdline.push_str(extra);
                 }
             }
+            // A variable is expanded between double quotes; GRUB joins the
+            // quoted pieces of one word, as a shell does.
+            let title = match &self.title_var {
+                None => format!("'{}{}'", escape(&self.title), escape(suffix)),
+                Some(var) if suffix.is_empty() => format!("'{}'\"${var}\"", escape(&self.title)),
+                Some(var) => format!("'{}'\"${var}\"'{}'", escape(&self.title), escape(suffix)),
+            };
             let _ = write!(
                 cfg,
-                "\nmenuentry '{title}{suffix}' --id {id} {{\n\
+                "\nmenuentry {title} --id {id} {{\n\
                  \x20   if [ \"$grub_platform\" = pc ]; then\n\
                  \x20       linux16 {kernel} {cmdline}\n\
                  \x20       initrd16 {initrd}\n\
@@ -122,7 +133,6 @@ impl GrubConfig {
                  \x20       initrd {initrd}\n\
                  \x20   fi\n\
                  }}\n",
-                title = escape(&self.title),
                 kernel = self.kernel,
                 initrd = self.initrd,
             );

@@ -178,9 +178,11 @@ pub fn check(host: &Host, disk: &Path, force: bool) -> Result<u64> {
     Ok(size)
 }
 
-/// The OS to install, from a medium laid out as the live ISO is.
-pub fn payload_from(medium: &Path, boot: Images) -> Result<Payload> {
+/// The OS to install, from a medium laid out as the live ISO is; `version`
+/// is its version (the running live system's, [`crate::slots::os_version`]).
+pub fn payload_from(medium: &Path, boot: Images, version: String) -> Result<Payload> {
     let payload = Payload {
+        version,
         vmlinuz: medium.join("boot/vmlinuz"),
         initrd: medium.join("boot/initrd"),
         rootfs: medium.join(crate::ISO_ROOTFS_PATH),

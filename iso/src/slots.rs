@@ -190,10 +190,19 @@ impl Installed {
         Ok(copied.sha256)
     }
 
-    /// Writes a slot's kernel and initrd on the ESP and reads them back.
-    pub fn write_boot_files(&self, slot: char, kernel: &[u8], initrd: &[u8]) -> Result<()> {
+    /// Writes a slot's kernel, initrd and version (for the menu's titles,
+    /// [`crate::esp::slot_version_file`]) on the ESP and reads them back.
+    pub fn write_boot_files(
+        &self,
+        slot: char,
+        kernel: &[u8],
+        initrd: &[u8],
+        version: &str,
+    ) -> Result<()> {
         let file = self.open_rw()?;
         let (kernel_path, initrd_path) = crate::esp::slot_files(slot);
+        let version_path = crate::esp::slot_version_file(slot);
+        let version = crate::esp::version_cfg(version);
         {
             let err = |what: String| move |e: io::Error| Error::Disk(format!("ESP: {what}: {e}"));
             let fs = fatfs::FileSystem::new(Region::new(&file, &self.esp), fatfs::FsOptions::new())
@@ -203,7 +212,11 @@ impl Installed {
                 root.create_dir(&slot.to_string())
                     .map_err(err(format!("creating {slot}/")))?;
             }
-            for (path, data) in [(&kernel_path, kernel), (&initrd_path, initrd)] {
+            for (path, data) in [
+                (&kernel_path, kernel),
+                (&initrd_path, initrd),
+                (&version_path, version.as_slice()),
+            ] {
                 let mut f = root
                     .create_file(path)
                     .map_err(err(format!("creating {path}")))?;
@@ -216,7 +229,11 @@ impl Installed {
         }
         file.sync_all()
             .map_err(|e| Error::Disk(format!("ESP: syncing: {e}")))?;
-        for (path, data) in [(&kernel_path, kernel), (&initrd_path, initrd)] {
+        for (path, data) in [
+            (&kernel_path, kernel),
+            (&initrd_path, initrd),
+            (&version_path, version.as_slice()),
+        ] {
             if crate::esp::read_file(&file, &self.esp, path)? != data {
                 return Err(Error::Disk(format!(
                     "ESP: {path} does not read back as written"
@@ -225,6 +242,22 @@ impl Installed {
         }
         Ok(())
     }
+}
+
+/// `VERSION_ID` of the OS whose root is `root` (its `etc/os-release`, else
+/// `usr/lib/os-release`): the version a live system installs and records.
+pub fn os_version(root: &Path) -> Option<String> {
+    let release = std::fs::read_to_string(root.join("etc/os-release"))
+        .or_else(|_| std::fs::read_to_string(root.join("usr/lib/os-release")))
+        .ok()?;
+    os_release_value(&release, "VERSION_ID")
+}
+
+/// One `KEY=value` of an os-release text, unquoted.
+pub fn os_release_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim_matches('"').to_string())
 }
 
 /// The other slot.
@@ -600,11 +633,16 @@ mod tests {
             "the block stays where GRUB's block list points"
         );
         installed
-            .write_boot_files('B', b"kernel B", b"initrd B")
+            .write_boot_files('B', b"kernel B", b"initrd B", "0.2.0\"$x")
             .expect("boot files");
         assert_eq!(
             crate::esp::read_file(&file, &layout.esp(), "B/vmlinuz").expect("read"),
             b"kernel B"
+        );
+        // The version as GRUB reads it, with what its quoting could run made harmless.
+        assert_eq!(
+            crate::esp::read_file(&file, &layout.esp(), "B/version.cfg").expect("read"),
+            b"set berth_version=\"0.2.0__x\"\n"
         );
         assert_eq!(
             crate::esp::read_file(&file, &layout.esp(), "A/vmlinuz").expect("read"),

@@ -29,6 +29,7 @@ pub fn installed_disk(path: &Path, boot_dir: &Path) -> Result<(File, Layout)> {
         std::fs::write(&stand_in, name).map_err(crate::io_err(&stand_in))?;
     }
     let payload = Payload {
+        version: env!("CARGO_PKG_VERSION").into(),
         vmlinuz: boot_dir.join("vmlinuz"),
         initrd: boot_dir.join("initrd"),
         rootfs: boot_dir.join("vmlinuz"),

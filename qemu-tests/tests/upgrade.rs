@@ -199,6 +199,13 @@ fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
         "{said}\n{}",
         berth_lines(&vm.transcript())
     );
+    // GRUB names the version the slot holds (its version.cfg, written with
+    // its kernel), not the one that installed the disk.
+    expect(
+        &mut vm,
+        &format!("Booting `Berth {next_version}'"),
+        BOOT_TIMEOUT,
+    );
     expect(&mut vm, "berth.trial=1", BOOT_TIMEOUT);
     expect(
         &mut vm,
@@ -249,6 +256,7 @@ fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
 
     // Rollback: V1 is committed here, so the next boots use it.
     let _ = m.ssh.run("sudo berth os rollback");
+    expect(&mut vm, &format!("Booting `Berth {v1}'"), BOOT_TIMEOUT);
     expect(&mut vm, "berth.slot=A", BOOT_TIMEOUT);
     expect(&mut vm, READY_MARKER, BOOT_TIMEOUT);
     m.wait_ssh(&vm);

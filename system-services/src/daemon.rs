@@ -155,6 +155,7 @@ fn unattended_install(
                 berth_iso::bootloader::Images::in_dir(
                     &root.join(berth_iso::bootloader::SHIPPED_DIR.trim_start_matches('/')),
                 ),
+                berth_iso::slots::os_version(&root).unwrap_or_else(|| "unknown".into()),
             )
             .and_then(|mut payload| {
                 payload.config = berth_iso::install::config_files(

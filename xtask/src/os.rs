@@ -212,11 +212,13 @@ pub fn build() -> Result<Artifacts> {
             &boot_images.core_img,
             &boot_images.efi,
         ],
-        &[&sources_of(&workspace_root().join("iso/src"))?],
+        // The version is in the ESP (the boot menu's titles).
+        &[&sources_of(&workspace_root().join("iso/src"))?, version],
     )?;
     if stale(&img_out, &fp) || !qcow2_out.exists() {
         disk_image(
             &berth_iso::disk::Payload {
+                version: version.to_string(),
                 vmlinuz: vmlinuz.clone(),
                 initrd: initrd.clone(),
                 rootfs: rootfs_out.clone(),

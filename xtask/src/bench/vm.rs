@@ -453,6 +453,7 @@ pub fn bench_install() -> Result<()> {
     let artifacts = build()?;
     let scratch = tempfile_dir()?;
     let payload = berth_iso::disk::Payload {
+        version: env!("CARGO_PKG_VERSION").into(),
         vmlinuz: artifacts.vmlinuz.clone(),
         initrd: artifacts.initrd.clone(),
         rootfs: artifacts.rootfs.clone(),
