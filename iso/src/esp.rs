@@ -28,7 +28,7 @@ pub fn slot_version_file(slot: char) -> String {
 }
 
 /// The content of [`slot_version_file`]: the version with anything GRUB's
-/// quoting could take as code (quotes, `$`, `\\`, newlines) made `_`.
+/// quoting could take as code (quotes, `$`, backslashes, newlines) made `_`.
 pub fn version_cfg(version: &str) -> Vec<u8> {
     let safe: String = version
         .chars()
