@@ -55,15 +55,7 @@ pub struct Trial {
 
 /// The running OS version, from its os-release.
 pub fn running_version(root: &Path) -> String {
-    ["usr/lib/os-release", "etc/os-release"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(root.join(p)).ok())
-        .find_map(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("VERSION_ID="))
-                .map(|v| v.trim_matches('"').to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
+    berth_iso::slots::os_version(root).unwrap_or_else(|| "unknown".into())
 }
 
 /// Brings the slot records up to date for this boot; returns the trial to

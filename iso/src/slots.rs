@@ -504,6 +504,22 @@ pub fn mib(bytes: u64) -> u64 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_os_version_is_version_id_of_etc_else_usr_lib() {
+        let root = tempfile::tempdir().expect("tempdir");
+        assert_eq!(os_version(root.path()), None);
+        std::fs::create_dir_all(root.path().join("usr/lib")).expect("mkdir");
+        std::fs::write(
+            root.path().join("usr/lib/os-release"),
+            "NAME=Berth\nVERSION_ID=\"0.2.0\"\n",
+        )
+        .expect("write");
+        assert_eq!(os_version(root.path()).as_deref(), Some("0.2.0"));
+        std::fs::create_dir_all(root.path().join("etc")).expect("mkdir");
+        std::fs::write(root.path().join("etc/os-release"), "VERSION_ID=0.3.0\n").expect("write");
+        assert_eq!(os_version(root.path()).as_deref(), Some("0.3.0"));
+    }
+
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
