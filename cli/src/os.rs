@@ -387,8 +387,23 @@ fn upgrade(
         Ok(())
     })
     .with_context(|| format!("writing {} into slot {target}", image.version))?;
-    disk_progress.step("writing the kernel, initrd and version to the EFI system partition");
-    installed.write_boot_files(target, &kernel, &initrd, &image.version)?;
+    disk_progress.step(
+        "writing the kernel, initrd, version and kernel arguments to the EFI system partition",
+    );
+    if image.kernel_args.is_none() {
+        eprintln!(
+            "{source} does not say which kernel arguments it boots with \
+             (`{}`): slot {target} boots with those of this disk's boot menu",
+            berth_images::os_image::KERNEL_ARGS_LABEL
+        );
+    }
+    installed.write_boot_files(
+        target,
+        &kernel,
+        &initrd,
+        &image.version,
+        image.kernel_args.as_deref(),
+    )?;
     records.set(target, &image.version, Status::Written, None);
     if let Some(r) = records.slots.get_mut(&target) {
         r.image = Some(source.clone());

@@ -45,9 +45,45 @@ pub fn join(args: &[String]) -> Result<String, String> {
     Ok(joined)
 }
 
+/// At most this many bytes of an OS's own arguments: with an entry's and the
+/// machine's ([`MAX_BYTES`]) they stay well inside the kernel's 2048.
+pub const MAX_OS_BYTES: usize = 1024;
+
+/// Why an OS image's own arguments (its `io.berth.os.kernel_args`, written
+/// into a GRUB script for its slot) cannot be booted: each one is checked as
+/// [`check_arg`] checks the machine's, separated by single spaces.
+pub fn check_os_args(args: &str) -> Result<(), String> {
+    if args.trim().is_empty() {
+        return Err("no arguments".into());
+    }
+    if args.len() > MAX_OS_BYTES {
+        return Err(format!("{} bytes; at most {MAX_OS_BYTES}", args.len()));
+    }
+    args.split(' ')
+        .filter(|a| !a.is_empty())
+        .try_for_each(check_arg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oses_own_arguments_are_checked_word_by_word() {
+        assert!(check_os_args("console=tty0 console=ttyS0,115200n8 panic=10").is_ok());
+        for bad in [
+            "",
+            " ",
+            "panic=10\nlinux /x",
+            "a\tb",
+            "x=\"y\"",
+            "berth.slot=B",
+            "a $b",
+        ] {
+            assert!(check_os_args(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_os_args(&"a ".repeat(600)).is_err());
+    }
 
     #[test]
     fn arguments_are_checked_one_by_one() {

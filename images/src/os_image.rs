@@ -1,6 +1,7 @@
 //! Berth's OS image (ARCHITECTURE.md §7): an ordinary OCI image (linux/amd64)
 //! whose one layer holds `vmlinuz`, `initrd` and `rootfs.squashfs` at the root
-//! of its tar, and whose config carries the label `io.berth.os.version` — so
+//! of its tar, and whose config carries the label `io.berth.os.version` (and,
+//! since images began to carry them, `io.berth.os.kernel_args`) — so
 //! any registry, `skopeo` and `docker` can store and copy it. Built into a
 //! store like any image (and exported as an `oci-archive` by
 //! [`crate::archive::export`]); read back from a store after a pull or an
@@ -19,6 +20,11 @@ use crate::Digest;
 
 /// The label naming the OS version.
 pub const VERSION_LABEL: &str = "io.berth.os.version";
+/// The label naming the kernel arguments the OS boots with (Berth's own,
+/// `berth_iso::grub::os_args`): an upgrade boots the new slot with the new
+/// version's arguments. An image without it boots with those of the grub.cfg
+/// the machine was installed with.
+pub const KERNEL_ARGS_LABEL: &str = "io.berth.os.kernel_args";
 /// The files of the payload, as named in the layer.
 pub const KERNEL: &str = "vmlinuz";
 pub const INITRD: &str = "initrd";
@@ -45,20 +51,25 @@ pub enum OsImageError {
 pub struct OsImage {
     pub reference: String,
     pub version: String,
+    /// Its own kernel arguments ([`KERNEL_ARGS_LABEL`]), checked.
+    pub kernel_args: Option<String>,
     pub architecture: String,
     pub layer: Digest,
     /// The layer's size as stored (compressed or not).
     pub layer_size: u64,
 }
 
-/// Stores an OS image of `version` made of `files` ([`FILES`], in order) as
-/// `reference`, with an uncompressed layer (the squashfs is compressed already).
+/// Stores an OS image of `version`, booting with `kernel_args`, made of
+/// `files` ([`FILES`], in order) as `reference`, with an uncompressed layer
+/// (the squashfs is compressed already).
 pub fn build(
     store: &Store,
     reference: &str,
     version: &str,
+    kernel_args: &str,
     files: [&Path; 3],
 ) -> Result<OsImage, OsImageError> {
+    check_kernel_args(reference, kernel_args)?;
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| OsImageError::Io { path, source }
@@ -91,6 +102,7 @@ pub fn build(
     let layer = oci::Descriptor::new(oci::OCI_LAYER, diff_id.clone(), size);
     let mut labels = BTreeMap::new();
     labels.insert(VERSION_LABEL.to_string(), version.to_string());
+    labels.insert(KERNEL_ARGS_LABEL.to_string(), kernel_args.to_string());
     labels.insert(
         "org.opencontainers.image.title".into(),
         "Berth OS".to_string(),
@@ -107,6 +119,15 @@ pub fn build(
     inspect(store, reference)
 }
 
+/// The arguments go into a GRUB script for the slot: each must be a plain
+/// argument, never something GRUB would run.
+fn check_kernel_args(reference: &str, args: &str) -> Result<(), OsImageError> {
+    berth_configs::kernel_args::check_os_args(args).map_err(|reason| OsImageError::NotOs {
+        reference: reference.to_string(),
+        reason: format!("its `{KERNEL_ARGS_LABEL}` label ({args:?}) cannot be booted: {reason}"),
+    })
+}
+
 /// Checks that `reference` in `store` is an OS image for this machine.
 pub fn inspect(store: &Store, reference: &str) -> Result<OsImage, OsImageError> {
     let image = store.resolve(reference)?;
@@ -114,14 +135,15 @@ pub fn inspect(store: &Store, reference: &str) -> Result<OsImage, OsImageError> 
         reference: reference.to_string(),
         reason,
     };
-    let version = image
-        .config
-        .config
-        .labels
-        .as_ref()
+    let labels = image.config.config.labels.as_ref();
+    let version = labels
         .and_then(|l| l.get(VERSION_LABEL))
         .cloned()
         .ok_or_else(|| not_os(format!("its config has no `{VERSION_LABEL}` label")))?;
+    let kernel_args = labels.and_then(|l| l.get(KERNEL_ARGS_LABEL)).cloned();
+    if let Some(args) = &kernel_args {
+        check_kernel_args(reference, args)?;
+    }
     if image.config.os != "linux" || image.config.architecture != "amd64" {
         return Err(not_os(format!(
             "it is for {}/{}, this machine is linux/amd64",
@@ -137,6 +159,7 @@ pub fn inspect(store: &Store, reference: &str) -> Result<OsImage, OsImageError> 
     Ok(OsImage {
         reference: image.reference.clone(),
         version,
+        kernel_args,
         architecture: image.config.architecture.clone(),
         layer: layer.digest.clone(),
         layer_size: layer.size,
@@ -216,10 +239,12 @@ mod tests {
             &store,
             "berth/os:2.0",
             "2.0",
+            "console=ttyS0 panic=10",
             [&p("vmlinuz"), &p("initrd"), &p("rootfs")],
         )
         .expect("build");
         assert_eq!(built.version, "2.0");
+        assert_eq!(built.kernel_args.as_deref(), Some("console=ttyS0 panic=10"));
         let archive = p("berth-os.tar");
         crate::archive::export(&store, "berth/os:2.0", &archive).expect("export");
         let other = Store::open(p("other")).expect("store");
@@ -251,5 +276,24 @@ mod tests {
             .expect("image");
         let e = inspect(&store, "app:1").expect_err("not os");
         assert!(e.to_string().contains(VERSION_LABEL), "{e}");
+    }
+
+    /// The arguments go into a GRUB script: an image whose label would
+    /// inject a command, or set Berth's boot counting, is refused before
+    /// anything of it is written.
+    #[test]
+    fn kernel_arguments_grub_could_run_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n);
+        for n in ["vmlinuz", "initrd", "rootfs"] {
+            std::fs::write(p(n), n).expect("write");
+        }
+        let store = Store::open(p("store")).expect("store");
+        let (k, i, r) = (p("vmlinuz"), p("initrd"), p("rootfs"));
+        let files = [k.as_path(), i.as_path(), r.as_path()];
+        for bad in ["panic=10\"\nnormal", "x=$(y)", "berth.slot=A", ""] {
+            let e = build(&store, "berth/os:bad", "2.0", bad, files).expect_err(bad);
+            assert!(e.to_string().contains(KERNEL_ARGS_LABEL), "{e}");
+        }
     }
 }

@@ -218,6 +218,7 @@ pub fn disk_grub_cfg(version: &str) -> String {
     crate::grub::GrubConfig {
         title: "Berth ".into(),
         title_var: Some("berth_version".into()),
+        os_args_var: Some("berth_os_args".into()),
         kernel: "/$berth_slot/vmlinuz".into(),
         initrd: "/$berth_slot/initrd".into(),
         extra_args: "berth.slot=$berth_slot $berth_trial $berth_args_trial $berth_kargs".into(),
@@ -261,10 +262,14 @@ pub fn disk_grub_cfg(version: &str) -> String {
              \x20       set berth_args_trial={args_trial}\n\
              \x20   fi\n\
              fi\n\
-             # The menu names the version the booted slot holds, written beside its\n\
-             # kernel; a slot written before there was such a file has none.\n\
+             # The menu names the version the booted slot holds, and the kernel gets\n\
+             # that version's own arguments, both written beside its kernel; a slot\n\
+             # written before there was such a file, or by an image that did not\n\
+             # carry its arguments, has this grub.cfg's.\n\
              set berth_version={version}\n\
+             set berth_os_args=\"{os_args}\"\n\
              if [ -f /$berth_slot/version.cfg ]; then source /$berth_slot/version.cfg; fi\n",
+            os_args = crate::grub::os_args(),
             trial = crate::slots::TRIAL_ARG,
             committed = crate::kernel_args::COMMITTED,
             next = crate::kernel_args::NEXT,
@@ -283,11 +288,11 @@ pub fn disk_grub_cfg(version: &str) -> String {
 mod tests {
     use super::*;
 
-    /// The titles name the booted slot's version, read from the file written
-    /// beside its kernel once the slot is chosen, the writer's own when the
-    /// slot has none.
+    /// The titles name the booted slot's version, and the entries boot with
+    /// its arguments, read from the file written beside its kernel once the
+    /// slot is chosen, the writer's own when the slot has none.
     #[test]
-    fn the_menu_names_the_booted_slots_version() {
+    fn the_menu_names_the_booted_slots_version_and_boots_its_arguments() {
         let cfg = disk_grub_cfg("0.1.0");
         assert!(
             cfg.contains("menuentry 'Berth '\"$berth_version\" --id normal {"),
@@ -303,6 +308,19 @@ mod tests {
             .expect("sourced");
         let first_entry = cfg.find("menuentry").expect("entries");
         assert!(chosen < default && default < source && source < first_entry);
+        let own_args = cfg
+            .find(&format!(
+                "set berth_os_args=\"{}\"\n",
+                crate::grub::os_args()
+            ))
+            .expect("default arguments");
+        assert!(default < own_args && own_args < source);
+        for line in cfg.lines().filter(|l| l.trim_start().starts_with("linux")) {
+            assert!(
+                line.contains("vmlinuz $berth_os_args") && !line.contains("panic=10"),
+                "{line}"
+            );
+        }
     }
 
     #[test]
@@ -320,10 +338,10 @@ mod tests {
         assert!(cfg.contains("if save_env berth_try; then"));
         assert!(cfg.contains("set berth_trial=berth.trial=1"));
         assert!(cfg.contains("berth.slot=$berth_slot $berth_trial"));
-        assert!(cfg.contains("linux /$berth_slot/vmlinuz console=tty0"));
+        assert!(cfg.contains("linux /$berth_slot/vmlinuz $berth_os_args"));
         assert!(cfg.contains("berth.slot=$berth_slot"));
         assert!(cfg.contains("initrd /$berth_slot/initrd"));
-        assert!(cfg.contains("linux16 /$berth_slot/vmlinuz console=tty0"));
+        assert!(cfg.contains("linux16 /$berth_slot/vmlinuz $berth_os_args"));
         assert!(cfg.contains("initrd16 /$berth_slot/initrd"));
         assert!(!cfg.contains("berth.console.autologin"));
     }
@@ -377,7 +395,7 @@ mod tests {
         assert!(armed < saved && saved < next && next < flag);
         // The kept arguments come after Berth's own, in every entry.
         for line in cfg.lines().filter(|l| l.trim_start().starts_with("linux")) {
-            let own = line.find(crate::grub::KERNEL_ARGS).expect("own");
+            let own = line.find("$berth_os_args").expect("own");
             let kept = line.find("$berth_args_trial $berth_kargs").expect("kept");
             assert!(own < kept, "{line}");
             assert!(line.ends_with("$berth_kargs"), "{line}");

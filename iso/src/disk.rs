@@ -602,7 +602,13 @@ mod tests {
         let esp = written.layout.esp();
         let read = |path: &str| crate::esp::read_file(&file, &esp, path).expect(path);
         assert_eq!(read("A/vmlinuz"), b"kernel");
-        assert_eq!(read("A/version.cfg"), b"set berth_version=\"1.2.3\"\n");
+        assert_eq!(
+            String::from_utf8(read("A/version.cfg")).expect("utf-8"),
+            format!(
+                "set berth_version=\"1.2.3\"\nset berth_os_args=\"{}\"\n",
+                crate::grub::os_args()
+            )
+        );
         assert_eq!(read("A/initrd"), b"initrd");
         assert_eq!(read("EFI/BOOT/BOOTX64.EFI"), b"MZ efi");
         assert_eq!(

@@ -20,16 +20,21 @@ pub fn slot_files(slot: char) -> (String, String) {
     (format!("{slot}/vmlinuz"), format!("{slot}/initrd"))
 }
 
-/// Where a slot's version goes, as a GRUB script (`set berth_version="…"`)
-/// that the disk's grub.cfg sources for the menu's titles: the menu names the
-/// version each slot holds, not the one that wrote grub.cfg at install.
+/// Where a slot's version and kernel arguments go, as a GRUB script
+/// (`set berth_version="…"`, `set berth_os_args="…"`) that the disk's grub.cfg
+/// sources once it has chosen the slot: the menu names the version each slot
+/// holds, and the slot boots with its own version's arguments, not those of
+/// the Berth that wrote grub.cfg at install.
 pub fn slot_version_file(slot: char) -> String {
     format!("{slot}/version.cfg")
 }
 
 /// The content of [`slot_version_file`]: the version with anything GRUB's
-/// quoting could take as code (quotes, `$`, backslashes, newlines) made `_`.
-pub fn version_cfg(version: &str) -> Vec<u8> {
+/// quoting could take as code (quotes, `$`, backslashes, newlines) made `_`,
+/// and the OS's own kernel arguments ([`crate::grub::os_args`]), refused
+/// unless each is a plain argument. Without arguments (an OS image from
+/// before images carried them), the slot boots with grub.cfg's.
+pub fn version_cfg(version: &str, os_args: Option<&str>) -> Result<Vec<u8>> {
     let safe: String = version
         .chars()
         .map(|c| {
@@ -40,7 +45,16 @@ pub fn version_cfg(version: &str) -> Vec<u8> {
             }
         })
         .collect();
-    format!("set berth_version=\"{safe}\"\n").into_bytes()
+    let mut cfg = format!("set berth_version=\"{safe}\"\n");
+    if let Some(args) = os_args {
+        crate::kernel_args::check_os_args(args).map_err(|reason| {
+            Error::Disk(format!(
+                "the kernel arguments {args:?} cannot be booted: {reason}"
+            ))
+        })?;
+        cfg.push_str(&format!("set berth_os_args=\"{args}\"\n"));
+    }
+    Ok(cfg.into_bytes())
 }
 
 fn label() -> [u8; 11] {
@@ -91,7 +105,10 @@ pub fn write(disk: &File, part: &Part, payload: &Payload) -> Result<()> {
     let (kernel, initrd) = slot_files('A');
     put(&kernel, &read(&payload.vmlinuz)?)?;
     put(&initrd, &read(&payload.initrd)?)?;
-    put(&slot_version_file('A'), &version_cfg(&payload.version))?;
+    put(
+        &slot_version_file('A'),
+        &version_cfg(&payload.version, Some(&crate::grub::os_args()))?,
+    )?;
     put(
         "boot/grub/grubenv",
         &crate::bootloader::grubenv(&[("berth_default", "A")]),

@@ -23,6 +23,15 @@ pub const CONSOLE_ARGS: &str = "console=tty0 console=ttyS0,115200n8";
 /// machine booted with `fips=1` runs them whatever this says, as FIPS requires.
 pub const KERNEL_ARGS: &str = "cryptomgr.notests=1";
 
+/// The kernel arguments this version of Berth boots with, before an entry's
+/// own (`berth.debug`) and the machine's: the consoles, a reboot on panic
+/// (so boot counting can fall back) and [`KERNEL_ARGS`]. An OS image carries
+/// them (`io.berth.os.kernel_args`), so that an upgraded slot boots with its
+/// own version's arguments, not the installer's ([`crate::esp::slot_version_file`]).
+pub fn os_args() -> String {
+    format!("{CONSOLE_ARGS} panic=10 {KERNEL_ARGS}")
+}
+
 #[derive(Debug, Clone)]
 pub struct GrubConfig {
     /// The menu title prefix, e.g. `Berth 0.1.0`.
@@ -30,6 +39,10 @@ pub struct GrubConfig {
     /// A GRUB variable whose value follows the title prefix (the installed
     /// disk's `berth_version`, the booted slot's version).
     pub title_var: Option<String>,
+    /// A GRUB variable holding the OS's own arguments ([`os_args`]) in place
+    /// of this build's, set by the preamble (the installed disk's
+    /// `berth_os_args`, the booted slot's).
+    pub os_args_var: Option<String>,
     pub kernel: String,
     pub initrd: String,
     /// Extra kernel arguments for every entry (e.g. a `berth.cloud_config=`).
@@ -62,6 +75,7 @@ impl Default for GrubConfig {
         GrubConfig {
             title: "Berth".into(),
             title_var: None,
+            os_args_var: None,
             kernel: "/boot/vmlinuz".into(),
             initrd: "/boot/initrd".into(),
             extra_args: LIVE_ARGS.into(),
@@ -107,8 +121,12 @@ impl GrubConfig {
              # about 3 s under emulation, before the kernel runs.\n",
         );
         cfg.push_str(&self.preamble);
+        let os_args = match &self.os_args_var {
+            Some(var) => format!("${var}"),
+            None => os_args(),
+        };
         for (id, suffix, args) in ENTRIES {
-            let mut cmdline = format!("{CONSOLE_ARGS} panic=10 {KERNEL_ARGS}");
+            let mut cmdline = os_args.clone();
             for extra in [*args, self.extra_args.as_str()] {
                 if !extra.is_empty() {
                     cmdline.push(' ');

@@ -33,7 +33,7 @@ pub const NEXT: &str = "berth_args_next";
 pub const TRY: &str = "berth_args_try";
 /// What GRUB adds to the command line of a boot that tries new arguments.
 pub const TRIAL_ARG: &str = "berth.args_trial=1";
-pub use berth_configs::kernel_args::{check_arg, join, MAX_BYTES};
+pub use berth_configs::kernel_args::{check_arg, check_os_args, join, MAX_BYTES};
 
 /// The arguments that failed their trial last, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

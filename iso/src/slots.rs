@@ -190,7 +190,8 @@ impl Installed {
         Ok(copied.sha256)
     }
 
-    /// Writes a slot's kernel, initrd and version (for the menu's titles,
+    /// Writes a slot's kernel, initrd, version and kernel arguments (for the
+    /// menu's titles and the slot's command line,
     /// [`crate::esp::slot_version_file`]) on the ESP and reads them back.
     pub fn write_boot_files(
         &self,
@@ -198,11 +199,12 @@ impl Installed {
         kernel: &[u8],
         initrd: &[u8],
         version: &str,
+        os_args: Option<&str>,
     ) -> Result<()> {
+        let version = crate::esp::version_cfg(version, os_args)?;
         let file = self.open_rw()?;
         let (kernel_path, initrd_path) = crate::esp::slot_files(slot);
         let version_path = crate::esp::slot_version_file(slot);
-        let version = crate::esp::version_cfg(version);
         {
             let err = |what: String| move |e: io::Error| Error::Disk(format!("ESP: {what}: {e}"));
             let fs = fatfs::FileSystem::new(Region::new(&file, &self.esp), fatfs::FsOptions::new())
@@ -648,8 +650,25 @@ mod tests {
             Some(at),
             "the block stays where GRUB's block list points"
         );
+        let refused = installed
+            .write_boot_files('B', b"kernel B", b"initrd B", "0.2.0", Some("panic=1\"\nx"))
+            .expect_err("arguments GRUB would run");
+        assert!(
+            refused.to_string().contains("cannot be booted"),
+            "{refused}"
+        );
+        assert!(
+            crate::esp::read_file(&file, &layout.esp(), "B/vmlinuz").is_err(),
+            "nothing of a refused slot is written"
+        );
         installed
-            .write_boot_files('B', b"kernel B", b"initrd B", "0.2.0\"$x")
+            .write_boot_files(
+                'B',
+                b"kernel B",
+                b"initrd B",
+                "0.2.0\"$x",
+                Some("console=ttyS0 panic=5"),
+            )
             .expect("boot files");
         assert_eq!(
             crate::esp::read_file(&file, &layout.esp(), "B/vmlinuz").expect("read"),
@@ -658,7 +677,7 @@ mod tests {
         // The version as GRUB reads it, with what its quoting could run made harmless.
         assert_eq!(
             crate::esp::read_file(&file, &layout.esp(), "B/version.cfg").expect("read"),
-            b"set berth_version=\"0.2.0__x\"\n"
+            b"set berth_version=\"0.2.0__x\"\nset berth_os_args=\"console=ttyS0 panic=5\"\n"
         );
         assert_eq!(
             crate::esp::read_file(&file, &layout.esp(), "A/vmlinuz").expect("read"),

@@ -227,6 +227,15 @@ fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
         ok(&vm, &m.ssh, "berth os version").trim(),
         format!("Berth {next_version} (slot B)")
     );
+    // The new version boots with its own kernel arguments (its image's
+    // label, in B's version.cfg), not those the disk was installed with:
+    // the `next` test image reboots 5 s after a panic instead of 10.
+    let cmdline = ok(&vm, &m.ssh, "cat /proc/cmdline");
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    assert!(
+        words.contains(&"panic=5") && !words.contains(&"panic=10"),
+        "{cmdline}"
+    );
     let list = m.slots(&vm);
     assert_eq!(slot(&list, "B")["status"], "committed", "{list}");
     assert_eq!(slot(&list, "B")["running"], true, "{list}");
@@ -263,6 +272,12 @@ fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
     assert_eq!(
         ok(&vm, &m.ssh, "berth os version").trim(),
         format!("Berth {v1} (slot A)")
+    );
+    let cmdline = ok(&vm, &m.ssh, "cat /proc/cmdline");
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    assert!(
+        words.contains(&"panic=10") && !words.contains(&"panic=5"),
+        "slot A keeps its own arguments: {cmdline}"
     );
     let list = m.slots(&vm);
     assert_eq!(slot(&list, "A")["default"], true, "{list}");

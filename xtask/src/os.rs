@@ -235,7 +235,8 @@ pub fn build() -> Result<Artifacts> {
 
     progress("berth-os.tar (the OS image for upgrades, an oci-archive)");
     let os_out = out.join("berth-os.tar");
-    let fp = fingerprint(&[&vmlinuz, &initrd, &rootfs_out], &[version])?;
+    let os_args = berth_iso::grub::os_args();
+    let fp = fingerprint(&[&vmlinuz, &initrd, &rootfs_out], &[version, &os_args])?;
     if stale(&os_out, &fp) {
         let store_dir = out.join("os-store");
         let _ = std::fs::remove_dir_all(&store_dir);
@@ -245,6 +246,7 @@ pub fn build() -> Result<Artifacts> {
             &store,
             &reference,
             version,
+            &os_args,
             [&vmlinuz, &initrd, &rootfs_out],
         )
         .context("building the OS image")?;
@@ -274,6 +276,19 @@ pub fn build() -> Result<Artifacts> {
 /// service ever gets ready). Each is its own version, `<this>-<name>`.
 pub const TEST_OS_IMAGES: [&str; 4] = ["next", "panic", "hang", "unhealthy"];
 
+/// The kernel arguments a test OS image carries: `next` reboots 5 s after a
+/// panic rather than 10, as a new version might change its own arguments, so
+/// the upgrade test can see that the trial boots with the new version's
+/// arguments and the rollback with the old one's.
+pub fn test_os_kernel_args(name: &str) -> String {
+    let own = berth_iso::grub::os_args();
+    if name == "next" {
+        own.replace("panic=10", "panic=5")
+    } else {
+        own
+    }
+}
+
 pub fn test_os_images(artifacts: &Artifacts) -> Result<PathBuf> {
     let out = out_dir();
     let dir = out.join("test-os");
@@ -288,7 +303,7 @@ pub fn test_os_images(artifacts: &Artifacts) -> Result<PathBuf> {
         let archive = dir.join(format!("{name}.tar"));
         let fp = fingerprint(
             &[&artifacts.vmlinuz, &artifacts.initrd, &artifacts.rootfs],
-            &[&version, "test-os-4"],
+            &[&version, &test_os_kernel_args(name), "test-os-5"],
         )?;
         if !stale(&archive, &fp) {
             continue;
@@ -374,6 +389,7 @@ pub fn test_os_images(artifacts: &Artifacts) -> Result<PathBuf> {
             &store,
             &reference,
             &version,
+            &test_os_kernel_args(name),
             [&artifacts.vmlinuz, &initrd, &rootfs],
         )
         .with_context(|| format!("building the {name} test image"))?;
