@@ -29,6 +29,9 @@ pub fn reset_signal_mask() -> io::Result<()> {
 pub enum SignalFate {
     /// The process has a handler for it.
     Caught,
+    /// The process blocks it, to take it with sigwait or a signalfd: the
+    /// kernel queues it, even for the init of a PID namespace.
+    Blocked,
     /// It waits in the process's queue (blocked for now): it will get it.
     Pending,
     /// The process ignores it.
@@ -72,6 +75,8 @@ pub fn signal_fate_in(status: &str, signal: i32) -> SignalFate {
         SignalFate::Pending
     } else if has("SigCgt") {
         SignalFate::Caught
+    } else if has("SigBlk") {
+        SignalFate::Blocked
     } else if has("SigIgn") {
         SignalFate::Ignored
     } else if field("NSpid").and_then(|ids| ids.split_whitespace().last()) == Some("1") {
@@ -122,6 +127,11 @@ mod tests {
         assert_eq!(
             signal_fate_in(&with("SigPnd", "0000000000004000"), term),
             SignalFate::Pending
+        );
+        // A namespace's init that takes SIGTERM with sigwait or a signalfd.
+        assert_eq!(
+            signal_fate_in(&with("SigBlk", "0000000000004000"), term),
+            SignalFate::Blocked
         );
         // SIGPIPE (13, 0x1000) is ignored in STATUS.
         assert_eq!(signal_fate_in(STATUS, libc::SIGPIPE), SignalFate::Ignored);

@@ -550,6 +550,39 @@ fn a_network_without_a_router_is_ready() {
 /// namespace, started with SIGTERM blocked by its parent's mask — netconf
 /// still stops on SIGTERM and releases its lease, rather than being killed
 /// after its grace period.
+/// A reload (SIGHUP) and a stop (SIGTERM) are acted on at once, not at
+/// netconf's next tick: with a minute's tick, the new address comes and
+/// netconf exits well inside the lab's waits. Before, each waited for the
+/// tick (a second in the OS), and so did every shutdown and reboot.
+#[test]
+fn a_reload_and_a_stop_do_not_wait_for_the_tick() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.veth("s0", "c0", None);
+    lab.start_netconf_with_env(
+        "berth:\n  network:\n    interfaces:\n      c0: {address: 10.41.0.2/24}\n",
+        CHILD,
+        &[(common::TICK_ENV, "60000")],
+    );
+    lab.wait("the first address", T, || {
+        lab.addrs("c0") == vec!["10.41.0.2/24".to_string()]
+    });
+    lab.write_config("berth:\n  network:\n    interfaces:\n      c0: {address: 10.41.0.3/24}\n");
+    let pid = lab.netconf_pid().expect("netconf's pid") as libc::pid_t;
+    // SAFETY: signalling the netconf this test started.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    lab.wait("the reloaded address", T, || {
+        lab.addrs("c0") == vec!["10.41.0.3/24".to_string()]
+    });
+    assert!(
+        lab.stop_netconf(),
+        "netconf did not exit within 10 s of SIGTERM:\n{}",
+        read(&lab.netconf_log())
+    );
+}
+
 #[test]
 fn sigterm_stops_netconf_as_pid_1_with_a_blocked_mask() {
     if !privileged() {

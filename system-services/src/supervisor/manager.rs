@@ -588,7 +588,7 @@ impl Manager {
                 TimerKind::Redeliver if svc.phase == Phase::Stopping => {
                     let signal = stop_signal(&svc.def);
                     match self.runtime.signal_fate(&t.name, signal) {
-                        Some(SignalFate::Caught) => {
+                        Some(SignalFate::Caught | SignalFate::Blocked) => {
                             log::info!(
                                 "{}: sending {signal} again, now that it handles it",
                                 t.name

@@ -23,7 +23,8 @@ impl Machine {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// Sleeps up to `d`, waking early when asked to stop.
+    /// Sleeps up to `d`, waking at once when asked to stop (the client's
+    /// `halt` unparks this thread after it sets the flag).
     pub(super) fn sleep(&self, d: Duration) {
         let end = Instant::now() + d;
         while !self.stopped() {
@@ -31,7 +32,7 @@ impl Machine {
             if now >= end {
                 break;
             }
-            std::thread::sleep((end - now).min(TICK));
+            std::thread::park_timeout(end - now);
         }
     }
 

@@ -182,11 +182,14 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// What a client tells the netconf loop.
+/// What wakes the netconf loop: a client's news, or a request to stop or
+/// reload (`Signals`).
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A lease was obtained or renewed (`Some`) or lost (`None`).
     Lease { link: String, lease: Option<Lease> },
+    /// Look at the stop and reload requests now.
+    Wake,
 }
 
 /// Everything one interface's client needs.
@@ -253,6 +256,8 @@ impl Client {
     fn halt(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
+            // Out of a sleep at once (`Machine::sleep`), not at its next look.
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }

@@ -35,6 +35,7 @@ impl Netconf<'_> {
                         None => self.leases.remove(&link),
                     };
                 }
+                Event::Wake => {}
             }
         }
     }

@@ -3,10 +3,13 @@
 //! reads; again on every tick (hotplug), on SIGHUP and when a config file changes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::FromRawFd as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use berth_configs::model::CloudConfig;
@@ -70,33 +73,82 @@ impl Options {
     }
 }
 
-/// Stop and reload requests, set from signal handlers or by a caller.
+/// Stop and reload requests, set by netconf's signal handler or by a caller
+/// ([`Signals::stop`], [`Signals::reload`]); each one wakes netconf's loop.
 #[derive(Debug, Default)]
 pub struct Signals {
-    pub stop: AtomicBool,
-    pub reload: AtomicBool,
+    stop: AtomicBool,
+    reload: AtomicBool,
+    /// The running loop's channel, to wake it.
+    wake: Mutex<Option<Sender<Event>>>,
 }
 
 static SIGNALS: Signals = Signals {
     stop: AtomicBool::new(false),
     reload: AtomicBool::new(false),
+    wake: Mutex::new(None),
 };
 
+/// The write end of the pipe the signal handler wakes [`Signals::install`]'s
+/// thread through (-1 until it exists).
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
 extern "C" fn on_signal(signal: libc::c_int) {
-    // Only atomic stores: async-signal-safe.
+    // Only atomics and write(2): async-signal-safe.
     if signal == libc::SIGHUP {
         SIGNALS.reload.store(true, Ordering::SeqCst);
     } else {
         SIGNALS.stop.store(true, Ordering::SeqCst);
     }
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) of one byte from a local to a pipe this process
+        // owns; errno is saved and restored around it, as a handler must.
+        unsafe {
+            let errno = *libc::__errno_location();
+            let byte = 1u8;
+            let _ = libc::write(fd, (&byte as *const u8).cast(), 1);
+            *libc::__errno_location() = errno;
+        }
+    }
 }
 
 impl Signals {
-    /// SIGTERM/SIGINT stop netconf (releasing leases), SIGHUP reloads the config;
-    /// all three are unblocked too. Call it before any thread is started.
+    /// SIGTERM/SIGINT stop netconf (releasing leases), SIGHUP reloads the
+    /// config; all three are unblocked too. Call it before any thread is
+    /// started.
+    ///
+    /// The handler also wakes the loop at once, through a pipe and a thread
+    /// that reads it: setting a flag alone left the loop to see it at its
+    /// next tick, up to a second later, and every stop of the network (each
+    /// shutdown and reboot) and every reload waited for that.
     pub fn install() -> Result<&'static Signals, Error> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into `fds`, which it owns from here on.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(Error::Signals(std::io::Error::last_os_error()));
+        }
+        let [read_fd, write_fd] = fds;
+        // SAFETY: `read_fd` was just made by pipe2 and nothing else owns it.
+        let mut wakes = unsafe { std::fs::File::from_raw_fd(read_fd) };
+        WAKE_FD.store(write_fd, Ordering::SeqCst);
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut bytes = [0u8; 64];
+                loop {
+                    match wakes.read(&mut bytes) {
+                        Ok(0) => break,
+                        Ok(_) => SIGNALS.wake(),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+            .map_err(Error::Signals)?;
         for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            // SAFETY: a zeroed sigaction is valid; the handler only does atomic stores.
+            // SAFETY: a zeroed sigaction is valid; the handler only does
+            // atomic operations and write(2).
             let rc = unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
                 action.sa_sigaction = on_signal as *const () as usize;
@@ -124,6 +176,28 @@ impl Signals {
             return Err(Error::Signals(std::io::Error::from_raw_os_error(rc)));
         }
         Ok(&SIGNALS)
+    }
+
+    /// Asks the loop to stop, at once.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Asks the loop to load its config again, at once.
+    pub fn reload(&self) {
+        self.reload.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(tx) = self.wake.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(Event::Wake);
+        }
+    }
+
+    fn wake_with(&self, tx: Sender<Event>) {
+        *self.wake.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
     }
 }
 
@@ -210,6 +284,7 @@ pub fn run(options: &Options, signals: &Signals) -> Result<(), Error> {
     let loaded = load(&options.config)?;
     let mut stamps = loaded.stamps;
     let (tx, rx) = channel();
+    signals.wake_with(tx.clone());
     let mut nc = Netconf {
         options,
         nl: Netlink::new()?,

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const CHILD_ENV: &str = "BERTH_NETCONF_CHILD";
+/// The child netconf's tick in milliseconds, when not the lab's 250.
+pub const TICK_ENV: &str = "BERTH_NETCONF_TICK_MS";
 
 /// In the child: run netconf with the lab's paths, then exit. Elsewhere: nothing.
 pub fn maybe_child() {
@@ -50,6 +52,9 @@ pub fn maybe_child() {
     options.run_dir = dir.join("run");
     options.set_kernel_hostname = false;
     options.tick = Duration::from_millis(250);
+    if let Ok(ms) = std::env::var(TICK_ENV) {
+        options.tick = Duration::from_millis(ms.parse().unwrap());
+    }
     let signals = berth_network::Signals::install().unwrap();
     let code = match berth_network::run(&options, signals) {
         Ok(()) => 0,
