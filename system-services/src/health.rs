@@ -321,12 +321,13 @@ pub fn spawn(
         .stack_size(128 << 10)
         .spawn(move || {
             let mut healthy_once = false;
-            // Until a file check first passes, a change in the file's
-            // directory ends the wait: the service's ready file is seen as
-            // it is written, not at the next look. A look woken so that
-            // fails is not reported: failures count at the check's own pace.
+            // Until a file or socket check first passes, a change in the
+            // file's or socket's directory ends the wait: the service's ready
+            // file, or its API's socket, is seen as it appears, not at the
+            // next look. A look woken so that fails is not reported: failures
+            // count at the check's own pace.
             let mut watch = match &check {
-                Check::File(path) => DirWatch::new(pid, path),
+                Check::File(path) | Check::Http { socket: path, .. } => DirWatch::new(pid, path),
                 _ => None,
             };
             let mut due = Instant::now() + settings.start_interval;
@@ -387,8 +388,8 @@ fn nap(due: Instant, stop: &AtomicBool, watch: Option<&DirWatch>) -> Option<Wake
     }
 }
 
-/// An inotify watch on the directory of a `file:` check's path, in the
-/// container's root.
+/// An inotify watch on the directory of a `file:` check's path or an
+/// `http:` check's socket, in the container's root.
 struct DirWatch(std::os::fd::OwnedFd);
 
 impl DirWatch {
@@ -565,6 +566,47 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         thread.join().expect("health thread");
         assert_eq!(healthy, Ok(true));
+    }
+
+    /// An `http:` check sees its socket as it is made: with a start interval
+    /// of a minute, the engine is reported healthy as soon as it answers.
+    #[test]
+    fn an_http_check_wakes_when_its_socket_appears() {
+        let me = std::process::id() as i32;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("api.sock");
+        let settings = Settings {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+            retries: 1,
+            start_period: Duration::ZERO,
+            start_interval: Duration::from_secs(60),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = spawn(
+            Check::Http {
+                socket: socket.display().to_string(),
+                path: "/_ping".into(),
+            },
+            settings,
+            Arc::new(crate::runtime::Recording::new()),
+            "x".into(),
+            me,
+            Arc::clone(&stop),
+            move |result| {
+                let _ = tx.send(result.is_ok());
+            },
+        )
+        .expect("spawn");
+        std::thread::sleep(Duration::from_millis(100));
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let server = answer_once(listener, Duration::ZERO, "200 OK");
+        let healthy = rx.recv_timeout(Duration::from_secs(10));
+        stop.store(true, Ordering::Relaxed);
+        thread.join().expect("health thread");
+        assert_eq!(healthy, Ok(true));
+        server.join().expect("server");
     }
 
     /// Serves one connection on `listener` after `delay`: reads the request
