@@ -131,6 +131,12 @@ impl Signals {
         let [read_fd, write_fd] = fds;
         // SAFETY: `read_fd` was just made by pipe2 and nothing else owns it.
         let mut wakes = unsafe { std::fs::File::from_raw_fd(read_fd) };
+        // The handler must never block: with the pipe full, a wake is
+        // pending anyway, and the byte can be dropped.
+        // SAFETY: fcntl on a descriptor this function just made.
+        if unsafe { libc::fcntl(write_fd, libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
+            return Err(Error::Signals(std::io::Error::last_os_error()));
+        }
         WAKE_FD.store(write_fd, Ordering::SeqCst);
         std::thread::Builder::new()
             .name("signals".into())
