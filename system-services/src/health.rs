@@ -528,16 +528,19 @@ mod tests {
         assert!(run_check(&tcp, &rt, "x", me, Duration::from_secs(1)).is_err());
     }
 
-    /// A `file:` check sees its file as it is written, not at its next look:
-    /// with a start interval of a minute, the report comes at once.
-    #[test]
-    fn a_file_check_wakes_when_the_file_is_written() {
-        let me = std::process::id() as i32;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("ready");
+    /// `check` on this process with a start interval of a minute, so that a
+    /// report within the test's wait can only come from a wake-up: the
+    /// thread, its reports (healthy or not) and its stop flag.
+    fn watched(
+        check: Check,
+    ) -> (
+        std::thread::JoinHandle<()>,
+        std::sync::mpsc::Receiver<bool>,
+        Arc<AtomicBool>,
+    ) {
         let settings = Settings {
             interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
             retries: 1,
             start_period: Duration::ZERO,
             start_interval: Duration::from_secs(60),
@@ -545,17 +548,26 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = spawn(
-            Check::File(path.display().to_string()),
+            check,
             settings,
             Arc::new(crate::runtime::Recording::new()),
             "x".into(),
-            me,
+            std::process::id() as i32,
             Arc::clone(&stop),
             move |result| {
                 let _ = tx.send(result.is_ok());
             },
         )
         .expect("spawn");
+        (thread, rx, stop)
+    }
+
+    /// A `file:` check sees its file as it is written, not at its next look.
+    #[test]
+    fn a_file_check_wakes_when_the_file_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ready");
+        let (thread, rx, stop) = watched(Check::File(path.display().to_string()));
         std::thread::sleep(Duration::from_millis(100));
         // Written as the one atomic writer does: a temporary name, renamed.
         berth_sys::atomic::write(&path, b"", &berth_sys::atomic::Options::mode(0o644))
@@ -568,37 +580,16 @@ mod tests {
         assert_eq!(healthy, Ok(true));
     }
 
-    /// An `http:` check sees its socket as it is made: with a start interval
-    /// of a minute, the engine is reported healthy as soon as it answers.
+    /// An `http:` check sees its socket as it is made: the engine is reported
+    /// healthy as soon as it answers.
     #[test]
     fn an_http_check_wakes_when_its_socket_appears() {
-        let me = std::process::id() as i32;
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
-        let settings = Settings {
-            interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(5),
-            retries: 1,
-            start_period: Duration::ZERO,
-            start_interval: Duration::from_secs(60),
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = spawn(
-            Check::Http {
-                socket: socket.display().to_string(),
-                path: "/_ping".into(),
-            },
-            settings,
-            Arc::new(crate::runtime::Recording::new()),
-            "x".into(),
-            me,
-            Arc::clone(&stop),
-            move |result| {
-                let _ = tx.send(result.is_ok());
-            },
-        )
-        .expect("spawn");
+        let (thread, rx, stop) = watched(Check::Http {
+            socket: socket.display().to_string(),
+            path: "/_ping".into(),
+        });
         std::thread::sleep(Duration::from_millis(100));
         let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
         let server = answer_once(listener, Duration::ZERO, "200 OK");
