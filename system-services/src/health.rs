@@ -10,7 +10,7 @@
 //! turns results into a status with a [`Tracker`] (retries, start period).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -313,7 +313,7 @@ pub fn spawn(
     runtime: Arc<dyn Runtime>,
     id: String,
     pid: i32,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopChecks>,
     report: impl Fn(Result<(), CheckError>) + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -340,7 +340,7 @@ pub fn spawn(
                     return;
                 };
                 let result = run_check(&check, &*runtime, &id, pid, settings.timeout);
-                if stop.load(Ordering::Relaxed) {
+                if stop.stopped() {
                     return;
                 }
                 if woke == Wake::Changed && result.is_err() {
@@ -365,26 +365,65 @@ enum Wake {
     Changed,
 }
 
-/// Sleeps until `due` in small steps, or until `watch` sees a change; `None`
-/// as soon as `stop` is set.
-fn nap(due: Instant, stop: &AtomicBool, watch: Option<&DirWatch>) -> Option<Wake> {
+/// Sleeps until `due`, or until `watch` sees a change; `None` as soon as
+/// `stop` is told. One wait, however long: an idle machine's checks do not
+/// wake it between looks.
+fn nap(due: Instant, stop: &StopChecks, watch: Option<&DirWatch>) -> Option<Wake> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stop.stopped() {
             return None;
         }
         let left = due.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Some(Wake::Due);
         }
-        let step = left.min(Duration::from_millis(50));
-        match watch {
-            Some(w) => {
-                if w.changed_within(step) {
-                    return Some(Wake::Changed);
-                }
-            }
-            None => std::thread::sleep(step),
+        let timeout = Timespec {
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = vec![PollFd::new(&stop.wake, PollFlags::IN)];
+        if let Some(w) = watch {
+            fds.push(PollFd::new(&w.0, PollFlags::IN));
         }
+        // EINTR and a timeout both go round: the loop's own checks decide.
+        if !matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
+            continue;
+        }
+        if watch.is_some() && !fds[1].revents().is_empty() && !stop.stopped() {
+            watch.map(DirWatch::drain);
+            return Some(Wake::Changed);
+        }
+    }
+}
+
+/// Ends a container's healthcheck thread: set by the supervisor when the
+/// container stops or restarts, and seen at once however long the thread's
+/// wait (an eventfd it polls with its other wake-ups).
+#[derive(Debug)]
+pub struct StopChecks {
+    stopped: AtomicBool,
+    wake: OwnedFd,
+}
+
+impl StopChecks {
+    pub fn new() -> std::io::Result<Arc<StopChecks>> {
+        use rustix::event::{eventfd, EventfdFlags};
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Arc::new(StopChecks {
+            stopped: AtomicBool::new(false),
+            wake,
+        }))
+    }
+
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // The counter stays non-zero, so every later poll sees it too.
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
     }
 }
 
@@ -409,21 +448,10 @@ impl DirWatch {
         Some(DirWatch(fd))
     }
 
-    /// Whether something changed in the directory within `d` (the events
-    /// read and dropped: the check itself says what is there).
-    fn changed_within(&self, d: Duration) -> bool {
-        use rustix::event::{poll, PollFd, PollFlags, Timespec};
-        let timeout = Timespec {
-            tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            tv_nsec: i64::from(d.subsec_nanos()),
-        };
-        let mut fds = [PollFd::new(&self.0, PollFlags::IN)];
-        if !matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
-            return false;
-        }
+    /// Drops the events read (the check itself says what is there).
+    fn drain(&self) {
         let mut buf = [0u8; 1024];
         while matches!(rustix::io::read(&self.0, &mut buf), Ok(n) if n > 0) {}
-        true
     }
 }
 
@@ -530,13 +558,14 @@ mod tests {
 
     /// `check` on this process with a start interval of a minute, so that a
     /// report within the test's wait can only come from a wake-up: the
-    /// thread, its reports (healthy or not) and its stop flag.
+    /// thread (named `health ID`), its reports (healthy or not) and its stop.
     fn watched(
+        id: &str,
         check: Check,
     ) -> (
         std::thread::JoinHandle<()>,
         std::sync::mpsc::Receiver<bool>,
-        Arc<AtomicBool>,
+        Arc<StopChecks>,
     ) {
         let settings = Settings {
             interval: Duration::from_secs(60),
@@ -545,13 +574,13 @@ mod tests {
             start_period: Duration::ZERO,
             start_interval: Duration::from_secs(60),
         };
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = StopChecks::new().expect("eventfd");
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = spawn(
             check,
             settings,
             Arc::new(crate::runtime::Recording::new()),
-            "x".into(),
+            id.into(),
             std::process::id() as i32,
             Arc::clone(&stop),
             move |result| {
@@ -562,12 +591,66 @@ mod tests {
         (thread, rx, stop)
     }
 
+    /// How often the thread named `name` of this process has been switched
+    /// out (each wait it woke from counts); `None` when there is no such thread.
+    fn switches(name: &str) -> Option<u64> {
+        let mut total = None;
+        for task in std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .flatten()
+        {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            *total.get_or_insert(0) += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        total
+    }
+
+    /// Between its looks a check sleeps in one wait, with or without a
+    /// watch, and a stop ends that wait at once.
+    #[test]
+    fn a_waiting_check_sleeps_until_its_look_or_its_stop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (id, check) in [
+            ("nap-exec", Check::Exec(vec!["true".into()])),
+            (
+                "nap-file",
+                Check::File(dir.path().join("ready").display().to_string()),
+            ),
+        ] {
+            let (thread, rx, stop) = watched(id, check);
+            std::thread::sleep(Duration::from_millis(100));
+            // The kernel keeps 15 bytes of a thread's name.
+            let name = format!("health {id}");
+            let before = switches(&name).expect("the check's thread");
+            std::thread::sleep(Duration::from_millis(500));
+            let woke = switches(&name).expect("the check's thread") - before;
+            let stopping = Instant::now();
+            stop.stop();
+            thread.join().expect("health thread");
+            assert!(woke <= 1, "{id}: woke {woke} times in 0.5 s");
+            assert!(
+                stopping.elapsed() < Duration::from_secs(2),
+                "{id}: stopped after {:?}",
+                stopping.elapsed()
+            );
+            assert!(rx.try_recv().is_err(), "{id}: nothing was due");
+        }
+    }
+
     /// A `file:` check sees its file as it is written, not at its next look.
     #[test]
     fn a_file_check_wakes_when_the_file_is_written() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ready");
-        let (thread, rx, stop) = watched(Check::File(path.display().to_string()));
+        let (thread, rx, stop) = watched("file", Check::File(path.display().to_string()));
         std::thread::sleep(Duration::from_millis(100));
         // Written as the one atomic writer does: a temporary name, renamed.
         berth_sys::atomic::write(&path, b"", &berth_sys::atomic::Options::mode(0o644))
@@ -575,7 +658,7 @@ mod tests {
         // The temporary file's creation wakes it too; that look fails and is
         // not reported, so the first report is the file's.
         let healthy = rx.recv_timeout(Duration::from_secs(10));
-        stop.store(true, Ordering::Relaxed);
+        stop.stop();
         thread.join().expect("health thread");
         assert_eq!(healthy, Ok(true));
     }
@@ -586,15 +669,18 @@ mod tests {
     fn an_http_check_wakes_when_its_socket_appears() {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
-        let (thread, rx, stop) = watched(Check::Http {
-            socket: socket.display().to_string(),
-            path: "/_ping".into(),
-        });
+        let (thread, rx, stop) = watched(
+            "http",
+            Check::Http {
+                socket: socket.display().to_string(),
+                path: "/_ping".into(),
+            },
+        );
         std::thread::sleep(Duration::from_millis(100));
         let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
         let server = answer_once(listener, Duration::ZERO, "200 OK");
         let healthy = rx.recv_timeout(Duration::from_secs(10));
-        stop.store(true, Ordering::Relaxed);
+        stop.stop();
         thread.join().expect("health thread");
         assert_eq!(healthy, Ok(true));
         server.join().expect("server");

@@ -339,6 +339,7 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
                     report.line(format!("warning: /dev/disk links: {e}"));
                 }
             }
+            last_scan.map_or(DISK_SCAN, |t| DISK_SCAN.saturating_sub(t.elapsed()))
         },
     )?;
     Ok(())

@@ -18,8 +18,11 @@ use std::time::{Duration, Instant};
 pub const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// How long children get after SIGTERM before they are killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
-/// How often the loop wakes without a signal (restarts, readiness probes).
+/// How often the loop looks whether the SSH server listens, until it does
+/// (a server that sends no readiness message, Dropbear, is found so).
 const TICK: Duration = Duration::from_millis(100);
+/// The longest the loop waits without a signal once nothing is due.
+const MAX_WAIT: Duration = Duration::from_secs(60);
 /// When programs that wait for readiness start anyway, counted from the
 /// supervisor's start: a login prompt must come even when the SSH server
 /// never does, since it is how a bad config gets fixed.
@@ -170,16 +173,19 @@ fn kill(pid: libc::pid_t, signal: i32) {
     }
 }
 
-/// Runs `programs` until SIGTERM or SIGINT. `ready` is asked every tick until it
-/// answers `true` once; `on_ready` is then called once, and the programs that
-/// wait for readiness are started. `tick` is called every tick from then on
-/// (or from [`AFTER_READY_FALLBACK`] on, like those programs).
+/// Runs `programs` until SIGTERM or SIGINT. `ready` is asked every [`TICK`]
+/// (and at every signal) until it answers `true` once; `on_ready` is then
+/// called once, and the programs that wait for readiness are started. `tick`
+/// is called at every wake-up from then on (or from [`AFTER_READY_FALLBACK`]
+/// on, like those programs) and says how long the loop may sleep before it
+/// wants to be called again. Otherwise the loop sleeps until a signal or
+/// the next (re)start that is due: an idle console does not wake.
 pub fn run(
     programs: Vec<Program>,
     report: &mut dyn Report,
     mut ready: impl FnMut() -> bool,
     on_ready: impl FnOnce(&mut dyn Report),
-    mut tick: impl FnMut(&mut dyn Report),
+    mut tick: impl FnMut(&mut dyn Report) -> Duration,
 ) -> Result<(), SuperviseError> {
     let signals = block_signals()?;
     set_subreaper()?;
@@ -227,10 +233,17 @@ pub fn run(
                 }
             }
         }
+        let mut wait = MAX_WAIT;
         if on_ready.is_none() || now >= fallback {
-            tick(report);
+            wait = wait.min(tick(report));
         }
-        let signal = wait_signal(&signals, TICK);
+        if on_ready.is_some() {
+            wait = wait.min(TICK);
+        }
+        for start in slots.iter().filter_map(|s| s.start_at) {
+            wait = wait.min(start.saturating_duration_since(now));
+        }
+        let signal = wait_signal(&signals, wait);
         for (pid, status) in reap() {
             if let Some(slot) = slots.iter_mut().find(|s| s.pid == Some(pid)) {
                 slot.pid = None;

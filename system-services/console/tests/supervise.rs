@@ -1,7 +1,7 @@
 //! The supervisor as a process: programs that exit are restarted after a
 //! second, orphans are reaped, readiness is reported once, a program that
 //! waits for readiness starts after it, and SIGTERM stops every child and
-//! ends the supervisor cleanly.
+//! ends the supervisor cleanly; once nothing is due, it does not wake.
 //!
 //! The test runs itself again with `BERTH_SUPERVISE_CHILD` set to be the
 //! supervisor (which must be single-threaded), and watches it from outside.
@@ -52,7 +52,7 @@ fn supervisor() -> ExitCode {
         &mut Stderr,
         ready,
         |r| r.line("ready".into()),
-        |_| {},
+        |_| Duration::from_secs(60),
     ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -82,9 +82,64 @@ fn zombies_of(pid: u32) -> Vec<String> {
     out
 }
 
+/// A supervisor with nothing to do once its one program runs.
+fn idle_supervisor() -> ExitCode {
+    let programs = vec![program("steady", "exec sleep 1000")];
+    match supervise::run(
+        programs,
+        &mut Stderr,
+        || true,
+        |r| r.line("ready".into()),
+        |_| Duration::from_secs(60),
+    ) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// Voluntary and involuntary context switches of process `pid` so far.
+fn switches(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("ctxt_switches"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// How often an idle supervisor woke in a second (a wake-up per tick would be ten).
+fn idle_wakeups() -> Result<u64, String> {
+    let exe = std::env::current_exe().expect("own path");
+    let mut child = Command::new(exe)
+        .env(CHILD, "idle")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("supervisor");
+    let pid = child.id();
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let ready = lines.any(|l| l.is_ok_and(|l| l.contains("console-init: ready")));
+    // Its program is started in the pass that saw it ready: let that settle.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = switches(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let woke = switches(pid) - before;
+    // SAFETY: kill(2) on the child this test started and has not reaped.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    if !ready {
+        return Err("the idle supervisor never said ready".into());
+    }
+    Ok(woke)
+}
+
 fn main() -> ExitCode {
-    if std::env::var_os(CHILD).is_some() {
-        return supervisor();
+    match std::env::var(CHILD).as_deref() {
+        Ok("idle") => return idle_supervisor(),
+        Ok(_) => return supervisor(),
+        Err(_) => {}
     }
     let exe = std::env::current_exe().expect("own path");
     let mut child = Command::new(exe)
@@ -194,6 +249,13 @@ fn main() -> ExitCode {
     }
     if !zombies.is_empty() {
         failures.push(format!("unreaped children: {zombies:?}"));
+    }
+    match idle_wakeups() {
+        Ok(woke) if woke > 2 => {
+            failures.push(format!("an idle supervisor woke {woke} times in a second"))
+        }
+        Ok(_) => {}
+        Err(e) => failures.push(e),
     }
     if failures.is_empty() {
         println!("supervise: ok");

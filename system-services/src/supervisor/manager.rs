@@ -14,7 +14,7 @@ pub(super) struct Svc {
     pub(super) gen: u64,
     pub(super) pid: Option<i32>,
     pub(super) tracker: Option<Tracker>,
-    pub(super) health_stop: Option<Arc<AtomicBool>>,
+    pub(super) health_stop: Option<Arc<health::StopChecks>>,
     pub(super) ready: bool,
     pub(super) restarts: u32,
     pub(super) backoff: Duration,
@@ -79,8 +79,8 @@ impl Svc {
     }
 
     pub(super) fn stop_health(&mut self) {
-        if let Some(flag) = self.health_stop.take() {
-            flag.store(true, Ordering::Relaxed);
+        if let Some(checks) = self.health_stop.take() {
+            checks.stop();
         }
     }
 }
@@ -401,7 +401,13 @@ impl Manager {
         let Some(pid) = svc.pid else {
             return;
         };
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = match health::StopChecks::new() {
+            Ok(stop) => stop,
+            Err(e) => {
+                log::error!("{name}: cannot start its healthcheck: {e}");
+                return;
+            }
+        };
         svc.health_stop = Some(Arc::clone(&stop));
         let (tx, id, gen) = (self.tx.clone(), name.to_string(), svc.gen);
         let spawned = health::spawn(
