@@ -321,19 +321,23 @@ pub fn spawn(
         .stack_size(128 << 10)
         .spawn(move || {
             let mut healthy_once = false;
-            // Until a file or socket check first passes, a change in the
-            // file's or socket's directory ends the wait: the service's ready
-            // file, or its API's socket, is seen as it appears, not at the
-            // next look. A look woken so that fails is not reported: failures
-            // count at the check's own pace.
+            // A change in a `file:` check's directory ends the wait, for the
+            // check's whole life: the service's ready file is seen as it
+            // appears, and as it goes. An `http:` check watches its socket's
+            // directory until it first passes (its API's socket is asked as it
+            // appears); after that an engine's run directory changes with
+            // every container, and says nothing of whether the API answers.
+            // Before the first pass, a look woken so that fails is not
+            // reported (the service is still starting, and failures count at
+            // the check's own pace); after it, the file went away, and that is
+            // news at once.
             let mut watch = match &check {
                 Check::File(path) | Check::Http { socket: path, .. } => DirWatch::new(pid, path),
                 _ => None,
             };
             let mut due = Instant::now() + settings.start_interval;
             loop {
-                if healthy_once {
-                    // Unread events would pile up in the kernel.
+                if healthy_once && !matches!(check, Check::File(_)) {
                     watch = None;
                 }
                 let Some(woke) = nap(due, &stop, watch.as_ref()) else {
@@ -343,7 +347,7 @@ pub fn spawn(
                 if stop.stopped() {
                     return;
                 }
-                if woke == Wake::Changed && result.is_err() {
+                if woke == Wake::Changed && result.is_err() && !healthy_once {
                     continue;
                 }
                 healthy_once |= result.is_ok();
@@ -443,7 +447,9 @@ impl DirWatch {
         let events = inotify::WatchFlags::CREATE
             | inotify::WatchFlags::MOVED_TO
             | inotify::WatchFlags::CLOSE_WRITE
-            | inotify::WatchFlags::ATTRIB;
+            | inotify::WatchFlags::ATTRIB
+            | inotify::WatchFlags::DELETE
+            | inotify::WatchFlags::MOVED_FROM;
         inotify::add_watch(&fd, dir, events).ok()?;
         Some(DirWatch(fd))
     }
@@ -645,9 +651,10 @@ mod tests {
         }
     }
 
-    /// A `file:` check sees its file as it is written, not at its next look.
+    /// A `file:` check sees its file as it is written, not at its next look,
+    /// and as it is removed.
     #[test]
-    fn a_file_check_wakes_when_the_file_is_written() {
+    fn a_file_check_wakes_when_the_file_is_written_or_removed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ready");
         let (thread, rx, stop) = watched("file", Check::File(path.display().to_string()));
@@ -658,9 +665,12 @@ mod tests {
         // The temporary file's creation wakes it too; that look fails and is
         // not reported, so the first report is the file's.
         let healthy = rx.recv_timeout(Duration::from_secs(10));
+        std::fs::remove_file(&path).expect("remove");
+        let gone = rx.recv_timeout(Duration::from_secs(10));
         stop.stop();
         thread.join().expect("health thread");
         assert_eq!(healthy, Ok(true));
+        assert_eq!(gone, Ok(false), "the removal is reported at once");
     }
 
     /// An `http:` check sees its socket as it is made: the engine is reported
