@@ -8,7 +8,8 @@
 //! - [`random`] — getrandom,
 //! - [`time`] — the one RFC 3339 date and time,
 //! - [`power`] — asking PID 1 to reboot or power off,
-//! - [`process`] — what a child needs between fork and exec.
+//! - [`process`] — what a child needs between fork and exec,
+//! - [`watch`] — directories watched with inotify, to wait for a file without polling.
 
 pub mod atomic;
 pub mod gpt;
@@ -18,6 +19,7 @@ pub mod probe;
 pub mod process;
 pub mod random;
 pub mod time;
+pub mod watch;
 
 /// A libc return value as a `Result`: negative is the thread's errno.
 pub(crate) fn check(r: libc::c_int) -> std::io::Result<()> {

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use berth_configs::forms::Command;
 use berth_configs::model::Healthcheck;
 
+use berth_sys::watch::DirWatch;
+
 use crate::runtime::Runtime;
 
 /// What a healthcheck does.
@@ -332,7 +334,7 @@ pub fn spawn(
             // the check's own pace); after it, the file went away, and that is
             // news at once.
             let mut watch = match &check {
-                Check::File(path) | Check::Http { socket: path, .. } => DirWatch::new(pid, path),
+                Check::File(path) | Check::Http { socket: path, .. } => watch_dir_of(pid, path),
                 _ => None,
             };
             let mut due = Instant::now() + settings.start_interval;
@@ -388,14 +390,15 @@ fn nap(due: Instant, stop: &StopChecks, watch: Option<&DirWatch>) -> Option<Wake
         };
         let mut fds = vec![PollFd::new(&stop.wake, PollFlags::IN)];
         if let Some(w) = watch {
-            fds.push(PollFd::new(&w.0, PollFlags::IN));
+            fds.push(PollFd::new(w, PollFlags::IN));
         }
         // EINTR and a timeout both go round: the loop's own checks decide.
         if !matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
             continue;
         }
-        if watch.is_some() && !fds[1].revents().is_empty() && !stop.stopped() {
-            watch.map(DirWatch::drain);
+        let changed = fds.get(1).is_some_and(|fd| !fd.revents().is_empty());
+        if let Some(w) = watch.filter(|_| changed && !stop.stopped()) {
+            w.drain();
             return Some(Wake::Changed);
         }
     }
@@ -431,34 +434,15 @@ impl StopChecks {
     }
 }
 
-/// An inotify watch on the directory of a `file:` check's path or an
-/// `http:` check's socket, in the container's root.
-struct DirWatch(std::os::fd::OwnedFd);
-
-impl DirWatch {
-    /// `None` when the directory cannot be watched (not there yet): the
-    /// check then looks at its interval, as any other.
-    fn new(pid: i32, path: &str) -> Option<DirWatch> {
-        use rustix::fs::inotify;
-        let file = format!("/proc/{pid}/root/{}", path.trim_start_matches('/'));
-        let dir = std::path::Path::new(&file).parent()?;
-        let fd =
-            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
-        let events = inotify::WatchFlags::CREATE
-            | inotify::WatchFlags::MOVED_TO
-            | inotify::WatchFlags::CLOSE_WRITE
-            | inotify::WatchFlags::ATTRIB
-            | inotify::WatchFlags::DELETE
-            | inotify::WatchFlags::MOVED_FROM;
-        inotify::add_watch(&fd, dir, events).ok()?;
-        Some(DirWatch(fd))
-    }
-
-    /// Drops the events read (the check itself says what is there).
-    fn drain(&self) {
-        let mut buf = [0u8; 1024];
-        while matches!(rustix::io::read(&self.0, &mut buf), Ok(n) if n > 0) {}
-    }
+/// A watch on the directory of a `file:` check's path or an `http:` check's
+/// socket, in the container's root; `None` when the directory cannot be
+/// watched (not there yet): the check then looks at its interval, as any other.
+fn watch_dir_of(pid: i32, path: &str) -> Option<DirWatch> {
+    let file = format!("/proc/{pid}/root/{}", path.trim_start_matches('/'));
+    let dir = std::path::Path::new(&file).parent()?;
+    let watch = DirWatch::new().ok()?;
+    watch.add(dir).ok()?;
+    Some(watch)
 }
 
 #[cfg(test)]

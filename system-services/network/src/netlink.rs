@@ -116,6 +116,11 @@ pub struct RouteSpec {
 pub struct Netlink {
     socket: Socket,
     seq: u32,
+    /// The socket's port id, which the kernel puts in the notifications of
+    /// the changes this socket asks for.
+    port: u32,
+    /// Requests that change something, sent so far (answered or refused).
+    changes: u64,
 }
 
 fn protocol_name(p: RouteProtocol) -> String {
@@ -132,13 +137,31 @@ fn protocol_name(p: RouteProtocol) -> String {
 impl Netlink {
     pub fn new() -> Result<Netlink> {
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
-        socket.bind_auto().map_err(NetlinkError::Socket)?;
+        let port = socket
+            .bind_auto()
+            .map_err(NetlinkError::Socket)?
+            .port_number();
         socket
             .connect(&SocketAddr::new(0, 0))
             .map_err(NetlinkError::Socket)?;
         // Extended acks carry the kernel's reason text; best effort, old kernels lack it.
         let _ = socket.set_ext_ack(true);
-        Ok(Netlink { socket, seq: 0 })
+        Ok(Netlink {
+            socket,
+            seq: 0,
+            port,
+            changes: 0,
+        })
+    }
+
+    /// The port id the kernel gave this socket.
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    /// How many requests to change something this socket has sent.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Sends one request and collects its answers until the ACK or the end of the dump.
@@ -162,6 +185,9 @@ impl Netlink {
         };
         self.socket.send(&buf, 0).map_err(err)?;
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        if !dump {
+            self.changes += 1;
+        }
         let mut out = Vec::new();
         let mut rx: Vec<u8> = Vec::with_capacity(64 * 1024);
         loop {
@@ -552,6 +578,70 @@ fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
+/// The notification groups that say a link, an address or a route changed.
+const CHANGE_GROUPS: u32 = (libc::RTMGRP_LINK
+    | libc::RTMGRP_IPV4_IFADDR
+    | libc::RTMGRP_IPV4_ROUTE
+    | libc::RTMGRP_IPV6_IFADDR
+    | libc::RTMGRP_IPV6_ROUTE) as u32;
+
+/// Calls `changed` on a thread of its own whenever the kernel announces a
+/// change of a link, an address or a route that the socket with port id
+/// `own` did not ask for: a link plugged in or losing its carrier, an
+/// address or route someone else changed. A change `own` asked for carries
+/// its port id and wakes nobody, so netconf's own work cannot wake it in a
+/// loop. Missed notifications (the socket's buffer overran) count as a
+/// change. The thread ends on any other error, and says so.
+pub fn follow_changes(own: u32, changed: impl Fn() + Send + 'static) -> Result<()> {
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+    socket
+        .bind(&SocketAddr::new(0, CHANGE_GROUPS))
+        .map_err(NetlinkError::Socket)?;
+    std::thread::Builder::new()
+        .name("netlink-changes".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+            loop {
+                buf.clear();
+                match socket.recv(&mut buf, 0) {
+                    Ok(_) if announces_other_than(&buf, own) => changed(),
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => changed(),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::warn!(
+                            "following the kernel's network changes: {e}; they are seen at the next look"
+                        );
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(NetlinkError::Socket)?;
+    Ok(())
+}
+
+/// Whether a datagram of notifications holds one not sent for port `own`.
+fn announces_other_than(datagram: &[u8], own: u32) -> bool {
+    // struct nlmsghdr: length, type, flags, sequence, port id.
+    let mut rest = datagram;
+    while rest.len() >= 16 {
+        let word =
+            |at: usize| u32::from_ne_bytes([rest[at], rest[at + 1], rest[at + 2], rest[at + 3]]);
+        let len = word(0) as usize;
+        if word(12) != own {
+            return true;
+        }
+        let step = (len + 3) & !3;
+        if len < 16 || step > rest.len() {
+            break;
+        }
+        rest = &rest[step..];
+    }
+    false
+}
+
 pub fn bond_mode(text: &str) -> Option<BondMode> {
     Some(match text {
         "balance-rr" | "0" => BondMode::BalanceRr,
@@ -609,4 +699,35 @@ fn link_from(msg: LinkMessage) -> Link {
         }
     }
     link
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A notification header: length, type, flags, sequence, port id.
+    fn header(len: u32, port: u32) -> Vec<u8> {
+        let mut h = Vec::new();
+        h.extend_from_slice(&len.to_ne_bytes());
+        h.extend_from_slice(&(libc::RTM_NEWADDR).to_ne_bytes());
+        h.extend_from_slice(&0u16.to_ne_bytes());
+        h.extend_from_slice(&0u32.to_ne_bytes());
+        h.extend_from_slice(&port.to_ne_bytes());
+        h.resize(len as usize, 0);
+        h
+    }
+
+    #[test]
+    fn only_news_of_other_senders_counts() {
+        let own = 4242;
+        assert!(!announces_other_than(&header(20, own), own));
+        assert!(
+            announces_other_than(&header(20, 0), own),
+            "the kernel's own"
+        );
+        let mut both = header(20, own);
+        both.extend(header(24, 7));
+        assert!(announces_other_than(&both, own), "the second of two");
+        assert!(!announces_other_than(&[0u8; 8], own), "too short to be one");
+    }
 }

@@ -583,6 +583,57 @@ fn a_reload_and_a_stop_do_not_wait_for_the_tick() {
     );
 }
 
+/// A link plugged in once netconf has settled is configured as it appears:
+/// the kernel's announcement wakes netconf (the lab's netconf would not look
+/// again on its own for ten minutes), while a settled netconf does not wake
+/// at all.
+#[test]
+fn a_link_plugged_in_later_is_configured_at_once() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.veth("s0", "c0", None);
+    lab.start_netconf(
+        "berth:\n  network:\n    interfaces:\n      c0: {address: 10.43.0.2/24}\n      c*: {mtu: 1280}\n",
+        CHILD,
+    );
+    lab.wait("ready", T, || ready(&lab));
+    let pid = lab.netconf_pid().expect("netconf's pid");
+    let switches = || -> u64 {
+        let mut total = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("tasks")
+            .flatten()
+        {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            total += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        total
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = switches();
+    std::thread::sleep(Duration::from_secs(2));
+    let woke = switches() - before;
+    lab.veth("s1", "c1", None);
+    lab.wait(
+        "the new link up, with its MTU",
+        Duration::from_secs(10),
+        || {
+            let link = lab.link_json("c1");
+            link["mtu"] == 1280
+                && link["flags"]
+                    .as_array()
+                    .is_some_and(|flags| flags.iter().any(|f| f == "UP"))
+        },
+    );
+    assert!(woke <= 2, "a settled netconf woke {woke} times in 2 s");
+}
+
 #[test]
 fn sigterm_stops_netconf_as_pid_1_with_a_blocked_mask() {
     if !privileged() {

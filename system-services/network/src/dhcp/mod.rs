@@ -182,14 +182,17 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// What wakes the netconf loop: a client's news, or a request to stop or
-/// reload (`Signals`).
+/// What wakes the netconf loop: a client's news, a request to stop or
+/// reload (`Signals`), or a change around it.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A lease was obtained or renewed (`Some`) or lost (`None`).
     Lease { link: String, lease: Option<Lease> },
     /// Look at the stop and reload requests now.
     Wake,
+    /// The kernel announced a change of a link, an address or a route that
+    /// netconf did not ask for, or a config file's directory changed.
+    Changed,
 }
 
 /// Everything one interface's client needs.

@@ -13,19 +13,30 @@ impl Netconf<'_> {
         }
     }
 
-    pub(super) fn wait_events(&mut self, rx: &Receiver<Event>, tick: Duration) {
-        let mut first = true;
+    /// Waits up to `timeout` for news: a lease, a stop or reload, or, when
+    /// `changes_end_wait`, a change around netconf ([`Event::Changed`]).
+    /// Changes do not end the wait while netconf is still working towards
+    /// its plan: it looks again at its own pace then (every `tick`), and a
+    /// change that could answer its own work cannot make it spin.
+    pub(super) fn wait_events(
+        &mut self,
+        rx: &Receiver<Event>,
+        timeout: Duration,
+        changes_end_wait: bool,
+    ) {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut news = false;
         loop {
-            let event = if first {
-                first = false;
-                match rx.recv_timeout(tick) {
-                    Ok(e) => e,
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
-                }
-            } else {
+            let event = if news {
                 match rx.try_recv() {
                     Ok(e) => e,
                     Err(_) => return,
+                }
+            } else {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(e) => e,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
                 }
             };
             match event {
@@ -34,8 +45,10 @@ impl Netconf<'_> {
                         Some(l) => self.leases.insert(link, l),
                         None => self.leases.remove(&link),
                     };
+                    news = true;
                 }
-                Event::Wake => {}
+                Event::Wake => news = true,
+                Event::Changed => news |= changes_end_wait,
             }
         }
     }

@@ -44,8 +44,16 @@ pub struct Options {
     pub hosts_file: PathBuf,
     /// Set the kernel hostname (off in tests that share the host's UTS namespace).
     pub set_kernel_hostname: bool,
-    /// How often links are re-read for hotplug and config files checked.
+    /// How soon netconf looks again while it works towards its plan: a
+    /// pass that asked the kernel for a change, or that is still not ready
+    /// (a lease, a link not there yet), is followed by another after this.
     pub tick: Duration,
+    /// How long netconf sleeps once it has nothing to do, unless something
+    /// wakes it: the kernel's news of a link, address or route someone else
+    /// changed (a NIC plugged in, a carrier lost), a config file's directory
+    /// changing, a lease, a signal. A safety net only: an idle machine is not
+    /// woken every `tick` to find that nothing changed.
+    pub idle_tick: Duration,
 }
 
 impl Options {
@@ -59,6 +67,7 @@ impl Options {
             hosts_file: etc.join("hosts"),
             set_kernel_hostname: true,
             tick: Duration::from_secs(1),
+            idle_tick: Duration::from_secs(30),
         }
     }
 
@@ -308,6 +317,15 @@ pub fn run(options: &Options, signals: &Signals) -> Result<(), Error> {
     // A ready file left by an earlier run must not make the service look healthy.
     let _ = std::fs::remove_file(options.ready_file());
     let _ = std::fs::remove_file(options.waiting_file());
+    let changes = nc.events.clone();
+    if let Err(e) = crate::netlink::follow_changes(nc.nl.port(), move || {
+        let _ = changes.send(Event::Changed);
+    }) {
+        log::warn!(
+            "cannot follow the kernel's network changes ({e}); they are seen at the next look"
+        );
+    }
+    follow_config(&options.config, nc.events.clone());
     log::info!("netconf started");
     while !signals.stop.load(Ordering::SeqCst) {
         let now = stamps_now(&options.config);
@@ -322,14 +340,60 @@ pub fn run(options: &Options, signals: &Signals) -> Result<(), Error> {
                 Err(e) => log::error!("{e}; keeping the current network config"),
             }
         }
-        if let Err(e) = nc.tick() {
+        let asked = nc.nl.changes();
+        let passed = nc.tick();
+        if let Err(e) = &passed {
             log::warn!("{e}");
         }
-        nc.wait_events(&rx, options.tick);
+        let settled = passed.is_ok()
+            && nc.nl.changes() == asked
+            && nc.ready
+            && nc.last_plan.waiting.is_empty();
+        if settled {
+            nc.wait_events(&rx, options.idle_tick, true);
+        } else {
+            nc.wait_events(&rx, options.tick, false);
+        }
     }
     log::info!("netconf stopping");
     nc.shutdown();
     Ok(())
+}
+
+/// Wakes the loop when a directory of the config sources changes (their
+/// times are still what says a file changed). A source whose directory is
+/// not there yet is watched through its nearest ancestor, and the watches are
+/// renewed after each change, so a directory made later is followed too.
+fn follow_config(source: &ConfigSource, tx: Sender<Event>) {
+    let watch = match berth_sys::watch::DirWatch::new() {
+        Ok(w) => w,
+        Err(e) => {
+            log::warn!("cannot watch the config files ({e}); changes are seen at the next look");
+            return;
+        }
+    };
+    let paths = source_paths(source);
+    let watch_all = move |watch: &berth_sys::watch::DirWatch| {
+        for path in &paths {
+            // The nearest directory above the file that can be watched.
+            let _ = path.ancestors().skip(1).find(|dir| watch.add(dir).is_ok());
+        }
+    };
+    watch_all(&watch);
+    let spawned = std::thread::Builder::new()
+        .name("config-changes".into())
+        .stack_size(64 << 10)
+        .spawn(move || loop {
+            if watch.wait(None) {
+                watch_all(&watch);
+                if tx.send(Event::Changed).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot watch the config files ({e}); changes are seen at the next look");
+    }
 }
 
 fn stamps_now(source: &ConfigSource) -> Vec<Option<SystemTime>> {

@@ -52,6 +52,9 @@ pub fn maybe_child() {
     options.run_dir = dir.join("run");
     options.set_kernel_hostname = false;
     options.tick = Duration::from_millis(250);
+    // Once settled, the lab's netconf sees changes only when the kernel or
+    // the config's directory tells it: a test that waits for one proves it.
+    options.idle_tick = Duration::from_secs(600);
     if let Ok(ms) = std::env::var(TICK_ENV) {
         options.tick = Duration::from_millis(ms.parse().unwrap());
     }
