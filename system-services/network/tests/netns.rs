@@ -615,7 +615,9 @@ fn a_link_plugged_in_later_is_configured_at_once() {
         }
         total
     };
-    std::thread::sleep(Duration::from_millis(500));
+    // The kernel's own IPv6 work on a link just up (duplicate address
+    // detection of its link-local address) is announced for a second or two.
+    std::thread::sleep(Duration::from_secs(3));
     let before = switches();
     std::thread::sleep(Duration::from_secs(2));
     let woke = switches() - before;
@@ -631,7 +633,8 @@ fn a_link_plugged_in_later_is_configured_at_once() {
                     .is_some_and(|flags| flags.iter().any(|f| f == "UP"))
         },
     );
-    assert!(woke <= 2, "a settled netconf woke {woke} times in 2 s");
+    // With a look every tick (the lab's 250 ms) it is more than eight.
+    assert!(woke <= 3, "a settled netconf woke {woke} times in 2 s");
 }
 
 #[test]
