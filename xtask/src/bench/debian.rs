@@ -183,6 +183,8 @@ pub struct Figures {
     pub engine_ready: Duration,
     /// Memory in use once idle, the engine running (`idle_used_mib`).
     pub memory_used_idle_mib: u64,
+    /// Context switches a second once idle, the engine running (`idle_wakeups`).
+    pub idle_wakeups: f64,
     /// `docker run --rm busybox true`, timed inside the guest.
     pub first_container: Duration,
     /// `qemu-img convert -c` of the root filesystem.
@@ -237,6 +239,7 @@ pub fn measure(
     let version = ssh.check("docker version --format '{{.Server.Version}}'")?;
     println!("    the engine answers: docker {}", version.trim());
     let memory_used_idle_mib = crate::bench::vm::idle_used_mib(&ssh)?;
+    let idle_wakeups = crate::bench::vm::idle_wakeups(&ssh)?;
     let first_container = first_container(&ssh, busybox)?;
     println!(
         "    docker run --rm busybox true: {:.2}s",
@@ -248,6 +251,7 @@ pub fn measure(
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Figures {
         engine_ready,
+        idle_wakeups,
         memory_used_idle_mib,
         first_container,
         image_bytes: std::fs::metadata(&image.qcow2)?.len(),
@@ -329,6 +333,11 @@ pub fn print_ratios(debian: &Figures, berth: &Figures) {
             debian.memory_used_idle_mib as f64,
         ),
         (
+            "idle_wakeups_vs_debian",
+            berth.idle_wakeups,
+            debian.idle_wakeups,
+        ),
+        (
             "image_size_vs_debian",
             berth.image_bytes as f64,
             debian.image_bytes as f64,
@@ -340,9 +349,10 @@ pub fn print_ratios(debian: &Figures, berth: &Figures) {
         ),
     ];
     println!(
-        "    Debian: docker answers {:.2}s, {} MiB used idle, image {:.1} MiB, first container {:.2}s",
+        "    Debian: docker answers {:.2}s, {} MiB used idle, {:.1} wake-ups a second idle, image {:.1} MiB, first container {:.2}s",
         debian.engine_ready.as_secs_f64(),
         debian.memory_used_idle_mib,
+        debian.idle_wakeups,
         crate::mib(debian.image_bytes),
         debian.first_container.as_secs_f64()
     );
@@ -383,6 +393,7 @@ pub fn bench_alone() -> Result<()> {
         "RESULT debian_memory_used_idle {} MiB",
         figures.memory_used_idle_mib
     );
+    println!("RESULT debian_idle_wakeups {:.1} /s", figures.idle_wakeups);
     println!(
         "RESULT debian_image_mib {:.1} MiB",
         crate::mib(figures.image_bytes)

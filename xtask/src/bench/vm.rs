@@ -27,6 +27,32 @@ pub(crate) fn idle_used_mib(ssh: &qemu_tests::ssh::Ssh) -> Result<u64> {
     Ok(used / 1024)
 }
 
+/// How long [`idle_wakeups`] counts.
+const WAKEUP_WINDOW_S: u32 = 20;
+
+/// Context switches per second of every task, kernel threads included, over
+/// [`WAKEUP_WINDOW_S`] once the machine is idle: how often something wakes
+/// the CPU with nothing to do (power, and on a shared host, time taken from
+/// the neighbours). Counted per task from `/proc/*/task/*/status` before and
+/// after a sleep, only for tasks there both times; the SSH session's own few
+/// processes are in it, on every machine measured so.
+pub(crate) fn idle_wakeups(ssh: &qemu_tests::ssh::Ssh) -> Result<f64> {
+    let script = format!(
+        "s() {{ awk 'FNR==1 && NR>1 {{print p, c; c=0}} /^Pid:/{{p=$2}} /ctxt_switches/{{c+=$2}} \
+         END{{print p, c}}' /proc/[0-9]*/task/[0-9]*/status 2>/dev/null | LC_ALL=C sort; }}; \
+         s > /tmp/wakeups.1; sleep {WAKEUP_WINDOW_S}; s > /tmp/wakeups.2; \
+         LC_ALL=C join /tmp/wakeups.1 /tmp/wakeups.2 | awk '{{d+=$3-$2}} END{{print d+0}}'"
+    );
+    let out = ssh.check(&script)?;
+    let switches: f64 = out
+        .trim()
+        .parse()
+        .with_context(|| format!("not a count of context switches: {out:?}"))?;
+    let per_s = switches / f64::from(WAKEUP_WINDOW_S);
+    println!("      {per_s:.1} wake-ups a second once idle (context switches, every task)");
+    Ok(per_s)
+}
+
 /// MemTotal − MemFree − Buffers − (Cached − Shmem) − SReclaimable, in KiB.
 fn used_kib(meminfo: &str) -> Result<u64> {
     let field = |name: &str| -> Result<u64> {
@@ -198,6 +224,7 @@ pub fn bench_boot() -> Result<()> {
         Err(e) => println!("    no boot-time chart: {e}"),
     }
     let no_engine_used = idle_used_mib(&ssh)?;
+    let no_engine_wakeups = idle_wakeups(&ssh)?;
     // Shutdown: `berth poweroff` typed in the console → QEMU gone.
     let shutdown = poweroff(&ssh, &mut vm, timeout)?;
     println!("    `berth poweroff` took {shutdown:.2}s");
@@ -205,6 +232,7 @@ pub fn bench_boot() -> Result<()> {
     println!("RESULT boot_init_handover {:.2} s", handover.as_secs_f64());
     println!("RESULT boot_ready {:.2} s", ready.as_secs_f64());
     println!("RESULT memory_used_idle_no_engine {no_engine_used} MiB");
+    println!("RESULT idle_wakeups_no_engine {no_engine_wakeups:.1} /s");
 
     // The smallest memory that still reaches ready and then lets a user in,
     // from 256 MiB down. A machine that prints the ready line but then spends
@@ -298,6 +326,8 @@ pub fn bench_boot() -> Result<()> {
     println!("    the engine answers: docker {}", version.trim());
     let docker_used = idle_used_mib(&ssh)?;
     println!("RESULT memory_used_idle_all_services {docker_used} MiB");
+    let docker_wakeups = idle_wakeups(&ssh)?;
+    println!("RESULT idle_wakeups_all_services {docker_wakeups:.1} /s");
     let first_container = crate::bench::debian::first_container(&ssh, &busybox)?;
     println!(
         "    docker run --rm busybox true: {:.2}s",
@@ -355,6 +385,7 @@ pub fn bench_boot() -> Result<()> {
         &crate::bench::debian::Figures {
             engine_ready: engine,
             memory_used_idle_mib: docker_used,
+            idle_wakeups: docker_wakeups,
             first_container,
             image_bytes: std::fs::metadata(&artifacts.qcow2)?.len(),
         },
