@@ -581,28 +581,6 @@ mod tests {
         (thread, rx, stop)
     }
 
-    /// How often the thread named `name` of this process has been switched
-    /// out (each wait it woke from counts); `None` when there is no such thread.
-    fn switches(name: &str) -> Option<u64> {
-        let mut total = None;
-        for task in std::fs::read_dir("/proc/self/task")
-            .expect("tasks")
-            .flatten()
-        {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim_end() != name {
-                continue;
-            }
-            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            *total.get_or_insert(0) += status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>();
-        }
-        total
-    }
-
     /// Between its looks a check sleeps in one wait, with or without a
     /// watch, and a stop ends that wait at once.
     #[test]
@@ -619,9 +597,13 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             // The kernel keeps 15 bytes of a thread's name.
             let name = format!("health {id}");
-            let before = switches(&name).expect("the check's thread");
+            let switches = || {
+                berth_testkit::context_switches(std::process::id(), Some(&name))
+                    .expect("the check's thread")
+            };
+            let before = switches();
             std::thread::sleep(Duration::from_millis(500));
-            let woke = switches(&name).expect("the check's thread") - before;
+            let woke = switches() - before;
             let stopping = Instant::now();
             stop.stop();
             thread.join().expect("health thread");

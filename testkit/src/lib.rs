@@ -169,6 +169,31 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// How often the threads of process `pid` have been switched out so far
+/// (voluntary and not): each wait a thread woke from counts, so the
+/// difference over a while says whether something idle kept waking. Only
+/// the threads named `thread` (their 15-byte `comm`) when given; `None` when
+/// the process has no such thread (or is gone).
+pub fn context_switches(pid: u32, thread: Option<&str>) -> Option<u64> {
+    let mut total = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if thread.is_some_and(|name| comm.trim_end() != name) {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        *total.get_or_insert(0) += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
+}
+
 /// Every record in a skip log's text, in order; other lines are ignored.
 pub fn parse_log(text: &str) -> Vec<Record> {
     text.lines().filter_map(Record::parse).collect()

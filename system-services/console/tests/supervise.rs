@@ -97,16 +97,6 @@ fn idle_supervisor() -> ExitCode {
     }
 }
 
-/// Voluntary and involuntary context switches of process `pid` so far.
-fn switches(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("ctxt_switches"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum()
-}
-
 /// How often an idle supervisor woke in a second (a wake-up per tick would be ten).
 fn idle_wakeups() -> Result<u64, String> {
     let exe = std::env::current_exe().expect("own path");
@@ -121,9 +111,10 @@ fn idle_wakeups() -> Result<u64, String> {
     let ready = lines.any(|l| l.is_ok_and(|l| l.contains("console-init: ready")));
     // Its program is started in the pass that saw it ready: let that settle.
     std::thread::sleep(Duration::from_millis(300));
-    let before = switches(pid);
+    let switches = || berth_testkit::context_switches(pid, None).unwrap_or_default();
+    let before = switches();
     std::thread::sleep(Duration::from_secs(1));
-    let woke = switches(pid) - before;
+    let woke = switches() - before;
     // SAFETY: kill(2) on the child this test started and has not reaped.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGTERM);

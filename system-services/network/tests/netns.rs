@@ -600,21 +600,7 @@ fn a_link_plugged_in_later_is_configured_at_once() {
     );
     lab.wait("ready", T, || ready(&lab));
     let pid = lab.netconf_pid().expect("netconf's pid");
-    let switches = || -> u64 {
-        let mut total = 0;
-        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-            .expect("tasks")
-            .flatten()
-        {
-            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            total += status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>();
-        }
-        total
-    };
+    let switches = || berth_testkit::context_switches(pid, None).expect("netconf's threads");
     // The kernel's own IPv6 work on a link just up (duplicate address
     // detection of its link-local address) is announced for a second or two.
     std::thread::sleep(Duration::from_secs(3));
