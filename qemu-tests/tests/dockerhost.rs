@@ -458,11 +458,27 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
 
     // A disk attached while the engine runs (a cloud volume, a USB stick)
     // reaches the engine's /dev: `docker run --device` and privileged
-    // containers see it and read what is on it.
+    // containers see it and read what is on it. It holds a labelled ext4
+    // (whose first KiB is not its own: the marker goes there), and its label
+    // reaches the console's /dev/disk/by-label as the kernel announces the
+    // disk: console-init's own scan, without the announcement, is five
+    // minutes apart, longer than this test waits.
     let hot = dir.path().join("hot.img");
-    let mut marker = b"BERTHHOT".to_vec();
-    marker.resize(1 << 20, 0);
-    std::fs::write(&hot, &marker).expect("hot.img");
+    std::fs::write(&hot, vec![0u8; 4 << 20]).expect("hot.img");
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "BERTHHOT"])
+        .arg(&hot)
+        .output()
+        .expect("mkfs.ext4");
+    assert!(mkfs.status.success(), "mkfs.ext4: {mkfs:?}");
+    {
+        use std::io::Write as _;
+        let mut image = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&hot)
+            .expect("hot.img");
+        image.write_all(b"BERTHHOT").expect("marker");
+    }
     vm.monitor(&format!(
         "drive_add 0 if=none,id=hot0,format=raw,file={}",
         hot.display()
@@ -487,6 +503,17 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
         &vm,
         &ssh,
         &format!("docker run --rm --privileged busybox test -b {node}"),
+    );
+    let linked = eventually(
+        &vm,
+        &ssh,
+        "readlink /dev/disk/by-label/BERTHHOT",
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        linked.trim().rsplit('/').next(),
+        Some(name.trim()),
+        "{linked}"
     );
 
     // Compose: two services up, then down.

@@ -9,7 +9,8 @@
 //! - [`time`] — the one RFC 3339 date and time,
 //! - [`power`] — asking PID 1 to reboot or power off,
 //! - [`process`] — what a child needs between fork and exec,
-//! - [`watch`] — directories watched with inotify, to wait for a file without polling.
+//! - [`watch`] — directories watched with inotify, to wait for a file without polling,
+//! - [`uevents`] — the kernel's device events (there is no udev).
 
 pub mod atomic;
 pub mod gpt;
@@ -19,6 +20,7 @@ pub mod probe;
 pub mod process;
 pub mod random;
 pub mod time;
+pub mod uevents;
 pub mod watch;
 
 /// A libc return value as a `Result`: negative is the thread's errno.

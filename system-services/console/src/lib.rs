@@ -271,10 +271,34 @@ pub fn load_config(root: &Path, report: &mut dyn Report) -> Result<CloudConfig, 
     Ok(loaded.config)
 }
 
-/// console-init: load the config, set the console up, then supervise until SIGTERM.
-/// How often console-init looks for new block devices for `/dev/disk/by-*`.
+/// How often console-init looks for new block devices for `/dev/disk/by-*`
+/// when the kernel's uevents cannot tell it.
 const DISK_SCAN: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often it looks anyway when they can: a safety net only.
+const DISK_SCAN_WITH_UEVENTS: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// The kernel's device events, raising SIGIO so that they wake the
+/// supervisor's loop; `None` (with a warning) when they cannot be had.
+fn device_events(report: &mut dyn Report) -> Option<berth_sys::uevents::Uevents> {
+    let uevents = notify::ignore_sigio()
+        .and_then(|()| berth_sys::uevents::Uevents::open())
+        .and_then(|u| {
+            u.signal_arrivals()?;
+            Ok(u)
+        });
+    match uevents {
+        Ok(u) => Some(u),
+        Err(e) => {
+            report.line(format!(
+                "warning: device events: {e}; new disks reach /dev/disk within {}s",
+                DISK_SCAN.as_secs()
+            ));
+            None
+        }
+    }
+}
+
+/// console-init: load the config, set the console up, then supervise until SIGTERM.
 pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
     let started = Instant::now();
     let config = load_config(&options.root, report)?;
@@ -302,6 +326,14 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
     };
     let port = setup.sshd.port;
     let ready = ready_line(&setup);
+    // A disk attached, or the partitions `berth install` wrote, reach
+    // /dev/disk as the kernel announces them.
+    let uevents = device_events(report);
+    let scan_every = if uevents.is_some() {
+        DISK_SCAN_WITH_UEVENTS
+    } else {
+        DISK_SCAN
+    };
     let mut disk_links = disk_links::DiskLinks::default();
     let mut last_scan: Option<std::time::Instant> = None;
     supervise::run(
@@ -333,13 +365,14 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
             if let Some(socket) = &notify {
                 socket.drain();
             }
-            if last_scan.is_none_or(|t| t.elapsed() >= DISK_SCAN) {
+            let announced = uevents.as_ref().is_some_and(|u| u.drain());
+            if announced || last_scan.is_none_or(|t| t.elapsed() >= scan_every) {
                 last_scan = Some(std::time::Instant::now());
                 if let Err(e) = disk_links.refresh(&options.root) {
                     report.line(format!("warning: /dev/disk links: {e}"));
                 }
             }
-            last_scan.map_or(DISK_SCAN, |t| DISK_SCAN.saturating_sub(t.elapsed()))
+            last_scan.map_or(scan_every, |t| scan_every.saturating_sub(t.elapsed()))
         },
     )?;
     Ok(())

@@ -17,6 +17,18 @@ pub const NOTIFY_SOCKET: &str = "run/berth-console.notify";
 /// The environment variable that names the socket to a server.
 pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
 
+/// SIGIO's default action would end the process: ignored, a SIGIO that is
+/// not blocked is dropped, and one that is blocked (as the supervisor blocks
+/// it) is kept for `sigtimedwait`. Call before any descriptor raises it.
+pub fn ignore_sigio() -> io::Result<()> {
+    // SAFETY: SIG_IGN for SIGIO installs no handler code; the previous
+    // disposition is not needed.
+    if unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A bound notify socket; the file is removed on drop.
 #[derive(Debug)]
 pub struct NotifySocket {
@@ -26,16 +38,9 @@ pub struct NotifySocket {
 
 impl NotifySocket {
     /// Binds `path` (replacing a socket a previous run left) and has every
-    /// datagram raise SIGIO in this process. SIGIO's default action would end
-    /// the process, so it is ignored first: an ignored signal that is not
-    /// blocked is dropped, and one that is blocked (as the supervisor blocks
-    /// it) is kept for `sigtimedwait`.
+    /// datagram raise SIGIO in this process ([`ignore_sigio`] first).
     pub fn bind(path: &Path) -> io::Result<Self> {
-        // SAFETY: SIG_IGN for SIGIO installs no handler code; the previous
-        // disposition is not needed.
-        if unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) } == libc::SIG_ERR {
-            return Err(io::Error::last_os_error());
-        }
+        ignore_sigio()?;
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}

@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -133,69 +132,13 @@ fn make(path: &Path, node: &Node) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(perms))
 }
 
-/// Kernel uevents: a datagram each time a device is added, removed or changed.
-struct Uevents {
-    socket: std::os::fd::OwnedFd,
-}
-
-impl Uevents {
-    fn open(timeout: Duration) -> io::Result<Uevents> {
-        use nix::sys::socket::{
-            bind, setsockopt, socket, sockopt, AddressFamily, NetlinkAddr, SockFlag, SockProtocol,
-            SockType,
-        };
-        let socket = socket(
-            AddressFamily::Netlink,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkKObjectUEvent,
-        )?;
-        // Group 1: the kernel's own messages (there is no udev to relay them).
-        bind(socket.as_raw_fd(), &NetlinkAddr::new(0, 1))?;
-        let timeout =
-            nix::sys::time::TimeVal::new(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX), 0);
-        setsockopt(&socket, sockopt::ReceiveTimeout, &timeout)?;
-        Ok(Uevents { socket })
-    }
-
-    /// Waits up to the timeout for uevents; true if one of those that came
-    /// names a device node. Reads whatever else is queued too, so a burst of
-    /// events (a disk and its partitions) is one wake-up.
-    fn wait(&self) -> bool {
-        use nix::sys::socket::{recv, MsgFlags};
-        let mut buf = vec![0u8; 8192];
-        let mut names_a_node = false;
-        let mut flags = MsgFlags::empty();
-        loop {
-            match recv(self.socket.as_raw_fd(), &mut buf, flags) {
-                Ok(n) => {
-                    names_a_node |= buf[..n]
-                        .split(|b| *b == 0)
-                        .any(|field| field.starts_with(b"DEVNAME="));
-                    flags = MsgFlags::MSG_DONTWAIT;
-                }
-                Err(nix::errno::Errno::EINTR) => continue,
-                // ENOBUFS: the kernel dropped messages; a rescan sees what
-                // they said.
-                Err(nix::errno::Errno::ENOBUFS) => names_a_node = true,
-                // The timeout, or nothing more queued.
-                Err(nix::errno::Errno::EAGAIN) => return names_a_node,
-                // Not expected of a netlink socket; without the pause a
-                // socket that fails at once would keep this thread busy.
-                Err(e) => {
-                    log::debug!("uevent socket: {e}");
-                    std::thread::sleep(RECHECK);
-                    return true;
-                }
-            }
-        }
-    }
-}
-
 /// Keeps the `/dev` of every running privileged service in step with the
 /// host's, on a thread of its own, for as long as berthd runs.
 pub fn spawn(supervisor: Arc<Supervisor>) {
-    let uevents = match Uevents::open(RECHECK) {
+    let uevents = match berth_sys::uevents::Uevents::open().and_then(|u| {
+        u.set_timeout(RECHECK)?;
+        Ok(u)
+    }) {
         Ok(u) => u,
         Err(e) => {
             log::warn!(
