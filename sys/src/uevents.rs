@@ -48,8 +48,8 @@ impl Uevents {
     /// Makes [`Uevents::wait`] give up after `timeout`.
     pub fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
         let tv = libc::timeval {
-            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
+            tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX as _),
+            tv_usec: timeout.subsec_micros().into(),
         };
         // SAFETY: setsockopt(2) reads `tv`, whose size is passed with it.
         check(unsafe {

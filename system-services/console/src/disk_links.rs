@@ -23,14 +23,18 @@ pub struct DiskLinks {
 }
 
 impl DiskLinks {
-    /// Remakes the links under `root/dev/disk` when the devices changed.
-    pub fn refresh(&mut self, root: &Path) -> io::Result<bool> {
+    /// Remakes the links under `root/dev/disk` when the devices changed, or
+    /// when `announced` (the kernel sent a uevent naming a device: a
+    /// filesystem made on a partition changes no device, and `echo change >
+    /// /sys/class/block/NAME/uevent`, what `udevadm trigger` does, is how one
+    /// says so). Whether they were remade.
+    pub fn refresh(&mut self, root: &Path, announced: bool) -> io::Result<bool> {
         let devices = probe::block_devices(&root.join("sys/class/block"), &root.join("dev"));
         let now: Vec<_> = devices
             .iter()
             .map(|d| (d.name.clone(), d.size, d.partname.clone()))
             .collect();
-        if now == self.seen {
+        if now == self.seen && !announced {
             return Ok(false);
         }
         for d in &devices {
@@ -238,7 +242,7 @@ mod tests {
         std::fs::write(root.join("dev/vda2"), &fat).expect("vda2");
         std::fs::write(root.join("dev/vda"), vec![0u8; 4 << 20]).expect("vda");
         let mut links = DiskLinks::default();
-        assert!(links.refresh(root).expect("refresh"));
+        assert!(links.refresh(root, false).expect("refresh"));
         assert_eq!(
             std::fs::read_link(root.join("dev/disk/by-partlabel/BERTH_EFI")).expect("link"),
             Path::new("../../vda2")
@@ -250,6 +254,18 @@ mod tests {
         let db = std::fs::read_to_string(root.join("run/udev/data/b254:2")).expect("udev db");
         assert!(db.contains("E:ID_FS_LABEL_ENC=BERTH_EFI\n"), "{db}");
         assert!(db.contains("E:ID_PART_ENTRY_NAME=BERTH_EFI\n"), "{db}");
-        assert!(!links.refresh(root).expect("refresh"), "nothing changed");
+        assert!(
+            !links.refresh(root, false).expect("refresh"),
+            "nothing changed"
+        );
+        // A label changed on the same devices: seen when announced.
+        fat[0x47..0x52].copy_from_slice(b"NEW_LABEL  ");
+        std::fs::write(root.join("dev/vda2"), &fat).expect("vda2");
+        assert!(links.refresh(root, true).expect("refresh"));
+        assert_eq!(
+            std::fs::read_link(root.join("dev/disk/by-label/NEW_LABEL")).expect("link"),
+            Path::new("../../vda2")
+        );
+        assert!(!root.join("dev/disk/by-label/BERTH_EFI").exists());
     }
 }

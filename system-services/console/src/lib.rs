@@ -368,7 +368,7 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
             let announced = uevents.as_ref().is_some_and(|u| u.drain());
             if announced || last_scan.is_none_or(|t| t.elapsed() >= scan_every) {
                 last_scan = Some(std::time::Instant::now());
-                if let Err(e) = disk_links.refresh(&options.root) {
+                if let Err(e) = disk_links.refresh(&options.root, announced) {
                     report.line(format!("warning: /dev/disk links: {e}"));
                 }
             }

@@ -35,21 +35,37 @@ const WAKEUP_WINDOW_S: u32 = 20;
 /// the CPU with nothing to do (power, and on a shared host, time taken from
 /// the neighbours). Counted per task from `/proc/*/task/*/status` before and
 /// after a sleep, only for tasks there both times; the SSH session's own few
-/// processes are in it, on every machine measured so.
+/// processes are in it, on every machine measured so. Prints the busiest
+/// names too (threads summed by name), so that two machines can be compared.
 pub(crate) fn idle_wakeups(ssh: &qemu_tests::ssh::Ssh) -> Result<f64> {
     let script = format!(
-        "s() {{ awk 'FNR==1 && NR>1 {{print p, c; c=0}} /^Pid:/{{p=$2}} /ctxt_switches/{{c+=$2}} \
-         END{{print p, c}}' /proc/[0-9]*/task/[0-9]*/status 2>/dev/null | LC_ALL=C sort; }}; \
+        "s() {{ awk 'FNR==1 && NR>1 {{print p, c, n; c=0}} /^Name:/{{n=$2}} /^Pid:/{{p=$2}} \
+         /ctxt_switches/{{c+=$2}} END{{print p, c, n}}' /proc/[0-9]*/task/[0-9]*/status 2>/dev/null \
+         | LC_ALL=C sort; }}; \
          s > /tmp/wakeups.1; sleep {WAKEUP_WINDOW_S}; s > /tmp/wakeups.2; \
-         LC_ALL=C join /tmp/wakeups.1 /tmp/wakeups.2 | awk '{{d+=$3-$2}} END{{print d+0}}'"
+         LC_ALL=C join /tmp/wakeups.1 /tmp/wakeups.2 \
+         | awk '{{d=$4-$2; t+=d; a[$3]+=d}} END{{print t+0; for (n in a) if (a[n]>0) print a[n], n}}' \
+         > /tmp/wakeups.3; head -1 /tmp/wakeups.3; tail -n +2 /tmp/wakeups.3 | sort -rn | head -8"
     );
     let out = ssh.check(&script)?;
-    let switches: f64 = out
+    let mut lines = out.lines();
+    let first = lines.next().unwrap_or_default();
+    let switches: f64 = first
         .trim()
         .parse()
         .with_context(|| format!("not a count of context switches: {out:?}"))?;
-    let per_s = switches / f64::from(WAKEUP_WINDOW_S);
-    println!("      {per_s:.1} wake-ups a second once idle (context switches, every task)");
+    let window = f64::from(WAKEUP_WINDOW_S);
+    let per_s = switches / window;
+    println!(
+        "      {per_s:.1} wake-ups a second once idle (context switches, every task); the busiest:"
+    );
+    for line in lines {
+        if let Some((count, name)) = line.trim().split_once(' ') {
+            if let Ok(count) = count.parse::<f64>() {
+                println!("        {:6.2} /s {name}", count / window);
+            }
+        }
+    }
     Ok(per_s)
 }
 
