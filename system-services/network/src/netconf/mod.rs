@@ -1,6 +1,9 @@
 //! The netconf loop: plan, apply what changed, run DHCP clients, write
 //! resolv.conf, the hostname, readiness and the state `berth network status`
-//! reads; again on every tick (hotplug), on SIGHUP and when a config file changes.
+//! reads; again when the kernel announces a link, address or route someone
+//! else changed (hotplug), when a config file's directory changes, on a lease
+//! and on SIGHUP, and on its own every `tick` while it works towards its plan
+//! or every `idle_tick` once settled.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
