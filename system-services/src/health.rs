@@ -329,10 +329,13 @@ pub fn spawn(
             // directory until it first passes (its API's socket is asked as it
             // appears); after that an engine's run directory changes with
             // every container, and says nothing of whether the API answers.
-            // Before the first pass, a look woken so that fails is not
-            // reported (the service is still starting, and failures count at
-            // the check's own pace); after it, the file went away, and that is
-            // news at once.
+            // A woken look is reported only when it says something new: a
+            // pass before any report, or a result unlike the last one reported
+            // (the file went away, or came back). So a service still starting
+            // has its failures counted at the check's own pace, and a busy
+            // directory costs a look per change but sends the supervisor
+            // nothing.
+            let mut last: Option<bool> = None;
             let mut watch = match &check {
                 Check::File(path) | Check::Http { socket: path, .. } => watch_dir_of(pid, path),
                 _ => None,
@@ -349,10 +352,15 @@ pub fn spawn(
                 if stop.stopped() {
                     return;
                 }
-                if woke == Wake::Changed && result.is_err() && !healthy_once {
+                let news = match last {
+                    None => result.is_ok(),
+                    Some(ok) => ok != result.is_ok(),
+                };
+                if woke == Wake::Changed && !news {
                     continue;
                 }
                 healthy_once |= result.is_ok();
+                last = Some(result.is_ok());
                 report(result);
                 due = Instant::now()
                     + if healthy_once {
@@ -632,15 +640,8 @@ mod tests {
         // not reported, so the first report is the file's.
         let healthy = rx.recv_timeout(Duration::from_secs(10));
         std::fs::remove_file(&path).expect("remove");
-        // Events of the write that came after the first look are looked at
-        // too, and pass: the removal's failure is the first that does not.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let gone = loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(true) => continue,
-                other => break other,
-            }
-        };
+        // Later events of the write find the file there: no news, no report.
+        let gone = rx.recv_timeout(Duration::from_secs(10));
         stop.stop();
         thread.join().expect("health thread");
         assert_eq!(healthy, Ok(true));
