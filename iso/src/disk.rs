@@ -223,6 +223,129 @@ impl Seek for Region<'_> {
     }
 }
 
+/// A partition read and written through a cache of 64 KiB blocks, for
+/// fatfs: it reads and writes a FAT entry or a sector at a time, and
+/// writing a 10 MiB kernel and initrd took half a million system calls,
+/// four seconds of an upgrade under QEMU's TCG. Writes stay in memory until
+/// [`CachedRegion::flush`] (or more than [`CachedRegion::LIMIT`] bytes are
+/// cached), so a caller flushes after `FileSystem::unmount`, which does not.
+#[derive(Debug)]
+pub struct CachedRegion<'a> {
+    file: &'a File,
+    start: u64,
+    len: u64,
+    pos: u64,
+    blocks: std::collections::BTreeMap<u64, CachedBlock>,
+}
+
+#[derive(Debug)]
+struct CachedBlock {
+    data: Vec<u8>,
+    dirty: bool,
+}
+
+impl<'a> CachedRegion<'a> {
+    const BLOCK: u64 = 64 * 1024;
+    /// Cached bytes past which everything is written out and dropped.
+    pub const LIMIT: u64 = 16 * MIB;
+
+    pub fn new(file: &'a File, part: &Part) -> CachedRegion<'a> {
+        CachedRegion {
+            file,
+            start: part.start,
+            len: part.bytes,
+            pos: 0,
+            blocks: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The block holding `pos`, read from the disk unless `whole` says the
+    /// caller is about to overwrite all of it.
+    fn block(&mut self, index: u64, whole: bool) -> io::Result<&mut CachedBlock> {
+        use std::os::unix::fs::FileExt;
+        if !self.blocks.contains_key(&index)
+            && self.blocks.len() as u64 * Self::BLOCK >= Self::LIMIT
+        {
+            self.flush()?;
+            self.blocks.clear();
+        }
+        let at = index * Self::BLOCK;
+        let size = Self::BLOCK.min(self.len - at) as usize;
+        let file = self.file;
+        let start = self.start;
+        match self.blocks.entry(index) {
+            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let mut data = vec![0u8; size];
+                if !whole {
+                    file.read_exact_at(&mut data, start + at)?;
+                }
+                Ok(e.insert(CachedBlock { data, dirty: false }))
+            }
+        }
+    }
+}
+
+impl Read for CachedRegion<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let (index, offset) = (self.pos / Self::BLOCK, (self.pos % Self::BLOCK) as usize);
+        let block = self.block(index, false)?;
+        let n = buf.len().min(block.data.len() - offset);
+        buf[..n].copy_from_slice(&block.data[offset..offset + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for CachedRegion<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pos >= self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "past the end of the partition",
+            ));
+        }
+        let (index, offset) = (self.pos / Self::BLOCK, (self.pos % Self::BLOCK) as usize);
+        let size = Self::BLOCK.min(self.len - index * Self::BLOCK) as usize;
+        let n = buf.len().min(size - offset);
+        let block = self.block(index, offset == 0 && n == size)?;
+        block.data[offset..offset + n].copy_from_slice(&buf[..n]);
+        block.dirty = true;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    /// Writes every changed block, in the order of the disk.
+    fn flush(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        for (index, block) in self.blocks.iter_mut().filter(|(_, b)| b.dirty) {
+            self.file
+                .write_all_at(&block.data, self.start + index * Self::BLOCK)?;
+            block.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+impl Seek for CachedRegion<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
+        self.pos = pos;
+        Ok(pos)
+    }
+}
+
 /// What goes on the disk.
 #[derive(Debug, Clone)]
 pub struct Payload {
@@ -468,6 +591,62 @@ fn sha256_of(reader: &mut dyn Read) -> io::Result<String> {
 mod tests {
     use super::*;
     use berth_sys::gpt::{grow_last, read_gpt};
+
+    #[test]
+    fn a_cached_region_writes_nothing_until_flushed_and_reads_its_own_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("disk");
+        std::fs::write(&path, vec![0xeeu8; 512 * 1024]).expect("disk");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        // Not a whole number of blocks, and not at a block boundary.
+        let part = Part {
+            number: 1,
+            name: "x",
+            start: 4096,
+            bytes: 200 * 1024 + 100,
+            type_guid: TYPE_LINUX,
+        };
+        let pattern: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+        let mut r = CachedRegion::new(&file, &part);
+        r.seek(SeekFrom::Start(1000)).expect("seek");
+        r.write_all(&pattern).expect("write across blocks");
+        assert!(
+            std::fs::read(&path).expect("read")[4096..]
+                .iter()
+                .all(|b| *b == 0xee),
+            "nothing written before the flush"
+        );
+        r.seek(SeekFrom::Start(0)).expect("seek");
+        let mut back = vec![0u8; 1000 + pattern.len() + 10];
+        r.read_exact(&mut back).expect("read");
+        assert!(
+            back[..1000].iter().all(|b| *b == 0xee),
+            "the disk's own bytes"
+        );
+        assert_eq!(&back[1000..1000 + pattern.len()], &pattern[..]);
+        // The partition's end: reads stop, writes past it fail.
+        r.seek(SeekFrom::End(-10)).expect("seek");
+        r.write_all(&[1u8; 10]).expect("the last bytes");
+        assert!(r.write_all(&[1u8]).is_err(), "past the end");
+        assert_eq!(r.read(&mut [0u8; 8]).expect("read at the end"), 0);
+        r.flush().expect("flush");
+        let data = std::fs::read(&path).expect("read");
+        assert_eq!(
+            &data[4096 + 1000..4096 + 1000 + pattern.len()],
+            &pattern[..]
+        );
+        let end = 4096 + part.bytes as usize;
+        assert_eq!(&data[end - 10..end], &[1u8; 10]);
+        assert!(data[..4096 + 1000].iter().all(|b| *b == 0xee));
+        assert!(
+            data[end..].iter().all(|b| *b == 0xee),
+            "nothing past the partition"
+        );
+    }
 
     #[test]
     fn guids_are_stored_mixed_endian() {

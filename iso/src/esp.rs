@@ -1,5 +1,5 @@
 //! The EFI system partition of the installed disk, written as a FAT32 volume
-//! straight into its byte range ([`crate::disk::Region`]): each slot's kernel
+//! straight into its byte range ([`crate::disk::CachedRegion`]): each slot's kernel
 //! and initrd, grubenv, the installed system's first cloud-config, and last
 //! GRUB's UEFI loader and config — a write cut short leaves no loader that
 //! could boot a half-written system.
@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use crate::disk::{Part, Payload, Region, ESP_LABEL};
+use crate::disk::{CachedRegion, Part, Payload, ESP_LABEL};
 use crate::{Error, Result};
 
 /// Where on the ESP the installer leaves the installed system's config
@@ -68,14 +68,15 @@ fn label() -> [u8; 11] {
 /// Formats `part` of `disk` as FAT32 and writes slot A's files and GRUB.
 pub fn write(disk: &File, part: &Part, payload: &Payload) -> Result<()> {
     let fat_err = |what: String| move |e: std::io::Error| Error::Disk(format!("ESP: {what}: {e}"));
+    let mut volume = CachedRegion::new(disk, part);
     fatfs::format_volume(
-        Region::new(disk, part),
+        &mut volume,
         fatfs::FormatVolumeOptions::new()
             .fat_type(fatfs::FatType::Fat32)
             .volume_label(label()),
     )
     .map_err(fat_err("formatting FAT32".into()))?;
-    let fs = fatfs::FileSystem::new(Region::new(disk, part), fatfs::FsOptions::new())
+    let fs = fatfs::FileSystem::new(&mut volume, fatfs::FsOptions::new())
         .map_err(fat_err("opening the new volume".into()))?;
     let root = fs.root_dir();
     for dir in [
@@ -123,6 +124,9 @@ pub fn write(disk: &File, part: &Part, payload: &Payload) -> Result<()> {
     )?;
     drop(root);
     fs.unmount().map_err(fat_err("closing the volume".into()))?;
+    volume
+        .flush()
+        .map_err(fat_err("writing the volume".into()))?;
     Ok(())
 }
 
@@ -130,8 +134,8 @@ pub fn write(disk: &File, part: &Part, payload: &Payload) -> Result<()> {
 pub fn read_file(disk: &File, part: &Part, path: &str) -> Result<Vec<u8>> {
     use std::io::Read;
     let err = |e: std::io::Error| Error::Disk(format!("ESP: reading {path}: {e}"));
-    let fs =
-        fatfs::FileSystem::new(Region::new(disk, part), fatfs::FsOptions::new()).map_err(err)?;
+    let fs = fatfs::FileSystem::new(CachedRegion::new(disk, part), fatfs::FsOptions::new())
+        .map_err(err)?;
     let mut data = Vec::new();
     fs.root_dir()
         .open_file(path)

@@ -207,7 +207,8 @@ impl Installed {
         let version_path = crate::esp::slot_version_file(slot);
         {
             let err = |what: String| move |e: io::Error| Error::Disk(format!("ESP: {what}: {e}"));
-            let fs = fatfs::FileSystem::new(Region::new(&file, &self.esp), fatfs::FsOptions::new())
+            let mut volume = crate::disk::CachedRegion::new(&file, &self.esp);
+            let fs = fatfs::FileSystem::new(&mut volume, fatfs::FsOptions::new())
                 .map_err(err("opening".into()))?;
             let root = fs.root_dir();
             if root.open_dir(&slot.to_string()).is_err() {
@@ -228,6 +229,7 @@ impl Installed {
             }
             drop(root);
             fs.unmount().map_err(err("closing".into()))?;
+            volume.flush().map_err(err("writing".into()))?;
         }
         file.sync_all()
             .map_err(|e| Error::Disk(format!("ESP: syncing: {e}")))?;

@@ -651,10 +651,20 @@ pub fn bench_upgrade() -> Result<()> {
     let start = Instant::now();
     let mut to_commit = 0.0;
     let upgrade = downtime(&ssh, || {
-        let out = ssh.run(&format!("sudo berth os upgrade --insecure {next}"))?;
-        let said = String::from_utf8_lossy(&out.stderr);
-        if !String::from_utf8_lossy(&out.stdout).contains("on trial") {
-            bail!("the upgrade did not reboot into its trial: {said}");
+        // Every line the upgrade prints (its progress included), stamped with
+        // the guest's uptime, shows where the time before the reboot goes.
+        // The reboot may cut the last lines off, so the commit below is what
+        // says the upgrade went through.
+        let out = ssh.run(&format!(
+            "sudo berth os upgrade --insecure {next} 2>&1 | while IFS= read -r line; do \
+             printf '%s %s\\n' \"$(cut -d' ' -f1 /proc/uptime)\" \"$line\"; done"
+        ))?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        for line in said.lines() {
+            println!("    {line}");
+        }
+        if said.contains("error") {
+            bail!("the upgrade failed: {said}");
         }
         vm.expect("is healthy and committed", timeout)?;
         to_commit = start.elapsed().as_secs_f64();
