@@ -70,7 +70,7 @@ pub(crate) fn reporter() -> Box<dyn Progress> {
     if std::io::stderr().is_terminal() {
         Box::new(Bar(Mutex::new(None)))
     } else {
-        Box::new(Lines(Mutex::new((String::new(), 0, Instant::now()))))
+        Box::new(Lines(crate::progress::Tenths::new()))
     }
 }
 
@@ -104,7 +104,7 @@ impl Progress for Bar {
     }
 }
 
-struct Lines(Mutex<(String, u64, Instant)>);
+struct Lines(crate::progress::Tenths);
 
 impl Progress for Lines {
     fn step(&self, what: &str) {
@@ -112,23 +112,8 @@ impl Progress for Lines {
     }
 
     fn bytes(&self, what: &str, done: u64, total: u64) {
-        let Ok(mut state) = self.0.lock() else { return };
-        if state.0 != what {
-            *state = (what.to_string(), 0, Instant::now());
-        }
-        let tenth = (done * 10 / total.max(1)).min(10);
-        if tenth > state.1 || done == total {
-            if tenth == state.1 && done == total && state.1 == 10 {
-                return;
-            }
-            state.1 = tenth;
-            let secs = state.2.elapsed().as_secs_f64().max(0.001);
-            eprintln!(
-                "{what}: {:.0}/{:.0} MiB ({:.1} MiB/s)",
-                done as f64 / (1 << 20) as f64,
-                total as f64 / (1 << 20) as f64,
-                done as f64 / (1 << 20) as f64 / secs
-            );
+        if let Some(line) = self.0.line(what, done, total) {
+            eprintln!("{line}");
         }
     }
 }

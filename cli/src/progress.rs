@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use berth_images::progress::Progress;
 use berth_images::Digest;
@@ -16,7 +17,7 @@ pub fn reporter() -> Box<dyn Progress> {
     if std::io::stderr().is_terminal() {
         Box::new(Bars::default())
     } else {
-        Box::new(Lines)
+        Box::new(Lines(Tenths::new()))
     }
 }
 
@@ -70,18 +71,84 @@ impl std::fmt::Debug for Bars {
     }
 }
 
+/// A line each time a transfer passes another tenth, with its rate: what
+/// long pulls, installs and upgrades print where there is no terminal for a
+/// bar (over `ssh host cmd`, in logs, in CI).
 #[derive(Debug)]
-struct Lines;
+pub(crate) struct Tenths(Mutex<(String, u64, Instant)>);
+
+impl Tenths {
+    pub(crate) fn new() -> Tenths {
+        Tenths(Mutex::new((String::new(), 0, Instant::now())))
+    }
+
+    /// The line to print for `done` of `total` bytes of `what`, if any.
+    pub(crate) fn line(&self, what: &str, done: u64, total: u64) -> Option<String> {
+        let mut state = self.0.lock().ok()?;
+        if state.0 != what {
+            *state = (what.to_string(), 0, Instant::now());
+        }
+        let tenth = (done * 10 / total.max(1)).min(10);
+        if tenth <= state.1 && (done != total || state.1 == 10) {
+            return None;
+        }
+        state.1 = tenth;
+        let secs = state.2.elapsed().as_secs_f64().max(0.001);
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        Some(format!(
+            "{what}: {:.0}/{:.0} MiB ({:.1} MiB/s)",
+            mib(done),
+            mib(total),
+            mib(done) / secs
+        ))
+    }
+}
+
+/// Blobs smaller than this arrive too fast for progress lines to say anything.
+const LINES_FROM: u64 = 4 << 20;
+
+#[derive(Debug)]
+struct Lines(Tenths);
 
 impl Progress for Lines {
     fn blob_started(&self, what: &str, digest: &Digest, size: u64) {
         eprintln!("{what:<8} {} {:>10}", short(digest), human(size));
     }
 
-    fn blob_progress(&self, _: &Digest, _: u64, _: u64) {}
+    fn blob_progress(&self, digest: &Digest, done: u64, size: u64) {
+        if size < LINES_FROM {
+            return;
+        }
+        let what = format!("{:<8} {}", "", short(digest));
+        if let Some(line) = self.0.line(&what, done, size) {
+            eprintln!("{line}");
+        }
+    }
 
     fn blob_done(&self, digest: &Digest, cached: bool) {
         let what = if cached { "already present" } else { "done" };
         eprintln!("{:<8} {} {what}", "", short(digest));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tenths;
+
+    #[test]
+    fn a_line_per_tenth_and_one_at_the_end() {
+        let tenths = Tenths::new();
+        let total = 100 << 20;
+        let lines: Vec<String> = (0..=400u64)
+            .filter_map(|i| tenths.line("layer", i * total / 400, total))
+            .collect();
+        assert_eq!(lines.len(), 10, "{lines:?}");
+        assert!(lines[0].starts_with("layer: 10/100 MiB ("), "{lines:?}");
+        assert!(lines[9].starts_with("layer: 100/100 MiB ("), "{lines:?}");
+        assert_eq!(tenths.line("layer", total, total), None, "the end once");
+        assert!(
+            tenths.line("rootfs", 50 << 20, total).is_some(),
+            "another transfer starts over"
+        );
     }
 }
