@@ -210,16 +210,20 @@ impl Write for Region<'_> {
     }
 }
 
+/// Where a seek `to` lands in a region of `len` bytes, from `pos`.
+fn seek_within(len: u64, pos: u64, to: SeekFrom) -> io::Result<u64> {
+    match to {
+        SeekFrom::Start(p) => Some(p),
+        SeekFrom::End(d) => len.checked_add_signed(d),
+        SeekFrom::Current(d) => pos.checked_add_signed(d),
+    }
+    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))
+}
+
 impl Seek for Region<'_> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let pos = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        }
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
-        self.pos = pos;
-        Ok(pos)
+        self.pos = seek_within(self.len, self.pos, to)?;
+        Ok(self.pos)
     }
 }
 
@@ -335,14 +339,8 @@ impl Write for CachedRegion<'_> {
 
 impl Seek for CachedRegion<'_> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let pos = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        }
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
-        self.pos = pos;
-        Ok(pos)
+        self.pos = seek_within(self.len, self.pos, to)?;
+        Ok(self.pos)
     }
 }
 
@@ -592,24 +590,30 @@ mod tests {
     use super::*;
     use berth_sys::gpt::{grow_last, read_gpt};
 
-    #[test]
-    fn a_cached_region_writes_nothing_until_flushed_and_reads_its_own_writes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("disk");
-        std::fs::write(&path, vec![0xeeu8; 512 * 1024]).expect("disk");
+    /// A file of `size` bytes of `fill` in `dir`, and a partition of it.
+    fn scratch(dir: &Path, size: usize, fill: u8, start: u64, bytes: u64) -> (PathBuf, File, Part) {
+        let path = dir.join("disk.img");
+        std::fs::write(&path, vec![fill; size]).expect("disk");
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .expect("open");
-        // Not a whole number of blocks, and not at a block boundary.
         let part = Part {
             number: 1,
             name: "x",
-            start: 4096,
-            bytes: 200 * 1024 + 100,
+            start,
+            bytes,
             type_guid: TYPE_LINUX,
         };
+        (path, file, part)
+    }
+
+    #[test]
+    fn a_cached_region_writes_nothing_until_flushed_and_reads_its_own_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Not a whole number of blocks, and not at a block boundary.
+        let (path, file, part) = scratch(dir.path(), 512 * 1024, 0xee, 4096, 200 * 1024 + 100);
         let pattern: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
         let mut r = CachedRegion::new(&file, &part);
         r.seek(SeekFrom::Start(1000)).expect("seek");
@@ -718,20 +722,7 @@ mod tests {
     #[test]
     fn a_region_is_a_bounded_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("disk.img");
-        std::fs::write(&path, vec![0u8; 4096]).expect("write");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .expect("open");
-        let part = Part {
-            number: 1,
-            name: "x",
-            start: 1024,
-            bytes: 1024,
-            type_guid: TYPE_LINUX,
-        };
+        let (path, file, part) = scratch(dir.path(), 4096, 0, 1024, 1024);
         let mut r = Region::new(&file, &part);
         r.write_all(b"hello").expect("write");
         assert!(r.write_all(&[1u8; 2000]).is_err());
