@@ -232,7 +232,9 @@ impl Seek for Region<'_> {
 /// writing a 10 MiB kernel and initrd took half a million system calls,
 /// four seconds of an upgrade under QEMU's TCG. Writes stay in memory until
 /// [`CachedRegion::flush`] (or more than [`CachedRegion::LIMIT`] bytes are
-/// cached), so a caller flushes after `FileSystem::unmount`, which does not.
+/// cached). fatfs flushes it with each file's `flush`, so files still reach
+/// the disk in the order they are written; `FileSystem::unmount` does not,
+/// so a caller flushes after it.
 #[derive(Debug)]
 pub struct CachedRegion<'a> {
     file: &'a File,
