@@ -566,36 +566,80 @@ pub fn bench_install() -> Result<()> {
     Ok(())
 }
 
+/// SSH answers, counted once `start` is called: every answer is a login,
+/// which costs an emulated CPU about 0.3 s, so work measured before `start`
+/// would otherwise run beside a stream of them.
+struct Answers {
+    armed: std::sync::atomic::AtomicBool,
+    at: std::sync::Mutex<Vec<std::time::Instant>>,
+}
+
+impl Answers {
+    fn start(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Returns once the machine has answered since `start`.
+    fn first(&self) -> Result<()> {
+        let since = std::time::Instant::now();
+        while self.at.lock().expect("not poisoned").is_empty() {
+            if since.elapsed() > std::time::Duration::from_secs(120) {
+                bail!("the machine did not answer SSH once polling started");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
 /// The longest stretch without an SSH answer while `during` runs: the
 /// machine's downtime, from its last answer to its first one after.
-fn downtime(ssh: &qemu_tests::ssh::Ssh, during: impl FnOnce() -> Result<()>) -> Result<f64> {
+/// `during` starts the polling and returns when the old system went away
+/// (its session ended); an answer before that is required, or the gap
+/// measured would not start at the old system's last answer.
+fn downtime(
+    ssh: &qemu_tests::ssh::Ssh,
+    during: impl FnOnce(&Answers) -> Result<std::time::Instant>,
+) -> Result<f64> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
+    let answers = Arc::new(Answers {
+        armed: AtomicBool::new(false),
+        at: std::sync::Mutex::new(Vec::new()),
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
-        let (ssh, stop) = (ssh.clone(), stop.clone());
+        let (ssh, stop, answers) = (ssh.clone(), stop.clone(), answers.clone());
         std::thread::spawn(move || {
-            let mut answers = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                if ssh.run("true").is_ok_and(|o| o.status.success()) {
-                    answers.push(Instant::now());
+                if answers.armed.load(Ordering::Relaxed)
+                    && ssh.run("true").is_ok_and(|o| o.status.success())
+                {
+                    answers
+                        .at
+                        .lock()
+                        .expect("not poisoned")
+                        .push(Instant::now());
                 }
-                std::thread::sleep(std::time::Duration::from_millis(250));
+                std::thread::sleep(Duration::from_millis(250));
             }
-            answers
         })
     };
-    let result = during();
+    let result = during(&answers);
     // One more answer after `during`: the new system is up.
-    ssh.wait(std::time::Duration::from_secs(600))?;
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    ssh.wait(Duration::from_secs(600))?;
+    std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
-    let answers = poller
+    poller
         .join()
         .map_err(|_| anyhow::anyhow!("the SSH poller panicked"))?;
-    result?;
-    Ok(answers
+    let went_away = result?;
+    let at = answers.at.lock().expect("not poisoned");
+    if at.first().is_none_or(|first| *first > went_away) {
+        bail!("no SSH answer from the old system before it went away: the downtime has no start");
+    }
+    Ok(at
         .windows(2)
         .map(|w| (w[1] - w[0]).as_secs_f64())
         .fold(0.0, f64::max))
@@ -640,37 +684,52 @@ pub fn bench_upgrade() -> Result<()> {
     ssh.wait(timeout)?;
 
     println!("==> a plain reboot");
-    let reboot = downtime(&ssh, || {
+    let reboot = downtime(&ssh, |answers| {
+        answers.start();
+        answers.first()?;
         let _ = ssh.run("sudo berth reboot");
+        let went_away = Instant::now();
         vm.expect(qemu_tests::READY_MARKER, timeout)?;
-        Ok(())
+        Ok(went_away)
     })?;
     println!("    downtime {reboot:.1}s");
 
     println!("==> berth os upgrade {next}");
-    let start = Instant::now();
+    let start_time = Instant::now();
     let mut to_commit = 0.0;
-    let upgrade = downtime(&ssh, || {
+    let upgrade = downtime(&ssh, |answers| {
         // Every line the upgrade prints (its progress included), stamped with
         // the guest's uptime, shows where the time before the reboot goes.
-        // The reboot may cut the last lines off, so the commit below is what
-        // says the upgrade went through; an upgrade that stopped before its
-        // last step (the CLI's errors start with `berth:`, not "error") never
-        // got to the ESP.
-        let out = ssh.run(&format!(
+        // The downtime's polling starts at its last step, the ESP, so the
+        // steps before run as they would for a user. The reboot may cut the
+        // last lines off, so the commit below is what says the upgrade went
+        // through; an upgrade that stopped before its last step (the CLI's
+        // errors start with `berth:`, not "error") never got to the ESP.
+        let mut upgrade = ssh.spawn(&format!(
             "sudo berth os upgrade --insecure {next} 2>&1 | while IFS= read -r line; do \
              printf '%s %s\\n' \"$(cut -d' ' -f1 /proc/uptime)\" \"$line\"; done"
         ))?;
-        let said = String::from_utf8_lossy(&out.stdout);
-        for line in said.lines() {
+        let stdout = upgrade.stdout.take().context("the upgrade's output")?;
+        let mut reached_esp = false;
+        let mut said = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line?;
             println!("    {line}");
+            if !reached_esp && line.contains("writing the kernel, initrd") {
+                reached_esp = true;
+                answers.start();
+            }
+            said.push_str(&line);
+            said.push('\n');
         }
-        if !said.contains("writing the kernel, initrd") {
+        let _ = upgrade.wait();
+        let went_away = Instant::now();
+        if !reached_esp {
             bail!("the upgrade stopped before the ESP: {said}");
         }
         vm.expect("is healthy and committed", timeout)?;
-        to_commit = start.elapsed().as_secs_f64();
-        Ok(())
+        to_commit = start_time.elapsed().as_secs_f64();
+        Ok(went_away)
     })?;
     println!("    {to_commit:.1}s from `berth os upgrade` to the commit, downtime {upgrade:.1}s");
     println!("RESULT upgrade_to_commit_s {to_commit:.1} s");
