@@ -78,8 +78,8 @@ impl Ssh {
         cmd
     }
 
-    /// `remote` (a shell command line), logged in with the key.
-    fn keyed(&self, remote: &str) -> Command {
+    /// Runs `remote` (a shell command line) with the key; `stdin` is fed to it.
+    pub fn run_with_input(&self, remote: &str, stdin: Option<&Path>) -> Result<Output> {
         let mut cmd = self.command(&[
             "-i",
             &self.key.to_string_lossy(),
@@ -87,12 +87,6 @@ impl Ssh {
             "IdentitiesOnly=yes",
         ]);
         cmd.arg(remote);
-        cmd
-    }
-
-    /// Runs `remote` (a shell command line) with the key; `stdin` is fed to it.
-    pub fn run_with_input(&self, remote: &str, stdin: Option<&Path>) -> Result<Output> {
-        let mut cmd = self.keyed(remote);
         match stdin {
             Some(path) => {
                 let file = std::fs::File::open(path).map_err(io_err(path))?;
@@ -103,16 +97,6 @@ impl Ssh {
             }
         }
         cmd.output().map_err(|source| Error::Spawn {
-            program: "ssh".into(),
-            source,
-        })
-    }
-
-    /// Starts `remote` with its stdout piped, for output read as it comes.
-    pub fn spawn(&self, remote: &str) -> Result<std::process::Child> {
-        let mut cmd = self.keyed(remote);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-        cmd.spawn().map_err(|source| Error::Spawn {
             program: "ssh".into(),
             source,
         })
