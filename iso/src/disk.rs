@@ -493,7 +493,6 @@ pub fn copy_stream_into(
     what: &str,
     progress: &dyn Progress,
 ) -> Result<Copied> {
-    use sha2::Digest;
     if total > part.bytes {
         return Err(Error::Disk(format!(
             "{what}: {} MiB do not fit {} ({} MiB)",
@@ -507,7 +506,7 @@ pub fn copy_stream_into(
         .map_err(|e| Error::Disk(format!("{what}: {e}")))?;
     let mut buf = vec![0u8; 4 * MIB as usize];
     let mut done = 0u64;
-    let mut hasher = sha2::Sha256::new();
+    let mut hasher = berth_images::digest::Sha256::new();
     let mut crc = crc32fast::Hasher::new();
     loop {
         let n = src
@@ -537,7 +536,7 @@ pub fn copy_stream_into(
     }
     Ok(Copied {
         bytes: done,
-        sha256: hex(&hasher.finalize()),
+        sha256: hex(&hasher.finish()),
         crc32: crc.finalize(),
     })
 }
@@ -581,10 +580,9 @@ pub fn sha256_of_file(path: &Path) -> io::Result<String> {
 }
 
 fn sha256_of(reader: &mut dyn Read) -> io::Result<String> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
+    let mut hasher = berth_images::digest::Sha256::new();
     each_chunk(reader, |chunk| hasher.update(chunk))?;
-    Ok(hex(&hasher.finalize()))
+    Ok(hex(&hasher.finish()))
 }
 
 #[cfg(test)]

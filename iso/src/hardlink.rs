@@ -127,9 +127,8 @@ fn has_xattrs(path: &Path) -> Result<bool> {
 }
 
 fn sha256(path: &Path) -> Result<[u8; 32]> {
-    use sha2::Digest;
     let mut file = File::open(path).map_err(io_err(path))?;
-    let mut hasher = sha2::Sha256::new();
+    let mut hasher = berth_images::digest::Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = file.read(&mut buf).map_err(io_err(path))?;
@@ -138,7 +137,7 @@ fn sha256(path: &Path) -> Result<[u8; 32]> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().into())
+    Ok(hasher.finish())
 }
 
 /// Links `keeper` at a temporary name beside `path`, then renames it over
