@@ -49,7 +49,6 @@ fn unpack_berth(store: &Store, image: &Image, scratch: &Path) -> Duration {
         unpack_layer(
             std::io::BufReader::new(blob),
             compression,
-            &layer.digest,
             diff_id,
             &scratch.join(format!("berth-{i}")),
             &Limits::default(),

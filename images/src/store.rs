@@ -514,15 +514,8 @@ impl Store {
             let blob = self.open_blob(&layer.digest)?;
             let reader =
                 crate::progress::ProgressReader::new(blob, &layer.digest, layer.size, progress);
-            let report = crate::unpack::unpack_layer(
-                reader,
-                compression,
-                &layer.digest,
-                diff_id,
-                &dir,
-                limits,
-            )
-            .map_err(unpack_err)?;
+            let report = crate::unpack::unpack_layer(reader, compression, diff_id, &dir, limits)
+                .map_err(unpack_err)?;
             if report.devices_skipped_count > 0 {
                 log::warn!(
                     "layer {}: skipped {} device nodes ({}); containers get devices from the runtime",
