@@ -36,7 +36,9 @@ pub struct Recipe {
     #[serde(default)]
     pub packages: Vec<String>,
     /// Paths dropped from the image (docs, caches), with everything below them;
-    /// a trailing `*` drops every path starting with what precedes it.
+    /// a trailing `*` drops every path starting with what precedes it, and a
+    /// `*` inside the last name any run of characters in that name
+    /// (`/etc/ssl/certs/*.pem`).
     #[serde(default)]
     pub remove: Vec<String>,
     /// When not empty, the only paths the image keeps from the packages (with
@@ -426,6 +428,21 @@ fn kept(keep: &[String], path: &str) -> bool {
         })
 }
 
+/// Whether the `remove` entry `pattern` drops `path` (see [`Recipe::remove`]).
+fn removes(pattern: &str, path: &str) -> bool {
+    match pattern.split_once('*') {
+        // `dir/prefix*`: every path starting with prefix.
+        Some((prefix, "")) => path.starts_with(prefix),
+        // `dir/pre*post`: the names in dir made of pre, anything, then post,
+        // and what is below them.
+        Some((prefix, suffix)) => path.strip_prefix(prefix).is_some_and(|rest| {
+            let name_rest = rest.split_once('/').map_or(rest, |(name, _)| name);
+            name_rest.ends_with(suffix)
+        }),
+        None => path == pattern || path.starts_with(&format!("{}/", pattern.trim_end_matches('/'))),
+    }
+}
+
 /// Copies mmdebstrap's tar into a reproducible, zstd-compressed layer in the store.
 fn write_layer(
     store: &Store,
@@ -441,13 +458,7 @@ fn write_layer(
     let encoder = zstd::Encoder::new(compressed, 12).map_err(io_err(&tmp_path))?;
     let mut builder = tar::Builder::new(HashingWriter::new(encoder));
     builder.mode(tar::HeaderMode::Complete);
-    let removed = |path: &str| {
-        recipe.remove.iter().any(|r| match r.strip_suffix('*') {
-            // `dir/prefix*`: every name in dir starting with prefix.
-            Some(prefix) => path.starts_with(prefix),
-            None => path == r || path.starts_with(&format!("{}/", r.trim_end_matches('/'))),
-        })
-    };
+    let removed = |path: &str| recipe.remove.iter().any(|r| removes(r, path));
     let mut seen = std::collections::BTreeSet::new();
     let file = std::fs::File::open(rootfs_tar).map_err(io_err(rootfs_tar))?;
     let mut archive = tar::Archive::new(file);
@@ -610,6 +621,28 @@ mod tests {
         );
         let clean = tar::Builder::new(Vec::new()).into_inner().expect("tar");
         assert!(build_machine_files(&clean[..]).expect("read").is_empty());
+    }
+
+    #[test]
+    fn remove_entries_match_paths_names_and_globs() {
+        let dropped = |pattern: &str, path: &str| removes(pattern, path);
+        assert!(dropped("/usr/share/man", "/usr/share/man"));
+        assert!(dropped("/usr/share/man", "/usr/share/man/man1/ls.1.gz"));
+        assert!(!dropped("/usr/share/man", "/usr/share/manual"));
+        assert!(dropped("/usr/lib/libperl.so*", "/usr/lib/libperl.so.5.36"));
+        assert!(dropped(
+            "/etc/ssl/certs/*.pem",
+            "/etc/ssl/certs/ACCVRAIZ1.pem"
+        ));
+        assert!(dropped("/etc/ssl/certs/*.0", "/etc/ssl/certs/002c0b4f.0"));
+        assert!(dropped("/etc/ssl/certs/*.d", "/etc/ssl/certs/x.d/inside"));
+        assert!(!dropped(
+            "/etc/ssl/certs/*.pem",
+            "/etc/ssl/certs/ca-certificates.crt"
+        ));
+        assert!(!dropped("/etc/ssl/certs/*.0", "/etc/ssl/certs"));
+        assert!(!dropped("/etc/ssl/certs/*.pem", "/etc/ssl/certs/sub/x.pem"));
+        assert!(!dropped("/etc/ssl/certs/*.pem", "/etc/ssl/private/x.pem"));
     }
 
     #[test]
