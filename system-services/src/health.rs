@@ -341,12 +341,21 @@ pub fn spawn(
                 _ => None,
             };
             let mut due = Instant::now() + settings.start_interval;
+            // What changed before the watch was made (a socket bound while
+            // this thread was starting) wakes nothing: one look right away,
+            // treated as a woken one, so that it is reported only if it passes.
+            let mut look_now = watch.is_some();
             loop {
                 if healthy_once && !matches!(check, Check::File(_)) {
                     watch = None;
                 }
-                let Some(woke) = nap(due, &stop, watch.as_ref()) else {
-                    return;
+                let woke = if std::mem::take(&mut look_now) {
+                    Wake::Changed
+                } else {
+                    let Some(woke) = nap(due, &stop, watch.as_ref()) else {
+                        return;
+                    };
+                    woke
                 };
                 let result = run_check(&check, &*runtime, &id, pid, settings.timeout);
                 if stop.stopped() {
@@ -646,6 +655,21 @@ mod tests {
         thread.join().expect("health thread");
         assert_eq!(healthy, Ok(true));
         assert_eq!(gone, Ok(false), "the removal is reported at once");
+    }
+
+    /// What is there before the watch is made is seen at once, not at the
+    /// first look `start_interval` (60 s here) away: a ready file or socket
+    /// can appear while the check's thread is still starting.
+    #[test]
+    fn a_watched_check_sees_what_was_there_before_its_watch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ready");
+        std::fs::write(&path, b"").expect("write");
+        let (thread, rx, stop) = watched("before", Check::File(path.display().to_string()));
+        let healthy = rx.recv_timeout(Duration::from_secs(10));
+        stop.stop();
+        thread.join().expect("health thread");
+        assert_eq!(healthy, Ok(true));
     }
 
     /// An `http:` check sees its socket as it is made: the engine is reported

@@ -128,8 +128,8 @@ const PIPELINE_DEPTH: usize = 16;
 /// it came in (a blob's file is named by its digest), and the diff_id, which
 /// the image's digest-checked config names, covers everything the blob
 /// unpacks to, so a blob changed since cannot unpack to anything else. The
-/// second hash was a third of an unpack's CPU where SHA-256 has no help from
-/// the processor.
+/// second hash was about a quarter of an unpack's time where SHA-256 has no
+/// help from the processor.
 pub fn unpack_layer(
     blob: impl Read + Send,
     compression: LayerCompression,
