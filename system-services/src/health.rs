@@ -345,6 +345,12 @@ pub fn spawn(
             // this thread was starting) wakes nothing: one look right away,
             // treated as a woken one, so that it is reported only if it passes.
             let mut look_now = watch.is_some();
+            // A socket is made (bind) a moment before it listens, and a look
+            // woken by its making can fall in between and be refused; nothing
+            // wakes the watch when it listens. So after such a look, looks
+            // again at doubling steps, each reported only if it passes, until
+            // the check's own look is due: (when, step).
+            let mut soon: Option<(Instant, Duration)> = None;
             loop {
                 if healthy_once && !matches!(check, Check::File(_)) {
                     watch = None;
@@ -352,15 +358,31 @@ pub fn spawn(
                 let woke = if std::mem::take(&mut look_now) {
                     Wake::Changed
                 } else {
-                    let Some(woke) = nap(due, &stop, watch.as_ref()) else {
+                    let until = soon.map_or(due, |(when, _)| when.min(due));
+                    let Some(woke) = nap(until, &stop, watch.as_ref()) else {
                         return;
                     };
-                    woke
+                    if until < due {
+                        Wake::Changed
+                    } else {
+                        woke
+                    }
                 };
                 let result = run_check(&check, &*runtime, &id, pid, settings.timeout);
                 if stop.stopped() {
                     return;
                 }
+                soon = match &check {
+                    Check::Http { socket, .. }
+                        if woke == Wake::Changed
+                            && result.is_err()
+                            && socket_exists(pid, socket) =>
+                    {
+                        let step = soon.map_or(SOON, |(_, step)| step * 2);
+                        Some((Instant::now() + step, step))
+                    }
+                    _ => None,
+                };
                 let news = match last {
                     None => result.is_ok(),
                     Some(ok) => ok != result.is_ok(),
@@ -379,6 +401,18 @@ pub fn spawn(
                     };
             }
         })
+}
+
+/// The first step of the looks again at a socket that refused a woken look.
+const SOON: Duration = Duration::from_millis(25);
+
+/// Whether an `http:` check's socket is there, in the container's root.
+fn socket_exists(pid: i32, socket: &str) -> bool {
+    std::fs::symlink_metadata(format!(
+        "/proc/{pid}/root/{}",
+        socket.trim_start_matches('/')
+    ))
+    .is_ok()
 }
 
 /// Why [`nap`] returned.
@@ -687,6 +721,35 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(100));
         let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let server = answer_once(listener, Duration::ZERO, "200 OK");
+        let healthy = rx.recv_timeout(Duration::from_secs(10));
+        stop.stop();
+        thread.join().expect("health thread");
+        assert_eq!(healthy, Ok(true));
+        server.join().expect("server");
+    }
+
+    /// A socket bound some time before it listens (the look its making woke
+    /// is refused, and listen() wakes no watch) is still seen as it starts
+    /// to listen, not at the first look 60 s away.
+    #[test]
+    fn an_http_check_sees_a_socket_that_listens_after_it_was_made() {
+        use rustix::net::{bind, listen, socket, AddressFamily, SocketAddrUnix, SocketType};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket_path = dir.path().join("api.sock");
+        let (thread, rx, stop) = watched(
+            "late-listen",
+            Check::Http {
+                socket: socket_path.display().to_string(),
+                path: "/_ping".into(),
+            },
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let fd = socket(AddressFamily::UNIX, SocketType::STREAM, None).expect("socket");
+        bind(&fd, &SocketAddrUnix::new(&socket_path).expect("address")).expect("bind");
+        std::thread::sleep(Duration::from_millis(300));
+        listen(&fd, 8).expect("listen");
+        let listener = std::os::unix::net::UnixListener::from(fd);
         let server = answer_once(listener, Duration::ZERO, "200 OK");
         let healthy = rx.recv_timeout(Duration::from_secs(10));
         stop.stop();
