@@ -213,8 +213,7 @@ pub fn run_check(
     match check {
         Check::None => Ok(()),
         Check::File(path) => {
-            // The container's root as its init sees it, through procfs.
-            let p = format!("/proc/{pid}/root/{}", path.trim_start_matches('/'));
+            let p = in_root(pid, path);
             std::fs::symlink_metadata(&p)
                 .map(|_| ())
                 .map_err(|source| CheckError::File {
@@ -287,11 +286,7 @@ fn http_get(pid: i32, socket: &str, path: &str, timeout: Duration) -> Result<(),
         path: path.to_string(),
         why,
     };
-    let client = Client::new(format!(
-        "/proc/{pid}/root/{}",
-        socket.trim_start_matches('/')
-    ))
-    .with_timeouts(Timeouts {
+    let client = Client::new(in_root(pid, socket)).with_timeouts(Timeouts {
         connect: timeout,
         read: Some(timeout),
         write: Some(timeout),
@@ -408,11 +403,12 @@ const SOON: Duration = Duration::from_millis(25);
 
 /// Whether an `http:` check's socket is there, in the container's root.
 fn socket_exists(pid: i32, socket: &str) -> bool {
-    std::fs::symlink_metadata(format!(
-        "/proc/{pid}/root/{}",
-        socket.trim_start_matches('/')
-    ))
-    .is_ok()
+    std::fs::symlink_metadata(in_root(pid, socket)).is_ok()
+}
+
+/// `path` in the root of `pid`'s container, as its init sees it, through procfs.
+fn in_root(pid: i32, path: &str) -> String {
+    format!("/proc/{pid}/root/{}", path.trim_start_matches('/'))
 }
 
 /// Why [`nap`] returned.
@@ -489,7 +485,7 @@ impl StopChecks {
 /// socket, in the container's root; `None` when the directory cannot be
 /// watched (not there yet): the check then looks at its interval, as any other.
 fn watch_dir_of(pid: i32, path: &str) -> Option<DirWatch> {
-    let file = format!("/proc/{pid}/root/{}", path.trim_start_matches('/'));
+    let file = in_root(pid, path);
     let dir = std::path::Path::new(&file).parent()?;
     let watch = DirWatch::new().ok()?;
     watch.add(dir).ok()?;
