@@ -299,12 +299,14 @@ fn upgrade(
     let mut records = Records::load(root)?;
     let config = berth_configs::Layout::new(root).load()?.config;
 
-    // 1. The image, into a store of its own on the state partition.
+    // 1. The image. From a registry, its manifest and config go into a store
+    // of their own on the state partition, and its one layer streams
+    // straight into the slot (step 3), so an upgrade needs no room for it
+    // there; from an archive, all of it is imported into that store first.
     let _ = std::fs::remove_dir_all(DOWNLOAD);
     let store =
         berth_images::Store::open(DOWNLOAD).with_context(|| format!("opening {DOWNLOAD}"))?;
-    let progress = crate::progress::reporter();
-    let (reference, source) = match file {
+    let (image, source, remote) = match file {
         Some(path) => {
             let imported = berth_images::archive::import(&store, &path, None)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -313,7 +315,8 @@ fn upgrade(
                 .first()
                 .cloned()
                 .with_context(|| format!("{} holds no named image", path.display()))?;
-            (reference, path.display().to_string())
+            let image = berth_images::os_image::inspect(&store, &reference)?;
+            (image, path.display().to_string(), None)
         }
         None => {
             let reference = reference
@@ -321,12 +324,21 @@ fn upgrade(
                 .context("no image named: give one, or set berth.upgrade.image")?;
             eprintln!("pulling {reference}");
             let options = crate::image::pull_options(&config, &reference, insecure)?;
-            let name = berth_images::pull::pull(&store, &reference, &options, progress.as_ref())
-                .with_context(|| format!("pulling {reference}"))?;
-            (name, reference)
+            let pulling = || format!("pulling {reference}");
+            // The slot's progress (step 3) follows the layer as it arrives.
+            let remote = berth_images::pull::Remote::connect(
+                &store,
+                &berth_images::Reference::parse(&reference)?,
+                &options,
+                &berth_images::pull::Quiet,
+            )
+            .with_context(pulling)?;
+            let pulled = remote.image().with_context(pulling)?;
+            let image = berth_images::os_image::describe(&pulled)?;
+            let layer = pulled.manifest.layers[0].clone();
+            (image, reference, Some((remote, layer)))
         }
     };
-    let image = berth_images::os_image::inspect(&store, &reference)?;
 
     // 2. Checks, before anything on the disk changes.
     let running_version = running_version();
@@ -362,7 +374,7 @@ fn upgrade(
     let mut kernel = Vec::new();
     let mut initrd = Vec::new();
     let mut rootfs_sha = None;
-    berth_images::os_image::extract(&store, &image, |name, size, reader| {
+    let visit = |name: &str, size: u64, reader: &mut dyn Read| {
         match name {
             berth_images::os_image::ROOTFS => {
                 if size > slot_bytes {
@@ -385,8 +397,23 @@ fn upgrade(
             }
         }
         Ok(())
-    })
-    .with_context(|| format!("writing {} into slot {target}", image.version))?;
+    };
+    let writing = || format!("writing {} into slot {target}", image.version);
+    match &remote {
+        Some((remote, layer)) => {
+            eprintln!(
+                "streaming its layer ({} MiB) into slot {target}",
+                slots::mib(layer.size)
+            );
+            let mut reader = remote.layer(layer);
+            berth_images::os_image::extract_from(&mut reader, &image, visit)
+                .with_context(writing)?;
+            // What was written is the image's only once the whole layer has
+            // its digest: until then the slot stays recorded as being written.
+            reader.finish().with_context(writing)?;
+        }
+        None => berth_images::os_image::extract(&store, &image, visit).with_context(writing)?,
+    }
     disk_progress.step(
         "writing the kernel, initrd, version and kernel arguments to the EFI system partition",
     );

@@ -347,11 +347,16 @@ pub fn sniff(store: &Store, digest: &Digest) -> Result<oci::LayerCompression, Ar
         path: store.blob_path(digest),
         source,
     })?;
-    Ok(match &magic[..n] {
+    Ok(compression_of(&magic[..n]))
+}
+
+/// A layer's compression, told by its first bytes (four are enough).
+pub fn compression_of(magic: &[u8]) -> oci::LayerCompression {
+    match magic {
         [0x1f, 0x8b, ..] => oci::LayerCompression::Gzip,
-        [0x28, 0xb5, 0x2f, 0xfd] => oci::LayerCompression::Zstd,
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => oci::LayerCompression::Zstd,
         _ => oci::LayerCompression::None,
-    })
+    }
 }
 
 /// Writes the image `reference` as an `oci-archive` tar at `path` (atomically).

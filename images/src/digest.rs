@@ -61,8 +61,13 @@ impl Digest {
     pub fn of(bytes: &[u8]) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(bytes);
+        Self::from_sha256(hasher.finish())
+    }
+
+    /// The digest of a finished [`Sha256`].
+    pub fn from_sha256(raw: [u8; 32]) -> Self {
         Digest {
-            hex: hex::encode(hasher.finish()),
+            hex: hex::encode(raw),
         }
     }
 
@@ -136,8 +141,7 @@ impl<R: Read> HashingReader<R> {
 
     /// The digest and size of what was read so far.
     pub fn finish(self) -> (Digest, u64) {
-        let hex = hex::encode(self.hasher.finish());
-        (Digest { hex }, self.bytes)
+        (Digest::from_sha256(self.hasher.finish()), self.bytes)
     }
 }
 
@@ -173,8 +177,11 @@ impl<W: Write> HashingWriter<W> {
     }
 
     pub fn finish(self) -> (W, Digest, u64) {
-        let hex = hex::encode(self.hasher.finish());
-        (self.inner, Digest { hex }, self.bytes)
+        (
+            self.inner,
+            Digest::from_sha256(self.hasher.finish()),
+            self.bytes,
+        )
     }
 }
 

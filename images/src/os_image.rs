@@ -42,6 +42,12 @@ pub enum OsImageError {
         path: std::path::PathBuf,
         source: io::Error,
     },
+    #[error("the layer {layer}: {source}")]
+    Layer {
+        layer: Digest,
+        #[source]
+        source: io::Error,
+    },
     #[error("{reference} is not a Berth OS image: {reason}")]
     NotOs { reference: String, reason: String },
 }
@@ -130,7 +136,13 @@ fn check_kernel_args(reference: &str, args: &str) -> Result<(), OsImageError> {
 
 /// Checks that `reference` in `store` is an OS image for this machine.
 pub fn inspect(store: &Store, reference: &str) -> Result<OsImage, OsImageError> {
-    let image = store.resolve(reference)?;
+    describe(&store.resolve(reference)?)
+}
+
+/// Checks that `image` (from a store, or a registry's
+/// [`crate::pull::Remote::image`]) is an OS image for this machine.
+pub fn describe(image: &crate::Image) -> Result<OsImage, OsImageError> {
+    let reference = image.reference.as_str();
     let not_os = |reason: String| OsImageError::NotOs {
         reference: reference.to_string(),
         reason,
@@ -166,21 +178,39 @@ pub fn inspect(store: &Store, reference: &str) -> Result<OsImage, OsImageError> 
     })
 }
 
-/// Streams the payload of `image`: `visit(name, size, reader)` for each of
-/// [`FILES`] in the layer; anything else in it is refused, and every file
-/// must be there.
+/// Streams the payload of `image`, its layer in `store`: `visit(name, size,
+/// reader)` for each of [`FILES`] in the layer; anything else in it is
+/// refused, and every file must be there.
 pub fn extract(
     store: &Store,
     image: &OsImage,
+    visit: impl FnMut(&str, u64, &mut dyn Read) -> io::Result<()>,
+) -> Result<(), OsImageError> {
+    extract_from(store.open_blob(&image.layer)?, image, visit)
+}
+
+/// [`extract`] from the layer's blob as `blob` reads it (gzip, zstd or
+/// plain tar, told by its first bytes). It does not check the blob's
+/// digest: the store did, or the caller does ([`crate::pull::LayerReader`]).
+pub fn extract_from(
+    mut blob: impl Read,
+    image: &OsImage,
     mut visit: impl FnMut(&str, u64, &mut dyn Read) -> io::Result<()>,
 ) -> Result<(), OsImageError> {
-    let path = store.blob_path(&image.layer);
-    let io_err = |source| OsImageError::Io {
-        path: path.clone(),
+    let io_err = |source| OsImageError::Layer {
+        layer: image.layer.clone(),
         source,
     };
-    let blob = store.open_blob(&image.layer)?;
-    let reader: Box<dyn Read> = match crate::archive::sniff(store, &image.layer)? {
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    while got < magic.len() {
+        match blob.read(&mut magic[got..]).map_err(io_err)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    let blob = io::Cursor::new(magic[..got].to_vec()).chain(blob);
+    let reader: Box<dyn Read + '_> = match crate::archive::compression_of(&magic[..got]) {
         LayerCompression::Gzip => Box::new(flate2::read::GzDecoder::new(blob)),
         LayerCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(blob).map_err(io_err)?),
         LayerCompression::None => Box::new(blob),

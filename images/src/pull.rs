@@ -119,7 +119,7 @@ pub fn pull(
 
 struct Puller<'a> {
     store: &'a Store,
-    reference: &'a Reference,
+    reference: Reference,
     remote: oci_client::Reference,
     client: Client,
     auth: RegistryAuth,
@@ -130,7 +130,7 @@ struct Puller<'a> {
 impl<'a> Puller<'a> {
     fn new(
         store: &'a Store,
-        reference: &'a Reference,
+        reference: &Reference,
         options: &PullOptions,
         progress: &'a dyn Progress,
     ) -> Result<Self, PullError> {
@@ -178,7 +178,7 @@ impl<'a> Puller<'a> {
         };
         Ok(Puller {
             store,
-            reference,
+            reference: reference.clone(),
             remote,
             client,
             auth,
@@ -249,6 +249,21 @@ impl<'a> Puller<'a> {
     }
 
     async fn run(self) -> Result<String, PullError> {
+        let (top_descriptor, _, manifest) = self.manifest_and_config().await?;
+        for (i, layer) in manifest.layers.iter().enumerate() {
+            self.fetch_blob(&format!("layer {}/{}", i + 1, manifest.layers.len()), layer)
+                .await?;
+        }
+        // Named only now, when everything it refers to is stored.
+        let name = self.reference.to_string();
+        self.store.tag(&name, &top_descriptor)?;
+        Ok(name)
+    }
+
+    /// Stores the manifest (for an index, its linux/amd64 one too) and the
+    /// config; returns the descriptor the reference names, the manifest's
+    /// digest and the manifest.
+    async fn manifest_and_config(&self) -> Result<(Descriptor, Digest, Manifest), PullError> {
         let (bytes, digest) = self
             .retry("the manifest", || {
                 self.client
@@ -290,14 +305,7 @@ impl<'a> Puller<'a> {
                     reason: e.to_string(),
                 })?;
         self.fetch_blob("config", &manifest.config).await?;
-        for (i, layer) in manifest.layers.iter().enumerate() {
-            self.fetch_blob(&format!("layer {}/{}", i + 1, manifest.layers.len()), layer)
-                .await?;
-        }
-        // Named only now, when everything it refers to is stored.
-        let name = self.reference.to_string();
-        self.store.tag(&name, &top_descriptor)?;
-        Ok(name)
+        Ok((top_descriptor, manifest_descriptor.digest, manifest))
     }
 
     fn store_manifest_bytes(
@@ -408,6 +416,279 @@ impl<'a> Puller<'a> {
         }
         sink.flush().await?;
         Ok(())
+    }
+}
+
+/// A registry session for a caller that reads an image's layers as they
+/// arrive instead of keeping them: `berth os upgrade` writes its image's one
+/// layer straight into a slot, so an upgrade needs no room for a download and
+/// the layer is written and read once, not three times. The manifest and the
+/// config are stored as [`pull`] stores them.
+pub struct Remote<'a> {
+    runtime: tokio::runtime::Runtime,
+    puller: Puller<'a>,
+    _adding: crate::store::StoreLock,
+}
+
+impl<'a> Remote<'a> {
+    pub fn connect(
+        store: &'a Store,
+        reference: &Reference,
+        options: &PullOptions,
+        progress: &'a dyn Progress,
+    ) -> Result<Self, PullError> {
+        let adding = store.adding()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(PullError::Runtime)?;
+        Ok(Remote {
+            runtime,
+            puller: Puller::new(store, reference, options, progress)?,
+            _adding: adding,
+        })
+    }
+
+    /// The image (its manifest and config, both stored and checked), not named
+    /// in the store: its layers are not there.
+    pub fn image(&self) -> Result<crate::Image, PullError> {
+        let puller = &self.puller;
+        let (descriptor, manifest_digest, manifest) =
+            self.runtime.block_on(puller.manifest_and_config())?;
+        let config = serde_json::from_slice(&puller.store.read_json_blob(&manifest.config.digest)?)
+            .map_err(|e| PullError::Registry {
+                reference: puller.reference.to_string(),
+                what: "the image config".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(crate::Image {
+            reference: puller.reference.to_string(),
+            descriptor,
+            manifest_digest,
+            manifest,
+            config,
+        })
+    }
+
+    /// The blob of `layer` as it arrives ([`LayerReader`]).
+    pub fn layer(&self, layer: &Descriptor) -> LayerReader<'_> {
+        self.puller
+            .progress
+            .blob_started("layer", &layer.digest, layer.size);
+        LayerReader {
+            remote: self,
+            descriptor: oci_client::manifest::OciDescriptor {
+                media_type: layer.media_type.clone(),
+                digest: layer.digest.to_string(),
+                size: layer.size as i64,
+                ..Default::default()
+            },
+            digest: layer.digest.clone(),
+            size: layer.size,
+            hasher: crate::digest::Sha256::new(),
+            received: 0,
+            body: None,
+            chunk: bytes::Bytes::new(),
+            failures: 0,
+            actual: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Remote<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("reference", &self.puller.reference.to_string())
+            .finish()
+    }
+}
+
+/// A layer's blob read as the registry sends it. Its bytes are hashed as they
+/// arrive, and the read that reaches the blob's end fails unless the digest
+/// and size are the descriptor's: nothing read from it may be trusted until
+/// [`LayerReader::finish`] (or a read returning 0) has said so. A connection
+/// that fails or ends early is asked again from the first byte not yet
+/// received (an HTTP range), up to the options' attempts in a row.
+pub struct LayerReader<'r> {
+    remote: &'r Remote<'r>,
+    descriptor: oci_client::manifest::OciDescriptor,
+    digest: Digest,
+    size: u64,
+    hasher: crate::digest::Sha256,
+    received: u64,
+    body: Option<futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>>,
+    chunk: bytes::Bytes,
+    failures: u32,
+    /// The digest of the whole blob, once it is all here.
+    actual: Option<Digest>,
+}
+
+impl std::fmt::Debug for LayerReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerReader")
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .field("received", &self.received)
+            .field("failures", &self.failures)
+            .finish()
+    }
+}
+
+impl LayerReader<'_> {
+    /// Reads what is left of the blob and checks it.
+    pub fn finish(mut self) -> Result<(), PullError> {
+        match std::io::copy(&mut self, &mut std::io::sink()) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.error_of(e)),
+        }
+    }
+
+    /// The error a read of this reader failed with.
+    pub fn error_of(&self, e: std::io::Error) -> PullError {
+        let text = e.to_string();
+        match e.into_inner().map(|inner| inner.downcast::<PullError>()) {
+            Some(Ok(error)) => *error,
+            _ => self.failed(text),
+        }
+    }
+
+    fn failed(&self, reason: String) -> PullError {
+        PullError::Registry {
+            reference: self.remote.puller.reference.to_string(),
+            what: format!("layer {}", self.digest),
+            reason,
+        }
+    }
+
+    /// The next piece of the blob, asking again (from where it stopped)
+    /// when a connection fails or ends early; `None` once it is all here.
+    fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, PullError> {
+        use futures_util::StreamExt;
+        let puller = &self.remote.puller;
+        loop {
+            if self.received == self.size {
+                return Ok(None);
+            }
+            let outcome = match self.body.as_mut() {
+                Some(body) => match self.remote.runtime.block_on(body.next()) {
+                    Some(Ok(chunk)) => return Ok(Some(chunk)),
+                    Some(Err(e)) => Err(self.failed(e.to_string())),
+                    None => Err(self.failed(format!(
+                        "the connection ended after {} of its {} bytes",
+                        self.received, self.size
+                    ))),
+                },
+                None => self.connect(),
+            };
+            if let Err(error) = outcome {
+                self.body = None;
+                self.failures += 1;
+                let retriable = matches!(
+                    error,
+                    PullError::Unreachable { .. } | PullError::Registry { .. }
+                );
+                if !retriable || self.failures >= puller.attempts {
+                    return Err(error);
+                }
+                let delay = Duration::from_millis(500 << self.failures.min(5));
+                log::warn!("{error}; asking again in {delay:?}");
+                std::thread::sleep(delay);
+            }
+        }
+    }
+
+    /// Asks for the blob from its first byte not yet received. A registry
+    /// that ignores the range sends it whole, and what was received already
+    /// is skipped.
+    fn connect(&mut self) -> Result<(), PullError> {
+        use futures_util::StreamExt;
+        let puller = &self.remote.puller;
+        let response = self
+            .remote
+            .runtime
+            .block_on(puller.client.pull_blob_stream_partial(
+                &puller.remote,
+                &self.descriptor,
+                self.received,
+                None,
+            ))
+            .map_err(|e| puller.classify(&format!("layer {}", self.digest), e))?;
+        let (body, skip) = match response {
+            oci_client::client::BlobResponse::Partial(body) => (body.stream, 0),
+            oci_client::client::BlobResponse::Full(body) => (body.stream, self.received),
+        };
+        let mut skip = skip;
+        let body = body
+            .filter_map(move |chunk| {
+                let kept = match chunk {
+                    Ok(mut bytes) if skip > 0 => {
+                        let dropped = skip.min(bytes.len() as u64);
+                        skip -= dropped;
+                        let _ = bytes.split_to(dropped as usize);
+                        (!bytes.is_empty()).then_some(Ok(bytes))
+                    }
+                    other => Some(other),
+                };
+                std::future::ready(kept)
+            })
+            .boxed();
+        self.body = Some(body);
+        Ok(())
+    }
+
+    /// Whether the whole blob has its digest; asked again, says the same.
+    fn check(&mut self) -> Result<(), PullError> {
+        let actual = match &self.actual {
+            Some(actual) => actual.clone(),
+            None => {
+                let actual = Digest::from_sha256(std::mem::take(&mut self.hasher).finish());
+                self.actual = Some(actual.clone());
+                if actual == self.digest {
+                    self.remote.puller.progress.blob_done(&self.digest, false);
+                }
+                actual
+            }
+        };
+        if actual != self.digest {
+            return Err(PullError::DigestMismatch {
+                reference: self.remote.puller.reference.to_string(),
+                what: "the layer".into(),
+                expected: self.digest.to_string(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Read for LayerReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.next_chunk().map_err(std::io::Error::other)? {
+                Some(chunk) => {
+                    let left = self.size - self.received;
+                    if chunk.len() as u64 > left {
+                        return Err(std::io::Error::other(self.failed(format!(
+                            "the registry sent more than its {} bytes",
+                            self.size
+                        ))));
+                    }
+                    self.hasher.update(&chunk);
+                    self.received += chunk.len() as u64;
+                    self.failures = 0;
+                    let progress = self.remote.puller.progress;
+                    progress.blob_progress(&self.digest, self.received, self.size);
+                    self.chunk = chunk;
+                }
+                None => {
+                    self.check().map_err(std::io::Error::other)?;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
     }
 }
 
