@@ -6,6 +6,8 @@
 //! hashed, and is renamed into place only when its digest and size match the
 //! descriptor — a pull interrupted at any point leaves the store consistent, and
 //! pulling again completes it (blobs already present are not fetched again).
+//! [`Remote`] instead hands an image's layers to the caller as they arrive,
+//! checked at their end, for `berth os upgrade` to write into a slot.
 
 use std::io::Write;
 use std::pin::Pin;
@@ -57,6 +59,17 @@ pub enum PullError {
     NoTrustedRoots { bundle: std::path::PathBuf },
     #[error("cannot set up the registry client: {0}")]
     Client(String),
+}
+
+impl PullError {
+    /// A network failure or a registry's error, which another attempt may
+    /// not meet; anything else (not found, a digest, the store) would recur.
+    fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            PullError::Unreachable { .. } | PullError::Registry { .. }
+        )
+    }
 }
 
 /// The system's CA bundle, as the TLS stack finds it: `$SSL_CERT_FILE`,
@@ -228,10 +241,7 @@ impl<'a> Puller<'a> {
                 Ok(value) => return Ok(value),
                 Err(e) => {
                     let error = self.classify(what, e);
-                    let retriable = matches!(
-                        error,
-                        PullError::Unreachable { .. } | PullError::Registry { .. }
-                    );
+                    let retriable = error.is_retriable();
                     if !retriable || n == self.attempts {
                         return Err(error);
                     }
@@ -378,10 +388,7 @@ impl<'a> Puller<'a> {
                 }
                 Err(e) => {
                     let error = self.classify(what, e);
-                    let retriable = matches!(
-                        error,
-                        PullError::Unreachable { .. } | PullError::Registry { .. }
-                    );
+                    let retriable = error.is_retriable();
                     if !retriable || attempt >= self.attempts {
                         return Err(error);
                     }
@@ -583,10 +590,7 @@ impl LayerReader<'_> {
             if let Err(error) = outcome {
                 self.body = None;
                 self.failures += 1;
-                let retriable = matches!(
-                    error,
-                    PullError::Unreachable { .. } | PullError::Registry { .. }
-                );
+                let retriable = error.is_retriable();
                 if !retriable || self.failures >= puller.attempts {
                     return Err(error);
                 }
