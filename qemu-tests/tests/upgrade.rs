@@ -186,6 +186,31 @@ fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
     let said = refused(&vm, &m.ssh, "sudo berth os rollback --no-reboot");
     assert!(said.contains("nothing to roll back to"), "{said}");
 
+    // The state partition with less room than the image's layer (160 MiB):
+    // the layer streams into the slot, so the upgrade needs none for it.
+    // Filled up to 48 MiB, the blocks ext4 keeps for root included where
+    // sudo may take them (as the upgrade, run the same way, then could).
+    let room = ok(
+        &vm,
+        &m.ssh,
+        "sudo sh -c 'd=/var/lib/berth/os; mkdir -p $d && stat -f -c %T $d \
+         && set -- $(stat -f -c \"%f %a %S\" $d) \
+         && { { fallocate -l $(($1 * $3 / 1048576 - 48))M $d/filler 2>/dev/null && echo all; } \
+              || { fallocate -l $(($2 * $3 / 1048576 - 48))M $d/filler && echo unreserved; }; } \
+         && set -- $(stat -f -c \"%f %a %S\" $d) \
+         && echo $(($1 * $3 / 1048576)) $(($2 * $3 / 1048576))'",
+    );
+    let room: Vec<&str> = room.split_whitespace().collect();
+    let [kind, filled, all_free, unreserved_free] = room[..] else {
+        panic!("{room:?}");
+    };
+    assert_eq!(kind, "ext2/ext3", "the state partition: {room:?}");
+    let free: u64 = match filled {
+        "all" => all_free.parse().expect("MiB"),
+        _ => unreserved_free.parse().expect("MiB"),
+    };
+    assert!(free < 64, "{room:?}: {free} MiB free for the upgrade");
+
     // The upgrade: pull, write slot B, arm, reboot — into the trial, which commits.
     let started = Instant::now();
     let out = m
@@ -236,6 +261,7 @@ fn an_upgrade_boots_on_trial_commits_and_rolls_back() {
         words.contains(&"panic=5") && !words.contains(&"panic=10"),
         "{cmdline}"
     );
+    ok(&vm, &m.ssh, "sudo rm /var/lib/berth/os/filler");
     let list = m.slots(&vm);
     assert_eq!(slot(&list, "B")["status"], "committed", "{list}");
     assert_eq!(slot(&list, "B")["running"], true, "{list}");
