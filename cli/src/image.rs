@@ -246,6 +246,7 @@ pub(crate) fn pull_options(
         credentials: None,
         attempts: 4,
         ca_certs: config.ca_certs.trusted.clone(),
+        stall_timeout: None,
     };
     if insecure {
         options.insecure.push(registry.clone());

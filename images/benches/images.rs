@@ -155,7 +155,7 @@ fn bench_pull(store: &Store) -> (Duration, Duration) {
         insecure: vec![format!("127.0.0.1:{}", registry.port)],
         credentials: None,
         attempts: 1,
-        ca_certs: Vec::new(),
+        ..PullOptions::default()
     };
     let (mut berth, mut skopeo) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {

@@ -102,7 +102,15 @@ pub struct PullOptions {
     pub attempts: u32,
     /// PEM certificates of CAs trusted besides the public ones (`ca_certs`).
     pub ca_certs: Vec<String>,
+    /// How long a connection may stay silent (not connected, or no byte of
+    /// a response) before its attempt fails and the next one starts;
+    /// `None`: [`STALL_TIMEOUT`].
+    pub stall_timeout: Option<Duration>,
 }
+
+/// A registry (or a network) that stops sending without closing the
+/// connection would otherwise hold a pull, and an upgrade, forever.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub use crate::progress::{Progress, Quiet};
 
@@ -182,6 +190,8 @@ impl<'a> Puller<'a> {
                     data: pem.into_bytes(),
                 })
                 .collect(),
+            connect_timeout: Some(options.stall_timeout.unwrap_or(STALL_TIMEOUT)),
+            read_timeout: Some(options.stall_timeout.unwrap_or(STALL_TIMEOUT)),
             ..ClientConfig::default()
         })
         .map_err(|e| PullError::Client(e.to_string()))?;

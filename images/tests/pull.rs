@@ -30,7 +30,7 @@ fn options(port: u16) -> PullOptions {
         insecure: vec![format!("127.0.0.1:{port}")],
         credentials: None,
         attempts: 2,
-        ca_certs: Vec::new(),
+        ..PullOptions::default()
     }
 }
 
@@ -128,6 +128,39 @@ fn missing_images_and_unreachable_registries_are_one_clear_line() {
     .expect_err("unreachable");
     assert!(matches!(err, PullError::Unreachable { .. }), "{err:?}");
     assert!(!err.to_string().contains('\n'), "{err}");
+}
+
+/// A registry that accepts connections and then says nothing fails each
+/// attempt after the stall timeout, instead of holding the pull forever.
+#[test]
+fn a_registry_that_answers_nothing_fails_after_the_stall_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        // Held open, never answered.
+        let held: Vec<_> = silent.incoming().flatten().collect();
+        drop(held);
+    });
+    let options = PullOptions {
+        stall_timeout: Some(std::time::Duration::from_secs(1)),
+        ..options(port)
+    };
+    let store = Store::open(dir.path().join("store")).expect("open");
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(pull(
+            &store,
+            &format!("127.0.0.1:{port}/x:1"),
+            &options,
+            &Quiet,
+        ));
+    });
+    let err = outcome
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the pull gave up on a silent registry")
+        .expect_err("nothing was sent");
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -9,6 +9,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use berth_images::os_image::{self, OsImage};
 use berth_images::pull::{PullError, PullOptions, Quiet, Remote};
@@ -54,7 +55,9 @@ fn options(port: u16) -> PullOptions {
         insecure: vec![format!("127.0.0.1:{port}")],
         credentials: None,
         attempts: 3,
-        ca_certs: Vec::new(),
+        // Short, for the stalled connection's test.
+        stall_timeout: Some(Duration::from_secs(2)),
+        ..PullOptions::default()
     }
 }
 
@@ -122,15 +125,35 @@ fn a_layer_changed_in_the_registry_fails_at_its_end() {
 
 #[test]
 fn a_connection_cut_in_the_layer_goes_on_from_where_it_stopped() {
+    goes_on_after(Fault::Cut);
+}
+
+#[test]
+fn a_connection_that_stalls_in_the_layer_goes_on_from_where_it_stopped() {
+    goes_on_after(Fault::Stall);
+}
+
+/// The layer's connection broken by `fault` a third of the way into the
+/// rootfs: the stream asks again from the byte it stopped at, and the files
+/// come out whole.
+fn goes_on_after(fault: Fault) {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = Registry::start(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let (reference, files) = push_os_image(dir.path(), &registry);
-    let proxy = CuttingProxy::start(registry.port, ROOTFS_BYTES / 3);
+    let proxy = FaultyProxy::start(registry.port, ROOTFS_BYTES / 3, fault);
     let through_proxy = reference.replace(
         &format!("127.0.0.1:{}", registry.port),
         &format!("127.0.0.1:{}", proxy.port),
     );
-    let (_, got) = stream(dir.path(), &through_proxy, proxy.port).expect("stream");
+    let (done, outcome) = std::sync::mpsc::channel();
+    let (scratch, port) = (dir.path().to_path_buf(), proxy.port);
+    std::thread::spawn(move || {
+        let _ = done.send(stream(&scratch, &through_proxy, port));
+    });
+    let (_, got) = outcome
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("the stream never went on after a {fault:?}"))
+        .expect("stream");
     assert_eq!(got, files);
     assert!(proxy.connections.load(Ordering::SeqCst) >= 2);
     let requests = proxy.requests.lock().expect("requests").clone();
@@ -180,17 +203,26 @@ fn largest_file(dir: &Path) -> std::path::PathBuf {
     best.1.expect("a blob")
 }
 
-/// Forwards connections to the registry; the first one to carry `cut_after`
-/// bytes to the client (the layer's: the rest is small) is closed there, in
-/// the middle of the response. Every request's text is kept.
-struct CuttingProxy {
+/// How the proxy breaks the layer's connection.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Closed in the middle of the response.
+    Cut,
+    /// Left open, with nothing more sent.
+    Stall,
+}
+
+/// Forwards connections to the registry; the first one to carry `limit`
+/// bytes to the client (the layer's: the rest is small) breaks there, by
+/// `fault`. Every request's text is kept.
+struct FaultyProxy {
     port: u16,
     connections: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<String>>>,
 }
 
-impl CuttingProxy {
-    fn start(upstream: u16, cut_after: usize) -> CuttingProxy {
+impl FaultyProxy {
+    fn start(upstream: u16, limit: usize, fault: Fault) -> FaultyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -210,10 +242,10 @@ impl CuttingProxy {
                 std::thread::spawn(move || pump(c2, s2, None, Some(heads)));
                 // Registry → client, cut once.
                 let cut = cut.clone();
-                std::thread::spawn(move || pump(server, client, Some((cut_after, cut)), None));
+                std::thread::spawn(move || pump(server, client, Some((limit, fault, cut)), None));
             }
         });
-        CuttingProxy {
+        FaultyProxy {
             port,
             connections,
             requests,
@@ -224,7 +256,7 @@ impl CuttingProxy {
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
-    cut: Option<(usize, Arc<AtomicBool>)>,
+    fault: Option<(usize, Fault, Arc<AtomicBool>)>,
     heads: Option<Arc<Mutex<Vec<String>>>>,
 ) {
     let mut buf = vec![0u8; 64 << 10];
@@ -240,9 +272,13 @@ fn pump(
                 .expect("heads")
                 .push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
-        if let Some((limit, done)) = &cut {
+        if let Some((limit, fault, done)) = &fault {
             if sent + n >= *limit && !done.swap(true, Ordering::SeqCst) {
                 let _ = to.write_all(&buf[..limit - sent]);
+                if let Fault::Stall = fault {
+                    // Open and silent for longer than the test waits.
+                    std::thread::sleep(Duration::from_secs(600));
+                }
                 break;
             }
         }
