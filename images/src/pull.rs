@@ -6,19 +6,19 @@
 //! hashed, and is renamed into place only when its digest and size match the
 //! descriptor — a pull interrupted at any point leaves the store consistent, and
 //! pulling again completes it (blobs already present are not fetched again).
-//! [`Remote`] instead hands an image's layers to the caller as they arrive,
-//! checked at their end, for `berth os upgrade` to write into a slot.
+//! Within a pull, a transfer that breaks or stalls goes on from the byte it
+//! stopped at (an HTTP range). Every blob is read through a [`LayerReader`];
+//! [`Remote`] also hands an image's layers to a caller as they arrive, checked
+//! at their end, for `berth os upgrade` to write into a slot.
 
 use std::io::Write;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
 
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::Digest;
 use crate::oci::{self, Descriptor, Index, Manifest};
 use crate::reference::Reference;
 use crate::store::{select_platform, Store, StoreError};
@@ -129,13 +129,17 @@ pub fn pull(
     progress: &dyn Progress,
 ) -> Result<String, PullError> {
     let parsed = Reference::parse(reference).map_err(StoreError::from)?;
-    // Until the image is named, its blobs are unreferenced: no prune meanwhile.
-    let _adding = store.adding()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(PullError::Runtime)?;
-    runtime.block_on(Puller::new(store, &parsed, options, progress)?.run())
+    // Until the image is named, its blobs are unreferenced: the session holds
+    // the store's lock against a prune meanwhile.
+    let remote = Remote::connect(store, &parsed, options, progress)?;
+    let image = remote.image()?;
+    let layers = &image.manifest.layers;
+    for (i, layer) in layers.iter().enumerate() {
+        remote.store_blob(&format!("layer {}/{}", i + 1, layers.len()), layer)?;
+    }
+    // Named only now, when everything it refers to is stored.
+    store.tag(&image.reference, &image.descriptor)?;
+    Ok(image.reference)
 }
 
 struct Puller<'a> {
@@ -268,22 +272,10 @@ impl<'a> Puller<'a> {
         })
     }
 
-    async fn run(self) -> Result<String, PullError> {
-        let (top_descriptor, _, manifest) = self.manifest_and_config().await?;
-        for (i, layer) in manifest.layers.iter().enumerate() {
-            self.fetch_blob(&format!("layer {}/{}", i + 1, manifest.layers.len()), layer)
-                .await?;
-        }
-        // Named only now, when everything it refers to is stored.
-        let name = self.reference.to_string();
-        self.store.tag(&name, &top_descriptor)?;
-        Ok(name)
-    }
-
-    /// Stores the manifest (for an index, its linux/amd64 one too) and the
-    /// config; returns the descriptor the reference names, the manifest's
-    /// digest and the manifest.
-    async fn manifest_and_config(&self) -> Result<(Descriptor, Digest, Manifest), PullError> {
+    /// Stores the manifest (for an index, its linux/amd64 one too); returns
+    /// the descriptor the reference names, the manifest's digest and the
+    /// manifest.
+    async fn manifest(&self) -> Result<(Descriptor, Digest, Manifest), PullError> {
         let (bytes, digest) = self
             .retry("the manifest", || {
                 self.client
@@ -324,7 +316,6 @@ impl<'a> Puller<'a> {
                     what: "the manifest".into(),
                     reason: e.to_string(),
                 })?;
-        self.fetch_blob("config", &manifest.config).await?;
         Ok((top_descriptor, manifest_descriptor.digest, manifest))
     }
 
@@ -354,85 +345,6 @@ impl<'a> Puller<'a> {
             }
         }
         Ok(self.store.put_blob(bytes, Some(&actual), None)?)
-    }
-
-    async fn fetch_blob(&self, what: &str, descriptor: &Descriptor) -> Result<(), PullError> {
-        let digest = &descriptor.digest;
-        self.progress.blob_started(what, digest, descriptor.size);
-        if self.store.has_blob(digest) {
-            self.progress.blob_done(digest, true);
-            return Ok(());
-        }
-        let layer = oci_client::manifest::OciDescriptor {
-            media_type: descriptor.media_type.clone(),
-            digest: digest.to_string(),
-            size: descriptor.size as i64,
-            ..Default::default()
-        };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let tmp = self.store.temp_file()?;
-            let mut sink = BlobSink {
-                writer: HashingWriter::new(std::io::BufWriter::with_capacity(BUFFER, tmp)),
-                digest,
-                size: descriptor.size,
-                progress: self.progress,
-            };
-            match self.stream_into(&layer, &mut sink).await {
-                Ok(()) => {
-                    let (buffered, actual, size) = sink.writer.finish();
-                    let tmp = buffered.into_inner().map_err(|e| StoreError::Io {
-                        path: self.store.layout_dir(),
-                        source: e.into_error(),
-                    })?;
-                    self.store.commit_blob(
-                        tmp,
-                        actual,
-                        size,
-                        Some(digest),
-                        Some(descriptor.size),
-                    )?;
-                    self.progress.blob_done(digest, false);
-                    return Ok(());
-                }
-                Err(e) => {
-                    let error = self.classify(what, e);
-                    let retriable = error.is_retriable();
-                    if !retriable || attempt >= self.attempts {
-                        return Err(error);
-                    }
-                    tokio::time::sleep(Duration::from_millis(500 << attempt.min(5))).await;
-                }
-            }
-        }
-    }
-
-    /// Streams a blob's bytes into `sink`, which hashes them: the store's
-    /// own check ([`Store::commit_blob`]) is the one that decides. The blob
-    /// is asked for as a range from its first byte, because oci-client checks
-    /// the digest of a whole response itself, twice when the registry also
-    /// names it in a header, and SHA-256 was most of an OS upgrade's pull
-    /// under emulation. A registry that ignores the range sends the whole
-    /// blob, which oci-client then checks too.
-    async fn stream_into(
-        &self,
-        layer: &oci_client::manifest::OciDescriptor,
-        sink: &mut BlobSink<'_>,
-    ) -> Result<(), oci_client::errors::OciDistributionError> {
-        use futures_util::StreamExt;
-        use tokio::io::AsyncWriteExt;
-        let response = self
-            .client
-            .pull_blob_stream_partial(&self.remote, layer, 0, None)
-            .await?;
-        let (oci_client::client::BlobResponse::Full(mut body)
-        | oci_client::client::BlobResponse::Partial(mut body)) = response;
-        while let Some(chunk) = body.stream.next().await {
-            sink.write_all(&chunk?).await?;
-        }
-        sink.flush().await?;
-        Ok(())
     }
 }
 
@@ -470,8 +382,8 @@ impl<'a> Remote<'a> {
     /// in the store: its layers are not there.
     pub fn image(&self) -> Result<crate::Image, PullError> {
         let puller = &self.puller;
-        let (descriptor, manifest_digest, manifest) =
-            self.runtime.block_on(puller.manifest_and_config())?;
+        let (descriptor, manifest_digest, manifest) = self.runtime.block_on(puller.manifest())?;
+        self.store_blob("config", &manifest.config)?;
         let config = serde_json::from_slice(&puller.store.read_json_blob(&manifest.config.digest)?)
             .map_err(|e| PullError::Registry {
                 reference: puller.reference.to_string(),
@@ -489,9 +401,54 @@ impl<'a> Remote<'a> {
 
     /// The blob of `layer` as it arrives ([`LayerReader`]).
     pub fn layer(&self, layer: &Descriptor) -> LayerReader<'_> {
+        self.reader("layer", layer)
+    }
+
+    /// Stores the blob of `descriptor` unless the store has it, read as
+    /// [`Remote::layer`] reads it: checked at its end, and asked again from
+    /// where a broken or stalled connection stopped. It goes to a temp file
+    /// and is renamed into place only whole and checked.
+    fn store_blob(&self, what: &str, descriptor: &Descriptor) -> Result<(), PullError> {
+        use std::io::Read;
+        let store = self.puller.store;
+        let digest = &descriptor.digest;
+        if store.has_blob(digest) {
+            let progress = self.puller.progress;
+            progress.blob_started(what, digest, descriptor.size);
+            progress.blob_done(digest, true);
+            return Ok(());
+        }
+        let io_err = |source| StoreError::Io {
+            path: store.layout_dir(),
+            source,
+        };
+        let mut file = std::io::BufWriter::with_capacity(BUFFER, store.temp_file()?);
+        let mut reader = self.reader(what, descriptor);
+        let mut buf = vec![0u8; BUFFER];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => return Err(reader.error_of(e)),
+            };
+            file.write_all(&buf[..n]).map_err(io_err)?;
+        }
+        let tmp = file.into_inner().map_err(|e| io_err(e.into_error()))?;
+        // The reader has checked the digest and size on the way in.
+        store.commit_blob(
+            tmp,
+            digest.clone(),
+            descriptor.size,
+            Some(digest),
+            Some(descriptor.size),
+        )?;
+        Ok(())
+    }
+
+    fn reader(&self, what: &str, layer: &Descriptor) -> LayerReader<'_> {
         self.puller
             .progress
-            .blob_started("layer", &layer.digest, layer.size);
+            .blob_started(what, &layer.digest, layer.size);
         LayerReader {
             remote: self,
             descriptor: oci_client::manifest::OciDescriptor {
@@ -720,45 +677,6 @@ fn media_type_of(bytes: &[u8]) -> Option<String> {
     probe
         .media_type
         .or_else(|| probe.manifests.map(|_| oci::OCI_INDEX.to_string()))
-}
-
-/// Streams a blob into a store temp file, hashing and reporting as it goes. The
-/// writes are plain file writes: blocking them briefly is cheaper than a thread.
-struct BlobSink<'a> {
-    writer: HashingWriter<std::io::BufWriter<tempfile::NamedTempFile>>,
-    digest: &'a Digest,
-    size: u64,
-    progress: &'a dyn Progress,
-}
-
-impl tokio::io::AsyncWrite for BlobSink<'_> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let result = this.writer.write_all(buf).map(|()| buf.len());
-        if result.is_ok() {
-            let (done, digest, size) = (this.writer_bytes(), this.digest, this.size);
-            this.progress.blob_progress(digest, done, size);
-        }
-        Poll::Ready(result)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(self.get_mut().writer.flush())
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.poll_flush(cx)
-    }
-}
-
-impl BlobSink<'_> {
-    fn writer_bytes(&self) -> u64 {
-        self.writer.bytes_written()
-    }
 }
 
 #[cfg(test)]

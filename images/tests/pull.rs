@@ -8,7 +8,8 @@ use berth_images::Store;
 use berth_testkit::registry::Registry;
 
 mod support;
-use support::push::push_image;
+use support::proxy::{Fault, FaultyProxy};
+use support::push::{noise, push_image};
 
 fn start_registry(dir: &Path) -> Registry {
     Registry::start(dir).unwrap_or_else(|e| panic!("{e}"))
@@ -128,6 +129,49 @@ fn missing_images_and_unreachable_registries_are_one_clear_line() {
     .expect_err("unreachable");
     assert!(matches!(err, PullError::Unreachable { .. }), "{err:?}");
     assert!(!err.to_string().contains('\n'), "{err}");
+}
+
+/// A layer's connection cut, or stalled, partway: the pull asks again from
+/// the byte it stopped at and stores the layer whole.
+#[test]
+fn a_pull_broken_in_a_layer_goes_on_from_where_it_stopped() {
+    for fault in [Fault::Cut, Fault::Stall] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = start_registry(dir.path());
+        let big = noise(6 << 20);
+        let (reference, source) = push_image(dir.path(), &registry, "test/big:1", &[("big", big)]);
+        let layer = source
+            .resolve("test/img:1")
+            .expect("source")
+            .manifest
+            .layers[0]
+            .clone();
+        let proxy = FaultyProxy::start(registry.port, 2 << 20, fault);
+        let through = reference.replace(
+            &format!("127.0.0.1:{}", registry.port),
+            &format!("127.0.0.1:{}", proxy.port),
+        );
+        let options = PullOptions {
+            attempts: 3,
+            stall_timeout: Some(std::time::Duration::from_secs(2)),
+            ..options(proxy.port)
+        };
+        let store = Store::open(dir.path().join("store")).expect("open");
+        let (done, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pulled = pull(&store, &through, &options, &Quiet).map(|_| store);
+            let _ = done.send(pulled);
+        });
+        let store = outcome
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the pull never went on after a {fault:?}"))
+            .expect("pull");
+        assert!(store.has_blob(&layer.digest), "{fault:?}");
+        let from = proxy
+            .resumed_from()
+            .unwrap_or_else(|| panic!("the pull started the layer again after a {fault:?}"));
+        assert!(from < layer.size as usize, "{from}");
+    }
 }
 
 /// A registry that accepts connections and then says nothing fails each

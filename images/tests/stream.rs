@@ -4,11 +4,8 @@
 //! connection cut.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use berth_images::os_image::{self, OsImage};
@@ -17,6 +14,7 @@ use berth_images::{Reference, Store};
 use berth_testkit::registry::Registry;
 
 mod support;
+use support::proxy::{Fault, FaultyProxy};
 use support::push::noise;
 
 const ROOTFS_BYTES: usize = 6 << 20;
@@ -156,23 +154,13 @@ fn goes_on_after(fault: Fault) {
         .expect("stream");
     assert_eq!(got, files);
     assert!(proxy.connections.load(Ordering::SeqCst) >= 2);
-    let requests = proxy.requests.lock().expect("requests").clone();
-    let range = "range: bytes=";
-    let resumed = requests
-        .iter()
-        .filter_map(|r| {
-            r.to_lowercase()
-                .lines()
-                .find(|l| l.starts_with(range))
-                .map(str::to_string)
-        })
-        .find(|l| l != "range: bytes=0-")
-        .unwrap_or_else(|| panic!("no request went on from where the cut was: {requests:#?}"));
-    let from: usize = resumed[range.len()..]
-        .trim_end_matches('-')
-        .parse()
-        .expect("a range's start");
-    assert!(from > 0 && from < ROOTFS_BYTES, "{resumed}");
+    let from = proxy.resumed_from().unwrap_or_else(|| {
+        panic!(
+            "no request went on from where the {fault:?} was: {:#?}",
+            proxy.requests.lock().expect("requests")
+        )
+    });
+    assert!(from < ROOTFS_BYTES, "{from}");
 }
 
 #[test]
@@ -201,92 +189,4 @@ fn largest_file(dir: &Path) -> std::path::PathBuf {
         }
     }
     best.1.expect("a blob")
-}
-
-/// How the proxy breaks the layer's connection.
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    /// Closed in the middle of the response.
-    Cut,
-    /// Left open, with nothing more sent.
-    Stall,
-}
-
-/// Forwards connections to the registry; the first one to carry `limit`
-/// bytes to the client (the layer's: the rest is small) breaks there, by
-/// `fault`. Every request's text is kept.
-struct FaultyProxy {
-    port: u16,
-    connections: Arc<AtomicUsize>,
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-impl FaultyProxy {
-    fn start(upstream: u16, limit: usize, fault: Fault) -> FaultyProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let (count, heads) = (connections.clone(), requests.clone());
-        let cut = Arc::new(AtomicBool::new(false));
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                count.fetch_add(1, Ordering::SeqCst);
-                let server = TcpStream::connect(("127.0.0.1", upstream)).expect("upstream");
-                let (c2, s2) = (
-                    client.try_clone().expect("clone"),
-                    server.try_clone().expect("clone"),
-                );
-                let heads = heads.clone();
-                // Client → registry, keeping each request's text.
-                std::thread::spawn(move || pump(c2, s2, None, Some(heads)));
-                // Registry → client, cut once.
-                let cut = cut.clone();
-                std::thread::spawn(move || pump(server, client, Some((limit, fault, cut)), None));
-            }
-        });
-        FaultyProxy {
-            port,
-            connections,
-            requests,
-        }
-    }
-}
-
-fn pump(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    fault: Option<(usize, Fault, Arc<AtomicBool>)>,
-    heads: Option<Arc<Mutex<Vec<String>>>>,
-) {
-    let mut buf = vec![0u8; 64 << 10];
-    let mut sent = 0;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if let Some(heads) = &heads {
-            heads
-                .lock()
-                .expect("heads")
-                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-        if let Some((limit, fault, done)) = &fault {
-            if sent + n >= *limit && !done.swap(true, Ordering::SeqCst) {
-                let _ = to.write_all(&buf[..limit - sent]);
-                if let Fault::Stall = fault {
-                    // Open and silent for longer than the test waits.
-                    std::thread::sleep(Duration::from_secs(600));
-                }
-                break;
-            }
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        sent += n;
-    }
-    let _ = to.shutdown(Shutdown::Both);
-    let _ = from.shutdown(Shutdown::Both);
 }

@@ -2,4 +2,5 @@
 //! the CLI's); each user takes what it needs.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod push;
