@@ -191,7 +191,7 @@ pub fn extract(
 
 /// [`extract`] from the layer's blob as `blob` reads it (gzip, zstd or
 /// plain tar, told by its first bytes). It does not check the blob's
-/// digest: the store did, or the caller does ([`crate::pull::LayerReader`]).
+/// digest: the store did, or the caller does ([`crate::pull::BlobReader`]).
 pub fn extract_from(
     mut blob: impl Read,
     image: &OsImage,

@@ -7,7 +7,7 @@
 //! descriptor — a pull interrupted at any point leaves the store consistent, and
 //! pulling again completes it (blobs already present are not fetched again).
 //! Within a pull, a transfer that breaks or stalls goes on from the byte it
-//! stopped at (an HTTP range). Every blob is read through a [`LayerReader`];
+//! stopped at (an HTTP range). Every blob is read through a [`BlobReader`];
 //! [`Remote`] also hands an image's layers to a caller as they arrive, checked
 //! at their end, for `berth os upgrade` to write into a slot.
 
@@ -399,8 +399,8 @@ impl<'a> Remote<'a> {
         })
     }
 
-    /// The blob of `layer` as it arrives ([`LayerReader`]).
-    pub fn layer(&self, layer: &Descriptor) -> LayerReader<'_> {
+    /// The blob of `layer` as it arrives ([`BlobReader`]).
+    pub fn layer(&self, layer: &Descriptor) -> BlobReader<'_> {
         self.reader("layer", layer)
     }
 
@@ -445,12 +445,13 @@ impl<'a> Remote<'a> {
         Ok(())
     }
 
-    fn reader(&self, what: &str, layer: &Descriptor) -> LayerReader<'_> {
+    fn reader(&self, what: &str, layer: &Descriptor) -> BlobReader<'_> {
         self.puller
             .progress
             .blob_started(what, &layer.digest, layer.size);
-        LayerReader {
+        BlobReader {
             remote: self,
+            what: what.to_string(),
             descriptor: oci_client::manifest::OciDescriptor {
                 media_type: layer.media_type.clone(),
                 digest: layer.digest.to_string(),
@@ -477,14 +478,16 @@ impl std::fmt::Debug for Remote<'_> {
     }
 }
 
-/// A layer's blob read as the registry sends it. Its bytes are hashed as they
+/// A blob (a layer, a config) read as the registry sends it. Its bytes are hashed as they
 /// arrive, and the read that reaches the blob's end fails unless the digest
 /// and size are the descriptor's: nothing read from it may be trusted until
-/// [`LayerReader::finish`] (or a read returning 0) has said so. A connection
+/// [`BlobReader::finish`] (or a read returning 0) has said so. A connection
 /// that fails or ends early is asked again from the first byte not yet
 /// received (an HTTP range), up to the options' attempts in a row.
-pub struct LayerReader<'r> {
+pub struct BlobReader<'r> {
     remote: &'r Remote<'r>,
+    /// What the blob is to the image (`config`, `layer 1/2`), for errors.
+    what: String,
     descriptor: oci_client::manifest::OciDescriptor,
     digest: Digest,
     size: u64,
@@ -497,9 +500,9 @@ pub struct LayerReader<'r> {
     actual: Option<Digest>,
 }
 
-impl std::fmt::Debug for LayerReader<'_> {
+impl std::fmt::Debug for BlobReader<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayerReader")
+        f.debug_struct("BlobReader")
             .field("digest", &self.digest)
             .field("size", &self.size)
             .field("received", &self.received)
@@ -508,7 +511,7 @@ impl std::fmt::Debug for LayerReader<'_> {
     }
 }
 
-impl LayerReader<'_> {
+impl BlobReader<'_> {
     /// Reads what is left of the blob and checks it.
     pub fn finish(mut self) -> Result<(), PullError> {
         match std::io::copy(&mut self, &mut std::io::sink()) {
@@ -529,7 +532,7 @@ impl LayerReader<'_> {
     fn failed(&self, reason: String) -> PullError {
         PullError::Registry {
             reference: self.remote.puller.reference.to_string(),
-            what: format!("layer {}", self.digest),
+            what: format!("{} {}", self.what, self.digest),
             reason,
         }
     }
@@ -568,9 +571,13 @@ impl LayerReader<'_> {
         }
     }
 
-    /// Asks for the blob from its first byte not yet received. A registry
-    /// that ignores the range sends it whole, and what was received already
-    /// is skipped.
+    /// Asks for the blob from its first byte not yet received, as a range
+    /// even from byte 0: oci-client hashes a whole (200) response itself,
+    /// twice when the registry also names its digest in a header, and this
+    /// reader hashes it already (SHA-256 was most of an OS upgrade's pull
+    /// under emulation). A registry that ignores the range sends the blob
+    /// whole, which oci-client then checks too, and what was received
+    /// already is skipped.
     fn connect(&mut self) -> Result<(), PullError> {
         use futures_util::StreamExt;
         let puller = &self.remote.puller;
@@ -583,7 +590,7 @@ impl LayerReader<'_> {
                 self.received,
                 None,
             ))
-            .map_err(|e| puller.classify(&format!("layer {}", self.digest), e))?;
+            .map_err(|e| puller.classify(&format!("{} {}", self.what, self.digest), e))?;
         let (body, skip) = match response {
             oci_client::client::BlobResponse::Partial(body) => (body.stream, 0),
             oci_client::client::BlobResponse::Full(body) => (body.stream, self.received),
@@ -623,7 +630,7 @@ impl LayerReader<'_> {
         if actual != self.digest {
             return Err(PullError::DigestMismatch {
                 reference: self.remote.puller.reference.to_string(),
-                what: "the layer".into(),
+                what: format!("the {}", self.what),
                 expected: self.digest.to_string(),
                 actual,
             });
@@ -632,7 +639,7 @@ impl LayerReader<'_> {
     }
 }
 
-impl std::io::Read for LayerReader<'_> {
+impl std::io::Read for BlobReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.chunk.is_empty() {
             match self.next_chunk().map_err(std::io::Error::other)? {
