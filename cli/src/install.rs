@@ -98,6 +98,7 @@ impl Progress for Bar {
                 .progress_chars("=> "),
             );
             b.set_message(what.to_string());
+            crate::progress::drawing(crate::progress::Drawn::One(b.clone()));
             b
         });
         b.set_position(done);

@@ -19,6 +19,7 @@ mod network;
 mod os;
 mod progress;
 mod service;
+mod stderr_log;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -130,6 +131,14 @@ fn main() -> ExitCode {
         return ExitCode::from(code as u8);
     }
     let cli = Cli::parse();
+    // Services and berthd log their own way; a user's command shows what the
+    // libraries warn of (a pull's retries, an install's skipped step).
+    if !matches!(
+        cli.command,
+        Command::Daemon(_) | Command::Netconf(_) | Command::ConsoleInit(_)
+    ) {
+        stderr_log::install("berth", stderr_log::level_from_env());
+    }
     let result = match cli.command {
         Command::Config(cmd) => config::run(cmd),
         Command::Image(cmd) => image::run(cmd),

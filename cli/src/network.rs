@@ -50,33 +50,16 @@ enum Format {
     Json,
 }
 
-struct StderrLogger;
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        // berthd captures the service's stderr into its log; no timestamps needed.
-        eprintln!(
-            "netconf: {}: {}",
-            record.level().as_str().to_lowercase(),
-            record.args()
-        );
-    }
-    fn flush(&self) {}
-}
-
-static LOGGER: StderrLogger = StderrLogger;
-
 pub fn netconf(args: NetconfArgs) -> Result<ExitCode> {
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(if args.verbose {
+    // berthd keeps the service's stderr in its log.
+    crate::stderr_log::install(
+        "netconf",
+        if args.verbose {
             log::LevelFilter::Debug
         } else {
             log::LevelFilter::Info
-        });
-    }
+        },
+    );
     let source = match args.config {
         Some(path) => ConfigSource::File(path),
         None => ConfigSource::Layout(args.root),

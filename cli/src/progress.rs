@@ -12,10 +12,43 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::image::human;
 
+/// The bars on the terminal now, if any: a line printed while they are drawn
+/// goes above them ([`eprint_above_bars`]), else the next redraw tears it.
+static DRAWN: Mutex<Option<Drawn>> = Mutex::new(None);
+
+/// indicatif's two kinds of drawing, each of which can hide its bars for a line.
+pub(crate) enum Drawn {
+    Many(MultiProgress),
+    One(ProgressBar),
+}
+
+/// Makes `drawn` the bars that lines go above, until the next call.
+pub(crate) fn drawing(drawn: Drawn) {
+    if let Ok(mut slot) = DRAWN.lock() {
+        *slot = Some(drawn);
+    }
+}
+
+/// Prints `line` on stderr, above the bars being drawn.
+pub fn eprint_above_bars(line: &str) {
+    let drawn = DRAWN.lock().ok().and_then(|d| match d.as_ref() {
+        Some(Drawn::Many(m)) => Some(Drawn::Many(m.clone())),
+        Some(Drawn::One(b)) => Some(Drawn::One(b.clone())),
+        None => None,
+    });
+    match drawn {
+        Some(Drawn::Many(m)) => m.suspend(|| eprintln!("{line}")),
+        Some(Drawn::One(b)) => b.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
+}
+
 /// The reporter for this process's stderr.
 pub fn reporter() -> Box<dyn Progress> {
     if std::io::stderr().is_terminal() {
-        Box::new(Bars::default())
+        let bars = Bars::default();
+        drawing(Drawn::Many(bars.multi.clone()));
+        Box::new(bars)
     } else {
         Box::new(Lines(Tenths::new()))
     }

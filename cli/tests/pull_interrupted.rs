@@ -1,5 +1,6 @@
 //! `berth image pull` killed midway (SIGKILL, as a power cut or OOM would) and run
-//! again completes, with the layer verified; a real registry on 127.0.0.1.
+//! again completes, with the layer verified; one whose connection breaks says so
+//! and goes on. A real registry on 127.0.0.1.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -95,4 +96,40 @@ fn a_pull_killed_midway_completes_when_run_again() {
     );
     store.prune().expect("prune leftovers");
     assert_eq!(std::fs::read_dir(&tmp).expect("tmp").count(), 0);
+}
+
+/// A connection cut in the layer is asked again, and the user sees why the
+/// progress stopped: the retry is a warning on stderr, not silence.
+#[test]
+fn a_pull_whose_connection_breaks_says_so_and_goes_on() {
+    use support::proxy::{Fault, FaultyProxy};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry =
+        berth_testkit::registry::Registry::start(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let (reference, _) = support::push::push_image(
+        dir.path(),
+        &registry,
+        "test/big:1",
+        &[("big", support::push::noise(6 << 20))],
+    );
+    let proxy = FaultyProxy::start(registry.port, 2 << 20, Fault::Cut);
+    let through = reference.replace(
+        &format!("127.0.0.1:{}", registry.port),
+        &format!("127.0.0.1:{}", proxy.port),
+    );
+    let config_root = dir.path().join("config-root");
+    std::fs::create_dir_all(&config_root).expect("config root");
+    let output = pull(&dir.path().join("store"), &config_root, &through)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("berth image pull");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("berth: warn: ") && l.contains("asking again in")),
+        "no warning of the retry:\n{stderr}"
+    );
+    assert!(proxy.resumed_from().is_some(), "the layer was asked again");
 }
