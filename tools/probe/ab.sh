@@ -13,7 +13,7 @@ for i in $(seq 1 "${PAIRS:-3}"); do
     out=$(ISO=$dir/berth.iso KERNEL=$dir/vmlinuz INITRD=$dir/initrd QCOW2=$dir/berth.qcow2 \
       "$HERE/boot.sh" "$tag" \
       "sudo berth boot-time" "sudo berth logs console | grep 'after console-init'" 2>&1)
-    echo "$tag $(echo "$out" | awk '/^(console|network|ntp) /{printf "%s %s->%s ", $1, $2, $4}')"
+    echo "$tag $(echo "$out" | awk '/^(console|network|ntp|docker) /{printf "%s %s->%s ", $1, $2, $4}')"
     echo "$out" | grep -E '^PID 1|console-init: ready' | sed 's/^/    /'
   done
 done
