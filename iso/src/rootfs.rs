@@ -535,13 +535,17 @@ pub fn mksquashfs(staging: &Path, out: &Path) -> Result<()> {
         .arg(staging)
         .arg(out)
         .args(["-comp", "zstd", "-Xcompression-level", "15"])
-        // 256 KiB blocks. A block is decoded whole whenever any byte of it is
+        // 64 KiB blocks. A block is decoded whole whenever any byte of it is
         // read, and a small file shares its (fragment) block with others, so
-        // larger blocks cost every boot: zstd 19 in 1 MiB blocks made the root
-        // 9.5 MB smaller but the SSH server's start 0.8 s longer under icount.
-        // xz would make it 119 MB and decodes twelve times slower
-        // (docs/benchmarks.md, "The ISO's size").
-        .args(["-b", "256K", "-noappend", "-no-progress", "-quiet"])
+        // every block size above what is read costs every boot and every
+        // machine short of memory. Under icount (docs/benchmarks.md, "Smaller
+        // squashfs blocks"): ready 0.2 s sooner than with 256 KiB, docker's
+        // API 0.3 s, and a 96 MiB machine lets a user in within 15 s of the
+        // ready line where with 256 KiB it re-read evicted blocks for minutes;
+        // for a root 6% (10 MiB) larger. zstd 19 in 1 MiB blocks made it 9.5 MB
+        // smaller but the SSH server's start 0.8 s longer; xz would make it
+        // 119 MB and decodes twelve times slower ("The ISO's size").
+        .args(["-b", "64K", "-noappend", "-no-progress", "-quiet"])
         // Reproducible: no build time in the superblock.
         .args(["-mkfs-time", "0"]))?;
     Ok(())
