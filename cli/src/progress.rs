@@ -17,6 +17,7 @@ use crate::image::human;
 static DRAWN: Mutex<Option<Drawn>> = Mutex::new(None);
 
 /// indicatif's two kinds of drawing, each of which can hide its bars for a line.
+#[derive(Clone)]
 pub(crate) enum Drawn {
     Many(MultiProgress),
     One(ProgressBar),
@@ -31,11 +32,8 @@ pub(crate) fn drawing(drawn: Drawn) {
 
 /// Prints `line` on stderr, above the bars being drawn.
 pub fn eprint_above_bars(line: &str) {
-    let drawn = DRAWN.lock().ok().and_then(|d| match d.as_ref() {
-        Some(Drawn::Many(m)) => Some(Drawn::Many(m.clone())),
-        Some(Drawn::One(b)) => Some(Drawn::One(b.clone())),
-        None => None,
-    });
+    // Cloned out (both are handles), so the lock is not held while drawing.
+    let drawn = DRAWN.lock().ok().and_then(|d| d.clone());
     match drawn {
         Some(Drawn::Many(m)) => m.suspend(|| eprintln!("{line}")),
         Some(Drawn::One(b)) => b.suspend(|| eprintln!("{line}")),

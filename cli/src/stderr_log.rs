@@ -13,10 +13,9 @@ impl Log for StderrLogger {
         metadata.level() <= log::max_level()
     }
 
+    // The log macros check the level before calling this.
     fn log(&self, record: &Record<'_>) {
-        if self.enabled(record.metadata()) {
-            crate::progress::eprint_above_bars(&line(self.prefix, record));
-        }
+        crate::progress::eprint_above_bars(&line(self.prefix, record));
     }
 
     fn flush(&self) {}
