@@ -1,7 +1,15 @@
-//! The kernel: Debian's `linux-image-amd64`, fetched with `apt-get download` and
-//! unpacked with `dpkg-deb -x` into a cache under the target directory. Nothing
-//! is installed on the host. The Debian package ships no `modules.dep` (its
-//! postinst runs depmod), so `depmod -b` generates the index in the cache.
+//! The kernel: Debian's `linux-image-amd64`, from bookworm-backports when the
+//! build host's apt knows it, fetched with `apt-get download` and unpacked with
+//! `dpkg-deb -x` into a cache under the target directory. Nothing is installed
+//! on the host. The Debian package ships no `modules.dep` (its postinst runs
+//! depmod), so `depmod -b` generates the index in the cache.
+//!
+//! Why backports' kernel (6.12 against bookworm's 6.1; docs/benchmarks.md, "Debian's
+//! 6.12 kernel"): its image holds 4.9 MB of bss against 17.3 MB, and it makes the
+//! tracing tree's files only when they are looked at, where 6.1 keeps about 9 MB of
+//! slab for them from boot on. That is what the smallest machine is short of: with
+//! 6.1 a 88 MiB machine cannot even unpack the initramfs, with 6.12 an 80 MiB one
+//! boots and lets a user in.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +18,9 @@ use crate::{io_err, run, Error, Result};
 
 /// The meta package whose dependency names the current kernel.
 pub const META_PACKAGE: &str = "linux-image-amd64";
+
+/// The release whose `META_PACKAGE` is preferred (see the module's comment).
+pub const PREFERRED_RELEASE: &str = "bookworm-backports";
 
 #[derive(Debug, Clone)]
 pub struct Kernel {
@@ -24,9 +35,28 @@ pub struct Kernel {
     pub modules_dir: PathBuf,
 }
 
-/// The package `meta` depends on, from `apt-cache depends`.
+/// The package `meta` depends on, from `apt-cache depends`: `meta` as
+/// [`PREFERRED_RELEASE`] has it, or as the host's default release has it when
+/// apt has no such release (a warning says so).
 pub fn resolve_package(meta: &str) -> Result<String> {
-    let out = run(Command::new("apt-cache").args(["depends", meta]))?;
+    match depends(meta, Some(PREFERRED_RELEASE)) {
+        Ok(package) => Ok(package),
+        Err(e) => {
+            log::warn!(
+                "{e}; using the kernel of the host's default release \
+                 (add {PREFERRED_RELEASE} to apt's sources for the one Berth is measured with)"
+            );
+            depends(meta, None)
+        }
+    }
+}
+
+fn depends(meta: &str, release: Option<&str>) -> Result<String> {
+    let mut cmd = Command::new("apt-cache");
+    if let Some(release) = release {
+        cmd.args(["-t", release]);
+    }
+    let out = run(cmd.args(["depends", meta]))?;
     let text = String::from_utf8_lossy(&out);
     text.lines()
         .filter_map(|l| l.trim().trim_start_matches('|').strip_prefix("Depends:"))
@@ -112,6 +142,7 @@ fn unpack(cache: &Path, package: &str, root: &Path) -> Result<()> {
         std::fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
     }
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+    decompress_modules(&partial)?;
     let kernel = describe_paths(&partial)?;
     let base = kernel
         .1
@@ -125,6 +156,23 @@ fn unpack(cache: &Path, package: &str, root: &Path) -> Result<()> {
         std::fs::remove_dir_all(root).map_err(io_err(root))?;
     }
     std::fs::rename(&partial, root).map_err(io_err(root))?;
+    Ok(())
+}
+
+/// Debian's 6.12 ships its modules xz-compressed (`.ko.xz`). They are stored
+/// decompressed: the root's squashfs compresses them anyway, the kernel would
+/// otherwise decode xz at every load (slow under emulation, where each of
+/// docker's netfilter modules is loaded at its start), and stage 2 and the
+/// image's module lists name modules by their `.ko` paths.
+fn decompress_modules(root: &Path) -> Result<()> {
+    for lib in ["lib/modules", "usr/lib/modules"] {
+        let modules = root.join(lib);
+        if modules.is_dir() {
+            run(Command::new("find")
+                .arg(&modules)
+                .args(["-name", "*.ko.xz", "-exec", "xz", "-d", "{}", "+"]))?;
+        }
+    }
     Ok(())
 }
 
