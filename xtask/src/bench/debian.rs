@@ -33,10 +33,14 @@ const PACKAGES: &[&str] = &[
     "apparmor",
 ];
 
+/// Backports too, for Berth's kernel package when it comes from there
+/// (`berth_iso::kernel::PREFERRED_RELEASE`); apt takes nothing else from it
+/// unless asked, so the rest is Debian 12's own.
 const SUITES: &[&str] = &[
     "deb http://deb.debian.org/debian bookworm main",
     "deb http://deb.debian.org/debian bookworm-updates main",
     "deb http://deb.debian.org/debian-security bookworm-security main",
+    "deb http://deb.debian.org/debian bookworm-backports main",
 ];
 
 /// DHCP on the virtio NIC with systemd-networkd, as Debian's cloud images do.
@@ -83,7 +87,7 @@ pub struct Image {
 }
 
 /// Builds (or reuses) the image for `kernel_package` (e.g.
-/// `linux-image-6.1.0-57-amd64`, the package Berth's vmlinuz comes from).
+/// `linux-image-6.12.95+deb12-amd64`, the package Berth's vmlinuz comes from).
 pub fn build(dir: &Path, kernel_package: &str) -> Result<Image> {
     let image = Image {
         qcow2: dir.join("debian.qcow2"),
