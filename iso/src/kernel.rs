@@ -223,3 +223,38 @@ fn describe(package: &str, root: &Path) -> Result<Kernel> {
         modules_dir,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `.ko.xz` in either module directory becomes its `.ko` with the same bytes,
+    /// and nothing compressed is left for stage 2's `.ko` paths to miss.
+    #[test]
+    fn xz_modules_are_stored_decompressed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for lib in [
+            "lib/modules/6.12.0-test/kernel",
+            "usr/lib/modules/6.12.0-test/kernel",
+        ] {
+            let mods = dir.path().join(lib);
+            std::fs::create_dir_all(&mods).expect("mkdir");
+            let ko = mods.join("a.ko");
+            std::fs::write(&ko, b"module bytes").expect("write");
+            run(Command::new("xz").arg(&ko)).expect("xz");
+            assert!(mods.join("a.ko.xz").exists() && !ko.exists());
+        }
+        decompress_modules(dir.path()).expect("decompress");
+        for lib in [
+            "lib/modules/6.12.0-test/kernel",
+            "usr/lib/modules/6.12.0-test/kernel",
+        ] {
+            let mods = dir.path().join(lib);
+            assert_eq!(
+                std::fs::read(mods.join("a.ko")).expect("a.ko"),
+                b"module bytes"
+            );
+            assert!(!mods.join("a.ko.xz").exists());
+        }
+    }
+}
