@@ -12,8 +12,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 S=$HERE/../../target/berth/probe/$TAG/serial.log
 OUT=$(mktemp)
 rm -f "$S"
-(ISO=$DIR/berth.iso KERNEL=$DIR/vmlinuz INITRD=$DIR/initrd MODE=kernel SETTLE=0 \
-  "$HERE/boot.sh" "$TAG" "sudo berth boot-time | grep '^PID 1'" > "$OUT" 2>&1 &)
+ISO=$DIR/berth.iso KERNEL=$DIR/vmlinuz INITRD=$DIR/initrd MODE=kernel SETTLE=0 \
+  "$HERE/boot.sh" "$TAG" "sudo berth boot-time | grep '^PID 1'" > "$OUT" 2>&1 &
+BOOT=$!
 QP=
 for _ in $(seq 1 200); do
   QP=$(pgrep -f "^qemu-system-x86_64 -name probe" | head -1); [ -n "$QP" ] && break; sleep 0.02
@@ -23,7 +24,8 @@ T0=$(date +%s.%N)
 for _ in $(seq 1 3000); do grep -q "system ready" "$S" 2>/dev/null && break; sleep 0.02; done
 T1=$(date +%s.%N)
 TICKS=$(awk '{print $14 + $15}' "/proc/$QP/stat")
-while pgrep -f "^qemu-system-x86_64 -name probe" >/dev/null; do sleep 0.2; done
+# boot.sh prints the commands' output after QEMU is gone.
+wait "$BOOT"
 R=$(grep -o 'ready [0-9.]*s' "$OUT" | head -1)
 echo "$TAG qemu_cpu $(echo "scale=2; $TICKS / $(getconf CLK_TCK)" | bc) s wall $(echo "$T1 - $T0" | bc | cut -c1-5) s guest_$R"
 rm -f "$OUT"
