@@ -37,6 +37,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     // Kernel: `apt-get download` + `dpkg-deb -x`, and depmod for its index.
     ("dpkg", "dpkg-deb"),
     ("kmod", "/usr/sbin/depmod"),
+    // Debian's 6.12 ships its modules as .ko.xz; the build stores them decompressed.
+    ("xz-utils", "xz"),
     // Shipped in the image: the emergency shell and the state file system tools.
     ("busybox-static", "/bin/busybox"),
     ("e2fsprogs", "/usr/sbin/mke2fs"),
