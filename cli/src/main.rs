@@ -126,7 +126,7 @@ fn main() -> ExitCode {
             conf,
             &kernel,
             &args,
-            |path, compressed, params| berth_init::sys::finit_module(path, params, compressed),
+            |path, compressed, params| berth_init::sys::load_module_file(path, params, compressed),
         );
         return ExitCode::from(code as u8);
     }

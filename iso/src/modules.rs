@@ -230,7 +230,9 @@ impl ModuleIndex {
     /// dependents before dependencies like depmod writes it, so both "load
     /// the file top to bottom" and modprobe's "load the list from its end"
     /// work.
-    pub fn trimmed_dep(&self, closure: &Closure) -> String {
+    /// `stored` maps a module's path to the name it is stored under (the
+    /// initramfs compresses `.ko` files to `.ko.zst`).
+    pub fn trimmed_dep(&self, closure: &Closure, stored: impl Fn(&str) -> String) -> String {
         let mut out = String::new();
         for name in &closure.load_order {
             let Some(path) = self.path_of(name) else {
@@ -241,12 +243,12 @@ impl ModuleIndex {
             for dep in self.direct_deps(name) {
                 self.visit(&dep, &mut done, &mut BTreeSet::new(), &mut order);
             }
-            out.push_str(path);
+            out.push_str(&stored(path));
             out.push(':');
             for dep in order.iter().rev() {
                 if let Some(p) = self.path_of(dep) {
                     out.push(' ');
-                    out.push_str(p);
+                    out.push_str(&stored(p));
                 }
             }
             out.push('\n');
@@ -438,13 +440,13 @@ kernel/net/unrelated.ko:
     fn trimmed_dep_lists_only_the_closure_in_load_order() {
         let i = index();
         let c = i.closure(&["ext4"]).expect("closure");
-        let dep = i.trimmed_dep(&c);
+        let dep = i.trimmed_dep(&c, |p| format!("{p}.zst"));
         let lines: Vec<&str> = dep.lines().collect();
         assert_eq!(lines.len(), 5, "{dep}");
         let ext4 = lines.last().expect("ext4 line");
-        assert!(ext4.starts_with("kernel/fs/ext4/ext4.ko:"), "{dep}");
-        for p in ["crc16.ko", "mbcache.ko", "jbd2.ko", "crc32c_generic.ko"] {
-            assert!(ext4.contains(p), "{ext4}");
+        assert!(ext4.starts_with("kernel/fs/ext4/ext4.ko.zst:"), "{dep}");
+        for p in ["crc16", "mbcache", "jbd2", "crc32c_generic"] {
+            assert!(ext4.contains(&format!("/{p}.ko.zst")), "{ext4}");
         }
         // The result parses back and gives the same closure.
         let mut back = ModuleIndex::default();

@@ -1,4 +1,5 @@
-//! Kernel modules from `modules.dep`, dependencies first, with finit_module.
+//! Kernel modules from `modules.dep`, dependencies first, with finit_module
+//! (init_module for the zstd-compressed ones of the initramfs).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -143,7 +144,8 @@ pub struct Report {
 
 /// Loads `wanted` (or every module `modules.dep` lists, when `None`) from
 /// `dir` (`/lib/modules/<release>`) through any loader (PID 1's goes through
-/// its `Sys`): `load(path, compressed, params)` is called for each file,
+/// its `Sys`): `load(path, kernel_decodes, params)` is called for each file
+/// (`kernel_decodes`: an `.xz` or `.gz` file, for the kernel to decompress),
 /// dependencies first, with every parameter `options` has for that module.
 /// A wanted module the blacklist in `options` names is not loaded (one that
 /// another needs still is).
@@ -192,10 +194,11 @@ pub fn load_from(
         let path = dir.join(&rel);
         let name = module_name(&rel);
         let file = rel.to_string_lossy();
-        let compressed = [".xz", ".zst", ".gz"].iter().any(|e| file.ends_with(e));
+        // `.zst` is decoded by load_module_file itself.
+        let kernel_decodes = [".xz", ".gz"].iter().any(|e| file.ends_with(e));
         let args = options.params_for(&name);
         let started = std::time::Instant::now();
-        match load(&path, compressed, &args) {
+        match load(&path, kernel_decodes, &args) {
             Ok(()) => {
                 // The time says which driver a slow boot spent itself on.
                 log::debug!(
@@ -213,7 +216,7 @@ pub fn load_from(
             }
             Err(e) => {
                 let why = match e.raw_os_error() {
-                    Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) if compressed => format!(
+                    Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) if kernel_decodes => format!(
                         "{e} (this kernel cannot decompress modules: ship them uncompressed)"
                     ),
                     _ => e.to_string(),
@@ -229,12 +232,42 @@ pub fn load_from(
 // with CONFIG_MODULE_DECOMPRESS). Not in the libc crate.
 const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
 
-/// finit_module(2): loads the module file at `path` with `params`
-/// (`name=value …`); `compressed` asks the kernel to decompress it.
-pub fn finit_module(path: &Path, params: &str, compressed: bool) -> io::Result<()> {
-    let file = File::open(path)?;
+/// Modules named `*.ko.zst` are decoded here, not by the kernel: a kernel
+/// decompresses only the one format it was built for (Debian's: xz), and the
+/// initramfs keeps its drivers in zstd so that the kernel's unpack before
+/// `/init` copies them instead of decoding all of them, when a boot loads a
+/// few (iso/src/initramfs.rs).
+pub const ZSTD_SUFFIX: &str = ".zst";
+
+/// The largest module a `.zst` file may decode to. Debian's largest is under
+/// 20 MiB; a corrupt or hostile frame must not take PID 1's memory.
+const MAX_MODULE_BYTES: usize = 64 << 20;
+
+/// Loads the module file at `path` with `params`: `*.zst` decoded here and
+/// handed over with init_module(2), any other file with finit_module(2);
+/// `compressed` asks the kernel to decompress it (`.xz`, `.gz`).
+pub fn load_module_file(path: &Path, params: &str, compressed: bool) -> io::Result<()> {
     let params = CString::new(params.as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in module parameters"))?;
+    if path.to_string_lossy().ends_with(ZSTD_SUFFIX) {
+        let image = decode_zstd_module(path)?;
+        // SAFETY: init_module reads `image.len()` bytes from a live buffer and a
+        // NUL-terminated parameter string; both outlive the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_init_module,
+                image.as_ptr(),
+                image.len(),
+                params.as_ptr(),
+            )
+        };
+        return if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        };
+    }
+    let file = File::open(path)?;
     let flags = if compressed {
         MODULE_INIT_COMPRESSED_FILE
     } else {
@@ -255,6 +288,31 @@ pub fn finit_module(path: &Path, params: &str, compressed: bool) -> io::Result<(
     } else {
         Ok(())
     }
+}
+
+/// The module image a `.ko.zst` file holds, at most [`MAX_MODULE_BYTES`]:
+/// decoded in one call into a buffer of the size the frame declares.
+pub fn decode_zstd_module(path: &Path) -> io::Result<Vec<u8>> {
+    let invalid = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", path.display()),
+        )
+    };
+    let frame = std::fs::read(path)?;
+    let size = match zstd::zstd_safe::get_frame_content_size(&frame) {
+        Ok(Some(size)) => size,
+        Ok(None) => return Err(invalid("a zstd frame without its size".into())),
+        Err(_) => return Err(invalid("not a zstd module".into())),
+    };
+    if size > MAX_MODULE_BYTES as u64 {
+        return Err(invalid(format!(
+            "decodes to more than {} MiB",
+            MAX_MODULE_BYTES >> 20
+        )));
+    }
+    zstd::bulk::decompress(&frame, size as usize)
+        .map_err(|e| invalid(format!("not a zstd module: {e}")))
 }
 
 /// Logs a report: one debug line on success, a warning per problem.
@@ -326,6 +384,42 @@ kernel/drivers/scsi/scsi_mod.ko:
         let (order, missing) = dep.resolve(&["usb_storage".into(), "nosuch".into()]);
         assert_eq!(names(&order), ["scsi_mod", "usb_storage"]);
         assert_eq!(missing, ["nosuch"]);
+    }
+
+    #[test]
+    fn zstd_modules_are_decoded_here_not_by_the_kernel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("modules.dep"),
+            "kernel/fs/overlayfs/overlay.ko.zst:\nkernel/lib/crc16.ko.xz:\n",
+        )
+        .expect("write");
+        let mut calls = Vec::new();
+        load_with(
+            dir.path(),
+            None,
+            &Options::default(),
+            |path, kernel_decodes, _| {
+                calls.push((module_name(path), kernel_decodes));
+                Ok(())
+            },
+        )
+        .expect("load");
+        assert_eq!(
+            calls,
+            [("overlay".to_string(), false), ("crc16".to_string(), true)]
+        );
+
+        let image = b"\x7fELF a module's body ".repeat(4000);
+        let path = dir.path().join("overlay.ko.zst");
+        let frame = zstd::bulk::compress(&image, 19).expect("compress");
+        std::fs::write(&path, frame).expect("write");
+        assert_eq!(decode_zstd_module(&path).expect("decode"), image);
+
+        std::fs::write(&path, b"not a zstd frame").expect("write");
+        let e = decode_zstd_module(&path).expect_err("garbage decodes");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("overlay.ko.zst"), "{e}");
     }
 
     #[test]

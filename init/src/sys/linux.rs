@@ -128,7 +128,7 @@ impl Sys for Linux {
     }
 
     fn load_module(&mut self, path: &Path, compressed: bool, params: &str) -> io::Result<()> {
-        finit_module(path, params, compressed)
+        load_module_file(path, params, compressed)
     }
 
     fn attach_loop(&mut self, file: &Path, dev_dir: &Path) -> io::Result<LoopDevice> {

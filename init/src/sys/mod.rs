@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-pub use berth_sys::modules::finit_module;
+pub use berth_sys::modules::load_module_file;
 pub use berth_sys::power::Action;
 pub use berth_sys::process::reset_signal_mask;
 

@@ -135,7 +135,7 @@ impl HostOps for Linux {
     }
 
     fn load_module(&self, path: &Path, params: &str, compressed: bool) -> io::Result<()> {
-        berth_sys::modules::finit_module(path, params, compressed)
+        berth_sys::modules::load_module_file(path, params, compressed)
     }
 
     fn run_command(&self, argv: &[String], timeout: Duration) -> io::Result<CommandOutput> {

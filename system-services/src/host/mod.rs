@@ -100,7 +100,8 @@ pub trait HostOps: Send + Sync {
     fn mount(&self, call: &MountCall) -> io::Result<()>;
     /// swapon(2); `flags` carries the priority (`SWAP_FLAG_PREFER`).
     fn swapon(&self, device: &Path, flags: i32) -> io::Result<()>;
-    /// finit_module(2) with `params`; `compressed` asks the kernel to decompress.
+    /// Loads a module file with `params` (`berth_sys::modules::load_module_file`);
+    /// `compressed` asks the kernel to decompress.
     fn load_module(&self, path: &Path, params: &str, compressed: bool) -> io::Result<()>;
     /// Runs `argv` on the host, waits at most `timeout` (then kills it).
     fn run_command(&self, argv: &[String], timeout: Duration) -> io::Result<CommandOutput>;
