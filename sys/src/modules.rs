@@ -239,8 +239,8 @@ const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
 /// few (iso/src/initramfs.rs).
 pub const ZSTD_SUFFIX: &str = ".zst";
 
-/// The largest module a `.zst` file may decode to. Debian's largest is under
-/// 20 MiB; a corrupt or hostile frame must not take PID 1's memory.
+/// The largest module a `.zst` file may decode to. Debian's largest (amdgpu)
+/// is 29 MB; a corrupt or hostile frame must not take PID 1's memory.
 const MAX_MODULE_BYTES: usize = 64 << 20;
 
 /// Loads the module file at `path` with `params`: `*.zst` decoded here and

@@ -513,7 +513,17 @@ fn reconcile_recreates_only_the_changed_service(env: &Env) -> Result {
         while !runs_new(pid("rc-change")) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        check(runs_new(pid("rc-change")), || "runs the old command".into())?;
+        check(runs_new(pid("rc-change")), || {
+            // What ran instead, for a failure seen once in a full run (and never alone).
+            let now = pid("rc-change");
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", now.unwrap_or(0)))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "));
+            format!(
+                "does not run the new command after 5 s: pid {now:?} (was {change_pid:?}), \
+                 cmdline {cmdline:?}, {:?}",
+                sup.service("rc-change")
+            )
+        })?;
         check(sup.service("rc-gone").is_none(), || {
             "removed service still listed".into()
         })
