@@ -80,14 +80,15 @@ pub fn build(init: &Path, kernel: &Kernel, index: &ModuleIndex) -> Result<Initra
             continue;
         };
         let data = crate::modules::read_for_image(&kernel.modules_dir.join(rel))?;
-        let data = if rel.ends_with(".ko") {
+        let stored = stored_module(rel);
+        let data = if stored != rel {
             compress_module(rel, &data)?
         } else {
             // Compressed ones (.ko.xz) stay so: the kernel's finit_module
             // decompresses what it was built to accept.
             data
         };
-        archive.file(&format!("{kdir}/{}", stored_module(rel)), 0o644, data)?;
+        archive.file(&format!("{kdir}/{stored}"), 0o644, data)?;
     }
     archive.file(
         &format!("{kdir}/modules.dep"),
