@@ -62,8 +62,11 @@ fn iso_boots(firmware: Firmware, test: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
     vm.expect("console=ttyS0", BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
-    // The kernel took Berth's own arguments (`grub::KERNEL_ARGS`): it says
-    // so the first time it registers a crypto algorithm untested.
+    // The kernel took Berth's own arguments (`grub::KERNEL_ARGS`): its per-CPU
+    // areas are mapped page by page (the default allocator says "Embedded"),
+    // and it says so the first time it registers a crypto algorithm untested.
+    vm.expect("4K pages/cpu", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
     vm.expect("alg: self-tests disabled", BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
     let handover = vm

@@ -55,7 +55,7 @@ case ${MODE:-iso} in
           -drive "file=$D/state.img,if=virtio,format=raw,cache=unsafe") ;;
   kernel)
     BOOT=(-kernel "${KERNEL:-$OUT/vmlinuz}" -initrd "${INITRD:-$OUT/initrd}"
-          -append "console=ttyS0 panic=-1 ${KERNEL_ARGS-cryptomgr.notests=1} ${APPEND:-}"
+          -append "console=ttyS0 panic=-1 ${KERNEL_ARGS-cryptomgr.notests=1 percpu_alloc=page} ${APPEND:-}"
           -drive "file=$ISO,if=virtio,format=raw,readonly=on") ;;
   disk)
     qemu-img create -q -f qcow2 -b "${QCOW2:-$OUT/berth.qcow2}" -F qcow2 "$D/disk.qcow2" 8G
