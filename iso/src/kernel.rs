@@ -224,6 +224,74 @@ fn describe(package: &str, root: &Path) -> Result<Kernel> {
     })
 }
 
+/// Where a bzImage decompresses itself, from its boot-protocol header
+/// (the kernel's `Documentation/arch/x86/boot.rst`): from `pref_address`, which
+/// is also the lowest address a relocatable x86_64 kernel moves itself to
+/// (`LOAD_PHYSICAL_ADDR`, 16 MiB on Debian's), for `init_size` bytes, what the
+/// decompressor, the decompressed image and its bss need.
+///
+/// It bounds the smallest machine the kernel boots on, whatever runs after it:
+/// QEMU's `-kernel` and GRUB put the initrd at the top of memory, above this
+/// region (QEMU without checking, so a smaller machine overwrites the initrd
+/// while decompressing: "Initramfs unpacking failed: invalid magic").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecompressionRegion {
+    pub start: u64,
+    pub size: u64,
+}
+
+/// The header fields [`DecompressionRegion`] reads, and the boot protocol
+/// version that has them (2.10).
+const HEADER_MAGIC_AT: usize = 0x202;
+const HEADER_MAGIC: &[u8] = b"HdrS";
+const HEADER_VERSION: usize = 0x206;
+const PREF_ADDRESS: usize = 0x258;
+const INIT_SIZE: usize = 0x260;
+const VERSION_WITH_INIT_SIZE: u16 = 0x020a;
+
+impl DecompressionRegion {
+    /// Reads the header of the bzImage at `path`.
+    pub fn read(path: &Path) -> Result<Self> {
+        use std::io::Read as _;
+        let mut header = Vec::with_capacity(INIT_SIZE + 4);
+        std::fs::File::open(path)
+            .and_then(|f| f.take((INIT_SIZE + 4) as u64).read_to_end(&mut header))
+            .map_err(io_err(path))?;
+        Self::parse(&header)
+            .map_err(|reason| Error::Kernel(format!("{}: {reason}", path.display())))
+    }
+
+    fn parse(header: &[u8]) -> std::result::Result<Self, String> {
+        let field = |at: usize, len: usize| {
+            header
+                .get(at..at + len)
+                .ok_or_else(|| format!("too short for a bzImage header ({} bytes)", header.len()))
+        };
+        if field(HEADER_MAGIC_AT, 4)? != HEADER_MAGIC {
+            return Err("not a bzImage (no `HdrS` at 0x202)".to_string());
+        }
+        let le = |bytes: &[u8]| bytes.iter().rev().fold(0u64, |n, b| n << 8 | u64::from(*b));
+        let version = le(field(HEADER_VERSION, 2)?) as u16;
+        if version < VERSION_WITH_INIT_SIZE {
+            return Err(format!(
+                "boot protocol {}.{:02} has no init_size (2.10 and later do)",
+                version >> 8,
+                version & 0xff
+            ));
+        }
+        Ok(Self {
+            start: le(field(PREF_ADDRESS, 8)?),
+            size: le(field(INIT_SIZE, 4)?),
+        })
+    }
+
+    /// The least memory a machine needs to boot this kernel with an initrd of
+    /// `initrd_len` bytes above the region (the firmware's own tables come on top).
+    pub fn least_memory(&self, initrd_len: u64) -> u64 {
+        self.start + self.size + initrd_len
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +324,46 @@ mod tests {
             );
             assert!(!mods.join("a.ko.xz").exists());
         }
+    }
+
+    /// A header as Debian's 6.12 kernel has it (boot protocol 2.15, 16 MiB,
+    /// 55.9 MiB) gives the region and the floor; older protocols and
+    /// non-bzImages are refused with the reason.
+    #[test]
+    fn the_decompression_region_comes_from_the_boot_header() {
+        let mut header = vec![0u8; INIT_SIZE + 4];
+        header[HEADER_MAGIC_AT..HEADER_MAGIC_AT + 4].copy_from_slice(HEADER_MAGIC);
+        header[HEADER_VERSION..HEADER_VERSION + 2].copy_from_slice(&0x020fu16.to_le_bytes());
+        header[PREF_ADDRESS..PREF_ADDRESS + 8].copy_from_slice(&0x100_0000u64.to_le_bytes());
+        header[INIT_SIZE..INIT_SIZE + 4].copy_from_slice(&58_646_528u32.to_le_bytes());
+        let region = DecompressionRegion::parse(&header).expect("parse");
+        assert_eq!(
+            region,
+            DecompressionRegion {
+                start: 16 << 20,
+                size: 58_646_528
+            }
+        );
+        assert_eq!(
+            region.least_memory(1 << 20),
+            (16 << 20) + 58_646_528 + (1 << 20)
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vmlinuz");
+        std::fs::write(&path, &header).expect("write");
+        assert_eq!(DecompressionRegion::read(&path).expect("read"), region);
+
+        header[HEADER_VERSION..HEADER_VERSION + 2].copy_from_slice(&0x0209u16.to_le_bytes());
+        let old = DecompressionRegion::parse(&header).expect_err("2.09");
+        assert!(old.contains("2.09 has no init_size"), "{old}");
+        header[HEADER_MAGIC_AT] = b'X';
+        let e = DecompressionRegion::parse(&header).expect_err("no magic");
+        assert!(e.contains("not a bzImage"), "{e}");
+        std::fs::write(&path, b"short").expect("write");
+        let e = DecompressionRegion::read(&path)
+            .expect_err("short")
+            .to_string();
+        assert!(e.contains("vmlinuz") && e.contains("too short"), "{e}");
     }
 }

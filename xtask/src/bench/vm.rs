@@ -284,6 +284,20 @@ pub fn bench_boot() -> Result<()> {
             }
         })
     };
+    // What no change to Berth can go below: the memory the kernel needs to
+    // decompress itself with the initrd above it (`DecompressionRegion`).
+    let region = berth_iso::kernel::DecompressionRegion::read(&artifacts.vmlinuz)?;
+    let initrd_len = std::fs::metadata(&artifacts.initrd)?.len();
+    let floor = region.least_memory(initrd_len);
+    println!(
+        "    the kernel decompresses itself into {:.1} MiB from {:.1} MiB, and the {:.1} MiB \
+         initrd must lie above that: no machine under {:.1} MiB boots it",
+        mib(region.size),
+        mib(region.start),
+        mib(initrd_len),
+        mib(floor)
+    );
+    println!("RESULT boot_memory_floor_kernel {:.1} MiB", mib(floor));
     let (mut smallest, mut too_small) = (None, None);
     for memory in [256u32, 128, 96, 64] {
         if usable(memory)? {
