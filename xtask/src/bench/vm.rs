@@ -308,11 +308,11 @@ pub fn bench_boot() -> Result<()> {
         }
     }
     // Then halve the gap between the last size that worked and the first
-    // that did not, down to 16 MiB: "128" alone would hide a machine that
-    // works in 112.
+    // that did not, down to 4 MiB: "128" alone would hide a machine that
+    // works in 112, and "80" one that works within 2 MiB of the kernel's floor.
     if let (Some(mut works), Some(mut fails)) = (smallest, too_small) {
-        while works - fails > 16 {
-            let middle = (works + fails) / 2 / 16 * 16;
+        while works - fails > 4 {
+            let middle = (works + fails) / 2 / 4 * 4;
             if usable(middle)? {
                 works = middle;
             } else {
