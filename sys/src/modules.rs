@@ -245,8 +245,8 @@ const MAX_MODULE_BYTES: usize = 64 << 20;
 
 /// Loads the module file at `path` with `params`: `*.zst` decoded here and
 /// handed over with init_module(2), any other file with finit_module(2);
-/// `compressed` asks the kernel to decompress it (`.xz`, `.gz`).
-pub fn load_module_file(path: &Path, params: &str, compressed: bool) -> io::Result<()> {
+/// `kernel_decodes` asks the kernel to decompress it (`.xz`, `.gz`).
+pub fn load_module_file(path: &Path, params: &str, kernel_decodes: bool) -> io::Result<()> {
     let params = CString::new(params.as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in module parameters"))?;
     if path.to_string_lossy().ends_with(ZSTD_SUFFIX) {
@@ -268,7 +268,7 @@ pub fn load_module_file(path: &Path, params: &str, compressed: bool) -> io::Resu
         };
     }
     let file = File::open(path)?;
-    let flags = if compressed {
+    let flags = if kernel_decodes {
         MODULE_INIT_COMPRESSED_FILE
     } else {
         0
