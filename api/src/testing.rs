@@ -41,5 +41,6 @@ pub fn service_status(name: &str, state: Phase, ready: bool, error: Option<&str>
         oneshot: false,
         restart: "no".into(),
         adopted: false,
+        after_ready: false,
     }
 }

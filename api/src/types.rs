@@ -92,6 +92,26 @@ pub struct ServiceStatus {
     /// status will go to PID 1, so `exit_code` shows -1).
     #[serde(default)]
     pub adopted: bool,
+    /// Started only once the boot is ready (`after_ready: true`, its own or
+    /// a dependency's): the ready line does not wait for it.
+    #[serde(default)]
+    pub after_ready: bool,
+}
+
+impl ServiceStatus {
+    /// Whether the service has come to rest: ready, or in a state it will
+    /// not leave by itself soon (exited, stopped, failed, restarting after a
+    /// failure, waiting on dependencies that can never be met). PID 1's
+    /// ready line and berthd's start of the `after_ready` services both wait
+    /// for this, so they agree on when the boot is ready.
+    pub fn at_rest(&self) -> bool {
+        self.ready
+            || matches!(
+                self.state,
+                Phase::Exited | Phase::Stopped | Phase::Failed | Phase::Restarting
+            )
+            || (self.state == Phase::Waiting && self.error.is_some())
+    }
 }
 
 /// What a config reload did (`POST /v1/config/reload`).

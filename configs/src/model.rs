@@ -296,6 +296,10 @@ pub struct Service {
     pub labels: KeyValues,
     /// Berth: run to completion before dependents start.
     pub oneshot: bool,
+    /// Berth: start only once the boot is ready (every service without it
+    /// has come to rest, or 30 s have passed), so the ready line does not
+    /// wait for it; services that depend on it start after it.
+    pub after_ready: bool,
     pub stop_grace_period: Option<Duration>,
     pub stop_signal: Option<StopSignal>,
     /// Memory limit: bytes, or with a unit (`512m`, `1g`).

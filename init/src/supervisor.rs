@@ -153,16 +153,27 @@ pub enum Api {
     Settled(String, Vec<String>),
 }
 
+/// Which services a look at berthd's list waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The ready line: every service but those kept for after it
+    /// ([`ServiceStatus::after_ready`]), which berthd starts once these have
+    /// come to rest.
+    ReadyLine,
+    /// A trial boot's verdict on a new OS image: every service.
+    Every,
+}
+
 /// Asks berthd for `GET /v1/services` on its socket, through berth-api's
 /// client with short timeouts: PID 1 must not hang on a wedged berthd.
-pub fn api_status(socket: &Path) -> Api {
+pub fn api_status(socket: &Path, scope: Scope) -> Api {
     let client = berth_api::Client::new(socket).with_timeouts(berth_api::Timeouts {
         connect: Duration::from_secs(1),
         read: Some(Duration::from_secs(1)),
         write: Some(Duration::from_secs(1)),
     });
     match client.services() {
-        Ok(services) => settled(&services),
+        Ok(services) => settled(&services, scope),
         // berthd answers but the list is not what this PID 1 knows; do not hold the boot on it.
         Err(berth_api::ClientError::Decode { .. }) => {
             Api::Settled("service list not understood".into(), Vec::new())
@@ -171,23 +182,21 @@ pub fn api_status(socket: &Path) -> Api {
     }
 }
 
-/// Whether every service in berthd's list has come to rest: ready, or in a
-/// state it will not leave by itself soon (exited, stopped, failed,
-/// restarting after a failure, waiting on dependencies that can never be met).
-pub fn settled(services: &[ServiceStatus]) -> Api {
+/// Whether every service of `scope` in berthd's list has come to rest
+/// ([`ServiceStatus::at_rest`]).
+pub fn settled(services: &[ServiceStatus], scope: Scope) -> Api {
     let mut ready = Vec::new();
     let mut other = Vec::new();
     let mut pending = Vec::new();
     let mut failing = Vec::new();
+    let mut later = Vec::new();
     for s in services {
         let (name, state) = (&s.name, s.state);
-        let resting = matches!(
-            state,
-            Phase::Exited | Phase::Stopped | Phase::Failed | Phase::Restarting
-        ) || (state == Phase::Waiting && s.error.is_some());
-        if s.ready {
+        if s.after_ready && scope == Scope::ReadyLine {
+            later.push(name.clone());
+        } else if s.ready {
             ready.push(name.clone());
-        } else if resting {
+        } else if s.at_rest() {
             if !matches!(state, Phase::Exited | Phase::Stopped) {
                 failing.push(format!("{name} {state}"));
             }
@@ -205,6 +214,9 @@ pub fn settled(services: &[ServiceStatus]) -> Api {
     }
     if !other.is_empty() {
         summary.push_str(&format!("; not ready: {}", other.join(", ")));
+    }
+    if !later.is_empty() {
+        summary.push_str(&format!("; starting after it: {}", later.join(", ")));
     }
     Api::Settled(summary, failing)
 }
@@ -454,7 +466,7 @@ impl Loop {
             return;
         };
         let status = if self.pid.is_some() {
-            api_status(&self.socket)
+            api_status(&self.socket, Scope::ReadyLine)
         } else {
             Api::Down
         };
@@ -604,7 +616,7 @@ impl Loop {
             && now >= self.next_trial_status)
             .then(|| {
                 self.next_trial_status = now + Duration::from_secs(2);
-                api_status(&self.socket)
+                api_status(&self.socket, Scope::Every)
             });
         trial.poll(now, status.as_ref()).map(|_| Action::Reboot)
     }
@@ -785,25 +797,28 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n[]",
         );
         assert_eq!(
-            api_status(&sock),
+            api_status(&sock, Scope::ReadyLine),
             Api::Settled("0 ready".into(), Vec::new())
         );
         let req = t.join().expect("server");
         assert!(req.starts_with("GET /v1/services HTTP/1.1\r\n"), "{req}");
 
         let (_d, sock, t) = serve(b"HTTP/1.1 503 Service Unavailable\r\n\r\n{}");
-        assert_eq!(api_status(&sock), Api::Down);
+        assert_eq!(api_status(&sock, Scope::ReadyLine), Api::Down);
         t.join().expect("server");
 
         // A list this PID 1 does not know does not hold the boot.
         let (_d, sock, t) = serve(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n<html>");
         assert_eq!(
-            api_status(&sock),
+            api_status(&sock, Scope::ReadyLine),
             Api::Settled("service list not understood".into(), Vec::new())
         );
         t.join().expect("server");
 
-        assert_eq!(api_status(Path::new("/nonexistent/berth.sock")), Api::Down);
+        assert_eq!(
+            api_status(Path::new("/nonexistent/berth.sock"), Scope::ReadyLine),
+            Api::Down
+        );
     }
 
     /// A service as berthd lists it: `name`, `state`, ready or not, why not.
@@ -820,7 +835,7 @@ mod tests {
             svc("ntp", Phase::Waiting, false, None),
         ];
         assert_eq!(
-            settled(&services),
+            settled(&services, Scope::ReadyLine),
             Api::Settling(vec![
                 "docker starting".into(),
                 "network running".into(),
@@ -834,11 +849,39 @@ mod tests {
             svc("web", Phase::Waiting, false, Some("needs docker")),
         ];
         assert_eq!(
-            settled(&services),
+            settled(&services, Scope::ReadyLine),
             Api::Settled(
                 "2 ready: console, init-disk; not ready: docker failed, web waiting".into(),
                 vec!["docker failed".into(), "web waiting".into()]
             )
+        );
+    }
+
+    /// A service kept for after the ready line (and what depends on it)
+    /// does not hold the line, which names it; a trial's verdict waits for
+    /// every service.
+    #[test]
+    fn the_ready_line_does_not_wait_for_what_starts_after_it() {
+        let mut ntp = svc("ntp", Phase::Waiting, false, None);
+        ntp.after_ready = true;
+        let mut clock_user = svc("clock-user", Phase::Waiting, false, None);
+        clock_user.after_ready = true;
+        let services = [
+            svc("console", Phase::Running, true, None),
+            clock_user,
+            svc("network", Phase::Running, true, None),
+            ntp,
+        ];
+        assert_eq!(
+            settled(&services, Scope::ReadyLine),
+            Api::Settled(
+                "2 ready: console, network; starting after it: clock-user, ntp".into(),
+                Vec::new()
+            )
+        );
+        assert_eq!(
+            settled(&services, Scope::Every),
+            Api::Settling(vec!["clock-user waiting".into(), "ntp waiting".into()])
         );
     }
 

@@ -75,6 +75,19 @@ pub fn eventually(vm: &Vm, ssh: &Ssh, remote: &str, timeout: Duration) -> String
     out
 }
 
+/// Waits until berthd lists `service` as ready: for a service that starts
+/// after the ready line (`after_ready`, as the default ntp does).
+pub fn service_ready(vm: &Vm, ssh: &Ssh, service: &str) {
+    eventually(
+        vm,
+        ssh,
+        &format!(
+            "sudo berth ps -o json | tr -d ' \\n' | grep -q '\"name\":\"{service}\",[^}}]*\"ready\":true'"
+        ),
+        BOOT_TIMEOUT,
+    );
+}
+
 /// Starts the machine and waits for the ready line and for SSH.
 pub fn boot_ready(config: &Config, ssh: &Ssh) -> Vm {
     let mut vm = Vm::start(config).unwrap_or_else(|e| panic!("start qemu: {e}"));

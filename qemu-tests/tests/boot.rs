@@ -129,11 +129,34 @@ fn iso_boots(firmware: Firmware, test: &str) {
             berth_lines(&transcript)
         );
     }
+    // ntp (`after_ready`) is created only once the line is out, and the
+    // line says so.
+    assert!(
+        transcript.contains("; starting after it: ntp)"),
+        "{test}: the ready line does not name ntp as starting after it:\n{}",
+        berth_lines(&transcript)
+    );
+    vm.expect_anywhere(AFTER_READY_STARTED, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    let transcript = vm.transcript();
+    let (ready_at, ntp_at) = (
+        transcript.find(READY_MARKER),
+        transcript.find(AFTER_READY_STARTED),
+    );
+    assert!(
+        ready_at.is_some() && ntp_at > ready_at,
+        "{test}: ntp started before the ready line:\n{}",
+        berth_lines(&transcript)
+    );
     eprintln!("{}", berth_lines(&transcript));
 }
 
-/// The services of `configs/default.yml`: every one must be ready.
-const DEFAULT_SERVICES: &[&str] = &["console", "docker", "network", "ntp"];
+/// The services of `configs/default.yml` the ready line waits for: every one
+/// must be ready.
+const DEFAULT_SERVICES: &[&str] = &["console", "docker", "network"];
+
+/// berthd's log line when ntp, kept for after the ready line, is running.
+const AFTER_READY_STARTED: &str = "ntp: started";
 
 /// berthd's log line when the network service's container is running.
 const SERVICE_STARTED: &str = "network: started";

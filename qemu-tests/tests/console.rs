@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use qemu_tests::ssh::Ssh;
 use qemu_tests::steps::{
-    boot_ready, busybox_archive, docker_load, expect, ok, refused, Archive, BOOT_TIMEOUT,
+    boot_ready, busybox_archive, docker_load, expect, ok, refused, service_ready, Archive,
+    BOOT_TIMEOUT,
 };
 use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
 
@@ -121,6 +122,7 @@ berth:
     // A service's limits are in its cgroup (v2 here; the hosts that run the
     // other tests have v1).
     let cgroup = "/proc/1/root/sys/fs/cgroup/berth/ntp";
+    service_ready(&vm, &ssh, "ntp");
     assert_eq!(
         ok(&vm, &ssh, &format!("sudo cat {cgroup}/memory.max")).trim(),
         (96u64 << 20).to_string()

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use qemu_tests::ssh::Ssh;
-use qemu_tests::steps::{boot_ready, eventually, ok, poweroff, refused};
+use qemu_tests::steps::{boot_ready, eventually, ok, poweroff, refused, service_ready};
 use qemu_tests::{Artifacts, Boot, Config};
 
 fn run(program: &str, args: &[&str]) {
@@ -229,7 +229,9 @@ fn the_console_and_the_engine_share_the_users_paths_config_and_trust() {
     );
     assert!(ok(&vm, &ssh, "docker compose version").contains("1.29"));
 
-    // write_files: the motd in the console, a file inside the ntp service.
+    // write_files: the motd in the console, a file inside the ntp service
+    // (which starts after the ready line).
+    service_ready(&vm, &ssh, "ntp");
     assert_eq!(
         ok(&vm, &ssh, "cat /etc/motd").trim(),
         "Welcome to the dockerhost test."

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use qemu_tests::registry::Registry;
 use qemu_tests::ssh::Ssh;
 use qemu_tests::steps::{
-    boot_ready, busybox_archive, expect, ok, refused, Archive, BOOT_TIMEOUT, GIB,
+    boot_ready, busybox_archive, expect, ok, refused, service_ready, Archive, BOOT_TIMEOUT, GIB,
 };
 use qemu_tests::{berth_lines, Artifacts, Boot, Config, Vm, READY_MARKER};
 
@@ -509,6 +509,8 @@ fn faults_in_real_boots() {
 
     // Boot 1.
     let mut vm = boot_ready(&config("faults-1"), &ssh);
+    // ntp starts after the ready line; the checks below read it.
+    service_ready(&vm, &ssh, "ntp");
     crash_loop_backs_off_and_the_rest_is_ready(&vm, &ssh);
     seccomp_confines_the_unprivileged_services(&vm, &ssh);
     a_stop_right_after_a_start_is_not_lost(&vm, &ssh);

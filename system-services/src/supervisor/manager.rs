@@ -118,6 +118,12 @@ pub(super) struct Manager {
     pub(super) finished: bool,
     pub(super) berthd_started: Duration,
     pub(super) next_seq: u64,
+    /// Whether the `after_ready` services may start: every other service
+    /// came to rest once, or `after_ready_by` passed. It stays true.
+    pub(super) boot_ready: bool,
+    /// When the `after_ready` services start even if the boot has not come
+    /// to rest (a service that never gets ready must not hold them back).
+    pub(super) after_ready_by: Instant,
 }
 
 /// A stable fingerprint of a service definition (FNV-1a of its debug form), to
@@ -174,10 +180,12 @@ impl Manager {
         self.persist();
         self.publish();
         while !self.finished {
-            let timeout = self
-                .timers
-                .peek()
-                .map(|t| t.at.0.saturating_duration_since(Instant::now()))
+            let mut wake = self.timers.peek().map(|t| t.at.0);
+            if !self.boot_ready {
+                wake = Some(wake.map_or(self.after_ready_by, |w| w.min(self.after_ready_by)));
+            }
+            let timeout = wake
+                .map(|w| w.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(3600));
             match rx.recv_timeout(timeout) {
                 Ok(event) => self.handle(event),
@@ -224,6 +232,7 @@ impl Manager {
             .map(|(n, s)| (n.clone(), s.graph_state()))
             .collect();
         let plan = self.graph.evaluate(&states);
+        self.check_boot_ready();
         for b in plan.blocked {
             if let Some(svc) = self.services.get_mut(&b.service) {
                 if svc.phase == Phase::Waiting && svc.desired_up {
@@ -232,14 +241,62 @@ impl Manager {
             }
         }
         for name in plan.ready {
-            let go = self
-                .services
-                .get(&name)
-                .is_some_and(|s| s.desired_up && s.phase == Phase::Waiting);
+            let go = self.services.get(&name).is_some_and(|s| {
+                s.desired_up && s.phase == Phase::Waiting && (self.boot_ready || !s.def.after_ready)
+            });
             if go {
                 self.launch(&name);
             }
         }
+    }
+
+    /// The services kept for after the ready line: those with `after_ready`
+    /// and everything that depends on them.
+    pub(super) fn kept_for_after_ready(&self) -> BTreeSet<String> {
+        let mut kept = BTreeSet::new();
+        for (name, svc) in &self.services {
+            if svc.def.after_ready {
+                kept.insert(name.clone());
+                kept.extend(self.graph.dependents_closure(name));
+            }
+        }
+        kept
+    }
+
+    /// Lets the `after_ready` services start once every other service has
+    /// come to rest, by the same test as PID 1's ready line, or once
+    /// `after_ready_by` has passed.
+    fn check_boot_ready(&mut self) {
+        if self.boot_ready {
+            return;
+        }
+        let kept = self.kept_for_after_ready();
+        if kept.is_empty() {
+            self.boot_ready = true;
+            return;
+        }
+        let statuses = self.statuses();
+        let settled = statuses
+            .iter()
+            .filter(|s| !s.after_ready)
+            .all(ServiceStatus::at_rest);
+        let names = kept.into_iter().collect::<Vec<_>>().join(", ");
+        if settled {
+            log::info!("the boot is ready; starting what waited for it: {names}");
+        } else if Instant::now() >= self.after_ready_by {
+            let pending: Vec<String> = statuses
+                .iter()
+                .filter(|s| !s.after_ready && !s.at_rest())
+                .map(|s| format!("{} {}", s.name, s.state))
+                .collect();
+            log::warn!(
+                "the boot is not ready ({}); starting what waited for it anyway: {names}",
+                pending.join(", ")
+            );
+        } else {
+            return;
+        }
+        self.boot_ready = true;
     }
 
     pub(super) fn launch(&mut self, name: &str) {
@@ -626,10 +683,11 @@ impl Manager {
         }
     }
 
-    pub(super) fn publish(&self) {
+    /// Every service as `GET /v1/services` shows it.
+    pub(super) fn statuses(&self) -> Vec<ServiceStatus> {
         let now = Instant::now();
-        let services = self
-            .services
+        let kept = self.kept_for_after_ready();
+        self.services
             .iter()
             .map(|(name, s)| ServiceStatus {
                 name: name.clone(),
@@ -652,8 +710,13 @@ impl Manager {
                 oneshot: s.def.oneshot,
                 restart: policy_text(s.def.restart),
                 adopted: s.adopted,
+                after_ready: kept.contains(name),
             })
-            .collect();
+            .collect()
+    }
+
+    pub(super) fn publish(&self) {
+        let services = self.statuses();
         let mut entries: Vec<(u64, Entry)> = self
             .services
             .iter()

@@ -91,10 +91,17 @@ pub struct Options {
     /// `write_files` entries for each service's own filesystem; the daemon
     /// replaces them when the config changes.
     pub files: Arc<Mutex<ServiceFiles>>,
+    /// How long the `after_ready` services wait for the boot to be ready at most.
+    pub after_ready_at_the_latest: Duration,
 }
 
 /// `write_files` entries by the service whose filesystem they go into.
 pub type ServiceFiles = BTreeMap<String, Vec<crate::host::write_files::Entry>>;
+
+/// How long after berthd's start the `after_ready` services start at the
+/// latest: long enough for any boot that comes up, short enough that a
+/// service that never gets ready does not keep the clock unset for long.
+pub const AFTER_READY_AT_THE_LATEST: Duration = Duration::from_secs(30);
 
 impl Options {
     pub fn new(run_dir: impl Into<PathBuf>) -> Options {
@@ -104,6 +111,7 @@ impl Options {
             stop_grace: Duration::from_secs(10),
             environment: BTreeMap::new(),
             files: Arc::default(),
+            after_ready_at_the_latest: AFTER_READY_AT_THE_LATEST,
         }
     }
 }
@@ -220,6 +228,7 @@ impl Supervisor {
             snapshot: Mutex::new(Snapshot::default()),
             changed: Condvar::new(),
         });
+        let after_ready_by = Instant::now() + options.after_ready_at_the_latest;
         let mut manager = Manager {
             runtime,
             images,
@@ -236,6 +245,8 @@ impl Supervisor {
             finished: false,
             berthd_started: timeline::since_boot(),
             next_seq: 0,
+            boot_ready: false,
+            after_ready_by,
         };
         for (name, def) in services {
             manager

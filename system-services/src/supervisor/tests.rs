@@ -43,6 +43,14 @@ fn with_health(mut s: Service) -> Service {
 }
 
 fn start(services: &[(&str, Service)], setup: impl FnOnce(&Recording)) -> Env {
+    start_with(services, setup, |_| {})
+}
+
+fn start_with(
+    services: &[(&str, Service)],
+    setup: impl FnOnce(&Recording),
+    options_for_test: impl FnOnce(&mut Options),
+) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = Arc::new(Recording::new());
     setup(&rt);
@@ -53,6 +61,7 @@ fn start(services: &[(&str, Service)], setup: impl FnOnce(&Recording)) -> Env {
         reset_after: Duration::from_secs(60),
     };
     options.stop_grace = Duration::from_millis(200);
+    options_for_test(&mut options);
     let logs = Arc::new(LogDir::new(logs::LogConfig::new(dir.path().join("log"))));
     let sup = Supervisor::start(
         Arc::clone(&rt) as Arc<dyn Runtime>,
@@ -321,6 +330,73 @@ fn a_healthcheck_gates_a_dependent() {
         .find(|e| e.service == "app")
         .expect("app entry");
     assert!(db_t.ready.is_some() && app_t.created >= db_t.ready, "{t:?}");
+    env.sup.shutdown().expect("shutdown");
+}
+
+fn after_ready(mut s: Service) -> Service {
+    s.after_ready = true;
+    s
+}
+
+/// `after_ready` services and their dependents are created only once every
+/// other service has come to rest (an unhealthy one has not), and the API
+/// marks them so PID 1's ready line does not wait for them.
+#[test]
+fn after_ready_services_start_once_the_others_are_at_rest() {
+    let env = start(
+        &[
+            ("db", with_health(service(None))),
+            ("ntp", after_ready(service(None))),
+            (
+                "clock-user",
+                depends(service(None), "ntp", Condition::ServiceStarted),
+            ),
+        ],
+        |rt| rt.set_exec("db", Exit::Code(1)),
+    );
+    env.wait("db unhealthy", |s| {
+        s.service("db").and_then(|d| d.health) == Some(Health::Unhealthy)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(env.creates(), ["db"]);
+    let kept: Vec<(String, bool)> = env
+        .sup
+        .services()
+        .into_iter()
+        .map(|s| (s.name, s.after_ready))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("clock-user".to_string(), true),
+            ("db".to_string(), false),
+            ("ntp".to_string(), true)
+        ]
+    );
+    env.rt.set_exec("db", Exit::Code(0));
+    env.running("ntp");
+    env.running("clock-user");
+    assert_eq!(env.creates(), ["db", "ntp", "clock-user"]);
+    env.sup.shutdown().expect("shutdown");
+}
+
+/// A service that never comes to rest holds the `after_ready` ones back
+/// only until their deadline.
+#[test]
+fn after_ready_services_start_at_their_deadline_anyway() {
+    let env = start_with(
+        &[
+            ("db", with_health(service(None))),
+            ("ntp", after_ready(service(None))),
+        ],
+        |rt| rt.set_exec("db", Exit::Code(1)),
+        |o| o.after_ready_at_the_latest = Duration::from_millis(300),
+    );
+    env.running("ntp");
+    assert_eq!(
+        env.sup.service("db").and_then(|d| d.health),
+        Some(Health::Unhealthy)
+    );
     env.sup.shutdown().expect("shutdown");
 }
 
