@@ -297,7 +297,7 @@ pub struct Service {
     /// Berth: run to completion before dependents start.
     pub oneshot: bool,
     /// Berth: start only once the boot is ready (every service without it
-    /// has come to rest, or 30 s have passed), so the ready line does not
+    /// has come to rest, or a minute has passed), so the ready line does not
     /// wait for it; services that depend on it start after it.
     pub after_ready: bool,
     pub stop_grace_period: Option<Duration>,

@@ -99,9 +99,10 @@ pub struct Options {
 pub type ServiceFiles = BTreeMap<String, Vec<crate::host::write_files::Entry>>;
 
 /// How long after berthd's start the `after_ready` services start at the
-/// latest: long enough for any boot that comes up, short enough that a
-/// service that never gets ready does not keep the clock unset for long.
-pub const AFTER_READY_AT_THE_LATEST: Duration = Duration::from_secs(30);
+/// latest: longer than a boot with the engine takes under emulation on a
+/// loaded machine, as PID 1 waits for its own work kept for after the ready
+/// line; a service that never gets ready then holds them back no longer.
+pub const AFTER_READY_AT_THE_LATEST: Duration = Duration::from_secs(60);
 
 impl Options {
     pub fn new(run_dir: impl Into<PathBuf>) -> Options {
