@@ -252,7 +252,7 @@ impl Manager {
 
     /// The services kept for after the ready line: those with `after_ready`
     /// and everything that depends on them.
-    pub(super) fn kept_for_after_ready(&self) -> BTreeSet<String> {
+    fn kept_for_after_ready(&self) -> BTreeSet<String> {
         let mut kept = BTreeSet::new();
         for (name, svc) in &self.services {
             if svc.def.after_ready {
@@ -270,28 +270,27 @@ impl Manager {
         if self.boot_ready {
             return;
         }
-        let kept = self.kept_for_after_ready();
-        if kept.is_empty() {
-            self.boot_ready = true;
-            return;
-        }
         let statuses = self.statuses();
-        let settled = statuses
+        let (kept, others): (Vec<&ServiceStatus>, Vec<&ServiceStatus>) =
+            statuses.iter().partition(|s| s.after_ready);
+        let names: Vec<&str> = kept.iter().map(|s| s.name.as_str()).collect();
+        let pending: Vec<String> = others
             .iter()
-            .filter(|s| !s.after_ready)
-            .all(ServiceStatus::at_rest);
-        let names = kept.into_iter().collect::<Vec<_>>().join(", ");
-        if settled {
-            log::info!("the boot is ready; starting what waited for it: {names}");
+            .filter(|s| !s.at_rest())
+            .map(|s| format!("{} {}", s.name, s.state))
+            .collect();
+        if kept.is_empty() {
+            // Nothing waits for the boot; a service added later starts at once.
+        } else if pending.is_empty() {
+            log::info!(
+                "the boot is ready; starting what waited for it: {}",
+                names.join(", ")
+            );
         } else if Instant::now() >= self.after_ready_by {
-            let pending: Vec<String> = statuses
-                .iter()
-                .filter(|s| !s.after_ready && !s.at_rest())
-                .map(|s| format!("{} {}", s.name, s.state))
-                .collect();
             log::warn!(
-                "the boot is not ready ({}); starting what waited for it anyway: {names}",
-                pending.join(", ")
+                "the boot is not ready ({}); starting what waited for it anyway: {}",
+                pending.join(", "),
+                names.join(", ")
             );
         } else {
             return;
