@@ -22,6 +22,7 @@
 #   QEMU_EXTRA    QEMU arguments added, e.g. "-icount shift=1,sleep=off" (see README.md)
 #   PORT          host port forwarded to the guest's SSH (default 2300)
 #   MEM           guest memory in MiB (default 1024)
+#   CPUS          vCPUs (default 1, as the bench boots)
 #   SETTLE        seconds to wait after the ready line before the commands (default 3)
 set -u
 TAG=$1; shift
@@ -63,7 +64,7 @@ case ${MODE:-iso} in
   *) echo "MODE is iso, kernel or disk" >&2; exit 2 ;;
 esac
 # shellcheck disable=SC2086 # QEMU_EXTRA is a list of arguments
-timeout 300 qemu-system-x86_64 -name probe -m "${MEM:-1024}" -smp 1 -accel tcg,tb-size=256 -machine pc \
+timeout 300 qemu-system-x86_64 -name probe -m "${MEM:-1024}" -smp "${CPUS:-1}" -accel tcg,tb-size=256 -machine pc \
   "${BOOT[@]}" -drive "file=$D/seed.img,if=virtio,format=raw,readonly=on" \
   -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$PORT-:22" -device virtio-net-pci,netdev=net0,romfile= \
   -device virtio-rng-pci ${QEMU_EXTRA:-} -display none -serial "file:$D/serial.log" -monitor none &

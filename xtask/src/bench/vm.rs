@@ -460,13 +460,14 @@ pub fn bench_boot() -> Result<()> {
     vm.wait_exit(timeout)?;
     drop(vm);
     // The boots after it: three, their median the figure, as for the ISO.
+    const DISK_LATER_BOOTS: usize = 3;
     let mut later = Vec::new();
     let mut nocloud_ms = 0;
-    for round in 0..3 {
+    for round in 0..DISK_LATER_BOOTS {
         let mut vm = disk_boot()?;
         later.push(vm.expect(qemu_tests::READY_MARKER, timeout)?);
         ssh.wait(timeout)?;
-        if round == 2 {
+        if round + 1 == DISK_LATER_BOOTS {
             // berthd's start to its config loaded, NoCloud read by stage 1.
             nocloud_ms = qemu_tests::metadata::config_loaded_ms(&ssh)?;
         }
