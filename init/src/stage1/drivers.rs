@@ -27,6 +27,11 @@
 //! the seed, the state partition) loads them and looks again; stage 2 loads
 //! them after the ready line, and berthd before a `mounts` entry whose device
 //! is not there yet.
+//!
+//! A live boot whose state partition is not on the disks already there will
+//! load the IDE driver at its state search anyway, so it starts that driver's
+//! probe early instead, in the background ([`Drivers::start_ide`]): libata's
+//! waits then pass while the image is mounted and the seed read.
 
 use std::collections::HashSet;
 use std::io;
@@ -76,6 +81,9 @@ pub struct Drivers {
     waiting_since: Option<Instant>,
     /// The kernel command line's module parameters and blacklist ([`Blacklist`]).
     options: modules::Options,
+    /// The IDE controller's probe runs in the background
+    /// ([`Drivers::start_ide`]): what is loaded meanwhile does not wait for it.
+    background_probe: bool,
 }
 
 impl Drivers {
@@ -111,6 +119,7 @@ impl Drivers {
             everything_after: EVERYTHING_AFTER,
             waiting_since: None,
             options: modules::Options::kernel(root),
+            background_probe: false,
         }
     }
 
@@ -144,10 +153,51 @@ impl Drivers {
         loaded
     }
 
+    /// Starts the IDE controller's probe without waiting for it: its own
+    /// driver is loaded with `async_probe`, so `finit_module` returns before
+    /// libata has reset the channels, and so is everything loaded after it,
+    /// which would otherwise wait for that probe. `ata_generic`, which claims
+    /// the same controllers, stays held; releasing it ([`Drivers::release_ide`],
+    /// [`Drivers::release_held`]) loads it the usual way, and a module loaded
+    /// without `async_probe` returns only once every asynchronous probe in the
+    /// kernel has ended (`do_init_module` waits for them). That load is where
+    /// the probe is waited for, so a search after it sees the IDE disks as
+    /// before. Without `ata_generic` to wait with (not there, not matching
+    /// this controller, or blacklisted) nothing starts early. Whether it
+    /// started.
+    pub fn start_ide(&mut self, sys: &mut dyn Sys) -> bool {
+        const WAITS: &str = "ata_generic";
+        let Some(dir) = self.dir.clone() else {
+            return false;
+        };
+        let present: Vec<String> = modules::for_present_devices(&dir, &self.sysfs)
+            .into_iter()
+            .filter(|m| IDE_DRIVERS.contains(&m.as_str()) && self.held.contains(&m.as_str()))
+            .collect();
+        let early: Vec<String> = present.iter().filter(|m| *m != WAITS).cloned().collect();
+        if early.is_empty()
+            || !present.iter().any(|m| m == WAITS)
+            || self.options.is_blacklisted(WAITS)
+        {
+            return false;
+        }
+        self.held.retain(|m| !early.iter().any(|e| e == m));
+        self.background_probe = true;
+        self.load(
+            sys,
+            &dir,
+            Some(&early),
+            Blacklist::Applies,
+            "IDE, probing in the background",
+        );
+        true
+    }
+
     /// Loads the drivers held back, for the devices present: a search that
     /// found nothing on the other disks looks on discs and IDE disks next.
     /// Whether that loaded anything (so new devices may be there).
     pub fn release_held(&mut self, sys: &mut dyn Sys) -> bool {
+        self.background_probe = false;
         if std::mem::take(&mut self.held).is_empty() {
             return false;
         }
@@ -158,6 +208,7 @@ impl Drivers {
     /// optical drives': what a search for a disk that is never a disc
     /// releases (the state partition). Whether that loaded anything.
     pub fn release_ide(&mut self, sys: &mut dyn Sys) -> bool {
+        self.background_probe = false;
         let before = self.held.len();
         self.held.retain(|m| !IDE_DRIVERS.contains(m));
         self.held.len() != before && self.coldplug(sys)
@@ -227,6 +278,7 @@ impl Drivers {
     /// Every module the initramfs carries.
     pub fn everything(&mut self, sys: &mut dyn Sys) {
         self.everything = true;
+        self.background_probe = false;
         self.held.clear();
         let Some(dir) = self.dir.clone() else {
             return;
@@ -252,11 +304,17 @@ impl Drivers {
             }
         };
         let tried = &mut self.tried;
+        let background = self.background_probe;
         let result = modules::load_with(dir, wanted, options, |path, compressed, params| {
             // A dependency shared with an earlier round: already in the kernel
             // (or failed there), not read again.
             if !tried.insert(modules::module_name(path)) {
                 return Err(io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            if background {
+                // A parameter every module takes (the kernel's, not the module's).
+                let params = format!("{params} async_probe");
+                return sys.load_module(path, compressed, params.trim_start());
             }
             sys.load_module(path, compressed, params)
         });
@@ -465,6 +523,122 @@ alias pci:v00008086d00007010sv*sd*bc*sc*i* ata_piix
         assert!(drivers.release_held(&mut sys));
         assert_eq!(loaded(&mut sys), ["cdrom", "sr_mod"]);
         assert!(!drivers.release_held(&mut sys));
+    }
+
+    /// `ata_generic` too, as Debian's `modules.alias` has it: it matches every
+    /// IDE controller by its PCI class.
+    fn add_ata_generic(root: &Path) {
+        let dir = root.join("lib/modules/6.1");
+        let mut dep = std::fs::read_to_string(dir.join("modules.dep")).expect("dep");
+        dep.push_str("kernel/drivers/ata/ata_generic.ko: kernel/drivers/ata/libata.ko\n");
+        std::fs::write(dir.join("modules.dep"), dep).expect("dep");
+        let mut alias = std::fs::read_to_string(dir.join("modules.alias")).expect("alias");
+        alias.push_str("alias pci:v*d*sv*sd*bc01sc01i* ata_generic\n");
+        std::fs::write(dir.join("modules.alias"), alias).expect("alias");
+    }
+
+    /// The load calls since the last look: (module, with `async_probe`).
+    fn loads(sys: &mut Recording) -> Vec<(String, bool)> {
+        let names = sys
+            .calls
+            .iter()
+            .filter_map(|c| c.strip_prefix("load "))
+            .map(|c| {
+                let path = c.split(' ').next().unwrap_or(c);
+                (
+                    modules::module_name(Path::new(path)),
+                    c.contains("async_probe"),
+                )
+            })
+            .collect();
+        sys.calls.clear();
+        names
+    }
+
+    #[test]
+    fn the_ide_probe_starts_early_and_the_state_search_waits_for_it() {
+        let (root, mut drivers) = root();
+        add_ide_controller(root.path());
+        add_ata_generic(root.path());
+        add_optical_drive(root.path());
+        let mut sys = Recording::default();
+        drivers.coldplug(&mut sys);
+        loads(&mut sys);
+        assert!(drivers.start_ide(&mut sys));
+        assert_eq!(
+            loads(&mut sys),
+            [("libata".into(), true), ("ata_piix".into(), true)],
+            "the controller's driver, not waited for; ata_generic held"
+        );
+        // The image and the seed meanwhile: their modules do not wait either.
+        drivers.modules(&mut sys, &["loop"]);
+        drivers.filesystem(&mut sys, root.path(), "vfat");
+        let meanwhile = loads(&mut sys);
+        assert!(meanwhile.iter().all(|(_, bg)| *bg), "{meanwhile:?}");
+        assert_eq!(meanwhile[0], ("loop".into(), true));
+        // The state search: ata_generic, loaded the usual way, is the wait.
+        assert!(drivers.release_ide(&mut sys));
+        assert_eq!(loads(&mut sys), [("ata_generic".into(), false)]);
+        // Everything after it loads as before.
+        assert!(drivers.release_held(&mut sys));
+        assert_eq!(
+            loads(&mut sys),
+            [("cdrom".into(), false), ("sr_mod".into(), false)]
+        );
+    }
+
+    #[test]
+    fn a_missed_medium_search_waits_for_the_early_ide_probe_too() {
+        let (root, mut drivers) = root();
+        add_ide_controller(root.path());
+        add_ata_generic(root.path());
+        add_optical_drive(root.path());
+        let mut sys = Recording::default();
+        drivers.coldplug(&mut sys);
+        assert!(drivers.start_ide(&mut sys));
+        loads(&mut sys);
+        // The ISO is on the IDE CD drive: the first poll releases the rest,
+        // each loaded the usual way, so the drive is there when it looks.
+        assert!(drivers.while_waiting(&mut sys));
+        let mut now = loads(&mut sys);
+        now.sort();
+        assert_eq!(
+            now,
+            [
+                ("ata_generic".into(), false),
+                ("cdrom".into(), false),
+                ("sr_mod".into(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_starts_early_without_ata_generic_to_wait_with() {
+        // Not matching (an initramfs without it)...
+        let (dir, mut drivers) = root();
+        add_ide_controller(dir.path());
+        let mut sys = Recording::default();
+        drivers.coldplug(&mut sys);
+        loads(&mut sys);
+        assert!(!drivers.start_ide(&mut sys));
+        assert!(sys.calls.is_empty());
+        // ...or blacklisted: the state search would not wait at all.
+        let (dir, _) = root();
+        std::fs::write(
+            dir.path().join("proc/cmdline"),
+            "modprobe.blacklist=ata_generic\n",
+        )
+        .expect("cmdline");
+        add_ide_controller(dir.path());
+        add_ata_generic(dir.path());
+        let mut drivers = Drivers::in_dir(Some(dir.path().join("lib/modules/6.1")), dir.path());
+        drivers.coldplug(&mut sys);
+        loads(&mut sys);
+        assert!(!drivers.start_ide(&mut sys));
+        assert!(sys.calls.is_empty());
+        // No IDE controller: nothing to start.
+        let (_dir, mut drivers) = root();
+        assert!(!drivers.start_ide(&mut sys));
     }
 
     #[test]

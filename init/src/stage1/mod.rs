@@ -334,6 +334,13 @@ pub fn prepare(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
     }
     let mut drivers = Drivers::new(root);
     drivers.coldplug(sys);
+    // A live system whose state is not on the disks already there looks
+    // behind the IDE controller at its state search: that probe, mostly
+    // libata's waits after each reset, runs meanwhile (an installed system's
+    // state is on its own disk).
+    if plan.source == Source::Iso && state::state_dev_present(root, &plan).is_none() {
+        drivers.start_ide(sys);
+    }
     crate::timeline::mark(&root.join("run"), "stage1_drivers");
     // A trial boot is watched from here on: whatever of the new OS image
     // (or under the new kernel arguments) hangs, the machine resets and GRUB

@@ -24,13 +24,9 @@ pub(super) fn under(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// `release` loads drivers held back that a state partition could be
-/// behind ([`Drivers::release_ide`]); whether it loaded any.
-pub(super) fn find_state_dev(
-    root: &Path,
-    plan: &BootPlan,
-    mut release: impl FnMut() -> bool,
-) -> Option<PathBuf> {
+/// The state device the plan names, if it is there now (no drivers loaded,
+/// no waiting).
+pub(super) fn state_dev_present(root: &Path, plan: &BootPlan) -> Option<PathBuf> {
     // The live ISO does not adopt an installed disk's state by its label: it
     // would hold it mounted, and `berth install --force` could not reinstall
     // that disk. Naming it (`berth.state.dev=`) still works.
@@ -58,11 +54,21 @@ pub(super) fn find_state_dev(
             .cloned()
             .collect()
     };
-    let look = || match &plan.state.dev {
+    match &plan.state.dev {
         DevSpec::Label(l) => probe::find_ext(&candidates(), Some(l), None).map(|d| d.node),
         DevSpec::Uuid(u) => probe::find_ext(&devices(root), None, Some(u)).map(|d| d.node),
         DevSpec::Path(p) => Some(under(root, p)).filter(|p| p.exists()),
-    };
+    }
+}
+
+/// `release` loads drivers held back that a state partition could be
+/// behind ([`Drivers::release_ide`]); whether it loaded any.
+pub(super) fn find_state_dev(
+    root: &Path,
+    plan: &BootPlan,
+    mut release: impl FnMut() -> bool,
+) -> Option<PathBuf> {
+    let look = || state_dev_present(root, plan);
     // The boot medium has already appeared, so the disks have been probed; a
     // default search waits only a moment, and only where a disk can still be
     // on its way. A device the user named is waited for as long as the medium
