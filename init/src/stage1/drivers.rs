@@ -400,14 +400,7 @@ alias pci:v00008086d00007010sv*sd*bc*sc*i* ata_piix
 
     /// The module files loaded since the last call, by name.
     fn loaded(sys: &mut Recording) -> Vec<String> {
-        let names = sys
-            .calls
-            .iter()
-            .filter_map(|c| c.strip_prefix("load "))
-            .map(|p| modules::module_name(Path::new(p)))
-            .collect();
-        sys.calls.clear();
-        names
+        loads(sys).into_iter().map(|(name, _)| name).collect()
     }
 
     #[test]
