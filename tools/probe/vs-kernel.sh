@@ -14,31 +14,14 @@ set -eu
 ROUNDS=${1:-3}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=$REPO/target/berth
-D=$OUT/probe/vs-kernel; rm -rf "$D"; mkdir -p "$D/root/bin" "$D/root/dev"
+D=$OUT/probe/vs-kernel; rm -rf "$D"; mkdir -p "$D"
 KERNEL=${KERNEL:-$OUT/vmlinuz}; INITRD=${INITRD:-$OUT/initrd}; ISO=${ISO:-$OUT/berth.iso}
-MARKER=BERTH-BASELINE-INIT-RAN
+MARKER=BERTH-BASELINE-INIT-RAN  # qemu_tests::BASELINE_MARKER
 
-# The bench's baseline initramfs (iso::initramfs::baseline), newc written here.
-cp /bin/busybox "$D/root/bin/busybox"
-printf '#!/bin/busybox sh\n/bin/busybox echo %s\n/bin/busybox poweroff -f\n' "$MARKER" > "$D/root/init"
-python3 - "$D/root" "$D/baseline-initrd" <<'EOF'
-import os, sys
-root, out = sys.argv[1], sys.argv[2]
-def entry(name, mode, data=b"", rdev=(0, 0)):
-    name = name.encode() + b"\0"
-    hdr = "070701" + "".join("%08x" % v for v in (
-        0, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name), 0))
-    b = hdr.encode() + name
-    b += b"\0" * (-len(b) % 4) + data
-    return b + b"\0" * (-len(b) % 4)
-a = entry("bin", 0o40755) + entry("dev", 0o40755)
-a += entry("dev/console", 0o20600, rdev=(5, 1))
-a += entry("bin/busybox", 0o100755, open(os.path.join(root, "bin/busybox"), "rb").read())
-a += entry("bin/sh", 0o120777, b"busybox")
-a += entry("init", 0o100755, open(os.path.join(root, "init"), "rb").read())
-a += entry("TRAILER!!!", 0)
-open(out, "wb").write(a)
-EOF
+# The bench's own baseline initramfs (qemu_tests::baseline_initrd), which
+# `cargo xtask bench boot` leaves in target/berth/bench.
+BASELINE=$OUT/bench/baseline-initrd
+[ -f "$BASELINE" ] || { echo "no $BASELINE: run \`cargo xtask bench boot\` once" >&2; exit 2; }
 
 printf '#cloud-config\nberth:\n  services:\n    docker: null\n' > "$D/user-data"
 printf 'instance-id: vs-kernel\n' > "$D/meta-data"
@@ -66,7 +49,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 : > "$D/kernel.txt"; : > "$D/berth.txt"
 for r in $(seq 1 "$ROUNDS"); do
-  k=$(boot "$D/kernel-$r.log" "$MARKER" -kernel "$KERNEL" -initrd "$D/baseline-initrd" \
+  k=$(boot "$D/kernel-$r.log" "$MARKER" -kernel "$KERNEL" -initrd "$BASELINE" \
         -append "console=ttyS0,115200n8 panic=-1")
   b=$(boot "$D/berth-$r.log" "system ready" -kernel "$KERNEL" -initrd "$INITRD" \
         -append "console=ttyS0,115200n8 panic=-1 cryptomgr.notests=1 percpu_alloc=page" \

@@ -548,15 +548,22 @@ alias pci:v00008086d00007010sv*sd*bc*sc*i* ata_piix
         names
     }
 
-    #[test]
-    fn the_ide_probe_starts_early_and_the_state_search_waits_for_it() {
+    /// A PIIX controller with its CD drive, both IDE drivers in the
+    /// initramfs, and the first coldplug done.
+    fn ide_machine() -> (tempfile::TempDir, Drivers, Recording) {
         let (root, mut drivers) = root();
         add_ide_controller(root.path());
         add_ata_generic(root.path());
         add_optical_drive(root.path());
         let mut sys = Recording::default();
         drivers.coldplug(&mut sys);
-        loads(&mut sys);
+        sys.calls.clear();
+        (root, drivers, sys)
+    }
+
+    #[test]
+    fn the_ide_probe_starts_early_and_the_state_search_waits_for_it() {
+        let (root, mut drivers, mut sys) = ide_machine();
         assert!(drivers.start_ide(&mut sys));
         assert_eq!(
             loads(&mut sys),
@@ -582,12 +589,7 @@ alias pci:v00008086d00007010sv*sd*bc*sc*i* ata_piix
 
     #[test]
     fn a_missed_medium_search_waits_for_the_early_ide_probe_too() {
-        let (root, mut drivers) = root();
-        add_ide_controller(root.path());
-        add_ata_generic(root.path());
-        add_optical_drive(root.path());
-        let mut sys = Recording::default();
-        drivers.coldplug(&mut sys);
+        let (_root, mut drivers, mut sys) = ide_machine();
         assert!(drivers.start_ide(&mut sys));
         loads(&mut sys);
         // The ISO is on the IDE CD drive: the first poll releases the rest,

@@ -114,7 +114,10 @@ pub fn bench_boot() -> Result<()> {
     crate::bench::run_cargo_bench("runtime")?;
     let timeout = Duration::from_secs(300);
     let scratch = tempfile_dir()?;
-    let initrd = qemu_tests::baseline_initrd(&scratch)?;
+    // Kept beside the other bench output, for tools/probe/vs-kernel.sh.
+    let bench_dir = out_dir().join("bench");
+    std::fs::create_dir_all(&bench_dir)?;
+    let initrd = qemu_tests::baseline_initrd(&bench_dir)?;
     let debian = crate::bench::debian::build_for_bench()?;
     println!(
         "RESULT iso_mib {:.1} MiB",
@@ -245,12 +248,11 @@ pub fn bench_boot() -> Result<()> {
     }
     // The same timeline drawn (`berth boot-time --svg`), kept beside the
     // other bench output; it is generated, so it is never committed.
-    let svg_out = out_dir().join("bench").join("boot-time.svg");
+    let svg_out = bench_dir.join("boot-time.svg");
     match ssh.check(
         "sudo berth boot-time --svg /run/boot-time.svg >/dev/null && sudo cat /run/boot-time.svg",
     ) {
         Ok(svg) => {
-            std::fs::create_dir_all(svg_out.parent().context("bench dir")?)?;
             std::fs::write(&svg_out, svg)?;
             println!("    the boot drawn: {}", svg_out.display());
         }
