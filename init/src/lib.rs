@@ -3,8 +3,9 @@
 //! Stage 1 runs from the initramfs: it mounts the API filesystems, loads the
 //! modules needed to reach the root, finds the OS image (the ISO labelled
 //! `BERTH_ISO` or an installed slot) and the state partition, assembles the
-//! real root and switches to it. Stage 2 is the same binary exec'd on the real
-//! root: a single-threaded loop that reaps orphans, keeps berthd running and
+//! real root and switches to it. Stage 2 follows in the same process on the
+//! real root (or is the root's `berth` run as init without an initramfs): a
+//! single-threaded loop that reaps orphans, keeps berthd running and
 //! shuts the machine down in order.
 //!
 //! PID 1 must never exit (the kernel panics) and the release build aborts on
@@ -67,8 +68,10 @@ fn install_panic_hook() {
     }));
 }
 
-/// The `init` entry point of the berth binary. `berthd_available` says whether
-/// this build has the `daemon` subcommand.
+/// The `init` entry point of the berth binary and of the initramfs's.
+/// `berthd_available` says whether stage 2 has berthd to run: whether this
+/// build has the `daemon` subcommand, or for the initramfs's, the root's
+/// `berth` does.
 pub fn main(berthd_available: bool) -> ! {
     console::init();
     // SAFETY: ignoring SIGPIPE before any thread exists: a write to a closed
@@ -79,8 +82,15 @@ pub fn main(berthd_available: bool) -> ! {
     }
     install_panic_hook();
     if is_stage1(Path::new("/")) {
-        let e = stage1::run(&mut sys::Linux, Path::new("/"));
-        supervisor::emergency(&format!("stage 1 failed: {e}"))
+        if let Err(e) = stage1::run(&mut sys::Linux, Path::new("/")) {
+            supervisor::emergency(&format!("stage 1 failed: {e}"))
+        }
+        // Stage 2 goes on in this process, on the new root. An exec of the
+        // root's `berth` would make the boot decode and page in that 9.7 MB
+        // binary's start-up before berthd needs it, and run its start again:
+        // 0.13 s of one emulated CPU (docs/benchmarks.md, "Stage 2 without
+        // an exec"). assemble checked that the root has the `berth` berthd
+        // runs from.
     }
     stage2::run(berthd_available)
 }

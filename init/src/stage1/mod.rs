@@ -277,9 +277,9 @@ pub(super) fn is_ram_root(root: &Path) -> bool {
     matches!(st.f_type as i64, RAMFS_MAGIC | TMPFS_MAGIC)
 }
 
-/// Moves the new root onto `/`, chroots into it and execs stage 2. Only
-/// returns on failure.
-pub fn switch_root(sys: &mut dyn Sys, root: &Path, free_initramfs: bool) -> Error {
+/// Moves the new root onto `/` and chroots into it; stage 2 then runs in
+/// this same process (see [`crate::main`]).
+pub fn switch_root(sys: &mut dyn Sys, root: &Path, free_initramfs: bool) -> Result<(), Error> {
     let newroot = root.join(NEWROOT);
     if free_initramfs {
         if let Err(e) = remove_same_fs(root, &newroot) {
@@ -287,28 +287,16 @@ pub fn switch_root(sys: &mut dyn Sys, root: &Path, free_initramfs: bool) -> Erro
         }
     }
     let step = |step, r: io::Result<()>| r.map_err(|source| Error::SwitchRoot { step, source });
-    let result = (|| {
-        step("chdir", sys.chdir(&newroot))?;
-        step("move", sys.mount(".", root, "", libc::MS_MOVE, ""))?;
-        step("chroot", sys.chroot(Path::new(".")))?;
-        step("chdir /", sys.chdir(Path::new("/")))
-    })();
-    if let Err(e) = result {
-        return e;
-    }
-    let e = sys.exec(&Path::new("/").join(BERTH), "init");
-    Error::SwitchRoot {
-        step: "exec /usr/bin/berth",
-        source: e,
-    }
+    step("chdir", sys.chdir(&newroot))?;
+    step("move", sys.mount(".", root, "", libc::MS_MOVE, ""))?;
+    step("chroot", sys.chroot(Path::new(".")))?;
+    step("chdir /", sys.chdir(Path::new("/")))
 }
 
-/// Stage 1 start to finish. Returns only on failure.
-pub fn run(sys: &mut dyn Sys, root: &Path) -> Error {
-    match prepare(sys, root) {
-        Ok(()) => {}
-        Err(e) => return e,
-    }
+/// Stage 1 start to finish: on success this process is on the new root,
+/// ready to be stage 2.
+pub fn run(sys: &mut dyn Sys, root: &Path) -> Result<(), Error> {
+    prepare(sys, root)?;
     // /run is in the new root by now (assemble moved it).
     crate::timeline::mark(&root.join(NEWROOT).join("run"), "stage1_end");
     switch_root(sys, root, is_ram_root(root))

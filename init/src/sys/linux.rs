@@ -257,10 +257,6 @@ impl Sys for Linux {
         check(unsafe { libc::chroot(dir.as_ptr()) })
     }
 
-    fn exec(&mut self, path: &Path, argv0: &str) -> io::Error {
-        Command::new(path).arg0(argv0).exec()
-    }
-
     fn kill(&mut self, pid: i32, sig: i32) -> io::Result<()> {
         // SAFETY: kill has no memory arguments.
         check(unsafe { libc::kill(pid, sig) })

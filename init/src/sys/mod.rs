@@ -75,8 +75,6 @@ pub trait Sys {
     fn run_chrooted(&mut self, root: &Path, argv: &[&str]) -> io::Result<ExitStatus>;
     fn chdir(&mut self, dir: &Path) -> io::Result<()>;
     fn chroot(&mut self, dir: &Path) -> io::Result<()>;
-    /// Replaces this process; only returns on failure.
-    fn exec(&mut self, path: &Path, argv0: &str) -> io::Error;
     fn kill(&mut self, pid: i32, sig: i32) -> io::Result<()>;
     /// Reaps one child, waiting at most `timeout`.
     fn wait_any(&mut self, timeout: Duration) -> Wait;

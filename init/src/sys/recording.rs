@@ -140,11 +140,6 @@ impl Sys for Recording {
         Ok(())
     }
 
-    fn exec(&mut self, path: &Path, argv0: &str) -> io::Error {
-        self.record(format!("exec {} as {argv0}", path.display()));
-        io::Error::other("recording: exec does not replace the test")
-    }
-
     fn kill(&mut self, pid: i32, sig: i32) -> io::Result<()> {
         let name = match sig {
             libc::SIGTERM => "TERM".to_string(),
