@@ -98,6 +98,9 @@ struct BerthdCli {
     args: daemon::DaemonArgs,
 }
 
+#[global_allocator]
+static ALLOCATOR: berth_sys::alloc::Allocator = berth_sys::alloc::Allocator;
+
 fn main() -> ExitCode {
     // SAFETY: called first thing, before any other thread exists; SIG_DFL for
     // SIGPIPE makes `berth … | head` end quietly like other Unix tools instead of

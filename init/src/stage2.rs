@@ -184,6 +184,7 @@ pub fn run(berthd_available: bool) -> ! {
                             load_present(&mut crate::sys::Linux, &dir, &dep, &later, &options);
                         crate::timeline::mark(Path::new("/run"), "modules_after_ready");
                         log_report("after the ready line", &report);
+                        berth_sys::alloc::trim();
                     }) as supervisor::AfterReady);
                 }
             }
@@ -200,6 +201,9 @@ pub fn run(berthd_available: bool) -> ! {
         supervisor::announce_ready(" (berthd not present in this build)");
     }
     let trial = crate::trial::begin(Path::new("/"), &cmdline);
+    // Stage 1's buffers (the drivers it decoded, the tables it matched) are
+    // freed; the memory goes back to the kernel for good.
+    berth_sys::alloc::trim();
     supervisor::run(
         &mut sys,
         main,

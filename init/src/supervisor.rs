@@ -479,6 +479,8 @@ impl Loop {
                 );
             }
             self.ready = Ready::Done;
+            // What starting took and no longer needs goes back to the kernel.
+            berth_sys::alloc::trim();
         } else if now >= next_note {
             match status {
                 Api::Settling(pending) => {

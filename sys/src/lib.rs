@@ -12,6 +12,7 @@
 //! - [`watch`] — directories watched with inotify, to wait for a file without polling,
 //! - [`uevents`] — the kernel's device events (there is no udev).
 
+pub mod alloc;
 pub mod atomic;
 pub mod gpt;
 pub mod modules;

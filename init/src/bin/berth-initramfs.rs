@@ -3,6 +3,9 @@
 //! switch to the new root this same process is stage 2, and berthd runs from
 //! the root's `berth` (stage 1 does not switch to a root without one).
 
+#[global_allocator]
+static ALLOCATOR: berth_sys::alloc::Allocator = berth_sys::alloc::Allocator;
+
 fn main() {
     berth_init::main(true)
 }

@@ -357,7 +357,8 @@ pub fn run(options: &Options, report: &mut dyn Report) -> Result<(), Error> {
                 total.as_secs_f64(),
                 set_up.as_secs_f64(),
                 (total - set_up).as_secs_f64()
-            ))
+            ));
+            berth_sys::alloc::trim();
         },
         |report| {
             // A restarted server says it is ready again; unread, ten such

@@ -296,6 +296,7 @@ impl Manager {
             return;
         }
         self.boot_ready = true;
+        berth_sys::alloc::trim();
     }
 
     pub(super) fn launch(&mut self, name: &str) {

@@ -423,6 +423,7 @@ impl Netconf<'_> {
         }
         if ready && !self.ready {
             log::info!("network ready");
+            berth_sys::alloc::trim();
             dns::write_if_changed(&file, "ready\n")?;
         } else if !ready && self.ready {
             log::warn!("network no longer ready");
