@@ -4,7 +4,7 @@
 //! hangs falls back to the committed slot (see `berth_iso::slots`).
 //!
 //! A trial boot opens it in stage 1, before anything of the new OS image
-//! runs, and hands it to stage 2 across the exec; other boots open it in
+//! runs, and hands it to stage 2's loop; other boots open it in
 //! stage 2, so a slow stage 1 (a disk that takes long to appear) never resets
 //! a machine that is only slow. PID 1's loop feeds it while PID 1 lives.
 
@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The environment variable that carries the open descriptor across exec.
+/// The environment variable that carries the open descriptor from stage 1 to stage 2.
 pub const FD_ENV: &str = "BERTH_WATCHDOG_FD";
 /// How long the machine may go unfed before it resets.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,7 +83,8 @@ impl Watchdog {
         Some(dog)
     }
 
-    /// Leaves the descriptor open across the exec of stage 2.
+    /// Leaves the descriptor open for stage 2's loop, which takes it over
+    /// with [`Watchdog::inherit`] (the same process, after the switch).
     pub fn hand_over(self) {
         std::env::set_var(FD_ENV, self.fd.as_raw_fd().to_string());
         std::mem::forget(self.fd);

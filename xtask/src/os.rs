@@ -272,7 +272,8 @@ pub fn build() -> Result<Artifacts> {
 /// made from this build in `target/berth/test-os/` as oci-archives: `next`
 /// (a newer version of the same OS), and three broken ones — `panic` (its
 /// initrd is empty: the kernel panics), `hang` (its PID 1 hangs after the
-/// switch to its root, before berthd) and `unhealthy` (no system images: no
+/// switch to its root, before berthd: its `modules.dep` is a FIFO that stage
+/// 2 waits on forever, with the watchdog armed and no longer fed) and `unhealthy` (no system images: no
 /// service ever gets ready). Each is its own version, `<this>-<name>`.
 pub const TEST_OS_IMAGES: [&str; 4] = ["next", "panic", "hang", "unhealthy"];
 
@@ -343,16 +344,27 @@ pub fn test_os_images(artifacts: &Artifacts) -> Result<PathBuf> {
             .map(|p| format!("{p} f 644 0 0 cat {}", os_release.display()))
             .collect();
         if name == "hang" {
-            let hang = work.join("hang.sh");
-            std::fs::write(
-                &hang,
-                "#!/usr/bin/sh\necho 'berth test image: PID 1 hangs here' >/dev/console\nwhile :; do sleep 3600; done\n",
-            )?;
-            excludes.push("usr/bin/berth".into());
-            pseudo.push(format!("usr/bin/berth f 755 0 0 cat {}", hang.display()));
+            // Stage 2 is PID 1 itself, run from the initramfs on: a corrupt
+            // root is what can still make it hang. Its first read from the
+            // root is `modules.dep`; a FIFO there blocks that read for good.
+            // (`lib` is a link to `usr/lib`, and a pseudo file's path must
+            // not go through a link.)
+            let modules = std::fs::read_dir(staging.join("usr/lib/modules"))
+                .context("the rootfs staging tree has no usr/lib/modules")?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| p.join("modules.dep").exists())
+                .context("no modules.dep under the rootfs staging tree's usr/lib/modules")?;
+            let dep = modules
+                .join("modules.dep")
+                .strip_prefix(&staging)?
+                .to_string_lossy()
+                .into_owned();
+            pseudo.push(format!("{dep} i 644 0 0 f"));
+            excludes.push(dep);
         }
         // Only `next` runs its services. The others fail before berthd (the
-        // panic in the kernel, the hang in place of stage 2) or because no
+        // panic in the kernel, the hang in stage 2) or because no
         // service can start (unhealthy): without the system images' layers
         // they are a quarter of the size, and each test upgrade to them
         // pulls and writes 120 MiB less under emulation.
