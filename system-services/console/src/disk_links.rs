@@ -50,9 +50,6 @@ impl DiskLinks {
 
 /// Makes `d`'s node from its `major:minor` in sysfs when it is missing.
 fn add_node(root: &Path, d: &BlockDev) -> io::Result<()> {
-    if d.node.exists() {
-        return Ok(());
-    }
     let Some((major, minor)) =
         std::fs::read_to_string(root.join("sys/class/block").join(&d.name).join("dev"))
             .ok()
@@ -77,7 +74,14 @@ fn add_node(root: &Path, d: &BlockDev) -> io::Result<()> {
         )
     };
     if r != 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        // berthd adds the same node to the console's /dev as the kernel
+        // announces the disk; whoever comes second finds it made. Failing
+        // here would leave the links unmade until the next scan, minutes on.
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            return Ok(());
+        }
+        return Err(e);
     }
     // The `disk` group, as udev would have it.
     // SAFETY: as above.
@@ -241,6 +245,7 @@ mod tests {
         fat[511] = 0xAA;
         std::fs::write(root.join("dev/vda2"), &fat).expect("vda2");
         std::fs::write(root.join("dev/vda"), vec![0u8; 4 << 20]).expect("vda");
+        // The nodes are there already, as when berthd made them first: no error.
         let mut links = DiskLinks::default();
         assert!(links.refresh(root, false).expect("refresh"));
         assert_eq!(
