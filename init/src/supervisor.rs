@@ -66,7 +66,7 @@ pub fn emergency(reason: &str) -> ! {
         );
     }
     // A person at an emergency shell must not be reset under their feet.
-    if let Some(dog) = Watchdog::inherit() {
+    if let Some(dog) = Watchdog::take_handed_over() {
         dog.disarm();
     }
     let main = match find_shell() {
@@ -660,7 +660,8 @@ pub fn run(
         buttons: Vec::new(),
         rescan_buttons_until: now + Duration::from_secs(10),
         next_button_scan: now,
-        watchdog: Watchdog::inherit().or_else(|| crate::watchdog::open_present(Path::new("/"))),
+        watchdog: Watchdog::take_handed_over()
+            .or_else(|| crate::watchdog::open_present(Path::new("/"))),
         trial,
         next_trial_status: now,
         after_ready,

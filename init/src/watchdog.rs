@@ -4,17 +4,19 @@
 //! hangs falls back to the committed slot (see `berth_iso::slots`).
 //!
 //! A trial boot opens it in stage 1, before anything of the new OS image
-//! runs, and hands it to stage 2's loop; other boots open it in
+//! runs, and hands it to stage 2's loop (the same process, after the switch
+//! to the new root); other boots open it in
 //! stage 2, so a slow stage 1 (a disk that takes long to appear) never resets
 //! a machine that is only slow. PID 1's loop feeds it while PID 1 lives.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The environment variable that carries the open descriptor from stage 1 to stage 2.
-pub const FD_ENV: &str = "BERTH_WATCHDOG_FD";
+/// What stage 1 hands to stage 2.
+static HANDED_OVER: Mutex<Option<Watchdog>> = Mutex::new(None);
 /// How long the machine may go unfed before it resets.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// How often PID 1 feeds it.
@@ -32,13 +34,14 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Opens `node` (if the device is there) and sets its timeout. The
-    /// descriptor is inheritable so that stage 2 can take it over.
+    /// Opens `node` (if the device is there) and sets its timeout. No child
+    /// inherits the descriptor: a device held open elsewhere would outlive
+    /// PID 1's feeding.
     pub fn open(node: &Path) -> io::Result<Watchdog> {
         let path = std::ffi::CString::new(node.as_os_str().as_encoded_bytes())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: `path` is a valid NUL-terminated string; the result is checked.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY) };
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -62,32 +65,24 @@ impl Watchdog {
         Ok(dog)
     }
 
-    /// Takes over the descriptor stage 1 left in the environment.
-    pub fn inherit() -> Option<Watchdog> {
-        let fd: RawFd = std::env::var(FD_ENV).ok()?.parse().ok()?;
-        std::env::remove_var(FD_ENV);
-        // SAFETY: F_GETFD on any integer is harmless; it tells whether it is open.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            return None;
-        }
-        // SAFETY: stage 1 opened this descriptor for us and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // From here on no child (berthd, services) may hold it open.
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-        let mut dog = Watchdog {
-            fd,
-            next_feed: Instant::now(),
-        };
-        dog.feed(Instant::now());
+    /// Takes over what stage 1 handed over, fed at once.
+    pub fn take_handed_over() -> Option<Watchdog> {
+        let mut dog = HANDED_OVER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()?;
+        let now = Instant::now();
+        dog.next_feed = now;
+        dog.feed(now);
         Some(dog)
     }
 
-    /// Leaves the descriptor open for stage 2's loop, which takes it over
-    /// with [`Watchdog::inherit`] (the same process, after the switch).
+    /// Keeps it open for stage 2's loop, which takes it over with
+    /// [`Watchdog::take_handed_over`].
     pub fn hand_over(self) {
-        std::env::set_var(FD_ENV, self.fd.as_raw_fd().to_string());
-        std::mem::forget(self.fd);
+        *HANDED_OVER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(self);
     }
 
     /// The timeout the device runs with, for the log.
@@ -142,5 +137,32 @@ pub fn open_present(root: &Path) -> Option<Watchdog> {
             log::warn!("watchdog {}: {e}", node.display());
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file stands in for the device: each feed is one byte written to it.
+    #[test]
+    fn stage_2_takes_over_what_stage_1_handed_over_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = dir.path().join("watchdog");
+        std::fs::write(&node, b"").expect("write");
+        let dog = Watchdog::open(&node).expect("open");
+        assert_eq!(std::fs::read(&node).expect("read"), [0]);
+        // SAFETY: F_GETFD on a descriptor this test owns.
+        let flags = unsafe { libc::fcntl(dog.fd.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        dog.hand_over();
+        let taken = Watchdog::take_handed_over().expect("handed over");
+        assert_eq!(
+            std::fs::read(&node).expect("read"),
+            [0, 0],
+            "fed when taken"
+        );
+        assert!(Watchdog::take_handed_over().is_none());
+        drop(taken);
     }
 }
