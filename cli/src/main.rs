@@ -98,6 +98,61 @@ struct BerthdCli {
     args: daemon::DaemonArgs,
 }
 
+/// `berth daemon` alone.
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth daemon",
+    version,
+    about = "Run berthd, the system container runtime and service manager"
+)]
+struct DaemonCli {
+    #[command(flatten)]
+    args: daemon::DaemonArgs,
+}
+
+/// `berth netconf` alone.
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth netconf",
+    version,
+    about = "The network service's entrypoint: configure and keep the host's networking"
+)]
+struct NetconfCli {
+    #[command(flatten)]
+    args: network::NetconfArgs,
+}
+
+/// `berth console-init` alone.
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth console-init",
+    version,
+    about = "The console service's entrypoint: users, SSH keys, sudo, sshd and the login prompts"
+)]
+struct ConsoleInitCli {
+    #[command(flatten)]
+    args: console::ConsoleInitArgs,
+}
+
+/// berthd and the services Berth's own images run parse only their own
+/// arguments. Building clap's whole command tree is code each of them would
+/// otherwise run for the first time on the boot's path (docs/benchmarks.md,
+/// "The services parse only their own arguments").
+fn run_service_entrypoint() -> Option<anyhow::Result<ExitCode>> {
+    let mut args = std::env::args_os();
+    let command = args.nth(1)?;
+    let rest = args.collect::<Vec<_>>();
+    let argv = |name: &str| std::iter::once(std::ffi::OsString::from(name)).chain(rest.clone());
+    Some(match command.to_str()? {
+        "daemon" => daemon::run(DaemonCli::parse_from(argv("berth daemon")).args),
+        "netconf" => network::netconf(NetconfCli::parse_from(argv("berth netconf")).args),
+        "console-init" => {
+            console::console_init(ConsoleInitCli::parse_from(argv("berth console-init")).args)
+        }
+        _ => return None,
+    })
+}
+
 #[global_allocator]
 static ALLOCATOR: berth_sys::alloc::Allocator = berth_sys::alloc::Allocator;
 
@@ -132,6 +187,9 @@ fn main() -> ExitCode {
             |path, compressed, params| berth_init::sys::load_module_file(path, params, compressed),
         );
         return ExitCode::from(code as u8);
+    }
+    if let Some(result) = run_service_entrypoint() {
+        return finish(result);
     }
     let cli = Cli::parse();
     // Services and berthd log their own way; a user's command shows what the
