@@ -86,52 +86,33 @@ struct RebootArgs {
     menu: bool,
 }
 
-/// Called as `berthd`: the arguments are `berth daemon`'s.
+/// One command's arguments, parsed without the rest of the command tree.
 #[derive(Debug, Parser)]
-#[command(
-    name = "berthd",
-    version,
-    about = "berthd: Berth's system container runtime and service manager"
-)]
-struct BerthdCli {
+struct Only<A: clap::Args> {
     #[command(flatten)]
-    args: daemon::DaemonArgs,
+    args: A,
 }
 
-/// `berth daemon` alone.
-#[derive(Debug, Parser)]
-#[command(
-    name = "berth daemon",
-    version,
-    about = "Run berthd, the system container runtime and service manager"
-)]
-struct DaemonCli {
-    #[command(flatten)]
-    args: daemon::DaemonArgs,
-}
-
-/// `berth netconf` alone.
-#[derive(Debug, Parser)]
-#[command(
-    name = "berth netconf",
-    version,
-    about = "The network service's entrypoint: configure and keep the host's networking"
-)]
-struct NetconfCli {
-    #[command(flatten)]
-    args: network::NetconfArgs,
-}
-
-/// `berth console-init` alone.
-#[derive(Debug, Parser)]
-#[command(
-    name = "berth console-init",
-    version,
-    about = "The console service's entrypoint: users, SSH keys, sudo, sshd and the login prompts"
-)]
-struct ConsoleInitCli {
-    #[command(flatten)]
-    args: console::ConsoleInitArgs,
+/// Parses `argv` (from its program name on) as one command's arguments alone,
+/// answering `--help`, `--version` and mistakes as clap does for the whole tree.
+fn parse_only<A: clap::Args + clap::FromArgMatches>(
+    name: &'static str,
+    about: &'static str,
+    argv: impl IntoIterator<Item = std::ffi::OsString>,
+) -> A {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Only::<A>::command()
+        .name(name)
+        .bin_name(name)
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"));
+    let matches = command
+        .try_get_matches_from_mut(argv)
+        .unwrap_or_else(|e| e.exit());
+    match Only::<A>::from_arg_matches(&matches) {
+        Ok(only) => only.args,
+        Err(e) => e.format(&mut command).exit(),
+    }
 }
 
 /// berthd and the services Berth's own images run parse only their own
@@ -144,11 +125,21 @@ fn run_service_entrypoint() -> Option<anyhow::Result<ExitCode>> {
     let rest = args.collect::<Vec<_>>();
     let argv = |name: &str| std::iter::once(std::ffi::OsString::from(name)).chain(rest.clone());
     Some(match command.to_str()? {
-        "daemon" => daemon::run(DaemonCli::parse_from(argv("berth daemon")).args),
-        "netconf" => network::netconf(NetconfCli::parse_from(argv("berth netconf")).args),
-        "console-init" => {
-            console::console_init(ConsoleInitCli::parse_from(argv("berth console-init")).args)
-        }
+        "daemon" => daemon::run(parse_only(
+            "berth daemon",
+            "Run berthd, the system container runtime and service manager",
+            argv("berth daemon"),
+        )),
+        "netconf" => network::netconf(parse_only(
+            "berth netconf",
+            "The network service's entrypoint: configure and keep the host's networking",
+            argv("berth netconf"),
+        )),
+        "console-init" => console::console_init(parse_only(
+            "berth console-init",
+            "The console service's entrypoint: users, SSH keys, sudo, sshd and the login prompts",
+            argv("berth console-init"),
+        )),
         _ => return None,
     })
 }
@@ -168,7 +159,11 @@ fn main() -> ExitCode {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     let name = std::path::Path::new(&argv0).file_name();
     if name == Some(std::ffi::OsStr::new("berthd")) {
-        return finish(daemon::run(BerthdCli::parse().args));
+        return finish(daemon::run(parse_only(
+            "berthd",
+            "berthd: Berth's system container runtime and service manager",
+            std::env::args_os(),
+        )));
     }
     // The kernel runs `/sbin/modprobe -q -- ALIAS` to load what a program
     // first uses (nftables for the user engine, filesystems, protocols).

@@ -54,3 +54,18 @@ fn the_whole_tree_still_lists_them() {
         );
     }
 }
+
+#[test]
+fn called_as_berthd_it_takes_berth_daemon_s_arguments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let link = dir.path().join("berthd");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_berth"), &link).expect("symlink");
+    let out = Command::new(&link)
+        .arg("--help")
+        .output()
+        .expect("run berthd");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    assert!(help.contains("Usage: berthd [OPTIONS]"), "{help}");
+    assert!(help.contains("--socket"), "{help}");
+}
