@@ -40,7 +40,7 @@ enum Command {
     /// Manage container images: import, export, list, inspect, remove, prune.
     #[command(subcommand)]
     Image(image::ImageCommand),
-    /// Run berthd, the system container runtime and service manager.
+    #[command(about = DAEMON_ABOUT)]
     Daemon(daemon::DaemonArgs),
     /// List the system services and their state.
     Ps(service::PsArgs),
@@ -57,12 +57,12 @@ enum Command {
     Poweroff,
     /// Halt (stop without powering off), in the same order as reboot.
     Halt,
-    /// The network service's entrypoint: configure and keep the host's networking.
+    #[command(about = NETCONF_ABOUT)]
     Netconf(network::NetconfArgs),
     /// Network status: links, addresses, routes, DHCP leases, DNS.
     #[command(subcommand)]
     Network(network::NetworkCommand),
-    /// The console service's entrypoint: users, SSH keys, sudo, sshd and the login prompts.
+    #[command(about = CONSOLE_INIT_ABOUT)]
     ConsoleInit(console::ConsoleInitArgs),
     /// Which console runs (`default`, `busybox`, …): list, switch, enable.
     #[command(subcommand)]
@@ -85,6 +85,14 @@ struct RebootArgs {
     #[arg(long)]
     menu: bool,
 }
+
+// What the service entrypoints say of themselves, in the whole tree's help and
+// in their own.
+const DAEMON_ABOUT: &str = "Run berthd, the system container runtime and service manager";
+const NETCONF_ABOUT: &str =
+    "The network service's entrypoint: configure and keep the host's networking";
+const CONSOLE_INIT_ABOUT: &str =
+    "The console service's entrypoint: users, SSH keys, sudo, sshd and the login prompts";
 
 /// One command's arguments, parsed without the rest of the command tree.
 #[derive(Debug, Parser)]
@@ -127,17 +135,17 @@ fn run_service_entrypoint() -> Option<anyhow::Result<ExitCode>> {
     Some(match command.to_str()? {
         "daemon" => daemon::run(parse_only(
             "berth daemon",
-            "Run berthd, the system container runtime and service manager",
+            DAEMON_ABOUT,
             argv("berth daemon"),
         )),
         "netconf" => network::netconf(parse_only(
             "berth netconf",
-            "The network service's entrypoint: configure and keep the host's networking",
+            NETCONF_ABOUT,
             argv("berth netconf"),
         )),
         "console-init" => console::console_init(parse_only(
             "berth console-init",
-            "The console service's entrypoint: users, SSH keys, sudo, sshd and the login prompts",
+            CONSOLE_INIT_ABOUT,
             argv("berth console-init"),
         )),
         _ => return None,

@@ -273,8 +273,9 @@ pub fn build() -> Result<Artifacts> {
 /// (a newer version of the same OS), and three broken ones — `panic` (its
 /// initrd is empty: the kernel panics), `hang` (its PID 1 hangs after the
 /// switch to its root, before berthd: its `modules.dep` is a FIFO that stage
-/// 2 waits on forever, with the watchdog armed and no longer fed) and `unhealthy` (no system images: no
-/// service ever gets ready). Each is its own version, `<this>-<name>`.
+/// 2 waits on forever, with the watchdog armed and no longer fed) and
+/// `unhealthy` (no system images: no service ever gets ready). Each is its
+/// own version, `<this>-<name>`.
 pub const TEST_OS_IMAGES: [&str; 4] = ["next", "panic", "hang", "unhealthy"];
 
 /// The kernel arguments a test OS image carries: `next` reboots 5 s after a
