@@ -129,6 +129,10 @@ fn main() {
             "default_seccomp_refuses_what_docker_refuses_unless_unconfined",
             default_seccomp_refuses_what_docker_refuses_unless_unconfined,
         ),
+        (
+            "a_privileged_container_has_the_hosts_device_nodes_before_it_starts",
+            a_privileged_container_has_the_hosts_device_nodes_before_it_starts,
+        ),
     ];
     let mut failed = Vec::new();
     for (name, case) in cases {
@@ -906,4 +910,93 @@ fn a_missing_command_fails_create_and_leaves_nothing(env: &Env) -> Result {
         "state left behind".into()
     })?;
     check(!cgroup_dir(id).exists(), || "cgroup left behind".into())
+}
+
+/// A privileged container's `/dev` holds every device node of the host, the
+/// same device with the same owner and permissions, once it is created and
+/// before its process starts (the runtime makes them, not libcontainer); the
+/// process sees them from its first instruction; a container that is not
+/// privileged gets none of them beyond the standard few.
+fn a_privileged_container_has_the_hosts_device_nodes_before_it_starts(env: &Env) -> Result {
+    use std::os::unix::fs::MetadataExt;
+    let host = berthd::host::devices::scan(Path::new("/dev"));
+    let only_on_host: Vec<&PathBuf> = host
+        .keys()
+        .filter(|rel| {
+            !["null", "zero", "full", "tty", "random", "urandom", "ptmx"]
+                .iter()
+                .any(|std| rel == &Path::new(std))
+        })
+        .collect();
+    check(!only_on_host.is_empty(), || {
+        "the host has no device nodes beyond the standard ones to check with".into()
+    })?;
+    let first = only_on_host[0].display().to_string();
+    let mut service = Service {
+        command: exec(&["test", "-e", &format!("/dev/{first}")]),
+        ..Service::default()
+    };
+    service.privileged = true;
+    let id = "dev-privileged";
+    let created = env
+        .runtime
+        .create(&config(env, id, service))
+        .map_err(|e| e.to_string())?;
+    let inside = PathBuf::from(format!("/proc/{}/root/dev", created.pid));
+    let mut wrong = Vec::new();
+    for (rel, node) in &host {
+        match std::fs::symlink_metadata(inside.join(rel)) {
+            // The container's own ptmx (a link into its devpts) stays.
+            Ok(_) if rel == Path::new("ptmx") => {}
+            Ok(m)
+                if m.rdev() == node.rdev
+                    && m.mode() == node.mode
+                    && m.uid() == node.uid
+                    && m.gid() == node.gid => {}
+            Ok(m) => wrong.push(format!(
+                "{}: rdev {:#x} mode {:o} {}:{} against the host's {:#x} {:o} {}:{}",
+                rel.display(),
+                m.rdev(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                node.rdev,
+                node.mode,
+                node.uid,
+                node.gid
+            )),
+            Err(e) => wrong.push(format!("{}: {e}", rel.display())),
+        }
+    }
+    let result = (|| {
+        check(wrong.is_empty(), || {
+            format!(
+                "{} of {} host nodes wrong in the created container: {wrong:?}",
+                wrong.len(),
+                host.len()
+            )
+        })?;
+        env.runtime.start(id).map_err(|e| e.to_string())?;
+        let exit = env
+            .runtime
+            .wait_timeout(id, Duration::from_secs(30))
+            .map_err(|e| e.to_string())?
+            .ok_or("the container did not exit")?;
+        check(exit == Exit::Code(0), || {
+            format!("its process did not find /dev/{first}: {exit:?}")
+        })
+    })();
+    env.runtime.delete(id).map_err(|e| e.to_string())?;
+    result?;
+    let (_, _, exit) = run(
+        env,
+        "dev-unprivileged",
+        Service {
+            command: exec(&["test", "-e", &format!("/dev/{first}")]),
+            ..Service::default()
+        },
+    )?;
+    check(exit == Exit::Code(1), || {
+        format!("/dev/{first} in a container that is not privileged: {exit:?}")
+    })
 }

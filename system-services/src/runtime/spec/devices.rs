@@ -9,12 +9,11 @@ use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType};
 use super::{HostDevice, SpecContext, SpecError};
 
 /// Host paths a service's `devices` names, so the caller can `stat` them for
-/// [`SpecContext::host_devices`].
-/// For a privileged service, every device node of the host (see
-/// [`host_device_nodes`]).
+/// [`SpecContext::host_devices`]. None for a privileged service: it gets
+/// every node of the host ([`host_device_nodes`]) from the runtime instead.
 pub fn device_paths(service: &Service) -> Vec<PathBuf> {
     if service.privileged {
-        return host_device_nodes(Path::new("/dev"));
+        return Vec::new();
     }
     service.devices.iter().map(|d| d.host.clone()).collect()
 }

@@ -293,6 +293,16 @@ impl Youki {
             step: "create",
             message: "libcontainer reported no init pid".into(),
         })?;
+        if config.service.privileged {
+            let made = crate::host::devices::fill(pid);
+            if let Some((rel, e)) = made.failed.first() {
+                log::warn!(
+                    "{id}: {} of the host's device nodes not made in its /dev, {}: {e}",
+                    made.failed.len(),
+                    rel.display()
+                );
+            }
+        }
         Ok((pid, out_r, err_r))
     }
 
