@@ -3,8 +3,8 @@
 //! made by `tools/probe/boot-order.sh`). The root is a squashfs of 64 KiB
 //! blocks and each page fault in a program's code reads 128 KiB around it:
 //! with the boot's 2,300 functions spread over `berth`'s 7 MB of code, berthd
-//! alone waited for 121 blocks before the ready line; packed into the first
-//! 2.2 MB, 49 (docs/benchmarks.md, "The boot's code together").
+//! alone waited for 116-122 blocks before the ready line; packed into the
+//! first 2.2 MB, 48 (docs/benchmarks.md, "The boot's code together").
 //!
 //! A symbol the file names that the code no longer has is skipped, and a new
 //! one goes after the listed ones: a stale file costs locality, never a build.
