@@ -40,26 +40,51 @@ pub struct Node {
     pub gid: u32,
 }
 
-/// The device nodes under `dev`, by path relative to it: the same set a
-/// privileged container gets when it is made
-/// ([`host_device_nodes`](crate::runtime::spec::host_device_nodes)).
+/// The device nodes under `dev`, by path relative to it: what a privileged
+/// container gets, the way Docker equips one. The nodes are made in the
+/// container's own `/dev` rather than binding the host's, because the runtime
+/// rewrites `/dev` (ptmx, the fd symlinks) and must never do that to the
+/// host's. `pts`, `shm` and `mqueue` are the container's own filesystems and
+/// `console` its own terminal.
 pub fn scan(dev: &Path) -> BTreeMap<PathBuf, Node> {
-    crate::runtime::spec::host_device_nodes(dev)
-        .into_iter()
-        .filter_map(|path| {
-            let meta = std::fs::symlink_metadata(&path).ok()?;
-            let rel = path.strip_prefix(dev).ok()?.to_path_buf();
-            Some((
-                rel,
+    use std::os::unix::fs::FileTypeExt;
+    let mut nodes = BTreeMap::new();
+    let mut dirs = vec![dev.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                let skip = ["pts", "shm", "mqueue"].map(|d| dev.join(d));
+                if !skip.contains(&path) {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            if !(kind.is_char_device() || kind.is_block_device()) || path == dev.join("console") {
+                continue;
+            }
+            let (Ok(meta), Ok(rel)) = (std::fs::symlink_metadata(&path), path.strip_prefix(dev))
+            else {
+                continue;
+            };
+            nodes.insert(
+                rel.to_path_buf(),
                 Node {
                     mode: meta.mode(),
                     rdev: meta.rdev(),
                     uid: meta.uid(),
                     gid: meta.gid(),
                 },
-            ))
-        })
-        .collect()
+            );
+        }
+    }
+    nodes
 }
 
 /// What one [`sync`] changed, by relative path, and what it could not.
@@ -282,6 +307,21 @@ mod tests {
             &node(libc::S_IFBLK, 0o640, (7, 200), 6),
         );
         dev
+    }
+
+    #[test]
+    fn the_hosts_nodes_are_its_devices_but_not_its_terminal_or_its_own_filesystems() {
+        let nodes = scan(Path::new("/dev"));
+        let null = nodes.get(Path::new("null")).expect("/dev/null");
+        assert_eq!(null.rdev, libc::makedev(1, 3));
+        assert_eq!(null.mode & libc::S_IFMT, libc::S_IFCHR);
+        assert!(!nodes.contains_key(Path::new("console")), "{nodes:?}");
+        assert!(
+            !nodes
+                .keys()
+                .any(|n| ["pts", "shm", "mqueue"].iter().any(|d| n.starts_with(d))),
+            "{nodes:?}"
+        );
     }
 
     #[test]

@@ -10,46 +10,13 @@ use super::{HostDevice, SpecContext, SpecError};
 
 /// Host paths a service's `devices` names, so the caller can `stat` them for
 /// [`SpecContext::host_devices`]. None for a privileged service: it gets
-/// every node of the host ([`host_device_nodes`]) from the runtime instead.
+/// every node of the host from the runtime instead
+/// ([`crate::host::devices::fill`]).
 pub fn device_paths(service: &Service) -> Vec<PathBuf> {
     if service.privileged {
         return Vec::new();
     }
     service.devices.iter().map(|d| d.host.clone()).collect()
-}
-
-/// Every device node under `dev`, the way Docker equips a privileged
-/// container: the nodes are created in the container's own `/dev` rather than
-/// binding the host's, because the runtime rewrites `/dev` (ptmx, the fd
-/// symlinks) and must never do that to the host's. `pts`, `shm` and `mqueue`
-/// are the container's own filesystems and `console` its own terminal.
-pub fn host_device_nodes(dev: &Path) -> Vec<PathBuf> {
-    use std::os::unix::fs::FileTypeExt;
-    let mut out = Vec::new();
-    let mut dirs = vec![dev.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                let skip = ["pts", "shm", "mqueue"].map(|d| dev.join(d));
-                if !skip.contains(&path) {
-                    dirs.push(path);
-                }
-            } else if (kind.is_char_device() || kind.is_block_device())
-                && path != dev.join("console")
-            {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 pub(super) fn device_rule(

@@ -24,8 +24,8 @@ mod volumes;
 
 pub use berth_configs::compose::{Volume, VolumeSource};
 pub use caps::capabilities;
+pub use devices::device_paths;
 use devices::{device, device_rule};
-pub use devices::{device_paths, host_device_nodes};
 pub use process::{environment, process_args, resolve_user};
 use volumes::tmpfs_mount;
 
