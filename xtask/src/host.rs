@@ -257,3 +257,50 @@ pub fn check_static(binary: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// What a whole `cargo xtask test` from a clean clone took at its peak, in
+/// GiB on the file system of `target/` and the temporary directory (measured:
+/// `target/` 7 GiB, the VMs' disks and copies up to 4 GiB more at once).
+pub const TEST_DISK_GIB: u64 = 11;
+
+/// Says how much space `dir`'s file system has, and warns when it is less than
+/// `need_gib`: running out shows up much later as a build step's "No space
+/// left on device", far from its cause.
+pub fn report_free_space(dir: &Path, need_gib: u64) -> Result<()> {
+    // `dir` may not exist yet on a clean clone: its nearest existing parent
+    // is on the same file system.
+    let existing = dir
+        .ancestors()
+        .find(|d| d.exists())
+        .context("no directory of the target path exists")?;
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(existing)
+        .output()
+        .context("running df")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let avail: u64 = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| {
+            format!(
+                "df printed no free space for {}: {text}",
+                existing.display()
+            )
+        })?;
+    let gib = avail as f64 / (1u64 << 30) as f64;
+    if avail < need_gib << 30 {
+        println!(
+            "==> warning: {gib:.1} GiB free on {}'s file system; a full run from a clean clone \
+             needs about {need_gib} GiB there, and will fail with \"No space left on device\"",
+            existing.display()
+        );
+    } else {
+        println!(
+            "==> {gib:.1} GiB free on {}'s file system (a full run needs about {need_gib} GiB)",
+            existing.display()
+        );
+    }
+    Ok(())
+}

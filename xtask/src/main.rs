@@ -143,6 +143,7 @@ fn test() -> Result<()> {
 
 fn test_steps() -> Result<()> {
     host::ensure()?;
+    host::report_free_space(&target_dir(), host::TEST_DISK_GIB)?;
     step(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
