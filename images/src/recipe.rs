@@ -35,6 +35,13 @@ pub struct Recipe {
     pub variant: String,
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Packages installed from `<suite>-backports` instead (apt's
+    /// `package/release`), with whatever of their dependencies only that
+    /// suite has in the version they ask for; everything else still comes
+    /// from `suite`. Backports is added to the image's sources only when
+    /// this is not empty.
+    #[serde(default)]
+    pub backports: Vec<String>,
     /// Paths dropped from the image (docs, caches), with everything below them;
     /// a trailing `*` drops every path starting with what precedes it, and a
     /// `*` inside the last name any run of characters in that name
@@ -156,6 +163,17 @@ impl LoadedRecipe {
                 recipe.name
             )));
         }
+        if let Some(both) = recipe
+            .backports
+            .iter()
+            .find(|p| recipe.packages.contains(p))
+        {
+            return Err(invalid(format!(
+                "`{both}` is in both `packages` and `backports`: name it in one \
+                 (`backports` for the version of {}-backports)",
+                recipe.suite
+            )));
+        }
         // Caught before mmdebstrap runs; the finished layer is checked again.
         if let Some(path) = recipe
             .files
@@ -248,10 +266,7 @@ pub fn build(store: &Store, loaded: &LoadedRecipe, epoch: u64) -> Result<Built, 
         .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
         .arg("--dpkgopt=path-include=/usr/share/locale/locale.alias")
         .arg("--aptopt=APT::Install-Recommends \"false\"");
-    if !recipe.packages.is_empty() {
-        cmd.arg(format!("--include={}", recipe.packages.join(",")));
-    }
-    cmd.arg(&recipe.suite).arg(&rootfs_tar);
+    cmd.args(include_and_sources(recipe, &rootfs_tar));
     let status = cmd.status().map_err(io_err(Path::new("mmdebstrap")))?;
     if !status.success() {
         return Err(RecipeError::Mmdebstrap {
@@ -304,6 +319,38 @@ pub fn build(store: &Store, loaded: &LoadedRecipe, epoch: u64) -> Result<Built, 
         compressed,
         unpacked,
     })
+}
+
+/// mmdebstrap's `--include`, suite, target and mirrors. Without backports
+/// the mirrors are mmdebstrap's defaults for the suite; with them, those same
+/// three sources are named with `<suite>-backports` after them, since naming
+/// any mirror replaces the defaults.
+fn include_and_sources(recipe: &Recipe, target: &Path) -> Vec<std::ffi::OsString> {
+    let backports = format!("{}-backports", recipe.suite);
+    let include: Vec<String> = recipe
+        .packages
+        .iter()
+        .cloned()
+        .chain(recipe.backports.iter().map(|p| format!("{p}/{backports}")))
+        .collect();
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    if !include.is_empty() {
+        args.push(format!("--include={}", include.join(",")).into());
+    }
+    args.push(recipe.suite.clone().into());
+    args.push(target.as_os_str().to_owned());
+    if !recipe.backports.is_empty() {
+        let suite = &recipe.suite;
+        for line in [
+            format!("deb http://deb.debian.org/debian {suite} main"),
+            format!("deb http://deb.debian.org/debian {suite}-updates main"),
+            format!("deb http://security.debian.org/debian-security {suite}-security main"),
+            format!("deb http://deb.debian.org/debian {backports} main"),
+        ] {
+            args.push(line.into());
+        }
+    }
+    args
 }
 
 /// The applet paths busybox provides, asked of the binary itself.
@@ -668,6 +715,42 @@ mod tests {
         )
         .expect("write");
         LoadedRecipe::load(&path).expect("a symlink is fine");
+    }
+
+    #[test]
+    fn backports_are_asked_by_release_and_only_then_added_to_the_sources() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.yml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            LoadedRecipe::load(&path)
+        };
+        let target = Path::new("/t/rootfs.tar");
+        let plain = load("name: r\npackages: [curl]\n").expect("load");
+        let args = include_and_sources(&plain.recipe, target);
+        assert_eq!(args, ["--include=curl", "bookworm", "/t/rootfs.tar"]);
+
+        let mixed = load("name: r\npackages: [curl]\nbackports: [openssh-server]\n").expect("load");
+        let args = include_and_sources(&mixed.recipe, target);
+        assert_eq!(
+            args,
+            [
+                "--include=curl,openssh-server/bookworm-backports",
+                "bookworm",
+                "/t/rootfs.tar",
+                "deb http://deb.debian.org/debian bookworm main",
+                "deb http://deb.debian.org/debian bookworm-updates main",
+                "deb http://security.debian.org/debian-security bookworm-security main",
+                "deb http://deb.debian.org/debian bookworm-backports main",
+            ]
+        );
+
+        match load("name: r\npackages: [openssh-server]\nbackports: [openssh-server]\n") {
+            Err(RecipeError::Invalid { reason, .. }) => {
+                assert!(reason.contains("`openssh-server` is in both"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
