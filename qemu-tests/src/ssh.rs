@@ -60,9 +60,12 @@ impl Ssh {
         &self.public
     }
 
+    /// `ssh` to the machine; `extra` comes first because ssh keeps the first
+    /// value it is given for an option.
     fn command(&self, extra: &[&str]) -> Command {
         let mut cmd = Command::new("ssh");
-        cmd.args(["-o", "StrictHostKeyChecking=no"])
+        cmd.args(extra)
+            .args(["-o", "StrictHostKeyChecking=no"])
             .args(["-o", "UserKnownHostsFile=/dev/null"])
             .args(["-o", "LogLevel=ERROR"])
             .args(["-o", "ConnectTimeout=10"])
@@ -71,7 +74,6 @@ impl Ssh {
             .args(["-o", "ServerAliveInterval=5"])
             .args(["-o", "ServerAliveCountMax=3"])
             .args(["-o", "BatchMode=yes"])
-            .args(extra)
             .arg("-p")
             .arg(self.port.to_string())
             .arg(format!("{}@127.0.0.1", self.user));
@@ -170,6 +172,71 @@ impl Ssh {
             program: "ssh".into(),
             source,
         })
+    }
+
+    /// Logs in with `password` (no key offered) and runs `remote`: the
+    /// password comes from an `SSH_ASKPASS` program, as a terminal would give it.
+    pub fn run_with_password(&self, password: &str, remote: &str) -> Result<Output> {
+        use std::os::unix::fs::PermissionsExt;
+        if password.contains('\'') {
+            return Err(Error::Command {
+                command: "ssh with a password".into(),
+                stderr: "the test's password must not contain a single quote".into(),
+            });
+        }
+        let askpass = self.key.with_file_name("askpass");
+        std::fs::write(
+            &askpass,
+            format!("#!/bin/sh\nprintf '%s\\n' '{password}'\n"),
+        )
+        .map_err(io_err(&askpass))?;
+        std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&askpass))?;
+        let mut cmd = self.command(&[
+            "-o",
+            "BatchMode=no",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+        ]);
+        cmd.arg(remote)
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .stdin(Stdio::null());
+        cmd.output().map_err(|source| Error::Spawn {
+            program: "ssh".into(),
+            source,
+        })
+    }
+
+    /// Copies `local` to `remote` on the machine with `scp` (the SFTP protocol
+    /// since OpenSSH 9.0, so the server's sftp-server).
+    pub fn copy_to(&self, local: &Path, remote: &str) -> Result<()> {
+        let out = Command::new("scp")
+            .args(["-q", "-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+            .args(["-o", "IdentitiesOnly=yes", "-i"])
+            .arg(&self.key)
+            .arg("-P")
+            .arg(self.port.to_string())
+            .arg(local)
+            .arg(format!("{}@127.0.0.1:{remote}", self.user))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: "scp".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                command: format!("scp {} {remote}", local.display()),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Logs in until it works: sshd starting is the readiness being waited

@@ -344,6 +344,63 @@ berth:
     switch_consoles_and_back(&mut vm, &ssh);
     switch_engines_and_back(&vm, &ssh, dir.path());
     engine_uses_the_machines_name_and_resolver(&vm, &ssh);
+    scp_and_a_password_login(&vm, &ssh, dir.path());
+}
+
+/// `openssl passwd -6 -salt berthtestsalt open-sesame-42`.
+const CAROL_HASH: &str =
+    "$6$berthtestsalt$LYhhzcChFVLxRm3gWaavl619ZDxfVCcl.DoiTaGdRNc3TAk5yOsrix5G.FH5shbHS.UqlyGqRcGzHN4YqRTf/1";
+
+/// What users do with OpenSSH besides a shell: `scp` (the SFTP protocol, so
+/// the console's sftp-server), and a password login once the config allows
+/// it, for a user the config gives a password hash (the session runs
+/// `sshd-session` and `sshd-auth`, which check it against /etc/shadow).
+fn scp_and_a_password_login(vm: &Vm, ssh: &Ssh, dir: &Path) {
+    let local = dir.join("scp-payload.txt");
+    let payload = "copied with scp\n".repeat(2000);
+    std::fs::write(&local, &payload).expect("payload");
+    ssh.copy_to(&local, "/home/berth/scp-payload.txt")
+        .unwrap_or_else(|e| panic!("scp: {e}\n{}", berth_lines(&vm.transcript())));
+    assert_eq!(ok(vm, ssh, "cat /home/berth/scp-payload.txt"), payload);
+
+    ok(
+        vm,
+        ssh,
+        "sudo berth config set berth.ssh.password_authentication true",
+    );
+    ok(
+        vm,
+        ssh,
+        &format!(
+            "sudo berth config set users '[default, {{name: carol, lock_passwd: false, hashed_passwd: \"{CAROL_HASH}\"}}]'"
+        ),
+    );
+    // console-init reads the config when it starts. The session ends with
+    // the console it runs in.
+    let _ = ssh.run("sudo berth service restart console");
+    ssh.wait_for("id -un carol", Duration::from_secs(180))
+        .unwrap_or_else(|e| {
+            panic!(
+                "the console did not come back with carol: {e}\n{}",
+                berth_lines(&vm.transcript())
+            )
+        });
+    let carol = ssh.as_user("carol");
+    let wrong = carol
+        .run_with_password("not-her-password", "id -un")
+        .expect("ssh");
+    assert!(
+        !wrong.status.success(),
+        "a wrong password logged in: {wrong:?}"
+    );
+    let out = carol
+        .run_with_password("open-sesame-42", "id -un")
+        .expect("ssh");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "carol",
+        "carol's password login: {out:?}\n{}",
+        berth_lines(&vm.transcript())
+    );
 }
 
 /// The user engine is the machine's: `docker info` names the machine (swarm
