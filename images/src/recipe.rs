@@ -20,7 +20,7 @@ use crate::oci::{self, Descriptor, ImageConfig, RunConfig};
 use crate::store::{Store, StoreError};
 
 /// Bump when the builder's output changes, so cached images are rebuilt.
-const BUILDER_VERSION: &str = "2";
+const BUILDER_VERSION: &str = "3";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -322,9 +322,8 @@ pub fn build(store: &Store, loaded: &LoadedRecipe, epoch: u64) -> Result<Built, 
 }
 
 /// mmdebstrap's `--include`, suite, target and mirrors. Without backports
-/// the mirrors are mmdebstrap's defaults for the suite; with them, those same
-/// three sources are named with `<suite>-backports` after them, since naming
-/// any mirror replaces the defaults.
+/// the mirrors are mmdebstrap's defaults for the suite; with them, all of
+/// [`debian_sources`], since naming any mirror replaces the defaults.
 fn include_and_sources(recipe: &Recipe, target: &Path) -> Vec<std::ffi::OsString> {
     let backports = format!("{}-backports", recipe.suite);
     let include: Vec<String> = recipe
@@ -340,17 +339,21 @@ fn include_and_sources(recipe: &Recipe, target: &Path) -> Vec<std::ffi::OsString
     args.push(recipe.suite.clone().into());
     args.push(target.as_os_str().to_owned());
     if !recipe.backports.is_empty() {
-        let suite = &recipe.suite;
-        for line in [
-            format!("deb http://deb.debian.org/debian {suite} main"),
-            format!("deb http://deb.debian.org/debian {suite}-updates main"),
-            format!("deb http://security.debian.org/debian-security {suite}-security main"),
-            format!("deb http://deb.debian.org/debian {backports} main"),
-        ] {
-            args.push(line.into());
-        }
+        args.extend(debian_sources(&recipe.suite).map(Into::into));
     }
     args
+}
+
+/// The sources.list lines of a Debian release with its updates, security
+/// and backports suites: what mmdebstrap uses by default for a stable
+/// release, plus backports, from which apt takes only what it is asked for.
+pub fn debian_sources(suite: &str) -> [String; 4] {
+    [
+        format!("deb http://deb.debian.org/debian {suite} main"),
+        format!("deb http://deb.debian.org/debian {suite}-updates main"),
+        format!("deb http://deb.debian.org/debian-security {suite}-security main"),
+        format!("deb http://deb.debian.org/debian {suite}-backports main"),
+    ]
 }
 
 /// The applet paths busybox provides, asked of the binary itself.
@@ -740,7 +743,7 @@ mod tests {
                 "/t/rootfs.tar",
                 "deb http://deb.debian.org/debian bookworm main",
                 "deb http://deb.debian.org/debian bookworm-updates main",
-                "deb http://security.debian.org/debian-security bookworm-security main",
+                "deb http://deb.debian.org/debian-security bookworm-security main",
                 "deb http://deb.debian.org/debian bookworm-backports main",
             ]
         );

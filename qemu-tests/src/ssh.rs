@@ -7,6 +7,24 @@ use std::time::{Duration, Instant};
 
 use crate::{io_err, Error, Result};
 
+/// The options of every `ssh` and `scp` to a test's machine. A session whose
+/// server went away (a console being replaced) ends within seconds instead of
+/// waiting on TCP.
+const CLIENT_OPTIONS: &[&str] = &[
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=10",
+    "-o",
+    "ServerAliveInterval=5",
+    "-o",
+    "ServerAliveCountMax=3",
+];
+
 /// A key pair made with `ssh-keygen` and the options every test call needs.
 #[derive(Debug, Clone)]
 pub struct Ssh {
@@ -65,14 +83,7 @@ impl Ssh {
     fn command(&self, extra: &[&str]) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.args(extra)
-            .args(["-o", "StrictHostKeyChecking=no"])
-            .args(["-o", "UserKnownHostsFile=/dev/null"])
-            .args(["-o", "LogLevel=ERROR"])
-            .args(["-o", "ConnectTimeout=10"])
-            // A session whose server went away (a console being replaced) ends
-            // within seconds instead of waiting on TCP.
-            .args(["-o", "ServerAliveInterval=5"])
-            .args(["-o", "ServerAliveCountMax=3"])
+            .args(CLIENT_OPTIONS)
             .args(["-o", "BatchMode=yes"])
             .arg("-p")
             .arg(self.port.to_string())
@@ -216,9 +227,9 @@ impl Ssh {
     /// since OpenSSH 9.0, so the server's sftp-server).
     pub fn copy_to(&self, local: &Path, remote: &str) -> Result<()> {
         let out = Command::new("scp")
-            .args(["-q", "-o", "StrictHostKeyChecking=no"])
-            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
-            .args(["-o", "IdentitiesOnly=yes", "-i"])
+            .arg("-q")
+            .args(CLIENT_OPTIONS)
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
             .arg(&self.key)
             .arg("-P")
             .arg(self.port.to_string())

@@ -36,12 +36,9 @@ const PACKAGES: &[&str] = &[
 /// Backports too, for Berth's kernel package when it comes from there
 /// (`berth_iso::kernel::PREFERRED_RELEASE`); apt takes nothing else from it
 /// unless asked, so the rest is Debian 12's own.
-const SUITES: &[&str] = &[
-    "deb http://deb.debian.org/debian bookworm main",
-    "deb http://deb.debian.org/debian bookworm-updates main",
-    "deb http://deb.debian.org/debian-security bookworm-security main",
-    "deb http://deb.debian.org/debian bookworm-backports main",
-];
+fn suites() -> [String; 4] {
+    berth_images::recipe::debian_sources("bookworm")
+}
 
 /// DHCP on the virtio NIC with systemd-networkd, as Debian's cloud images do.
 const NETWORK: &str = "[Match]\nName=en*\n\n[Network]\nDHCP=ipv4\n";
@@ -97,7 +94,7 @@ pub fn build(dir: &Path, kernel_package: &str) -> Result<Image> {
         &[],
         &[
             &PACKAGES.join(","),
-            &SUITES.join("\n"),
+            &suites().join("\n"),
             NETWORK,
             KEY_UNIT,
             MARKER_UNIT,
@@ -141,7 +138,7 @@ pub fn build(dir: &Path, kernel_package: &str) -> Result<Image> {
     for hook in &hooks {
         mm.arg(format!("--customize-hook={hook}"));
     }
-    mm.arg("bookworm").arg(&tree).args(SUITES);
+    mm.arg("bookworm").arg(&tree).args(suites());
     crate::step("mmdebstrap", &mut mm)?;
 
     let version = kernel_package
