@@ -183,11 +183,11 @@ pub fn load_from(
         .partition(|w| options.is_blacklisted(w));
     let (files, missing) = dep.resolve(&wanted);
     let not_for_this_cpu = match std::fs::read_to_string(CPU_MODALIAS) {
-        Ok(cpu) => not_for_cpu(
+        Ok(cpu) if !files.is_empty() => not_for_cpu(
             &std::fs::read_to_string(dir.join("modules.alias")).unwrap_or_default(),
             cpu.trim(),
         ),
-        Err(_) => HashSet::new(),
+        _ => HashSet::new(),
     };
     let mut report = Report {
         missing: missing
@@ -685,11 +685,10 @@ const CPU_MODALIAS: &str = "/sys/devices/system/cpu/modalias";
 /// without the feature.
 fn not_for_cpu(aliases: &str, cpu: &str) -> HashSet<String> {
     let mut cpu_modules: HashMap<String, bool> = HashMap::new();
-    for alias in parse_aliases(aliases) {
-        if alias.literal.starts_with("cpu:") {
-            let matches = glob_match(alias.pattern.as_bytes(), cpu.as_bytes());
-            *cpu_modules.entry(normalize(alias.module)).or_default() |= matches;
-        }
+    let cpu_lines = aliases.lines().filter(|l| l.starts_with("alias cpu:"));
+    for alias in parse_aliases(&cpu_lines.collect::<Vec<_>>().join("\n")) {
+        let matches = glob_match(alias.pattern.as_bytes(), cpu.as_bytes());
+        *cpu_modules.entry(normalize(alias.module)).or_default() |= matches;
     }
     cpu_modules
         .into_iter()
