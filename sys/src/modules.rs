@@ -205,9 +205,10 @@ pub fn load_from(
         let kernel_decodes = [".xz", ".gz"].iter().any(|e| file.ends_with(e));
         if not_for_this_cpu.contains(&name) {
             // What its init would say (ENODEV), without the load: a module
-            // whose init fails is freed only after RCU grace periods, which
-            // cost crc32c_intel 37 ms of a disk boot under QEMU's default
-            // CPU (docs/benchmarks.md, "Drivers for a CPU feature").
+            // whose init fails is freed only after RCU grace periods, and
+            // crc32c_intel's failed load under QEMU's default CPU cost a disk
+            // boot about 65 ms before its state mount (docs/benchmarks.md,
+            // "Drivers for a CPU feature").
             log::debug!("module {name}: not for this CPU");
             report.absent += 1;
             continue;
