@@ -687,7 +687,7 @@ const CPU_MODALIAS: &str = "/sys/devices/system/cpu/modalias";
 fn not_for_cpu(aliases: &str, cpu: &str) -> HashSet<String> {
     let mut cpu_modules: HashMap<String, bool> = HashMap::new();
     let cpu_lines = aliases.lines().filter(|l| l.starts_with("alias cpu:"));
-    for alias in parse_aliases(&cpu_lines.collect::<Vec<_>>().join("\n")) {
+    for alias in cpu_lines.filter_map(parse_alias) {
         let matches = glob_match(alias.pattern.as_bytes(), cpu.as_bytes());
         *cpu_modules.entry(normalize(alias.module)).or_default() |= matches;
     }
@@ -709,21 +709,22 @@ struct Alias<'a> {
 
 /// `alias PATTERN MODULE` lines.
 fn parse_aliases(text: &str) -> Vec<Alias<'_>> {
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            if words.next() != Some("alias") {
-                return None;
-            }
-            let pattern = words.next()?;
-            let literal = &pattern[..pattern.find(['*', '?', '[']).unwrap_or(pattern.len())];
-            Some(Alias {
-                pattern,
-                literal,
-                module: words.next()?,
-            })
-        })
-        .collect()
+    text.lines().filter_map(parse_alias).collect()
+}
+
+/// One line, if it is an `alias PATTERN MODULE` line.
+fn parse_alias(line: &str) -> Option<Alias<'_>> {
+    let mut words = line.split_whitespace();
+    if words.next() != Some("alias") {
+        return None;
+    }
+    let pattern = words.next()?;
+    let literal = &pattern[..pattern.find(['*', '?', '[']).unwrap_or(pattern.len())];
+    Some(Alias {
+        pattern,
+        literal,
+        module: words.next()?,
+    })
 }
 
 /// The `modalias` of each device on a bus (`sysfs/bus/*/devices/*`), and

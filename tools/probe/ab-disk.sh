@@ -10,39 +10,20 @@
 set -u
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 D=$REPO/target/berth/probe/ab-disk; rm -rf "$D"; mkdir -p "$D"
-KEY=$REPO/target/berth/probe/key; PORT=${PORT:-2312}
-[ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -f "$KEY"
-cat > "$D/user-data" <<EOC
-#cloud-config
-ssh_authorized_keys:
-  - $(cat "$KEY.pub")
-berth:
-  services:
-    docker: null
-EOC
-printf 'instance-id: probe\nlocal-hostname: berth\n' > "$D/meta-data"
-cloud-localds "$D/seed.img" "$D/user-data" "$D/meta-data"
-SSH=(ssh -q -i "$KEY" -p "$PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null berth@127.0.0.1)
+PORT=${PORT:-2312}
+# shellcheck source=tools/probe/disk-lib.sh
+. "$REPO/tools/probe/disk-lib.sh"
+disk_seed
 # boot DISK LOG: one boot to the ready line; prints its time and PID 1's marks, then powers off.
 boot() {
-  rm -f "$2"
-  local t0 t1 q
+  local t0 t1
   t0=$(date +%s.%N)
-  # shellcheck disable=SC2086 # QEMU_EXTRA is a list of arguments
-  timeout 300 qemu-system-x86_64 -name probe -m 1024 -smp 1 -accel tcg,tb-size=256 -machine pc \
-    ${QEMU_EXTRA:-} -drive "file=$1,if=virtio,format=qcow2,cache=unsafe" \
-    -drive "file=$D/seed.img,if=virtio,format=raw,readonly=on" \
-    -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$PORT-:22" -device virtio-net-pci,netdev=net0,romfile= \
-    -device virtio-rng-pci -display none -serial "file:$2" -monitor none &
-  q=$!
-  for _ in $(seq 1 6000); do grep -q "system ready" "$2" 2>/dev/null && break; sleep 0.05; done
+  disk_boot "$1" "$2"
   t1=$(date +%s.%N)
   sleep 2
   printf '%.2f s  %s\n' "$(echo "$t1 - $t0" | bc)" \
     "$("${SSH[@]}" 'sudo berth boot-time' | sed -n 's/^PID 1: //p')"
-  "${SSH[@]}" "sudo berth poweroff" >/dev/null 2>&1
-  for _ in $(seq 1 120); do kill -0 $q 2>/dev/null || break; sleep 0.5; done
-  kill $q 2>/dev/null; wait $q 2>/dev/null
+  disk_poweroff
 }
 for dir in "$@"; do
   name=$(basename "$dir")

@@ -12,32 +12,14 @@ TAG=$1; CMD=${2:-sudo berth boot-time}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=$REPO/target/berth
 D=$OUT/probe/$TAG; rm -rf "$D"; mkdir -p "$D"
-KEY=$OUT/probe/key; PORT=${PORT:-2310}
-[ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -f "$KEY"
-cat > "$D/user-data" <<EOC
-#cloud-config
-ssh_authorized_keys:
-  - $(cat "$KEY.pub")
-berth:
-  services:
-    docker: null
-EOC
-printf 'instance-id: probe\nlocal-hostname: berth\n' > "$D/meta-data"
-cloud-localds "$D/seed.img" "$D/user-data" "$D/meta-data"
+PORT=${PORT:-2310}
+# shellcheck source=tools/probe/disk-lib.sh
+. "$REPO/tools/probe/disk-lib.sh"
+disk_seed
 qemu-img create -q -f qcow2 -b "${QCOW2:-$OUT/berth.qcow2}" -F qcow2 "$D/disk.qcow2" 8G
-SSH=(ssh -q -i "$KEY" -p "$PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null berth@127.0.0.1)
 for boot in 1 2; do
-  # shellcheck disable=SC2086 # QEMU_EXTRA is a list of arguments
-  timeout 300 qemu-system-x86_64 -name probe -m 1024 -smp 1 -accel tcg,tb-size=256 -machine pc \
-    ${QEMU_EXTRA:-} -drive "file=$D/disk.qcow2,if=virtio,format=qcow2,cache=unsafe" \
-    -drive "file=$D/seed.img,if=virtio,format=raw,readonly=on" \
-    -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$PORT-:22" -device virtio-net-pci,netdev=net0,romfile= \
-    -device virtio-rng-pci -display none -serial "file:$D/serial$boot.log" -monitor none &
-  Q=$!
-  for _ in $(seq 1 600); do grep -q "system ready" "$D/serial$boot.log" 2>/dev/null && break; sleep 0.5; done
+  disk_boot "$D/disk.qcow2" "$D/serial$boot.log"
   sleep 3
   [ "$boot" = 2 ] && "${SSH[@]}" "$CMD"
-  "${SSH[@]}" "sudo berth poweroff" >/dev/null 2>&1
-  for _ in $(seq 1 120); do kill -0 $Q 2>/dev/null || break; sleep 0.5; done
-  kill $Q 2>/dev/null; wait $Q 2>/dev/null
+  disk_poweroff
 done
